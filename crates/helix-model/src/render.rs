@@ -1,0 +1,1 @@
+//! Metadata rendering: any OTLP attribute value → the flat string stored in `metadata`.

@@ -1,0 +1,91 @@
+//! Persistence for helixobs: the `Store` trait every backend implements, the query types the
+//! API reads, the SQLite backend, and (feature `conformance`) the suite every backend must pass.
+
+pub mod sqlite;
+mod types;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use helix_model::{EntityEvent, SpanRef};
+
+pub use sqlite::SqliteStore;
+pub use types::*;
+
+/// Why a store call failed. The variant decides what a client is told: `Unavailable` is
+/// transient (retry later), `BadCursor` is the caller's fault, the rest are ours.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot take the call right now (locked, down, disk full); retrying may work.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The cursor given by the caller was not produced by this store.
+    #[error("malformed cursor: {0}")]
+    BadCursor(String),
+    /// The schema in the database is newer than this binary understands, or a migration failed.
+    #[error("schema problem: {0}")]
+    Schema(String),
+    /// Anything else: a bug or corrupt data; logged with its cause, answered generically.
+    #[error("store error: {0}")]
+    Internal(String),
+}
+
+impl StoreError {
+    /// Whether a client should retry the request that hit this error.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// One backend holding entities, operations, events, edges and logs.
+///
+/// Writes are whole batches applied in one transaction, in record order, idempotently
+/// (storage.md "Write semantics"). Reads never block writes for long.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Short backend name for logs and `/readyz` (`sqlite`, `postgres`).
+    fn backend(&self) -> &'static str;
+
+    /// Apply a batch atomically: either every record is committed or none is.
+    async fn write(&self, batch: &WriteBatch) -> StoreResult<WriteOutcome>;
+
+    /// TraceStore fallback: creation span of each known, non-placeholder entity among `entity_ids`.
+    async fn span_refs(&self, entity_ids: &[String]) -> StoreResult<HashMap<String, SpanRef>>;
+
+    /// Database reachable and schema current.
+    async fn check_ready(&self) -> StoreResult<()>;
+
+    async fn entity(&self, id: &str) -> StoreResult<Option<Entity>>;
+
+    /// Number of entities that name `id` as a parent.
+    async fn children_count(&self, id: &str) -> StoreResult<u64>;
+
+    /// Events of an entity, oldest first (by timestamp, then span, then ordinal).
+    async fn events(&self, entity_id: &str, page: &PageRequest) -> StoreResult<Page<EntityEvent>>;
+
+    /// Operations of an entity, oldest first. Does not include the synthetic "creation" row.
+    async fn operations(&self, entity_id: &str, page: &PageRequest) -> StoreResult<Page<Operation>>;
+
+    /// Breadth-first walk from `query.root`; `None` when the root is unknown.
+    async fn lineage(&self, query: &LineageQuery) -> StoreResult<Option<Lineage>>;
+
+    /// The compatible `/graph` view; `None` when the entity is unknown.
+    async fn graph(&self, id: &str, query: &GraphQuery) -> StoreResult<Option<Graph>>;
+
+    /// Entities matching the filter, newest first.
+    async fn search(&self, filter: &EntityFilter, page: &PageRequest) -> StoreResult<Page<Entity>>;
+
+    /// Instruments that have sent data, sorted.
+    async fn instruments(&self) -> StoreResult<Vec<String>>;
+
+    /// Per-stage counts of an instrument's (non-placeholder) entities, sorted by stage.
+    async fn stages(&self, instrument_id: &str) -> StoreResult<Vec<StageSummary>>;
+
+    /// Log records correlated with an entity (by `helix_entity_id` or by one of its traces), oldest first.
+    async fn logs(&self, entity_id: &str, page: &PageRequest) -> StoreResult<Page<helix_model::LogRecorded>>;
+}

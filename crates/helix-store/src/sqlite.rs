@@ -1,0 +1,2 @@
+//! SQLite backend (to be written).
+pub struct SqliteStore;

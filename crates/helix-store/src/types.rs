@@ -1,0 +1,203 @@
+//! Values crossing the `Store` boundary: write batches and their outcome, and query results.
+
+use helix_model::{EntityCreated, LogRecorded, Metadata, OperationRecorded, Status};
+use serde::{Deserialize, Serialize};
+
+/// One record to apply, in arrival order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteRecord {
+    Created(EntityCreated),
+    Operation(OperationRecorded),
+    Log(LogRecorded),
+}
+
+/// Everything the writer commits in one transaction.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WriteBatch {
+    pub records: Vec<WriteRecord>,
+}
+
+/// What a committed batch changed, for metrics. Re-applied (duplicate) records count nothing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WriteOutcome {
+    /// Entities that got their creation for the first time (new rows and placeholder upgrades).
+    pub entities_created: Vec<EntityCount>,
+    /// Placeholders inserted for operations on unknown entities.
+    pub placeholders_created: u64,
+    /// Newly inserted operation rows.
+    pub operations_inserted: u64,
+    /// Newly inserted events, per instrument: (instrument_id, is helix.error).
+    pub events_inserted: Vec<(String, bool)>,
+    /// Creation spans for an entity that already had a different creation span.
+    pub recreations: u64,
+    /// Spans naming an entity owned by another instrument: not applied.
+    pub instrument_conflicts: u64,
+    /// Newly inserted log records.
+    pub logs_inserted: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntityCount {
+    pub instrument_id: String,
+    pub stage: String,
+    pub status: Status,
+}
+
+/// An `entities` row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entity {
+    pub id: String,
+    pub instrument_id: String,
+    pub trace_id: Option<String>,
+    pub span_id: Option<String>,
+    pub timestamp_ns: i64,
+    pub end_ns: Option<i64>,
+    pub stage: Option<String>,
+    pub service_name: Option<String>,
+    pub process_name: Option<String>,
+    pub status: Status,
+    pub placeholder: bool,
+    pub parent_ids: Vec<String>,
+    pub metadata: Metadata,
+    /// Ingest time, RFC 3339 UTC.
+    pub created_at: String,
+}
+
+/// An `entity_operations` row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Operation {
+    pub entity_id: String,
+    pub instrument_id: String,
+    pub operation: String,
+    pub trace_id: String,
+    pub span_id: String,
+    pub timestamp_ns: i64,
+    pub duration_ns: i64,
+    pub status: Status,
+    pub service_name: Option<String>,
+    pub metadata: Metadata,
+    pub created_at: String,
+}
+
+/// Limit and opaque cursor of a list call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PageRequest {
+    pub limit: usize,
+    pub cursor: Option<String>,
+}
+
+impl PageRequest {
+    pub fn first(limit: usize) -> Self {
+        PageRequest { limit, cursor: None }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Present when more rows exist; pass it back as `PageRequest::cursor`.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Ancestors,
+    Descendants,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LineageQuery {
+    pub root: String,
+    pub direction: Direction,
+    /// `None`: unbounded.
+    pub max_depth: Option<u32>,
+    /// Node budget of this page (the root is not counted).
+    pub limit: usize,
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LineageNode {
+    pub id: String,
+    /// 0 for the root, 1 for its parents (or children), …
+    pub depth: u32,
+    pub stage: Option<String>,
+    pub status: Status,
+    pub instrument_id: String,
+    pub timestamp_ns: i64,
+    pub parent_ids: Vec<String>,
+    pub placeholder: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+pub struct Edge {
+    pub source: String,
+    pub target: String,
+}
+
+/// A breadth-first walk. Nodes are unique, ordered by depth, then timestamp, then ID; edges
+/// join returned nodes only. Parents that do not exist as entities are not nodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lineage {
+    pub root: String,
+    pub direction: Direction,
+    pub nodes: Vec<LineageNode>,
+    pub edges: Vec<Edge>,
+    /// True when the node budget cut the walk.
+    pub partial: bool,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GraphQuery {
+    pub up: u32,
+    pub down: u32,
+    pub limit: usize,
+}
+
+impl Default for GraphQuery {
+    fn default() -> Self {
+        GraphQuery { up: 10, down: 2, limit: 500 }
+    }
+}
+
+/// A node of the compatible `/graph` response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GraphNode {
+    pub id: String,
+    pub instrument_id: String,
+    pub trace_id: Option<String>,
+    pub timestamp_ns: i64,
+    pub parent_ids: Vec<String>,
+    pub metadata: Metadata,
+    pub has_error: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Graph {
+    pub nodes: Vec<GraphNode>,
+    pub edges: Vec<Edge>,
+}
+
+/// Filters of the entity search; every field is optional and they combine with AND.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EntityFilter {
+    pub instrument_id: Option<String>,
+    pub stage: Option<String>,
+    pub status: Option<Status>,
+    pub from_ns: Option<i64>,
+    pub to_ns: Option<i64>,
+    /// Entity ID prefix (an exact ID is a prefix of itself).
+    pub id_prefix: Option<String>,
+    /// `metadata[key] == value` for every pair.
+    pub metadata: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageSummary {
+    pub stage: String,
+    pub count: u64,
+    pub error_count: u64,
+    pub last_seen_ns: i64,
+}
