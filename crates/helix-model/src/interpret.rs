@@ -1,6 +1,342 @@
-//! Classification of spans (wire.md): one decoded export request → typed records.
-pub struct Interpretation;
-pub struct SpanAt;
-pub enum SpanClass {}
-pub fn interpret_traces() {}
-pub fn interpret_logs() {}
+//! Classification of spans and log records (wire.md): one decoded export request → typed
+//! records. All of the wire contract lives here; it does no I/O and never fails on input:
+//! a span that cannot be used is a value (`SpanClass::Rejected`), not an error.
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{span::Link, status::StatusCode, Span};
+
+use crate::ids::to_hex;
+use crate::records::{EntityCreated, EntityEvent, LogRecorded, OperationRecorded, SpanRef, Status};
+use crate::render::{render_attributes, render_value};
+
+pub const ENTITY_ID: &str = "helix.entity.id";
+pub const INSTRUMENT_ID: &str = "helix.instrument.id";
+pub const PARENT_IDS: &str = "helix.parent.ids";
+pub const IS_OPERATION: &str = "helix.entity.is_operation";
+pub const PROCESS_NAME: &str = "helix.process.name";
+pub const SERVICE_NAME: &str = "service.name";
+pub const ERROR_EVENT: &str = "helix.error";
+const HELIX_EVENT_PREFIX: &str = "helix.";
+
+/// Keys that steer interpretation and therefore are not metadata.
+const NOT_METADATA: [&str; 4] = [ENTITY_ID, INSTRUMENT_ID, PARENT_IDS, IS_OPERATION];
+
+/// Longest entity ID accepted, in bytes: IDs are primary keys and URL path segments.
+pub const MAX_ENTITY_ID_BYTES: usize = 16 * 1024;
+
+/// What the herald makes of one span.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SpanClass {
+    /// No entity ID: no rows, forwarded unchanged.
+    Passthrough,
+    Creation(EntityCreated),
+    Operation(OperationRecorded),
+    /// An entity span that cannot be stored; the reason is told to the client.
+    Rejected(String),
+}
+
+/// One span's class and its position in the request, so resolution can add links in place.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpanAt {
+    pub resource: usize,
+    pub scope: usize,
+    pub span: usize,
+    pub class: SpanClass,
+}
+
+/// Every span of one export request, in request order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Interpretation {
+    pub spans: Vec<SpanAt>,
+}
+
+impl Interpretation {
+    pub fn passthrough_count(&self) -> usize {
+        self.spans.iter().filter(|s| s.class == SpanClass::Passthrough).count()
+    }
+
+    /// Reasons of rejected spans, in request order.
+    pub fn rejections(&self) -> impl Iterator<Item = &str> {
+        self.spans.iter().filter_map(|s| match &s.class {
+            SpanClass::Rejected(why) => Some(why.as_str()),
+            _ => None,
+        })
+    }
+}
+
+/// Resource-level fallbacks shared by every span (or log record) under one resource.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct ResourceContext {
+    service_name: Option<String>,
+    instrument_id: Option<String>,
+    process_name: Option<String>,
+}
+
+impl ResourceContext {
+    fn of(resource: Option<&Resource>) -> Self {
+        let attrs = resource.map(|r| r.attributes.as_slice()).unwrap_or_default();
+        ResourceContext {
+            service_name: string_attr(attrs, SERVICE_NAME).map(str::to_owned),
+            instrument_id: string_attr(attrs, INSTRUMENT_ID).map(str::to_owned),
+            process_name: string_attr(attrs, PROCESS_NAME).map(str::to_owned),
+        }
+    }
+}
+
+/// Classify every span of a trace export.
+pub fn interpret_traces(request: &ExportTraceServiceRequest) -> Interpretation {
+    let mut spans = Vec::new();
+    for (r, resource_spans) in request.resource_spans.iter().enumerate() {
+        let context = ResourceContext::of(resource_spans.resource.as_ref());
+        for (s, scope_spans) in resource_spans.scope_spans.iter().enumerate() {
+            for (i, span) in scope_spans.spans.iter().enumerate() {
+                spans.push(SpanAt { resource: r, scope: s, span: i, class: classify(&context, span) });
+            }
+        }
+    }
+    Interpretation { spans }
+}
+
+fn classify(context: &ResourceContext, span: &Span) -> SpanClass {
+    let attrs = span.attributes.as_slice();
+    // Only a non-empty string ID makes an entity span; an operation whose deferred ID was
+    // never set carries none and is an ordinary span.
+    let Some(entity_id) = string_attr(attrs, ENTITY_ID).filter(|id| !id.is_empty()) else {
+        return SpanClass::Passthrough;
+    };
+    if let Err(why) = check_entity_id(entity_id) {
+        return SpanClass::Rejected(format!("span {:?}: {why}", span.name));
+    }
+    if span.trace_id.len() != 16 || span.trace_id.iter().all(|b| *b == 0) {
+        return SpanClass::Rejected(format!(
+            "span {:?} of entity {entity_id:?}: trace_id must be 16 non-zero bytes, got {}",
+            span.name,
+            span.trace_id.len()
+        ));
+    }
+    if span.span_id.len() != 8 || span.span_id.iter().all(|b| *b == 0) {
+        return SpanClass::Rejected(format!(
+            "span {:?} of entity {entity_id:?}: span_id must be 8 non-zero bytes, got {}",
+            span.name,
+            span.span_id.len()
+        ));
+    }
+
+    let instrument_id = string_attr(attrs, INSTRUMENT_ID)
+        .map(str::to_owned)
+        .or_else(|| context.instrument_id.clone())
+        .unwrap_or_default();
+    let process_name =
+        string_attr(attrs, PROCESS_NAME).map(str::to_owned).or_else(|| context.process_name.clone());
+    let trace_id = to_hex(&span.trace_id);
+    let span_id = to_hex(&span.span_id);
+    let start_ns = clamp_ns(span.start_time_unix_nano);
+    let end_ns = clamp_ns(span.end_time_unix_nano).max(start_ns);
+    let events = entity_events(span, entity_id, &instrument_id, &trace_id, &span_id, start_ns);
+    let failed = span.status.as_ref().is_some_and(|s| s.code == StatusCode::Error as i32)
+        || events.iter().any(EntityEvent::is_error);
+    let status = if failed { Status::Error } else { Status::Ok };
+
+    let common_metadata = render_attributes(attrs, &NOT_METADATA);
+    let parent_ids = parent_ids(find_attr(attrs, PARENT_IDS));
+    if is_operation(find_attr(attrs, IS_OPERATION)) {
+        SpanClass::Operation(OperationRecorded {
+            entity_id: entity_id.to_owned(),
+            instrument_id,
+            operation: span.name.clone(),
+            trace_id,
+            span_id,
+            start_ns,
+            duration_ns: end_ns - start_ns,
+            parent_ids,
+            metadata: common_metadata,
+            service_name: context.service_name.clone(),
+            process_name,
+            status,
+            events,
+        })
+    } else {
+        SpanClass::Creation(EntityCreated {
+            entity_id: entity_id.to_owned(),
+            instrument_id,
+            stage: span.name.clone(),
+            trace_id,
+            span_id,
+            start_ns,
+            end_ns,
+            parent_ids,
+            metadata: common_metadata,
+            service_name: context.service_name.clone(),
+            process_name,
+            status,
+            events,
+        })
+    }
+}
+
+/// Entity IDs are caller-chosen text; control characters would break URLs, logs and the UI.
+pub fn check_entity_id(id: &str) -> Result<(), String> {
+    if id.len() > MAX_ENTITY_ID_BYTES {
+        return Err(format!("entity id is {} bytes, more than the {MAX_ENTITY_ID_BYTES} allowed", id.len()));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(format!("entity id {id:?} contains control characters"));
+    }
+    Ok(())
+}
+
+/// `helix.*` span events, each with its own timestamp and its position among the span's events.
+fn entity_events(
+    span: &Span,
+    entity_id: &str,
+    instrument_id: &str,
+    trace_id: &str,
+    span_id: &str,
+    span_start_ns: i64,
+) -> Vec<EntityEvent> {
+    span.events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.name.starts_with(HELIX_EVENT_PREFIX))
+        .map(|(ordinal, e)| EntityEvent {
+            entity_id: entity_id.to_owned(),
+            instrument_id: instrument_id.to_owned(),
+            event_name: e.name.clone(),
+            // An event without a time happened, at the latest, when the span started.
+            timestamp_ns: if e.time_unix_nano == 0 { span_start_ns } else { clamp_ns(e.time_unix_nano) },
+            metadata: render_attributes(&e.attributes, &[]),
+            trace_id: trace_id.to_owned(),
+            span_id: span_id.to_owned(),
+            ordinal: u32::try_from(ordinal).unwrap_or(u32::MAX),
+        })
+        .collect()
+}
+
+/// `helix.parent.ids`: comma-joined string or string array; trimmed, no empties, first occurrence kept.
+pub fn parent_ids(value: Option<&AnyValue>) -> Vec<String> {
+    let raw: Vec<String> = match value.and_then(|v| v.value.as_ref()) {
+        Some(Value::StringValue(s)) => s.split(',').map(str::to_owned).collect(),
+        Some(Value::ArrayValue(a)) => a
+            .values
+            .iter()
+            .flat_map(|v| match &v.value {
+                // A client may send each element as "a,b" too; treat it like the joined form.
+                Some(Value::StringValue(s)) => s.split(',').map(str::to_owned).collect::<Vec<_>>(),
+                other => vec![render_value(Some(&AnyValue { value: other.clone() }))],
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let mut seen = std::collections::HashSet::with_capacity(raw.len());
+    raw.into_iter()
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty() && check_entity_id(p).is_ok())
+        .filter(|p| seen.insert(p.clone()))
+        .collect()
+}
+
+/// The operation marker: string `"true"` (the older client) or boolean `true`.
+pub fn is_operation(value: Option<&AnyValue>) -> bool {
+    match value.and_then(|v| v.value.as_ref()) {
+        Some(Value::StringValue(s)) => s.trim().eq_ignore_ascii_case("true"),
+        Some(Value::BoolValue(b)) => *b,
+        _ => false,
+    }
+}
+
+/// The value of `key`; the last occurrence wins, as in the OpenTelemetry SDKs.
+fn find_attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
+    attrs.iter().rev().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref())
+}
+
+fn string_attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    match find_attr(attrs, key).and_then(|v| v.value.as_ref()) {
+        Some(Value::StringValue(s)) => Some(s.as_str()),
+        _ => None,
+    }
+}
+
+/// OTLP times are u64 ns; the tables hold i64 (valid until 2262).
+fn clamp_ns(ns: u64) -> i64 {
+    i64::try_from(ns).unwrap_or(i64::MAX)
+}
+
+/// The link rule of wire.md: add a link to each parent's creation span unless the span
+/// already links to it (or is it). Returns how many links were added.
+pub fn append_parent_links(span: &mut Span, parents: &[SpanRef]) -> usize {
+    let mut added = 0;
+    for parent in parents {
+        let already = span
+            .links
+            .iter()
+            .any(|l| to_hex(&l.span_id) == parent.span_id && to_hex(&l.trace_id) == parent.trace_id)
+            || to_hex(&span.span_id) == parent.span_id;
+        if already {
+            continue;
+        }
+        let (Some(trace_id), Some(span_id)) =
+            (crate::ids::from_hex(&parent.trace_id), crate::ids::from_hex(&parent.span_id))
+        else {
+            continue;
+        };
+        span.links.push(Link { trace_id, span_id, ..Default::default() });
+        added += 1;
+    }
+    added
+}
+
+/// Correlated log records of a log export (wire.md "Logs"): empty-string attributes are absent.
+pub fn interpret_logs(request: &ExportLogsServiceRequest) -> Vec<LogRecorded> {
+    let mut out = Vec::new();
+    for resource_logs in &request.resource_logs {
+        let context = ResourceContext::of(resource_logs.resource.as_ref());
+        for scope_logs in &resource_logs.scope_logs {
+            for record in &scope_logs.log_records {
+                let attrs = record.attributes.as_slice();
+                let field = |key: &str| string_attr(attrs, key).filter(|v| !v.is_empty()).map(str::to_owned);
+                let id_or = |bytes: &[u8], key: &str| {
+                    if bytes.is_empty() || bytes.iter().all(|b| *b == 0) {
+                        field(key)
+                    } else {
+                        Some(to_hex(bytes))
+                    }
+                };
+                let time = if record.time_unix_nano != 0 { record.time_unix_nano } else { record.observed_time_unix_nano };
+                out.push(LogRecorded {
+                    timestamp_ns: clamp_ns(time),
+                    severity: if record.severity_text.is_empty() {
+                        severity_name(record.severity_number).to_owned()
+                    } else {
+                        record.severity_text.clone()
+                    },
+                    body: render_value(record.body.as_ref()),
+                    trace_id: id_or(&record.trace_id, "otel_trace_id"),
+                    span_id: id_or(&record.span_id, "otel_span_id"),
+                    entity_id: field("helix_entity_id"),
+                    instrument_id: field("helix_instrument_id").or_else(|| context.instrument_id.clone()),
+                    process_name: field("helix_process_name").or_else(|| context.process_name.clone()),
+                    service_name: context.service_name.clone(),
+                    source: field("helix_source"),
+                    attributes: render_attributes(attrs, &[]),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Severity text from the OTLP severity number ranges.
+fn severity_name(number: i32) -> &'static str {
+    match number {
+        1..=4 => "TRACE",
+        5..=8 => "DEBUG",
+        9..=12 => "INFO",
+        13..=16 => "WARN",
+        17..=20 => "ERROR",
+        21..=24 => "FATAL",
+        _ => "UNSPECIFIED",
+    }
+}
