@@ -1,8 +1,10 @@
 //! Persistence for helixobs: the `Store` trait every backend implements, the query types the
 //! API reads, the SQLite backend, and (feature `conformance`) the suite every backend must pass.
 
+mod cursor;
 pub mod sqlite;
 mod types;
+mod walk;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -12,7 +14,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use helix_model::{EntityEvent, SpanRef};
 
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteOptions, SqliteStore};
 pub use types::*;
 
 /// Why a store call failed. The variant decides what a client is told: `Unavailable` is

@@ -1,2 +1,349 @@
-//! SQLite backend (to be written).
-pub struct SqliteStore;
+//! SQLite backend of `Store`: one database file in WAL mode, versioned migrations, one writer
+//! connection behind a mutex and a small pool of readers, all driven from tokio's blocking pool
+//! because rusqlite is synchronous.
+
+mod read;
+mod write;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use helix_model::{EntityEvent, LogRecorded, SpanRef};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension};
+
+use crate::{
+    Entity, EntityFilter, Graph, GraphQuery, Lineage, LineageQuery, Operation, Page, PageRequest, StageSummary,
+    Store, StoreError, StoreResult, WriteBatch, WriteOutcome,
+};
+
+/// One versioned schema change; versions are applied in order and recorded in `schema_migrations`.
+struct Migration {
+    version: u32,
+    name: &'static str,
+    sql: &'static str,
+}
+
+/// Every migration this binary knows, oldest first. Never edit a released one: add a new file.
+const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "core", sql: include_str!("../migrations/sqlite/001_core.sql") },
+    Migration { version: 2, name: "logs", sql: include_str!("../migrations/sqlite/002_logs.sql") },
+];
+
+/// The schema version this binary expects.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// How to open a database.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// Apply pending migrations at open (default). When false, a database that is behind is
+    /// refused with a message telling to run `herald migrate`.
+    pub migrate: bool,
+    /// Read connections kept open for queries (WAL lets them run beside the writer).
+    pub read_connections: usize,
+    /// How long a statement waits for a lock before failing as `Unavailable`.
+    pub busy_timeout: Duration,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions { migrate: true, read_connections: 4, busy_timeout: Duration::from_secs(5) }
+    }
+}
+
+/// Map a SQLite failure to the error a client sees: lock contention, a full disk and I/O
+/// errors are transient (`Unavailable`), everything else is ours (`Internal`).
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        if let rusqlite::Error::SqliteFailure(f, _) = &e {
+            if matches!(
+                f.code,
+                ErrorCode::DatabaseBusy
+                    | ErrorCode::DatabaseLocked
+                    | ErrorCode::DiskFull
+                    | ErrorCode::SystemIoFailure
+                    | ErrorCode::CannotOpen
+                    | ErrorCode::OutOfMemory
+            ) {
+                return StoreError::Unavailable(e.to_string());
+            }
+        }
+        StoreError::Internal(e.to_string())
+    }
+}
+
+/// Open a connection and set the per-connection pragmas.
+fn connect(path: &Path, busy_timeout: Duration, read_only: bool) -> StoreResult<Connection> {
+    // Readers open read-write but set `query_only`: a SQLITE_OPEN_READ_ONLY connection cannot
+    // create the WAL index files and fails on some file systems.
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if !read_only {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(busy_timeout)?;
+    if read_only {
+        conn.execute_batch("PRAGMA query_only = ON")?;
+    }
+    // WAL: readers never block the writer. synchronous=FULL: a commit is fsynced before it
+    // returns, so an acknowledged export survives power loss, not only a process crash.
+    if !read_only {
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Internal(format!("cannot enable WAL mode (got {mode})")));
+        }
+    }
+    conn.execute_batch(
+        "PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = OFF;
+         PRAGMA cache_size = -32768;
+         PRAGMA mmap_size = 268435456;
+         PRAGMA temp_store = MEMORY;",
+    )?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// Highest version recorded in `schema_migrations`, 0 for a database without one.
+fn current_version(conn: &Connection) -> StoreResult<u32> {
+    let has_table: Option<i64> = conn
+        .query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    if has_table.is_none() {
+        return Ok(0);
+    }
+    let v: Option<i64> = conn.query_row("SELECT max(version) FROM schema_migrations", [], |r| r.get(0))?;
+    u32::try_from(v.unwrap_or(0)).map_err(|_| StoreError::Schema(format!("invalid schema version {v:?}")))
+}
+
+/// Refuse a database this binary cannot use; apply pending migrations when `migrate`.
+/// Returns the versions applied now.
+fn prepare_schema(conn: &mut Connection, path: &Path, migrate: bool) -> StoreResult<Vec<u32>> {
+    let current = current_version(conn)?;
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::Schema(format!(
+            "database {} has schema version {current}, newer than this herald supports ({SCHEMA_VERSION}); \
+             upgrade the herald binary",
+            path.display()
+        )));
+    }
+    if current == SCHEMA_VERSION {
+        return Ok(Vec::new());
+    }
+    if !migrate {
+        return Err(StoreError::Schema(format!(
+            "database {} has schema version {current}, this herald needs {SCHEMA_VERSION}; run `herald migrate`",
+            path.display()
+        )));
+    }
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version    INTEGER PRIMARY KEY,
+             name       TEXT NOT NULL,
+             applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+         )",
+    )?;
+    let mut applied = Vec::new();
+    for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+        let fail = |e: rusqlite::Error| {
+            StoreError::Schema(format!("migration {:03}_{} failed on {}: {e}", m.version, m.name, path.display()))
+        };
+        // Each migration and its record commit together: a failed one leaves the previous version.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(fail)?;
+        tx.execute_batch(m.sql).map_err(fail)?;
+        tx.execute("INSERT INTO schema_migrations (version, name) VALUES (?1, ?2)", (m.version, m.name))
+            .map_err(fail)?;
+        tx.commit().map_err(fail)?;
+        tracing::info!(version = m.version, name = m.name, "applied schema migration");
+        applied.push(m.version);
+    }
+    Ok(applied)
+}
+
+/// Create the parent directory of a database file if needed.
+fn ensure_parent_dir(path: &Path) -> StoreResult<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Unavailable(format!("cannot create directory {}: {e}", dir.display())))?;
+    }
+    Ok(())
+}
+
+/// Apply pending migrations to the database at `path` (the `herald migrate` subcommand).
+/// Returns the versions applied; empty when the schema was already current.
+pub fn migrate(path: &Path) -> StoreResult<Vec<u32>> {
+    ensure_parent_dir(path)?;
+    let mut conn = connect(path, SqliteOptions::default().busy_timeout, false)?;
+    prepare_schema(&mut conn, path, true)
+}
+
+struct Inner {
+    path: PathBuf,
+    busy_timeout: Duration,
+    max_readers: usize,
+    writer: Mutex<Connection>,
+    /// Idle read connections; more are opened on demand and the extra ones closed after use.
+    readers: Mutex<Vec<Connection>>,
+}
+
+/// Lock a mutex even if a previous holder panicked: a panic inside a write drops (rolls back)
+/// its transaction first, so the connection is still usable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Inner {
+    fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+        let idle = lock(&self.readers).pop();
+        let conn = match idle {
+            Some(c) => c,
+            None => connect(&self.path, self.busy_timeout, true)?,
+        };
+        let result = f(&conn);
+        let mut idle = lock(&self.readers);
+        if idle.len() < self.max_readers {
+            idle.push(conn);
+        }
+        result
+    }
+}
+
+/// The SQLite store. Cheap to clone; clones share the connections.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.inner.path).finish()
+    }
+}
+
+impl SqliteStore {
+    /// Open (creating the file and its directory if needed) and check or migrate the schema.
+    pub fn open(path: &Path, opts: SqliteOptions) -> StoreResult<SqliteStore> {
+        ensure_parent_dir(path)?;
+        let mut writer = connect(path, opts.busy_timeout, false)?;
+        prepare_schema(&mut writer, path, opts.migrate)?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                busy_timeout: opts.busy_timeout,
+                max_readers: opts.read_connections.max(1),
+                writer: Mutex::new(writer),
+                readers: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.with_reader(f))
+            .await
+            .map_err(|e| StoreError::Internal(format!("read task failed: {e}")))?
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn write(&self, batch: &WriteBatch) -> StoreResult<WriteOutcome> {
+        if batch.records.is_empty() {
+            return Ok(WriteOutcome::default());
+        }
+        let inner = self.inner.clone();
+        // The batch is cloned once so the blocking task owns it; cheaper than holding the
+        // writer lock across an await.
+        let batch = batch.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = lock(&inner.writer);
+            write::apply_batch(&mut conn, &batch)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("write task failed: {e}")))?
+    }
+
+    async fn span_refs(&self, entity_ids: &[String]) -> StoreResult<HashMap<String, SpanRef>> {
+        let ids = entity_ids.to_vec();
+        self.read(move |c| read::span_refs(c, &ids)).await
+    }
+
+    async fn check_ready(&self) -> StoreResult<()> {
+        self.read(|c| {
+            let v = current_version(c)?;
+            if v != SCHEMA_VERSION {
+                return Err(StoreError::Schema(format!(
+                    "schema version {v}, this herald needs {SCHEMA_VERSION}; run `herald migrate`"
+                )));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn entity(&self, id: &str) -> StoreResult<Option<Entity>> {
+        let id = id.to_owned();
+        self.read(move |c| read::entity(c, &id)).await
+    }
+
+    async fn children_count(&self, id: &str) -> StoreResult<u64> {
+        let id = id.to_owned();
+        self.read(move |c| read::children_count(c, &id)).await
+    }
+
+    async fn events(&self, entity_id: &str, page: &PageRequest) -> StoreResult<Page<EntityEvent>> {
+        let (id, page) = (entity_id.to_owned(), page.clone());
+        self.read(move |c| read::events(c, &id, &page)).await
+    }
+
+    async fn operations(&self, entity_id: &str, page: &PageRequest) -> StoreResult<Page<Operation>> {
+        let (id, page) = (entity_id.to_owned(), page.clone());
+        self.read(move |c| read::operations(c, &id, &page)).await
+    }
+
+    async fn lineage(&self, query: &LineageQuery) -> StoreResult<Option<Lineage>> {
+        let query = query.clone();
+        self.read(move |c| read::lineage(c, &query)).await
+    }
+
+    async fn graph(&self, id: &str, query: &GraphQuery) -> StoreResult<Option<Graph>> {
+        let (id, query) = (id.to_owned(), query.clone());
+        self.read(move |c| read::graph(c, &id, &query)).await
+    }
+
+    async fn search(&self, filter: &EntityFilter, page: &PageRequest) -> StoreResult<Page<Entity>> {
+        let (filter, page) = (filter.clone(), page.clone());
+        self.read(move |c| read::search(c, &filter, &page)).await
+    }
+
+    async fn instruments(&self) -> StoreResult<Vec<String>> {
+        self.read(read::instruments).await
+    }
+
+    async fn stages(&self, instrument_id: &str) -> StoreResult<Vec<StageSummary>> {
+        let id = instrument_id.to_owned();
+        self.read(move |c| read::stages(c, &id)).await
+    }
+
+    async fn logs(&self, entity_id: &str, page: &PageRequest) -> StoreResult<Page<LogRecorded>> {
+        let (id, page) = (entity_id.to_owned(), page.clone());
+        self.read(move |c| read::logs(c, &id, &page)).await
+    }
+}

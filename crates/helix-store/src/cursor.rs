@@ -1,0 +1,67 @@
+//! Opaque page cursors shared by every backend: a kind tag plus the last sort key of a page,
+//! as a JSON array rendered in hex so it is URL-safe and carries any ID unchanged.
+
+use helix_model::ids::{from_hex, to_hex};
+use serde_json::Value;
+
+use crate::StoreError;
+
+/// Encode `kind` and the sort-key `parts` of the last row of a page.
+pub(crate) fn encode(kind: &str, parts: Vec<Value>) -> String {
+    let mut all = Vec::with_capacity(parts.len() + 1);
+    all.push(Value::String(kind.to_owned()));
+    all.extend(parts);
+    // Serialising a Vec<Value> of strings and numbers cannot fail.
+    let json = serde_json::to_string(&all).unwrap_or_default();
+    to_hex(json.as_bytes())
+}
+
+/// The parts of a cursor of `kind` with exactly `arity` parts; anything else is `BadCursor`.
+pub(crate) fn decode(kind: &str, cursor: &str, arity: usize) -> Result<Vec<Value>, StoreError> {
+    let bad = || StoreError::BadCursor(format!("not a {kind} cursor of this store"));
+    // A cursor is never huge; refuse absurd input before decoding it.
+    if cursor.len() > 64 * 1024 {
+        return Err(bad());
+    }
+    let bytes = from_hex(cursor).ok_or_else(bad)?;
+    let mut parts: Vec<Value> = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    if parts.len() != arity + 1 || parts[0].as_str() != Some(kind) {
+        return Err(bad());
+    }
+    parts.remove(0);
+    Ok(parts)
+}
+
+/// Typed accessors for decoded parts, each failing as `BadCursor`.
+pub(crate) fn part_i64(parts: &[Value], i: usize) -> Result<i64, StoreError> {
+    parts
+        .get(i)
+        .and_then(Value::as_i64)
+        .ok_or_else(|| StoreError::BadCursor(format!("cursor part {i} is not an integer")))
+}
+
+pub(crate) fn part_str(parts: &[Value], i: usize) -> Result<String, StoreError> {
+    parts
+        .get(i)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| StoreError::BadCursor(format!("cursor part {i} is not a string")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_rejects_foreign_cursors() {
+        let c = encode("ev", vec![Value::from(5), Value::from("a/\"b"), Value::from(2)]);
+        let parts = decode("ev", &c, 3).unwrap();
+        assert_eq!(part_i64(&parts, 0).unwrap(), 5);
+        assert_eq!(part_str(&parts, 1).unwrap(), "a/\"b");
+        assert!(decode("op", &c, 3).is_err());
+        assert!(decode("ev", &c, 2).is_err());
+        assert!(decode("ev", "zz", 3).is_err());
+        assert!(decode("ev", "", 3).is_err());
+        assert!(part_str(&parts, 0).is_err());
+    }
+}

@@ -1,0 +1,562 @@
+//! The SQLite read path: entity rows, keyset-paged lists, search, summaries, and the level
+//! lookups the shared lineage walk (`crate::walk`) needs.
+
+use std::collections::HashMap;
+
+use helix_model::{EntityEvent, LogRecorded, Metadata, SpanRef, Status};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, OptionalExtension, Row};
+use serde_json::Value;
+
+use crate::walk::{self, LevelSource, WalkNode};
+use crate::{
+    cursor, Direction, Entity, EntityFilter, Graph, GraphNode, GraphQuery, Lineage, LineageQuery, Operation, Page,
+    PageRequest, StageSummary, StoreError, StoreResult,
+};
+
+// ---- decoding stored values -------------------------------------------------------------
+
+/// A stored JSON array of strings (`parent_ids`); anything else means a corrupt row.
+pub(super) fn parse_string_vec(text: &str) -> StoreResult<Vec<String>> {
+    serde_json::from_str(text).map_err(|e| StoreError::Internal(format!("corrupt JSON array in database: {e}")))
+}
+
+/// A stored JSON object of strings (`metadata`, `attributes`).
+pub(super) fn parse_metadata(text: &str) -> StoreResult<Metadata> {
+    serde_json::from_str(text).map_err(|e| StoreError::Internal(format!("corrupt JSON object in database: {e}")))
+}
+
+/// A stored `status`; the column has a CHECK constraint, so failure means a corrupt file.
+pub(super) fn parse_status(text: &str) -> StoreResult<Status> {
+    Status::parse(text).ok_or_else(|| StoreError::Internal(format!("corrupt status {text:?} in database")))
+}
+
+/// Page size actually used: at least one row so that a cursor always makes progress.
+fn page_limit(page: &PageRequest) -> usize {
+    page.limit.max(1)
+}
+
+/// Split `limit + 1` fetched rows into a page and whether a next page exists.
+fn split_page<T>(mut rows: Vec<T>, limit: usize, cursor_of: impl Fn(&T) -> String) -> Page<T> {
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    let next_cursor = if more { rows.last().map(cursor_of) } else { None };
+    Page { items: rows, next_cursor }
+}
+
+// ---- entities -----------------------------------------------------------------------------
+
+const ENTITY_COLUMNS: &str = "id, instrument_id, trace_id, span_id, timestamp_ns, end_ns, stage, service_name, \
+     process_name, status, placeholder, parent_ids, metadata, created_at";
+
+/// An `entities` row as stored, before its JSON and enum columns are decoded.
+struct RawEntity {
+    id: String,
+    instrument_id: String,
+    trace_id: Option<String>,
+    span_id: Option<String>,
+    timestamp_ns: i64,
+    end_ns: Option<i64>,
+    stage: Option<String>,
+    service_name: Option<String>,
+    process_name: Option<String>,
+    status: String,
+    placeholder: bool,
+    parent_ids: String,
+    metadata: String,
+    created_at: String,
+}
+
+impl RawEntity {
+    /// Reads the columns of `ENTITY_COLUMNS`, in that order.
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<RawEntity> {
+        Ok(RawEntity {
+            id: r.get(0)?,
+            instrument_id: r.get(1)?,
+            trace_id: r.get(2)?,
+            span_id: r.get(3)?,
+            timestamp_ns: r.get(4)?,
+            end_ns: r.get(5)?,
+            stage: r.get(6)?,
+            service_name: r.get(7)?,
+            process_name: r.get(8)?,
+            status: r.get(9)?,
+            placeholder: r.get(10)?,
+            parent_ids: r.get(11)?,
+            metadata: r.get(12)?,
+            created_at: r.get(13)?,
+        })
+    }
+
+    fn decode(self) -> StoreResult<Entity> {
+        Ok(Entity {
+            status: parse_status(&self.status)?,
+            parent_ids: parse_string_vec(&self.parent_ids)?,
+            metadata: parse_metadata(&self.metadata)?,
+            id: self.id,
+            instrument_id: self.instrument_id,
+            trace_id: self.trace_id,
+            span_id: self.span_id,
+            timestamp_ns: self.timestamp_ns,
+            end_ns: self.end_ns,
+            stage: self.stage,
+            service_name: self.service_name,
+            process_name: self.process_name,
+            placeholder: self.placeholder,
+            created_at: self.created_at,
+        })
+    }
+}
+
+pub(super) fn entity(conn: &Connection, id: &str) -> StoreResult<Option<Entity>> {
+    let sql = format!("SELECT {ENTITY_COLUMNS} FROM entities WHERE id = ?1");
+    let raw = conn.prepare_cached(&sql)?.query_row([id], RawEntity::from_row).optional()?;
+    raw.map(RawEntity::decode).transpose()
+}
+
+pub(super) fn children_count(conn: &Connection, id: &str) -> StoreResult<u64> {
+    let n: i64 =
+        conn.prepare_cached("SELECT count(*) FROM entity_parents WHERE parent_id = ?1")?.query_row([id], |r| r.get(0))?;
+    // count(*) is never negative.
+    Ok(n.max(0) as u64)
+}
+
+pub(super) fn span_refs(conn: &Connection, ids: &[String]) -> StoreResult<HashMap<String, SpanRef>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT trace_id, span_id FROM entities
+         WHERE id = ?1 AND placeholder = 0 AND trace_id IS NOT NULL AND span_id IS NOT NULL",
+    )?;
+    let mut out = HashMap::new();
+    for id in ids {
+        if out.contains_key(id) {
+            continue;
+        }
+        let found = stmt
+            .query_row([id], |r| Ok(SpanRef { trace_id: r.get(0)?, span_id: r.get(1)? }))
+            .optional()?;
+        if let Some(span) = found {
+            out.insert(id.clone(), span);
+        }
+    }
+    Ok(out)
+}
+
+// ---- events and operations ----------------------------------------------------------------
+
+const EVENTS_CURSOR: &str = "events";
+
+pub(super) fn events(conn: &Connection, entity_id: &str, page: &PageRequest) -> StoreResult<Page<EntityEvent>> {
+    let limit = page_limit(page);
+    let after = match &page.cursor {
+        None => None,
+        Some(c) => {
+            let p = cursor::decode(EVENTS_CURSOR, c, 3)?;
+            Some((cursor::part_i64(&p, 0)?, cursor::part_str(&p, 1)?, cursor::part_i64(&p, 2)?))
+        }
+    };
+    let base = "SELECT instrument_id, entity_id, event_name, timestamp_ns, metadata, trace_id, span_id, ordinal
+                FROM entity_events WHERE entity_id = ?1";
+    let order = "ORDER BY timestamp_ns, span_id, ordinal LIMIT ?2";
+    let map = |r: &Row<'_>| -> rusqlite::Result<(EntityEvent, String)> {
+        Ok((
+            EntityEvent {
+                instrument_id: r.get(0)?,
+                entity_id: r.get(1)?,
+                event_name: r.get(2)?,
+                timestamp_ns: r.get(3)?,
+                metadata: Metadata::new(),
+                trace_id: r.get(5)?,
+                span_id: r.get(6)?,
+                ordinal: r.get(7)?,
+            },
+            r.get(4)?,
+        ))
+    };
+    let raw: Vec<(EntityEvent, String)> = match after {
+        None => conn
+            .prepare_cached(&format!("{base} {order}"))?
+            .query_map(rusqlite::params![entity_id, (limit + 1) as i64], map)?
+            .collect::<Result<_, _>>()?,
+        Some((ts, span, ord)) => conn
+            .prepare_cached(&format!("{base} AND (timestamp_ns, span_id, ordinal) > (?3, ?4, ?5) {order}"))?
+            .query_map(rusqlite::params![entity_id, (limit + 1) as i64, ts, span, ord], map)?
+            .collect::<Result<_, _>>()?,
+    };
+    let rows = raw
+        .into_iter()
+        .map(|(mut e, md)| {
+            e.metadata = parse_metadata(&md)?;
+            Ok(e)
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+    Ok(split_page(rows, limit, |e| {
+        cursor::encode(
+            EVENTS_CURSOR,
+            vec![Value::from(e.timestamp_ns), Value::from(e.span_id.clone()), Value::from(e.ordinal)],
+        )
+    }))
+}
+
+const OPERATIONS_CURSOR: &str = "operations";
+
+pub(super) fn operations(conn: &Connection, entity_id: &str, page: &PageRequest) -> StoreResult<Page<Operation>> {
+    let limit = page_limit(page);
+    let after = match &page.cursor {
+        None => None,
+        Some(c) => {
+            let p = cursor::decode(OPERATIONS_CURSOR, c, 2)?;
+            Some((cursor::part_i64(&p, 0)?, cursor::part_str(&p, 1)?))
+        }
+    };
+    let base = "SELECT entity_id, instrument_id, operation, trace_id, span_id, timestamp_ns, duration_ns, status,
+                       service_name, metadata, created_at
+                FROM entity_operations WHERE entity_id = ?1";
+    let order = "ORDER BY timestamp_ns, span_id LIMIT ?2";
+    type RawOp = (String, String, String, String, String, i64, i64, String, Option<String>, String, String);
+    let map = |r: &Row<'_>| -> rusqlite::Result<RawOp> {
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+            r.get(6)?,
+            r.get(7)?,
+            r.get(8)?,
+            r.get(9)?,
+            r.get(10)?,
+        ))
+    };
+    let raw: Vec<RawOp> = match after {
+        None => conn
+            .prepare_cached(&format!("{base} {order}"))?
+            .query_map(rusqlite::params![entity_id, (limit + 1) as i64], map)?
+            .collect::<Result<_, _>>()?,
+        Some((ts, span)) => conn
+            .prepare_cached(&format!("{base} AND (timestamp_ns, span_id) > (?3, ?4) {order}"))?
+            .query_map(rusqlite::params![entity_id, (limit + 1) as i64, ts, span], map)?
+            .collect::<Result<_, _>>()?,
+    };
+    let rows = raw
+        .into_iter()
+        .map(|(entity_id, instrument_id, operation, trace_id, span_id, ts, dur, status, service, md, created)| {
+            Ok(Operation {
+                entity_id,
+                instrument_id,
+                operation,
+                trace_id,
+                span_id,
+                timestamp_ns: ts,
+                duration_ns: dur,
+                status: parse_status(&status)?,
+                service_name: service,
+                metadata: parse_metadata(&md)?,
+                created_at: created,
+            })
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+    Ok(split_page(rows, limit, |o| {
+        cursor::encode(OPERATIONS_CURSOR, vec![Value::from(o.timestamp_ns), Value::from(o.span_id.clone())])
+    }))
+}
+
+// ---- lineage and graph ----------------------------------------------------------------------
+
+/// Point lookups through cached statements: each is one B-tree probe on a primary key or the
+/// parent index, which on an embedded database is cheaper than building `IN (…)` lists.
+struct Levels<'c> {
+    conn: &'c Connection,
+}
+
+impl LevelSource for Levels<'_> {
+    fn nodes(&mut self, ids: &[String]) -> StoreResult<Vec<WalkNode>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, instrument_id, trace_id, timestamp_ns, parent_ids, stage, status, placeholder
+             FROM entities WHERE id = ?1",
+        )?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let raw = stmt
+                .query_row([id], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, Option<String>>(5)?,
+                        r.get::<_, String>(6)?,
+                        r.get::<_, bool>(7)?,
+                    ))
+                })
+                .optional()?;
+            if let Some((id, instrument_id, trace_id, timestamp_ns, parents, stage, status, placeholder)) = raw {
+                out.push(WalkNode {
+                    id,
+                    instrument_id,
+                    trace_id,
+                    timestamp_ns,
+                    parent_ids: parse_string_vec(&parents)?,
+                    stage,
+                    status: parse_status(&status)?,
+                    placeholder,
+                    depth: 0,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn children(&mut self, ids: &[String]) -> StoreResult<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached("SELECT child_id FROM entity_parents WHERE parent_id = ?1")?;
+        let mut out = Vec::new();
+        for id in ids {
+            let rows = stmt.query_map([id], |r| r.get::<_, String>(0))?;
+            for child in rows {
+                out.push(child?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+pub(super) fn lineage(conn: &Connection, q: &LineageQuery) -> StoreResult<Option<Lineage>> {
+    let offset = walk::lineage_offset(q.cursor.as_deref())?;
+    let limit = q.limit.max(1);
+    let walked = walk::walk(&mut Levels { conn }, &q.root, q.direction, q.max_depth, offset + limit)?;
+    Ok(walked.map(|nodes| walk::lineage_page(&q.root, q.direction, nodes, offset, limit)))
+}
+
+pub(super) fn graph(conn: &Connection, id: &str, q: &GraphQuery) -> StoreResult<Option<Graph>> {
+    let mut levels = Levels { conn };
+    let Some(up) = walk::walk(&mut levels, id, Direction::Ancestors, Some(q.up), q.limit)? else {
+        return Ok(None);
+    };
+    // The root exists (the first walk found it), so the second walk finds it too unless it was
+    // deleted in between; treat that as unknown.
+    let Some(down) = walk::walk(&mut levels, id, Direction::Descendants, Some(q.down), q.limit)? else {
+        return Ok(None);
+    };
+    let (nodes, edges) = walk::graph_selection(up, down, q.limit);
+    let mut md_stmt = conn.prepare_cached("SELECT metadata FROM entities WHERE id = ?1")?;
+    let mut out_nodes = Vec::with_capacity(nodes.len());
+    for n in &nodes {
+        let md: Option<String> = md_stmt.query_row([&n.id], |r| r.get(0)).optional()?;
+        out_nodes.push(GraphNode {
+            id: n.id.clone(),
+            instrument_id: n.instrument_id.clone(),
+            trace_id: n.trace_id.clone(),
+            timestamp_ns: n.timestamp_ns,
+            parent_ids: n.parent_ids.clone(),
+            metadata: md.as_deref().map(parse_metadata).transpose()?.unwrap_or_default(),
+            has_error: n.status == Status::Error,
+        });
+    }
+    let edges = edges
+        .into_iter()
+        .map(|(p, c)| crate::Edge { source: nodes[p].id.clone(), target: nodes[c].id.clone() })
+        .collect();
+    Ok(Some(Graph { nodes: out_nodes, edges }))
+}
+
+// ---- search and summaries ---------------------------------------------------------------------
+
+const SEARCH_CURSOR: &str = "entities";
+
+/// The smallest string greater than every string that starts with `prefix` (code-point order,
+/// which is SQLite's BINARY order on UTF-8), or `None` when no such bound exists. Lets a prefix
+/// filter be an index range instead of LIKE, whose `%` and `_` could appear in IDs.
+pub(crate) fn prefix_upper_bound(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match last as u32 {
+            0xD7FF => Some('\u{E000}'),
+            c => char::from_u32(c + 1),
+        };
+        if let Some(n) = next {
+            chars.push(n);
+            return Some(chars.into_iter().collect());
+        }
+        // `last` was char::MAX: carry into the previous character.
+    }
+    None
+}
+
+/// A metadata key that can be written inside a quoted JSON path without escaping.
+fn plain_json_key(key: &str) -> bool {
+    !key.contains('"') && !key.contains('\\') && !key.chars().any(char::is_control)
+}
+
+pub(super) fn search(conn: &Connection, f: &EntityFilter, page: &PageRequest) -> StoreResult<Page<Entity>> {
+    let limit = page_limit(page);
+    let mut sql = format!("SELECT {ENTITY_COLUMNS} FROM entities WHERE 1 = 1");
+    let mut args: Vec<SqlValue> = Vec::new();
+    let mut bind = |sql: &mut String, clause: &str, values: Vec<SqlValue>| {
+        // Each clause uses `?` placeholders, numbered here in order.
+        let mut clause = clause.to_owned();
+        for v in values {
+            args.push(v);
+            clause = clause.replacen("?", &format!("?{}", args.len()), 1);
+        }
+        sql.push_str(" AND ");
+        sql.push_str(&clause);
+    };
+    if let Some(i) = &f.instrument_id {
+        bind(&mut sql, "instrument_id = ?", vec![SqlValue::Text(i.clone())]);
+    }
+    if let Some(s) = &f.stage {
+        bind(&mut sql, "stage = ?", vec![SqlValue::Text(s.clone())]);
+    }
+    if let Some(s) = f.status {
+        bind(&mut sql, "status = ?", vec![SqlValue::Text(s.as_str().to_owned())]);
+    }
+    if let Some(from) = f.from_ns {
+        bind(&mut sql, "timestamp_ns >= ?", vec![SqlValue::Integer(from)]);
+    }
+    if let Some(to) = f.to_ns {
+        bind(&mut sql, "timestamp_ns < ?", vec![SqlValue::Integer(to)]);
+    }
+    if let Some(prefix) = f.id_prefix.as_deref().filter(|p| !p.is_empty()) {
+        bind(&mut sql, "id >= ?", vec![SqlValue::Text(prefix.to_owned())]);
+        if let Some(upper) = prefix_upper_bound(prefix) {
+            bind(&mut sql, "id < ?", vec![SqlValue::Text(upper)]);
+        }
+    }
+    for (k, v) in &f.metadata {
+        if plain_json_key(k) {
+            bind(
+                &mut sql,
+                "json_extract(metadata, ?) = ?",
+                vec![SqlValue::Text(format!("$.\"{k}\"")), SqlValue::Text(v.clone())],
+            );
+        } else {
+            // Keys a JSON path cannot spell are matched by enumerating the object.
+            bind(
+                &mut sql,
+                "EXISTS (SELECT 1 FROM json_each(entities.metadata) AS m WHERE m.key = ? AND m.value = ?)",
+                vec![SqlValue::Text(k.clone()), SqlValue::Text(v.clone())],
+            );
+        }
+    }
+    if let Some(c) = &page.cursor {
+        let p = cursor::decode(SEARCH_CURSOR, c, 2)?;
+        let (ts, id) = (cursor::part_i64(&p, 0)?, cursor::part_str(&p, 1)?);
+        bind(
+            &mut sql,
+            "(timestamp_ns < ? OR (timestamp_ns = ? AND id > ?))",
+            vec![SqlValue::Integer(ts), SqlValue::Integer(ts), SqlValue::Text(id)],
+        );
+    }
+    args.push(SqlValue::Integer((limit + 1) as i64));
+    sql.push_str(&format!(" ORDER BY timestamp_ns DESC, id ASC LIMIT ?{}", args.len()));
+    let raw: Vec<RawEntity> = conn
+        .prepare_cached(&sql)?
+        .query_map(rusqlite::params_from_iter(args), RawEntity::from_row)?
+        .collect::<Result<_, _>>()?;
+    let rows = raw.into_iter().map(RawEntity::decode).collect::<StoreResult<Vec<_>>>()?;
+    Ok(split_page(rows, limit, |e| {
+        cursor::encode(SEARCH_CURSOR, vec![Value::from(e.timestamp_ns), Value::from(e.id.clone())])
+    }))
+}
+
+pub(super) fn instruments(conn: &Connection) -> StoreResult<Vec<String>> {
+    let rows = conn
+        .prepare_cached("SELECT instrument_id FROM instruments ORDER BY instrument_id")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+pub(super) fn stages(conn: &Connection, instrument_id: &str) -> StoreResult<Vec<StageSummary>> {
+    let rows = conn
+        .prepare_cached(
+            "SELECT stage, count(*), sum(status = 'error'), max(timestamp_ns) FROM entities
+             WHERE instrument_id = ?1 AND placeholder = 0 AND stage IS NOT NULL
+             GROUP BY stage ORDER BY stage",
+        )?
+        .query_map([instrument_id], |r| {
+            Ok(StageSummary {
+                stage: r.get(0)?,
+                // Counts are never negative.
+                count: r.get::<_, i64>(1)?.max(0) as u64,
+                error_count: r.get::<_, i64>(2)?.max(0) as u64,
+                last_seen_ns: r.get(3)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+// ---- logs -----------------------------------------------------------------------------------
+
+const LOGS_CURSOR: &str = "logs";
+
+pub(super) fn logs(conn: &Connection, entity_id: &str, page: &PageRequest) -> StoreResult<Page<LogRecorded>> {
+    let limit = page_limit(page);
+    // Row IDs are positive, so (i64::MIN, 0) sorts before every row: no separate first-page SQL.
+    let (after_ts, after_id) = match &page.cursor {
+        None => (i64::MIN, 0),
+        Some(c) => {
+            let p = cursor::decode(LOGS_CURSOR, c, 2)?;
+            (cursor::part_i64(&p, 0)?, cursor::part_i64(&p, 1)?)
+        }
+    };
+    let raw: Vec<(LogRecorded, String, i64)> = conn
+        .prepare_cached(
+            "SELECT timestamp_ns, severity, body, trace_id, span_id, entity_id, instrument_id, process_name,
+                    service_name, source, attributes, id
+             FROM logs
+             WHERE (entity_id = ?1
+                    OR trace_id IN (SELECT trace_id FROM entities WHERE id = ?1 AND trace_id IS NOT NULL
+                                    UNION SELECT trace_id FROM entity_operations WHERE entity_id = ?1))
+               AND (timestamp_ns, id) > (?2, ?3)
+             ORDER BY timestamp_ns, id LIMIT ?4",
+        )?
+        .query_map(rusqlite::params![entity_id, after_ts, after_id, (limit + 1) as i64], |r| {
+            Ok((
+                LogRecorded {
+                    timestamp_ns: r.get(0)?,
+                    severity: r.get(1)?,
+                    body: r.get(2)?,
+                    trace_id: r.get(3)?,
+                    span_id: r.get(4)?,
+                    entity_id: r.get(5)?,
+                    instrument_id: r.get(6)?,
+                    process_name: r.get(7)?,
+                    service_name: r.get(8)?,
+                    source: r.get(9)?,
+                    attributes: Metadata::new(),
+                },
+                r.get(10)?,
+                r.get(11)?,
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    let rows = raw
+        .into_iter()
+        .map(|(mut l, attrs, id)| {
+            l.attributes = parse_metadata(&attrs)?;
+            Ok((l, id))
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+    let page = split_page(rows, limit, |(l, id)| {
+        cursor::encode(LOGS_CURSOR, vec![Value::from(l.timestamp_ns), Value::from(*id)])
+    });
+    Ok(Page { items: page.items.into_iter().map(|(l, _)| l).collect(), next_cursor: page.next_cursor })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_upper_bound;
+
+    #[test]
+    fn prefix_bounds() {
+        assert_eq!(prefix_upper_bound("ab").as_deref(), Some("ac"));
+        assert_eq!(prefix_upper_bound("a%").as_deref(), Some("a&"));
+        assert_eq!(prefix_upper_bound("a\u{D7FF}").as_deref(), Some("a\u{E000}"));
+        assert_eq!(prefix_upper_bound("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_upper_bound("\u{10FFFF}"), None);
+        assert_eq!(prefix_upper_bound(""), None);
+    }
+}

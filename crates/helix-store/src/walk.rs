@@ -1,0 +1,173 @@
+//! Backend-independent lineage and graph logic: the breadth-first walk over a level source,
+//! the deterministic node order, paging by offset, and edges between returned nodes. Backends
+//! only supply the two lookups of `LevelSource`.
+
+use std::collections::{HashMap, HashSet};
+
+use helix_model::Status;
+use serde_json::Value;
+
+use crate::{cursor, Direction, Edge, Lineage, LineageNode, StoreResult};
+
+/// The columns of an entity that walks need (no metadata: it is fetched only for `/graph`).
+#[derive(Debug, Clone)]
+pub(crate) struct WalkNode {
+    pub id: String,
+    pub instrument_id: String,
+    pub trace_id: Option<String>,
+    pub timestamp_ns: i64,
+    pub parent_ids: Vec<String>,
+    pub stage: Option<String>,
+    pub status: Status,
+    pub placeholder: bool,
+    /// Filled in by the walk.
+    pub depth: u32,
+}
+
+/// What a walk needs from a backend.
+pub(crate) trait LevelSource {
+    /// The existing entities among `ids`, in any order; unknown IDs are simply absent.
+    fn nodes(&mut self, ids: &[String]) -> StoreResult<Vec<WalkNode>>;
+    /// IDs of the entities that name any of `ids` as a parent, in any order (duplicates allowed).
+    fn children(&mut self, ids: &[String]) -> StoreResult<Vec<String>>;
+}
+
+/// Walk breadth-first from `root`: the root first (depth 0), then each level sorted by
+/// timestamp then ID. Stops after `max_depth` levels, when a level is empty, or as soon as more
+/// than `budget` non-root nodes are known (so the caller can tell that more exist).
+/// `None` when the root is unknown. A visited set makes cycles terminate.
+pub(crate) fn walk(
+    src: &mut dyn LevelSource,
+    root: &str,
+    direction: Direction,
+    max_depth: Option<u32>,
+    budget: usize,
+) -> StoreResult<Option<Vec<WalkNode>>> {
+    let Some(root_node) = src.nodes(&[root.to_owned()])?.into_iter().next() else {
+        return Ok(None);
+    };
+    let mut visited: HashSet<String> = HashSet::from([root_node.id.clone()]);
+    let mut order = vec![root_node];
+    let mut frontier_start = 0;
+    let mut depth = 0u32;
+    while max_depth.is_none_or(|m| depth < m) && order.len() - 1 <= budget {
+        let frontier = &order[frontier_start..];
+        let candidates: Vec<String> = match direction {
+            Direction::Ancestors => frontier.iter().flat_map(|n| n.parent_ids.iter().cloned()).collect(),
+            Direction::Descendants => {
+                let ids: Vec<String> = frontier.iter().map(|n| n.id.clone()).collect();
+                src.children(&ids)?
+            }
+        };
+        // A parent that is not an entity stays in `visited` too: it is looked up only once.
+        let fresh: Vec<String> = candidates.into_iter().filter(|id| visited.insert(id.clone())).collect();
+        if fresh.is_empty() {
+            break;
+        }
+        let mut level = src.nodes(&fresh)?;
+        if level.is_empty() {
+            break;
+        }
+        depth += 1;
+        level.sort_by(|a, b| a.timestamp_ns.cmp(&b.timestamp_ns).then_with(|| a.id.cmp(&b.id)));
+        for n in &mut level {
+            n.depth = depth;
+        }
+        frontier_start = order.len();
+        order.extend(level);
+    }
+    Ok(Some(order))
+}
+
+/// Edges `parent → child` between nodes of `nodes`, from each node's `parent_ids`.
+fn edges_by_position(nodes: &[WalkNode]) -> Vec<(usize, usize)> {
+    let pos: HashMap<&str, usize> = nodes.iter().enumerate().map(|(i, n)| (n.id.as_str(), i)).collect();
+    let mut out = Vec::new();
+    for (ci, child) in nodes.iter().enumerate() {
+        for p in &child.parent_ids {
+            if let Some(&pi) = pos.get(p.as_str()) {
+                if pi != ci {
+                    out.push((pi, ci));
+                }
+            }
+        }
+    }
+    out
+}
+
+pub(crate) const LINEAGE_CURSOR: &str = "lineage";
+
+/// Offset (non-root nodes already returned) encoded in a lineage cursor.
+pub(crate) fn lineage_offset(cursor: Option<&str>) -> StoreResult<usize> {
+    match cursor {
+        None => Ok(0),
+        Some(c) => {
+            let parts = cursor::decode(LINEAGE_CURSOR, c, 1)?;
+            let off = cursor::part_i64(&parts, 0)?;
+            usize::try_from(off).map_err(|_| crate::StoreError::BadCursor("negative lineage offset".into()))
+        }
+    }
+}
+
+/// One page of a walk made with `budget = offset + limit`. Pages partition the nodes (the root
+/// is on the first page only) and the edges: an edge is on the page of its later endpoint, so
+/// concatenating all pages gives every node and every edge between them exactly once.
+pub(crate) fn lineage_page(
+    root: &str,
+    direction: Direction,
+    mut walked: Vec<WalkNode>,
+    offset: usize,
+    limit: usize,
+) -> Lineage {
+    let partial = walked.len().saturating_sub(1) > offset + limit;
+    walked.truncate(1 + offset + limit);
+    let page_start = if offset == 0 { 0 } else { 1 + offset };
+    let mut edges: Vec<(usize, usize)> = edges_by_position(&walked)
+        .into_iter()
+        .filter(|&(p, c)| p.max(c) >= page_start)
+        .collect();
+    edges.sort_by_key(|&(p, c)| (p.max(c), p.min(c), p, c));
+    let edges = edges
+        .into_iter()
+        .map(|(p, c)| Edge { source: walked[p].id.clone(), target: walked[c].id.clone() })
+        .collect();
+    let nodes = walked
+        .into_iter()
+        .skip(page_start)
+        .map(|n| LineageNode {
+            id: n.id,
+            depth: n.depth,
+            stage: n.stage,
+            status: n.status,
+            instrument_id: n.instrument_id,
+            timestamp_ns: n.timestamp_ns,
+            parent_ids: n.parent_ids,
+            placeholder: n.placeholder,
+        })
+        .collect();
+    let next_cursor = partial.then(|| cursor::encode(LINEAGE_CURSOR, vec![Value::from((offset + limit) as u64)]));
+    Lineage { root: root.to_owned(), direction, nodes, edges, partial, next_cursor }
+}
+
+/// The `/graph` selection: root, then ancestors, then descendants (each by depth, timestamp,
+/// ID), unique by ID, at most `limit` nodes; plus edges between them as (source, target) indexes.
+pub(crate) fn graph_selection(
+    ancestors: Vec<WalkNode>,
+    descendants: Vec<WalkNode>,
+    limit: usize,
+) -> (Vec<WalkNode>, Vec<(usize, usize)>) {
+    let mut seen = HashSet::new();
+    let mut nodes: Vec<WalkNode> = Vec::new();
+    // Both walks start with the root; the second copy is dropped by the `seen` check.
+    for n in ancestors.into_iter().chain(descendants) {
+        if nodes.len() >= limit.max(1) {
+            break;
+        }
+        if seen.insert(n.id.clone()) {
+            nodes.push(n);
+        }
+    }
+    let mut edges = edges_by_position(&nodes);
+    edges.sort_by_key(|&(p, c)| (p.max(c), p.min(c), p, c));
+    (nodes, edges)
+}
