@@ -294,7 +294,10 @@ def test_child_span_and_trace_shapes(mem):
         "helix.log.entity_id": "block-002",
         "filter.type": "bandpass",
     }
-    assert attrs(transform) == {"helix.instrument.id": "MY_INST", "helix.log.entity_id": "block-002"}
+    assert attrs(transform) == {
+        "helix.instrument.id": "MY_INST",
+        "helix.log.entity_id": "block-002",
+    }
     for child in (filt, transform):
         assert child.parent.span_id == process.context.span_id
     req, auth = mem.span("process-request"), mem.span("auth-check")
@@ -330,7 +333,9 @@ def test_trace_records_exception(mem):
 
 def test_decorator_sync_callable_id_and_parents(mem):
     @mem.tel.create(
-        "search", id=lambda block_id, **_: f"cand-{block_id}", parents=lambda block_id, **_: [block_id]
+        "search",
+        id=lambda block_id, **_: f"cand-{block_id}",
+        parents=lambda block_id, **_: [block_id],
     )
     def search_block(block_id, depth=1):
         return block_id * depth
@@ -427,7 +432,7 @@ def test_decorator_generator_send_values(mem):
 async def test_decorator_on_async_generator(mem):
     @mem.tel.create("agen", id=lambda n: f"a{n}")
     async def produce(n):
-        for i in range(n):
+        for _ in range(n):
             await asyncio.sleep(0)
             yield trace.get_current_span().get_span_context().span_id
 
