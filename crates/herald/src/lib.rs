@@ -1,4 +1,12 @@
 //! The herald as a library: everything but argument parsing, so tests reach it directly.
+//! Data flow: receive → ingest (interpret, resolve) → write → forward; api reads the store.
 
 pub mod api;
+pub mod config;
+pub mod forward;
+pub mod ingest;
 pub mod metrics;
+pub mod receive;
+pub mod resolve;
+pub mod server;
+pub mod write;

@@ -1,1 +1,67 @@
-fn main(){}
+//! `herald` command line: parse flags, install logging, bind, run until Ctrl-C / SIGTERM.
+
+use clap::Parser;
+use herald::config::{parse_db_url, Cli, Command, ServeArgs, StoreLocation};
+use herald::server::{run, Listeners};
+use tokio_util::sync::CancellationToken;
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new()?;
+    match cli.command {
+        None => runtime.block_on(serve(cli.serve)),
+        Some(Command::Serve(args)) => runtime.block_on(serve(args)),
+        Some(Command::Migrate { db_url }) => {
+            install_tracing("text");
+            match parse_db_url(&db_url).map_err(anyhow::Error::msg)? {
+                StoreLocation::Sqlite(path) => {
+                    let applied = helix_store::sqlite::migrate(&path)?;
+                    if applied.is_empty() {
+                        println!("{}: schema already current", path.display());
+                    } else {
+                        println!("{}: applied migrations {applied:?}", path.display());
+                    }
+                }
+            }
+            Ok(())
+        }
+        Some(Command::Demo { .. }) => anyhow::bail!("demo: not available in this build"),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    install_tracing(&args.log_format);
+    let listeners = Listeners::bind(&args).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    run(args, listeners, shutdown).await?;
+    Ok(())
+}
+
+fn install_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Ctrl-C or SIGTERM starts the staged shutdown.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler only fails if signals are unsupported");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down: finishing in-flight exports");
+    shutdown.cancel();
+}

@@ -1,0 +1,207 @@
+//! Configuration: one clap struct (each flag with its compatible env var) turned into the
+//! small plain configs the rest of the herald uses, which never import clap.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "herald",
+    version,
+    about = "helixobs herald: receives OTLP traces and logs from instrument pipelines, resolves \
+             data provenance across processes and hosts, stores it, and serves the Entity \
+             Inspector and JSON API.",
+    after_help = "Addresses accept HOST:PORT, :PORT (all interfaces) or PORT. Every option can also \
+                  be set by the environment variable shown."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Receive, store and serve (the default when no subcommand is given).
+    Serve(ServeArgs),
+    /// Apply pending schema migrations to the store, then exit.
+    Migrate {
+        /// Store location: sqlite://PATH (or a plain path).
+        #[arg(long, env = "DB_URL", default_value = DEFAULT_DB_URL)]
+        db_url: String,
+    },
+    /// Serve with a temporary store and feed it a simulated telescope, to have something to look at.
+    Demo {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// Simulated entity spans per second.
+        #[arg(long, default_value_t = 50)]
+        rate: u32,
+        /// Stop after this long (e.g. 10m); runs until Ctrl-C when absent.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+    },
+}
+
+pub const DEFAULT_DB_URL: &str = "sqlite://./helix-data/herald.db";
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// OTLP/gRPC listen address (traces and logs).
+    #[arg(long = "otlp-grpc-addr", env = "HERALD_ADDR", default_value = ":4317", value_parser = parse_addr)]
+    pub grpc_addr: SocketAddr,
+    /// OTLP/HTTP listen address (/v1/traces, /v1/logs).
+    #[arg(long = "otlp-http-addr", env = "OTLP_HTTP_ADDR", default_value = ":4318", value_parser = parse_addr)]
+    pub http_addr: SocketAddr,
+    /// JSON API, Entity Inspector, /healthz, /readyz and /metrics.
+    #[arg(long = "api-addr", env = "API_ADDR", default_value = ":8080", value_parser = parse_addr)]
+    pub api_addr: SocketAddr,
+    /// Prometheus metrics (also served on the API address).
+    #[arg(long = "metrics-addr", env = "METRICS_ADDR", default_value = ":2112", value_parser = parse_addr)]
+    pub metrics_addr: SocketAddr,
+    /// Store: sqlite://PATH (embedded, the default) or postgres://… (not supported yet).
+    #[arg(long = "db-url", env = "DB_URL", default_value = DEFAULT_DB_URL)]
+    pub db_url: String,
+    /// Forward every received span (with resolved links) to this OTLP/gRPC endpoint, e.g. http://tempo:4317.
+    #[arg(long = "collector-endpoint", env = "COLLECTOR_ENDPOINT")]
+    pub collector_endpoint: Option<String>,
+    /// Entities whose creation span is kept in memory for parent resolution (older ones are looked up in the store).
+    #[arg(long, env = "HELIX_TRACE_STORE_SIZE", default_value_t = 100_000)]
+    pub trace_store_size: usize,
+    /// Largest accepted OTLP request, in bytes (after decompression).
+    #[arg(long, env = "HELIX_MAX_REQUEST_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub max_request_bytes: usize,
+    /// Records waiting for the writer before new exports are answered "retry later".
+    #[arg(long, env = "HELIX_WRITE_QUEUE_RECORDS", default_value_t = 200_000)]
+    pub write_queue_records: usize,
+    /// Most records committed in one transaction.
+    #[arg(long, env = "HELIX_BATCH_MAX_RECORDS", default_value_t = 20_000)]
+    pub batch_max_records: usize,
+    /// Requests buffered for the forwarder; when full, forwarding drops (counted) rather than slowing ingest.
+    #[arg(long, env = "HELIX_FORWARD_BUFFER", default_value_t = 4_096)]
+    pub forward_buffer: usize,
+    /// Log format of the herald's own logs: text or json.
+    #[arg(long, env = "HELIX_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+/// Where the store lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    Sqlite(PathBuf),
+}
+
+/// `sqlite://PATH`, `sqlite:PATH` or a plain path → SQLite; `postgres://` is refused for now.
+pub fn parse_db_url(url: &str) -> Result<StoreLocation, String> {
+    let url = url.trim();
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Err("DB_URL: PostgreSQL is not supported yet by this herald; use sqlite://PATH (the default is \
+                    sqlite://./helix-data/herald.db)"
+            .into());
+    }
+    let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
+    if path.is_empty() {
+        return Err("DB_URL: empty path; use sqlite://PATH, e.g. sqlite://./helix-data/herald.db".into());
+    }
+    if let Some((scheme, _)) = path.split_once("://") {
+        return Err(format!("DB_URL: unknown scheme {scheme:?}; use sqlite://PATH"));
+    }
+    Ok(StoreLocation::Sqlite(PathBuf::from(path)))
+}
+
+/// `HOST:PORT`, `:PORT` (all interfaces, as the older herald's env vars are written) or `PORT`.
+pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    let with_host = if let Some(port) = s.strip_prefix(':') {
+        format!("0.0.0.0:{port}")
+    } else if s.parse::<u16>().is_ok() {
+        format!("0.0.0.0:{s}")
+    } else {
+        s.to_owned()
+    };
+    with_host
+        .to_socket_addrs()
+        .map_err(|e| format!("{s:?} is not a listen address ({e}); use HOST:PORT or :PORT"))?
+        .next()
+        .ok_or_else(|| format!("{s:?} resolves to no address"))
+}
+
+/// Writer tuning, from flags.
+#[derive(Debug, Clone)]
+pub struct BatchConfig {
+    pub queue_records: usize,
+    pub max_batch_records: usize,
+}
+
+/// Receiver limits, from flags.
+#[derive(Debug, Clone)]
+pub struct ReceiveConfig {
+    pub max_request_bytes: usize,
+}
+
+/// Forwarder settings, from flags.
+#[derive(Debug, Clone)]
+pub struct ForwardConfig {
+    pub endpoint: String,
+    pub buffer: usize,
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+}
+
+impl ServeArgs {
+    pub fn batch(&self) -> BatchConfig {
+        BatchConfig { queue_records: self.write_queue_records.max(1), max_batch_records: self.batch_max_records.max(1) }
+    }
+    pub fn receive(&self) -> ReceiveConfig {
+        ReceiveConfig { max_request_bytes: self.max_request_bytes }
+    }
+    pub fn forward(&self) -> Option<ForwardConfig> {
+        self.collector_endpoint.as_ref().filter(|e| !e.trim().is_empty()).map(|endpoint| ForwardConfig {
+            endpoint: if endpoint.contains("://") { endpoint.clone() } else { format!("http://{endpoint}") },
+            buffer: self.forward_buffer.max(1),
+            max_attempts: 8,
+            initial_backoff: Duration::from_millis(100),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_in_go_style_and_plain_forms() {
+        assert_eq!(parse_addr(":4317").unwrap(), "0.0.0.0:4317".parse().unwrap());
+        assert_eq!(parse_addr("8080").unwrap(), "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(parse_addr("127.0.0.1:0").unwrap(), "127.0.0.1:0".parse().unwrap());
+        assert!(parse_addr("nonsense").unwrap_err().contains("HOST:PORT"));
+    }
+
+    #[test]
+    fn db_urls() {
+        assert_eq!(parse_db_url("sqlite://./x/h.db").unwrap(), StoreLocation::Sqlite("./x/h.db".into()));
+        assert_eq!(parse_db_url("/abs/h.db").unwrap(), StoreLocation::Sqlite("/abs/h.db".into()));
+        assert!(parse_db_url("postgres://u@h/db").unwrap_err().contains("not supported yet"));
+        assert!(parse_db_url("mysql://x").unwrap_err().contains("unknown scheme"));
+        assert!(parse_db_url("sqlite://").is_err());
+    }
+
+    #[test]
+    fn cli_parses_with_defaults_and_subcommands() {
+        let cli = Cli::try_parse_from(["herald"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.serve.grpc_addr.port(), 4317);
+        assert_eq!(cli.serve.http_addr.port(), 4318);
+        assert_eq!(cli.serve.api_addr.port(), 8080);
+        assert_eq!(cli.serve.metrics_addr.port(), 2112);
+        assert!(matches!(Cli::try_parse_from(["herald", "migrate"]).unwrap().command, Some(Command::Migrate { .. })));
+        assert!(matches!(
+            Cli::try_parse_from(["herald", "demo", "--duration", "5s"]).unwrap().command,
+            Some(Command::Demo { duration: Some(d), .. }) if d == Duration::from_secs(5)
+        ));
+    }
+}

@@ -1,0 +1,101 @@
+//! One export's path through the herald, shared by every receiver:
+//! interpret → resolve (add links) → write (durable) → forward (async) → outcome for the ack.
+
+use std::sync::Arc;
+
+use helix_model::interpret::{interpret_logs, interpret_traces, SpanClass};
+use helix_store::{StoreError, WriteRecord};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+
+use crate::forward::Forwarder;
+use crate::metrics::Metrics;
+use crate::resolve::Resolver;
+use crate::write::{WriteError, Writer};
+
+/// What the client is told on success: rejected items (partial success) and why.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Accepted {
+    pub rejected: i64,
+    pub message: String,
+}
+
+/// Everything an export needs; one per herald, shared by the gRPC and HTTP receivers.
+pub struct Ingest {
+    pub resolver: Resolver,
+    pub writer: Writer,
+    pub forwarder: Option<Forwarder>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Ingest {
+    /// Handle one trace export. `Ok` means every storable span is committed.
+    pub async fn traces(&self, mut request: ExportTraceServiceRequest, transport: &str) -> Result<Accepted, WriteError> {
+        let interpretation = interpret_traces(&request);
+        self.metrics.spans_received.with_label_values(&[transport]).inc_by(interpretation.spans.len() as u64);
+
+        if let Err(e) = self.resolver.link_parents(&mut request, &interpretation).await {
+            // Links are an enrichment: an unreachable store fails the export only if writing
+            // would fail too, which the writer reports below.
+            tracing::warn!(error = %e, "parent lookup in the store failed; spans forwarded without those links");
+        }
+
+        let mut records = Vec::new();
+        let mut rejected = Vec::new();
+        let mut passthrough = 0u64;
+        for at in &interpretation.spans {
+            match &at.class {
+                SpanClass::Passthrough => passthrough += 1,
+                SpanClass::Creation(c) => records.push(WriteRecord::Created(c.clone())),
+                SpanClass::Operation(o) => records.push(WriteRecord::Operation(o.clone())),
+                SpanClass::Rejected(why) => rejected.push(why.as_str()),
+            }
+        }
+        if let Err(e) = self.writer.write(records).await {
+            self.refused(&e);
+            return Err(e);
+        }
+        self.resolver.remember(&interpretation);
+        self.metrics.spans_passthrough.inc_by(passthrough);
+        self.metrics.spans_rejected.inc_by(rejected.len() as u64);
+        if !rejected.is_empty() {
+            tracing::warn!(count = rejected.len(), first = rejected[0], "entity spans rejected as malformed");
+        }
+        if let Some(forwarder) = &self.forwarder {
+            forwarder.enqueue(request);
+        }
+        Ok(Accepted { rejected: rejected.len() as i64, message: summarize(&rejected) })
+    }
+
+    /// Handle one log export. `Ok` means every record is committed.
+    pub async fn logs(&self, request: ExportLogsServiceRequest) -> Result<Accepted, WriteError> {
+        let records: Vec<WriteRecord> = interpret_logs(&request).into_iter().map(WriteRecord::Log).collect();
+        let count = records.len() as u64;
+        if let Err(e) = self.writer.write(records).await {
+            self.refused(&e);
+            return Err(e);
+        }
+        self.metrics.logs_received.inc_by(count);
+        Ok(Accepted::default())
+    }
+
+    fn refused(&self, e: &WriteError) {
+        let reason = match e {
+            WriteError::Overloaded { .. } => "overloaded",
+            WriteError::ShuttingDown => "shutting_down",
+            WriteError::Store(StoreError::Unavailable(_)) => "store_unavailable",
+            WriteError::Store(_) => "store_error",
+        };
+        self.metrics.exports_refused.with_label_values(&[reason]).inc();
+    }
+}
+
+/// One message for partial success: the first few reasons, and how many more.
+fn summarize(rejected: &[&str]) -> String {
+    const SHOWN: usize = 3;
+    let mut message = rejected.iter().take(SHOWN).copied().collect::<Vec<_>>().join("; ");
+    if rejected.len() > SHOWN {
+        message.push_str(&format!("; and {} more", rejected.len() - SHOWN));
+    }
+    message
+}

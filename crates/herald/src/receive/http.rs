@@ -1,0 +1,170 @@
+//! OTLP/HTTP receiver: `POST /v1/traces` and `/v1/logs`, protobuf or JSON, optionally gzip.
+//! Answers 200 after the commit, 503/429 with Retry-After when it cannot store now, 400 for
+//! malformed bodies, 413 above the size limit, 415 for other content types.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message;
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::config::ReceiveConfig;
+use crate::ingest::Ingest;
+use crate::write::WriteError;
+
+#[derive(Clone)]
+struct HttpState {
+    ingest: Arc<Ingest>,
+    max_bytes: usize,
+}
+
+/// The request encodings OTLP/HTTP defines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+/// Why a request was not accepted, as the client will read it.
+#[derive(Debug, thiserror::Error)]
+enum HttpError {
+    #[error("unsupported content-type {0:?}; send application/x-protobuf or application/json")]
+    UnsupportedType(String),
+    #[error("unsupported content-encoding {0:?}; send gzip or no encoding")]
+    UnsupportedEncoding(String),
+    #[error("request body is larger than the {0} bytes this herald accepts (HELIX_MAX_REQUEST_BYTES); send smaller batches")]
+    TooLarge(usize),
+    #[error("body is not valid gzip: {0}")]
+    BadGzip(String),
+    #[error("body is not a valid OTLP {what} protobuf message: {why}")]
+    BadProtobuf { what: &'static str, why: String },
+    #[error("body is not a valid OTLP/JSON {what} request: {why}")]
+    BadJson { what: &'static str, why: String },
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            HttpError::UnsupportedType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            HttpError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            HttpError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            HttpError::BadGzip(_) | HttpError::BadProtobuf { .. } | HttpError::BadJson { .. } => StatusCode::BAD_REQUEST,
+            HttpError::Write(WriteError::Overloaded { .. }) => StatusCode::TOO_MANY_REQUESTS,
+            HttpError::Write(e) if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::Write(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
+            "the herald could not store this export; see its logs".to_owned()
+        } else {
+            self.to_string()
+        };
+        let mut response = (status, axum::Json(serde_json::json!({ "error": message }))).into_response();
+        if matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// The OTLP/HTTP routes, for a listener of their own.
+pub fn router(ingest: Arc<Ingest>, config: &ReceiveConfig) -> Router {
+    Router::new()
+        .route("/v1/traces", post(traces))
+        .route("/v1/logs", post(logs))
+        // Compressed bodies are capped here, decompressed ones in `body_of`.
+        .layer(DefaultBodyLimit::max(config.max_request_bytes))
+        .with_state(HttpState { ingest, max_bytes: config.max_request_bytes })
+}
+
+async fn traces(State(state): State<HttpState>, headers: HeaderMap, body: Bytes) -> Result<Response, HttpError> {
+    let (encoding, raw) = body_of(&headers, body, state.max_bytes)?;
+    let request: ExportTraceServiceRequest = decode(encoding, &raw, "trace export")?;
+    let accepted = state.ingest.traces(request, "http").await?;
+    let partial_success = (accepted.rejected > 0).then(|| ExportTracePartialSuccess {
+        rejected_spans: accepted.rejected,
+        error_message: accepted.message,
+    });
+    Ok(encode(encoding, &ExportTraceServiceResponse { partial_success }))
+}
+
+async fn logs(State(state): State<HttpState>, headers: HeaderMap, body: Bytes) -> Result<Response, HttpError> {
+    let (encoding, raw) = body_of(&headers, body, state.max_bytes)?;
+    let request: ExportLogsServiceRequest = decode(encoding, &raw, "log export")?;
+    let accepted = state.ingest.logs(request).await?;
+    let partial_success = (accepted.rejected > 0).then(|| ExportLogsPartialSuccess {
+        rejected_log_records: accepted.rejected,
+        error_message: accepted.message,
+    });
+    Ok(encode(encoding, &ExportLogsServiceResponse { partial_success }))
+}
+
+/// The body's encoding and its bytes after decompression (bounded, so a gzip bomb is refused).
+fn body_of(headers: &HeaderMap, body: Bytes, max_bytes: usize) -> Result<(Encoding, Bytes), HttpError> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let encoding = match mime.as_str() {
+        "application/x-protobuf" | "application/protobuf" => Encoding::Protobuf,
+        "application/json" => Encoding::Json,
+        _ => return Err(HttpError::UnsupportedType(content_type.to_owned())),
+    };
+    let content_encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("");
+    match content_encoding.trim().to_ascii_lowercase().as_str() {
+        "" | "identity" => Ok((encoding, body)),
+        "gzip" => {
+            let mut out = Vec::new();
+            let limit = u64::try_from(max_bytes).unwrap_or(u64::MAX).saturating_add(1);
+            flate2::read::GzDecoder::new(body.as_ref())
+                .take(limit)
+                .read_to_end(&mut out)
+                .map_err(|e| HttpError::BadGzip(e.to_string()))?;
+            if out.len() > max_bytes {
+                return Err(HttpError::TooLarge(max_bytes));
+            }
+            Ok((encoding, Bytes::from(out)))
+        }
+        other => Err(HttpError::UnsupportedEncoding(other.to_owned())),
+    }
+}
+
+fn decode<T: Message + Default + DeserializeOwned>(encoding: Encoding, raw: &[u8], what: &'static str) -> Result<T, HttpError> {
+    match encoding {
+        Encoding::Protobuf => T::decode(raw).map_err(|e| HttpError::BadProtobuf { what, why: e.to_string() }),
+        Encoding::Json => serde_json::from_slice(raw).map_err(|e| HttpError::BadJson { what, why: e.to_string() }),
+    }
+}
+
+/// The response in the request's encoding, as OTLP/HTTP requires.
+fn encode<T: Message + Serialize>(encoding: Encoding, response: &T) -> Response {
+    match encoding {
+        Encoding::Protobuf => {
+            ([(header::CONTENT_TYPE, "application/x-protobuf")], response.encode_to_vec()).into_response()
+        }
+        Encoding::Json => axum::Json(response).into_response(),
+    }
+}
+
+/// Serve OTLP/HTTP on an already-bound listener until `shutdown` fires.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    ingest: Arc<Ingest>,
+    config: ReceiveConfig,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(ingest, &config))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}

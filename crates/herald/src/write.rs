@@ -1,0 +1,210 @@
+//! The batching, durable writer: concurrent exports enqueue their records with a completion
+//! handle; one task commits them in shared transactions and completes the handles only then.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use helix_store::{Store, StoreError, WriteBatch, WriteOutcome, WriteRecord};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::BatchConfig;
+use crate::metrics::Metrics;
+
+/// Why an export's records were not committed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The queue is full: the client should retry later.
+    #[error("the herald's write queue is full ({queued} records waiting); retry later")]
+    Overloaded { queued: usize },
+    /// The herald is shutting down: retry against it (or a replica) later.
+    #[error("the herald is shutting down; retry later")]
+    ShuttingDown,
+    /// The store refused or failed the commit.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl WriteError {
+    /// Whether the client should send the same data again later.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            WriteError::Overloaded { .. } | WriteError::ShuttingDown => true,
+            WriteError::Store(e) => e.is_transient(),
+        }
+    }
+}
+
+/// One export's records and the handle the writer completes after the commit.
+struct WriteJob {
+    records: Vec<WriteRecord>,
+    done: oneshot::Sender<Result<(), StoreError>>,
+    /// Holds this job's share of the queue budget until the commit is over.
+    _permit: OwnedSemaphorePermit,
+}
+
+/// The handle receivers use to submit records. Cheap to clone.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::UnboundedSender<WriteJob>,
+    budget: Arc<Semaphore>,
+    capacity: usize,
+}
+
+impl Writer {
+    /// Start the writer task on `store`. It stops after `shutdown` fires and the queue is drained.
+    pub fn spawn(
+        store: Arc<dyn Store>,
+        config: BatchConfig,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> (Writer, tokio::task::JoinHandle<()>) {
+        // The channel is unbounded in jobs but bounded in records by the semaphore, which
+        // is what memory is proportional to.
+        let (tx, rx) = mpsc::unbounded_channel();
+        let budget = Arc::new(Semaphore::new(config.queue_records));
+        let task = tokio::spawn(run(rx, store, config.clone(), metrics, shutdown, budget.clone()));
+        (Writer { tx, budget, capacity: config.queue_records }, task)
+    }
+
+    /// Commit `records`; returns once they are durable (or the commit failed).
+    /// Refuses at once, without waiting, when the queue is full.
+    pub async fn write(&self, records: Vec<WriteRecord>) -> Result<(), WriteError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        // A request larger than the whole budget still goes through, alone.
+        let want = records.len().min(self.capacity);
+        let permit = self
+            .budget
+            .clone()
+            .try_acquire_many_owned(u32::try_from(want).unwrap_or(u32::MAX))
+            .map_err(|e| match e {
+                tokio::sync::TryAcquireError::Closed => WriteError::ShuttingDown,
+                tokio::sync::TryAcquireError::NoPermits => {
+                    WriteError::Overloaded { queued: self.capacity - self.budget.available_permits() }
+                }
+            })?;
+        let (done, result) = oneshot::channel();
+        self.tx.send(WriteJob { records, done, _permit: permit }).map_err(|_| WriteError::ShuttingDown)?;
+        result.await.map_err(|_| WriteError::ShuttingDown)?.map_err(WriteError::Store)
+    }
+}
+
+/// Jobs taken for one transaction, kept together so each handle learns the batch's fate.
+#[derive(Default)]
+struct Accumulator {
+    jobs: Vec<WriteJob>,
+    records: usize,
+}
+
+impl Accumulator {
+    fn push(&mut self, job: WriteJob) {
+        self.records += job.records.len();
+        self.jobs.push(job);
+    }
+
+    fn is_full(&self, max: usize) -> bool {
+        self.records >= max
+    }
+
+    fn batch(&self) -> WriteBatch {
+        WriteBatch { records: self.jobs.iter().flat_map(|j| j.records.iter().cloned()).collect() }
+    }
+}
+
+async fn run(
+    mut rx: mpsc::UnboundedReceiver<WriteJob>,
+    store: Arc<dyn Store>,
+    config: BatchConfig,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    budget: Arc<Semaphore>,
+) {
+    loop {
+        let first = tokio::select! {
+            biased;
+            job = rx.recv() => job,
+            () = shutdown.cancelled() => {
+                // Stop taking new work, then drain what was already accepted.
+                budget.close();
+                rx.close();
+                rx.recv().await
+            }
+        };
+        let Some(first) = first else { break };
+        let mut acc = Accumulator::default();
+        acc.push(first);
+        // Group commit: whatever arrived while the previous commit ran joins this one.
+        while !acc.is_full(config.max_batch_records) {
+            match rx.try_recv() {
+                Ok(job) => acc.push(job),
+                Err(_) => break,
+            }
+        }
+        metrics.write_queue_records.set((config.queue_records - budget.available_permits()) as i64);
+        commit(&*store, acc, &metrics).await;
+    }
+    tracing::info!("writer stopped: queue drained");
+}
+
+/// Commit one accumulated batch and complete every handle in it.
+async fn commit(store: &dyn Store, acc: Accumulator, metrics: &Metrics) {
+    let started = Instant::now();
+    let result = store.write(&acc.batch()).await;
+    metrics.write_batch_seconds.observe(started.elapsed().as_secs_f64());
+    match result {
+        Ok(outcome) => {
+            metrics.write_batch_records.observe(acc.records as f64);
+            record_outcome(metrics, &outcome);
+            for job in acc.jobs {
+                let _ = job.done.send(Ok(()));
+            }
+        }
+        Err(e) if !e.is_transient() && acc.jobs.len() > 1 => {
+            // One export's bad data must not fail the others sharing its transaction:
+            // retry each alone so only the culprit is refused.
+            metrics.write_failures.with_label_values(&["isolating"]).inc();
+            tracing::warn!(error = %e, jobs = acc.jobs.len(), "batch commit failed; retrying its exports one by one");
+            for job in acc.jobs {
+                let single = Accumulator { records: job.records.len(), jobs: vec![job] };
+                Box::pin(commit(store, single, metrics)).await;
+            }
+        }
+        Err(e) => {
+            let kind = if e.is_transient() { "transient" } else { "permanent" };
+            metrics.write_failures.with_label_values(&[kind]).inc();
+            if e.is_transient() {
+                tracing::warn!(error = %e, records = acc.records, "commit failed; clients were told to retry");
+            } else {
+                tracing::error!(error = %e, records = acc.records, "commit failed permanently; exports refused");
+            }
+            for job in acc.jobs {
+                let _ = job.done.send(Err(clone_error(&e)));
+            }
+        }
+    }
+}
+
+fn clone_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        StoreError::BadCursor(m) => StoreError::BadCursor(m.clone()),
+        StoreError::Schema(m) => StoreError::Schema(m.clone()),
+        StoreError::Internal(m) => StoreError::Internal(m.clone()),
+    }
+}
+
+fn record_outcome(metrics: &Metrics, outcome: &WriteOutcome) {
+    for e in &outcome.entities_created {
+        metrics.entities.with_label_values(&[e.instrument_id.as_str(), e.stage.as_str(), e.status.as_str()]).inc();
+    }
+    for (instrument, is_error) in &outcome.events_inserted {
+        metrics.events.with_label_values(&[instrument.as_str()]).inc();
+        if *is_error {
+            metrics.errors.with_label_values(&[instrument.as_str()]).inc();
+        }
+    }
+    metrics.recreations.inc_by(outcome.recreations);
+    metrics.instrument_conflicts.inc_by(outcome.instrument_conflicts);
+}
