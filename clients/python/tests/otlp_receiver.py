@@ -284,7 +284,9 @@ class HttpOtlpReceiver(_Store):
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> HttpOtlpReceiver:
-        threading.Thread(target=self._http.serve_forever, daemon=True).start()
+        threading.Thread(
+            target=self._http.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
         return self
 
     def stop(self) -> None:

@@ -47,9 +47,9 @@ def setup(
     ``"grpc"`` (default) or ``"http/protobuf"``.
     """
     accepted, var_kw = _accepted_kwargs(instrument_class)
-    fixes_own_id = bool(instrument_class.INSTRUMENT_ID) or not (
-        var_kw or "instrument_id" in accepted
-    )
+    # A subclass whose constructor does not take instrument_id (or takes **kwargs and
+    # passes its own) fixes the ID itself; Instrument.__init__ still rejects a missing one.
+    fixes_own_id = bool(instrument_class.INSTRUMENT_ID) or "instrument_id" not in accepted
     if not instrument_id and not fixes_own_id:
         raise ValueError(
             "helixobs.setup(): instrument_id is required, e.g. "
@@ -66,7 +66,10 @@ def setup(
                 "(e.g. auth_endpoint='http://herald:8080/auth/token')"
             )
         if not effective_id:
-            raise ValueError("helixobs.setup(): credential auth needs an instrument_id")
+            raise ValueError(
+                "helixobs.setup(): credential auth needs instrument_id= "
+                "(or an instrument_class with INSTRUMENT_ID)"
+            )
         token_source = TokenSource(effective_id, credential, auth_endpoint)
         try:
             token_source.refresh()
