@@ -1,0 +1,103 @@
+//! Test-only `Store` that knows nothing or fails every call, for routing and error-path
+//! tests. Data-path tests use the real `SqliteStore`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use helix_model::{EntityEvent, LogRecorded, SpanRef};
+use helix_store::{
+    Entity, EntityFilter, Graph, GraphQuery, Lineage, LineageQuery, Operation, Page, PageRequest, StageSummary, Store,
+    StoreError, StoreResult, WriteBatch, WriteOutcome,
+};
+
+use super::ApiState;
+use crate::metrics::Metrics;
+
+/// How every call of a [`FakeStore`] ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Unknown entities, empty lists, ready.
+    Empty,
+    Unavailable,
+    Internal,
+    BadCursor,
+}
+
+pub struct FakeStore {
+    behaviour: Behaviour,
+}
+
+impl FakeStore {
+    pub fn empty() -> Self {
+        FakeStore { behaviour: Behaviour::Empty }
+    }
+
+    pub fn failing(behaviour: Behaviour) -> Self {
+        FakeStore { behaviour }
+    }
+
+    pub fn state(self) -> ApiState {
+        ApiState { store: Arc::new(self), metrics: Arc::new(Metrics::new()) }
+    }
+
+    /// `Ok(value)` when empty, the configured error otherwise.
+    fn answer<T>(&self, value: T) -> StoreResult<T> {
+        match self.behaviour {
+            Behaviour::Empty => Ok(value),
+            Behaviour::Unavailable => Err(StoreError::Unavailable("database is locked".into())),
+            Behaviour::Internal => Err(StoreError::Internal("secret table detail".into())),
+            Behaviour::BadCursor => Err(StoreError::BadCursor("not a cursor of this store".into())),
+        }
+    }
+}
+
+fn empty_page<T>() -> Page<T> {
+    Page { items: Vec::new(), next_cursor: None }
+}
+
+#[async_trait]
+impl Store for FakeStore {
+    fn backend(&self) -> &'static str {
+        "fake"
+    }
+    async fn write(&self, _batch: &WriteBatch) -> StoreResult<WriteOutcome> {
+        self.answer(WriteOutcome::default())
+    }
+    async fn span_refs(&self, _entity_ids: &[String]) -> StoreResult<HashMap<String, SpanRef>> {
+        self.answer(HashMap::new())
+    }
+    async fn check_ready(&self) -> StoreResult<()> {
+        self.answer(())
+    }
+    async fn entity(&self, _id: &str) -> StoreResult<Option<Entity>> {
+        self.answer(None)
+    }
+    async fn children_count(&self, _id: &str) -> StoreResult<u64> {
+        self.answer(0)
+    }
+    async fn events(&self, _entity_id: &str, _page: &PageRequest) -> StoreResult<Page<EntityEvent>> {
+        self.answer(empty_page())
+    }
+    async fn operations(&self, _entity_id: &str, _page: &PageRequest) -> StoreResult<Page<Operation>> {
+        self.answer(empty_page())
+    }
+    async fn lineage(&self, _query: &LineageQuery) -> StoreResult<Option<Lineage>> {
+        self.answer(None)
+    }
+    async fn graph(&self, _id: &str, _query: &GraphQuery) -> StoreResult<Option<Graph>> {
+        self.answer(None)
+    }
+    async fn search(&self, _filter: &EntityFilter, _page: &PageRequest) -> StoreResult<Page<Entity>> {
+        self.answer(empty_page())
+    }
+    async fn instruments(&self) -> StoreResult<Vec<String>> {
+        self.answer(Vec::new())
+    }
+    async fn stages(&self, _instrument_id: &str) -> StoreResult<Vec<StageSummary>> {
+        self.answer(Vec::new())
+    }
+    async fn logs(&self, _entity_id: &str, _page: &PageRequest) -> StoreResult<Page<LogRecorded>> {
+        self.answer(empty_page())
+    }
+}

@@ -1,0 +1,50 @@
+//! Liveness (`/healthz`), readiness (`/readyz`: store reachable, schema current) and the
+//! Prometheus exposition (`/metrics`).
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use super::{router_from, ApiState, Route};
+
+/// Content type of the Prometheus text exposition format.
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
+
+pub fn routes() -> Vec<Route> {
+    vec![
+        Route { method: Method::GET, path: "/healthz", query: &[], handler: get(healthz) },
+        Route { method: Method::GET, path: "/readyz", query: &[], handler: get(readyz) },
+        Route { method: Method::GET, path: "/metrics", query: &[], handler: get(metrics) },
+    ]
+}
+
+pub fn router() -> Router<ApiState> {
+    router_from(routes())
+}
+
+/// The process answers: nothing else is checked, so an orchestrator never restarts a
+/// herald merely because its database is down.
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// 200 `{"status": "ready", "backend": …}` or 503 `{"error": reason}`. The reason is shown
+/// (unlike other store errors) because operators read this endpoint to learn what is wrong.
+async fn readyz(State(state): State<ApiState>) -> Response {
+    match state.store.check_ready().await {
+        Ok(()) => Json(json!({ "status": "ready", "backend": state.store.backend() })).into_response(),
+        Err(err) => {
+            tracing::warn!(error = %err, backend = state.store.backend(), "not ready");
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": err.to_string() }))).into_response()
+        }
+    }
+}
+
+pub async fn metrics(State(state): State<ApiState>) -> Response {
+    let mut response = state.metrics.render().into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROMETHEUS_CONTENT_TYPE));
+    response
+}

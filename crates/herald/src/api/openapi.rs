@@ -1,0 +1,283 @@
+//! `GET /api/openapi.json`: the hand-maintained OpenAPI 3 document (`openapi.json` beside
+//! this file), and the tests that keep it and the router in agreement.
+
+use axum::http::{header, HeaderValue, Method};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+use super::{router_from, ApiState, Route};
+
+/// The document, served verbatim. Edit it together with any route or parameter change;
+/// the tests below fail when the two drift apart.
+pub const DOCUMENT: &str = include_str!("openapi.json");
+
+pub fn routes() -> Vec<Route> {
+    vec![Route { method: Method::GET, path: "/api/openapi.json", query: &[], handler: get(document) }]
+}
+
+pub fn router() -> Router<ApiState> {
+    router_from(routes())
+}
+
+async fn document() -> Response {
+    let mut response = DOCUMENT.into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use axum::body::{to_bytes, Body};
+    use axum::http::{Request, StatusCode};
+    use serde_json::Value;
+    use tower::ServiceExt;
+
+    use super::super::fake::FakeStore;
+    use super::super::routes;
+    use super::*;
+
+    fn doc() -> Value {
+        serde_json::from_str(DOCUMENT).expect("openapi.json is valid JSON")
+    }
+
+    /// Follows a local `$ref` such as `#/components/parameters/id`.
+    fn resolve<'a>(doc: &'a Value, value: &'a Value) -> &'a Value {
+        match value.get("$ref").and_then(Value::as_str) {
+            Some(reference) => {
+                let pointer = reference.strip_prefix('#').expect("local reference");
+                doc.pointer(pointer).unwrap_or_else(|| panic!("dangling reference {reference}"))
+            }
+            None => value,
+        }
+    }
+
+    /// (METHOD, path) of every operation in the document.
+    fn documented_operations(doc: &Value) -> BTreeSet<(String, String)> {
+        let paths = doc["paths"].as_object().expect("paths object");
+        paths
+            .iter()
+            .flat_map(|(path, item)| {
+                item.as_object().expect("path item").keys().map(move |method| (method.to_uppercase(), path.clone()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_route_is_documented_and_every_documented_operation_is_routed() {
+        let doc = doc();
+        assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+        let routed: BTreeSet<(String, String)> =
+            routes().iter().map(|r| (r.method.as_str().to_owned(), r.path.to_owned())).collect();
+        assert_eq!(routed.len(), routes().len(), "a route is registered twice");
+        assert_eq!(routed, documented_operations(&doc));
+    }
+
+    #[test]
+    fn documented_parameters_match_what_each_handler_accepts() {
+        let doc = doc();
+        for route in routes() {
+            let operation = &doc["paths"][route.path][route.method.as_str().to_lowercase()];
+            let mut by_location: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+            for parameter in operation["parameters"].as_array().expect("parameters array") {
+                let parameter = resolve(&doc, parameter);
+                let location = parameter["in"].as_str().expect("in").to_owned();
+                let name = parameter["name"].as_str().expect("name").to_owned();
+                by_location.entry(location).or_default().insert(name);
+            }
+            let accepted: BTreeSet<String> = route.query.iter().map(|name| (*name).to_owned()).collect();
+            assert_eq!(by_location.remove("query").unwrap_or_default(), accepted, "query of {}", route.path);
+            let templated: BTreeSet<String> = route
+                .path
+                .split('/')
+                .filter_map(|segment| segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+                .map(str::to_owned)
+                .collect();
+            assert_eq!(by_location.remove("path").unwrap_or_default(), templated, "path of {}", route.path);
+            assert!(by_location.is_empty(), "unexpected parameter locations on {}", route.path);
+        }
+    }
+
+    #[test]
+    fn every_reference_resolves() {
+        fn walk(doc: &Value, value: &Value) {
+            match value {
+                Value::Object(map) => {
+                    if map.contains_key("$ref") {
+                        resolve(doc, value);
+                    }
+                    map.values().for_each(|v| walk(doc, v));
+                }
+                Value::Array(items) => items.iter().for_each(|v| walk(doc, v)),
+                _ => {}
+            }
+        }
+        let doc = doc();
+        walk(&doc, &doc);
+    }
+
+    /// A documented schema lists exactly the fields the store type serializes.
+    fn assert_schema_matches<T: serde::Serialize>(schema: &str, sample: &T) {
+        let doc = doc();
+        let properties: BTreeSet<String> = doc["components"]["schemas"][schema]["properties"]
+            .as_object()
+            .unwrap_or_else(|| panic!("schema {schema} has properties"))
+            .keys()
+            .cloned()
+            .collect();
+        let serialized: BTreeSet<String> =
+            serde_json::to_value(sample).expect("serializes").as_object().expect("object").keys().cloned().collect();
+        assert_eq!(properties, serialized, "schema {schema}");
+    }
+
+    #[test]
+    fn schemas_match_the_serialized_store_types() {
+        use helix_model::{EntityEvent, LogRecorded, Status};
+        use helix_store::{Edge, Entity, GraphNode, LineageNode, Operation, StageSummary};
+        assert_schema_matches(
+            "Entity",
+            &Entity {
+                id: "e".into(),
+                instrument_id: "I".into(),
+                trace_id: None,
+                span_id: None,
+                timestamp_ns: 0,
+                end_ns: None,
+                stage: None,
+                service_name: None,
+                process_name: None,
+                status: Status::Ok,
+                placeholder: true,
+                parent_ids: vec![],
+                metadata: Default::default(),
+                created_at: String::new(),
+            },
+        );
+        assert_schema_matches(
+            "EntityEvent",
+            &EntityEvent {
+                entity_id: "e".into(),
+                instrument_id: "I".into(),
+                event_name: "helix.error".into(),
+                timestamp_ns: 0,
+                metadata: Default::default(),
+                trace_id: String::new(),
+                span_id: String::new(),
+                ordinal: 0,
+            },
+        );
+        assert_schema_matches(
+            "Operation",
+            &Operation {
+                entity_id: "e".into(),
+                instrument_id: "I".into(),
+                operation: "archive".into(),
+                trace_id: String::new(),
+                span_id: String::new(),
+                timestamp_ns: 0,
+                duration_ns: 0,
+                status: Status::Ok,
+                service_name: None,
+                metadata: Default::default(),
+                created_at: String::new(),
+            },
+        );
+        assert_schema_matches(
+            "LogRecord",
+            &LogRecorded {
+                timestamp_ns: 0,
+                severity: "INFO".into(),
+                body: String::new(),
+                trace_id: None,
+                span_id: None,
+                entity_id: None,
+                instrument_id: None,
+                process_name: None,
+                service_name: None,
+                source: None,
+                attributes: Default::default(),
+            },
+        );
+        assert_schema_matches("Edge", &Edge { source: "a".into(), target: "b".into() });
+        assert_schema_matches(
+            "GraphNode",
+            &GraphNode {
+                id: "e".into(),
+                instrument_id: "I".into(),
+                trace_id: None,
+                timestamp_ns: 0,
+                parent_ids: vec![],
+                metadata: Default::default(),
+                has_error: false,
+            },
+        );
+        assert_schema_matches(
+            "LineageNode",
+            &LineageNode {
+                id: "e".into(),
+                depth: 0,
+                stage: None,
+                status: Status::Ok,
+                instrument_id: "I".into(),
+                timestamp_ns: 0,
+                parent_ids: vec![],
+                placeholder: false,
+            },
+        );
+        assert_schema_matches(
+            "StageSummary",
+            &StageSummary { stage: "s".into(), count: 0, error_count: 0, last_seen_ns: 0 },
+        );
+    }
+
+    /// Fills a path template with a hostile but valid ID and the required query parameters.
+    fn concrete_uri(doc: &Value, path: &str, method: &str) -> String {
+        let mut uri = path.replace("{id}", "a%2Fb%20%3Cscript%3E");
+        let operation = &doc["paths"][path][method];
+        let required: Vec<String> = operation["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .map(|p| resolve(doc, p))
+            .filter(|p| p["in"] == "query" && p["required"] == true)
+            .map(|p| format!("{}=X", p["name"].as_str().expect("name")))
+            .collect();
+        if !required.is_empty() {
+            uri = format!("{uri}?{}", required.join("&"));
+        }
+        uri
+    }
+
+    #[tokio::test]
+    async fn every_documented_operation_reaches_a_handler() {
+        let doc = doc();
+        let app = super::super::app(FakeStore::empty().state());
+        for (method, path) in documented_operations(&doc) {
+            let uri = concrete_uri(&doc, &path, &method.to_lowercase());
+            let request = Request::builder().method(method.as_str()).uri(&uri).body(Body::empty()).expect("request");
+            let response = app.clone().oneshot(request).await.expect("infallible");
+            let status = response.status();
+            let body = to_bytes(response.into_body(), usize::MAX).await.expect("body");
+            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}");
+            // A routing miss is axum's bare 404; a handler's 404 always carries a JSON error.
+            if status == StatusCode::NOT_FOUND {
+                let error: Value = serde_json::from_slice(&body).expect("handler 404s are JSON");
+                assert!(error["error"].as_str().is_some_and(|m| m.contains("not found")), "{method} {uri}");
+            }
+            assert!(status.is_success() || status == StatusCode::NOT_FOUND, "{method} {uri}: {status}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_document_is_served_as_json() {
+        let app = super::super::app(FakeStore::empty().state());
+        let request = Request::builder().uri("/api/openapi.json").body(Body::empty()).expect("request");
+        let response = app.oneshot(request).await.expect("infallible");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        let body = to_bytes(response.into_body(), usize::MAX).await.expect("body");
+        assert_eq!(serde_json::from_slice::<Value>(&body).expect("json"), doc());
+    }
+}
