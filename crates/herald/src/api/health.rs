@@ -43,6 +43,7 @@ async fn readyz(State(state): State<ApiState>) -> Response {
     }
 }
 
+/// The Prometheus text exposition; public so the compatibility metrics listener serves it too.
 pub async fn metrics(State(state): State<ApiState>) -> Response {
     let mut response = state.metrics.render().into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROMETHEUS_CONTENT_TYPE));
