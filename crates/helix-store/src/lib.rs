@@ -71,7 +71,8 @@ pub trait Store: Send + Sync + 'static {
     async fn events(&self, entity_id: &str, page: &PageRequest) -> StoreResult<Page<EntityEvent>>;
 
     /// Operations of an entity, oldest first. Does not include the synthetic "creation" row.
-    async fn operations(&self, entity_id: &str, page: &PageRequest) -> StoreResult<Page<Operation>>;
+    async fn operations(&self, entity_id: &str, page: &PageRequest)
+        -> StoreResult<Page<Operation>>;
 
     /// Breadth-first walk from `query.root`; `None` when the root is unknown.
     async fn lineage(&self, query: &LineageQuery) -> StoreResult<Option<Lineage>>;
@@ -89,5 +90,9 @@ pub trait Store: Send + Sync + 'static {
     async fn stages(&self, instrument_id: &str) -> StoreResult<Vec<StageSummary>>;
 
     /// Log records correlated with an entity (by `helix_entity_id` or by one of its traces), oldest first.
-    async fn logs(&self, entity_id: &str, page: &PageRequest) -> StoreResult<Page<helix_model::LogRecorded>>;
+    async fn logs(
+        &self,
+        entity_id: &str,
+        page: &PageRequest,
+    ) -> StoreResult<Page<helix_model::LogRecorded>>;
 }

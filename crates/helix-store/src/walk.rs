@@ -53,14 +53,20 @@ pub(crate) fn walk(
     while max_depth.is_none_or(|m| depth < m) && order.len() - 1 <= budget {
         let frontier = &order[frontier_start..];
         let candidates: Vec<String> = match direction {
-            Direction::Ancestors => frontier.iter().flat_map(|n| n.parent_ids.iter().cloned()).collect(),
+            Direction::Ancestors => frontier
+                .iter()
+                .flat_map(|n| n.parent_ids.iter().cloned())
+                .collect(),
             Direction::Descendants => {
                 let ids: Vec<String> = frontier.iter().map(|n| n.id.clone()).collect();
                 src.children(&ids)?
             }
         };
         // A parent that is not an entity stays in `visited` too: it is looked up only once.
-        let fresh: Vec<String> = candidates.into_iter().filter(|id| visited.insert(id.clone())).collect();
+        let fresh: Vec<String> = candidates
+            .into_iter()
+            .filter(|id| visited.insert(id.clone()))
+            .collect();
         if fresh.is_empty() {
             break;
         }
@@ -69,7 +75,11 @@ pub(crate) fn walk(
             break;
         }
         depth += 1;
-        level.sort_by(|a, b| a.timestamp_ns.cmp(&b.timestamp_ns).then_with(|| a.id.cmp(&b.id)));
+        level.sort_by(|a, b| {
+            a.timestamp_ns
+                .cmp(&b.timestamp_ns)
+                .then_with(|| a.id.cmp(&b.id))
+        });
         for n in &mut level {
             n.depth = depth;
         }
@@ -81,7 +91,11 @@ pub(crate) fn walk(
 
 /// Edges `parent → child` between nodes of `nodes`, from each node's `parent_ids`.
 fn edges_by_position(nodes: &[WalkNode]) -> Vec<(usize, usize)> {
-    let pos: HashMap<&str, usize> = nodes.iter().enumerate().map(|(i, n)| (n.id.as_str(), i)).collect();
+    let pos: HashMap<&str, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.id.as_str(), i))
+        .collect();
     let mut out = Vec::new();
     for (ci, child) in nodes.iter().enumerate() {
         for p in &child.parent_ids {
@@ -104,7 +118,8 @@ pub(crate) fn lineage_offset(cursor: Option<&str>) -> StoreResult<usize> {
         Some(c) => {
             let parts = cursor::decode(LINEAGE_CURSOR, c, 1)?;
             let off = cursor::part_i64(&parts, 0)?;
-            usize::try_from(off).map_err(|_| crate::StoreError::BadCursor("negative lineage offset".into()))
+            usize::try_from(off)
+                .map_err(|_| crate::StoreError::BadCursor("negative lineage offset".into()))
         }
     }
 }
@@ -129,7 +144,10 @@ pub(crate) fn lineage_page(
     edges.sort_by_key(|&(p, c)| (p.max(c), p.min(c), p, c));
     let edges = edges
         .into_iter()
-        .map(|(p, c)| Edge { source: walked[p].id.clone(), target: walked[c].id.clone() })
+        .map(|(p, c)| Edge {
+            source: walked[p].id.clone(),
+            target: walked[c].id.clone(),
+        })
         .collect();
     let nodes = walked
         .into_iter()
@@ -145,8 +163,16 @@ pub(crate) fn lineage_page(
             placeholder: n.placeholder,
         })
         .collect();
-    let next_cursor = partial.then(|| cursor::encode(LINEAGE_CURSOR, vec![Value::from((offset + limit) as u64)]));
-    Lineage { root: root.to_owned(), direction, nodes, edges, partial, next_cursor }
+    let next_cursor =
+        partial.then(|| cursor::encode(LINEAGE_CURSOR, vec![Value::from((offset + limit) as u64)]));
+    Lineage {
+        root: root.to_owned(),
+        direction,
+        nodes,
+        edges,
+        partial,
+        next_cursor,
+    }
 }
 
 /// The `/graph` selection: root, then ancestors, then descendants (each by depth, timestamp,

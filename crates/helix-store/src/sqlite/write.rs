@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use helix_model::{EntityCreated, EntityEvent, LogRecorded, Metadata, OperationRecorded, Status};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 
-use super::read::{parse_metadata, parse_string_vec, parse_status};
+use super::read::{parse_metadata, parse_status, parse_string_vec};
 use crate::{EntityCount, StoreError, StoreResult, WriteBatch, WriteOutcome, WriteRecord};
 
 /// Apply `batch` atomically. On any error the transaction is dropped, i.e. rolled back, so no
@@ -17,8 +17,15 @@ pub(super) fn apply_batch(conn: &mut Connection, batch: &WriteBatch) -> StoreRes
     // instead of half-way through the batch on a lock upgrade.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // One ingest time for the whole batch, in the RFC 3339 form `created_at` uses.
-    let now: String = tx.query_row("SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now')", [], |r| r.get(0))?;
-    let mut w = Writer { tx: &tx, now: &now, out: WriteOutcome::default(), instruments: HashSet::new() };
+    let now: String = tx.query_row("SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now')", [], |r| {
+        r.get(0)
+    })?;
+    let mut w = Writer {
+        tx: &tx,
+        now: &now,
+        out: WriteOutcome::default(),
+        instruments: HashSet::new(),
+    };
     for record in &batch.records {
         match record {
             WriteRecord::Created(c) => w.created(c)?,
@@ -65,7 +72,10 @@ fn to_json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
 /// stored array and the edge positions consistent even if a caller did not).
 fn unique_in_order(ids: &[String]) -> Vec<String> {
     let mut seen = HashSet::new();
-    ids.iter().filter(|p| seen.insert(p.as_str())).cloned().collect()
+    ids.iter()
+        .filter(|p| seen.insert(p.as_str()))
+        .cloned()
+        .collect()
 }
 
 impl Writer<'_> {
@@ -77,8 +87,9 @@ impl Writer<'_> {
     }
 
     fn record_instruments(&mut self) -> StoreResult<()> {
-        let mut stmt =
-            self.tx.prepare_cached("INSERT OR IGNORE INTO instruments (instrument_id, created_at) VALUES (?1, ?2)")?;
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT OR IGNORE INTO instruments (instrument_id, created_at) VALUES (?1, ?2)",
+        )?;
         for id in &self.instruments {
             stmt.execute((id, self.now))?;
         }
@@ -99,7 +110,10 @@ impl Writer<'_> {
                 })
             })
             .optional()?;
-        if existing.as_ref().is_some_and(|e| e.instrument_id != c.instrument_id) {
+        if existing
+            .as_ref()
+            .is_some_and(|e| e.instrument_id != c.instrument_id)
+        {
             // Ownership: checked before the span is recorded, so the conflict is not remembered
             // as an applied creation.
             self.out.instrument_conflicts += 1;
@@ -107,7 +121,9 @@ impl Writer<'_> {
         }
         let first_time = self
             .tx
-            .prepare_cached("INSERT OR IGNORE INTO entity_creations (entity_id, span_id) VALUES (?1, ?2)")?
+            .prepare_cached(
+                "INSERT OR IGNORE INTO entity_creations (entity_id, span_id) VALUES (?1, ?2)",
+            )?
             .execute((&c.entity_id, &c.span_id))?
             == 1;
         if !first_time {
@@ -157,7 +173,11 @@ impl Writer<'_> {
                 let mut parents = parse_string_vec(&e.parent_ids)?;
                 let start = parents.len();
                 let known: HashSet<String> = parents.iter().cloned().collect();
-                parents.extend(unique_in_order(&c.parent_ids).into_iter().filter(|p| !known.contains(p)));
+                parents.extend(
+                    unique_in_order(&c.parent_ids)
+                        .into_iter()
+                        .filter(|p| !known.contains(p)),
+                );
                 self.tx
                     .prepare_cached(
                         "UPDATE entities SET trace_id = ?2, timestamp_ns = ?3, parent_ids = ?4, metadata = ?5,
@@ -196,7 +216,11 @@ impl Writer<'_> {
                 let mut parents = parse_string_vec(&e.parent_ids)?;
                 let start = parents.len();
                 let known: HashSet<String> = parents.iter().cloned().collect();
-                parents.extend(unique_in_order(&c.parent_ids).into_iter().filter(|p| !known.contains(p)));
+                parents.extend(
+                    unique_in_order(&c.parent_ids)
+                        .into_iter()
+                        .filter(|p| !known.contains(p)),
+                );
                 self.tx
                     .prepare_cached("UPDATE entities SET parent_ids = ?2, metadata = ?3, status = ?4 WHERE id = ?1")?
                     .execute(rusqlite::params![
@@ -212,7 +236,12 @@ impl Writer<'_> {
         self.insert_events(&c.events)
     }
 
-    fn insert_edges(&mut self, child: &str, parents: &[String], first_position: usize) -> StoreResult<()> {
+    fn insert_edges(
+        &mut self,
+        child: &str,
+        parents: &[String],
+        first_position: usize,
+    ) -> StoreResult<()> {
         let mut stmt = self
             .tx
             .prepare_cached("INSERT OR IGNORE INTO entity_parents (child_id, parent_id, position) VALUES (?1, ?2, ?3)")?;
@@ -244,7 +273,9 @@ impl Writer<'_> {
                 e.ordinal,
             ])?;
             if inserted == 1 {
-                self.out.events_inserted.push((e.instrument_id.clone(), e.is_error()));
+                self.out
+                    .events_inserted
+                    .push((e.instrument_id.clone(), e.is_error()));
             }
         }
         Ok(())
@@ -287,7 +318,11 @@ impl Writer<'_> {
         self.out.operations_inserted += 1;
         self.note_instrument(&o.instrument_id);
         // Only a helix.error event marks the entity; an ERROR span status fails the operation row.
-        let entity_status = if o.marks_entity_error() { Status::Error } else { Status::Ok };
+        let entity_status = if o.marks_entity_error() {
+            Status::Error
+        } else {
+            Status::Ok
+        };
         if owner.is_none() {
             self.tx
                 .prepare_cached(

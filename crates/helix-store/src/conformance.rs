@@ -1,0 +1,2032 @@
+//! The backend-independent conformance suite: every `Store` backend must pass these checks.
+//!
+//! The checks are written only against the `Store` trait. A backend runs them all with
+//! `helix_store::conformance_tests!(path::to::async_factory)` in one of its test files, where
+//! the factory is an `async fn() -> Fixture` returning a fresh, empty store (the calling crate
+//! needs `tokio` with its test macros). Each check is also a plain `pub async fn` so a backend
+//! can call one directly while debugging.
+//!
+//! Atomicity of a failed commit cannot be provoked portably through the trait (every valid
+//! batch commits), so it is tested per backend: see the SQLite tests, which make the database
+//! reject one record of a batch and check that nothing of that batch is visible.
+
+use std::any::Any;
+use std::collections::HashSet;
+use std::ops::Deref;
+
+use helix_model::{EntityCreated, EntityEvent, LogRecorded, Metadata, OperationRecorded, Status};
+
+use crate::{
+    Direction, Edge, Entity, EntityFilter, GraphQuery, Lineage, LineageQuery, PageRequest, Store,
+    StoreError, WriteBatch, WriteOutcome, WriteRecord,
+};
+
+/// A fresh store plus whatever must live as long as it (a temporary directory, a schema).
+pub struct Fixture {
+    store: Box<dyn Store>,
+    _keep: Box<dyn Any + Send>,
+}
+
+impl Fixture {
+    pub fn new(store: Box<dyn Store>, keep: impl Any + Send) -> Fixture {
+        Fixture {
+            store,
+            _keep: Box::new(keep),
+        }
+    }
+}
+
+impl Deref for Fixture {
+    type Target = dyn Store;
+    fn deref(&self) -> &(dyn Store + 'static) {
+        &*self.store
+    }
+}
+
+/// Expands to one `#[tokio::test]` per conformance check, each with a fresh store from
+/// `$factory` (an `async fn() -> helix_store::conformance::Fixture`).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($factory:path) => {
+        $crate::__conformance_each!(
+            $factory;
+            backend_is_ready,
+            empty_batch_changes_nothing,
+            creation_inserts_entity_edges_and_events,
+            same_batch_twice_is_idempotent,
+            concurrent_duplicate_batches_write_once,
+            operation_on_unknown_entity_creates_placeholder,
+            placeholder_is_upgraded_by_creation,
+            recreation_merges_parents_and_metadata,
+            instrument_conflicts_are_not_applied,
+            error_status_and_error_events,
+            events_oldest_first_with_own_timestamps,
+            events_paging_walks_all,
+            operations_oldest_first_all_kept_and_paged,
+            operations_idempotent_by_span,
+            span_refs_only_for_created_entities,
+            children_count_counts_named_children,
+            lineage_linear_chain,
+            lineage_fan_in_of_five,
+            lineage_diamond_depths,
+            lineage_child_before_parent,
+            lineage_parent_that_never_arrives,
+            lineage_cycles_terminate,
+            lineage_paging_walks_all,
+            lineage_unknown_root_is_none,
+            graph_default_view_and_limits,
+            search_filters_combine,
+            search_prefix_is_literal,
+            search_paging_newest_first,
+            instruments_are_listed_sorted,
+            stages_summarise_non_placeholders,
+            logs_correlate_by_entity_and_traces,
+            hostile_ids_round_trip,
+            malformed_cursors_are_rejected,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_each {
+    ($factory:path; $($name:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let fixture: $crate::conformance::Fixture = $factory().await;
+                $crate::conformance::$name(&*fixture).await;
+            }
+        )*
+    };
+}
+
+// ---- record builders --------------------------------------------------------------------------
+
+/// Base timestamp of the suite (2024-05-20).
+pub const T0: i64 = 1_716_200_000_000_000_000;
+pub const INST: &str = "CHIME";
+
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// A deterministic 32-hex trace ID derived from `seed`.
+pub fn trace_of(seed: &str) -> String {
+    format!("{:016x}{:016x}", fnv(seed), fnv(&format!("{seed}#")))
+}
+
+/// A deterministic 16-hex span ID derived from `seed`.
+pub fn span_of(seed: &str) -> String {
+    format!("{:016x}", fnv(&format!("span:{seed}")))
+}
+
+fn md(pairs: &[(&str, &str)]) -> Metadata {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// A creation of `id` by `INST` at `T0 + offset_ns` with `parents`, stage `ingest`.
+pub fn creation(id: &str, parents: &[&str], offset_ns: i64) -> EntityCreated {
+    EntityCreated {
+        entity_id: id.to_owned(),
+        instrument_id: INST.to_owned(),
+        stage: "ingest".to_owned(),
+        trace_id: trace_of(id),
+        span_id: span_of(id),
+        start_ns: T0 + offset_ns,
+        end_ns: T0 + offset_ns + 5_000,
+        parent_ids: parents.iter().map(|p| p.to_string()).collect(),
+        metadata: Metadata::new(),
+        service_name: Some("svc".to_owned()),
+        process_name: Some("CHIME/pipe/ingest".to_owned()),
+        status: Status::Ok,
+        events: Vec::new(),
+    }
+}
+
+/// An operation `name` on `id` by `INST`, its span derived from `span_seed`.
+pub fn operation(id: &str, name: &str, span_seed: &str, offset_ns: i64) -> OperationRecorded {
+    OperationRecorded {
+        entity_id: id.to_owned(),
+        instrument_id: INST.to_owned(),
+        operation: name.to_owned(),
+        trace_id: trace_of(span_seed),
+        span_id: span_of(span_seed),
+        start_ns: T0 + offset_ns,
+        duration_ns: 9_000,
+        parent_ids: Vec::new(),
+        metadata: Metadata::new(),
+        service_name: Some("svc".to_owned()),
+        process_name: None,
+        status: Status::Ok,
+        events: Vec::new(),
+    }
+}
+
+/// Event number `ordinal` of the span (`trace_id`, `span_id`) on `entity_id`.
+pub fn event(
+    entity_id: &str,
+    trace_id: &str,
+    span_id: &str,
+    name: &str,
+    ordinal: u32,
+    offset_ns: i64,
+) -> EntityEvent {
+    EntityEvent {
+        entity_id: entity_id.to_owned(),
+        instrument_id: INST.to_owned(),
+        event_name: name.to_owned(),
+        timestamp_ns: T0 + offset_ns,
+        metadata: md(&[("message", "boom"), ("n", &ordinal.to_string())]),
+        trace_id: trace_id.to_owned(),
+        span_id: span_id.to_owned(),
+        ordinal,
+    }
+}
+
+fn event_on_creation(c: &EntityCreated, name: &str, ordinal: u32, offset_ns: i64) -> EntityEvent {
+    event(
+        &c.entity_id,
+        &c.trace_id,
+        &c.span_id,
+        name,
+        ordinal,
+        offset_ns,
+    )
+}
+
+fn event_on_operation(
+    o: &OperationRecorded,
+    name: &str,
+    ordinal: u32,
+    offset_ns: i64,
+) -> EntityEvent {
+    event(
+        &o.entity_id,
+        &o.trace_id,
+        &o.span_id,
+        name,
+        ordinal,
+        offset_ns,
+    )
+}
+
+pub fn log(
+    offset_ns: i64,
+    body: &str,
+    trace_id: Option<&str>,
+    entity_id: Option<&str>,
+) -> LogRecorded {
+    LogRecorded {
+        timestamp_ns: T0 + offset_ns,
+        severity: "INFO".to_owned(),
+        body: body.to_owned(),
+        trace_id: trace_id.map(str::to_owned),
+        span_id: None,
+        entity_id: entity_id.map(str::to_owned),
+        instrument_id: Some(INST.to_owned()),
+        process_name: None,
+        service_name: None,
+        source: Some("python".to_owned()),
+        attributes: md(&[("logger", "x")]),
+    }
+}
+
+pub fn batch(records: Vec<WriteRecord>) -> WriteBatch {
+    WriteBatch { records }
+}
+
+fn created(c: EntityCreated) -> WriteRecord {
+    WriteRecord::Created(c)
+}
+
+fn op(o: OperationRecorded) -> WriteRecord {
+    WriteRecord::Operation(o)
+}
+
+async fn write(store: &dyn Store, records: Vec<WriteRecord>) -> WriteOutcome {
+    store.write(&batch(records)).await.expect("write")
+}
+
+/// Create each `(id, parents, offset)` in its own record of one batch.
+async fn create_all(store: &dyn Store, specs: &[(&str, &[&str], i64)]) {
+    let records = specs
+        .iter()
+        .map(|(id, parents, off)| created(creation(id, parents, *off)))
+        .collect();
+    write(store, records).await;
+}
+
+async fn get(store: &dyn Store, id: &str) -> Entity {
+    store
+        .entity(id)
+        .await
+        .expect("entity query")
+        .unwrap_or_else(|| panic!("entity {id:?} missing"))
+}
+
+async fn lineage(
+    store: &dyn Store,
+    root: &str,
+    direction: Direction,
+    depth: Option<u32>,
+) -> Lineage {
+    store
+        .lineage(&LineageQuery {
+            root: root.to_owned(),
+            direction,
+            max_depth: depth,
+            limit: 10_000,
+            cursor: None,
+        })
+        .await
+        .expect("lineage query")
+        .unwrap_or_else(|| panic!("lineage root {root:?} unknown"))
+}
+
+fn node_ids(l: &Lineage) -> Vec<(String, u32)> {
+    l.nodes.iter().map(|n| (n.id.clone(), n.depth)).collect()
+}
+
+fn ids_depths(pairs: &[(&str, u32)]) -> Vec<(String, u32)> {
+    pairs.iter().map(|(i, d)| (i.to_string(), *d)).collect()
+}
+
+fn edge_set(edges: &[Edge]) -> HashSet<(String, String)> {
+    edges
+        .iter()
+        .map(|e| (e.source.clone(), e.target.clone()))
+        .collect()
+}
+
+fn edges(pairs: &[(&str, &str)]) -> HashSet<(String, String)> {
+    pairs
+        .iter()
+        .map(|(s, t)| (s.to_string(), t.to_string()))
+        .collect()
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+async fn all_event_names(store: &dyn Store, id: &str) -> Vec<(String, i64)> {
+    let page = store
+        .events(id, &PageRequest::first(10_000))
+        .await
+        .expect("events");
+    assert!(page.next_cursor.is_none());
+    page.items
+        .into_iter()
+        .map(|e| (e.event_name, e.timestamp_ns))
+        .collect()
+}
+
+// ---- checks -----------------------------------------------------------------------------------
+
+pub async fn backend_is_ready(store: &dyn Store) {
+    assert!(!store.backend().is_empty());
+    store.check_ready().await.expect("a fresh store is ready");
+    assert!(store.instruments().await.unwrap().is_empty());
+}
+
+pub async fn empty_batch_changes_nothing(store: &dyn Store) {
+    assert_eq!(write(store, vec![]).await, WriteOutcome::default());
+    assert!(store
+        .search(&EntityFilter::default(), &PageRequest::first(10))
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+}
+
+pub async fn creation_inserts_entity_edges_and_events(store: &dyn Store) {
+    let mut c = creation("cand-1", &["block-2", "block-1"], 100);
+    c.metadata = md(&[("score", "0.97"), ("dm", "512.3")]);
+    c.events = vec![
+        event_on_creation(&c, "helix.event.classified", 0, 150),
+        event_on_creation(&c, "helix.event.rfi_flagged", 1, 160),
+    ];
+    let out = write(store, vec![created(c.clone())]).await;
+    assert_eq!(out.entities_created.len(), 1);
+    assert_eq!(out.entities_created[0].instrument_id, INST);
+    assert_eq!(out.entities_created[0].stage, "ingest");
+    assert_eq!(out.entities_created[0].status, Status::Ok);
+    assert_eq!(
+        out.events_inserted,
+        vec![(INST.to_owned(), false), (INST.to_owned(), false)]
+    );
+    assert_eq!(
+        (
+            out.placeholders_created,
+            out.recreations,
+            out.instrument_conflicts
+        ),
+        (0, 0, 0)
+    );
+
+    let e = get(store, "cand-1").await;
+    assert_eq!(e.id, "cand-1");
+    assert_eq!(e.instrument_id, INST);
+    assert_eq!(e.trace_id.as_deref(), Some(c.trace_id.as_str()));
+    assert_eq!(e.span_id.as_deref(), Some(c.span_id.as_str()));
+    assert_eq!(e.timestamp_ns, T0 + 100);
+    assert_eq!(e.end_ns, Some(T0 + 5_100));
+    assert_eq!(e.stage.as_deref(), Some("ingest"));
+    assert_eq!(e.service_name.as_deref(), Some("svc"));
+    assert_eq!(e.process_name.as_deref(), Some("CHIME/pipe/ingest"));
+    assert_eq!(e.status, Status::Ok);
+    assert!(!e.placeholder);
+    assert_eq!(
+        e.parent_ids,
+        strings(&["block-2", "block-1"]),
+        "caller order kept"
+    );
+    assert_eq!(e.metadata, c.metadata);
+    assert!(!e.created_at.is_empty());
+    assert!(store.entity("nope").await.unwrap().is_none());
+
+    // Edges to parents that do not exist yet are kept.
+    assert_eq!(store.children_count("block-1").await.unwrap(), 1);
+    assert_eq!(store.children_count("block-2").await.unwrap(), 1);
+    let events = store
+        .events("cand-1", &PageRequest::first(10))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(events, c.events);
+}
+
+pub async fn same_batch_twice_is_idempotent(store: &dyn Store) {
+    let mut c = creation("e1", &["p1"], 0);
+    c.events = vec![event_on_creation(&c, "helix.error", 0, 1)];
+    c.status = Status::Error;
+    let mut o = operation("e1", "archive", "op-1", 10);
+    o.events = vec![event_on_operation(&o, "helix.event.x", 0, 11)];
+    let records = vec![
+        created(c),
+        op(o),
+        op(operation("ghost", "touch", "op-2", 20)),
+        WriteRecord::Log(log(30, "hello", None, Some("e1"))),
+    ];
+    let first = write(store, records.clone()).await;
+    assert_eq!(first.entities_created.len(), 1);
+    assert_eq!(first.placeholders_created, 1);
+    assert_eq!(first.operations_inserted, 2);
+    assert_eq!(
+        first.events_inserted,
+        vec![(INST.to_owned(), true), (INST.to_owned(), false)]
+    );
+    assert_eq!(first.logs_inserted, 1);
+    let second = write(store, records).await;
+    assert_eq!(
+        second,
+        WriteOutcome::default(),
+        "a re-sent batch changes nothing"
+    );
+
+    assert_eq!(
+        store
+            .events("e1", &PageRequest::first(100))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+    assert_eq!(
+        store
+            .operations("e1", &PageRequest::first(100))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    assert_eq!(
+        store
+            .operations("ghost", &PageRequest::first(100))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    assert_eq!(
+        store
+            .logs("e1", &PageRequest::first(100))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    assert_eq!(store.children_count("p1").await.unwrap(), 1);
+    assert_eq!(get(store, "e1").await.parent_ids, strings(&["p1"]));
+    let all = store
+        .search(&EntityFilter::default(), &PageRequest::first(100))
+        .await
+        .unwrap();
+    assert_eq!(all.items.len(), 2);
+}
+
+pub async fn concurrent_duplicate_batches_write_once(store: &dyn Store) {
+    let mut records = Vec::new();
+    for i in 0..50 {
+        let id = format!("c-{i}");
+        let parent = format!("c-{}", i.max(1) - 1);
+        let mut c = creation(&id, &[parent.as_str()], i);
+        c.events = vec![event_on_creation(&c, "helix.event.seen", 0, i)];
+        records.push(created(c));
+        records.push(op(operation(&id, "check", &format!("op-{i}"), i + 1)));
+        records.push(WriteRecord::Log(log(
+            i,
+            &format!("log {i}"),
+            None,
+            Some(&id),
+        )));
+    }
+    let b = batch(records);
+    let (a, b2) = tokio::join!(store.write(&b), store.write(&b));
+    let (a, b2) = (a.expect("first write"), b2.expect("second write"));
+    assert_eq!(a.entities_created.len() + b2.entities_created.len(), 50);
+    assert_eq!(a.operations_inserted + b2.operations_inserted, 50);
+    assert_eq!(a.events_inserted.len() + b2.events_inserted.len(), 50);
+    assert_eq!(a.logs_inserted + b2.logs_inserted, 50);
+    assert_eq!(a.recreations + b2.recreations, 0);
+
+    let all = store
+        .search(&EntityFilter::default(), &PageRequest::first(1000))
+        .await
+        .unwrap();
+    assert_eq!(all.items.len(), 50);
+    for i in [0, 17, 49] {
+        let id = format!("c-{i}");
+        assert_eq!(
+            store
+                .events(&id, &PageRequest::first(10))
+                .await
+                .unwrap()
+                .items
+                .len(),
+            1
+        );
+        assert_eq!(
+            store
+                .operations(&id, &PageRequest::first(10))
+                .await
+                .unwrap()
+                .items
+                .len(),
+            1
+        );
+        assert_eq!(
+            store
+                .logs(&id, &PageRequest::first(10))
+                .await
+                .unwrap()
+                .items
+                .len(),
+            1
+        );
+    }
+    assert_eq!(store.children_count("c-5").await.unwrap(), 1);
+}
+
+pub async fn operation_on_unknown_entity_creates_placeholder(store: &dyn Store) {
+    let o = operation("late-1", "calibrate", "op-a", 500);
+    let out = write(store, vec![op(o.clone())]).await;
+    assert_eq!(out.placeholders_created, 1);
+    assert_eq!(out.operations_inserted, 1);
+    assert!(out.entities_created.is_empty());
+
+    let e = get(store, "late-1").await;
+    assert!(e.placeholder);
+    assert_eq!(e.instrument_id, INST);
+    assert_eq!(e.trace_id, None);
+    assert_eq!(e.span_id, None);
+    assert_eq!(e.stage, None);
+    assert_eq!(e.timestamp_ns, T0 + 500);
+    assert!(e.parent_ids.is_empty());
+    assert!(e.metadata.is_empty());
+    assert_eq!(e.status, Status::Ok);
+
+    // A second operation on the placeholder adds a row, not another placeholder.
+    let out = write(
+        store,
+        vec![op(operation("late-1", "calibrate", "op-b", 600))],
+    )
+    .await;
+    assert_eq!((out.placeholders_created, out.operations_inserted), (0, 1));
+    let ops = store
+        .operations("late-1", &PageRequest::first(10))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(ops.len(), 2);
+    assert_eq!(ops[0].trace_id, o.trace_id);
+    assert!(
+        store
+            .span_refs(&strings(&["late-1"]))
+            .await
+            .unwrap()
+            .is_empty(),
+        "placeholders have no creation"
+    );
+    assert!(
+        store.stages(INST).await.unwrap().is_empty(),
+        "placeholders are not counted in stages"
+    );
+}
+
+pub async fn placeholder_is_upgraded_by_creation(store: &dyn Store) {
+    let mut o = operation("u-1", "inspect", "op-u", 10);
+    o.events = vec![event_on_operation(&o, "helix.error", 0, 12)];
+    write(store, vec![op(o)]).await;
+    assert_eq!(
+        get(store, "u-1").await.status,
+        Status::Error,
+        "helix.error on an operation marks the entity"
+    );
+
+    let mut c = creation("u-1", &["par-1", "par-2"], 1_000);
+    c.stage = "detect".to_owned();
+    c.metadata = md(&[("snr", "12")]);
+    let out = write(
+        store,
+        vec![created(c.clone()), created(creation("par-1", &[], 0))],
+    )
+    .await;
+    assert_eq!(out.entities_created.len(), 2);
+    assert_eq!(out.entities_created[0].stage, "detect");
+    assert_eq!(
+        out.entities_created[0].status,
+        Status::Error,
+        "an upgrade keeps the error"
+    );
+    assert_eq!(out.recreations, 0);
+
+    let e = get(store, "u-1").await;
+    assert!(!e.placeholder);
+    assert_eq!(e.trace_id.as_deref(), Some(c.trace_id.as_str()));
+    assert_eq!(e.span_id.as_deref(), Some(c.span_id.as_str()));
+    assert_eq!(e.timestamp_ns, T0 + 1_000);
+    assert_eq!(e.end_ns, Some(T0 + 6_000));
+    assert_eq!(e.stage.as_deref(), Some("detect"));
+    assert_eq!(e.parent_ids, strings(&["par-1", "par-2"]));
+    assert_eq!(e.metadata, c.metadata);
+    assert_eq!(e.status, Status::Error);
+    assert_eq!(e.process_name.as_deref(), Some("CHIME/pipe/ingest"));
+
+    let refs = store.span_refs(&strings(&["u-1"])).await.unwrap();
+    assert_eq!(refs["u-1"].span_id, c.span_id);
+    let l = lineage(store, "u-1", Direction::Ancestors, None).await;
+    assert_eq!(node_ids(&l), ids_depths(&[("u-1", 0), ("par-1", 1)]));
+    assert_eq!(edge_set(&l.edges), edges(&[("par-1", "u-1")]));
+    assert_eq!(
+        store
+            .operations("u-1", &PageRequest::first(10))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+}
+
+pub async fn recreation_merges_parents_and_metadata(store: &dyn Store) {
+    let mut first = creation("r-1", &["p1", "p2"], 0);
+    first.metadata = md(&[("a", "1")]);
+    write(store, vec![created(first.clone())]).await;
+
+    let mut again = creation("r-1", &["p3", "p1"], 777);
+    again.span_id = span_of("r-1 again");
+    again.trace_id = trace_of("r-1 again");
+    again.stage = "other".to_owned();
+    again.metadata = md(&[("a", "2"), ("b", "3")]);
+    again.events = vec![event_on_creation(&again, "helix.event.redo", 0, 800)];
+    let out = write(store, vec![created(again.clone())]).await;
+    assert_eq!(out.recreations, 1);
+    assert!(out.entities_created.is_empty());
+    assert_eq!(out.events_inserted.len(), 1);
+
+    let e = get(store, "r-1").await;
+    assert_eq!(
+        e.trace_id.as_deref(),
+        Some(first.trace_id.as_str()),
+        "first trace kept"
+    );
+    assert_eq!(
+        e.span_id.as_deref(),
+        Some(first.span_id.as_str()),
+        "first span kept"
+    );
+    assert_eq!(e.timestamp_ns, first.start_ns);
+    assert_eq!(e.stage.as_deref(), Some("ingest"));
+    assert_eq!(
+        e.parent_ids,
+        strings(&["p1", "p2", "p3"]),
+        "union, order kept"
+    );
+    assert_eq!(
+        e.metadata,
+        md(&[("a", "1"), ("b", "3")]),
+        "only missing keys added"
+    );
+    assert_eq!(store.children_count("p3").await.unwrap(), 1);
+    assert_eq!(store.children_count("p1").await.unwrap(), 1);
+
+    // The re-creation re-sent, and the first creation re-sent: both no-ops.
+    let out = write(store, vec![created(again), created(first)]).await;
+    assert_eq!(out, WriteOutcome::default());
+    assert_eq!(
+        get(store, "r-1").await.parent_ids,
+        strings(&["p1", "p2", "p3"])
+    );
+    assert_eq!(
+        store
+            .events("r-1", &PageRequest::first(10))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+}
+
+pub async fn instrument_conflicts_are_not_applied(store: &dyn Store) {
+    write(store, vec![created(creation("own-1", &["p1"], 0))]).await;
+    let mut foreign = creation("own-1", &["p9"], 50);
+    foreign.instrument_id = "OTHER".to_owned();
+    foreign.span_id = span_of("foreign");
+    foreign.metadata = md(&[("x", "y")]);
+    foreign.status = Status::Error;
+    foreign.events = vec![EntityEvent {
+        instrument_id: "OTHER".into(),
+        ..event_on_creation(&foreign, "helix.error", 0, 51)
+    }];
+    let mut foreign_op = operation("own-1", "steal", "op-foreign", 60);
+    foreign_op.instrument_id = "OTHER".to_owned();
+    foreign_op.events = vec![EntityEvent {
+        instrument_id: "OTHER".into(),
+        ..event_on_operation(&foreign_op, "helix.error", 0, 61)
+    }];
+    let out = write(store, vec![created(foreign), op(foreign_op)]).await;
+    assert_eq!(out.instrument_conflicts, 2);
+    assert_eq!(out.recreations, 0);
+    assert_eq!(out.operations_inserted, 0);
+    assert!(out.events_inserted.is_empty());
+
+    let e = get(store, "own-1").await;
+    assert_eq!(e.instrument_id, INST);
+    assert_eq!(e.parent_ids, strings(&["p1"]));
+    assert!(e.metadata.is_empty());
+    assert_eq!(e.status, Status::Ok);
+    assert_eq!(store.children_count("p9").await.unwrap(), 0);
+    assert!(store
+        .events("own-1", &PageRequest::first(10))
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    assert!(store
+        .operations("own-1", &PageRequest::first(10))
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    assert_eq!(store.instruments().await.unwrap(), strings(&[INST]));
+
+    // A placeholder belongs to the instrument of its operation, too.
+    write(store, vec![op(operation("ph-1", "touch", "op-ph", 0))]).await;
+    let mut other = creation("ph-1", &[], 5);
+    other.instrument_id = "OTHER".to_owned();
+    let out = write(store, vec![created(other)]).await;
+    assert_eq!(out.instrument_conflicts, 1);
+    assert!(get(store, "ph-1").await.placeholder);
+}
+
+pub async fn error_status_and_error_events(store: &dyn Store) {
+    let mut failed = creation("err-span", &[], 0);
+    failed.status = Status::Error;
+    let mut bad_op = operation("ok-1", "flaky", "op-flaky", 10);
+    bad_op.status = Status::Error;
+    let mut err_op = operation("ok-2", "check", "op-check", 10);
+    err_op.events = vec![event_on_operation(&err_op, "helix.error", 0, 11)];
+    write(
+        store,
+        vec![
+            created(failed),
+            created(creation("ok-1", &[], 0)),
+            created(creation("ok-2", &[], 0)),
+            op(bad_op),
+            op(err_op),
+        ],
+    )
+    .await;
+    assert_eq!(
+        get(store, "err-span").await.status,
+        Status::Error,
+        "ERROR span status fails the entity"
+    );
+    assert_eq!(
+        get(store, "ok-1").await.status,
+        Status::Ok,
+        "a failed operation without helix.error"
+    );
+    let ops = store
+        .operations("ok-1", &PageRequest::first(10))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(
+        ops[0].status,
+        Status::Error,
+        "the operation row keeps its own status"
+    );
+    assert_eq!(
+        get(store, "ok-2").await.status,
+        Status::Error,
+        "helix.error on an operation"
+    );
+    let ops = store
+        .operations("ok-2", &PageRequest::first(10))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(ops[0].status, Status::Ok);
+    // An error never heals: a later clean operation leaves it.
+    write(
+        store,
+        vec![op(operation("ok-2", "check", "op-check-2", 20))],
+    )
+    .await;
+    assert_eq!(get(store, "ok-2").await.status, Status::Error);
+}
+
+pub async fn events_oldest_first_with_own_timestamps(store: &dyn Store) {
+    let mut c = creation("ev-1", &[], 0);
+    c.events = vec![
+        event_on_creation(&c, "helix.event.late", 0, 30),
+        event_on_creation(&c, "helix.event.early", 1, 10),
+    ];
+    let mut o = operation("ev-1", "check", "op-ev", 15);
+    // The same event name and message twice: every occurrence is kept.
+    o.events = vec![
+        event_on_operation(&o, "helix.error", 0, 20),
+        event_on_operation(&o, "helix.error", 1, 20),
+    ];
+    write(store, vec![created(c), op(o)]).await;
+    assert_eq!(
+        all_event_names(store, "ev-1").await,
+        vec![
+            ("helix.event.early".to_owned(), T0 + 10),
+            ("helix.error".to_owned(), T0 + 20),
+            ("helix.error".to_owned(), T0 + 20),
+            ("helix.event.late".to_owned(), T0 + 30),
+        ]
+    );
+    let page = store.events("ev-1", &PageRequest::first(10)).await.unwrap();
+    assert_eq!(page.items[1].ordinal, 0);
+    assert_eq!(page.items[2].ordinal, 1);
+    assert_eq!(
+        page.items[1].metadata.get("message").map(String::as_str),
+        Some("boom")
+    );
+    assert_eq!(get(store, "ev-1").await.status, Status::Error);
+    assert!(store
+        .events("nobody", &PageRequest::first(10))
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+}
+
+pub async fn events_paging_walks_all(store: &dyn Store) {
+    let mut c = creation("evp", &[], 0);
+    // Timestamps repeat so that the tie-breakers (span, ordinal) matter for paging.
+    c.events = (0..25)
+        .map(|i| event_on_creation(&c, "helix.event.tick", i, i64::from(i / 3)))
+        .collect();
+    write(store, vec![created(c)]).await;
+    let full = store
+        .events("evp", &PageRequest::first(1000))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(full.len(), 25);
+    let mut walked = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .events(
+                "evp",
+                &PageRequest {
+                    limit: 7,
+                    cursor: cursor.clone(),
+                },
+            )
+            .await
+            .unwrap();
+        assert!(page.items.len() <= 7);
+        walked.extend(page.items);
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(
+        walked, full,
+        "pages concatenate to the full list: no duplicate, no loss"
+    );
+    let exact = store.events("evp", &PageRequest::first(25)).await.unwrap();
+    assert!(
+        exact.next_cursor.is_none(),
+        "no cursor when nothing follows"
+    );
+}
+
+pub async fn operations_oldest_first_all_kept_and_paged(store: &dyn Store) {
+    write(store, vec![created(creation("op-e", &[], 0))]).await;
+    let mut records = Vec::new();
+    for i in 0..12i64 {
+        // Shuffled start times; two operations share one trace (the older herald lost one).
+        let mut o = operation(
+            "op-e",
+            if i % 2 == 0 { "archive" } else { "copy" },
+            &format!("s{i}"),
+            (i * 7) % 12,
+        );
+        if i == 3 {
+            o.trace_id = trace_of("s2");
+        }
+        o.metadata = md(&[("i", &i.to_string())]);
+        records.push(op(o));
+    }
+    write(store, records).await;
+    let full = store
+        .operations("op-e", &PageRequest::first(100))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(full.len(), 12);
+    assert!(full
+        .windows(2)
+        .all(|w| (w[0].timestamp_ns, &w[0].span_id) < (w[1].timestamp_ns, &w[1].span_id)));
+    let first = &full[0];
+    assert_eq!(first.entity_id, "op-e");
+    assert_eq!(first.instrument_id, INST);
+    assert_eq!(first.duration_ns, 9_000);
+    assert_eq!(first.service_name.as_deref(), Some("svc"));
+    assert!(!first.created_at.is_empty());
+    assert_eq!(first.metadata.len(), 1);
+    let mut walked = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .operations("op-e", &PageRequest { limit: 5, cursor })
+            .await
+            .unwrap();
+        walked.extend(page.items);
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(walked, full);
+}
+
+pub async fn operations_idempotent_by_span(store: &dyn Store) {
+    write(store, vec![op(operation("x", "a", "same", 0))]).await;
+    let out = write(store, vec![op(operation("x", "a", "same", 0))]).await;
+    assert_eq!(out, WriteOutcome::default());
+    let mut sibling = operation("x", "a", "sibling", 0);
+    sibling.trace_id = trace_of("same");
+    let out = write(store, vec![op(sibling)]).await;
+    assert_eq!(
+        out.operations_inserted, 1,
+        "same trace, different span: a new operation"
+    );
+    assert_eq!(
+        store
+            .operations("x", &PageRequest::first(10))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+}
+
+pub async fn span_refs_only_for_created_entities(store: &dyn Store) {
+    let c = creation("known", &[], 0);
+    write(
+        store,
+        vec![created(c.clone()), op(operation("ph", "x", "ph-op", 0))],
+    )
+    .await;
+    let refs = store
+        .span_refs(&strings(&["known", "ph", "unknown", "known"]))
+        .await
+        .unwrap();
+    assert_eq!(refs.len(), 1);
+    assert_eq!(refs["known"].trace_id, c.trace_id);
+    assert_eq!(refs["known"].span_id, c.span_id);
+    assert!(store.span_refs(&[]).await.unwrap().is_empty());
+}
+
+pub async fn children_count_counts_named_children(store: &dyn Store) {
+    create_all(
+        store,
+        &[
+            ("root", &[], 0),
+            ("k1", &["root"], 1),
+            ("k2", &["root", "other"], 2),
+            ("k3", &["k1"], 3),
+        ],
+    )
+    .await;
+    assert_eq!(store.children_count("root").await.unwrap(), 2);
+    assert_eq!(store.children_count("k1").await.unwrap(), 1);
+    assert_eq!(
+        store.children_count("other").await.unwrap(),
+        1,
+        "a parent that does not exist still has children"
+    );
+    assert_eq!(store.children_count("k3").await.unwrap(), 0);
+    assert_eq!(store.children_count("nobody").await.unwrap(), 0);
+}
+
+pub async fn lineage_linear_chain(store: &dyn Store) {
+    let ids: Vec<String> = (0..10).map(|i| format!("chain-{i}")).collect();
+    let mut records = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let parents: Vec<&str> = if i == 0 {
+            vec![]
+        } else {
+            vec![ids[i - 1].as_str()]
+        };
+        records.push(created(creation(id, &parents, i as i64)));
+    }
+    write(store, records).await;
+    let l = lineage(store, "chain-9", Direction::Ancestors, None).await;
+    assert_eq!(l.root, "chain-9");
+    assert_eq!(l.direction, Direction::Ancestors);
+    assert_eq!(l.nodes.len(), 10);
+    for (d, n) in l.nodes.iter().enumerate() {
+        assert_eq!(n.id, format!("chain-{}", 9 - d));
+        assert_eq!(n.depth, d as u32);
+        assert_eq!(n.stage.as_deref(), Some("ingest"));
+        assert_eq!(n.instrument_id, INST);
+        assert!(!n.placeholder);
+    }
+    assert_eq!(l.nodes[0].parent_ids, strings(&["chain-8"]));
+    assert_eq!(l.edges.len(), 9);
+    assert!(!l.partial);
+    assert!(l.next_cursor.is_none());
+
+    let l = lineage(store, "chain-9", Direction::Ancestors, Some(3)).await;
+    assert_eq!(
+        node_ids(&l),
+        ids_depths(&[
+            ("chain-9", 0),
+            ("chain-8", 1),
+            ("chain-7", 2),
+            ("chain-6", 3)
+        ])
+    );
+    assert_eq!(
+        edge_set(&l.edges),
+        edges(&[
+            ("chain-8", "chain-9"),
+            ("chain-7", "chain-8"),
+            ("chain-6", "chain-7")
+        ])
+    );
+    assert!(!l.partial, "a depth limit is not a budget cut");
+
+    let l = lineage(store, "chain-0", Direction::Descendants, Some(2)).await;
+    assert_eq!(
+        node_ids(&l),
+        ids_depths(&[("chain-0", 0), ("chain-1", 1), ("chain-2", 2)])
+    );
+    assert_eq!(
+        edge_set(&l.edges),
+        edges(&[("chain-0", "chain-1"), ("chain-1", "chain-2")])
+    );
+    let l = lineage(store, "chain-0", Direction::Descendants, None).await;
+    assert_eq!(l.nodes.len(), 10);
+    let l = lineage(store, "chain-4", Direction::Ancestors, Some(0)).await;
+    assert_eq!(node_ids(&l), ids_depths(&[("chain-4", 0)]));
+    assert!(l.edges.is_empty());
+}
+
+pub async fn lineage_fan_in_of_five(store: &dyn Store) {
+    // Parents created with decreasing timestamps: depth-1 order is by timestamp, not by ID.
+    create_all(
+        store,
+        &[
+            ("p0", &[], 50),
+            ("p1", &[], 40),
+            ("p2", &[], 30),
+            ("p3", &[], 20),
+            ("p4", &[], 20),
+        ],
+    )
+    .await;
+    write(
+        store,
+        vec![created(creation(
+            "fan",
+            &["p0", "p1", "p2", "p3", "p4"],
+            100,
+        ))],
+    )
+    .await;
+    let l = lineage(store, "fan", Direction::Ancestors, None).await;
+    assert_eq!(
+        node_ids(&l),
+        ids_depths(&[
+            ("fan", 0),
+            ("p3", 1),
+            ("p4", 1),
+            ("p2", 1),
+            ("p1", 1),
+            ("p0", 1)
+        ]),
+        "depth, then timestamp, then ID"
+    );
+    assert_eq!(
+        edge_set(&l.edges),
+        edges(&[
+            ("p0", "fan"),
+            ("p1", "fan"),
+            ("p2", "fan"),
+            ("p3", "fan"),
+            ("p4", "fan")
+        ])
+    );
+    assert_eq!(l.edges.len(), 5);
+    let l = lineage(store, "p2", Direction::Descendants, None).await;
+    assert_eq!(node_ids(&l), ids_depths(&[("p2", 0), ("fan", 1)]));
+    assert_eq!(edge_set(&l.edges), edges(&[("p2", "fan")]));
+}
+
+pub async fn lineage_diamond_depths(store: &dyn Store) {
+    create_all(
+        store,
+        &[
+            ("a", &[], 0),
+            ("b", &["a"], 1),
+            ("c", &["a"], 2),
+            ("d", &["b", "c"], 3),
+        ],
+    )
+    .await;
+    let l = lineage(store, "d", Direction::Ancestors, None).await;
+    assert_eq!(
+        node_ids(&l),
+        ids_depths(&[("d", 0), ("b", 1), ("c", 1), ("a", 2)])
+    );
+    assert_eq!(
+        edge_set(&l.edges),
+        edges(&[("a", "b"), ("a", "c"), ("b", "d"), ("c", "d")])
+    );
+    assert_eq!(l.edges.len(), 4, "edges are unique");
+    let l = lineage(store, "a", Direction::Descendants, None).await;
+    assert_eq!(
+        node_ids(&l),
+        ids_depths(&[("a", 0), ("b", 1), ("c", 1), ("d", 2)])
+    );
+    assert_eq!(
+        edge_set(&l.edges),
+        edges(&[("a", "b"), ("a", "c"), ("b", "d"), ("c", "d")])
+    );
+}
+
+pub async fn lineage_child_before_parent(store: &dyn Store) {
+    write(store, vec![created(creation("kid", &["mum"], 10))]).await;
+    let l = lineage(store, "kid", Direction::Ancestors, None).await;
+    assert_eq!(node_ids(&l), ids_depths(&[("kid", 0)]));
+    assert!(l.edges.is_empty());
+    write(store, vec![created(creation("mum", &[], 0))]).await;
+    let l = lineage(store, "kid", Direction::Ancestors, None).await;
+    assert_eq!(node_ids(&l), ids_depths(&[("kid", 0), ("mum", 1)]));
+    assert_eq!(edge_set(&l.edges), edges(&[("mum", "kid")]));
+    let l = lineage(store, "mum", Direction::Descendants, None).await;
+    assert_eq!(node_ids(&l), ids_depths(&[("mum", 0), ("kid", 1)]));
+    let g = store
+        .graph("mum", &GraphQuery::default())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        g.edges,
+        vec![Edge {
+            source: "mum".into(),
+            target: "kid".into()
+        }]
+    );
+}
+
+pub async fn lineage_parent_that_never_arrives(store: &dyn Store) {
+    create_all(
+        store,
+        &[("real", &[], 0), ("orphan", &["ghost", "real"], 5)],
+    )
+    .await;
+    let e = get(store, "orphan").await;
+    assert_eq!(
+        e.parent_ids,
+        strings(&["ghost", "real"]),
+        "the missing parent stays listed"
+    );
+    let l = lineage(store, "orphan", Direction::Ancestors, None).await;
+    assert_eq!(
+        node_ids(&l),
+        ids_depths(&[("orphan", 0), ("real", 1)]),
+        "a missing parent is not a node"
+    );
+    assert_eq!(edge_set(&l.edges), edges(&[("real", "orphan")]));
+    let g = store
+        .graph("orphan", &GraphQuery::default())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(g.nodes.len(), 2);
+    assert_eq!(
+        g.edges,
+        vec![Edge {
+            source: "real".into(),
+            target: "orphan".into()
+        }]
+    );
+    assert!(store
+        .lineage(&LineageQuery {
+            root: "ghost".into(),
+            direction: Direction::Descendants,
+            max_depth: None,
+            limit: 10,
+            cursor: None
+        })
+        .await
+        .unwrap()
+        .is_none());
+}
+
+pub async fn lineage_cycles_terminate(store: &dyn Store) {
+    // A cycle can only come from bad data (a child named as its ancestor's parent); walks
+    // must still end, with each node once.
+    create_all(
+        store,
+        &[
+            ("x", &["z"], 0),
+            ("y", &["x"], 1),
+            ("z", &["y"], 2),
+            ("self", &["self"], 3),
+        ],
+    )
+    .await;
+    let l = lineage(store, "x", Direction::Ancestors, None).await;
+    assert_eq!(node_ids(&l), ids_depths(&[("x", 0), ("z", 1), ("y", 2)]));
+    assert_eq!(
+        edge_set(&l.edges),
+        edges(&[("z", "x"), ("y", "z"), ("x", "y")])
+    );
+    let l = lineage(store, "x", Direction::Descendants, None).await;
+    assert_eq!(node_ids(&l), ids_depths(&[("x", 0), ("y", 1), ("z", 2)]));
+    let l = lineage(store, "self", Direction::Ancestors, None).await;
+    assert_eq!(node_ids(&l), ids_depths(&[("self", 0)]));
+    let l = lineage(store, "self", Direction::Descendants, None).await;
+    assert_eq!(node_ids(&l), ids_depths(&[("self", 0)]));
+    let g = store
+        .graph("y", &GraphQuery::default())
+        .await
+        .unwrap()
+        .unwrap();
+    let unique: HashSet<&str> = g.nodes.iter().map(|n| n.id.as_str()).collect();
+    assert_eq!(unique.len(), g.nodes.len());
+    assert_eq!(g.nodes.len(), 3);
+}
+
+pub async fn lineage_paging_walks_all(store: &dyn Store) {
+    // A tree of fan-out 3 and depth 3 below "t" (40 nodes) plus cross edges making a DAG.
+    let mut records = vec![created(creation("t", &[], 0))];
+    let mut level = vec!["t".to_owned()];
+    let mut n = 0;
+    for _ in 0..3 {
+        let mut next = Vec::new();
+        for (pi, parent) in level.iter().enumerate() {
+            for k in 0..3 {
+                n += 1;
+                let id = format!("t-{n:03}");
+                let mut parents = vec![parent.as_str()];
+                // Every third child also names its parent's left neighbour.
+                let cross = level.get(pi.wrapping_sub(1));
+                if k == 2 {
+                    if let Some(c) = cross {
+                        parents.push(c.as_str());
+                    }
+                }
+                records.push(created(creation(&id, &parents, (n % 7) as i64)));
+                next.push(id);
+            }
+        }
+        level = next;
+    }
+    write(store, records).await;
+    let full = lineage(store, "t", Direction::Descendants, None).await;
+    assert_eq!(full.nodes.len(), 40, "the root and 39 descendants");
+    assert!(!full.partial);
+
+    let mut nodes = Vec::new();
+    let mut all_edges = Vec::new();
+    let mut cursor = None;
+    let mut pages = 0;
+    loop {
+        let page = store
+            .lineage(&LineageQuery {
+                root: "t".into(),
+                direction: Direction::Descendants,
+                max_depth: None,
+                limit: 6,
+                cursor: cursor.clone(),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        pages += 1;
+        assert!(page.nodes.len() <= 7, "root plus at most `limit` nodes");
+        assert_eq!(page.partial, page.next_cursor.is_some());
+        nodes.extend(page.nodes);
+        all_edges.extend(page.edges);
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+        assert!(pages < 100, "paging must end");
+    }
+    assert_eq!(
+        node_ids(&Lineage {
+            nodes,
+            ..full.clone()
+        }),
+        node_ids(&full),
+        "pages concatenate to the full walk"
+    );
+    assert_eq!(
+        all_edges.len(),
+        full.edges.len(),
+        "each edge on exactly one page"
+    );
+    assert_eq!(edge_set(&all_edges), edge_set(&full.edges));
+
+    // A budget that cuts the walk says so (39 nodes below the root).
+    let cut = store
+        .lineage(&LineageQuery {
+            root: "t".into(),
+            direction: Direction::Descendants,
+            max_depth: None,
+            limit: 38,
+            cursor: None,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(cut.partial);
+    let exact = store
+        .lineage(&LineageQuery {
+            root: "t".into(),
+            direction: Direction::Descendants,
+            max_depth: None,
+            limit: 39,
+            cursor: None,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!exact.partial);
+    assert!(exact.next_cursor.is_none());
+}
+
+pub async fn lineage_unknown_root_is_none(store: &dyn Store) {
+    for direction in [Direction::Ancestors, Direction::Descendants] {
+        let q = LineageQuery {
+            root: "missing".into(),
+            direction,
+            max_depth: None,
+            limit: 10,
+            cursor: None,
+        };
+        assert!(store.lineage(&q).await.unwrap().is_none());
+    }
+    assert!(store
+        .graph("missing", &GraphQuery::default())
+        .await
+        .unwrap()
+        .is_none());
+}
+
+pub async fn graph_default_view_and_limits(store: &dyn Store) {
+    // g-0 ← g-1 ← … ← g-15 (chain), root g-12: 12 ancestors, 3 descendants.
+    let mut records = Vec::new();
+    for i in 0..16 {
+        let id = format!("g-{i:02}");
+        let parent = format!("g-{:02}", i.max(1) - 1);
+        let parents: Vec<&str> = if i == 0 {
+            vec![]
+        } else {
+            vec![parent.as_str()]
+        };
+        let mut c = creation(&id, &parents, i);
+        c.metadata = md(&[("i", &i.to_string())]);
+        if i == 11 {
+            c.status = Status::Error;
+        }
+        records.push(created(c));
+    }
+    write(store, records).await;
+    let g = store
+        .graph("g-12", &GraphQuery::default())
+        .await
+        .unwrap()
+        .unwrap();
+    let ids: Vec<&str> = g.nodes.iter().map(|n| n.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        vec![
+            "g-12", "g-11", "g-10", "g-09", "g-08", "g-07", "g-06", "g-05", "g-04", "g-03", "g-02",
+            "g-13", "g-14"
+        ],
+        "root, 10 ancestor levels, 2 descendant levels"
+    );
+    let root = &g.nodes[0];
+    assert_eq!(root.instrument_id, INST);
+    assert_eq!(root.trace_id.as_deref(), Some(trace_of("g-12").as_str()));
+    assert_eq!(root.timestamp_ns, T0 + 12);
+    assert_eq!(root.parent_ids, strings(&["g-11"]));
+    assert_eq!(root.metadata, md(&[("i", "12")]));
+    assert!(!root.has_error);
+    assert!(g.nodes[1].has_error);
+    assert_eq!(g.edges.len(), 12);
+    let returned: HashSet<&str> = ids.iter().copied().collect();
+    assert!(g
+        .edges
+        .iter()
+        .all(|e| returned.contains(e.source.as_str()) && returned.contains(e.target.as_str())));
+    assert_eq!(
+        store
+            .graph("g-12", &GraphQuery::default())
+            .await
+            .unwrap()
+            .unwrap(),
+        g,
+        "deterministic"
+    );
+
+    let small = store
+        .graph(
+            "g-12",
+            &GraphQuery {
+                up: 10,
+                down: 2,
+                limit: 4,
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(small.nodes.len(), 4);
+    let kept: HashSet<&str> = small.nodes.iter().map(|n| n.id.as_str()).collect();
+    assert!(kept.contains("g-12"));
+    assert!(small
+        .edges
+        .iter()
+        .all(|e| kept.contains(e.source.as_str()) && kept.contains(e.target.as_str())));
+    assert_eq!(small.edges.len(), 3);
+
+    let alone = store
+        .graph(
+            "g-12",
+            &GraphQuery {
+                up: 0,
+                down: 0,
+                limit: 500,
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(alone.nodes.len(), 1);
+    assert!(alone.edges.is_empty());
+    let down = store
+        .graph(
+            "g-00",
+            &GraphQuery {
+                up: 10,
+                down: 3,
+                limit: 500,
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let ids: Vec<&str> = down.nodes.iter().map(|n| n.id.as_str()).collect();
+    assert_eq!(ids, vec!["g-00", "g-01", "g-02", "g-03"]);
+}
+
+pub async fn search_filters_combine(store: &dyn Store) {
+    let mut records = Vec::new();
+    for i in 0..12i64 {
+        let mut c = creation(&format!("s-{i:02}"), &[], i * 10);
+        c.instrument_id = if i % 2 == 0 {
+            INST.to_owned()
+        } else {
+            "OTHER".to_owned()
+        };
+        c.stage = if i % 3 == 0 {
+            "detect".to_owned()
+        } else {
+            "ingest".to_owned()
+        };
+        c.status = if i % 4 == 0 {
+            Status::Error
+        } else {
+            Status::Ok
+        };
+        c.metadata = md(&[
+            ("beam", &(i % 5).to_string()),
+            ("odd key.with \"quotes\"", if i == 7 { "yes" } else { "no" }),
+        ]);
+        records.push(created(c));
+    }
+    records.push(op(operation("s-ph", "touch", "s-ph-op", 55)));
+    write(store, records).await;
+    async fn ids(store: &dyn Store, f: EntityFilter) -> Vec<String> {
+        let page = store.search(&f, &PageRequest::first(100)).await.unwrap();
+        assert!(page.next_cursor.is_none());
+        page.items.into_iter().map(|e| e.id).collect()
+    }
+    let all = ids(store, EntityFilter::default()).await;
+    assert_eq!(all.len(), 13, "placeholders are entities too");
+    assert_eq!(all[0], "s-11", "newest first");
+    assert_eq!(
+        ids(
+            store,
+            EntityFilter {
+                instrument_id: Some(INST.into()),
+                ..Default::default()
+            }
+        )
+        .await,
+        strings(&["s-10", "s-08", "s-06", "s-ph", "s-04", "s-02", "s-00"])
+    );
+    assert_eq!(
+        ids(
+            store,
+            EntityFilter {
+                stage: Some("detect".into()),
+                ..Default::default()
+            }
+        )
+        .await,
+        strings(&["s-09", "s-06", "s-03", "s-00"])
+    );
+    assert_eq!(
+        ids(
+            store,
+            EntityFilter {
+                status: Some(Status::Error),
+                ..Default::default()
+            }
+        )
+        .await,
+        strings(&["s-08", "s-04", "s-00"])
+    );
+    assert_eq!(
+        ids(
+            store,
+            EntityFilter {
+                from_ns: Some(T0 + 30),
+                to_ns: Some(T0 + 60),
+                ..Default::default()
+            }
+        )
+        .await,
+        strings(&["s-ph", "s-05", "s-04", "s-03"]),
+        "from inclusive, to exclusive"
+    );
+    assert_eq!(
+        ids(
+            store,
+            EntityFilter {
+                metadata: vec![("beam".into(), "2".into())],
+                ..Default::default()
+            }
+        )
+        .await,
+        strings(&["s-07", "s-02"])
+    );
+    assert_eq!(
+        ids(
+            store,
+            EntityFilter {
+                metadata: vec![
+                    ("beam".into(), "2".into()),
+                    ("odd key.with \"quotes\"".into(), "yes".into())
+                ],
+                ..Default::default()
+            }
+        )
+        .await,
+        strings(&["s-07"])
+    );
+    assert_eq!(
+        ids(
+            store,
+            EntityFilter {
+                instrument_id: Some(INST.into()),
+                stage: Some("detect".into()),
+                status: Some(Status::Error),
+                ..Default::default()
+            }
+        )
+        .await,
+        strings(&["s-00"])
+    );
+    assert!(ids(
+        store,
+        EntityFilter {
+            instrument_id: Some("NONE".into()),
+            ..Default::default()
+        }
+    )
+    .await
+    .is_empty());
+    assert!(ids(
+        store,
+        EntityFilter {
+            metadata: vec![("beam".into(), "9".into())],
+            ..Default::default()
+        }
+    )
+    .await
+    .is_empty());
+}
+
+pub async fn search_prefix_is_literal(store: &dyn Store) {
+    create_all(
+        store,
+        &[
+            ("a%b-1", &[], 0),
+            ("a_b-2", &[], 1),
+            ("axb-3", &[], 2),
+            ("a%", &[], 3),
+            ("b", &[], 4),
+            ("a\u{10FFFF}z", &[], 5),
+        ],
+    )
+    .await;
+    async fn prefix(store: &dyn Store, p: &str) -> Vec<String> {
+        let f = EntityFilter {
+            id_prefix: Some(p.into()),
+            ..Default::default()
+        };
+        let mut v: Vec<String> = store
+            .search(&f, &PageRequest::first(100))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        v.sort();
+        v
+    }
+    assert_eq!(prefix(store, "a%").await, strings(&["a%", "a%b-1"]));
+    assert_eq!(prefix(store, "a_").await, strings(&["a_b-2"]));
+    assert_eq!(
+        prefix(store, "axb-3").await,
+        strings(&["axb-3"]),
+        "an exact ID is its own prefix"
+    );
+    assert_eq!(
+        prefix(store, "a\u{10FFFF}").await,
+        strings(&["a\u{10FFFF}z"])
+    );
+    assert_eq!(prefix(store, "a").await.len(), 5);
+    assert!(prefix(store, "c").await.is_empty());
+}
+
+pub async fn search_paging_newest_first(store: &dyn Store) {
+    // Timestamps repeat in threes so that the ID tie-breaker matters for paging.
+    let specs: Vec<(String, i64)> = (0..23)
+        .map(|i| (format!("pg-{i:02}"), i64::from(i / 3)))
+        .collect();
+    let records = specs
+        .iter()
+        .map(|(id, off)| created(creation(id, &[], *off)))
+        .collect();
+    write(store, records).await;
+    let full = store
+        .search(&EntityFilter::default(), &PageRequest::first(100))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(full.len(), 23);
+    assert!(full
+        .windows(2)
+        .all(|w| w[0].timestamp_ns > w[1].timestamp_ns
+            || (w[0].timestamp_ns == w[1].timestamp_ns && w[0].id < w[1].id)));
+    let mut walked = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .search(&EntityFilter::default(), &PageRequest { limit: 4, cursor })
+            .await
+            .unwrap();
+        assert!(page.items.len() <= 4);
+        walked.extend(page.items);
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(walked, full);
+    // Paging with a filter keeps the filter.
+    let f = EntityFilter {
+        from_ns: Some(T0 + 3),
+        ..Default::default()
+    };
+    let first = store.search(&f, &PageRequest::first(5)).await.unwrap();
+    let rest = store
+        .search(
+            &f,
+            &PageRequest {
+                limit: 100,
+                cursor: first.next_cursor,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.items.len() + rest.items.len(), 14);
+}
+
+pub async fn instruments_are_listed_sorted(store: &dyn Store) {
+    let mut a = creation("i-1", &[], 0);
+    a.instrument_id = "ZED".into();
+    let mut b = operation("i-2", "x", "i-op", 0);
+    b.instrument_id = "ALPHA".into();
+    write(
+        store,
+        vec![
+            created(a),
+            op(b),
+            created(creation("i-3", &[], 0)),
+            created(creation("i-4", &[], 0)),
+        ],
+    )
+    .await;
+    assert_eq!(
+        store.instruments().await.unwrap(),
+        strings(&["ALPHA", INST, "ZED"])
+    );
+}
+
+pub async fn stages_summarise_non_placeholders(store: &dyn Store) {
+    let mut records = Vec::new();
+    for i in 0..6i64 {
+        let mut c = creation(&format!("st-{i}"), &[], i * 100);
+        c.stage = if i < 4 {
+            "detect".into()
+        } else {
+            "classify".into()
+        };
+        c.status = if i == 1 || i == 2 {
+            Status::Error
+        } else {
+            Status::Ok
+        };
+        records.push(created(c));
+    }
+    let mut foreign = creation("st-x", &[], 9_999);
+    foreign.instrument_id = "OTHER".into();
+    records.push(created(foreign));
+    records.push(op(operation("st-ph", "x", "st-op", 50_000)));
+    write(store, records).await;
+    let s = store.stages(INST).await.unwrap();
+    assert_eq!(s.len(), 2);
+    assert_eq!(
+        (
+            s[0].stage.as_str(),
+            s[0].count,
+            s[0].error_count,
+            s[0].last_seen_ns
+        ),
+        ("classify", 2, 0, T0 + 500)
+    );
+    assert_eq!(
+        (
+            s[1].stage.as_str(),
+            s[1].count,
+            s[1].error_count,
+            s[1].last_seen_ns
+        ),
+        ("detect", 4, 2, T0 + 300)
+    );
+    assert!(store.stages("NONE").await.unwrap().is_empty());
+}
+
+pub async fn logs_correlate_by_entity_and_traces(store: &dyn Store) {
+    let c = creation("lg", &[], 0);
+    let o = operation("lg", "archive", "lg-op", 10);
+    let records = vec![
+        created(c.clone()),
+        op(o.clone()),
+        WriteRecord::Log(log(40, "by entity attribute", None, Some("lg"))),
+        WriteRecord::Log(log(20, "in creation trace", Some(&c.trace_id), None)),
+        WriteRecord::Log(log(
+            30,
+            "in operation trace",
+            Some(&o.trace_id),
+            Some("someone-else"),
+        )),
+        WriteRecord::Log(log(
+            25,
+            "unrelated",
+            Some(&trace_of("elsewhere")),
+            Some("other"),
+        )),
+        // Same body and time as an earlier record but another trace: a different record.
+        WriteRecord::Log(log(20, "in creation trace", Some(&o.trace_id), None)),
+    ];
+    let out = write(store, records.clone()).await;
+    assert_eq!(out.logs_inserted, 5);
+    assert_eq!(
+        write(store, records).await.logs_inserted,
+        0,
+        "re-sent logs are not duplicated"
+    );
+    let page = store.logs("lg", &PageRequest::first(100)).await.unwrap();
+    let bodies: Vec<(i64, &str)> = page
+        .items
+        .iter()
+        .map(|l| (l.timestamp_ns - T0, l.body.as_str()))
+        .collect();
+    assert_eq!(bodies.len(), 4);
+    assert_eq!(bodies[0].0, 20);
+    assert_eq!(bodies[1].0, 20);
+    assert_eq!(
+        &bodies[2..],
+        &[(30, "in operation trace"), (40, "by entity attribute")]
+    );
+    let l = &page.items[3];
+    assert_eq!(l.severity, "INFO");
+    assert_eq!(l.entity_id.as_deref(), Some("lg"));
+    assert_eq!(l.source.as_deref(), Some("python"));
+    assert_eq!(l.attributes, md(&[("logger", "x")]));
+    let mut walked = Vec::new();
+    let mut cursor = None;
+    loop {
+        let p = store
+            .logs("lg", &PageRequest { limit: 1, cursor })
+            .await
+            .unwrap();
+        walked.extend(p.items);
+        cursor = p.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(walked, page.items);
+    assert!(store
+        .logs("nobody", &PageRequest::first(10))
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+}
+
+/// IDs the API must carry unchanged: separators, quotes, markup, non-ASCII, SQL wildcards, long.
+pub fn hostile_ids() -> Vec<String> {
+    vec![
+        "a/b/c".to_owned(),
+        "quote\"s and 'single'".to_owned(),
+        "<script>alert(1)</script>".to_owned(),
+        "emoji 🧬🔭 ünïcødé".to_owned(),
+        "100%_done".to_owned(),
+        "semi;colon -- DROP TABLE entities".to_owned(),
+        "x".repeat(4096),
+    ]
+}
+
+pub async fn hostile_ids_round_trip(store: &dyn Store) {
+    let ids = hostile_ids();
+    let mut records = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let parents: Vec<&str> = if i == 0 {
+            vec![]
+        } else {
+            vec![ids[i - 1].as_str()]
+        };
+        let mut c = creation(id, &parents, i as i64);
+        c.metadata = md(&[(id.as_str(), id.as_str())]);
+        c.events = vec![event_on_creation(&c, "helix.event.x", 0, 1)];
+        records.push(created(c));
+        records.push(op(operation(id, "touch", &format!("hostile-{i}"), 2)));
+    }
+    write(store, records).await;
+    for (i, id) in ids.iter().enumerate() {
+        let e = get(store, id).await;
+        assert_eq!(&e.id, id);
+        assert_eq!(e.metadata.get(id), Some(id));
+        if i > 0 {
+            assert_eq!(e.parent_ids, vec![ids[i - 1].clone()]);
+        }
+        assert_eq!(
+            store
+                .events(id, &PageRequest::first(10))
+                .await
+                .unwrap()
+                .items[0]
+                .entity_id,
+            *id
+        );
+        assert_eq!(
+            store
+                .operations(id, &PageRequest::first(10))
+                .await
+                .unwrap()
+                .items[0]
+                .entity_id,
+            *id
+        );
+        let f = EntityFilter {
+            id_prefix: Some(id.clone()),
+            ..Default::default()
+        };
+        let found = store
+            .search(&f, &PageRequest::first(10))
+            .await
+            .unwrap()
+            .items;
+        assert_eq!(found.len(), 1, "prefix search for {id:?}");
+        assert_eq!(&found[0].id, id);
+        let f = EntityFilter {
+            metadata: vec![(id.clone(), id.clone())],
+            ..Default::default()
+        };
+        assert_eq!(
+            store
+                .search(&f, &PageRequest::first(10))
+                .await
+                .unwrap()
+                .items
+                .len(),
+            1
+        );
+    }
+    let last = ids.last().map(String::as_str).unwrap_or_default();
+    let l = lineage(store, last, Direction::Ancestors, None).await;
+    let got: Vec<String> = l.nodes.iter().map(|n| n.id.clone()).collect();
+    let mut want = ids.clone();
+    want.reverse();
+    assert_eq!(got, want);
+    let refs = store.span_refs(&ids).await.unwrap();
+    assert_eq!(refs.len(), ids.len());
+    // Cursors carry hostile sort keys too.
+    let first = store
+        .search(&EntityFilter::default(), &PageRequest::first(3))
+        .await
+        .unwrap();
+    let rest = store
+        .search(
+            &EntityFilter::default(),
+            &PageRequest {
+                limit: 100,
+                cursor: first.next_cursor,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.items.len() + rest.items.len(), ids.len());
+}
+
+pub async fn malformed_cursors_are_rejected(store: &dyn Store) {
+    write(
+        store,
+        vec![
+            created(creation("mc", &[], 0)),
+            created(creation("mc2", &["mc"], 1)),
+        ],
+    )
+    .await;
+    let search_cursor = store
+        .search(&EntityFilter::default(), &PageRequest::first(1))
+        .await
+        .unwrap()
+        .next_cursor
+        .expect("two entities, page of one");
+    let bad = ["garbage", "", "7b7d", "%%%", search_cursor.as_str()];
+    for cursor in bad {
+        let page = PageRequest {
+            limit: 10,
+            cursor: Some(cursor.to_owned()),
+        };
+        let is_search_cursor = cursor == search_cursor;
+        assert!(
+            matches!(
+                store.events("mc", &page).await,
+                Err(StoreError::BadCursor(_))
+            ),
+            "events {cursor:?}"
+        );
+        assert!(
+            matches!(
+                store.operations("mc", &page).await,
+                Err(StoreError::BadCursor(_))
+            ),
+            "ops {cursor:?}"
+        );
+        assert!(
+            matches!(store.logs("mc", &page).await, Err(StoreError::BadCursor(_))),
+            "logs {cursor:?}"
+        );
+        if !is_search_cursor {
+            assert!(
+                matches!(
+                    store.search(&EntityFilter::default(), &page).await,
+                    Err(StoreError::BadCursor(_))
+                ),
+                "search {cursor:?}"
+            );
+        }
+        let q = LineageQuery {
+            root: "mc".into(),
+            direction: Direction::Descendants,
+            max_depth: None,
+            limit: 10,
+            cursor: Some(cursor.to_owned()),
+        };
+        assert!(
+            matches!(store.lineage(&q).await, Err(StoreError::BadCursor(_))),
+            "lineage {cursor:?}"
+        );
+    }
+    let e = store
+        .events(
+            "mc",
+            &PageRequest {
+                limit: 10,
+                cursor: Some("zz".into()),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(!e.is_transient());
+}
