@@ -1,0 +1,393 @@
+//! The integration harness: a real `herald` process on loopback (free ports, own directory,
+//! killed on drop), pipelines that send through the real OpenTelemetry SDK exporters, a raw
+//! OTLP client for per-request control, a capture collector, and API helpers.
+#![allow(dead_code)] // each test binary uses part of the harness
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use opentelemetry::trace::{SpanContext, SpanKind, Status, TraceContextExt, Tracer, TracerProvider as _};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::Resource;
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// Options for starting a herald.
+#[derive(Clone, Default)]
+pub struct HeraldOptions {
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+/// A herald process. Its data directory outlives restarts; the process is killed on drop.
+pub struct Herald {
+    child: Child,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub api: SocketAddr,
+    pub metrics: SocketAddr,
+    pub dir: Arc<TempDir>,
+    options: HeraldOptions,
+}
+
+impl Herald {
+    pub fn start() -> Herald {
+        Self::start_with(HeraldOptions::default())
+    }
+
+    pub fn start_with(options: HeraldOptions) -> Herald {
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        Self::spawn(dir, options)
+    }
+
+    fn spawn(dir: Arc<TempDir>, options: HeraldOptions) -> Herald {
+        let db = dir.path().join("herald.db");
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("herald.log"))
+            .expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+        cmd.args(["--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0"])
+            .args(["--api-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
+            .arg("--db-url")
+            .arg(format!("sqlite://{}", db.display()))
+            .args(&options.args)
+            .env_remove("COLLECTOR_ENDPOINT")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(stderr);
+        for (k, v) in &options.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawning the herald binary");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut addrs = std::collections::HashMap::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while addrs.len() < 4 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx.recv_timeout(left).unwrap_or_else(|_| {
+                let log = std::fs::read_to_string(dir.path().join("herald.log")).unwrap_or_default();
+                panic!("herald did not announce its listeners; its log:\n{log}")
+            });
+            if let Some(rest) = line.strip_prefix("herald: ") {
+                if let Some((what, addr)) = rest.split_once(" listening on ") {
+                    addrs.insert(what.to_owned(), addr.parse::<SocketAddr>().expect("announced address"));
+                }
+            }
+        }
+        Herald {
+            child,
+            grpc: addrs["otlp-grpc"],
+            http: addrs["otlp-http"],
+            api: addrs["api"],
+            metrics: addrs["metrics"],
+            dir,
+            options,
+        }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("herald.db")
+    }
+
+    /// SIGKILL: no shutdown, no flush — what a power cut or OOM kill does.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for the staged shutdown.
+    pub fn stop(&mut self) {
+        // SAFETY: signalling our own child process by its PID.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+    }
+
+    /// Stop (gracefully) and start again on the same database, with new ports.
+    pub fn restart(mut self) -> Herald {
+        self.stop();
+        let dir = self.dir.clone();
+        let options = self.options.clone();
+        drop(self);
+        Self::spawn(dir, options)
+    }
+
+    /// Start again on the same database after a kill.
+    pub fn respawn(mut self) -> Herald {
+        self.kill9();
+        let dir = self.dir.clone();
+        let options = self.options.clone();
+        drop(self);
+        Self::spawn(dir, options)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("herald.log")).unwrap_or_default()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn api_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.api, path)
+    }
+
+    /// GET a JSON API path; returns status and body.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = reqwest::get(self.api_url(path)).await.expect("API request");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("API body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// GET that must answer 200.
+    pub async fn get_ok(&self, path: &str) -> Value {
+        let (status, body) = self.get(path).await;
+        assert_eq!(status, 200, "GET {path} → {status}: {body}");
+        body
+    }
+
+    /// The value of one metric sample (sum over label sets that contain `labels`).
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = reqwest::get(format!("http://{}/metrics", self.metrics)).await.unwrap().text().await.unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(name) && (l.as_bytes().get(name.len()) == Some(&b'{') || l.as_bytes().get(name.len()) == Some(&b' ')))
+            .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+}
+
+impl Drop for Herald {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Percent-encode an entity ID for a URL path segment.
+pub fn enc(id: &str) -> String {
+    let mut out = String::new();
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// How a pipeline's SDK exporter reaches the herald.
+#[derive(Clone, Copy, Debug)]
+pub enum Transport {
+    Grpc,
+    HttpProtobuf,
+    HttpJson,
+}
+
+/// One pipeline process: an OpenTelemetry SDK tracer provider with the real OTLP exporter.
+pub struct Pipeline {
+    provider: SdkTracerProvider,
+    tracer: opentelemetry_sdk::trace::SdkTracer,
+    pub instrument: String,
+}
+
+impl Pipeline {
+    /// Must be called inside a multi-threaded tokio runtime (the exporters live on it).
+    pub fn new(herald: &Herald, transport: Transport, service: &str, instrument: &str) -> Pipeline {
+        let exporter = match transport {
+            Transport::Grpc => opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(herald.grpc_url())
+                .with_retry_policy(
+                    opentelemetry_otlp::RetryPolicy::default().with_max_retries(50).with_max_delay(Duration::from_millis(500)),
+                )
+                .build(),
+            Transport::HttpProtobuf | Transport::HttpJson => opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_endpoint(format!("http://{}/v1/traces", herald.http))
+                .with_protocol(if matches!(transport, Transport::HttpJson) { Protocol::HttpJson } else { Protocol::HttpBinary })
+                .with_retry_policy(
+                    opentelemetry_otlp::RetryPolicy::default().with_max_retries(50).with_max_delay(Duration::from_millis(500)),
+                )
+                .build(),
+        }
+        .expect("building the OTLP exporter");
+        let resource = Resource::builder()
+            .with_service_name(service.to_owned())
+            .with_attribute(KeyValue::new("helix.instrument.id", instrument.to_owned()))
+            .build();
+        // The exporters' clients live on the test's tokio runtime, so the batch processor must too.
+        let processor = opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
+            exporter,
+            opentelemetry_sdk::runtime::Tokio,
+        )
+        .build();
+        let provider = SdkTracerProvider::builder().with_span_processor(processor).with_resource(resource).build();
+        let tracer = provider.tracer("helix-test");
+        Pipeline { provider, tracer, instrument: instrument.to_owned() }
+    }
+
+    /// `create(stage, id, parents)` as a client library would send it; `extra` sets more on the span.
+    pub fn create_with(
+        &self,
+        stage: &str,
+        id: &str,
+        parents: &[&str],
+        extra: impl FnOnce(&opentelemetry::trace::SpanRef<'_>),
+    ) -> SpanContext {
+        let mut attrs = vec![KeyValue::new("helix.entity.id", id.to_owned())];
+        if !parents.is_empty() {
+            attrs.push(KeyValue::new("helix.parent.ids", parents.join(",")));
+        }
+        let span = self.tracer.span_builder(stage.to_owned()).with_kind(SpanKind::Internal).with_attributes(attrs).start(&self.tracer);
+        let cx = Context::current_with_span(span);
+        extra(&cx.span());
+        let sc = cx.span().span_context().clone();
+        cx.span().end();
+        sc
+    }
+
+    pub fn create(&self, stage: &str, id: &str, parents: &[&str]) -> SpanContext {
+        self.create_with(stage, id, parents, |_| {})
+    }
+
+    /// `operate(op, entity_id)`: a new root trace with the operation marker.
+    pub fn operate_with(&self, op: &str, id: &str, extra: impl FnOnce(&opentelemetry::trace::SpanRef<'_>)) -> SpanContext {
+        let attrs = vec![
+            KeyValue::new("helix.entity.id", id.to_owned()),
+            KeyValue::new("helix.entity.is_operation", "true"),
+        ];
+        let span = self.tracer.span_builder(op.to_owned()).with_attributes(attrs).start_with_context(&self.tracer, &Context::new());
+        let cx = Context::current_with_span(span);
+        extra(&cx.span());
+        let sc = cx.span().span_context().clone();
+        cx.span().end();
+        sc
+    }
+
+    pub fn operate(&self, op: &str, id: &str) -> SpanContext {
+        self.operate_with(op, id, |_| {})
+    }
+
+    /// A plain span (no entity), optionally as a child of `parent`.
+    pub fn plain(&self, name: &str, parent: Option<&SpanContext>) -> SpanContext {
+        let cx = match parent {
+            Some(p) => Context::new().with_remote_span_context(p.clone()),
+            None => Context::new(),
+        };
+        let span = self.tracer.span_builder(name.to_owned()).start_with_context(&self.tracer, &cx);
+        let sc = opentelemetry::trace::Span::span_context(&span).clone();
+        drop(span);
+        sc
+    }
+
+    /// Export everything ended so far; panics if the herald did not acknowledge it.
+    pub async fn flush(&self) {
+        let provider = self.provider.clone();
+        tokio::task::spawn_blocking(move || provider.force_flush()).await.unwrap().expect("force_flush: export acknowledged");
+    }
+
+    pub async fn shutdown(self) {
+        let provider = self.provider.clone();
+        tokio::task::spawn_blocking(move || provider.shutdown()).await.unwrap().expect("provider shutdown");
+    }
+}
+
+/// Mark a span failed the way clients do: a `helix.error` event and ERROR status.
+pub fn fail(span: &opentelemetry::trace::SpanRef<'_>, message: &str) {
+    span.add_event("helix.error", vec![KeyValue::new("message", message.to_owned())]);
+    span.set_status(Status::error(message.to_owned()));
+}
+
+pub fn hex(sc: &SpanContext) -> (String, String) {
+    (sc.trace_id().to_string(), sc.span_id().to_string())
+}
+
+/// A raw OTLP/gRPC client: per-request control over what is sent and what was acknowledged.
+pub async fn raw_client(herald: &Herald) -> TraceServiceClient<tonic::transport::Channel> {
+    TraceServiceClient::connect(herald.grpc_url()).await.expect("connect to herald").max_decoding_message_size(64 << 20)
+}
+
+/// A downstream OTLP/gRPC receiver that records every request it gets (what Tempo would see).
+#[derive(Clone, Default)]
+pub struct CaptureCollector {
+    pub requests: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for CaptureCollector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.requests.lock().unwrap().push(request.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+impl CaptureCollector {
+    /// Serve on a free loopback port; returns the collector and its endpoint URL.
+    pub async fn start() -> (CaptureCollector, String, tokio::task::JoinHandle<()>) {
+        let collector = CaptureCollector::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let svc = TraceServiceServer::new(collector.clone()).max_decoding_message_size(256 << 20);
+        let task = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await;
+        });
+        (collector, format!("http://{addr}"), task)
+    }
+
+    /// Every span received so far.
+    pub fn spans(&self) -> Vec<opentelemetry_proto::tonic::trace::v1::Span> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r.resource_spans.iter())
+            .flat_map(|r| r.scope_spans.iter())
+            .flat_map(|s| s.spans.iter().cloned())
+            .collect()
+    }
+}
+
+/// Poll `check` until it returns Some or `timeout` passes (for asynchronous forwarding only;
+/// ingest itself is synchronous with the acknowledgement).
+pub async fn eventually<T>(timeout: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "condition not met within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
