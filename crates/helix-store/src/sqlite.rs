@@ -282,6 +282,15 @@ impl SqliteStore {
         &self.inner.path
     }
 
+    /// `(journal_mode, synchronous)` of the writer connection, e.g. `("wal", 2)`: 2 is FULL,
+    /// the level that makes an acknowledged write survive power loss. For start-up logs and tests.
+    pub fn durability(&self) -> StoreResult<(String, i64)> {
+        let conn = lock(&self.inner.writer);
+        let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+        let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+        Ok((mode, sync))
+    }
+
     async fn read<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
