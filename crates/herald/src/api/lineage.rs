@@ -20,7 +20,12 @@ const MAX_DEPTH: u64 = 1_000_000;
 const LINEAGE_PARAMS: &[&str] = &["direction", "depth", "limit", "cursor"];
 
 pub fn routes() -> Vec<Route> {
-    vec![Route { method: Method::GET, path: "/api/v1/entity/{id}/lineage", query: LINEAGE_PARAMS, handler: get(lineage) }]
+    vec![Route {
+        method: Method::GET,
+        path: "/api/v1/entity/{id}/lineage",
+        query: LINEAGE_PARAMS,
+        handler: get(lineage),
+    }]
 }
 
 pub fn router() -> Router<ApiState> {
@@ -31,23 +36,35 @@ fn direction(params: &QueryParams) -> Result<Direction, ApiError> {
     match params.text("direction") {
         None | Some("ancestors") => Ok(Direction::Ancestors),
         Some("descendants") => Ok(Direction::Descendants),
-        Some(other) => Err(ApiError::bad("direction", format!("`{other}` is not one of: ancestors, descendants"))),
+        Some(other) => Err(ApiError::bad(
+            "direction",
+            format!("`{other}` is not one of: ancestors, descendants"),
+        )),
     }
 }
 
 /// `{"root", "direction", "nodes", "edges", "partial", "next_cursor"}`; 404 for an unknown root.
-async fn lineage(State(state): State<ApiState>, EntityId(id): EntityId, params: QueryParams) -> ApiResult<Json<Lineage>> {
+async fn lineage(
+    State(state): State<ApiState>,
+    EntityId(id): EntityId,
+    params: QueryParams,
+) -> ApiResult<Json<Lineage>> {
     let params = params.allow(LINEAGE_PARAMS)?;
     let query = LineageQuery {
         direction: direction(&params)?,
         // The cap is far below u32::MAX, so the conversion cannot fail.
-        max_depth: params.count("depth", 1, MAX_DEPTH)?.map(|d| u32::try_from(d).unwrap_or(u32::MAX)),
+        max_depth: params
+            .count("depth", 1, MAX_DEPTH)?
+            .map(|d| u32::try_from(d).unwrap_or(u32::MAX)),
         limit: params.limit(DEFAULT_NODES, MAX_NODES)?,
         cursor: params.cursor()?,
         root: id,
     };
     match state.store.lineage(&query).await? {
         Some(lineage) => Ok(Json(lineage)),
-        None => Err(ApiError::NotFound(format!("entity `{}` not found", query.root))),
+        None => Err(ApiError::NotFound(format!(
+            "entity `{}` not found",
+            query.root
+        ))),
     }
 }
