@@ -225,9 +225,9 @@ def make_log_exporter(build: Callable[[dict[str, str]], Any], auth: TokenSource 
     try:
         from opentelemetry.sdk._logs.export import LogRecordExporter as _LogBase
     except ImportError:  # older SDKs
-        from opentelemetry.sdk._logs.export import LogExporter as _LogBase  # type: ignore
+        from opentelemetry.sdk._logs.export import LogExporter as _LogBase
 
-    class AuthorisedLogExporter(_AuthorisedExporter, _LogBase):  # type: ignore[misc, valid-type]
+    class AuthorisedLogExporter(_AuthorisedExporter, _LogBase):
         pass
 
     return AuthorisedLogExporter(build, auth)

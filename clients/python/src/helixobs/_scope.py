@@ -9,7 +9,7 @@ that outlives its block, sees the enclosing live span rather than a finished one
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -54,7 +54,7 @@ class ScopedSpan(Span):
     def get_span_context(self) -> SpanContext:
         return self.target().get_span_context()
 
-    def set_attributes(self, attributes: dict[str, types.AttributeValue]) -> None:
+    def set_attributes(self, attributes: Mapping[str, types.AttributeValue]) -> None:
         self.target().set_attributes(attributes)
 
     def set_attribute(self, key: str, value: types.AttributeValue) -> None:
