@@ -9,4 +9,5 @@ pub mod metrics;
 pub mod receive;
 pub mod resolve;
 pub mod server;
+pub mod simulate;
 pub mod write;

@@ -25,7 +25,7 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Some(Command::Demo { .. }) => anyhow::bail!("demo: not available in this build"),
+        Some(Command::Demo { serve: args, rate, duration }) => runtime.block_on(demo(args, rate, duration)),
     }
 }
 
@@ -35,6 +35,44 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
     run(args, listeners, shutdown).await?;
+    Ok(())
+}
+
+/// Serve on a throw-away store and feed it the simulated telescope over loopback.
+async fn demo(mut args: ServeArgs, rate: u32, duration: Option<std::time::Duration>) -> anyhow::Result<()> {
+    install_tracing(&args.log_format);
+    let dir = tempfile::Builder::new().prefix("herald-demo-").tempdir()?;
+    args.db_url = format!("sqlite://{}", dir.path().join("herald.db").display());
+    let listeners = Listeners::bind(&args).await?;
+    let grpc_port = listeners.grpc.local_addr()?.port();
+    let api = listeners.api.local_addr()?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    if let Some(d) = duration {
+        let s = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            s.cancel();
+        });
+    }
+    let server = tokio::spawn(run(args, listeners, shutdown.clone()));
+    let driver = tokio::spawn(herald::simulate::drive(format!("http://127.0.0.1:{grpc_port}"), 4, rate, shutdown.clone()));
+    let base = format!("http://localhost:{}", api.port());
+    println!("herald demo: a simulated telescope ({}) is sending about {rate} spans/s", herald::simulate::INSTRUMENT);
+    println!("herald demo: open {base}/ or try:");
+    println!("  {base}/api/v1/instruments");
+    println!("  {base}/api/v1/entities?instrument={}&limit=5", herald::simulate::INSTRUMENT);
+    println!("  {base}/api/v1/entity/evt-0000001/graph");
+    println!("  {base}/api/v1/entity/evt-0000001/lineage?direction=ancestors");
+    println!("herald demo: Ctrl-C to stop (the demo store is deleted on exit)");
+    match driver.await? {
+        Ok(sent) => tracing::info!(sent, "simulated telescope stopped"),
+        Err(e) => {
+            tracing::error!(error = %e, "simulated telescope could not connect");
+            shutdown.cancel();
+        }
+    }
+    server.await??;
     Ok(())
 }
 
