@@ -20,8 +20,8 @@ CREATE TABLE entities (
 );
 -- Search by instrument and time window, newest first.
 CREATE INDEX entities_instrument_time ON entities (instrument_id, timestamp_ns);
--- Stage summaries and stage filters.
-CREATE INDEX entities_instrument_stage ON entities (instrument_id, stage);
+-- Stage filters, and stage summaries answered from the index alone (covering).
+CREATE INDEX entities_instrument_stage ON entities (instrument_id, stage, placeholder, status, timestamp_ns);
 CREATE INDEX entities_status_time ON entities (status, timestamp_ns);
 -- Search without an instrument filter, newest first.
 CREATE INDEX entities_time ON entities (timestamp_ns);
@@ -37,8 +37,8 @@ CREATE TABLE entity_parents (
 ) WITHOUT ROWID;
 CREATE INDEX entity_parents_parent ON entity_parents (parent_id, child_id);
 
--- Every creation span applied to an entity: tells a retried creation (no-op) from a
--- re-creation (a different span, merged and counted).
+-- Re-creation spans applied to an entity (the first creation's span is entities.span_id):
+-- tells a retried re-creation (no-op) from a new one (merged and counted).
 CREATE TABLE entity_creations (
     entity_id TEXT NOT NULL,
     span_id   TEXT NOT NULL,
