@@ -1,9 +1,10 @@
-"""Shared fixtures: an in-memory SDK pipeline and a real in-process OTLP/gRPC receiver.
+"""Shared fixtures: an in-memory SDK pipeline, a real in-process OTLP/gRPC receiver, a herald.
 
 Tests that assert on what goes over the wire take the `otlp` fixture (an `OtlpReceiver`:
 `.endpoint`, `.spans`, `.logs`, `.trace_metadata`, `.wait_for()`) and point
-`helixobs.setup()` at `otlp.endpoint`. End-to-end tests against the real herald can
-provide another fixture with the same `.endpoint` and query the herald's API instead.
+`helixobs.setup()` at `otlp.endpoint`. End-to-end tests take the `herald` fixture (a real
+herald process, see herald_process.py: `.otlp_endpoint`, `.api(path)`, ...) and assert
+through the herald's HTTP API.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+from herald_process import Herald, HeraldError, herald_binary  # noqa: E402
 from otlp_receiver import OtlpReceiver  # noqa: E402
 
 from helixobs import Instrument  # noqa: E402
@@ -108,6 +110,60 @@ def tel_otlp(otlp: OtlpReceiver) -> Iterator[Instrument]:
         instrument_id="MY_INST",
         endpoint=otlp.endpoint,
         process_name="MY_INST/ingest",
+    )
+    yield tel
+    tel.shutdown()
+
+
+# --- the real herald (end-to-end tests) ----------------------------------------------------
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[object]:
+    rep = yield
+    setattr(item, f"_rep_{rep.when}", rep)
+    return rep
+
+
+@pytest.fixture(scope="session")
+def herald_bin() -> str:
+    """The herald binary ($HERALD_BIN, else built with cargo). Never skips: fails loudly."""
+    try:
+        return herald_binary()
+    except HeraldError as exc:
+        pytest.fail(f"cannot get a herald binary: {exc}", pytrace=False)
+
+
+@pytest.fixture
+def herald(herald_bin: str, request: pytest.FixtureRequest) -> Iterator[Herald]:
+    """A fresh herald process for this test (own DB: entity IDs repeat across tests)."""
+    h = Herald(herald_bin)
+    try:
+        h.start()
+    except HeraldError as exc:
+        h.cleanup()
+        pytest.fail(f"cannot start the herald: {exc}", pytrace=False)
+    try:
+        yield h
+    finally:
+        alive = h.running()
+        rep = getattr(request.node, "_rep_call", None)
+        if not alive or (rep is not None and rep.failed):
+            print(h.output())
+        h.cleanup()
+    if not alive:
+        pytest.fail("the herald process died during the test (log above)", pytrace=False)
+
+
+@pytest.fixture
+def tel_herald(herald: Herald) -> Iterator[Instrument]:
+    """The guide's `setup()` pointed at the real herald, logs shipped over OTLP too."""
+    from helixobs import setup
+
+    tel = setup(
+        "my-pipeline",
+        instrument_id="MY_INST",
+        endpoint=herald.otlp_endpoint,
+        process_name="MY_INST/ingest",
+        otlp=True,
     )
     yield tel
     tel.shutdown()

@@ -1,0 +1,267 @@
+"""A real `herald` process for end-to-end tests: loopback, free ports, its own temp DB.
+
+The binary comes from HERALD_BIN (set by run-tests.sh); without it, `cargo build -p herald`
+is run once from the repository root. Nothing here skips: a herald that cannot be built or
+started fails the test with its log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[3]
+LISTENERS = ("otlp-grpc", "otlp-http", "api", "metrics")
+# Variables the herald reads that would change its behaviour under test.
+_HERALD_ENV = (
+    "HERALD_ADDR",
+    "OTLP_HTTP_ADDR",
+    "API_ADDR",
+    "METRICS_ADDR",
+    "DB_URL",
+    "COLLECTOR_ENDPOINT",
+    "JWT_SECRET",
+    "INSTRUMENTS_DIR",
+)
+
+_built: dict[str, str] = {}
+
+
+class HeraldError(RuntimeError):
+    pass
+
+
+def herald_binary() -> str:
+    """Path of the herald binary: $HERALD_BIN, else built once with cargo."""
+    path = os.environ.get("HERALD_BIN")
+    if path:
+        if not os.access(path, os.X_OK):
+            raise HeraldError(f"HERALD_BIN={path!r} is not an executable file")
+        return path
+    if "bin" not in _built:
+        cargo = shutil.which("cargo")
+        if cargo is None:
+            raise HeraldError("HERALD_BIN is not set and cargo is not on PATH to build the herald")
+        proc = subprocess.run(
+            [cargo, "build", "-p", "herald"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
+        if proc.returncode != 0:
+            raise HeraldError(f"`cargo build -p herald` failed:\n{proc.stderr[-8000:]}")
+        _built["bin"] = str(REPO / "target" / "debug" / "herald")
+    return _built["bin"]
+
+
+class ApiError(AssertionError):
+    def __init__(self, method: str, url: str, status: int, body: str) -> None:
+        super().__init__(f"{method} {url} -> {status}: {body[:2000]}")
+        self.status = status
+        self.body = body
+
+
+def quote_id(entity_id: str) -> str:
+    """Percent-encode an entity ID for a path segment."""
+    return urllib.parse.quote(entity_id, safe="")
+
+
+class Herald:
+    """One herald process. Use `start()`, then `stop()` (by PID) when done."""
+
+    def __init__(self, binary: str | None = None, extra_args: list[str] | None = None) -> None:
+        self.binary = binary or herald_binary()
+        self.extra_args = list(extra_args or [])
+        self.dir = Path(tempfile.mkdtemp(prefix="herald-e2e-"))
+        self.db_path = self.dir / "herald.db"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.addrs: dict[str, str] = {}
+
+    # --- lifecycle -----------------------------------------------------------------------
+    def start(self, timeout: float = 60.0) -> Herald:
+        env = {k: v for k, v in os.environ.items() if k not in _HERALD_ENV}
+        env.setdefault("RUST_LOG", "info")
+        args = [
+            self.binary,
+            "--otlp-grpc-addr",
+            "127.0.0.1:0",
+            "--otlp-http-addr",
+            "127.0.0.1:0",
+            "--api-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--db-url",
+            f"sqlite://{self.db_path}",
+            *self.extra_args,
+        ]
+        # Files, not pipes: nobody has to keep draining them while the tests run.
+        with open(self.dir / "stdout.txt", "wb") as out, open(self.dir / "herald.log", "wb") as err:
+            self.proc = subprocess.Popen(
+                args, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            self.addrs = self._announced()
+            if all(name in self.addrs for name in LISTENERS):
+                break
+            if self.proc.poll() is not None:
+                raise HeraldError(
+                    f"herald exited with {self.proc.returncode} before announcing its "
+                    f"listeners\n{self.output()}"
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise HeraldError(f"herald did not announce its listeners\n{self.output()}")
+            time.sleep(0.02)
+        return self
+
+    def _announced(self) -> dict[str, str]:
+        found = {}
+        text = (self.dir / "stdout.txt").read_text(errors="replace")
+        for line in text.splitlines():
+            if line.startswith("herald: ") and " listening on " in line:
+                what, addr = line[len("herald: ") :].split(" listening on ", 1)
+                found[what.strip()] = addr.strip()
+        return found
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=15)
+        self.proc = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def output(self) -> str:
+        parts = []
+        for name in ("stdout.txt", "herald.log"):
+            try:
+                text = (self.dir / name).read_text(errors="replace")
+            except OSError:
+                continue
+            parts.append(f"--- herald {name} (tail) ---\n{text[-6000:]}")
+        return "\n".join(parts)
+
+    # --- addresses -----------------------------------------------------------------------
+    @property
+    def otlp_endpoint(self) -> str:
+        """host:port of OTLP/gRPC (what `setup(endpoint=...)` takes)."""
+        return self.addrs["otlp-grpc"]
+
+    @property
+    def otlp_http_endpoint(self) -> str:
+        """http://host:port of OTLP/HTTP."""
+        return f"http://{self.addrs['otlp-http']}"
+
+    @property
+    def api_base(self) -> str:
+        return f"http://{self.addrs['api']}"
+
+    # --- HTTP API ------------------------------------------------------------------------
+    def request(self, path: str, method: str = "GET") -> tuple[int, Any]:
+        """(status, parsed JSON body or raw text) of a request to the API listener."""
+        url = self.api_base + path
+        req = urllib.request.Request(url, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                status, raw = resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            status, raw = exc.code, exc.read()
+        text = raw.decode("utf-8", errors="replace")
+        try:
+            return status, json.loads(text)
+        except ValueError:
+            return status, text
+
+    def api(self, path: str, expect: int = 200) -> Any:
+        """GET `path` (e.g. ``/api/v1/entity/x``) and return its JSON; assert the status."""
+        status, body = self.request(path)
+        if status != expect:
+            raise ApiError("GET", self.api_base + path, status, json.dumps(body))
+        return body
+
+    # Convenience wrappers over the documented endpoints.
+    def entity(self, entity_id: str) -> dict[str, Any]:
+        return self.api(f"/api/v1/entity/{quote_id(entity_id)}")
+
+    def entity_status(self, entity_id: str) -> int:
+        return self.request(f"/api/v1/entity/{quote_id(entity_id)}")[0]
+
+    def graph(self, entity_id: str, query: str = "") -> dict[str, Any]:
+        return self.api(f"/api/v1/entity/{quote_id(entity_id)}/graph{query}")
+
+    def operations(self, entity_id: str) -> list[dict[str, Any]]:
+        return self.api(f"/api/v1/entity/{quote_id(entity_id)}/operations")
+
+    def events(self, entity_id: str) -> list[dict[str, Any]]:
+        return self._walk(f"/api/v1/entity/{quote_id(entity_id)}/events", "events")
+
+    def logs(self, entity_id: str) -> list[dict[str, Any]]:
+        return self._walk(f"/api/v1/entity/{quote_id(entity_id)}/logs", "logs")
+
+    def lineage(self, entity_id: str, direction: str = "ancestors", query: str = "") -> Any:
+        return self.api(
+            f"/api/v1/entity/{quote_id(entity_id)}/lineage?direction={direction}{query}"
+        )
+
+    def entities(self, **params: str) -> list[dict[str, Any]]:
+        """Every entity matching the filters of /api/v1/entities (follows next_cursor)."""
+        query = urllib.parse.urlencode(params)
+        return self._walk(f"/api/v1/entities?{query}", "entities")
+
+    def _walk(self, path: str, key: str) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        cursor = None
+        sep = "&" if "?" in path else "?"
+        for _ in range(10_000):
+            page = self.api(
+                path if cursor is None else f"{path}{sep}cursor={urllib.parse.quote(cursor)}"
+            )
+            rows.extend(page[key])
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return rows
+        raise AssertionError(f"{path}: next_cursor never ended")
+
+    def wait_for(
+        self, fetch: Callable[[], Any], ok: Callable[[Any], bool], timeout: float = 10.0
+    ) -> Any:
+        """Poll `fetch()` until `ok(result)`; return the last result either way."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                result = fetch()
+            except ApiError as exc:
+                result = exc
+            if not isinstance(result, ApiError) and ok(result):
+                return result
+            if time.monotonic() > deadline:
+                if isinstance(result, ApiError):
+                    raise result
+                return result
+            time.sleep(0.05)
