@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use helix_store::conformance::creation;
 use helix_store::{
-    Direction, GraphQuery, LineageQuery, SqliteOptions, SqliteStore, Store, WriteBatch, WriteRecord,
+    Direction, EntityFilter, GraphQuery, LineageQuery, PageRequest, SqliteOptions, SqliteStore,
+    Store, WriteBatch, WriteRecord,
 };
 
 fn id(i: u64) -> String {
@@ -123,4 +124,52 @@ async fn bulk_load_and_lineage_timings() {
         times.push(t.elapsed());
     }
     println!("graph default: {}", percentiles(times));
+
+    let t = Instant::now();
+    let stages = store.stages(helix_store::conformance::INST).await.unwrap();
+    println!(
+        "stages over {} entities: {:?}",
+        stages[0].count,
+        t.elapsed()
+    );
+    let mut times = Vec::new();
+    let mut cursor = None;
+    for _ in 0..100 {
+        let filter = EntityFilter {
+            instrument_id: Some(helix_store::conformance::INST.into()),
+            ..Default::default()
+        };
+        let t = Instant::now();
+        let page = store
+            .search(
+                &filter,
+                &PageRequest {
+                    limit: 50,
+                    cursor: cursor.clone(),
+                },
+            )
+            .await
+            .unwrap();
+        times.push(t.elapsed());
+        cursor = page.next_cursor;
+    }
+    println!(
+        "search by instrument, 100 successive pages of 50: {}",
+        percentiles(times)
+    );
+    let t = Instant::now();
+    let filter = EntityFilter {
+        id_prefix: Some("e00042".into()),
+        ..Default::default()
+    };
+    let found = store
+        .search(&filter, &PageRequest::first(1_000))
+        .await
+        .unwrap()
+        .items
+        .len();
+    println!("prefix search ({found} hits): {:?}", t.elapsed());
+    let t = Instant::now();
+    store.instruments().await.unwrap();
+    println!("instruments: {:?}", t.elapsed());
 }
