@@ -22,7 +22,7 @@ fn parents(i: u64) -> Vec<String> {
     if j > 0 {
         p.push(id(i - 1));
     }
-    if j >= 10 && j % 10 == 0 {
+    if j >= 10 && j.is_multiple_of(10) {
         p.push(id(i - 5));
         p.push(id(i - 7));
     }
