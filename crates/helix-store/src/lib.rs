@@ -80,10 +80,11 @@ pub trait Store: Send + Sync + 'static {
     /// The compatible `/graph` view; `None` when the entity is unknown.
     async fn graph(&self, id: &str, query: &GraphQuery) -> StoreResult<Option<Graph>>;
 
-    /// Entities matching the filter, newest first.
+    /// Entities matching the filter, newest first (timestamp descending, then ID ascending).
     async fn search(&self, filter: &EntityFilter, page: &PageRequest) -> StoreResult<Page<Entity>>;
 
-    /// Instruments that have sent data, sorted.
+    /// Instruments that have sent data (applied creations, operations, logs), sorted; the
+    /// empty fallback instrument `""` is not listed.
     async fn instruments(&self) -> StoreResult<Vec<String>>;
 
     /// Per-stage counts of an instrument's (non-placeholder) entities, sorted by stage.

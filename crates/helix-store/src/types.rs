@@ -141,6 +141,10 @@ pub struct Edge {
 
 /// A breadth-first walk. Nodes are unique, ordered by depth, then timestamp, then ID; edges
 /// join returned nodes only. Parents that do not exist as entities are not nodes.
+///
+/// Paging: the root is on the first page only; every edge is on the page of its later
+/// endpoint (in walk order), so concatenating all pages gives each node and each edge between
+/// them exactly once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Lineage {
     pub root: String,
@@ -193,7 +197,9 @@ pub struct EntityFilter {
     pub instrument_id: Option<String>,
     pub stage: Option<String>,
     pub status: Option<Status>,
+    /// Creation timestamp lower bound, inclusive.
     pub from_ns: Option<i64>,
+    /// Creation timestamp upper bound, exclusive.
     pub to_ns: Option<i64>,
     /// Entity ID prefix (an exact ID is a prefix of itself).
     pub id_prefix: Option<String>,
