@@ -73,6 +73,7 @@ macro_rules! conformance_tests {
             lineage_parent_that_never_arrives,
             lineage_cycles_terminate,
             lineage_paging_walks_all,
+            lineage_wide_level_is_cut_in_order,
             lineage_unknown_root_is_none,
             graph_default_view_and_limits,
             search_filters_combine,
@@ -1352,6 +1353,70 @@ pub async fn lineage_paging_walks_all(store: &dyn Store) {
         .unwrap();
     assert!(!exact.partial);
     assert!(exact.next_cursor.is_none());
+}
+
+pub async fn lineage_wide_level_is_cut_in_order(store: &dyn Store) {
+    // 300 children of one block and 300 parents of one merge: wider than any small budget.
+    // Timestamps run against the IDs, with ties, so a cut must follow (timestamp, ID).
+    let offset = |i: usize| 1_000 - (i as i64 / 2);
+    let mut records = vec![created(creation("w-block", &[], 0))];
+    let mut mums = Vec::new();
+    for i in 0..300 {
+        records.push(created(creation(
+            &format!("w-kid-{i:03}"),
+            &["w-block"],
+            offset(i),
+        )));
+        records.push(created(creation(&format!("w-mum-{i:03}"), &[], offset(i))));
+        mums.push(format!("w-mum-{i:03}"));
+    }
+    let mum_refs: Vec<&str> = mums.iter().map(String::as_str).collect();
+    records.push(created(creation("w-merge", &mum_refs, 2_000)));
+    write(store, records).await;
+
+    let mut order: Vec<(i64, usize)> = (0..300).map(|i| (offset(i), i)).collect();
+    order.sort();
+    for (root, direction, prefix) in [
+        ("w-block", Direction::Descendants, "w-kid"),
+        ("w-merge", Direction::Ancestors, "w-mum"),
+    ] {
+        let want: Vec<String> = order
+            .iter()
+            .map(|(_, i)| format!("{prefix}-{i:03}"))
+            .collect();
+        let q = |limit: usize, cursor: Option<String>| LineageQuery {
+            root: root.into(),
+            direction,
+            max_depth: None,
+            limit,
+            cursor,
+        };
+        let first = store.lineage(&q(10, None)).await.unwrap().unwrap();
+        assert!(first.partial);
+        let got: Vec<String> = first.nodes.iter().skip(1).map(|n| n.id.clone()).collect();
+        assert_eq!(
+            got,
+            want[..10].to_vec(),
+            "{root}: the first nodes of the level"
+        );
+        assert_eq!(first.edges.len(), 10);
+        let mut all = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = store.lineage(&q(70, cursor)).await.unwrap().unwrap();
+            all.extend(
+                page.nodes
+                    .into_iter()
+                    .filter(|n| n.depth == 1)
+                    .map(|n| n.id),
+            );
+            cursor = page.next_cursor;
+            if cursor.is_none() {
+                break;
+            }
+        }
+        assert_eq!(all, want, "{root}: pages walk the whole level in order");
+    }
 }
 
 pub async fn lineage_unknown_root_is_none(store: &dyn Store) {

@@ -28,9 +28,17 @@ pub(crate) struct WalkNode {
 pub(crate) trait LevelSource {
     /// The existing entities among `ids`, in any order; unknown IDs are simply absent.
     fn nodes(&mut self, ids: &[String]) -> StoreResult<Vec<WalkNode>>;
-    /// IDs of the entities that name any of `ids` as a parent, in any order (duplicates allowed).
-    fn children(&mut self, ids: &[String]) -> StoreResult<Vec<String>>;
+    /// `(timestamp_ns, id)` of the entities that name any of `ids` as a parent, in any order
+    /// (duplicates allowed).
+    fn children(&mut self, ids: &[String]) -> StoreResult<Vec<(i64, String)>>;
+    /// `(timestamp_ns, id)` of the existing entities among `ids`, in any order.
+    fn keys(&mut self, ids: &[String]) -> StoreResult<Vec<(i64, String)>>;
 }
+
+/// Above this many candidates, when the node budget cannot take the whole level, only sort
+/// keys are read first and full rows are fetched for the nodes that can be returned (a block
+/// with 100 000 children and a limit of 100 reads 101 rows, not 100 000).
+const WIDE_LEVEL: usize = 256;
 
 /// Walk breadth-first from `root`: the root first (depth 0), then each level sorted by
 /// timestamp then ID. Stops after `max_depth` levels, when a level is empty, or as soon as more
@@ -52,21 +60,34 @@ pub(crate) fn walk(
     let mut depth = 0u32;
     while max_depth.is_none_or(|m| depth < m) && order.len() - 1 <= budget {
         let frontier = &order[frontier_start..];
-        let candidates: Vec<String> = match direction {
-            Direction::Ancestors => frontier
-                .iter()
-                .flat_map(|n| n.parent_ids.iter().cloned())
-                .collect(),
+        // Nodes this level may still add: the rest of the budget plus one, to tell that more
+        // exist. Nodes past that are never returned, and the walk ends with this level.
+        let room = budget + 1 - (order.len() - 1);
+        let fresh: Vec<String> = match direction {
+            Direction::Ancestors => {
+                // A parent that is not an entity stays in `visited` too: looked up only once.
+                let fresh: Vec<String> = frontier
+                    .iter()
+                    .flat_map(|n| n.parent_ids.iter())
+                    .filter(|id| visited.insert((*id).clone()))
+                    .cloned()
+                    .collect();
+                if fresh.len() > room && fresh.len() > WIDE_LEVEL {
+                    smallest_keys(src.keys(&fresh)?, room)
+                } else {
+                    fresh
+                }
+            }
             Direction::Descendants => {
                 let ids: Vec<String> = frontier.iter().map(|n| n.id.clone()).collect();
-                src.children(&ids)?
+                let keyed: Vec<(i64, String)> = src
+                    .children(&ids)?
+                    .into_iter()
+                    .filter(|(_, id)| visited.insert(id.clone()))
+                    .collect();
+                smallest_keys(keyed, room)
             }
         };
-        // A parent that is not an entity stays in `visited` too: it is looked up only once.
-        let fresh: Vec<String> = candidates
-            .into_iter()
-            .filter(|id| visited.insert(id.clone()))
-            .collect();
         if fresh.is_empty() {
             break;
         }
@@ -87,6 +108,15 @@ pub(crate) fn walk(
         order.extend(level);
     }
     Ok(Some(order))
+}
+
+/// IDs of the `room` smallest `(timestamp, id)` keys, in any order.
+fn smallest_keys(mut keys: Vec<(i64, String)>, room: usize) -> Vec<String> {
+    if keys.len() > room {
+        keys.select_nth_unstable(room);
+        keys.truncate(room);
+    }
+    keys.into_iter().map(|(_, id)| id).collect()
 }
 
 /// Edges `parent → child` between nodes of `nodes`, from each node's `parent_ids`.

@@ -173,3 +173,49 @@ async fn bulk_load_and_lineage_timings() {
     store.instruments().await.unwrap();
     println!("instruments: {:?}", t.elapsed());
 }
+
+/// A block with many direct children: the level is fetched whole before it is ordered, so this
+/// measures the cost of a wide level under small node budgets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by hand"]
+async fn wide_fan_out_timings() {
+    let n: u64 = std::env::var("HELIX_WIDE_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("wide.db"), SqliteOptions::default()).unwrap();
+    let mut records = vec![WriteRecord::Created(creation("block", &[], 0))];
+    records.extend((0..n).map(|i| WriteRecord::Created(creation(&id(i), &["block"], i as i64))));
+    store.write(&WriteBatch { records }).await.unwrap();
+    for limit in [100usize, 10_000] {
+        let mut times = Vec::new();
+        for _ in 0..50 {
+            let q = LineageQuery {
+                root: "block".into(),
+                direction: Direction::Descendants,
+                max_depth: None,
+                limit,
+                cursor: None,
+            };
+            let t = Instant::now();
+            store.lineage(&q).await.unwrap().unwrap();
+            times.push(t.elapsed());
+        }
+        println!(
+            "{n} children, descendants limit {limit}: {}",
+            percentiles(times)
+        );
+    }
+    let mut times = Vec::new();
+    for _ in 0..50 {
+        let t = Instant::now();
+        store
+            .graph("block", &GraphQuery::default())
+            .await
+            .unwrap()
+            .unwrap();
+        times.push(t.elapsed());
+    }
+    println!("{n} children, graph default: {}", percentiles(times));
+}

@@ -396,15 +396,32 @@ impl LevelSource for Levels<'_> {
         Ok(out)
     }
 
-    fn children(&mut self, ids: &[String]) -> StoreResult<Vec<String>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT child_id FROM entity_parents WHERE parent_id = ?1")?;
+    fn children(&mut self, ids: &[String]) -> StoreResult<Vec<(i64, String)>> {
+        // The join runs inside SQLite: one statement per parent however many children it has.
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT e.timestamp_ns, e.id FROM entity_parents AS p
+             JOIN entities AS e ON e.id = p.child_id
+             WHERE p.parent_id = ?1",
+        )?;
         let mut out = Vec::new();
         for id in ids {
-            let rows = stmt.query_map([id], |r| r.get::<_, String>(0))?;
+            let rows =
+                stmt.query_map([id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
             for child in rows {
                 out.push(child?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn keys(&mut self, ids: &[String]) -> StoreResult<Vec<(i64, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT timestamp_ns FROM entities WHERE id = ?1")?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(ts) = stmt.query_row([id], |r| r.get::<_, i64>(0)).optional()? {
+                out.push((ts, id.clone()));
             }
         }
         Ok(out)
