@@ -17,7 +17,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -247,21 +246,3 @@ class Herald:
             if not cursor:
                 return rows
         raise AssertionError(f"{path}: next_cursor never ended")
-
-    def wait_for(
-        self, fetch: Callable[[], Any], ok: Callable[[Any], bool], timeout: float = 10.0
-    ) -> Any:
-        """Poll `fetch()` until `ok(result)`; return the last result either way."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                result = fetch()
-            except ApiError as exc:
-                result = exc
-            if not isinstance(result, ApiError) and ok(result):
-                return result
-            if time.monotonic() > deadline:
-                if isinstance(result, ApiError):
-                    raise result
-                return result
-            time.sleep(0.05)
