@@ -40,26 +40,27 @@ impl Ingest {
             tracing::warn!(error = %e, "parent lookup in the store failed; spans forwarded without those links");
         }
 
-        let mut records = Vec::new();
+        let created = Resolver::creations(&interpretation);
+        let mut records = Vec::with_capacity(interpretation.spans.len());
         let mut rejected = Vec::new();
         let mut passthrough = 0u64;
-        for at in &interpretation.spans {
-            match &at.class {
+        for at in interpretation.spans {
+            match at.class {
                 SpanClass::Passthrough => passthrough += 1,
-                SpanClass::Creation(c) => records.push(WriteRecord::Created(c.clone())),
-                SpanClass::Operation(o) => records.push(WriteRecord::Operation(o.clone())),
-                SpanClass::Rejected(why) => rejected.push(why.as_str()),
+                SpanClass::Creation(c) => records.push(WriteRecord::Created(c)),
+                SpanClass::Operation(o) => records.push(WriteRecord::Operation(o)),
+                SpanClass::Rejected(why) => rejected.push(why),
             }
         }
         if let Err(e) = self.writer.write(records).await {
             self.refused(&e);
             return Err(e);
         }
-        self.resolver.remember(&interpretation);
+        self.resolver.remember(created);
         self.metrics.spans_passthrough.inc_by(passthrough);
         self.metrics.spans_rejected.inc_by(rejected.len() as u64);
         if !rejected.is_empty() {
-            tracing::warn!(count = rejected.len(), first = rejected[0], "entity spans rejected as malformed");
+            tracing::warn!(count = rejected.len(), first = %rejected[0], "entity spans rejected as malformed");
         }
         if let Some(forwarder) = &self.forwarder {
             forwarder.enqueue(request);
@@ -91,9 +92,9 @@ impl Ingest {
 }
 
 /// One message for partial success: the first few reasons, and how many more.
-fn summarize(rejected: &[&str]) -> String {
+fn summarize(rejected: &[String]) -> String {
     const SHOWN: usize = 3;
-    let mut message = rejected.iter().take(SHOWN).copied().collect::<Vec<_>>().join("; ");
+    let mut message = rejected.iter().take(SHOWN).map(String::as_str).collect::<Vec<_>>().join("; ");
     if rejected.len() > SHOWN {
         message.push_str(&format!("; and {} more", rejected.len() - SHOWN));
     }

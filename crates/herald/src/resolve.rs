@@ -101,14 +101,26 @@ impl Resolver {
         Ok(added)
     }
 
-    /// Remember committed creations; the first creation of an entity wins (re-creations keep it).
-    pub fn remember(&self, interpretation: &Interpretation) {
-        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        for at in &interpretation.spans {
-            if let SpanClass::Creation(c) = &at.class {
-                if !recent.contains(&c.entity_id) {
-                    recent.put(c.entity_id.clone(), SpanRef { trace_id: c.trace_id.clone(), span_id: c.span_id.clone() });
+    /// The creation spans of an export, to `remember` once they are committed.
+    pub fn creations(interpretation: &Interpretation) -> Vec<(String, SpanRef)> {
+        interpretation
+            .spans
+            .iter()
+            .filter_map(|at| match &at.class {
+                SpanClass::Creation(c) => {
+                    Some((c.entity_id.clone(), SpanRef { trace_id: c.trace_id.clone(), span_id: c.span_id.clone() }))
                 }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Remember committed creations; the first creation of an entity wins (re-creations keep it).
+    pub fn remember(&self, created: Vec<(String, SpanRef)>) {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        for (id, span) in created {
+            if !recent.contains(&id) {
+                recent.put(id, span);
             }
         }
     }

@@ -108,8 +108,23 @@ impl Accumulator {
         self.records >= max
     }
 
-    fn batch(&self) -> WriteBatch {
-        WriteBatch { records: self.jobs.iter().flat_map(|j| j.records.iter().cloned()).collect() }
+    /// Move every job's records into one batch; `sizes` remembers where each job's records are.
+    fn take_batch(&mut self) -> (WriteBatch, Vec<usize>) {
+        let mut records = Vec::with_capacity(self.records);
+        let mut sizes = Vec::with_capacity(self.jobs.len());
+        for job in &mut self.jobs {
+            sizes.push(job.records.len());
+            records.append(&mut job.records);
+        }
+        (WriteBatch { records }, sizes)
+    }
+
+    /// Give each job its records back (after a failed commit), in the order `take_batch` took them.
+    fn restore(&mut self, batch: WriteBatch, sizes: &[usize]) {
+        let mut records = batch.records.into_iter();
+        for (job, n) in self.jobs.iter_mut().zip(sizes) {
+            job.records = records.by_ref().take(*n).collect();
+        }
     }
 }
 
@@ -149,9 +164,10 @@ async fn run(
 }
 
 /// Commit one accumulated batch and complete every handle in it.
-async fn commit(store: &dyn Store, acc: Accumulator, metrics: &Metrics) {
+async fn commit(store: &dyn Store, mut acc: Accumulator, metrics: &Metrics) {
     let started = Instant::now();
-    let result = store.write(&acc.batch()).await;
+    let (batch, sizes) = acc.take_batch();
+    let result = store.write(&batch).await;
     metrics.write_batch_seconds.observe(started.elapsed().as_secs_f64());
     match result {
         Ok(outcome) => {
@@ -166,6 +182,7 @@ async fn commit(store: &dyn Store, acc: Accumulator, metrics: &Metrics) {
             // retry each alone so only the culprit is refused.
             metrics.write_failures.with_label_values(&["isolating"]).inc();
             tracing::warn!(error = %e, jobs = acc.jobs.len(), "batch commit failed; retrying its exports one by one");
+            acc.restore(batch, &sizes);
             for job in acc.jobs {
                 let single = Accumulator { records: job.records.len(), jobs: vec![job] };
                 Box::pin(commit(store, single, metrics)).await;
@@ -207,4 +224,47 @@ fn record_outcome(metrics: &Metrics, outcome: &WriteOutcome) {
     }
     metrics.recreations.inc_by(outcome.recreations);
     metrics.instrument_conflicts.inc_by(outcome.instrument_conflicts);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use helix_model::LogRecorded;
+
+    fn log(n: i64) -> WriteRecord {
+        WriteRecord::Log(LogRecorded {
+            timestamp_ns: n,
+            severity: "INFO".into(),
+            body: String::new(),
+            trace_id: None,
+            span_id: None,
+            entity_id: None,
+            instrument_id: None,
+            process_name: None,
+            service_name: None,
+            source: None,
+            attributes: Default::default(),
+        })
+    }
+
+    fn job(records: Vec<WriteRecord>, budget: &Arc<Semaphore>) -> WriteJob {
+        let (done, _) = oneshot::channel();
+        WriteJob { records, done, _permit: budget.clone().try_acquire_owned().unwrap() }
+    }
+
+    #[test]
+    fn batch_keeps_record_order_and_failed_batches_give_each_job_its_records_back() {
+        let budget = Arc::new(Semaphore::new(10));
+        let mut acc = Accumulator::default();
+        acc.push(job(vec![log(1), log(2)], &budget));
+        acc.push(job(vec![], &budget));
+        acc.push(job(vec![log(3)], &budget));
+        assert!(acc.is_full(3) && !acc.is_full(4));
+        let (batch, sizes) = acc.take_batch();
+        assert_eq!(batch.records, vec![log(1), log(2), log(3)]);
+        assert_eq!(sizes, vec![2, 0, 1]);
+        acc.restore(batch, &sizes);
+        let per_job: Vec<Vec<WriteRecord>> = acc.jobs.iter().map(|j| j.records.clone()).collect();
+        assert_eq!(per_job, vec![vec![log(1), log(2)], vec![], vec![log(3)]]);
+    }
 }
