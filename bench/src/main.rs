@@ -44,8 +44,8 @@ enum Bench {
     Ingest {
         #[arg(long, default_value_t = 20)]
         seconds: u64,
-        /// Concurrent exporters.
-        #[arg(long, default_value_t = 8)]
+        /// Concurrent exporters (a site runs many pipeline processes).
+        #[arg(long, default_value_t = 32)]
         clients: usize,
         /// Telescope ticks per export request (≈ 8 spans per beam per tick).
         #[arg(long, default_value_t = 8)]
@@ -139,7 +139,7 @@ async fn ingest(seconds: u64, clients: usize, ticks_per_request: usize) {
     let mut telescope = Telescope::new(8, 11);
     let mut requests = Vec::new();
     let mut total_spans = 0;
-    let budget = 60_000 * seconds as usize; // more than the herald can take in `seconds`
+    let budget = 120_000 * seconds as usize; // more than the herald can take in `seconds`
     while total_spans < budget {
         let mut merged = ExportTraceServiceRequest::default();
         for _ in 0..ticks_per_request {

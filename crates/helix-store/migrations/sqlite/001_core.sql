@@ -22,10 +22,8 @@ CREATE TABLE entities (
 CREATE INDEX entities_instrument_time ON entities (instrument_id, timestamp_ns);
 -- Stage filters, and stage summaries answered from the index alone (covering).
 CREATE INDEX entities_instrument_stage ON entities (instrument_id, stage, placeholder, status, timestamp_ns);
-CREATE INDEX entities_status_time ON entities (status, timestamp_ns);
 -- Search without an instrument filter, newest first.
 CREATE INDEX entities_time ON entities (timestamp_ns);
-CREATE INDEX entities_span ON entities (span_id);
 
 -- Provenance edges. Parents that do not exist yet are kept: the edge joins the DAG when the
 -- parent arrives. The parent index makes descendants as cheap to walk as ancestors.

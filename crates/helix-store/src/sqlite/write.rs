@@ -54,6 +54,8 @@ struct ExistingEntity {
     status: String,
     parent_ids: String,
     metadata: String,
+    /// The entity's first creation span; NULL for a placeholder.
+    span_id: Option<String>,
 }
 
 fn worst(a: Status, b: Status) -> Status {
@@ -97,9 +99,48 @@ impl Writer<'_> {
     }
 
     fn created(&mut self, c: &EntityCreated) -> StoreResult<()> {
+        // Fast path, the common case: a brand-new entity is one INSERT (no lookup first).
+        let parents = unique_in_order(&c.parent_ids);
+        let inserted = self
+            .tx
+            .prepare_cached(
+                "INSERT INTO entities (id, instrument_id, trace_id, timestamp_ns, parent_ids, metadata,
+                     created_at, span_id, stage, service_name, process_name, end_ns, status, placeholder)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 0)
+                 ON CONFLICT (id) DO NOTHING",
+            )?
+            .execute(rusqlite::params![
+                c.entity_id,
+                c.instrument_id,
+                c.trace_id,
+                c.start_ns,
+                to_json(&parents)?,
+                to_json(&c.metadata)?,
+                self.now,
+                c.span_id,
+                c.stage,
+                c.service_name,
+                c.process_name,
+                c.end_ns,
+                c.status.as_str(),
+            ])?
+            == 1;
+        if inserted {
+            self.note_instrument(&c.instrument_id);
+            self.insert_edges(&c.entity_id, &parents, 0)?;
+            self.out.entities_created.push(EntityCount {
+                instrument_id: c.instrument_id.clone(),
+                stage: c.stage.clone(),
+                status: c.status,
+            });
+            return self.insert_events(&c.events);
+        }
+
         let existing = self
             .tx
-            .prepare_cached("SELECT instrument_id, placeholder, status, parent_ids, metadata FROM entities WHERE id = ?1")?
+            .prepare_cached(
+                "SELECT instrument_id, placeholder, status, parent_ids, metadata, span_id FROM entities WHERE id = ?1",
+            )?
             .query_row([&c.entity_id], |r| {
                 Ok(ExistingEntity {
                     instrument_id: r.get(0)?,
@@ -107,18 +148,20 @@ impl Writer<'_> {
                     status: r.get(2)?,
                     parent_ids: r.get(3)?,
                     metadata: r.get(4)?,
+                    span_id: r.get(5)?,
                 })
-            })
-            .optional()?;
-        if existing
-            .as_ref()
-            .is_some_and(|e| e.instrument_id != c.instrument_id)
-        {
+            })?;
+        if existing.instrument_id != c.instrument_id {
             // Ownership: checked before the span is recorded, so the conflict is not remembered
             // as an applied creation.
             self.out.instrument_conflicts += 1;
             return Ok(());
         }
+        if existing.span_id.as_deref() == Some(c.span_id.as_str()) {
+            // The entity's own creation span again (an exporter retry): nothing to do.
+            return Ok(());
+        }
+        // Later creation spans (upgrades, re-creations) are remembered so their retries are no-ops too.
         let first_time = self
             .tx
             .prepare_cached(
@@ -127,42 +170,12 @@ impl Writer<'_> {
             .execute((&c.entity_id, &c.span_id))?
             == 1;
         if !first_time {
-            // The very same creation span again (an exporter retry): nothing to do.
             return Ok(());
         }
         self.note_instrument(&c.instrument_id);
-        match existing {
-            None => {
-                let parents = unique_in_order(&c.parent_ids);
-                self.tx
-                    .prepare_cached(
-                        "INSERT INTO entities (id, instrument_id, trace_id, timestamp_ns, parent_ids, metadata,
-                             created_at, span_id, stage, service_name, process_name, end_ns, status, placeholder)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 0)",
-                    )?
-                    .execute(rusqlite::params![
-                        c.entity_id,
-                        c.instrument_id,
-                        c.trace_id,
-                        c.start_ns,
-                        to_json(&parents)?,
-                        to_json(&c.metadata)?,
-                        self.now,
-                        c.span_id,
-                        c.stage,
-                        c.service_name,
-                        c.process_name,
-                        c.end_ns,
-                        c.status.as_str(),
-                    ])?;
-                self.insert_edges(&c.entity_id, &parents, 0)?;
-                self.out.entities_created.push(EntityCount {
-                    instrument_id: c.instrument_id.clone(),
-                    stage: c.stage.clone(),
-                    status: c.status,
-                });
-            }
-            Some(e) if e.placeholder => {
+        let e = existing;
+        match e.placeholder {
+            true => {
                 // Upgrade in place: the creation supplies everything a placeholder lacks; an
                 // error already recorded by an operation stays.
                 let status = worst(parse_status(&e.status)?, c.status);
@@ -205,7 +218,7 @@ impl Writer<'_> {
                     status,
                 });
             }
-            Some(e) => {
+            false => {
                 // Re-creation: the first creation's trace, span, timestamp and stage stay;
                 // parents are a union in arrival order; only missing metadata keys are added.
                 let status = worst(parse_status(&e.status)?, c.status);
