@@ -15,6 +15,15 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"; else sudo apt-get update -qq && sudo apt-get install -y -qq "${need_apt[@]}"; fi
 fi
 
+# Optional parts contribute their own set-up (PostgreSQL for the store suite, Chromium for the
+# UI tests); each script installs what it needs and exports what the tests read.
+for setup in scripts/test.d/*-setup.sh; do
+    [ -e "$setup" ] || continue
+    step "set-up: $setup"
+    # shellcheck disable=SC1090
+    source "$setup"
+done
+
 step "building the workspace"
 cargo build --workspace --all-targets --locked
 
@@ -22,6 +31,12 @@ status=0
 step "Rust tests"
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/rust-tests.log || status=1
 rust_counts=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } } END { printf "%d passed, %d failed", p, f }' target/rust-tests.log)
+
+for extra in scripts/test.d/*-tests.sh; do
+    [ -e "$extra" ] || continue
+    step "tests: $extra"
+    bash "$extra" 2>&1 | tee -a target/extra-tests.log || status=1
+done
 
 step "Python client tests (against target/debug/herald)"
 export HERALD_BIN="$PWD/target/debug/herald"

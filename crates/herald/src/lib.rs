@@ -5,6 +5,7 @@ pub mod api;
 pub mod config;
 pub mod forward;
 pub mod ingest;
+pub mod inspector;
 pub mod metrics;
 pub mod receive;
 pub mod resolve;

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, ApiState};
 use crate::config::{parse_db_url, ServeArgs, StoreLocation};
 use crate::forward::Forwarder;
+use crate::inspector;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::receive;
@@ -91,7 +92,9 @@ pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationTo
     });
 
     announce(&listeners, &args.db_url);
-    let app = api::app(ApiState { store: store.clone(), metrics: metrics.clone() });
+    let app = api::app(ApiState { store: store.clone(), metrics: metrics.clone() })
+        .merge(inspector::router().with_state(ApiState { store: store.clone(), metrics: metrics.clone() }))
+        .fallback(api::not_found);
     let grpc = tokio::spawn(receive::grpc::serve(listeners.grpc, ingest.clone(), args.receive(), shutdown.clone()));
     let http = tokio::spawn(receive::http::serve(listeners.http, ingest.clone(), args.receive(), shutdown.clone()));
     let api_task = tokio::spawn(serve_http(listeners.api, app.clone(), shutdown.clone()));
