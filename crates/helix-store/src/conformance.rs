@@ -17,8 +17,9 @@ use std::ops::Deref;
 use helix_model::{EntityCreated, EntityEvent, LogRecorded, Metadata, OperationRecorded, Status};
 
 use crate::{
-    Direction, Edge, Entity, EntityFilter, GraphQuery, Lineage, LineageQuery, PageRequest, Store,
-    StoreError, WriteBatch, WriteOutcome, WriteRecord,
+    Direction, Edge, Entity, EntityFilter, EventQuery, GraphQuery, Lineage, LineageQuery,
+    MonitorQuery, PageRequest, StageBucket, StageHistogramQuery, Store, StoreError, WriteBatch,
+    WriteOutcome, WriteRecord,
 };
 
 /// A fresh store plus whatever must live as long as it (a temporary directory, a schema).
@@ -84,6 +85,10 @@ macro_rules! conformance_tests {
             logs_correlate_by_entity_and_traces,
             hostile_ids_round_trip,
             malformed_cursors_are_rejected,
+            instrument_events_newest_first_filtered_and_paged,
+            numeric_fields_lists_keys_with_numeric_values,
+            monitor_points_numeric_only_newest_first,
+            stage_histogram_counts_per_stage_and_bucket,
         );
     };
 }
@@ -2094,4 +2099,229 @@ pub async fn malformed_cursors_are_rejected(store: &dyn Store) {
         .await
         .unwrap_err();
     assert!(!e.is_transient());
+}
+
+// ---- reads for the Entity Inspector -------------------------------------------------------
+
+pub async fn instrument_events_newest_first_filtered_and_paged(store: &dyn Store) {
+    let mut records = Vec::new();
+    for i in 0..5i64 {
+        let mut c = creation(&format!("ie-{i}"), &[], i * 1_000);
+        let name = if i % 2 == 0 {
+            "helix.error"
+        } else {
+            "helix.event.classified"
+        };
+        c.events
+            .push(event_on_creation(&c, name, 0, i * 1_000 + 10));
+        records.push(created(c));
+    }
+    let mut foreign = creation("ie-x", &[], 500);
+    foreign.instrument_id = "OTHER".into();
+    let mut e = event_on_creation(&foreign, "helix.error", 0, 600);
+    e.instrument_id = "OTHER".into();
+    foreign.events.push(e);
+    records.push(created(foreign));
+    write(store, records).await;
+
+    let errors = EventQuery {
+        instrument_id: Some(INST.into()),
+        event_name: Some("helix.error".into()),
+        ..Default::default()
+    };
+    let page = store
+        .instrument_events(&errors, &PageRequest::first(100))
+        .await
+        .unwrap();
+    let ids: Vec<&str> = page.items.iter().map(|e| e.entity_id.as_str()).collect();
+    assert_eq!(ids, ["ie-4", "ie-2", "ie-0"]);
+    assert_eq!(page.next_cursor, None);
+    assert_eq!(page.items[0].timestamp_ns, T0 + 4_010);
+    assert_eq!(
+        page.items[0].metadata.get("message").map(String::as_str),
+        Some("boom")
+    );
+
+    // Window on the event's own time: [T0+1_010, T0+4_010) holds ie-2 only.
+    let windowed = EventQuery {
+        from_ns: Some(T0 + 1_010),
+        to_ns: Some(T0 + 4_010),
+        ..errors.clone()
+    };
+    let page = store
+        .instrument_events(&windowed, &PageRequest::first(100))
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].entity_id, "ie-2");
+
+    // Every instrument and name, paged one by one: all six, newest first, each once.
+    let mut seen = Vec::new();
+    let mut request = PageRequest::first(1);
+    loop {
+        let page = store
+            .instrument_events(&EventQuery::default(), &request)
+            .await
+            .unwrap();
+        seen.extend(page.items.iter().map(|e| e.entity_id.clone()));
+        match page.next_cursor {
+            Some(c) => request.cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        strings(&["ie-4", "ie-3", "ie-2", "ie-1", "ie-x", "ie-0"])
+    );
+    let bad = store
+        .instrument_events(
+            &EventQuery::default(),
+            &PageRequest {
+                limit: 1,
+                cursor: Some("zz".into()),
+            },
+        )
+        .await;
+    assert!(matches!(bad, Err(StoreError::BadCursor(_))));
+}
+
+pub async fn numeric_fields_lists_keys_with_numeric_values(store: &dyn Store) {
+    let mut a = creation("nf-a", &[], 0);
+    a.metadata = md(&[("snr", "12.5"), ("beam", "3"), ("name", "x")]);
+    let mut b = creation("nf-b", &[], 100);
+    b.metadata = md(&[("dm", "-1e3"), ("flag", "true"), ("name", "7")]);
+    let mut old = creation("nf-old", &[], -10_000);
+    old.metadata = md(&[("ancient", "1")]);
+    let mut foreign = creation("nf-x", &[], 50);
+    foreign.instrument_id = "OTHER".into();
+    foreign.metadata = md(&[("other", "1")]);
+    write(
+        store,
+        vec![created(a), created(b), created(old), created(foreign)],
+    )
+    .await;
+    let fields = store
+        .numeric_fields(INST, T0, T0 + 1_000, 1_000)
+        .await
+        .unwrap();
+    assert_eq!(fields, strings(&["beam", "dm", "name", "snr"]));
+    // The sample is the newest entities: with one, only nf-b's keys.
+    let fields = store.numeric_fields(INST, T0, T0 + 1_000, 1).await.unwrap();
+    assert_eq!(fields, strings(&["dm", "name"]));
+    assert!(store
+        .numeric_fields("NONE", T0, T0 + 1_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+pub async fn monitor_points_numeric_only_newest_first(store: &dyn Store) {
+    let mut records = Vec::new();
+    for (i, (snr, weight)) in [("10", "1"), ("abc", "2"), ("30.5", "x"), ("40", "4")]
+        .iter()
+        .enumerate()
+    {
+        let mut c = creation(&format!("mp-{i}"), &[], i as i64 * 100);
+        c.metadata = md(&[("snr", snr), ("w", weight)]);
+        records.push(created(c));
+    }
+    let mut without = creation("mp-none", &[], 150);
+    without.metadata = md(&[("dm", "5")]);
+    records.push(created(without));
+    let mut late = creation("mp-late", &[], 5_000);
+    late.metadata = md(&[("snr", "1")]);
+    records.push(created(late));
+    write(store, records).await;
+    let query = MonitorQuery {
+        instrument_id: INST.into(),
+        y_field: "snr".into(),
+        weight_field: Some("w".into()),
+        from_ns: T0,
+        to_ns: T0 + 1_000,
+        limit: 100,
+    };
+    let got = store.monitor_points(&query).await.unwrap();
+    let rows: Vec<(&str, i64, f64, Option<f64>)> = got
+        .points
+        .iter()
+        .map(|p| (p.id.as_str(), p.timestamp_ns, p.y, p.weight))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("mp-3", T0 + 300, 40.0, Some(4.0)),
+            ("mp-2", T0 + 200, 30.5, None),
+            ("mp-0", T0, 10.0, Some(1.0)),
+        ]
+    );
+    assert!(!got.truncated);
+    assert_eq!(
+        got.points[0].metadata.get("w").map(String::as_str),
+        Some("4")
+    );
+    let cut = store
+        .monitor_points(&MonitorQuery {
+            limit: 2,
+            ..query.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(cut.points.len(), 2);
+    assert!(cut.truncated);
+    let unknown = store
+        .monitor_points(&MonitorQuery {
+            y_field: "nope".into(),
+            ..query
+        })
+        .await
+        .unwrap();
+    assert!(unknown.points.is_empty());
+}
+
+pub async fn stage_histogram_counts_per_stage_and_bucket(store: &dyn Store) {
+    let mut records = Vec::new();
+    for (i, (stage, offset, error)) in [
+        ("detect", 0, false),
+        ("detect", 50, true),
+        ("detect", 150, false),
+        ("classify", 120, true),
+        ("classify", 999, false),
+        ("classify", 1_000, false),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut c = creation(&format!("sh-{i}"), &[], *offset);
+        c.stage = (*stage).into();
+        if *error {
+            c.status = Status::Error;
+        }
+        records.push(created(c));
+    }
+    records.push(op(operation("sh-ph", "x", "sh-op", 10)));
+    write(store, records).await;
+    let got = store
+        .stage_histogram(&StageHistogramQuery {
+            instrument_id: INST.into(),
+            from_ns: T0,
+            to_ns: T0 + 1_000,
+            bucket_ns: 100,
+        })
+        .await
+        .unwrap();
+    let bucket = |stage: &str, bucket: u32, count: u64, error_count: u64| StageBucket {
+        stage: stage.into(),
+        bucket,
+        count,
+        error_count,
+    };
+    assert_eq!(
+        got,
+        [
+            bucket("classify", 1, 1, 1),
+            bucket("classify", 9, 1, 0),
+            bucket("detect", 0, 2, 1),
+            bucket("detect", 1, 1, 0),
+        ]
+    );
 }

@@ -4,6 +4,7 @@
 mod cursor;
 pub mod sqlite;
 mod types;
+mod ui;
 mod walk;
 
 #[cfg(feature = "conformance")]
@@ -16,6 +17,7 @@ use helix_model::{EntityEvent, SpanRef};
 
 pub use sqlite::{SqliteOptions, SqliteStore};
 pub use types::*;
+pub use ui::*;
 
 /// Why a store call failed. The variant decides what a client is told: `Unavailable` is
 /// transient (retry later), `BadCursor` is the caller's fault, the rest are ours.
@@ -96,4 +98,56 @@ pub trait Store: Send + Sync + 'static {
         entity_id: &str,
         page: &PageRequest,
     ) -> StoreResult<Page<helix_model::LogRecorded>>;
+
+    // ---- reads for the Entity Inspector (added with the UI; defaults only so a backend
+    // under construction still builds: every real backend implements them and passes the
+    // conformance checks `instrument_events_*`, `numeric_fields_*`, `monitor_points_*`,
+    // `stage_histogram_*`).
+
+    /// Events matching `query` (instrument, exact name, time window on the event's own
+    /// timestamp), newest first (timestamp descending, then span and ordinal descending), paged.
+    async fn instrument_events(
+        &self,
+        query: &EventQuery,
+        page: &PageRequest,
+    ) -> StoreResult<Page<EntityEvent>> {
+        let _ = (query, page);
+        Err(StoreError::Internal(
+            "instrument_events: not implemented by this backend".into(),
+        ))
+    }
+
+    /// Metadata keys holding a numeric value (see [`numeric_value`]) on at least one of the
+    /// newest `sample` non-placeholder entities of `instrument_id` created in
+    /// `[from_ns, to_ns)`; sorted, unique.
+    async fn numeric_fields(
+        &self,
+        instrument_id: &str,
+        from_ns: i64,
+        to_ns: i64,
+        sample: usize,
+    ) -> StoreResult<Vec<String>> {
+        let _ = (instrument_id, from_ns, to_ns, sample);
+        Err(StoreError::Internal(
+            "numeric_fields: not implemented by this backend".into(),
+        ))
+    }
+
+    /// Non-placeholder entities of the instrument created in the window whose `y_field` is
+    /// numeric, newest first (timestamp descending, then ID ascending), at most `limit`.
+    async fn monitor_points(&self, query: &MonitorQuery) -> StoreResult<MonitorPoints> {
+        let _ = query;
+        Err(StoreError::Internal(
+            "monitor_points: not implemented by this backend".into(),
+        ))
+    }
+
+    /// Non-empty (stage, bucket) cells of the instrument's non-placeholder entities with a
+    /// stage, sorted by stage then bucket.
+    async fn stage_histogram(&self, query: &StageHistogramQuery) -> StoreResult<Vec<StageBucket>> {
+        let _ = query;
+        Err(StoreError::Internal(
+            "stage_histogram: not implemented by this backend".into(),
+        ))
+    }
 }

@@ -3,6 +3,7 @@
 //! because rusqlite is synchronous.
 
 mod read;
+mod ui;
 mod write;
 
 use std::collections::HashMap;
@@ -15,8 +16,9 @@ use helix_model::{EntityEvent, LogRecorded, SpanRef};
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension};
 
 use crate::{
-    Entity, EntityFilter, Graph, GraphQuery, Lineage, LineageQuery, Operation, Page, PageRequest,
-    StageSummary, Store, StoreError, StoreResult, WriteBatch, WriteOutcome,
+    Entity, EntityFilter, EventQuery, Graph, GraphQuery, Lineage, LineageQuery, MonitorPoints,
+    MonitorQuery, Operation, Page, PageRequest, StageBucket, StageHistogramQuery, StageSummary,
+    Store, StoreError, StoreResult, WriteBatch, WriteOutcome,
 };
 
 /// One versioned schema change; versions are applied in order and recorded in `schema_migrations`.
@@ -394,5 +396,37 @@ impl Store for SqliteStore {
     async fn logs(&self, entity_id: &str, page: &PageRequest) -> StoreResult<Page<LogRecorded>> {
         let (id, page) = (entity_id.to_owned(), page.clone());
         self.read(move |c| read::logs(c, &id, &page)).await
+    }
+
+    async fn instrument_events(
+        &self,
+        query: &EventQuery,
+        page: &PageRequest,
+    ) -> StoreResult<Page<EntityEvent>> {
+        let (query, page) = (query.clone(), page.clone());
+        self.read(move |c| ui::instrument_events(c, &query, &page))
+            .await
+    }
+
+    async fn numeric_fields(
+        &self,
+        instrument_id: &str,
+        from_ns: i64,
+        to_ns: i64,
+        sample: usize,
+    ) -> StoreResult<Vec<String>> {
+        let id = instrument_id.to_owned();
+        self.read(move |c| ui::numeric_fields(c, &id, from_ns, to_ns, sample))
+            .await
+    }
+
+    async fn monitor_points(&self, query: &MonitorQuery) -> StoreResult<MonitorPoints> {
+        let query = query.clone();
+        self.read(move |c| ui::monitor_points(c, &query)).await
+    }
+
+    async fn stage_histogram(&self, query: &StageHistogramQuery) -> StoreResult<Vec<StageBucket>> {
+        let query = query.clone();
+        self.read(move |c| ui::stage_histogram(c, &query)).await
     }
 }
