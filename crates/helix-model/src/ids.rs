@@ -13,7 +13,7 @@ pub fn to_hex(bytes: &[u8]) -> String {
 
 /// Raw bytes of a lowercase or uppercase hex ID; `None` when it is not hex of even length.
 pub fn from_hex(hex: &str) -> Option<Vec<u8>> {
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return None;
     }
     let digit = |c: u8| -> Option<u8> {

@@ -5,8 +5,12 @@ use std::sync::Arc;
 
 use helix_model::interpret::{interpret_logs, interpret_traces, SpanClass};
 use helix_store::{StoreError, WriteRecord};
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 
 use crate::forward::Forwarder;
 use crate::metrics::Metrics;
@@ -18,6 +22,22 @@ use crate::write::{WriteError, Writer};
 pub struct Accepted {
     pub rejected: i64,
     pub message: String,
+}
+
+impl Accepted {
+    /// The OTLP answer to a trace export: partial success only when something was rejected.
+    pub fn trace_response(self) -> ExportTraceServiceResponse {
+        let partial_success = (self.rejected > 0)
+            .then_some(ExportTracePartialSuccess { rejected_spans: self.rejected, error_message: self.message });
+        ExportTraceServiceResponse { partial_success }
+    }
+
+    /// The OTLP answer to a log export.
+    pub fn logs_response(self) -> ExportLogsServiceResponse {
+        let partial_success = (self.rejected > 0)
+            .then_some(ExportLogsPartialSuccess { rejected_log_records: self.rejected, error_message: self.message });
+        ExportLogsServiceResponse { partial_success }
+    }
 }
 
 /// Everything an export needs; one per herald, shared by the gRPC and HTTP receivers.

@@ -4,13 +4,9 @@
 use std::sync::Arc;
 
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{LogsService, LogsServiceServer};
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
@@ -42,11 +38,7 @@ impl TraceService for OtlpGrpc {
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         let accepted = self.ingest.traces(request.into_inner(), "grpc").await.map_err(|e| status_of(&e))?;
-        let partial_success = (accepted.rejected > 0).then(|| ExportTracePartialSuccess {
-            rejected_spans: accepted.rejected,
-            error_message: accepted.message,
-        });
-        Ok(Response::new(ExportTraceServiceResponse { partial_success }))
+        Ok(Response::new(accepted.trace_response()))
     }
 }
 
@@ -57,11 +49,7 @@ impl LogsService for OtlpGrpc {
         request: Request<ExportLogsServiceRequest>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
         let accepted = self.ingest.logs(request.into_inner()).await.map_err(|e| status_of(&e))?;
-        let partial_success = (accepted.rejected > 0).then(|| ExportLogsPartialSuccess {
-            rejected_log_records: accepted.rejected,
-            error_message: accepted.message,
-        });
-        Ok(Response::new(ExportLogsServiceResponse { partial_success }))
+        Ok(Response::new(accepted.logs_response()))
     }
 }
 

@@ -11,12 +11,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -94,22 +90,14 @@ async fn traces(State(state): State<HttpState>, headers: HeaderMap, body: Bytes)
     let (encoding, raw) = body_of(&headers, body, state.max_bytes)?;
     let request: ExportTraceServiceRequest = decode(encoding, &raw, "trace export")?;
     let accepted = state.ingest.traces(request, "http").await?;
-    let partial_success = (accepted.rejected > 0).then(|| ExportTracePartialSuccess {
-        rejected_spans: accepted.rejected,
-        error_message: accepted.message,
-    });
-    Ok(encode(encoding, &ExportTraceServiceResponse { partial_success }))
+    Ok(encode(encoding, &accepted.trace_response()))
 }
 
 async fn logs(State(state): State<HttpState>, headers: HeaderMap, body: Bytes) -> Result<Response, HttpError> {
     let (encoding, raw) = body_of(&headers, body, state.max_bytes)?;
     let request: ExportLogsServiceRequest = decode(encoding, &raw, "log export")?;
     let accepted = state.ingest.logs(request).await?;
-    let partial_success = (accepted.rejected > 0).then(|| ExportLogsPartialSuccess {
-        rejected_log_records: accepted.rejected,
-        error_message: accepted.message,
-    });
-    Ok(encode(encoding, &ExportLogsServiceResponse { partial_success }))
+    Ok(encode(encoding, &accepted.logs_response()))
 }
 
 /// The body's encoding and its bytes after decompression (bounded, so a gzip bomb is refused).
