@@ -120,4 +120,32 @@ impl Store for FakeStore {
     async fn logs(&self, _entity_id: &str, _page: &PageRequest) -> StoreResult<Page<LogRecorded>> {
         self.answer(empty_page())
     }
+    async fn instrument_events(
+        &self,
+        _query: &helix_store::EventQuery,
+        _page: &PageRequest,
+    ) -> StoreResult<Page<EntityEvent>> {
+        self.answer(empty_page())
+    }
+    async fn numeric_fields(
+        &self,
+        _instrument_id: &str,
+        _from_ns: i64,
+        _to_ns: i64,
+        _sample: usize,
+    ) -> StoreResult<Vec<String>> {
+        self.answer(Vec::new())
+    }
+    async fn monitor_points(
+        &self,
+        _query: &helix_store::MonitorQuery,
+    ) -> StoreResult<helix_store::MonitorPoints> {
+        self.answer(helix_store::MonitorPoints::default())
+    }
+    async fn stage_histogram(
+        &self,
+        _query: &helix_store::StageHistogramQuery,
+    ) -> StoreResult<Vec<helix_store::StageBucket>> {
+        self.answer(Vec::new())
+    }
 }

@@ -2,14 +2,18 @@
 //! one router per resource. Rendering HTML is the inspector's job, not this module's.
 
 pub mod entity;
+pub mod errors;
 #[cfg(test)]
 mod fake;
 pub mod health;
 pub mod instruments;
 pub mod lineage;
+pub mod monitor;
 pub mod openapi;
+pub mod overview;
 pub mod params;
 pub mod search;
+pub mod window;
 
 use std::sync::Arc;
 
@@ -57,6 +61,9 @@ pub fn routes() -> Vec<Route> {
     all.extend(instruments::routes());
     all.extend(health::routes());
     all.extend(openapi::routes());
+    all.extend(monitor::routes());
+    all.extend(errors::routes());
+    all.extend(overview::routes());
     all
 }
 
@@ -72,6 +79,9 @@ pub fn app(state: ApiState) -> Router {
         .merge(instruments::router())
         .merge(health::router())
         .merge(openapi::router())
+        .merge(monitor::router())
+        .merge(errors::router())
+        .merge(overview::router())
         .with_state(state)
 }
 
