@@ -1,7 +1,8 @@
 //! Persistence for helixobs: the `Store` trait every backend implements, the query types the
-//! API reads, the SQLite backend, and (feature `conformance`) the suite every backend must pass.
+//! API reads, the SQLite and PostgreSQL backends, and (feature `conformance`) the suite every backend must pass.
 
 mod cursor;
+pub mod postgres;
 pub mod sqlite;
 mod types;
 mod ui;
@@ -15,6 +16,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use helix_model::{EntityEvent, SpanRef};
 
+pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::{SqliteOptions, SqliteStore};
 pub use types::*;
 pub use ui::*;

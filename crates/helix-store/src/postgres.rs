@@ -1,0 +1,405 @@
+//! PostgreSQL backend of `Store` (`DB_URL=postgres://…`): a deadpool pool of tokio-postgres
+//! connections, versioned migrations serialised by an advisory lock (several replicas may start
+//! together), set-wise batch writes that stay idempotent when replicas write the same spans
+//! concurrently, the shared lineage walk, and the retention job for plain PostgreSQL (with
+//! TimescaleDB, hypertable retention policies do that job instead).
+
+mod migrate;
+mod read;
+mod retention;
+mod timescale;
+mod write;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use helix_model::{EntityEvent, LogRecorded, SpanRef};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
+
+pub use migrate::SCHEMA_VERSION;
+pub use retention::{RetentionConfig, RetentionReport};
+
+use crate::{
+    Entity, EntityFilter, Graph, GraphQuery, Lineage, LineageQuery, Operation, Page, PageRequest,
+    StageSummary, Store, StoreError, StoreResult, WriteBatch, WriteOutcome,
+};
+
+/// How to open a PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// Apply pending migrations at open (default). When false, a database that is behind is
+    /// refused with a message telling to run `herald migrate`.
+    pub migrate: bool,
+    /// Use (and create if missing) this schema instead of the connection's default search
+    /// path. Lower-case letters, digits and `_` only. Tests use one schema per check.
+    pub schema: Option<String>,
+    /// Most connections kept open; writes and reads share them.
+    pub pool_size: usize,
+    /// How long a call waits for a free connection or for a new one to be established before
+    /// failing as `Unavailable`.
+    pub connect_timeout: Duration,
+    /// Retention job for plain PostgreSQL; `None` disables it. Ignored for hypertables.
+    pub retention: Option<RetentionConfig>,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions {
+            migrate: true,
+            schema: None,
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(5),
+            retention: Some(RetentionConfig::default()),
+        }
+    }
+}
+
+/// `url` with its password replaced by `***`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    // postgres://user:password@host/… : the password is between the first ':' after the
+    // scheme and the last '@' of the authority.
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let (userinfo, host) = authority.split_at(at);
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***{host}{tail}"),
+        None => url.to_owned(),
+    }
+}
+
+/// Whether a database error means "try again": the server is going away, refuses new
+/// connections, is out of resources, or aborted the transaction to resolve a conflict.
+fn transient_state(code: &SqlState) -> bool {
+    let c = code.code();
+    // Class 08: connection exception; 53: insufficient resources; 57P0x: operator
+    // intervention (shutdown, crash, cannot connect now); 40001/40P01: serialization failure
+    // and deadlock; 55P03: lock not available; 25006: read-only transaction (a standby
+    // after a fail-over); 57014: query cancelled (statement timeout).
+    c.starts_with("08")
+        || c.starts_with("53")
+        || c.starts_with("57P0")
+        || matches!(c, "40001" | "40P01" | "55P03" | "25006" | "57014")
+}
+
+/// Map a driver error to the error a client sees.
+pub(crate) fn map_pg(e: tokio_postgres::Error) -> StoreError {
+    if let Some(code) = e.code() {
+        let msg = match e.as_db_error() {
+            Some(db) => format!("postgres: {} ({})", db.message(), code.code()),
+            None => format!("postgres: {e}"),
+        };
+        return if transient_state(code) {
+            StoreError::Unavailable(msg)
+        } else {
+            StoreError::Internal(msg)
+        };
+    }
+    // No SQLSTATE: the failure is below SQL. The driver's error kinds are private, so the
+    // connection-level ones are recognised by a closed connection or an I/O cause; anything
+    // else (a value that cannot be converted) is ours.
+    let io_cause = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+    let text = e.to_string();
+    if e.is_closed()
+        || io_cause
+        || text.starts_with("error connecting")
+        || text.starts_with("error communicating")
+        || text.starts_with("timeout")
+        || text.starts_with("unexpected EOF")
+    {
+        let cause = std::error::Error::source(&e)
+            .map(|s| format!(": {s}"))
+            .unwrap_or_default();
+        StoreError::Unavailable(format!("database unreachable ({text}{cause})"))
+    } else {
+        StoreError::Internal(format!("postgres: {text}"))
+    }
+}
+
+fn map_pool(e: PoolError) -> StoreError {
+    match e {
+        PoolError::Backend(e) => map_pg(e),
+        PoolError::Timeout(kind) => StoreError::Unavailable(format!(
+            "database unreachable: no connection within the timeout ({kind:?})"
+        )),
+        PoolError::Closed => StoreError::Unavailable("the connection pool is closed".into()),
+        PoolError::NoRuntimeSpecified => {
+            StoreError::Internal("connection pool without a runtime".into())
+        }
+        PoolError::PostCreateHook(e) => {
+            StoreError::Unavailable(format!("connection set-up failed: {e}"))
+        }
+    }
+}
+
+/// A schema name that can be spliced into SQL without quoting.
+fn valid_schema(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+}
+
+/// Build the pool for `url`: every connection gets the search path and the settings the
+/// store relies on.
+fn build_pool(url: &str, opts: &PostgresOptions) -> StoreResult<Pool> {
+    let redacted = redact_url(url);
+    let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
+        StoreError::Internal(format!("DB_URL {redacted} is not a PostgreSQL URL: {e}"))
+    })?;
+    let mut options = config.get_options().unwrap_or_default().to_owned();
+    // An acknowledged export must survive a server crash: force synchronous commit even if the
+    // server default was relaxed.
+    options.push_str(" -c synchronous_commit=on");
+    if let Some(schema) = &opts.schema {
+        if !valid_schema(schema) {
+            return Err(StoreError::Internal(format!(
+                "invalid schema name {schema:?}: use lower-case letters, digits and _"
+            )));
+        }
+        options.push_str(&format!(" -c search_path={schema}"));
+    }
+    config.options(options.trim());
+    config.connect_timeout(opts.connect_timeout);
+    if config.get_application_name().is_none() {
+        config.application_name("helix-herald");
+    }
+    // Keep-alives make a silently vanished server (network cut) show up as a broken
+    // connection instead of a hung call.
+    config.keepalives(true);
+    config.keepalives_idle(Duration::from_secs(30));
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            // A connection whose socket closed (server restart) is dropped when returned to the
+            // pool or taken from it; the next caller gets a fresh one.
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(opts.pool_size.max(2))
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(opts.connect_timeout * 2))
+        .create_timeout(Some(opts.connect_timeout))
+        .recycle_timeout(Some(opts.connect_timeout))
+        .build()
+        .map_err(|e| StoreError::Internal(format!("cannot build the connection pool: {e}")))
+}
+
+/// Apply pending migrations to the database at `url` (the `herald migrate` subcommand).
+/// Returns the versions applied; empty when the schema was already current.
+pub async fn migrate(url: &str, schema: Option<&str>) -> StoreResult<Vec<u32>> {
+    let opts = PostgresOptions {
+        schema: schema.map(str::to_owned),
+        retention: None,
+        pool_size: 2,
+        ..Default::default()
+    };
+    let pool = build_pool(url, &opts)?;
+    let mut client = pool.get().await.map_err(|e| connect_error(url, e))?;
+    migrate::prepare_schema(&mut client, &redact_url(url), opts.schema.as_deref(), true).await
+}
+
+fn connect_error(url: &str, e: PoolError) -> StoreError {
+    match map_pool(e) {
+        StoreError::Unavailable(m) => {
+            StoreError::Unavailable(format!("cannot connect to {}: {m}", redact_url(url)))
+        }
+        other => other,
+    }
+}
+
+struct Inner {
+    pool: Pool,
+    redacted_url: String,
+    retention_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The job holds only a pool clone; stop it with the last store handle.
+        if let Some(t) = &self.retention_task {
+            t.abort();
+        }
+    }
+}
+
+/// The PostgreSQL store. Cheap to clone; clones share the pool.
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("url", &self.inner.redacted_url)
+            .finish()
+    }
+}
+
+impl PostgresStore {
+    /// Connect, check or migrate the schema, and start the retention job (plain tables only).
+    pub async fn open(url: &str, opts: PostgresOptions) -> StoreResult<PostgresStore> {
+        let redacted = redact_url(url);
+        let pool = build_pool(url, &opts)?;
+        {
+            let mut client = pool.get().await.map_err(|e| connect_error(url, e))?;
+            migrate::prepare_schema(&mut client, &redacted, opts.schema.as_deref(), opts.migrate)
+                .await?;
+        }
+        let retention_task = opts
+            .retention
+            .clone()
+            .filter(RetentionConfig::enabled)
+            .map(|cfg| tokio::spawn(retention::run(pool.clone(), cfg)));
+        Ok(PostgresStore {
+            inner: Arc::new(Inner {
+                pool,
+                redacted_url: redacted,
+                retention_task,
+            }),
+        })
+    }
+
+    /// The DB_URL with its password hidden.
+    pub fn redacted_url(&self) -> &str {
+        &self.inner.redacted_url
+    }
+
+    /// Run one retention pass now (the job runs them periodically); for tests and operators.
+    pub async fn run_retention(&self, cfg: &RetentionConfig) -> StoreResult<RetentionReport> {
+        retention::pass(&self.inner.pool, cfg).await
+    }
+
+    /// Whether the time-series tables are TimescaleDB hypertables in this database.
+    pub async fn uses_timescale(&self) -> StoreResult<bool> {
+        let client = self.client().await?;
+        timescale::is_hypertable(&client, "entity_operations").await
+    }
+
+    async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
+        self.inner.pool.get().await.map_err(map_pool)
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn write(&self, batch: &WriteBatch) -> StoreResult<WriteOutcome> {
+        if batch.records.is_empty() {
+            return Ok(WriteOutcome::default());
+        }
+        let mut client = self.client().await?;
+        write::apply_batch(&mut client, batch).await
+    }
+
+    async fn span_refs(&self, entity_ids: &[String]) -> StoreResult<HashMap<String, SpanRef>> {
+        if entity_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        read::span_refs(&self.client().await?, entity_ids).await
+    }
+
+    async fn check_ready(&self) -> StoreResult<()> {
+        let client = self.client().await?;
+        migrate::check_current(&client).await
+    }
+
+    async fn entity(&self, id: &str) -> StoreResult<Option<Entity>> {
+        read::entity(&self.client().await?, id).await
+    }
+
+    async fn children_count(&self, id: &str) -> StoreResult<u64> {
+        read::children_count(&self.client().await?, id).await
+    }
+
+    async fn events(&self, entity_id: &str, page: &PageRequest) -> StoreResult<Page<EntityEvent>> {
+        read::events(&self.client().await?, entity_id, page).await
+    }
+
+    async fn operations(
+        &self,
+        entity_id: &str,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Operation>> {
+        read::operations(&self.client().await?, entity_id, page).await
+    }
+
+    async fn lineage(&self, query: &LineageQuery) -> StoreResult<Option<Lineage>> {
+        read::lineage(self.client().await?, query.clone()).await
+    }
+
+    async fn graph(&self, id: &str, query: &GraphQuery) -> StoreResult<Option<Graph>> {
+        read::graph(self.client().await?, id.to_owned(), query.clone()).await
+    }
+
+    async fn search(&self, filter: &EntityFilter, page: &PageRequest) -> StoreResult<Page<Entity>> {
+        read::search(&self.client().await?, filter, page).await
+    }
+
+    async fn instruments(&self) -> StoreResult<Vec<String>> {
+        read::instruments(&self.client().await?).await
+    }
+
+    async fn stages(&self, instrument_id: &str) -> StoreResult<Vec<StageSummary>> {
+        read::stages(&self.client().await?, instrument_id).await
+    }
+
+    async fn logs(&self, entity_id: &str, page: &PageRequest) -> StoreResult<Page<LogRecorded>> {
+        read::logs(&self.client().await?, entity_id, page).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://helix:s3cr@t@db:5432/helix?sslmode=disable"),
+            "postgres://helix:***@db:5432/helix?sslmode=disable"
+        );
+        assert_eq!(
+            redact_url("postgres://helix@127.0.0.1:5432/x"),
+            "postgres://helix@127.0.0.1:5432/x"
+        );
+        assert_eq!(redact_url("postgresql://db/x"), "postgresql://db/x");
+        assert_eq!(redact_url("not a url"), "not a url");
+    }
+
+    #[test]
+    fn schema_names_are_checked() {
+        assert!(valid_schema("t_0123abc"));
+        assert!(!valid_schema("Public"));
+        assert!(!valid_schema("a;drop"));
+        assert!(!valid_schema("1abc"));
+        assert!(!valid_schema(""));
+    }
+
+    #[test]
+    fn transient_states() {
+        for c in ["08006", "57P01", "53300", "40P01", "40001"] {
+            assert!(transient_state(&SqlState::from_code(c)), "{c}");
+        }
+        for c in ["23505", "42P01", "22021"] {
+            assert!(!transient_state(&SqlState::from_code(c)), "{c}");
+        }
+    }
+}
