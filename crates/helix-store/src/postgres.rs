@@ -8,6 +8,7 @@ mod migrate;
 mod read;
 mod retention;
 mod timescale;
+mod ui;
 mod write;
 
 use std::collections::HashMap;
@@ -24,8 +25,9 @@ pub use migrate::SCHEMA_VERSION;
 pub use retention::{RetentionConfig, RetentionReport};
 
 use crate::{
-    Entity, EntityFilter, Graph, GraphQuery, Lineage, LineageQuery, Operation, Page, PageRequest,
-    StageSummary, Store, StoreError, StoreResult, WriteBatch, WriteOutcome,
+    Entity, EntityFilter, EventQuery, Graph, GraphQuery, Lineage, LineageQuery, MonitorPoints,
+    MonitorQuery, Operation, Page, PageRequest, StageBucket, StageHistogramQuery, StageSummary,
+    Store, StoreError, StoreResult, WriteBatch, WriteOutcome,
 };
 
 /// How to open a PostgreSQL store.
@@ -363,6 +365,32 @@ impl Store for PostgresStore {
 
     async fn logs(&self, entity_id: &str, page: &PageRequest) -> StoreResult<Page<LogRecorded>> {
         read::logs(&self.client().await?, entity_id, page).await
+    }
+
+    async fn instrument_events(
+        &self,
+        query: &EventQuery,
+        page: &PageRequest,
+    ) -> StoreResult<Page<EntityEvent>> {
+        ui::instrument_events(&self.client().await?, query, page).await
+    }
+
+    async fn numeric_fields(
+        &self,
+        instrument_id: &str,
+        from_ns: i64,
+        to_ns: i64,
+        sample: usize,
+    ) -> StoreResult<Vec<String>> {
+        ui::numeric_fields(&self.client().await?, instrument_id, from_ns, to_ns, sample).await
+    }
+
+    async fn monitor_points(&self, query: &MonitorQuery) -> StoreResult<MonitorPoints> {
+        ui::monitor_points(&self.client().await?, query).await
+    }
+
+    async fn stage_histogram(&self, query: &StageHistogramQuery) -> StoreResult<Vec<StageBucket>> {
+        ui::stage_histogram(&self.client().await?, query).await
     }
 }
 

@@ -1,0 +1,244 @@
+//! PostgreSQL reads for the Entity Inspector: an instrument's events in a window, numeric
+//! metadata for the data monitor, and per-stage counts over time (same results as the SQLite
+//! backend's `sqlite/ui.rs`; the conformance suite checks both).
+
+use std::collections::BTreeSet;
+
+use deadpool_postgres::Object;
+use helix_model::{EntityEvent, Metadata};
+use serde_json::Value;
+use tokio_postgres::types::ToSql;
+
+use super::map_pg;
+use crate::{
+    cursor, numeric_value, EventQuery, MonitorPoint, MonitorPoints, MonitorQuery, Page,
+    PageRequest, StageBucket, StageHistogramQuery, StoreError, StoreResult,
+};
+
+const INSTRUMENT_EVENTS_CURSOR: &str = "instrument_events";
+
+fn parse_metadata(text: &str) -> StoreResult<Metadata> {
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Internal(format!("corrupt JSON object in database: {e}")))
+}
+
+async fn q(
+    c: &Object,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> StoreResult<Vec<tokio_postgres::Row>> {
+    let stmt = c.prepare_cached(sql).await.map_err(map_pg)?;
+    c.query(&stmt, params).await.map_err(map_pg)
+}
+
+pub(super) async fn instrument_events(
+    c: &Object,
+    query: &EventQuery,
+    page: &PageRequest,
+) -> StoreResult<Page<EntityEvent>> {
+    let limit = page.limit.max(1);
+    let mut sql = String::from(
+        "SELECT instrument_id, entity_id, event_name, timestamp_ns, metadata::text, trace_id, span_id, ordinal
+         FROM entity_events WHERE true",
+    );
+    let mut args: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+    let mut clause = |sql: &mut String, text: &str, value: Box<dyn ToSql + Sync + Send>| {
+        args.push(value);
+        sql.push_str(&text.replace('?', &format!("${}", args.len())));
+    };
+    if let Some(i) = &query.instrument_id {
+        clause(&mut sql, " AND instrument_id = ?", Box::new(i.clone()));
+    }
+    if let Some(n) = &query.event_name {
+        clause(&mut sql, " AND event_name = ?", Box::new(n.clone()));
+    }
+    if let Some(from) = query.from_ns {
+        clause(&mut sql, " AND timestamp_ns >= ?", Box::new(from));
+    }
+    if let Some(to) = query.to_ns {
+        clause(&mut sql, " AND timestamp_ns < ?", Box::new(to));
+    }
+    if let Some(cur) = &page.cursor {
+        let p = cursor::decode(INSTRUMENT_EVENTS_CURSOR, cur, 3)?;
+        let (ts, span, ord) = (
+            cursor::part_i64(&p, 0)?,
+            cursor::part_str(&p, 1)?,
+            cursor::part_i64(&p, 2)?,
+        );
+        let ord =
+            i32::try_from(ord).map_err(|_| StoreError::BadCursor("ordinal out of range".into()))?;
+        clause(
+            &mut sql,
+            " AND (timestamp_ns, span_id, ordinal) < (?",
+            Box::new(ts),
+        );
+        clause(&mut sql, ", ?", Box::new(span));
+        clause(&mut sql, ", ?)", Box::new(ord));
+    }
+    clause(
+        &mut sql,
+        " ORDER BY timestamp_ns DESC, span_id DESC, ordinal DESC LIMIT ?",
+        Box::new(i64::try_from(limit + 1).unwrap_or(i64::MAX)),
+    );
+    let params: Vec<&(dyn ToSql + Sync)> = args
+        .iter()
+        .map(|a| a.as_ref() as &(dyn ToSql + Sync))
+        .collect();
+    let rows = q(c, &sql, &params).await?;
+    let mut items = rows
+        .iter()
+        .map(|r| {
+            let md: String = r.get(4);
+            let ordinal: i32 = r.get(7);
+            Ok(EntityEvent {
+                instrument_id: r.get(0),
+                entity_id: r.get(1),
+                event_name: r.get(2),
+                timestamp_ns: r.get(3),
+                metadata: parse_metadata(&md)?,
+                trace_id: r.get(5),
+                span_id: r.get(6),
+                // Stored from a u32; negative means a corrupt row.
+                ordinal: u32::try_from(ordinal)
+                    .map_err(|_| StoreError::Internal(format!("corrupt ordinal {ordinal}")))?,
+            })
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+    let more = items.len() > limit;
+    items.truncate(limit);
+    let next_cursor = if more {
+        items.last().map(|e| {
+            cursor::encode(
+                INSTRUMENT_EVENTS_CURSOR,
+                vec![
+                    Value::from(e.timestamp_ns),
+                    Value::from(e.span_id.clone()),
+                    Value::from(e.ordinal),
+                ],
+            )
+        })
+    } else {
+        None
+    };
+    Ok(Page { items, next_cursor })
+}
+
+pub(super) async fn numeric_fields(
+    c: &Object,
+    instrument_id: &str,
+    from_ns: i64,
+    to_ns: i64,
+    sample: usize,
+) -> StoreResult<Vec<String>> {
+    let sample = i64::try_from(sample).unwrap_or(i64::MAX);
+    let rows = q(
+        c,
+        "SELECT metadata::text FROM entities
+         WHERE instrument_id = $1 AND NOT placeholder AND timestamp_ns >= $2 AND timestamp_ns < $3
+         ORDER BY timestamp_ns DESC LIMIT $4",
+        &[&instrument_id, &from_ns, &to_ns, &sample],
+    )
+    .await?;
+    let mut keys = BTreeSet::new();
+    for r in rows {
+        let md: String = r.get(0);
+        for (k, v) in parse_metadata(&md)? {
+            if numeric_value(&v).is_some() {
+                keys.insert(k);
+            }
+        }
+    }
+    Ok(keys.into_iter().collect())
+}
+
+/// Rows read per round trip while looking for numeric points.
+const MONITOR_CHUNK: i64 = 2_000;
+
+pub(super) async fn monitor_points(c: &Object, query: &MonitorQuery) -> StoreResult<MonitorPoints> {
+    let limit = query.limit.max(1);
+    let mut out = MonitorPoints::default();
+    // Keyset paging in the result order: rows without the key are skipped in SQL, values that
+    // are not numbers here (the numeric rule is Rust's, shared with SQLite), so the number of
+    // rows needed is not known up front.
+    let mut after: Option<(i64, String)> = None;
+    loop {
+        let (ts, id) = after.clone().unwrap_or((i64::MAX, String::new()));
+        let first = after.is_none();
+        let rows = q(
+            c,
+            "SELECT id, timestamp_ns, metadata::text FROM entities
+             WHERE instrument_id = $1 AND NOT placeholder AND timestamp_ns >= $2 AND timestamp_ns < $3
+               AND jsonb_exists(metadata, $4)
+               AND ($7 OR timestamp_ns < $5 OR (timestamp_ns = $5 AND id > $6))
+             ORDER BY timestamp_ns DESC, id ASC LIMIT $8",
+            &[
+                &query.instrument_id,
+                &query.from_ns,
+                &query.to_ns,
+                &query.y_field,
+                &ts,
+                &id,
+                &first,
+                &MONITOR_CHUNK,
+            ],
+        )
+        .await?;
+        let fetched = rows.len();
+        for r in rows {
+            let md: String = r.get(2);
+            let metadata = parse_metadata(&md)?;
+            let id: String = r.get(0);
+            let timestamp_ns: i64 = r.get(1);
+            after = Some((timestamp_ns, id.clone()));
+            let Some(y) = metadata.get(&query.y_field).and_then(|v| numeric_value(v)) else {
+                continue;
+            };
+            if out.points.len() == limit {
+                out.truncated = true;
+                return Ok(out);
+            }
+            let weight = query
+                .weight_field
+                .as_ref()
+                .and_then(|w| metadata.get(w))
+                .and_then(|v| numeric_value(v));
+            out.points.push(MonitorPoint {
+                id,
+                timestamp_ns,
+                y,
+                weight,
+                metadata,
+            });
+        }
+        if (fetched as i64) < MONITOR_CHUNK {
+            return Ok(out);
+        }
+    }
+}
+
+pub(super) async fn stage_histogram(
+    c: &Object,
+    query: &StageHistogramQuery,
+) -> StoreResult<Vec<StageBucket>> {
+    let bucket_ns = query.bucket_ns.max(1);
+    let rows = q(
+        c,
+        "SELECT stage, (timestamp_ns - $2) / $4 AS b, count(*), count(*) FILTER (WHERE status = 'error')
+         FROM entities
+         WHERE instrument_id = $1 AND NOT placeholder AND stage IS NOT NULL
+           AND timestamp_ns >= $2 AND timestamp_ns < $3
+         GROUP BY stage, b ORDER BY stage, b",
+        &[&query.instrument_id, &query.from_ns, &query.to_ns, &bucket_ns],
+    )
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| StageBucket {
+            stage: r.get(0),
+            // In-window rows give 0 <= b < (to - from) / bucket, which callers keep small.
+            bucket: u32::try_from(r.get::<_, i64>(1).max(0)).unwrap_or(u32::MAX),
+            count: r.get::<_, i64>(2).max(0) as u64,
+            error_count: r.get::<_, i64>(3).max(0) as u64,
+        })
+        .collect())
+}
