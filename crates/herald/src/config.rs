@@ -30,7 +30,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply pending schema migrations to the store, then exit.
     Migrate {
-        /// Store location: sqlite://PATH (or a plain path).
+        /// Store location: sqlite://PATH (or a plain path) or postgres://….
         #[arg(long, env = "DB_URL", default_value = DEFAULT_DB_URL)]
         db_url: String,
     },
@@ -63,7 +63,7 @@ pub struct ServeArgs {
     /// Prometheus metrics (also served on the API address).
     #[arg(long = "metrics-addr", env = "METRICS_ADDR", default_value = ":2112", value_parser = parse_addr)]
     pub metrics_addr: SocketAddr,
-    /// Store: sqlite://PATH (embedded, the default) or postgres://… (not supported yet).
+    /// Store: sqlite://PATH (embedded, the default) or postgres://USER:PASSWORD@HOST:PORT/DB.
     #[arg(long = "db-url", env = "DB_URL", default_value = DEFAULT_DB_URL)]
     pub db_url: String,
     /// Forward every received span (with resolved links) to this OTLP/gRPC endpoint, e.g. http://tempo:4317.
@@ -93,22 +93,23 @@ pub struct ServeArgs {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreLocation {
     Sqlite(PathBuf),
+    /// The full `postgres://` URL (it may hold a password: show it only through `redact_url`).
+    Postgres(String),
 }
 
-/// `sqlite://PATH`, `sqlite:PATH` or a plain path → SQLite; `postgres://` is refused for now.
+/// `sqlite://PATH`, `sqlite:PATH` or a plain path → SQLite; `postgres://…` or
+/// `postgresql://…` → PostgreSQL (the URL is checked when the store connects).
 pub fn parse_db_url(url: &str) -> Result<StoreLocation, String> {
     let url = url.trim();
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err("DB_URL: PostgreSQL is not supported yet by this herald; use sqlite://PATH (the default is \
-                    sqlite://./helix-data/herald.db)"
-            .into());
+        return Ok(StoreLocation::Postgres(url.to_owned()));
     }
     let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
     if path.is_empty() {
         return Err("DB_URL: empty path; use sqlite://PATH, e.g. sqlite://./helix-data/herald.db".into());
     }
     if let Some((scheme, _)) = path.split_once("://") {
-        return Err(format!("DB_URL: unknown scheme {scheme:?}; use sqlite://PATH"));
+        return Err(format!("DB_URL: unknown scheme {scheme:?}; use sqlite://PATH or postgres://…"));
     }
     Ok(StoreLocation::Sqlite(PathBuf::from(path)))
 }
@@ -185,7 +186,8 @@ mod tests {
     fn db_urls() {
         assert_eq!(parse_db_url("sqlite://./x/h.db").unwrap(), StoreLocation::Sqlite("./x/h.db".into()));
         assert_eq!(parse_db_url("/abs/h.db").unwrap(), StoreLocation::Sqlite("/abs/h.db".into()));
-        assert!(parse_db_url("postgres://u@h/db").unwrap_err().contains("not supported yet"));
+        assert_eq!(parse_db_url(" postgres://u:p@h/db ").unwrap(), StoreLocation::Postgres("postgres://u:p@h/db".into()));
+        assert_eq!(parse_db_url("postgresql://h/db").unwrap(), StoreLocation::Postgres("postgresql://h/db".into()));
         assert!(parse_db_url("mysql://x").unwrap_err().contains("unknown scheme"));
         assert!(parse_db_url("sqlite://").is_err());
     }

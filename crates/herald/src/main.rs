@@ -26,6 +26,15 @@ fn main() -> anyhow::Result<()> {
                         println!("{}: applied migrations {applied:?}", path.display());
                     }
                 }
+                StoreLocation::Postgres(url) => {
+                    let shown = helix_store::postgres::redact_url(&url);
+                    let applied = runtime.block_on(helix_store::postgres::migrate(&url, None))?;
+                    if applied.is_empty() {
+                        println!("{shown}: schema already current");
+                    } else {
+                        println!("{shown}: applied migrations {applied:?}");
+                    }
+                }
             }
             Ok(())
         }

@@ -64,6 +64,12 @@ pub async fn open_store(db_url: &str) -> Result<Arc<dyn Store>, RunError> {
                 .map_err(|e| RunError::Config(format!("store open task failed: {e}")))??;
             Ok(Arc::new(store))
         }
+        StoreLocation::Postgres(url) => {
+            let retention = helix_store::postgres::RetentionConfig::from_lookup(|k| std::env::var(k).ok())
+                .map_err(|e| RunError::Config(format!("retention: {e}")))?;
+            let opts = helix_store::PostgresOptions { retention: Some(retention), ..Default::default() };
+            Ok(Arc::new(helix_store::PostgresStore::open(&url, opts).await?))
+        }
     }
 }
 
@@ -151,7 +157,8 @@ fn announce(listeners: &Listeners, db_url: &str) {
     if let Some(m) = &listeners.metrics {
         println!("herald: metrics listening on {}", show(m));
     }
-    println!("herald: store {db_url}");
+    // A postgres:// URL may carry a password.
+    println!("herald: store {}", helix_store::postgres::redact_url(db_url));
     if let Ok(ui) = ui {
         println!("herald: Entity Inspector and API at {ui} (try {ui}api/v1/instruments)");
     }
