@@ -87,6 +87,12 @@ pub struct ServeArgs {
     /// Log format of the herald's own logs: text or json.
     #[arg(long, env = "HELIX_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+    /// Grafana base URL (e.g. http://grafana:3000): entity pages of the inspector link their traces there.
+    #[arg(long = "grafana-url", env = "GRAFANA_URL")]
+    pub grafana_url: Option<String>,
+    /// UID of the Tempo data source in that Grafana, used in the trace links.
+    #[arg(long = "grafana-tempo-datasource", env = "GRAFANA_TEMPO_DATASOURCE", default_value = "tempo")]
+    pub grafana_tempo_datasource: String,
 }
 
 /// Where the store lives.

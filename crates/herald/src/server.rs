@@ -99,7 +99,11 @@ pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationTo
 
     announce(&listeners, &args.db_url);
     let app = api::app(ApiState { store: store.clone(), metrics: metrics.clone() })
-        .merge(inspector::router().with_state(ApiState { store: store.clone(), metrics: metrics.clone() }))
+        .merge(inspector::router_with(inspector::InspectorConfig {
+            grafana_url: args.grafana_url.clone().filter(|u| !u.trim().is_empty()),
+            tempo_datasource: args.grafana_tempo_datasource.clone(),
+        })
+        .with_state(ApiState { store: store.clone(), metrics: metrics.clone() }))
         .fallback(api::not_found);
     let grpc = tokio::spawn(receive::grpc::serve(listeners.grpc, ingest.clone(), args.receive(), shutdown.clone()));
     let http = tokio::spawn(receive::http::serve(listeners.http, ingest.clone(), args.receive(), shutdown.clone()));

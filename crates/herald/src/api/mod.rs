@@ -4,7 +4,7 @@
 pub mod entity;
 pub mod errors;
 #[cfg(test)]
-mod fake;
+pub(crate) mod fake;
 pub mod health;
 pub mod instruments;
 pub mod lineage;

@@ -1,10 +1,161 @@
-//! The Entity Inspector: the web UI served by the herald at `/` (assets embedded in the binary).
+//! The Entity Inspector: the web UI served by the herald at `/` on the API listener. Every
+//! page is the same small HTML shell plus one script and one stylesheet embedded in the binary
+//! (no network, no build step); the script reads the JSON API and renders untrusted data as
+//! text only. A strict Content-Security-Policy backs that up: no inline or foreign script runs.
 
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use axum::Router;
 
 use crate::api::ApiState;
 
-/// The UI's routes; merged with the JSON API on the API listener.
+const SHELL: &str = include_str!("assets/index.html");
+const SCRIPT: &str = include_str!("assets/app.js");
+const STYLE: &str = include_str!("assets/app.css");
+const ICON: &str = include_str!("assets/favicon.svg");
+
+/// Stops the browser from running anything but our own script, loading anything from
+/// elsewhere, or being framed.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// What the UI needs to know about the deployment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InspectorConfig {
+    /// Base URL of a Grafana whose Tempo data source holds the pipeline's traces; entity pages
+    /// link their traces there when set.
+    pub grafana_url: Option<String>,
+    /// UID of that Tempo data source in Grafana.
+    pub tempo_datasource: String,
+}
+
+/// The UI's routes without deployment settings (no Grafana links).
 pub fn router() -> Router<ApiState> {
+    router_with(InspectorConfig {
+        grafana_url: None,
+        tempo_datasource: "tempo".to_owned(),
+    })
+}
+
+/// The UI's routes; merged with the JSON API on the API listener.
+pub fn router_with(config: InspectorConfig) -> Router<ApiState> {
+    let shell = render_shell(&config);
+    let page = get(move |_: State<ApiState>| {
+        let shell = shell.clone();
+        async move { html(shell) }
+    });
     Router::new()
+        .route("/", page.clone())
+        .route("/entity/{*id}", page.clone())
+        .route("/errors", page.clone())
+        .route("/monitor", page.clone())
+        .route("/instruments", page.clone())
+        .route("/instrument/{*name}", page)
+        .route("/ui/app.js", get(|| async { asset(SCRIPT, "text/javascript; charset=utf-8") }))
+        .route("/ui/app.css", get(|| async { asset(STYLE, "text/css; charset=utf-8") }))
+        .route("/favicon.ico", get(|| async { asset(ICON, "image/svg+xml") }))
+        .route("/ui/favicon.svg", get(|| async { asset(ICON, "image/svg+xml") }))
+}
+
+/// The shell with the settings as a JSON data block (never executed: `application/json`),
+/// `<` escaped so no value can close the element.
+fn render_shell(config: &InspectorConfig) -> String {
+    let settings = serde_json::json!({
+        "grafana_url": config.grafana_url,
+        "tempo_datasource": config.tempo_datasource,
+    });
+    let json = settings.to_string().replace('<', "\\u003c").replace('>', "\\u003e").replace('&', "\\u0026");
+    SHELL.replace("{{SETTINGS}}", &json)
+}
+
+fn security_headers(headers: &mut HeaderMap) {
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    headers.insert(HeaderName::from_static("x-frame-options"), HeaderValue::from_static("DENY"));
+}
+
+fn html(body: String) -> Response {
+    let mut response = (StatusCode::OK, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    security_headers(headers);
+    response
+}
+
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    let mut response = (StatusCode::OK, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    // Assets change with the binary; revalidate cheaply rather than serve a stale UI.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    security_headers(headers);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::{to_bytes, Body};
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::api::fake::FakeStore;
+
+    async fn get_page(config: InspectorConfig, uri: &str) -> (StatusCode, HeaderMap, String) {
+        let app = router_with(config).with_state(FakeStore::empty().state());
+        let request = Request::builder().uri(uri).body(Body::empty()).expect("request");
+        let response = app.oneshot(request).await.expect("infallible");
+        let (parts, body) = response.into_parts();
+        let body = to_bytes(body, usize::MAX).await.expect("body");
+        (parts.status, parts.headers, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn every_page_is_the_shell_with_a_strict_policy() {
+        for uri in [
+            "/",
+            "/?q=cand-&instrument=SIMTEL",
+            "/entity/a%2Fb%20%3Cimg%20src%3Dx%3E",
+            "/entity/plain",
+            "/errors?instrument=X",
+            "/monitor",
+            "/instruments",
+            "/instrument/SIMTEL",
+        ] {
+            let (status, headers, body) = get_page(InspectorConfig::default(), uri).await;
+            assert_eq!(status, StatusCode::OK, "{uri}");
+            assert!(body.contains("<script src=\"/ui/app.js\""), "{uri}");
+            assert!(headers[header::CONTENT_SECURITY_POLICY]
+                .to_str()
+                .expect("ascii")
+                .contains("script-src 'self'"));
+            // The shell never echoes the URL: nothing of the ID can reach the markup.
+            assert!(!body.contains("img src"), "{uri}");
+        }
+    }
+
+    #[tokio::test]
+    async fn settings_cannot_break_out_of_their_data_block() {
+        let config = InspectorConfig {
+            grafana_url: Some("http://g/</script><script>alert(1)</script>".into()),
+            tempo_datasource: "tempo".into(),
+        };
+        let (_, _, body) = get_page(config, "/").await;
+        assert!(!body.contains("</script><script>alert"));
+        assert!(body.contains("\\u003c/script\\u003e"));
+    }
+
+    #[tokio::test]
+    async fn assets_are_embedded_with_their_types() {
+        let (status, headers, body) = get_page(InspectorConfig::default(), "/ui/app.js").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(headers[header::CONTENT_TYPE].to_str().expect("ascii").starts_with("text/javascript"));
+        assert!(!body.contains("innerHTML"), "the script never parses data as HTML");
+        let (_, headers, _) = get_page(InspectorConfig::default(), "/ui/app.css").await;
+        assert!(headers[header::CONTENT_TYPE].to_str().expect("ascii").starts_with("text/css"));
+    }
 }

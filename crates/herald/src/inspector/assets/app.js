@@ -1,0 +1,728 @@
+// Entity Inspector: one script, no dependencies, no build step. Routes on location.pathname,
+// reads the herald's JSON API, and builds every element with DOM calls: data from the pipeline
+// (IDs, metadata, messages) only ever becomes text nodes or attribute values, never markup.
+'use strict';
+
+(function () {
+  const SETTINGS = readSettings();
+  const SVG_NS = 'http://www.w3.org/2000/svg';
+  const app = document.getElementById('app');
+  let liveTimer = null;
+
+  function readSettings() {
+    const el = document.getElementById('inspector-settings');
+    try { return JSON.parse(el ? el.textContent : '{}') || {}; } catch (e) { return {}; }
+  }
+
+  // ---- DOM helpers: text only ------------------------------------------------------------
+
+  function append(parent, children) {
+    for (const child of children) {
+      if (child === null || child === undefined || child === false) continue;
+      if (Array.isArray(child)) { append(parent, child); continue; }
+      parent.appendChild(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return parent;
+  }
+
+  function setAttrs(el, attrs) {
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k.startsWith('on') && typeof v === 'function') el.addEventListener(k.slice(2), v);
+      else if (k === 'value') el.value = v;
+      else el.setAttribute(k, String(v));
+    }
+    return el;
+  }
+
+  function h(tag, attrs, ...children) {
+    return append(setAttrs(document.createElement(tag), attrs), children);
+  }
+
+  function s(tag, attrs, ...children) {
+    return append(setAttrs(document.createElementNS(SVG_NS, tag), attrs), children);
+  }
+
+  function clear(el) { while (el.firstChild) el.removeChild(el.firstChild); return el; }
+
+  function entityHref(id) { return '/entity/' + encodeURIComponent(id); }
+  function entityLink(id, text) { return h('a', { href: entityHref(id), class: 'id entity-link' }, text === undefined ? id : text); }
+  function query(params) {
+    const q = new URLSearchParams();
+    for (const [k, v] of Object.entries(params)) {
+      if (v === null || v === undefined || v === '') continue;
+      if (Array.isArray(v)) v.forEach((x) => q.append(k, x)); else q.append(k, String(v));
+    }
+    const t = q.toString();
+    return t ? '?' + t : '';
+  }
+
+  async function api(path, params) {
+    const res = await fetch(path + query(params || {}), { headers: { accept: 'application/json' } });
+    let body = null;
+    try { body = await res.json(); } catch (e) { body = null; }
+    if (!res.ok) {
+      const err = new Error((body && body.error) || ('HTTP ' + res.status));
+      err.status = res.status;
+      throw err;
+    }
+    return body;
+  }
+
+  function fmtTime(ns) {
+    if (ns === null || ns === undefined) return '–';
+    const d = new Date(Number(ns) / 1e6);
+    if (isNaN(d.getTime())) return String(ns);
+    return d.toISOString().replace('T', ' ').replace('Z', ' UTC');
+  }
+  function fmtDur(ns) {
+    ns = Number(ns);
+    if (!isFinite(ns)) return '–';
+    if (ns < 1e3) return ns + ' ns';
+    if (ns < 1e6) return (ns / 1e3).toFixed(1) + ' µs';
+    if (ns < 1e9) return (ns / 1e6).toFixed(1) + ' ms';
+    if (ns < 120e9) return (ns / 1e9).toFixed(2) + ' s';
+    return (ns / 60e9).toFixed(1) + ' min';
+  }
+  function shortId(id, n) { n = n || 26; return id.length > n ? id.slice(0, n - 1) + '…' : id; }
+  function statusBadge(status) { return h('span', { class: 'badge ' + (status === 'error' ? 'error' : 'ok') }, status || 'ok'); }
+  function errorBox(err) { return h('p', { class: 'error-text' }, 'Could not load: ' + (err && err.message ? err.message : String(err))); }
+  const WINDOWS = { '15m': 900e9, '1h': 3600e9, '6h': 6 * 3600e9, '24h': 24 * 3600e9, '7d': 7 * 24 * 3600e9, '30d': 30 * 24 * 3600e9 };
+  function nowNs() { return Date.now() * 1e6; }
+
+  function metadataTable(meta) {
+    const keys = Object.keys(meta || {}).sort();
+    if (!keys.length) return h('p', { class: 'muted' }, 'No metadata.');
+    return h('table', { class: 'kv metadata' }, h('tbody', null, keys.map((k) => h('tr', null, h('td', null, k), h('td', null, meta[k])))));
+  }
+
+  async function instrumentsList() {
+    try { return await api('/api/v1/instruments'); } catch (e) { return []; }
+  }
+
+  function instrumentSelect(name, instruments, current, allowAll) {
+    const sel = h('select', { name: name });
+    if (allowAll) sel.appendChild(h('option', { value: '' }, 'any'));
+    for (const i of instruments) {
+      const opt = h('option', { value: i }, i);
+      if (i === current) opt.selected = true;
+      sel.appendChild(opt);
+    }
+    return sel;
+  }
+
+  function windowSelect(current) {
+    const sel = h('select', { name: 'window' });
+    for (const w of Object.keys(WINDOWS)) {
+      const opt = h('option', { value: w }, 'last ' + w);
+      if (w === current) opt.selected = true;
+      sel.appendChild(opt);
+    }
+    return sel;
+  }
+
+  // ---- router ------------------------------------------------------------------------------
+
+  function route() {
+    if (liveTimer) { clearInterval(liveTimer); liveTimer = null; }
+    const path = location.pathname;
+    const params = new URLSearchParams(location.search);
+    let nav = 'search';
+    let page;
+    if (path.startsWith('/entity/')) {
+      let id;
+      try { id = decodeURIComponent(path.slice('/entity/'.length)); } catch (e) { id = path.slice('/entity/'.length); }
+      page = () => entityPage(id, params);
+    } else if (path === '/errors') { nav = 'errors'; page = () => errorsPage(params); }
+    else if (path === '/monitor') { nav = 'monitor'; page = () => monitorPage(params); }
+    else if (path === '/instruments') { nav = 'instruments'; page = () => instrumentsPage(); }
+    else if (path.startsWith('/instrument/')) {
+      nav = 'instruments';
+      let name;
+      try { name = decodeURIComponent(path.slice('/instrument/'.length)); } catch (e) { name = path.slice('/instrument/'.length); }
+      page = () => instrumentPage(name, params);
+    } else { page = () => searchPage(params); }
+    for (const a of document.querySelectorAll('header nav a')) a.classList.toggle('active', a.dataset.nav === nav);
+    clear(app);
+    document.body.dataset.page = nav === 'search' && path.startsWith('/entity/') ? 'entity' : nav;
+    page().then(() => { document.body.dataset.ready = 'true'; }, (err) => {
+      app.appendChild(errorBox(err));
+      document.body.dataset.ready = 'true';
+    });
+  }
+
+  // ---- 1. search / home --------------------------------------------------------------------
+
+  function entityTable(entities) {
+    return h('table', { class: 'entities' },
+      h('thead', null, h('tr', null, ['ID', 'instrument', 'stage', 'status', 'created'].map((c) => h('th', null, c)))),
+      h('tbody', null, entities.map(entityRow)));
+  }
+  function entityRow(e) {
+    return h('tr', null,
+      h('td', null, entityLink(e.id), e.placeholder ? [' ', h('span', { class: 'badge placeholder' }, 'placeholder')] : null),
+      h('td', null, e.instrument_id), h('td', null, e.stage || '–'), h('td', null, statusBadge(e.status)),
+      h('td', null, fmtTime(e.timestamp_ns)));
+  }
+
+  function parseLocalTime(text) {
+    if (!text) return null;
+    const ms = Date.parse(text.endsWith('Z') ? text : text + 'Z');
+    return isNaN(ms) ? null : ms * 1e6;
+  }
+
+  async function searchPage(params) {
+    document.title = 'Search · Entity Inspector';
+    const instruments = await instrumentsList();
+    const q = params.get('q') || '';
+    const match = params.get('match') === 'exact' ? 'exact' : 'prefix';
+    const metas = params.getAll('meta').filter((m) => m.includes('='));
+    const matchSel = h('select', { name: 'match' }, h('option', { value: 'prefix' }, 'ID prefix'), h('option', { value: 'exact' }, 'exact ID'));
+    matchSel.value = match;
+    const statusSel = h('select', { name: 'status' }, ['', 'ok', 'error'].map((v) => h('option', { value: v }, v || 'any')));
+    statusSel.value = params.get('status') || '';
+    const form = h('form', { class: 'filters card', method: 'get', action: '/', id: 'search-form' },
+      h('label', null, 'Entity ID', h('input', { name: 'q', value: q, size: 30, placeholder: 'cand-… or an exact ID', id: 'search-q' })),
+      h('label', null, 'match', matchSel),
+      h('label', null, 'instrument', instrumentSelect('instrument', instruments, params.get('instrument') || '', true)),
+      h('label', null, 'stage', h('input', { name: 'stage', value: params.get('stage') || '', size: 12 })),
+      h('label', null, 'status', statusSel),
+      h('label', null, 'from (UTC)', h('input', { name: 'from', type: 'datetime-local', value: params.get('from') || '' })),
+      h('label', null, 'to (UTC)', h('input', { name: 'to', type: 'datetime-local', value: params.get('to') || '' })),
+      h('label', null, 'metadata key=value', h('input', { name: 'meta', value: metas[0] || '', size: 16, placeholder: 'beam=3' })),
+      metas.slice(1).map((m) => h('input', { type: 'hidden', name: 'meta', value: m })),
+      h('button', { type: 'submit', id: 'search-submit' }, 'Search'));
+    app.appendChild(h('h1', null, 'Find an entity'));
+    app.appendChild(form);
+
+    const filtered = q || params.get('instrument') || params.get('stage') || params.get('status') || params.get('from') || params.get('to') || metas.length;
+    if (!filtered) return recentLists();
+
+    const results = h('section', { id: 'results' });
+    app.appendChild(results);
+    if (q && match === 'exact') {
+      try {
+        const view = await api('/api/v1/entity/' + encodeURIComponent(q));
+        results.appendChild(h('h2', null, 'Exact match'));
+        results.appendChild(entityTable([view.entity]));
+      } catch (e) {
+        results.appendChild(h('p', { class: 'muted' }, e.status === 404 ? 'No entity has exactly this ID.' : 'Search failed: ' + e.message));
+      }
+      return;
+    }
+    const apiParams = { q: q, instrument: params.get('instrument'), stage: params.get('stage'), status: params.get('status'), limit: 50 };
+    const from = parseLocalTime(params.get('from'));
+    const to = parseLocalTime(params.get('to'));
+    if (from !== null) apiParams.from_ns = from;
+    if (to !== null) apiParams.to_ns = to;
+    for (const m of metas) { const i = m.indexOf('='); apiParams['meta.' + m.slice(0, i)] = m.slice(i + 1); }
+    results.appendChild(h('h2', null, 'Matching entities'));
+    const tbody = h('tbody');
+    results.appendChild(h('table', { class: 'entities' },
+      h('thead', null, h('tr', null, ['ID', 'instrument', 'stage', 'status', 'created'].map((c) => h('th', null, c)))), tbody));
+    const more = h('button', { class: 'secondary', type: 'button' }, 'Load more');
+    const count = h('p', { class: 'muted', id: 'result-count' });
+    results.appendChild(count);
+    results.appendChild(more);
+    let cursor = null, total = 0;
+    async function load() {
+      more.disabled = true;
+      try {
+        const page = await api('/api/v1/entities', Object.assign({}, apiParams, { cursor: cursor }));
+        page.entities.forEach((e) => tbody.appendChild(entityRow(e)));
+        total += page.entities.length;
+        cursor = page.next_cursor;
+        count.textContent = total + (cursor ? '+ entities' : ' entities');
+        more.hidden = !cursor;
+        more.disabled = false;
+      } catch (e) { results.appendChild(errorBox(e)); }
+    }
+    more.addEventListener('click', load);
+    await load();
+  }
+
+  async function recentLists() {
+    const grid = h('div', { class: 'grid2' });
+    const left = h('section', { class: 'card', id: 'recent-entities' }, h('h2', null, 'Recent entities'));
+    const right = h('section', { class: 'card', id: 'recent-errors' }, h('h2', null, 'Recent errors'));
+    append(grid, [left, right]);
+    app.appendChild(grid);
+    const [entities, errors] = await Promise.all([
+      api('/api/v1/entities', { limit: 25 }).catch((e) => e),
+      api('/api/v1/events', { name: 'helix.error', limit: 25 }).catch((e) => e),
+    ]);
+    if (entities instanceof Error) left.appendChild(errorBox(entities));
+    else if (!entities.entities.length) left.appendChild(h('p', { class: 'muted' }, 'No entities yet. Run `herald demo` or point a pipeline at this herald.'));
+    else left.appendChild(entityTable(entities.entities));
+    if (errors instanceof Error) right.appendChild(errorBox(errors));
+    else if (!errors.events.length) right.appendChild(h('p', { class: 'muted' }, 'No errors recorded.'));
+    else right.appendChild(h('table', { class: 'recent-errors' },
+      h('thead', null, h('tr', null, ['entity', 'message', 'stage', 'when'].map((c) => h('th', null, c)))),
+      h('tbody', null, errors.events.map((e) => h('tr', null,
+        h('td', null, entityLink(e.entity_id)), h('td', null, (e.metadata || {}).message || ''),
+        h('td', null, (e.metadata || {}).stage || ''), h('td', null, fmtTime(e.timestamp_ns)))))));
+  }
+
+  // ---- 2. entity page ----------------------------------------------------------------------
+
+  async function entityPage(id, params) {
+    document.title = id + ' · Entity Inspector';
+    let view;
+    try { view = await api('/api/v1/entity/' + encodeURIComponent(id)); } catch (e) {
+      app.appendChild(h('h1', { class: 'id', id: 'entity-id' }, id));
+      app.appendChild(e.status === 404 ? h('p', { class: 'muted' }, 'No such entity (yet).') : errorBox(e));
+      return;
+    }
+    const e = view.entity;
+    app.appendChild(h('h1', { class: 'id', id: 'entity-id' }, e.id));
+    const ident = h('dl', { class: 'identity', id: 'identity' });
+    const row = (k, v) => append(ident, [h('dt', null, k), h('dd', null, v)]);
+    row('instrument', h('a', { href: '/instrument/' + encodeURIComponent(e.instrument_id) }, e.instrument_id));
+    row('stage', e.stage || '–');
+    row('status', statusBadge(e.status));
+    row('created', fmtTime(e.timestamp_ns));
+    row('ended', e.end_ns ? fmtTime(e.end_ns) + ' (' + fmtDur(e.end_ns - e.timestamp_ns) + ')' : '–');
+    row('service', e.service_name || '–');
+    row('process', e.process_name || '–');
+    row('placeholder', e.placeholder ? 'yes (no creation span received yet)' : 'no');
+    row('parents', String((e.parent_ids || []).length));
+    row('children', String(e.children_count));
+    row('trace', e.trace_id ? h('span', { class: 'id' }, e.trace_id) : '–');
+    row('ingested', e.created_at || '–');
+    const links = grafanaLinks(e, view.operations || []);
+    const grid = h('div', { class: 'grid2' },
+      h('section', { class: 'card' }, h('h2', null, 'Identity'), ident, links),
+      h('section', { class: 'card' }, h('h2', null, 'Metadata'), metadataTable(e.metadata)));
+    app.appendChild(grid);
+    const graphSection = h('section', { class: 'card', id: 'provenance' }, h('h2', null, 'Provenance'));
+    app.appendChild(graphSection);
+    const opsSection = h('section', { class: 'card', id: 'operations' });
+    app.appendChild(opsSection);
+    const evSection = h('section', { class: 'card', id: 'events' });
+    app.appendChild(evSection);
+    renderOperations(opsSection, e, view.operations || [], view.operations_next_cursor, view.events || []);
+    renderEvents(evSection, view.events || [], view.events_next_cursor);
+    await provenance(graphSection, e, params);
+  }
+
+  function grafanaLinks(e, operations) {
+    if (!SETTINGS.grafana_url) return null;
+    const traces = [];
+    if (e.trace_id) traces.push(['creation', e.trace_id]);
+    for (const op of operations) if (op.trace_id && !traces.some((t) => t[1] === op.trace_id)) traces.push([op.operation, op.trace_id]);
+    if (!traces.length) return null;
+    const base = SETTINGS.grafana_url.replace(/\/+$/, '');
+    const ds = SETTINGS.tempo_datasource || 'tempo';
+    return h('div', { id: 'grafana-links' }, h('h2', null, 'Traces in Grafana'),
+      h('ul', null, traces.slice(0, 20).map(([what, trace]) => {
+        const pane = { datasource: ds, queries: [{ refId: 'A', datasource: { type: 'tempo', uid: ds }, queryType: 'traceql', query: trace }], range: { from: 'now-30d', to: 'now' } };
+        const href = base + '/explore?schemaVersion=1&panes=' + encodeURIComponent(JSON.stringify({ a: pane }));
+        return h('li', null, h('a', { href: href, target: '_blank', rel: 'noopener noreferrer' }, what + ' · ' + trace));
+      })));
+  }
+
+  // Provenance DAG: ancestors to the left, descendants to the right, layered by depth.
+  const LAYER_SHOWN = 30;
+  const NODE_W = 190, NODE_H = 24, COL_W = 250, ROW_H = 32;
+
+  async function provenance(section, entity, params) {
+    const state = {
+      up: Math.max(1, Number(params.get('up')) || 3),
+      down: Math.max(1, Number(params.get('down')) || 2),
+      shown: {},
+      nodes: new Map(), edges: [], partial: false, anc: null, desc: null,
+    };
+    const tools = h('div', { class: 'graph-tools' });
+    const info = h('span', { class: 'muted', id: 'graph-info' });
+    const moreUp = h('button', { type: 'button', class: 'secondary', id: 'more-ancestors' }, '◀ more ancestor levels');
+    const moreDown = h('button', { type: 'button', class: 'secondary', id: 'more-descendants' }, 'more descendant levels ▶');
+    const zoomIn = h('button', { type: 'button', class: 'secondary', title: 'zoom in' }, '+');
+    const zoomOut = h('button', { type: 'button', class: 'secondary', title: 'zoom out' }, '−');
+    const fit = h('button', { type: 'button', class: 'secondary', title: 'fit' }, 'fit');
+    append(tools, [moreUp, moreDown, zoomIn, zoomOut, fit, info]);
+    const svg = s('svg', { id: 'graph', role: 'img', 'aria-label': 'provenance graph' });
+    const view = s('g', { class: 'viewport' });
+    svg.appendChild(view);
+    section.appendChild(tools);
+    section.appendChild(h('div', { class: 'graph-wrap' }, svg));
+    section.appendChild(h('p', { class: 'legend' }, 'Ancestors left, descendants right; the inspected entity is highlighted, red outlines and ! mark errors, dashed boxes are placeholders or collapsed groups (click to show more). Drag to pan, wheel to zoom, click a node to open it.'));
+    const zoom = panZoom(svg, view);
+    zoomIn.addEventListener('click', () => zoom.scaleBy(1.25));
+    zoomOut.addEventListener('click', () => zoom.scaleBy(0.8));
+    fit.addEventListener('click', () => zoom.fit());
+
+    async function load() {
+      moreUp.disabled = moreDown.disabled = true;
+      info.textContent = 'loading…';
+      const id = encodeURIComponent(entity.id);
+      const [anc, desc] = await Promise.all([
+        api('/api/v1/entity/' + id + '/lineage', { direction: 'ancestors', depth: state.up, limit: 5000 }),
+        api('/api/v1/entity/' + id + '/lineage', { direction: 'descendants', depth: state.down, limit: 5000 }),
+      ]);
+      state.nodes = new Map();
+      for (const n of anc.nodes) state.nodes.set(n.id, Object.assign({}, n, { layer: -n.depth }));
+      for (const n of desc.nodes) if (!state.nodes.has(n.id)) state.nodes.set(n.id, Object.assign({}, n, { layer: n.depth }));
+      const seen = new Set();
+      state.edges = [];
+      for (const e of anc.edges.concat(desc.edges)) {
+        const k = e.source + '\u0000' + e.target;
+        if (!seen.has(k)) { seen.add(k); state.edges.push(e); }
+      }
+      state.partial = anc.partial || desc.partial;
+      const maxUp = Math.max(0, ...anc.nodes.map((n) => n.depth));
+      const maxDown = Math.max(0, ...desc.nodes.map((n) => n.depth));
+      moreUp.disabled = maxUp < state.up && !anc.partial;
+      moreDown.disabled = maxDown < state.down && !desc.partial;
+      draw();
+      zoom.fit();
+    }
+
+    function draw() {
+      clear(view);
+      const layers = new Map();
+      for (const n of state.nodes.values()) {
+        if (!layers.has(n.layer)) layers.set(n.layer, []);
+        layers.get(n.layer).push(n);
+      }
+      const pos = new Map();       // node id -> {x, y}
+      const proxy = new Map();     // hidden node id -> collapsed group key
+      const groups = [];
+      const order = [...layers.keys()].sort((a, b) => a - b);
+      const minLayer = order.length ? order[0] : 0;
+      let visible = 0;
+      for (const layer of order) {
+        const nodes = layers.get(layer).sort((a, b) => (b.status === 'error') - (a.status === 'error') || a.timestamp_ns - b.timestamp_ns || (a.id < b.id ? -1 : 1));
+        const limit = state.shown[layer] || LAYER_SHOWN;
+        const shown = nodes.length > limit ? nodes.slice(0, limit - 1) : nodes;
+        const hidden = nodes.length - shown.length;
+        const rows = shown.length + (hidden ? 1 : 0);
+        const x = (layer - minLayer) * COL_W;
+        const y0 = -(rows * ROW_H) / 2;
+        shown.forEach((n, i) => pos.set(n.id, { x: x, y: y0 + i * ROW_H, node: n }));
+        visible += shown.length;
+        if (hidden) {
+          const key = 'layer:' + layer;
+          const g = { key: key, layer: layer, count: hidden, x: x, y: y0 + shown.length * ROW_H, errors: 0 };
+          for (const n of nodes.slice(shown.length)) { proxy.set(n.id, key); if (n.status === 'error') g.errors++; }
+          groups.push(g);
+          pos.set(key, { x: g.x, y: g.y });
+        }
+      }
+      const edgeLayer = s('g', { class: 'edges' });
+      view.appendChild(edgeLayer);
+      const drawn = new Set();
+      let edgeCount = 0;
+      for (const e of state.edges) {
+        const a = pos.has(e.source) ? e.source : proxy.get(e.source);
+        const b = pos.has(e.target) ? e.target : proxy.get(e.target);
+        if (!a || !b || a === b) continue;
+        const k = a + '\u0000' + b;
+        if (drawn.has(k)) continue;
+        drawn.add(k);
+        const p = pos.get(a), q = pos.get(b);
+        const x1 = p.x + NODE_W, y1 = p.y + NODE_H / 2, x2 = q.x, y2 = q.y + NODE_H / 2;
+        const mx = (x1 + x2) / 2;
+        edgeLayer.appendChild(s('path', { class: 'edge', d: `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}` }));
+        edgeCount++;
+      }
+      for (const [id, p] of pos) {
+        if (!p.node) continue;
+        const n = p.node;
+        const cls = ['node', n.depth === 0 ? 'root' : '', n.status === 'error' ? 'error' : '', n.placeholder ? 'placeholder' : ''].join(' ').trim();
+        const g = s('g', { class: cls, transform: `translate(${p.x},${p.y})`, 'data-id': id, 'data-layer': n.layer, tabindex: 0 },
+          s('title', null, id + '\n' + (n.stage || '') + ' · ' + n.status + ' · ' + fmtTime(n.timestamp_ns)),
+          s('rect', { width: NODE_W, height: NODE_H, rx: 4 }),
+          n.status === 'error' ? s('text', { class: 'mark', x: 5, y: 16 }, '!') : null,
+          s('text', { x: n.status === 'error' ? 14 : 6, y: 16 }, shortId(id, 27)));
+        g.addEventListener('click', () => { if (!zoom.dragged()) location.href = entityHref(id); });
+        g.addEventListener('keydown', (ev) => { if (ev.key === 'Enter') location.href = entityHref(id); });
+        view.appendChild(g);
+      }
+      for (const grp of groups) {
+        const g = s('g', { class: 'node collapsed', transform: `translate(${grp.x},${grp.y})`, 'data-collapsed': grp.count, 'data-layer': grp.layer },
+          s('title', null, grp.count + ' more at this level; click to show more'),
+          s('rect', { width: NODE_W, height: NODE_H, rx: 4 }),
+          s('text', { x: 6, y: 16 }, '+' + grp.count + ' more' + (grp.errors ? ' (' + grp.errors + ' with errors)' : '')));
+        g.addEventListener('click', () => {
+          if (zoom.dragged()) return;
+          state.shown[grp.layer] = (state.shown[grp.layer] || LAYER_SHOWN) + 100;
+          draw();
+        });
+        view.appendChild(g);
+      }
+      const ancestors = [...state.nodes.values()].filter((n) => n.layer < 0).length;
+      const descendants = [...state.nodes.values()].filter((n) => n.layer > 0).length;
+      info.textContent = `${ancestors} ancestors (${state.up} levels), ${descendants} descendants (${state.down} levels); ${visible} shown, ${edgeCount} edges` + (state.partial ? '; cut at the node budget' : '');
+      svg.dataset.nodes = String(state.nodes.size);
+      svg.dataset.visible = String(visible);
+    }
+
+    moreUp.addEventListener('click', () => { state.up += 2; load().catch((e) => section.appendChild(errorBox(e))); });
+    moreDown.addEventListener('click', () => { state.down += 2; load().catch((e) => section.appendChild(errorBox(e))); });
+    await load();
+  }
+
+  // Wheel zoom around the cursor, drag to pan; `dragged()` tells a click from the end of a drag.
+  function panZoom(svg, view) {
+    let k = 1, tx = 0, ty = 0, drag = null, moved = false;
+    const apply = () => view.setAttribute('transform', `translate(${tx},${ty}) scale(${k})`);
+    svg.addEventListener('wheel', (ev) => {
+      ev.preventDefault();
+      const r = svg.getBoundingClientRect();
+      const px = ev.clientX - r.left, py = ev.clientY - r.top;
+      const f = ev.deltaY < 0 ? 1.15 : 1 / 1.15;
+      const nk = Math.min(4, Math.max(0.05, k * f));
+      tx = px - (px - tx) * (nk / k); ty = py - (py - ty) * (nk / k); k = nk;
+      apply();
+    }, { passive: false });
+    svg.addEventListener('mousedown', (ev) => { drag = { x: ev.clientX, y: ev.clientY, tx: tx, ty: ty }; moved = false; });
+    window.addEventListener('mousemove', (ev) => {
+      if (!drag) return;
+      const dx = ev.clientX - drag.x, dy = ev.clientY - drag.y;
+      if (Math.abs(dx) + Math.abs(dy) > 4) { moved = true; svg.classList.add('dragging'); }
+      tx = drag.tx + dx; ty = drag.ty + dy; apply();
+    });
+    window.addEventListener('mouseup', () => { drag = null; svg.classList.remove('dragging'); setTimeout(() => { moved = false; }, 0); });
+    return {
+      scaleBy(f) {
+        const r = svg.getBoundingClientRect();
+        const px = r.width / 2, py = r.height / 2;
+        const nk = Math.min(4, Math.max(0.05, k * f));
+        tx = px - (px - tx) * (nk / k); ty = py - (py - ty) * (nk / k); k = nk; apply();
+      },
+      fit() {
+        const r = svg.getBoundingClientRect();
+        view.setAttribute('transform', '');
+        const b = view.getBBox();
+        if (!b.width || !r.width) { tx = r.width / 2; ty = r.height / 2; k = 1; apply(); return; }
+        k = Math.min(1.2, Math.max(0.05, Math.min((r.width - 40) / b.width, (r.height - 40) / b.height)));
+        tx = (r.width - b.width * k) / 2 - b.x * k;
+        ty = (r.height - b.height * k) / 2 - b.y * k;
+        apply();
+      },
+      dragged() { return moved; },
+    };
+  }
+
+  // Operation timeline: the creation and each operation as a bar on one time axis.
+  function renderOperations(section, e, operations, nextCursor, events) {
+    const failedSpans = new Set(events.filter((ev) => ev.event_name === 'helix.error').map((ev) => ev.span_id));
+    const rows = [];
+    if (!e.placeholder) {
+      rows.push({ name: 'creation' + (e.stage ? ' (' + e.stage + ')' : ''), start: Number(e.timestamp_ns), dur: Math.max(0, Number(e.end_ns || e.timestamp_ns) - Number(e.timestamp_ns)), failed: failedSpans.has(e.span_id), creation: true });
+    }
+    for (const op of operations) rows.push({ name: op.operation, start: Number(op.timestamp_ns), dur: Number(op.duration_ns), failed: op.status === 'error' || failedSpans.has(op.span_id), creation: false });
+    const failed = rows.filter((r) => r.failed).length;
+    section.appendChild(h('h2', null, 'Operation timeline'));
+    section.appendChild(h('p', { class: 'muted', id: 'operations-count', 'data-operations': operations.length, 'data-failed': failed },
+      (e.placeholder ? 'no creation span yet, ' : '1 creation, ') + operations.length + ' operation' + (operations.length === 1 ? '' : 's') + (failed ? ', ' + failed + ' failed' : '') + (nextCursor ? ' (first ' + operations.length + ' shown)' : '')));
+    if (!rows.length) return;
+    const t0 = Math.min(...rows.map((r) => r.start));
+    const t1 = Math.max(...rows.map((r) => r.start + r.dur), t0 + 1);
+    const W = 1000, LABEL = 200, RIGHT = 110, ROW = 22, TOP = 22;
+    const x = (t) => LABEL + ((t - t0) / (t1 - t0)) * (W - LABEL - RIGHT);
+    const svg = s('svg', { id: 'operation-timeline', viewBox: `0 0 ${W} ${TOP + rows.length * ROW + 6}`, width: '100%' });
+    const axis = s('g', { class: 'axis' });
+    for (let i = 0; i <= 4; i++) {
+      const t = t0 + (i / 4) * (t1 - t0);
+      axis.appendChild(s('line', { x1: x(t), x2: x(t), y1: 14, y2: TOP + rows.length * ROW }));
+      axis.appendChild(s('text', { x: x(t), y: 10, 'text-anchor': i === 4 ? 'end' : 'start' }, i === 0 ? fmtTime(t0) : '+' + fmtDur(t - t0)));
+    }
+    svg.appendChild(axis);
+    rows.forEach((r, i) => {
+      const y = TOP + i * ROW;
+      const bx = x(r.start), bw = Math.max(2, x(r.start + r.dur) - bx);
+      svg.appendChild(s('g', { class: 'op-row' + (r.failed ? ' failed' : ''), 'data-operation': r.name },
+        s('title', null, r.name + ' · ' + fmtTime(r.start) + ' · ' + fmtDur(r.dur) + (r.failed ? ' · failed' : '')),
+        s('text', { class: 'bar-label', x: 4, y: y + 14 }, (r.failed ? '✖ ' : '') + shortId(r.name, 28)),
+        s('rect', { class: 'bar' + (r.failed ? ' error' : r.creation ? ' creation' : ''), x: bx, y: y + 3, width: bw, height: ROW - 8, rx: 2 }),
+        s('text', { class: 'bar-label', x: Math.min(bx + bw + 4, W - RIGHT + 4), y: y + 14 }, fmtDur(r.dur))));
+    });
+    section.appendChild(svg);
+  }
+
+  // Events timeline: markers on an axis plus each event with its metadata.
+  function renderEvents(section, events, nextCursor) {
+    const errors = events.filter((e) => e.event_name === 'helix.error').length;
+    section.appendChild(h('h2', null, 'Events'));
+    section.appendChild(h('p', { class: 'muted', id: 'events-count', 'data-events': events.length, 'data-errors': errors },
+      events.length + ' event' + (events.length === 1 ? '' : 's') + ', ' + errors + ' error' + (errors === 1 ? '' : 's') + (nextCursor ? ' (first ' + events.length + ' shown)' : '')));
+    if (!events.length) return;
+    const t0 = Math.min(...events.map((e) => Number(e.timestamp_ns)));
+    const t1 = Math.max(...events.map((e) => Number(e.timestamp_ns)), t0 + 1);
+    const W = 1000, PAD = 20;
+    const x = (t) => PAD + ((t - t0) / (t1 - t0)) * (W - 2 * PAD);
+    const svg = s('svg', { id: 'event-timeline', viewBox: `0 0 ${W} 44`, width: '100%' },
+      s('g', { class: 'axis' }, s('line', { x1: PAD, x2: W - PAD, y1: 22, y2: 22 }),
+        s('text', { x: PAD, y: 42 }, fmtTime(t0)), s('text', { x: W - PAD, y: 42, 'text-anchor': 'end' }, '+' + fmtDur(t1 - t0))));
+    for (const e of events) {
+      svg.appendChild(s('circle', { class: 'event-mark' + (e.event_name === 'helix.error' ? ' error' : ''), cx: x(Number(e.timestamp_ns)), cy: 22, r: 6 },
+        s('title', null, e.event_name + ' · ' + fmtTime(e.timestamp_ns) + ((e.metadata || {}).message ? ' · ' + e.metadata.message : ''))));
+    }
+    section.appendChild(svg);
+    section.appendChild(h('table', { class: 'events-table' },
+      h('thead', null, h('tr', null, ['time', 'event', 'metadata'].map((c) => h('th', null, c)))),
+      h('tbody', null, events.map((e) => h('tr', { class: e.event_name === 'helix.error' ? 'event error' : 'event' },
+        h('td', null, fmtTime(e.timestamp_ns)),
+        h('td', null, h('span', { class: 'badge' + (e.event_name === 'helix.error' ? ' error' : '') }, e.event_name)),
+        h('td', null, Object.keys(e.metadata || {}).sort().map((k) => h('div', null, h('span', { class: 'muted' }, k + ': '), e.metadata[k]))))))));
+  }
+
+  // ---- 3. errors ---------------------------------------------------------------------------
+
+  async function errorsPage(params) {
+    document.title = 'Errors · Entity Inspector';
+    const instruments = await instrumentsList();
+    const instrument = params.get('instrument') || instruments[0] || '';
+    const win = WINDOWS[params.get('window')] ? params.get('window') : '24h';
+    app.appendChild(h('h1', null, 'Errors by class'));
+    app.appendChild(h('form', { class: 'filters card', method: 'get', action: '/errors' },
+      h('label', null, 'instrument', instrumentSelect('instrument', instruments, instrument, false)),
+      h('label', null, 'window', windowSelect(win)),
+      h('label', null, 'error stage', h('input', { name: 'stage', value: params.get('stage') || '', size: 12 })),
+      h('button', { type: 'submit' }, 'Show')));
+    if (!instrument) { app.appendChild(h('p', { class: 'muted' }, 'No instrument has sent data yet.')); return; }
+    const to = nowNs();
+    const data = await api('/api/v1/errors', { instrument: instrument, stage: params.get('stage'), from_ns: Math.floor(to - WINDOWS[win]), to_ns: Math.floor(to) + 1, limit: 200 });
+    app.appendChild(h('p', { class: 'muted', id: 'errors-summary', 'data-groups': data.groups.length },
+      data.errors_scanned + ' errors in ' + data.groups.length + ' classes between ' + fmtTime(data.from_ns) + ' and ' + fmtTime(data.to_ns) + (data.partial ? ' (newest 100 000 errors only)' : '')));
+    if (!data.groups.length) return;
+    app.appendChild(h('table', { class: 'error-groups', id: 'error-groups' },
+      h('thead', null, h('tr', null, h('th', null, 'stage'), h('th', null, 'error class'), h('th', { class: 'num' }, 'occurrences'), h('th', { class: 'num' }, 'entities'), h('th', null, 'first seen'), h('th', null, 'last seen'), h('th', null, 'examples'))),
+      h('tbody', null, data.groups.map((g) => h('tr', { class: 'error-group', 'data-occurrences': g.occurrences },
+        h('td', null, g.stage ? h('a', { href: '/errors' + query({ instrument: instrument, window: win, stage: g.stage }) }, g.stage) : '–'),
+        h('td', null, h('div', { class: 'error-class' }, g.message || '(no message)'), g.sample_message !== g.message ? h('div', { class: 'muted' }, 'e.g. ', g.sample_message) : null),
+        h('td', { class: 'num' }, String(g.occurrences)), h('td', { class: 'num' }, String(g.entities_affected)),
+        h('td', null, fmtTime(g.first_seen_ns)), h('td', null, fmtTime(g.last_seen_ns)),
+        h('td', null, g.example_entities.map((id) => h('div', null, entityLink(id, shortId(id, 40))))))))));
+  }
+
+  // ---- 4. data monitor ---------------------------------------------------------------------
+
+  async function monitorPage(params) {
+    document.title = 'Monitor · Entity Inspector';
+    const instruments = await instrumentsList();
+    const instrument = params.get('instrument') || instruments[0] || '';
+    const win = ['15m', '1h', '6h', '24h'].includes(params.get('window')) ? params.get('window') : '1h';
+    const fields = instrument ? await api('/api/v1/monitor/fields', { instrument: instrument }).catch(() => []) : [];
+    const field = params.get('field') && fields.includes(params.get('field')) ? params.get('field') : (params.get('field') || fields[0] || '');
+    const fieldSel = h('select', { name: 'field' }, fields.map((f) => h('option', { value: f }, f)));
+    fieldSel.value = field;
+    const weightSel = h('select', { name: 'weight' }, h('option', { value: '' }, 'none'), fields.map((f) => h('option', { value: f }, f)));
+    weightSel.value = params.get('weight') || '';
+    const winSel = h('select', { name: 'window' }, ['15m', '1h', '6h', '24h'].map((w) => h('option', { value: w }, 'last ' + w)));
+    winSel.value = win;
+    app.appendChild(h('h1', null, 'Data monitor'));
+    app.appendChild(h('form', { class: 'filters card', method: 'get', action: '/monitor' },
+      h('label', null, 'instrument', instrumentSelect('instrument', instruments, instrument, false)),
+      h('label', null, 'value field', fieldSel), h('label', null, 'weight', weightSel), h('label', null, 'window', winSel),
+      h('button', { type: 'submit' }, 'Show')));
+    if (!instrument || !field) { app.appendChild(h('p', { class: 'muted' }, 'No numeric metadata in the last 24 h.')); return; }
+    const status = h('p', { class: 'muted', id: 'monitor-status' });
+    const plot = h('div', { class: 'heat card', id: 'heatmap' });
+    const top = h('section', { class: 'card', id: 'monitor-top' });
+    append(app, [status, plot, top]);
+    const fixedTo = Number(params.get('to_ms')) || null;
+    async function refresh() {
+      const toMs = fixedTo || Date.now();
+      const span = WINDOWS[win] / 1e6;
+      const data = await api('/api/v1/monitor/bins', { instrument: instrument, y_field: field, weight_field: params.get('weight'), from_ms: Math.floor(toMs - span), to_ms: Math.ceil(toMs), t_bins: 240, y_bins: 80 });
+      drawHeat(plot, top, data, field);
+      status.textContent = data.bins.length + ' cells · ' + field + ' from ' + data.y_min + ' to ' + data.y_max + ' · ' + (fixedTo ? 'fixed window' : 'live, refreshed ' + new Date().toISOString().slice(11, 19) + ' UTC') + (data.truncated ? ' · newest 200 000 entities only' : '');
+      status.dataset.cells = String(data.bins.length);
+    }
+    await refresh();
+    if (!fixedTo) liveTimer = setInterval(() => { refresh().catch(() => {}); }, 10000);
+  }
+
+  function drawHeat(plot, top, data, field) {
+    clear(plot); clear(top);
+    const W = 960, H = 400, L = 60, B = 24, T = 8, R = 8;
+    const cw = (W - L - R) / data.t_bins, ch = (H - T - B) / data.y_bins;
+    const svg = s('svg', { viewBox: `0 0 ${W} ${H}`, width: '100%', id: 'heatmap-svg' });
+    const axis = s('g', { class: 'axis' });
+    for (let i = 0; i <= 4; i++) {
+      const yv = data.y_min + (i / 4) * (data.y_max - data.y_min);
+      const y = H - B - (i / 4) * (H - T - B);
+      axis.appendChild(s('line', { x1: L, x2: W - R, y1: y, y2: y }));
+      axis.appendChild(s('text', { x: L - 4, y: y + 3, 'text-anchor': 'end' }, Number(yv.toPrecision(4)).toString()));
+      const t = data.from_ns + (i / 4) * (data.to_ns - data.from_ns);
+      axis.appendChild(s('text', { x: L + (i / 4) * (W - L - R), y: H - 6, 'text-anchor': i === 0 ? 'start' : i === 4 ? 'end' : 'middle' }, new Date(t / 1e6).toISOString().slice(11, 16) + ' UTC'));
+    }
+    axis.appendChild(s('text', { x: 4, y: 12 }, field));
+    svg.appendChild(axis);
+    const wmax = data.weight_max || 1;
+    for (const b of data.bins) {
+      const x = L + b.t * cw, y = H - B - (b.y + 1) * ch;
+      const shade = 0.35 + 0.65 * (b.weight / wmax);
+      const rect = s('rect', { class: 'cell', x: x, y: y, width: Math.max(cw, 2), height: Math.max(ch, 2), fill: `rgba(192, 57, 43, ${shade.toFixed(3)})`, 'data-id': b.id },
+        s('title', null, b.id + '\n' + field + ' = ' + b.yv + ' · ' + fmtTime(b.ts) + ' · ' + b.count + ' in cell'));
+      rect.addEventListener('click', () => { location.href = entityHref(b.id); });
+      svg.appendChild(rect);
+    }
+    plot.appendChild(svg);
+    const best = data.bins.slice().sort((a, b) => b.weight - a.weight || b.yv - a.yv).slice(0, 10);
+    top.appendChild(h('h2', null, 'Highest cells'));
+    top.appendChild(h('table', null, h('thead', null, h('tr', null, h('th', null, 'entity'), h('th', { class: 'num' }, field), h('th', { class: 'num' }, 'weight'), h('th', null, 'created'))),
+      h('tbody', null, best.map((b) => h('tr', null, h('td', null, entityLink(b.id)), h('td', { class: 'num' }, String(b.yv)), h('td', { class: 'num' }, String(b.weight)), h('td', null, fmtTime(b.ts)))))));
+  }
+
+  // ---- 5. instruments ----------------------------------------------------------------------
+
+  async function instrumentsPage() {
+    document.title = 'Instruments · Entity Inspector';
+    const instruments = await instrumentsList();
+    app.appendChild(h('h1', null, 'Instruments'));
+    if (!instruments.length) { app.appendChild(h('p', { class: 'muted' }, 'No instrument has sent data yet.')); return; }
+    app.appendChild(h('ul', { id: 'instrument-list' }, instruments.map((i) => h('li', null, h('a', { href: '/instrument/' + encodeURIComponent(i) }, i)))));
+  }
+
+  async function instrumentPage(name, params) {
+    document.title = name + ' · Entity Inspector';
+    const win = WINDOWS[params.get('window')] ? params.get('window') : '24h';
+    app.appendChild(h('h1', { class: 'id' }, name));
+    app.appendChild(h('p', null,
+      h('a', { href: '/errors' + query({ instrument: name, window: win }) }, 'errors'), ' · ',
+      h('a', { href: '/monitor' + query({ instrument: name }) }, 'data monitor'), ' · ',
+      h('a', { href: '/' + query({ instrument: name }) }, 'search entities')));
+    app.appendChild(h('form', { class: 'filters card', method: 'get', action: '/instrument/' + encodeURIComponent(name) }, h('label', null, 'window', windowSelect(win)), h('button', { type: 'submit' }, 'Show')));
+    const to = Math.floor(nowNs()) + 1;
+    const [stages, timeline, latest] = await Promise.all([
+      api('/api/v1/stages', { instrument: name }),
+      api('/api/v1/stages/timeline', { instrument: name, from_ns: Math.floor(to - WINDOWS[win]), to_ns: to, buckets: 48 }),
+      api('/api/v1/entities', { instrument: name, limit: 10 }),
+    ]);
+    const byStage = new Map(timeline.stages.map((st) => [st.stage, st]));
+    app.appendChild(h('h2', null, 'Stages'));
+    app.appendChild(h('table', { id: 'stages' },
+      h('thead', null, h('tr', null, h('th', null, 'stage'), h('th', { class: 'num' }, 'entities'), h('th', { class: 'num' }, 'errors'), h('th', { class: 'num' }, 'error rate'), h('th', null, 'last seen'), h('th', null, 'last ' + win + ': entities (bars) and errors (red)'))),
+      h('tbody', null, stages.map((st) => h('tr', { class: 'stage', 'data-stage': st.stage },
+        h('td', null, h('a', { href: '/' + query({ instrument: name, stage: st.stage }) }, st.stage)),
+        h('td', { class: 'num' }, String(st.count)), h('td', { class: 'num' }, String(st.error_count)),
+        h('td', { class: 'num' }, st.count ? (100 * st.error_count / st.count).toFixed(1) + ' %' : '–'),
+        h('td', null, fmtTime(st.last_seen_ns)),
+        h('td', null, sparkline(byStage.get(st.stage), timeline)))))));
+    app.appendChild(h('h2', null, 'Latest entities'));
+    app.appendChild(entityTable(latest.entities));
+  }
+
+  function sparkline(row, timeline) {
+    const W = 300, H = 36;
+    const svg = s('svg', { class: 'spark', viewBox: `0 0 ${W} ${H}`, width: W, height: H });
+    if (!row) { svg.appendChild(s('text', { x: 2, y: 22, class: 'bar-label' }, 'none in window')); return svg; }
+    const max = Math.max(1, ...row.counts);
+    const bw = W / timeline.buckets;
+    row.counts.forEach((c, i) => {
+      if (!c) return;
+      const hgt = (c / max) * (H - 2);
+      const err = (row.error_counts[i] / max) * (H - 2);
+      const t = timeline.from_ns + i * timeline.bucket_ns;
+      svg.appendChild(s('g', null, s('title', null, fmtTime(t) + ': ' + c + ' entities, ' + row.error_counts[i] + ' errors (' + (100 * row.error_counts[i] / c).toFixed(1) + ' %)'),
+        s('rect', { class: 'bar', x: i * bw, y: H - hgt, width: Math.max(1, bw - 1), height: hgt }),
+        err ? s('rect', { class: 'bar error', x: i * bw, y: H - err, width: Math.max(1, bw - 1), height: err }) : null));
+    });
+    return svg;
+  }
+
+  route();
+})();
