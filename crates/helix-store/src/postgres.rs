@@ -431,3 +431,7 @@ mod tests {
         }
     }
 }
+
+/// The driver, re-exported so tests and tools of other crates can inspect the database with
+/// the same version the store uses.
+pub use tokio_postgres;
