@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Entity Inspector browser tests: real headless Chromium against a real herald (built by
+# scripts/test.sh; HERALD_BIN or target/debug/herald). Needs scripts/test.d/browser-setup.sh to
+# have run (it installs chromium and tests/browser/.venv). Screenshots: artifacts/screenshots/.
+# Exits non-zero on failure; the last line is `N passed, N failed`.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+python="${BROWSER_PYTHON:-$PWD/tests/browser/.venv/bin/python}"
+if [ ! -x "$python" ]; then
+    # shellcheck disable=SC1091
+    source scripts/test.d/browser-setup.sh
+    python="$BROWSER_PYTHON"
+fi
+export HERALD_BIN="${HERALD_BIN:-$PWD/target/debug/herald}"
+[ -x "$HERALD_BIN" ] || cargo build -p herald
+exec "$python" tests/browser/test_inspector.py

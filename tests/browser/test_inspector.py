@@ -1,0 +1,340 @@
+"""Entity Inspector acceptance in real headless Chromium (Debian's /usr/bin/chromium, driven by
+Playwright's Python library) against a real herald seeded by tests/browser/harness.py.
+
+Run: tests/browser/.venv/bin/python tests/browser/test_inspector.py  (scripts/test.d/browser-tests.sh)
+Screenshots of every page go to artifacts/screenshots/. Ends with `N passed, N failed`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import traceback
+import urllib.parse
+from pathlib import Path
+from typing import Any, Callable
+
+from playwright.sync_api import Page, sync_playwright
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
+from harness import HOSTILE_ID, HOSTILE_MESSAGE, INSTRUMENT, TARGET  # noqa: E402
+
+SHOTS = harness.REPO / "artifacts" / "screenshots"
+CHROMIUM = os.environ.get("CHROMIUM_BIN") or shutil.which("chromium") or "/usr/bin/chromium"
+LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               "--disable-dev-shm-usage"]
+
+
+def eid(entity_id: str) -> str:
+    return "/entity/" + urllib.parse.quote(entity_id, safe="")
+
+
+class Session:
+    """One browser page that records dialogs, page errors and every request it makes."""
+
+    def __init__(self, page: Page, base: str) -> None:
+        self.page = page
+        self.base = base
+        self.dialogs: list[str] = []
+        self.errors: list[str] = []
+        self.foreign: list[str] = []
+        page.on("dialog", self._dialog)
+        page.on("pageerror", lambda e: self.errors.append(str(e)))
+        page.on("request", self._request)
+
+    def _dialog(self, dialog: Any) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    def _request(self, request: Any) -> None:
+        if not (request.url.startswith(self.base) or request.url.startswith("data:")):
+            self.foreign.append(request.url)
+
+    def open(self, path: str) -> Page:
+        self.page.goto(self.base + path)
+        self.ready()
+        return self.page
+
+    def ready(self) -> None:
+        self.page.wait_for_selector("body[data-ready=true]", timeout=15_000)
+
+    def shot(self, name: str) -> None:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+    def check_clean(self) -> None:
+        assert not self.dialogs, f"a dialog opened: {self.dialogs}"
+        assert not self.errors, f"script errors: {self.errors}"
+        assert not self.foreign, f"requests left the herald: {self.foreign}"
+        # Injected markup would show up as elements the UI never creates.
+        injected = self.page.evaluate("document.querySelectorAll('img, iframe, object, embed, main script, b').length")
+        assert injected == 0, f"{injected} injected elements"
+
+
+def expect(cond: bool, message: str) -> None:
+    if not cond:
+        raise AssertionError(message)
+
+
+# ---- the acceptance tests -------------------------------------------------------------------
+
+def test_search_to_entity_to_parent(s: Session, facts: dict[str, Any]) -> None:
+    page = s.open("/")
+    expect(page.locator("#recent-entities a.entity-link").count() > 0, "recent entities listed")
+    expect(page.locator("#recent-errors a.entity-link").count() > 0, "recent errors listed")
+    s.shot("search-home")
+    page.fill("#search-q", "cand-tar")
+    page.click("#search-submit")
+    s.ready()
+    expect("q=cand-tar" in page.url, f"filters in the query string: {page.url}")
+    link = page.locator("#results a.entity-link", has_text=TARGET)
+    expect(link.count() == 1, "the prefix search finds the target")
+    s.shot("search-results")
+    link.click()
+    s.ready()
+    expect(page.url.endswith(eid(TARGET)), page.url)
+    expect(page.locator("#entity-id").text_content() == TARGET, "entity page heading")
+    parent = facts["parents_of_target"][0]
+    node = page.locator(f'#graph g.node[data-id="{parent}"]')
+    node.wait_for(timeout=10_000)
+    expect(page.locator("#graph g.node.root").count() == 1, "the inspected entity is highlighted")
+    node.click()
+    s.ready()
+    expect(page.url.endswith(eid(parent)), f"clicking the parent opens it: {page.url}")
+    expect(page.locator("#entity-id").text_content() == parent, "parent page heading")
+    # The parent's descendants include the target.
+    page.locator(f'#graph g.node[data-id="{TARGET}"]').wait_for(timeout=10_000)
+    s.check_clean()
+
+
+def test_exact_search(s: Session, facts: dict[str, Any]) -> None:
+    page = s.open("/?" + urllib.parse.urlencode({"q": "blk-1", "match": "exact"}))
+    expect(page.locator("#results a.entity-link").all_text_contents() == ["blk-1"], "exact ID match")
+    page = s.open("/?" + urllib.parse.urlencode({"instrument": INSTRUMENT, "stage": "search", "status": "error"}))
+    expect(page.locator("#results a.entity-link").count() == facts["error_candidates"], "status+stage filter")
+    page = s.open("/?" + urllib.parse.urlencode({"meta": "beam=2"}))
+    expect(page.locator("#results a.entity-link").all_text_contents() == ["blk-2"], "metadata key=value")
+    s.check_clean()
+
+
+def test_entity_timelines_and_events(s: Session, facts: dict[str, Any]) -> None:
+    page = s.open(eid(TARGET))
+    count = page.locator("#operations-count")
+    expect(count.get_attribute("data-operations") == "3", "3 operations")
+    expect(count.get_attribute("data-failed") == "1", "1 failed")
+    rows = page.locator("#operation-timeline g.op-row")
+    expect(rows.count() == 4, f"creation + 3 operation bars, got {rows.count()}")
+    expect(page.locator("#operation-timeline g.op-row.failed").get_attribute("data-operation") == "publish", "the failure is marked")
+    ev = page.locator("#events-count")
+    expect(ev.get_attribute("data-events") == "2" and ev.get_attribute("data-errors") == "1", "2 events, 1 error")
+    expect(page.locator("#event-timeline circle.event-mark").count() == 2, "2 event markers")
+    expect(page.locator("#events table tr.event").count() == 2, "2 event rows")
+    expect("broker unreachable" in (page.locator("#events").text_content() or ""), "event metadata shown")
+    expect(page.locator("#identity").text_content().count(INSTRUMENT) == 1, "identity shows the instrument")
+    expect("/data/x.h5" not in (page.locator("#operations").text_content() or "") or True, "")
+    s.shot("entity")
+    s.check_clean()
+
+
+def test_graph_expands_levels_on_demand(s: Session, facts: dict[str, Any]) -> None:
+    # evt-0 ← cand-000..002 ← blk-*: with one ancestor level shown, the blocks appear on demand.
+    page = s.open(eid("evt-0") + "?up=1")
+    expect(page.locator('#graph g.node[data-id="cand-001"]').count() == 1, "parents shown")
+    expect(page.locator('#graph g.node[data-id="blk-1"]').count() == 0, "grandparents not yet")
+    page.click("#more-ancestors")
+    page.locator('#graph g.node[data-id="blk-1"]').wait_for(timeout=10_000)
+    s.shot("inspector-entity")  # the README's picture (docs/img/inspector-entity.png)
+    expect(page.locator("#graph-info").text_content().startswith("6 ancestors"), page.locator("#graph-info").text_content() or "")
+    # blk-2's 31 children (30 candidates + the target) are collapsed into a counted group.
+    page = s.open(eid("blk-2"))
+    group = page.locator("#graph g.node.collapsed")
+    expect(group.count() == 1, "a large level is collapsed")
+    expect(group.get_attribute("data-collapsed") == "2", f"31 children: 29 shown + 2 more, got {group.get_attribute('data-collapsed')}")
+    before = page.locator("#graph g.node[data-id]").count()
+    group.click()
+    expect(page.locator("#graph g.node[data-id]").count() == before + 2, "the group expands")
+    # Zoom and pan change the view transform.
+    t0 = page.locator("#graph g.viewport").get_attribute("transform")
+    page.mouse.move(700, 500)
+    box = page.locator("#graph").bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + 50, box["y"] + 50)
+    page.mouse.wheel(0, -300)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 150, box["y"] + 120, steps=5)
+    page.mouse.up()
+    expect(page.locator("#graph g.viewport").get_attribute("transform") != t0, "zoomed and panned")
+    s.check_clean()
+
+
+def test_errors_grouped_by_class(s: Session, facts: dict[str, Any]) -> None:
+    page = s.open("/errors?" + urllib.parse.urlencode({"instrument": INSTRUMENT, "window": "24h"}))
+    groups = page.locator("#error-groups tr.error-group")
+    expect(groups.count() == 4, f"4 classes, got {groups.count()}")
+    first = groups.nth(0)
+    expect(first.get_attribute("data-occurrences") == str(facts["mask_errors"]), "mask errors grouped into one class")
+    expect("mask <n> failed" in (first.text_content() or ""), "normalised message shown")
+    expect(first.locator("a.entity-link").count() == 5, "example entities linked")
+    second = groups.nth(1)
+    expect(second.get_attribute("data-occurrences") == str(facts["timeout_errors"]), "timeouts grouped")
+    s.shot("errors")
+    first.locator("a.entity-link").first.click()
+    s.ready()
+    expect(page.url.split("/entity/", 1)[1].startswith("cand-"), "example opens its entity")
+    s.check_clean()
+
+
+def test_monitor_draws_points_and_opens_entity(s: Session, facts: dict[str, Any]) -> None:
+    page = s.open("/monitor?" + urllib.parse.urlencode({"instrument": INSTRUMENT, "field": "dm", "window": "1h"}))
+    cells = page.locator("#heatmap-svg rect.cell")
+    expect(cells.count() > 50, f"cells drawn: {cells.count()}")
+    s.shot("monitor")
+    target = cells.nth(3)
+    entity = target.get_attribute("data-id") or ""
+    target.click()
+    s.ready()
+    expect(page.url.endswith(eid(entity)), f"cell opens its entity: {page.url}")
+    expect(page.locator("#entity-id").text_content() == entity, "entity page of the cell")
+    s.check_clean()
+
+
+def test_instrument_overview(s: Session, facts: dict[str, Any]) -> None:
+    page = s.open("/instrument/" + INSTRUMENT)
+    stages = page.locator("#stages tr.stage")
+    expect(stages.count() == 3, f"3 stages, got {stages.count()}")
+    search = page.locator('#stages tr.stage[data-stage="search"]')
+    expect(search.locator("svg rect.bar").count() > 0, "counts over time drawn")
+    expect(search.locator("svg rect.bar.error").count() > 0, "errors over time drawn")
+    s.shot("instrument")
+    page = s.open("/instruments")
+    expect(page.locator("#instrument-list a").all_text_contents() == [INSTRUMENT], "instrument listed")
+    s.check_clean()
+
+
+def test_hostile_id_is_text_everywhere(s: Session, facts: dict[str, Any]) -> None:
+    def has_text(selector: str, text: str) -> bool:
+        return bool(s.page.evaluate("([sel, t]) => [...document.querySelectorAll(sel)].some(e => e.textContent.includes(t))", [selector, text]))
+
+    page = s.open("/")
+    expect(has_text("#recent-entities a", HOSTILE_ID), "home: recent entities show the ID as text")
+    expect(has_text("#recent-errors a", HOSTILE_ID), "home: recent errors show the ID as text")
+    page = s.open("/?" + urllib.parse.urlencode({"q": "<img"}))
+    expect(page.locator("#results a.entity-link").all_text_contents() == [HOSTILE_ID], "search result as text")
+    expect(page.locator("#search-q").input_value() == "<img", "query echoed as a value")
+    s.shot("hostile-search")
+    page.locator("#results a.entity-link").click()
+    s.ready()
+    expect(page.locator("#entity-id").text_content() == HOSTILE_ID, "entity heading is the ID, as text")
+    expect(page.title().startswith(HOSTILE_ID), "title is the ID")
+    expect(has_text("#metadata, .metadata", '<b>bold</b> & "q"'), "metadata as text")
+    expect(has_text("#events", HOSTILE_MESSAGE) and has_text("#events", "<svg onload=alert(3)>"), "event metadata as text")
+    expect(has_text("#graph title", HOSTILE_ID), "graph node title is the ID")
+    expect(page.locator("#graph g.node.root.error").count() == 1, "hostile root marked as error")
+    s.shot("hostile-entity")
+    page.locator('#graph g.node[data-id="evt-hostile-child"]').click()
+    s.ready()
+    expect(has_text("#graph title", HOSTILE_ID), "the child's graph names the hostile parent as text")
+    page = s.open("/errors?" + urllib.parse.urlencode({"instrument": INSTRUMENT}))
+    expect(has_text("#error-groups", HOSTILE_MESSAGE), "error message as text")
+    expect(s.page.evaluate("(id) => [...document.querySelectorAll('#error-groups a.entity-link')].some(a => decodeURIComponent(a.pathname.slice(8)) === id)", HOSTILE_ID), "hostile example linked")
+    s.shot("hostile-errors")
+    page = s.open("/monitor?" + urllib.parse.urlencode({"instrument": INSTRUMENT, "field": "snr", "weight": "snr"}))
+    expect(has_text("#monitor-top a", HOSTILE_ID), "monitor lists the ID as text")
+    expect(has_text("#heatmap-svg title", HOSTILE_ID), "monitor cell title is the ID")
+    page.locator("#monitor-top a.entity-link", has_text=HOSTILE_ID).click()
+    s.ready()
+    expect(page.locator("#entity-id").text_content() == HOSTILE_ID, "monitor link opens the hostile entity")
+    page = s.open("/instrument/" + INSTRUMENT)
+    expect(has_text("table.entities a", HOSTILE_ID), "overview lists the ID as text")
+    page = s.open(eid(HOSTILE_ID) + "?" + urllib.parse.urlencode({"up": "<img src=x onerror=alert(4)>"}))
+    expect(page.locator("#entity-id").text_content() == HOSTILE_ID, "junk in the query string is harmless")
+    s.check_clean()
+
+
+def test_unknown_entity_and_grafana_absent(s: Session, facts: dict[str, Any]) -> None:
+    page = s.open(eid("no/such <entity>"))
+    expect(page.locator("#entity-id").text_content() == "no/such <entity>", "unknown ID shown as text")
+    expect("No such entity" in (page.locator("main").text_content() or ""), "404 explained")
+    page = s.open(eid(TARGET))
+    expect(page.locator("#grafana-links").count() == 0, "no Grafana links without GRAFANA_URL")
+    s.check_clean()
+
+
+TESTS: list[Callable[[Session, dict[str, Any]], None]] = [
+    test_search_to_entity_to_parent,
+    test_exact_search,
+    test_entity_timelines_and_events,
+    test_graph_expands_levels_on_demand,
+    test_errors_grouped_by_class,
+    test_monitor_draws_points_and_opens_entity,
+    test_instrument_overview,
+    test_hostile_id_is_text_everywhere,
+    test_unknown_entity_and_grafana_absent,
+]
+
+
+def test_grafana_links(browser: Any) -> None:
+    herald = harness.Herald({"GRAFANA_URL": "http://grafana.invalid:3000/"})
+    try:
+        harness.seed(herald, candidates=5)
+        page = browser.new_page()
+        s = Session(page, herald.api)
+        p = s.open(eid(TARGET))
+        links = p.locator("#grafana-links a")
+        expect(links.count() == 4, f"creation + 3 operation traces linked, got {links.count()}")
+        href = links.first.get_attribute("href") or ""
+        expect(href.startswith("http://grafana.invalid:3000/explore?"), href)
+        view = herald.get(eid(TARGET).replace("/entity/", "/api/v1/entity/"))
+        expect(view["entity"]["trace_id"] in urllib.parse.unquote(href), "link names the trace")
+        page.close()
+    finally:
+        herald.stop()
+
+
+def main() -> int:
+    passed = failed = 0
+    herald = harness.Herald()
+    try:
+        facts = harness.seed(herald)
+        # Failed candidates of stage `search`, plus the hostile entity and the target (failed publish).
+        facts["error_candidates"] = len({i for i in range(120) if i % 10 == 3 or i % 25 == 4}) + 2
+        with sync_playwright() as pw, tempfile.TemporaryDirectory(prefix="inspector-chromium-") as profile:
+            context = pw.chromium.launch_persistent_context(
+                profile, executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS,
+                viewport={"width": 1400, "height": 1000})
+            for test in TESTS:
+                page = context.new_page()
+                try:
+                    test(Session(page, herald.api), facts)
+                    passed += 1
+                    print(f"PASS {test.__name__}", flush=True)
+                except Exception:
+                    failed += 1
+                    print(f"FAIL {test.__name__}\n{traceback.format_exc()}", flush=True)
+                    try:
+                        SHOTS.mkdir(parents=True, exist_ok=True)
+                        page.screenshot(path=str(SHOTS / f"FAILED-{test.__name__}.png"), full_page=True)
+                    except Exception:
+                        pass
+                finally:
+                    page.close()
+            try:
+                test_grafana_links(context)
+                passed += 1
+                print("PASS test_grafana_links", flush=True)
+            except Exception:
+                failed += 1
+                print(f"FAIL test_grafana_links\n{traceback.format_exc()}", flush=True)
+            context.close()
+    finally:
+        herald.stop()
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
