@@ -42,7 +42,9 @@ async fn dashboard_queries_run_unchanged_and_return_the_expected_rows() {
     op.status = Status::Error;
     let op2 = operation("cand", "rescore", "rescore-1", 50);
     let mut raw_err = event("raw", &raw.trace_id, &raw.span_id, "helix.error", 0, 5);
-    raw_err.metadata.insert("message".into(), "dropped packets".into());
+    raw_err
+        .metadata
+        .insert("message".into(), "dropped packets".into());
     let mut raw = raw;
     raw.events = vec![raw_err];
     let records = [raw, cal, cand, evt]
@@ -97,8 +99,7 @@ async fn dashboard_queries_run_unchanged_and_return_the_expected_rows() {
                 assert_eq!(rows[1].get::<_, i64>("duration_ns"), 9_000);
             }
             "ancestors" => {
-                let got: Vec<(String, i32)> =
-                    rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+                let got: Vec<(String, i32)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
                 let want: Vec<(String, i32)> = [("evt", 0), ("cand", 1), ("cal", 2), ("raw", 3)]
                     .iter()
                     .map(|(i, d)| (i.to_string(), *d))
