@@ -21,14 +21,16 @@ use helix_model::{EntityEvent, LogRecorded, SpanRef};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
-pub use migrate::SCHEMA_VERSION;
-pub use retention::{RetentionConfig, RetentionReport};
-
 use crate::{
     Entity, EntityFilter, EventQuery, Graph, GraphQuery, Lineage, LineageQuery, MonitorPoints,
     MonitorQuery, Operation, Page, PageRequest, StageBucket, StageHistogramQuery, StageSummary,
     Store, StoreError, StoreResult, WriteBatch, WriteOutcome,
 };
+pub use migrate::SCHEMA_VERSION;
+pub use retention::{RetentionConfig, RetentionReport};
+/// The driver, re-exported so tests and tools of other crates can inspect the database with
+/// the same version the store uses.
+pub use tokio_postgres;
 
 /// How to open a PostgreSQL store.
 #[derive(Debug, Clone)]
@@ -431,7 +433,3 @@ mod tests {
         }
     }
 }
-
-/// The driver, re-exported so tests and tools of other crates can inspect the database with
-/// the same version the store uses.
-pub use tokio_postgres;
