@@ -282,13 +282,22 @@ mod tests {
 
     #[test]
     fn messages_normalise_numbers_hex_and_quotes() {
-        assert_eq!(normalise_message("file 123.h5 missing"), "file <n>.h5 missing");
-        assert_eq!(normalise_message("  timeout after  30s "), "timeout after <n>s");
+        assert_eq!(
+            normalise_message("file 123.h5 missing"),
+            "file <n>.h5 missing"
+        );
+        assert_eq!(
+            normalise_message("  timeout after  30s "),
+            "timeout after <n>s"
+        );
         assert_eq!(
             normalise_message("trace 4bf92f3577b34da6 failed"),
             "trace <hex> failed"
         );
-        assert_eq!(normalise_message("no key 'abc' in \"x y\""), "no key <s> in <s>");
+        assert_eq!(
+            normalise_message("no key 'abc' in \"x y\""),
+            "no key <s> in <s>"
+        );
         assert_eq!(normalise_message("low_snr_mask"), "low_snr_mask");
         assert_eq!(normalise_message("beam2 dead"), "beam2 dead");
         assert_eq!(normalise_message("dm 56.7 too high"), "dm <n> too high");
@@ -308,7 +317,12 @@ mod tests {
         let g = &groups[0];
         assert_eq!(g.class, "archive: file <n> missing");
         assert_eq!(
-            (g.occurrences, g.entities_affected, g.first_seen_ns, g.last_seen_ns),
+            (
+                g.occurrences,
+                g.entities_affected,
+                g.first_seen_ns,
+                g.last_seen_ns
+            ),
             (3, 2, 15, 30)
         );
         assert_eq!(g.example_entities, ["c", "b"]);

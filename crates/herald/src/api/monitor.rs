@@ -77,13 +77,21 @@ pub fn check_field(param: &str, name: &str) -> ApiResult<()> {
 }
 
 /// `["dm", "snr"]`: numeric-valued metadata keys of the instrument's entities of the last 24 h.
-async fn fields(State(state): State<ApiState>, params: QueryParams) -> ApiResult<Json<Vec<String>>> {
+async fn fields(
+    State(state): State<ApiState>,
+    params: QueryParams,
+) -> ApiResult<Json<Vec<String>>> {
     let params = params.allow_extra(FIELDS_PARAMS)?;
     let instrument = params.required("instrument")?;
     let now = now_ns();
     let fields = state
         .store
-        .numeric_fields(instrument, now.saturating_sub(24 * HOUR_NS), now.saturating_add(1), FIELDS_SAMPLE)
+        .numeric_fields(
+            instrument,
+            now.saturating_sub(24 * HOUR_NS),
+            now.saturating_add(1),
+            FIELDS_SAMPLE,
+        )
         .await?
         .into_iter()
         // Keys the monitor cannot be asked about are not offered.
@@ -229,8 +237,12 @@ async fn bins(State(state): State<ApiState>, params: QueryParams) -> ApiResult<J
         from_ms.saturating_mul(NS_PER_MS),
         to_ms.saturating_mul(NS_PER_MS),
     );
-    let t_bins = params.count("t_bins", 1, MAX_T_BINS)?.unwrap_or(DEFAULT_T_BINS) as u32;
-    let y_bins = params.count("y_bins", 1, MAX_Y_BINS)?.unwrap_or(DEFAULT_Y_BINS) as u32;
+    let t_bins = params
+        .count("t_bins", 1, MAX_T_BINS)?
+        .unwrap_or(DEFAULT_T_BINS) as u32;
+    let y_bins = params
+        .count("y_bins", 1, MAX_Y_BINS)?
+        .unwrap_or(DEFAULT_Y_BINS) as u32;
     let weight_field = params.text("weight_field");
     if let Some(w) = weight_field {
         check_field("weight_field", w)?;
@@ -254,7 +266,9 @@ async fn bins(State(state): State<ApiState>, params: QueryParams) -> ApiResult<J
                 .store
                 .numeric_fields(instrument, from_ns, to_ns, FIELDS_SAMPLE)
                 .await?;
-            fields.into_iter().find(|k| check_field("y_field", k).is_ok())
+            fields
+                .into_iter()
+                .find(|k| check_field("y_field", k).is_ok())
         }
     };
     let (points, truncated) = match &y_field {
@@ -276,8 +290,16 @@ async fn bins(State(state): State<ApiState>, params: QueryParams) -> ApiResult<J
     };
     let data_min = points.iter().map(|p| p.y).fold(f64::INFINITY, f64::min);
     let data_max = points.iter().map(|p| p.y).fold(f64::NEG_INFINITY, f64::max);
-    let lo = y_min.unwrap_or(if points.is_empty() { y_min_default } else { data_min });
-    let hi = y_max.unwrap_or(if points.is_empty() { y_max_default } else { data_max });
+    let lo = y_min.unwrap_or(if points.is_empty() {
+        y_min_default
+    } else {
+        data_min
+    });
+    let hi = y_max.unwrap_or(if points.is_empty() {
+        y_max_default
+    } else {
+        data_max
+    });
     let (lo, hi) = if lo > hi { (hi, lo) } else { (lo, hi) };
     let grid = Grid {
         from_ns,
