@@ -227,7 +227,7 @@ async fn bins(State(state): State<ApiState>, params: QueryParams) -> ApiResult<J
     let to_ms = params.i64("to_ms")?.unwrap_or(now_ms);
     let from_ms = params.i64("from_ms")?.unwrap_or(to_ms - 3_600_000);
     let span = to_ms.saturating_sub(from_ms);
-    if span < MIN_WINDOW_MS || span > MAX_WINDOW_MS {
+    if !(MIN_WINDOW_MS..=MAX_WINDOW_MS).contains(&span) {
         return Err(ApiError::bad(
             "from_ms",
             "window (to_ms - from_ms) must be between 5 minutes and 24 hours",
