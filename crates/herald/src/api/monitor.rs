@@ -379,4 +379,36 @@ mod tests {
             assert!(err.to_string().contains("`y_field`"));
         }
     }
+
+    #[tokio::test]
+    async fn bad_windows_and_field_names_are_400_naming_the_parameter() {
+        use axum::body::{to_bytes, Body};
+        use axum::http::{Request, StatusCode};
+        use tower::ServiceExt;
+        let cases = [
+            ("/api/v1/monitor/bins?instrument=I&y_field=SNR", "`y_field`"),
+            ("/api/v1/monitor/bins?instrument=I&weight_field=a-b", "`weight_field`"),
+            ("/api/v1/monitor/bins?instrument=I&from_ms=0&to_ms=299999", "`from_ms`"),
+            ("/api/v1/monitor/bins?instrument=I&from_ms=0&to_ms=86400001", "`from_ms`"),
+            ("/api/v1/monitor/bins?instrument=I&t_bins=0", "`t_bins`"),
+            ("/api/v1/monitor/bins?instrument=I&y_min=5&y_max=1", "`y_min`"),
+            ("/api/v1/monitor/bins", "`instrument`"),
+            ("/api/v1/monitor/fields", "`instrument`"),
+        ];
+        for (uri, named) in cases {
+            let app = super::super::app(super::super::fake::FakeStore::empty().state());
+            let request = Request::builder().uri(uri).body(Body::empty()).expect("request");
+            let response = app.oneshot(request).await.expect("infallible");
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{uri}");
+            let body = to_bytes(response.into_body(), usize::MAX).await.expect("body");
+            assert!(String::from_utf8_lossy(&body).contains(named), "{uri}");
+        }
+        let app = super::super::app(super::super::fake::FakeStore::empty().state());
+        let request = Request::builder()
+            .uri("/api/v1/monitor/bins?instrument=I&y_field=snr&from_ms=0&to_ms=300000")
+            .body(Body::empty())
+            .expect("request");
+        let response = app.oneshot(request).await.expect("infallible");
+        assert_eq!(response.status(), StatusCode::OK);
+    }
 }
