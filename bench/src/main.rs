@@ -4,7 +4,10 @@
 //!               same records written straight into the store;
 //! `lineage`   — ancestors/descendants on a 1 000 000-entity DAG, vs a recursive walk over
 //!               `parent_ids` (the older herald's graph query).
+//! `postgres …` — the same questions on PostgreSQL (see `postgres.rs`).
 //! Results print as Markdown for `docs/benchmarks.md`.
+
+mod postgres;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -58,6 +61,11 @@ enum Bench {
         #[arg(long, default_value_t = 500)]
         queries: usize,
     },
+    /// PostgreSQL: ingest vs bare COPY vs the older herald's writes; lineage vs GIN-indexed CTE.
+    Postgres {
+        #[command(subcommand)]
+        what: postgres::PgBench,
+    },
 }
 
 fn main() {
@@ -67,6 +75,7 @@ fn main() {
         Bench::Interpret { spans } => rt.block_on(interpret(spans)),
         Bench::Ingest { seconds, clients, ticks_per_request } => rt.block_on(ingest(seconds, clients, ticks_per_request)),
         Bench::Lineage { entities, queries } => rt.block_on(lineage(entities, queries)),
+        Bench::Postgres { what } => rt.block_on(postgres::run(what)),
     }
 }
 
