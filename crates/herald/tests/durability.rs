@@ -69,7 +69,7 @@ async fn sigkill_mid_stream_loses_no_acknowledged_span() {
         missing.extend(chunk.iter().filter(|id| !found.contains_key(*id)).cloned());
     }
     assert!(missing.is_empty(), "{} acknowledged spans lost after SIGKILL, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
-    assert!(ids.len() >= (TOTAL / 3) as usize);
+    assert!(acked.len() as u64 >= batches / 3, "the kill came after a third of the stream was acknowledged");
 
     // And a herald restarted on that database serves them.
     let herald = herald.respawn();
