@@ -28,9 +28,9 @@ step "building the workspace"
 cargo build --workspace --all-targets --locked
 
 status=0
+rm -f target/extra-tests.log
 step "Rust tests"
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/rust-tests.log || status=1
-rust_counts=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } } END { printf "%d passed, %d failed", p, f }' target/rust-tests.log)
 
 for extra in scripts/test.d/*-tests.sh; do
     [ -e "$extra" ] || continue
@@ -41,14 +41,16 @@ done
 step "Python client tests (against target/debug/herald)"
 export HERALD_BIN="$PWD/target/debug/herald"
 bash clients/python/run-tests.sh 2>&1 | tee target/python-tests.log || status=1
-py_summary=$(grep -E '[0-9]+ (passed|failed)' target/python-tests.log | tail -n 1 || true)
-py_passed=$(grep -oE '[0-9]+ passed' <<<"$py_summary" | grep -oE '[0-9]+' || echo 0)
-py_failed=$(grep -oE '[0-9]+ (failed|error)' <<<"$py_summary" | grep -oE '[0-9]+' | paste -sd' ' - | awk '{ s = 0; for (i = 1; i <= NF; i++) s += $i; print s }')
+# Sum "N passed" / "N failed" / "N error(s)" from pytest's closing line (awk: no match is fine).
+read -r py_passed py_failed < <(grep -E '[0-9]+ (passed|failed)' target/python-tests.log | tail -n 1 |
+    awk '{ for (i = 2; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^(failed|error)/) f += $(i-1) } } END { print p + 0, f + 0 }')
+read -r rust_passed rust_failed < <(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } } END { print p + 0, f + 0 }' target/rust-tests.log)
+read -r extra_passed extra_failed < <(grep -hE '^[0-9]+ passed, [0-9]+ failed' target/extra-tests.log 2>/dev/null |
+    awk '{ p += $1; f += $3 } END { print p + 0, f + 0 }')
 
 echo
-echo "Rust:   ${rust_counts}"
-echo "Python: ${py_passed} passed, ${py_failed:-0} failed"
-total_passed=$(( $(grep -oE '^[0-9]+' <<<"$rust_counts") + py_passed ))
-total_failed=$(( $(grep -oE '[0-9]+ failed' <<<"$rust_counts" | grep -oE '[0-9]+') + ${py_failed:-0} ))
-echo "Total: ${total_passed} passed, ${total_failed} failed"
+echo "Rust:   ${rust_passed} passed, ${rust_failed} failed"
+echo "Extra:  ${extra_passed} passed, ${extra_failed} failed"
+echo "Python: ${py_passed:-0} passed, ${py_failed:-0} failed"
+echo "Total: $((rust_passed + extra_passed + ${py_passed:-0})) passed, $((rust_failed + extra_failed + ${py_failed:-0})) failed"
 exit $status
