@@ -1,5 +1,5 @@
 """Drop-in compatibility: the published 0.5.3 client's scenarios, run against this package,
-produce the same span shapes as the captured wire data (tests/data/published_client_0_5_3),
+produce the same span shapes as the captured wire data (testdata/published-client-0.5.3 at the repo root),
 except for the documented fixes of our spec."""
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import pytest
 from helixobs import setup
 from helixobs._registry import REGISTRY
 
-DATA = Path(__file__).parent / "data" / "published_client_0_5_3"
+# The wire captures are shared with the Rust interpreter tests: one copy, at the repo root.
+DATA = Path(__file__).resolve().parents[3] / "testdata" / "published-client-0.5.3"
 SCENARIOS = sorted(p.name for p in DATA.iterdir() if p.is_dir())
 OPERATION = "helix.entity.is_operation"
 
