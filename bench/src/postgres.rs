@@ -15,8 +15,12 @@ use std::time::{Duration, Instant};
 
 use clap::Subcommand;
 use helix_model::interpret::{interpret_traces, SpanClass};
-use helix_store::postgres::tokio_postgres::{self, binary_copy::BinaryCopyInWriter, types::Type, Client, NoTls};
-use helix_store::{Direction, LineageQuery, PostgresOptions, PostgresStore, Store, WriteBatch, WriteRecord};
+use helix_store::postgres::tokio_postgres::{
+    self, binary_copy::BinaryCopyInWriter, types::Type, Client, NoTls,
+};
+use helix_store::{
+    Direction, LineageQuery, PostgresOptions, PostgresStore, Store, WriteBatch, WriteRecord,
+};
 use herald::simulate::{span_count, Telescope};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -51,22 +55,39 @@ pub enum PgBench {
 
 pub async fn run(what: PgBench) {
     match what {
-        PgBench::Ingest { url, seconds, clients, ticks_per_request } => ingest(&url, seconds, clients, ticks_per_request).await,
-        PgBench::Lineage { url, entities, queries } => lineage(&url, entities, queries).await,
+        PgBench::Ingest {
+            url,
+            seconds,
+            clients,
+            ticks_per_request,
+        } => ingest(&url, seconds, clients, ticks_per_request).await,
+        PgBench::Lineage {
+            url,
+            entities,
+            queries,
+        } => lineage(&url, entities, queries).await,
     }
 }
 
 async fn connect(url: &str) -> Client {
-    let (client, conn) = tokio_postgres::connect(url, NoTls).await.expect("connect to PostgreSQL");
+    let (client, conn) = tokio_postgres::connect(url, NoTls)
+        .await
+        .expect("connect to PostgreSQL");
     tokio::spawn(conn);
     client
 }
 
 /// `url` with its database replaced by `db`.
 fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = url.split_once('?').map(|(b, q)| (b, Some(q))).unwrap_or((url, None));
+    let (base, query) = url
+        .split_once('?')
+        .map(|(b, q)| (b, Some(q)))
+        .unwrap_or((url, None));
     let start = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let host = base[start..].find('/').map(|i| &base[..start + i]).unwrap_or(base);
+    let host = base[start..]
+        .find('/')
+        .map(|i| &base[..start + i])
+        .unwrap_or(base);
     match query {
         Some(q) => format!("{host}/{db}?{q}"),
         None => format!("{host}/{db}"),
@@ -76,19 +97,36 @@ fn with_database(url: &str, db: &str) -> String {
 /// A fresh database on the server; its URL.
 async fn fresh_db(server: &str, name: &str) -> String {
     let admin = connect(server).await;
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.expect("drop old bench database");
-    admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create bench database");
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await
+        .expect("drop old bench database");
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create bench database");
     with_database(server, name)
 }
 
 async fn drop_db(server: &str, name: &str) {
-    let _ = connect(server).await.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+    let _ = connect(server)
+        .await
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await;
 }
 
 /// A migrated, empty store (no retention job) in database `name`.
 async fn store_in(server: &str, name: &str) -> (String, PostgresStore) {
     let url = fresh_db(server, name).await;
-    let store = PostgresStore::open(&url, PostgresOptions { retention: None, ..Default::default() }).await.expect("open store");
+    let store = PostgresStore::open(
+        &url,
+        PostgresOptions {
+            retention: None,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("open store");
     (url, store)
 }
 
@@ -123,7 +161,11 @@ fn records_of(request: &ExportTraceServiceRequest) -> Vec<WriteRecord> {
 }
 
 fn json(m: &helix_model::Metadata) -> serde_json::Value {
-    serde_json::Value::Object(m.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect())
+    serde_json::Value::Object(
+        m.iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect(),
+    )
 }
 
 /// Bare binary COPY of `records` into the four tables, one transaction: the ceiling.
@@ -138,16 +180,38 @@ async fn copy_batch(client: &mut Client, records: &[WriteRecord]) {
             .await
             .unwrap();
         let types = [
-            Type::TEXT, Type::TEXT, Type::TEXT, Type::INT8, Type::TEXT_ARRAY, Type::JSONB, Type::TEXT, Type::TEXT,
-            Type::TEXT, Type::TEXT, Type::INT8, Type::TEXT, Type::BOOL,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::INT8,
+            Type::TEXT_ARRAY,
+            Type::JSONB,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::INT8,
+            Type::TEXT,
+            Type::BOOL,
         ];
         let mut w = pin!(BinaryCopyInWriter::new(sink, &types));
         for r in records {
             if let WriteRecord::Created(c) = r {
                 w.as_mut()
                     .write(&[
-                        &c.entity_id, &c.instrument_id, &c.trace_id, &c.start_ns, &c.parent_ids, &json(&c.metadata),
-                        &c.span_id, &c.stage, &c.service_name, &c.process_name, &c.end_ns, &c.status.as_str(), &false,
+                        &c.entity_id,
+                        &c.instrument_id,
+                        &c.trace_id,
+                        &c.start_ns,
+                        &c.parent_ids,
+                        &json(&c.metadata),
+                        &c.span_id,
+                        &c.stage,
+                        &c.service_name,
+                        &c.process_name,
+                        &c.end_ns,
+                        &c.status.as_str(),
+                        &false,
                     ])
                     .await
                     .unwrap();
@@ -156,12 +220,21 @@ async fn copy_batch(client: &mut Client, records: &[WriteRecord]) {
         w.finish().await.unwrap();
     }
     {
-        let sink = tx.copy_in("COPY entity_parents (child_id, parent_id, position) FROM STDIN BINARY").await.unwrap();
-        let mut w = pin!(BinaryCopyInWriter::new(sink, &[Type::TEXT, Type::TEXT, Type::INT4]));
+        let sink = tx
+            .copy_in("COPY entity_parents (child_id, parent_id, position) FROM STDIN BINARY")
+            .await
+            .unwrap();
+        let mut w = pin!(BinaryCopyInWriter::new(
+            sink,
+            &[Type::TEXT, Type::TEXT, Type::INT4]
+        ));
         for r in records {
             if let WriteRecord::Created(c) = r {
                 for (i, p) in c.parent_ids.iter().enumerate() {
-                    w.as_mut().write(&[&c.entity_id, p, &(i as i32)]).await.unwrap();
+                    w.as_mut()
+                        .write(&[&c.entity_id, p, &(i as i32)])
+                        .await
+                        .unwrap();
                 }
             }
         }
@@ -176,7 +249,15 @@ async fn copy_batch(client: &mut Client, records: &[WriteRecord]) {
             .await
             .unwrap();
         let types = [
-            Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::INT8, Type::INT8, Type::JSONB, Type::TEXT, Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::INT8,
+            Type::INT8,
+            Type::JSONB,
+            Type::TEXT,
+            Type::TEXT,
             Type::TEXT,
         ];
         let mut w = pin!(BinaryCopyInWriter::new(sink, &types));
@@ -184,8 +265,16 @@ async fn copy_batch(client: &mut Client, records: &[WriteRecord]) {
             if let WriteRecord::Operation(o) = r {
                 w.as_mut()
                     .write(&[
-                        &o.entity_id, &o.instrument_id, &o.operation, &o.trace_id, &o.start_ns, &o.duration_ns,
-                        &json(&o.metadata), &o.span_id, &o.status.as_str(), &o.service_name,
+                        &o.entity_id,
+                        &o.instrument_id,
+                        &o.operation,
+                        &o.trace_id,
+                        &o.start_ns,
+                        &o.duration_ns,
+                        &json(&o.metadata),
+                        &o.span_id,
+                        &o.status.as_str(),
+                        &o.service_name,
                     ])
                     .await
                     .unwrap();
@@ -201,7 +290,16 @@ async fn copy_batch(client: &mut Client, records: &[WriteRecord]) {
             )
             .await
             .unwrap();
-        let types = [Type::TEXT, Type::TEXT, Type::TEXT, Type::INT8, Type::JSONB, Type::TEXT, Type::TEXT, Type::INT4];
+        let types = [
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::INT8,
+            Type::JSONB,
+            Type::TEXT,
+            Type::TEXT,
+            Type::INT4,
+        ];
         let mut w = pin!(BinaryCopyInWriter::new(sink, &types));
         for r in records {
             let events = match r {
@@ -212,8 +310,14 @@ async fn copy_batch(client: &mut Client, records: &[WriteRecord]) {
             for e in events {
                 w.as_mut()
                     .write(&[
-                        &e.instrument_id, &e.entity_id, &e.event_name, &e.timestamp_ns, &json(&e.metadata), &e.trace_id,
-                        &e.span_id, &(e.ordinal as i32),
+                        &e.instrument_id,
+                        &e.entity_id,
+                        &e.event_name,
+                        &e.timestamp_ns,
+                        &json(&e.metadata),
+                        &e.trace_id,
+                        &e.span_id,
+                        &(e.ordinal as i32),
                     ])
                     .await
                     .unwrap();
@@ -322,6 +426,25 @@ async fn ingest(server: &str, seconds: u64, clients: usize, ticks_per_request: u
     drop(client);
     drop_db(server, "helix_bench_copy").await;
 
+    // 1b. The store alone: the same records through `Store::write` (set-wise, idempotent),
+    // one writer, 20 000-record batches — what the herald's writer does minus the network,
+    // decoding and resolution.
+    let (_, direct) = store_in(server, "helix_bench_store").await;
+    let (mut store_spans, mut i) = (0, 0);
+    let t = Instant::now();
+    while t.elapsed() < limit && i < records.len() {
+        let mut batch = WriteBatch::default();
+        while batch.records.len() < 20_000 && i < records.len() {
+            batch.records.extend(records[i].iter().cloned());
+            store_spans += spans_per_request[i];
+            i += 1;
+        }
+        direct.write(&batch).await.unwrap();
+    }
+    let store_time = t.elapsed();
+    drop(direct);
+    drop_db(server, "helix_bench_store").await;
+
     // 2. The older herald's way: statements per record from many concurrent connections.
     let (old_url, old_store) = store_in(server, "helix_bench_old").await;
     drop(old_store);
@@ -331,7 +454,12 @@ async fn ingest(server: &str, seconds: u64, clients: usize, ticks_per_request: u
     let t = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..16 {
-        let (records, spans, next, url) = (records.clone(), spans_per_request.clone(), next.clone(), old_url.clone());
+        let (records, spans, next, url) = (
+            records.clone(),
+            spans_per_request.clone(),
+            next.clone(),
+            old_url.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let client = connect(&url).await;
             let mut done = 0;
@@ -415,6 +543,10 @@ async fn ingest(server: &str, seconds: u64, clients: usize, ticks_per_request: u
         "| ceiling: bare binary COPY of the rows (one connection, 20 000-record transactions, no checks, no network hop for spans) | {copy_rate:.0} | {copy_spans} spans in {copy_time:.2?} |"
     );
     println!(
+        "| `Store::write` alone (same records, one writer, 20 000-record batches, no network) | {:.0} | {store_spans} spans in {store_time:.2?} |",
+        rate(store_spans, store_time)
+    );
+    println!(
         "| **herald over gRPC** (decode, interpret, resolve, batch, set-wise idempotent write, commit, ack) | **{herald_rate:.0}** | {acked} spans acked in {elapsed:.2?}, {refused} requests refused (retryable) |"
     );
     println!(
@@ -431,7 +563,12 @@ async fn ingest(server: &str, seconds: u64, clients: usize, ticks_per_request: u
 }
 
 async fn server_version(server: &str) -> String {
-    connect(server).await.query_one("SHOW server_version", &[]).await.map(|r| r.get::<_, String>(0)).unwrap_or_default()
+    connect(server)
+        .await
+        .query_one("SHOW server_version", &[])
+        .await
+        .map(|r| r.get::<_, String>(0))
+        .unwrap_or_default()
 }
 
 async fn lineage(server: &str, n: usize, queries: usize) {
@@ -448,20 +585,49 @@ async fn lineage(server: &str, n: usize, queries: usize) {
     eprintln!();
     let load = t.elapsed();
     let client = connect(&url).await;
-    client.batch_execute("VACUUM ANALYZE entities; VACUUM ANALYZE entity_parents").await.unwrap();
-    let edges: i64 = client.query_one("SELECT count(*) FROM entity_parents", &[]).await.unwrap().get(0);
+    client
+        .batch_execute("VACUUM ANALYZE entities; VACUUM ANALYZE entity_parents")
+        .await
+        .unwrap();
+    let edges: i64 = client
+        .query_one("SELECT count(*) FROM entity_parents", &[])
+        .await
+        .unwrap()
+        .get(0);
 
     let mut rng = rand::rngs::SmallRng::seed_from_u64(5);
-    let pick = |v: &Vec<String>, rng: &mut rand::rngs::SmallRng| v[rng.random_range(0..v.len())].clone();
+    let pick =
+        |v: &Vec<String>, rng: &mut rand::rngs::SmallRng| v[rng.random_range(0..v.len())].clone();
     let cases = [
-        ("ancestors, depth ≤ 3", Direction::Ancestors, Some(3), &products),
-        ("ancestors, full depth", Direction::Ancestors, None, &products),
-        ("descendants of a raw block, full depth", Direction::Descendants, None, &blocks),
+        (
+            "ancestors, depth ≤ 3",
+            Direction::Ancestors,
+            Some(3),
+            &products,
+        ),
+        (
+            "ancestors, full depth",
+            Direction::Ancestors,
+            None,
+            &products,
+        ),
+        (
+            "descendants of a raw block, full depth",
+            Direction::Descendants,
+            None,
+            &blocks,
+        ),
     ];
     let mut ours: Vec<(Vec<Duration>, usize)> = vec![Default::default(); cases.len()];
     for _ in 0..queries {
         for (k, (_, direction, depth, pool)) in cases.iter().enumerate() {
-            let q = LineageQuery { root: pick(pool, &mut rng), direction: *direction, max_depth: *depth, limit: 10_000, cursor: None };
+            let q = LineageQuery {
+                root: pick(pool, &mut rng),
+                direction: *direction,
+                max_depth: *depth,
+                limit: 10_000,
+                cursor: None,
+            };
             let t = Instant::now();
             let l = store.lineage(&q).await.unwrap().expect("root exists");
             ours[k].0.push(t.elapsed());
@@ -471,7 +637,10 @@ async fn lineage(server: &str, n: usize, queries: usize) {
 
     // Baseline: the older herald's graph query — a recursive walk over `parent_ids`, with a GIN
     // index on the array for the descendant direction.
-    client.batch_execute("CREATE INDEX entities_parent_ids_gin ON entities USING gin (parent_ids)").await.unwrap();
+    client
+        .batch_execute("CREATE INDEX entities_parent_ids_gin ON entities USING gin (parent_ids)")
+        .await
+        .unwrap();
     client.batch_execute("ANALYZE entities").await.unwrap();
     let up = client
         .prepare(
@@ -498,7 +667,11 @@ async fn lineage(server: &str, n: usize, queries: usize) {
         for (k, (_, direction, depth, pool)) in cases.iter().enumerate() {
             let root = pick(pool, &mut rng);
             let d: i32 = depth.map(|d| d as i32).unwrap_or(100);
-            let stmt = if *direction == Direction::Ancestors { &up } else { &down };
+            let stmt = if *direction == Direction::Ancestors {
+                &up
+            } else {
+                &down
+            };
             let t = Instant::now();
             let _: i64 = client.query_one(stmt, &[&root, &d]).await.unwrap().get(0);
             theirs[k].push(t.elapsed());

@@ -6,21 +6,28 @@
 //! 2. apply the records in order to that in-memory picture (the same rules as the SQLite
 //!    backend: placeholders, upgrades, re-creations, instrument ownership, idempotency), which
 //!    yields the final rows;
-//! 3. write them with one `INSERT … SELECT FROM unnest(…) ON CONFLICT DO NOTHING` per table
-//!    (rows sorted by key, so concurrent writers take locks in the same order) and one
-//!    `UPDATE … FROM unnest(…)` for changed existing entities.
+//! 3. write them set-wise, rows sorted by key so concurrent writers take locks in the same
+//!    order: rows the locked picture says are new (entities, edges, operations) by one binary
+//!    `COPY` per table — no per-row parsing, no speculative insertion; events, logs,
+//!    re-creation spans and instruments by `INSERT … SELECT FROM unnest(…) ON CONFLICT DO
+//!    NOTHING`; changed stored entities by one `UPDATE … FROM unnest(…)`.
 //!
-//! Another replica may insert a row the picture said was missing between steps 1 and 3: the
-//! INSERT then waits for that replica's commit and skips the row, the affected-row count
-//! differs from the plan, and the batch is rolled back and planned again (it then sees the
-//! row). Deadlocks and serialization failures are retried the same way; only when retries
-//! are exhausted does the caller get `Unavailable` (the client retries the export).
+//! Another replica may insert a row the picture said was missing between steps 1 and 3: our
+//! COPY/INSERT then waits for that replica's commit and fails with a unique violation (or an
+//! affected-row count differs from the plan), and the batch is rolled back and planned again
+//! (it then sees, and locks, the row). Deadlocks and serialization failures are retried the
+//! same way; only when retries are exhausted does the caller get `Unavailable` (the client
+//! retries the export).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
+use std::pin::pin;
+
 use deadpool_postgres::{Object, Transaction};
 use helix_model::{EntityCreated, EntityEvent, LogRecorded, Metadata, OperationRecorded, Status};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{Json, Type};
 
 use super::map_pg;
 use crate::{EntityCount, StoreError, StoreResult, WriteBatch, WriteOutcome, WriteRecord};
@@ -58,9 +65,12 @@ pub(super) async fn apply_batch(
             Ok(None) => "a concurrent writer stored some of the same rows".to_owned(),
             Err(TxError::Store(e)) => return Err(e),
             Err(TxError::Pg(e)) => {
+                // 23505: a row the plan saw missing was inserted by a concurrent writer (the
+                // plain INSERTs below rely on the locked picture instead of ON CONFLICT, which
+                // costs a speculative insertion per row); 40P01/40001: deadlock/serialization.
                 let conflict = e
                     .code()
-                    .is_some_and(|c| matches!(c.code(), "40P01" | "40001"));
+                    .is_some_and(|c| matches!(c.code(), "23505" | "40P01" | "40001"));
                 if !conflict {
                     return Err(map_pg(e));
                 }
@@ -434,9 +444,7 @@ async fn try_apply(
     }
 
     // ---- 3. write ----------------------------------------------------------------------------
-    if !write_entities(&tx, &plan).await? {
-        return Ok(None);
-    }
+    write_entities(&tx, &plan).await?;
     if !write_creations(&tx, &plan).await? {
         return Ok(None);
     }
@@ -522,57 +530,77 @@ const UNNEST_ENTITIES: &str =
      AS u(id, instrument_id, trace_id, timestamp_ns, parent_ids, metadata, span_id, stage,
           service_name, process_name, end_ns, status, placeholder)";
 
-/// Insert new rows and update changed stored ones; `false` when a concurrent writer inserted
-/// one of the new rows first.
-async fn write_entities(tx: &Transaction<'_>, plan: &Plan<'_>) -> Result<bool, TxError> {
+/// Binary COPY of rows the locked picture says are new: the fastest way in (no per-row
+/// parsing, no speculative insertion). A concurrent writer that inserted one of them first
+/// makes the COPY fail with a unique violation, and the batch is planned again.
+async fn copy_new_entities(
+    tx: &Transaction<'_>,
+    rows: &[(&String, &EntityRow)],
+) -> Result<(), TxError> {
+    let sink = tx
+        .copy_in(
+            "COPY entities (id, instrument_id, trace_id, timestamp_ns, parent_ids, metadata, span_id, stage,
+                 service_name, process_name, end_ns, status, placeholder) FROM STDIN BINARY",
+        )
+        .await?;
+    let types = [
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::INT8,
+        Type::TEXT_ARRAY,
+        Type::JSONB,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::INT8,
+        Type::TEXT,
+        Type::BOOL,
+    ];
+    let mut w = pin!(BinaryCopyInWriter::new(sink, &types));
+    for (id, r) in rows {
+        w.as_mut()
+            .write(&[
+                id,
+                &r.instrument_id,
+                &r.trace_id,
+                &r.timestamp_ns,
+                &r.parent_ids,
+                &Json(&r.metadata),
+                &r.span_id,
+                &r.stage,
+                &r.service_name,
+                &r.process_name,
+                &r.end_ns,
+                &r.status.as_str(),
+                &r.placeholder,
+            ])
+            .await?;
+    }
+    w.finish().await?;
+    Ok(())
+}
+
+/// Insert new rows and update changed stored ones.
+async fn write_entities(tx: &Transaction<'_>, plan: &Plan<'_>) -> Result<(), TxError> {
     let mut sorted: Vec<(&String, &EntityRow)> = plan
         .rows
         .iter()
         .filter(|(_, r)| !r.stored || r.changed)
         .collect();
     sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    let mut new = EntityColumns::default();
+    let mut new_rows = Vec::new();
     let mut changed = EntityColumns::default();
     for (id, r) in sorted {
         if r.stored {
             changed.push(id, r)?;
         } else {
-            new.push(id, r)?;
+            new_rows.push((id, r));
         }
     }
-    if new.len() > 0 {
-        let sql = format!(
-            "INSERT INTO entities (id, instrument_id, trace_id, timestamp_ns, parent_ids, metadata,
-                 span_id, stage, service_name, process_name, end_ns, status, placeholder)
-             SELECT id, instrument_id, trace_id, timestamp_ns, parent_ids::text[], metadata::jsonb,
-                 span_id, stage, service_name, process_name, end_ns, status, placeholder
-             FROM {UNNEST_ENTITIES}
-             ON CONFLICT (id) DO NOTHING"
-        );
-        let stmt = tx.prepare_cached(&sql).await?;
-        let n = tx
-            .execute(
-                &stmt,
-                &[
-                    &new.id,
-                    &new.instrument_id,
-                    &new.trace_id,
-                    &new.timestamp_ns,
-                    &new.parent_ids,
-                    &new.metadata,
-                    &new.span_id,
-                    &new.stage,
-                    &new.service_name,
-                    &new.process_name,
-                    &new.end_ns,
-                    &new.status,
-                    &new.placeholder,
-                ],
-            )
-            .await?;
-        if n != new.len() as u64 {
-            return Ok(false);
-        }
+    if !new_rows.is_empty() {
+        copy_new_entities(tx, &new_rows).await?;
     }
     if changed.len() > 0 {
         let sql = format!(
@@ -604,7 +632,7 @@ async fn write_entities(tx: &Transaction<'_>, plan: &Plan<'_>) -> Result<bool, T
         )
         .await?;
     }
-    Ok(true)
+    Ok(())
 }
 
 async fn write_creations(tx: &Transaction<'_>, plan: &Plan<'_>) -> Result<bool, TxError> {
@@ -633,16 +661,23 @@ async fn write_edges(
         return Ok(());
     }
     edges.sort_unstable();
-    let child: Vec<&str> = edges.iter().map(|e| e.0.as_str()).collect();
-    let parent: Vec<&str> = edges.iter().map(|e| e.1.as_str()).collect();
-    let pos: Vec<i32> = edges.iter().map(|e| e.2).collect();
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO entity_parents (child_id, parent_id, position)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::int4[]) ON CONFLICT DO NOTHING",
-        )
+    // New edges only (a new child, or parents appended to parent_ids): COPY, like entities.
+    let sink = tx
+        .copy_in("COPY entity_parents (child_id, parent_id, position) FROM STDIN BINARY")
         .await?;
-    tx.execute(&stmt, &[&child, &parent, &pos]).await?;
+    let mut w = pin!(BinaryCopyInWriter::new(
+        sink,
+        &[Type::TEXT, Type::TEXT, Type::INT4]
+    ));
+    let mut last: Option<(&str, &str)> = None;
+    for (child, parent, pos) in edges.iter() {
+        if last == Some((child.as_str(), parent.as_str())) {
+            continue;
+        }
+        last = Some((child.as_str(), parent.as_str()));
+        w.as_mut().write(&[child, parent, pos]).await?;
+    }
+    w.finish().await?;
     Ok(())
 }
 
@@ -655,58 +690,44 @@ async fn write_operations(
         return Ok(true);
     }
     ops.sort_unstable_by(|a, b| a.span_id.cmp(&b.span_id));
-    let mut entity_id = Vec::with_capacity(ops.len());
-    let mut instrument_id = Vec::with_capacity(ops.len());
-    let mut operation = Vec::with_capacity(ops.len());
-    let mut trace_id = Vec::with_capacity(ops.len());
-    let mut ts = Vec::with_capacity(ops.len());
-    let mut duration = Vec::with_capacity(ops.len());
-    let mut metadata = Vec::with_capacity(ops.len());
-    let mut span_id = Vec::with_capacity(ops.len());
-    let mut status = Vec::with_capacity(ops.len());
-    let mut service = Vec::with_capacity(ops.len());
+    // Spans the locked picture says are new: COPY; a concurrent writer's insert of one of
+    // them fails it with a unique violation and the batch is planned again.
+    let sink = tx
+        .copy_in(
+            "COPY entity_operations (entity_id, instrument_id, operation, trace_id, timestamp_ns,
+                 duration_ns, metadata, span_id, status, service_name) FROM STDIN BINARY",
+        )
+        .await?;
+    let types = [
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::INT8,
+        Type::INT8,
+        Type::JSONB,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+    ];
+    let mut w = pin!(BinaryCopyInWriter::new(sink, &types));
     for o in ops.iter() {
-        entity_id.push(o.entity_id.as_str());
-        instrument_id.push(o.instrument_id.as_str());
-        operation.push(o.operation.as_str());
-        trace_id.push(o.trace_id.as_str());
-        ts.push(o.start_ns);
-        duration.push(o.duration_ns);
-        metadata.push(to_json(&o.metadata)?);
-        span_id.push(o.span_id.as_str());
-        status.push(o.status.as_str());
-        service.push(o.service_name.as_deref());
+        w.as_mut()
+            .write(&[
+                &o.entity_id,
+                &o.instrument_id,
+                &o.operation,
+                &o.trace_id,
+                &o.start_ns,
+                &o.duration_ns,
+                &Json(&o.metadata),
+                &o.span_id,
+                &o.status.as_str(),
+                &o.service_name,
+            ])
+            .await?;
     }
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO entity_operations (entity_id, instrument_id, operation, trace_id, timestamp_ns,
-                 duration_ns, metadata, span_id, status, service_name)
-             SELECT entity_id, instrument_id, operation, trace_id, timestamp_ns, duration_ns,
-                 metadata::jsonb, span_id, status, service_name
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[],
-                         $7::text[], $8::text[], $9::text[], $10::text[])
-                  AS u(entity_id, instrument_id, operation, trace_id, timestamp_ns, duration_ns,
-                       metadata, span_id, status, service_name)
-             ON CONFLICT DO NOTHING",
-        )
-        .await?;
-    let n = tx
-        .execute(
-            &stmt,
-            &[
-                &entity_id,
-                &instrument_id,
-                &operation,
-                &trace_id,
-                &ts,
-                &duration,
-                &metadata,
-                &span_id,
-                &status,
-                &service,
-            ],
-        )
-        .await?;
+    let n = w.finish().await?;
     Ok(n == ops.len() as u64)
 }
 
