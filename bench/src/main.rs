@@ -278,61 +278,67 @@ async fn ingest(seconds: u64, clients: usize, ticks_per_request: usize) {
     );
 }
 
-/// A telescope-shaped DAG: blocks → candidates (1–2 blocks) → events (1–3 candidates of any
-/// beam) → a chain of 6 derived products per event. Returns ids of products and of blocks.
-fn dag(n: usize) -> (Vec<Vec<WriteRecord>>, Vec<String>, Vec<String>) {
+/// A telescope-shaped DAG of about `n` entities and 2 edges per entity: blocks → candidates
+/// (their block and usually the previous one) → events (2–3 candidates, often of an earlier
+/// group, i.e. another beam) → a chain of 6 derived products, each also naming the calibration
+/// solution shared by 50 groups. Returns the batches, the last product of each group and the blocks.
+pub fn dag(n: usize) -> (Vec<Vec<WriteRecord>>, Vec<String>, Vec<String>) {
+    const GROUPS_PER_CALIBRATION: usize = 50;
     let mut rng = rand::rngs::SmallRng::seed_from_u64(3);
-    let per_group = 1 + 3 + 1 + 6; // block, candidates, event, products ≈ 11 entities
+    let per_group = 1 + 3 + 1 + 6; // block, candidates, event, products
     let groups = n / per_group;
     let mut batches = Vec::new();
     let mut batch = Vec::new();
     let mut products = Vec::new();
     let mut blocks = Vec::new();
-    let mut count = 0;
-    let make = |id: String, stage: &str, parents: Vec<String>, t: i64| EntityCreated {
-        entity_id: id.clone(),
-        instrument_id: "BENCH".into(),
-        stage: stage.into(),
-        trace_id: format!("{:032x}", t),
-        span_id: format!("{:016x}", t),
-        start_ns: 1_700_000_000_000_000_000 + t,
-        end_ns: 1_700_000_000_000_000_000 + t + 1000,
-        parent_ids: parents,
-        metadata: Metadata::new(),
-        service_name: None,
-        process_name: None,
-        status: Status::Ok,
-        events: vec![],
+    let make = |id: String, stage: &str, parents: Vec<String>, t: i64| {
+        WriteRecord::Created(EntityCreated {
+            entity_id: id,
+            instrument_id: "BENCH".into(),
+            stage: stage.into(),
+            trace_id: format!("{:032x}", t + 1),
+            span_id: format!("{:016x}", t + 1),
+            start_ns: 1_700_000_000_000_000_000 + t,
+            end_ns: 1_700_000_000_000_000_000 + t + 1000,
+            parent_ids: parents,
+            metadata: Metadata::new(),
+            service_name: None,
+            process_name: None,
+            status: Status::Ok,
+            events: vec![],
+        })
     };
     for g in 0..groups {
+        let t0 = (g * (per_group + 1)) as i64;
+        let calibration = format!("calsol-{:05}", g / GROUPS_PER_CALIBRATION);
+        if g % GROUPS_PER_CALIBRATION == 0 {
+            batch.push(make(calibration.clone(), "calibration-solution", vec![], t0));
+        }
         let block = format!("blk-{g:07}");
-        let mut push = |e: EntityCreated, batch: &mut Vec<WriteRecord>| {
-            count += 1;
-            batch.push(WriteRecord::Created(e));
-        };
-        push(make(block.clone(), "ingest", vec![], (g * per_group) as i64), &mut batch);
+        batch.push(make(block.clone(), "ingest", vec![], t0 + 1));
         blocks.push(block.clone());
         let mut cands = Vec::new();
         for k in 0..3 {
             let id = format!("cand-{g:07}-{k}");
             let mut parents = vec![block.clone()];
-            if g > 0 && rng.random_bool(0.3) {
+            if g > 0 && rng.random_bool(0.8) {
                 parents.push(format!("blk-{:07}", g - 1));
             }
-            push(make(id.clone(), "search", parents, (g * per_group + 1 + k) as i64), &mut batch);
+            batch.push(make(id.clone(), "search", parents, t0 + 2 + k as i64));
             cands.push(id);
         }
         // Events take candidates of this group and, often, of an earlier group (another beam).
-        let mut parents = vec![cands[rng.random_range(0..3)].clone()];
+        let first = rng.random_range(0..3);
+        let mut parents = vec![cands[first].clone(), cands[(first + 1) % 3].clone()];
         if g > 10 && rng.random_bool(0.7) {
             parents.push(format!("cand-{:07}-{}", g - rng.random_range(1..10), rng.random_range(0..3)));
         }
         let event = format!("evt-{g:07}");
-        push(make(event.clone(), "cluster", parents, (g * per_group + 4) as i64), &mut batch);
+        batch.push(make(event.clone(), "cluster", parents, t0 + 5));
         let mut prev = event;
         for (k, stage) in ["classify", "calibrate", "convert", "image", "catalog", "publish"].iter().enumerate() {
             let id = format!("prod-{g:07}-{k}");
-            push(make(id.clone(), stage, vec![prev.clone()], (g * per_group + 5 + k) as i64), &mut batch);
+            batch.push(make(id.clone(), stage, vec![prev.clone(), calibration.clone()], t0 + 6 + k as i64));
             prev = id;
         }
         products.push(prev);
@@ -341,8 +347,19 @@ fn dag(n: usize) -> (Vec<Vec<WriteRecord>>, Vec<String>, Vec<String>) {
         }
     }
     batches.push(batch);
-    let _ = count;
     (batches, products, blocks)
+}
+
+/// Provenance edges in a DAG's batches.
+pub fn edge_count(batches: &[Vec<WriteRecord>]) -> usize {
+    batches
+        .iter()
+        .flatten()
+        .map(|r| match r {
+            WriteRecord::Created(c) => c.parent_ids.len(),
+            _ => 0,
+        })
+        .sum()
 }
 
 async fn lineage(n: usize, queries: usize) {
@@ -351,6 +368,7 @@ async fn lineage(n: usize, queries: usize) {
     let store = SqliteStore::open(&path, Default::default()).unwrap();
     let (batches, products, blocks) = dag(n);
     let total: usize = batches.iter().map(Vec::len).sum();
+    let edges = edge_count(&batches);
     let t = Instant::now();
     for (i, b) in batches.into_iter().enumerate() {
         store.write(&WriteBatch { records: b }).await.unwrap();
@@ -401,8 +419,9 @@ async fn lineage(n: usize, queries: usize) {
 
     println!("### Lineage on a {total}-entity DAG (SQLite)\n");
     println!(
-        "Telescope-shaped DAG (blocks → candidates → events with cross-group parents → 6-step product chains), \
-         loaded through `Store::write` in 10 000-record batches in {load:.1?} ({:.0} entities/s). {queries} random roots per query.\n",
+        "Telescope-shaped DAG, {total} entities and {edges} edges (blocks → candidates → events with cross-group parents → \
+         6-step product chains sharing calibration solutions), loaded through `Store::write` in 10 000-record batches \
+         in {load:.1?} ({:.0} entities/s). {queries} random roots per query.\n",
         rate(total, load)
     );
     println!("| query | p50 | p95 | mean nodes |\n|---|---:|---:|---:|");

@@ -2,6 +2,7 @@
 //! API reads, the SQLite and PostgreSQL backends, and (feature `conformance`) the suite every backend must pass.
 
 mod cursor;
+mod rows;
 pub mod postgres;
 pub mod sqlite;
 mod types;
@@ -56,6 +57,12 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub trait Store: Send + Sync + 'static {
     /// Short backend name for logs and `/readyz` (`sqlite`, `postgres`).
     fn backend(&self) -> &'static str;
+
+    /// How many batches the writer may commit at the same time. One for a backend with a
+    /// single writer (SQLite); more where transactions run side by side (PostgreSQL).
+    fn write_concurrency(&self) -> usize {
+        1
+    }
 
     /// Apply a batch atomically: either every record is committed or none is.
     async fn write(&self, batch: &WriteBatch) -> StoreResult<WriteOutcome>;

@@ -305,6 +305,12 @@ impl Store for PostgresStore {
         "postgres"
     }
 
+    /// Two batches in flight keep the server busy while the next batch is decoded and sent;
+    /// row locks and the re-plan on a lost race keep concurrent batches correct.
+    fn write_concurrency(&self) -> usize {
+        2
+    }
+
     async fn write(&self, batch: &WriteBatch) -> StoreResult<WriteOutcome> {
         if batch.records.is_empty() {
             return Ok(WriteOutcome::default());

@@ -136,7 +136,13 @@ async fn run(
     shutdown: CancellationToken,
     budget: Arc<Semaphore>,
 ) {
+    // Backends that can commit batches side by side (PostgreSQL) get that many in flight;
+    // while every slot is busy, new exports gather into the next batch.
+    let slots = Arc::new(Semaphore::new(store.write_concurrency().max(1)));
+    let mut commits = tokio::task::JoinSet::new();
     loop {
+        // A slot frees only when a commit ends, so this cannot wait forever.
+        let Ok(slot) = slots.clone().acquire_owned().await else { break };
         let first = tokio::select! {
             biased;
             job = rx.recv() => job,
@@ -150,7 +156,7 @@ async fn run(
         let Some(first) = first else { break };
         let mut acc = Accumulator::default();
         acc.push(first);
-        // Group commit: whatever arrived while the previous commit ran joins this one.
+        // Group commit: whatever arrived while the previous commits ran joins this one.
         while !acc.is_full(config.max_batch_records) {
             match rx.try_recv() {
                 Ok(job) => acc.push(job),
@@ -158,8 +164,14 @@ async fn run(
             }
         }
         metrics.write_queue_records.set((config.queue_records - budget.available_permits()) as i64);
-        commit(&*store, acc, &metrics).await;
+        let (store, metrics) = (store.clone(), metrics.clone());
+        commits.spawn(async move {
+            commit(&*store, acc, &metrics).await;
+            drop(slot);
+        });
+        while commits.try_join_next().is_some() {}
     }
+    while commits.join_next().await.is_some() {}
     tracing::info!("writer stopped: queue drained");
 }
 

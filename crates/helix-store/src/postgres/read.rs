@@ -1,6 +1,7 @@
 //! The PostgreSQL read path: entity rows, keyset-paged lists, search, summaries, and the level
 //! lookups of the shared lineage walk (`crate::walk`), one `= ANY($1)` query per level.
 
+use crate::rows::{parse_metadata, parse_status};
 use std::collections::HashMap;
 
 use deadpool_postgres::Object;
@@ -17,16 +18,6 @@ use crate::{
 };
 
 // ---- decoding -----------------------------------------------------------------------------
-
-fn parse_metadata(text: &str) -> StoreResult<Metadata> {
-    serde_json::from_str(text)
-        .map_err(|e| StoreError::Internal(format!("corrupt JSON object in database: {e}")))
-}
-
-fn parse_status(text: &str) -> StoreResult<Status> {
-    Status::parse(text)
-        .ok_or_else(|| StoreError::Internal(format!("corrupt status {text:?} in database")))
-}
 
 /// Page size actually used: at least one row so that a cursor always makes progress.
 fn page_limit(page: &PageRequest) -> usize {

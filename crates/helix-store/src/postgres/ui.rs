@@ -2,10 +2,11 @@
 //! metadata for the data monitor, and per-stage counts over time (same results as the SQLite
 //! backend's `sqlite/ui.rs`; the conformance suite checks both).
 
+use crate::rows::{parse_metadata};
 use std::collections::BTreeSet;
 
 use deadpool_postgres::Object;
-use helix_model::{EntityEvent, Metadata};
+use helix_model::EntityEvent;
 use serde_json::Value;
 use tokio_postgres::types::ToSql;
 
@@ -16,11 +17,6 @@ use crate::{
 };
 
 const INSTRUMENT_EVENTS_CURSOR: &str = "instrument_events";
-
-fn parse_metadata(text: &str) -> StoreResult<Metadata> {
-    serde_json::from_str(text)
-        .map_err(|e| StoreError::Internal(format!("corrupt JSON object in database: {e}")))
-}
 
 async fn q(
     c: &Object,

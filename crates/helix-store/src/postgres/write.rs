@@ -19,6 +19,7 @@
 //! same way; only when retries are exhausted does the caller get `Unavailable` (the client
 //! retries the export).
 
+use crate::rows::{worst, unique_in_order, to_json, log_hash};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
@@ -109,23 +110,6 @@ struct EntityRow {
     changed: bool,
 }
 
-fn worst(a: Status, b: Status) -> Status {
-    if a == Status::Error || b == Status::Error {
-        Status::Error
-    } else {
-        Status::Ok
-    }
-}
-
-/// Parents in caller order without repeats.
-fn unique_in_order(ids: &[String]) -> Vec<String> {
-    let mut seen = HashSet::new();
-    ids.iter()
-        .filter(|p| seen.insert(p.as_str()))
-        .cloned()
-        .collect()
-}
-
 /// A PostgreSQL array literal of `items` (each element quoted and escaped), cast to `text[]`
 /// in SQL: a two-dimensional parameter cannot carry rows of different lengths.
 fn text_array_literal(items: &[String]) -> String {
@@ -146,10 +130,6 @@ fn text_array_literal(items: &[String]) -> String {
     }
     s.push('}');
     s
-}
-
-fn to_json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
-    serde_json::to_string(v).map_err(|e| StoreError::Internal(format!("cannot encode JSON: {e}")))
 }
 
 /// What the batch will write, built by applying its records to the locked rows.
@@ -884,42 +864,6 @@ async fn write_logs(
         )
         .await?;
     Ok(rows.into_iter().map(|r| r.get(0)).collect())
-}
-
-/// Stable 64-bit FNV-1a over every field of a log record except its timestamp (part of the
-/// unique key itself); fields are length-prefixed so moving text between fields changes the
-/// hash. Stable across Rust versions, unlike `DefaultHasher`: the value is stored. Same
-/// definition as the SQLite backend's, so "the same record" means the same on both.
-fn log_hash(l: &LogRecorded, attributes_json: &str) -> i64 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut h = OFFSET;
-    let mut feed = |bytes: &[u8]| {
-        for b in bytes {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(PRIME);
-        }
-    };
-    let mut field = |v: Option<&str>| match v {
-        None => feed(&[0]),
-        Some(s) => {
-            feed(&[1]);
-            feed(&(s.len() as u64).to_le_bytes());
-            feed(s.as_bytes());
-        }
-    };
-    field(Some(&l.severity));
-    field(Some(&l.body));
-    field(l.trace_id.as_deref());
-    field(l.span_id.as_deref());
-    field(l.entity_id.as_deref());
-    field(l.instrument_id.as_deref());
-    field(l.process_name.as_deref());
-    field(l.service_name.as_deref());
-    field(l.source.as_deref());
-    field(Some(attributes_json));
-    // Stored as BIGINT (signed); the bit pattern is what matters.
-    h as i64
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The SQLite read path: entity rows, keyset-paged lists, search, summaries, and the level
 //! lookups the shared lineage walk (`crate::walk`) needs.
 
+use crate::rows::{parse_string_vec, parse_metadata, parse_status};
 use std::collections::HashMap;
 
 use helix_model::{EntityEvent, LogRecorded, Metadata, SpanRef, Status};
@@ -11,28 +12,10 @@ use serde_json::Value;
 use crate::walk::{self, LevelSource, WalkNode};
 use crate::{
     cursor, Direction, Entity, EntityFilter, Graph, GraphNode, GraphQuery, Lineage, LineageQuery,
-    Operation, Page, PageRequest, StageSummary, StoreError, StoreResult,
+    Operation, Page, PageRequest, StageSummary, StoreResult,
 };
 
 // ---- decoding stored values -------------------------------------------------------------
-
-/// A stored JSON array of strings (`parent_ids`); anything else means a corrupt row.
-pub(super) fn parse_string_vec(text: &str) -> StoreResult<Vec<String>> {
-    serde_json::from_str(text)
-        .map_err(|e| StoreError::Internal(format!("corrupt JSON array in database: {e}")))
-}
-
-/// A stored JSON object of strings (`metadata`, `attributes`).
-pub(super) fn parse_metadata(text: &str) -> StoreResult<Metadata> {
-    serde_json::from_str(text)
-        .map_err(|e| StoreError::Internal(format!("corrupt JSON object in database: {e}")))
-}
-
-/// A stored `status`; the column has a CHECK constraint, so failure means a corrupt file.
-pub(super) fn parse_status(text: &str) -> StoreResult<Status> {
-    Status::parse(text)
-        .ok_or_else(|| StoreError::Internal(format!("corrupt status {text:?} in database")))
-}
 
 /// Page size actually used: at least one row so that a cursor always makes progress.
 fn page_limit(page: &PageRequest) -> usize {

@@ -8,7 +8,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::Connection;
 use serde_json::Value;
 
-use super::read::parse_metadata;
+use crate::rows::parse_metadata;
 use crate::{
     cursor, numeric_value, EventQuery, MonitorPoint, MonitorPoints, MonitorQuery, Page,
     PageRequest, StageBucket, StageHistogramQuery, StoreResult,

@@ -7,8 +7,8 @@ use std::collections::HashSet;
 use helix_model::{EntityCreated, EntityEvent, LogRecorded, Metadata, OperationRecorded, Status};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 
-use super::read::{parse_metadata, parse_status, parse_string_vec};
-use crate::{EntityCount, StoreError, StoreResult, WriteBatch, WriteOutcome, WriteRecord};
+use crate::rows::{log_hash, parse_metadata, parse_status, parse_string_vec, to_json, unique_in_order, worst};
+use crate::{EntityCount, StoreResult, WriteBatch, WriteOutcome, WriteRecord};
 
 /// Apply `batch` atomically. On any error the transaction is dropped, i.e. rolled back, so no
 /// partial batch is ever visible.
@@ -56,28 +56,6 @@ struct ExistingEntity {
     metadata: String,
     /// The entity's first creation span; NULL for a placeholder.
     span_id: Option<String>,
-}
-
-fn worst(a: Status, b: Status) -> Status {
-    if a == Status::Error || b == Status::Error {
-        Status::Error
-    } else {
-        Status::Ok
-    }
-}
-
-fn to_json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
-    serde_json::to_string(v).map_err(|e| StoreError::Internal(format!("cannot encode JSON: {e}")))
-}
-
-/// Parents in caller order without repeats (the model already de-duplicates; this keeps the
-/// stored array and the edge positions consistent even if a caller did not).
-fn unique_in_order(ids: &[String]) -> Vec<String> {
-    let mut seen = HashSet::new();
-    ids.iter()
-        .filter(|p| seen.insert(p.as_str()))
-        .cloned()
-        .collect()
 }
 
 impl Writer<'_> {
@@ -395,37 +373,3 @@ impl Writer<'_> {
     }
 }
 
-/// Stable 64-bit FNV-1a over every field of a log record except its timestamp (which is part
-/// of the unique key itself). Fields are length-prefixed so that moving text between fields
-/// changes the hash. Stable across Rust versions, unlike `DefaultHasher`: the value is stored.
-pub(crate) fn log_hash(l: &LogRecorded, attributes_json: &str) -> i64 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut h = OFFSET;
-    let mut feed = |bytes: &[u8]| {
-        for b in bytes {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(PRIME);
-        }
-    };
-    let mut field = |v: Option<&str>| match v {
-        None => feed(&[0]),
-        Some(s) => {
-            feed(&[1]);
-            feed(&(s.len() as u64).to_le_bytes());
-            feed(s.as_bytes());
-        }
-    };
-    field(Some(&l.severity));
-    field(Some(&l.body));
-    field(l.trace_id.as_deref());
-    field(l.span_id.as_deref());
-    field(l.entity_id.as_deref());
-    field(l.instrument_id.as_deref());
-    field(l.process_name.as_deref());
-    field(l.service_name.as_deref());
-    field(l.source.as_deref());
-    field(Some(attributes_json));
-    // Stored as SQLite INTEGER (signed); the bit pattern is what matters.
-    h as i64
-}

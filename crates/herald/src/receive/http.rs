@@ -5,8 +5,9 @@
 use std::io::Read;
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
+use http_body_util::BodyExt;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -42,6 +43,8 @@ enum HttpError {
     UnsupportedEncoding(String),
     #[error("request body is larger than the {0} bytes this herald accepts (HELIX_MAX_REQUEST_BYTES); send smaller batches")]
     TooLarge(usize),
+    #[error("could not read the request body: {0}")]
+    BadBody(String),
     #[error("body is not valid gzip: {0}")]
     BadGzip(String),
     #[error("body is not a valid OTLP {what} protobuf message: {why}")]
@@ -58,7 +61,9 @@ impl IntoResponse for HttpError {
             HttpError::UnsupportedType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             HttpError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             HttpError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            HttpError::BadGzip(_) | HttpError::BadProtobuf { .. } | HttpError::BadJson { .. } => StatusCode::BAD_REQUEST,
+            HttpError::BadBody(_) | HttpError::BadGzip(_) | HttpError::BadProtobuf { .. } | HttpError::BadJson { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             HttpError::Write(WriteError::Overloaded { .. }) => StatusCode::TOO_MANY_REQUESTS,
             HttpError::Write(e) if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::Write(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -81,23 +86,51 @@ pub fn router(ingest: Arc<Ingest>, config: &ReceiveConfig) -> Router {
     Router::new()
         .route("/v1/traces", post(traces))
         .route("/v1/logs", post(logs))
-        // Compressed bodies are capped here, decompressed ones in `body_of`.
-        .layer(DefaultBodyLimit::max(config.max_request_bytes))
+        // The limit is enforced while reading (`read_limited`), so that an oversized request
+        // still gets its 413 instead of a connection closed under the sender.
+        .layer(DefaultBodyLimit::disable())
         .with_state(HttpState { ingest, max_bytes: config.max_request_bytes })
 }
 
-async fn traces(State(state): State<HttpState>, headers: HeaderMap, body: Bytes) -> Result<Response, HttpError> {
+async fn traces(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Result<Response, HttpError> {
+    let body = read_limited(body, state.max_bytes).await?;
     let (encoding, raw) = body_of(&headers, body, state.max_bytes)?;
     let request: ExportTraceServiceRequest = decode(encoding, &raw, "trace export")?;
     let accepted = state.ingest.traces(request, "http").await?;
     Ok(encode(encoding, &accepted.trace_response()))
 }
 
-async fn logs(State(state): State<HttpState>, headers: HeaderMap, body: Bytes) -> Result<Response, HttpError> {
+async fn logs(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Result<Response, HttpError> {
+    let body = read_limited(body, state.max_bytes).await?;
     let (encoding, raw) = body_of(&headers, body, state.max_bytes)?;
     let request: ExportLogsServiceRequest = decode(encoding, &raw, "log export")?;
     let accepted = state.ingest.logs(request).await?;
     Ok(encode(encoding, &accepted.logs_response()))
+}
+
+/// Oversized bodies are read on (and discarded) up to this many times the limit, so that an
+/// honest client that sent too much reads a 413; beyond it the connection is simply closed.
+const DRAIN_FACTOR: usize = 8;
+
+/// The request body, refused with 413 once it exceeds `max_bytes` (as sent, before decompression).
+async fn read_limited(body: Body, max_bytes: usize) -> Result<Bytes, HttpError> {
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| HttpError::BadBody(e.to_string()))?;
+        let Ok(data) = frame.into_data() else { continue };
+        seen = seen.saturating_add(data.len());
+        if seen <= max_bytes {
+            buf.extend_from_slice(&data);
+        } else if seen > max_bytes.saturating_mul(DRAIN_FACTOR) {
+            break;
+        }
+    }
+    if seen > max_bytes {
+        return Err(HttpError::TooLarge(max_bytes));
+    }
+    Ok(buf.freeze())
 }
 
 /// The body's encoding and its bytes after decompression (bounded, so a gzip bomb is refused).
