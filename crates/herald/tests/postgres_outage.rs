@@ -16,7 +16,7 @@ use helix_model::builders::{pipeline_resource, traces, SpanBuilder};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use postgres_support::*;
-use support::eventually;
+use support::{eventually, Herald};
 
 const PER_REQUEST: u64 = 250;
 
@@ -49,14 +49,14 @@ async fn missing(db_url: &str, batches: &[u64]) -> Vec<String> {
 async fn database_down_keeps_herald_up_not_ready_and_retryable() {
     let cluster = Cluster::start();
     let db = TestDb::create(&cluster.url("postgres"), "down").await;
-    let mut herald = PgHerald::start(&db.url);
+    let mut herald = Herald::on_database(&db.url, &[]);
     let mut client = TraceServiceClient::connect(herald.grpc_url()).await.unwrap();
     client.export(request(0)).await.expect("accepted while the database is up");
 
     cluster.pg_ctl_stop();
-    let (status, _) = herald.get("/healthz").await;
+    let (status, _) = herald.get_text("/healthz").await;
     assert_eq!(status, 200, "liveness does not depend on the database");
-    let (status, body) = herald.get("/readyz").await;
+    let (status, body) = herald.get_text("/readyz").await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("database unreachable"), "/readyz says why: {body}");
     assert!(!body.contains("password"), "{body}");
@@ -65,7 +65,7 @@ async fn database_down_keeps_herald_up_not_ready_and_retryable() {
     assert!(herald.is_running(), "the herald stays up:\n{}", herald.log());
 
     cluster.pg_ctl_start();
-    eventually(Duration::from_secs(30), async || (herald.get("/readyz").await.0 == 200).then_some(())).await;
+    eventually(Duration::from_secs(30), async || (herald.get_text("/readyz").await.0 == 200).then_some(())).await;
     // The exporter's retry of the refused request now succeeds (the pool replaced its broken
     // connections).
     client.export(request(1)).await.expect("accepted after the database returned");
@@ -127,8 +127,8 @@ fn stream(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_a_replica_mid_stream_loses_no_acknowledged_span() {
     let db = TestDb::create(&pg_url(), "kill").await;
-    let mut a = PgHerald::start(&db.url);
-    let b = PgHerald::start(&db.url);
+    let mut a = Herald::on_database(&db.url, &[]);
+    let b = Herald::on_database(&db.url, &[]);
     let batches = 160;
     let targets = Arc::new(Mutex::new(vec![a.grpc_url(), b.grpc_url()]));
     let acked: Arc<Mutex<Vec<u64>>> = Arc::default();
@@ -152,8 +152,8 @@ async fn sigkill_of_a_replica_mid_stream_loses_no_acknowledged_span() {
 async fn thirty_second_database_stop_mid_stream_loses_no_acknowledged_span() {
     let cluster = Cluster::start();
     let db = TestDb::create(&cluster.url("postgres"), "stop").await;
-    let a = PgHerald::start(&db.url);
-    let b = PgHerald::start(&db.url);
+    let a = Herald::on_database(&db.url, &[]);
+    let b = Herald::on_database(&db.url, &[]);
     let batches = 160;
     let targets = Arc::new(Mutex::new(vec![a.grpc_url(), b.grpc_url()]));
     let acked: Arc<Mutex<Vec<u64>>> = Arc::default();
@@ -165,7 +165,7 @@ async fn thirty_second_database_stop_mid_stream_loses_no_acknowledged_span() {
     assert!(at_stop < batches, "the stop happened mid-stream");
     tokio::time::sleep(Duration::from_secs(5)).await;
     for h in [&a, &b] {
-        let (status, body) = h.get("/readyz").await;
+        let (status, body) = h.get_text("/readyz").await;
         assert_eq!(status, 503, "{body}");
         assert!(body.contains("database unreachable"), "{body}");
     }

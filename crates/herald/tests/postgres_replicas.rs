@@ -13,13 +13,13 @@ use helix_model::ids::to_hex;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use postgres_support::*;
-use support::{eventually, CaptureCollector};
+use support::{eventually, CaptureCollector, Herald};
 
 fn one(span: SpanBuilder) -> ExportTraceServiceRequest {
     traces(pipeline_resource("svc", "CHIME"), vec![span.build()])
 }
 
-async fn send(herald: &PgHerald, request: ExportTraceServiceRequest) {
+async fn send(herald: &Herald, request: ExportTraceServiceRequest) {
     let mut client = TraceServiceClient::connect(herald.grpc_url()).await.expect("connect");
     client.export(request).await.expect("export acknowledged");
 }
@@ -29,7 +29,7 @@ async fn cross_replica_chain_resolves_links_and_graph() {
     let db = TestDb::create(&pg_url(), "chain").await;
     let (collector, endpoint, _task) = CaptureCollector::start().await;
     let env = [("COLLECTOR_ENDPOINT", endpoint.as_str())];
-    let replicas: Vec<PgHerald> = (0..3).map(|_| PgHerald::start_with(&db.url, &env)).collect();
+    let replicas: Vec<Herald> = (0..3).map(|_| Herald::on_database(&db.url, &env)).collect();
 
     // Each span to a different replica: no replica has the parent in its in-memory TraceStore.
     send(&replicas[0], one(SpanBuilder::creation("ingest", "blk-1", 1))).await;
@@ -51,12 +51,12 @@ async fn cross_replica_chain_resolves_links_and_graph() {
 
     // Every replica reads the same graph.
     for r in &replicas {
-        let (status, body) = r.get("/api/v1/entity/evt-1/lineage?direction=ancestors").await;
+        let (status, body) = r.get_text("/api/v1/entity/evt-1/lineage?direction=ancestors").await;
         assert_eq!(status, 200, "{body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         let ids: Vec<&str> = v["nodes"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap()).collect();
         assert_eq!(ids, ["evt-1", "cand-1", "blk-1"], "{body}");
-        let (status, body) = r.get("/api/v1/entity/blk-1/lineage?direction=descendants").await;
+        let (status, body) = r.get_text("/api/v1/entity/blk-1/lineage?direction=descendants").await;
         assert_eq!(status, 200, "{body}");
         assert!(body.contains("\"evt-1\"") && body.contains("\"cand-1\""), "{body}");
     }
@@ -102,7 +102,7 @@ fn workload() -> (Vec<ExportTraceServiceRequest>, i64, i64, i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identical_concurrent_exports_to_different_replicas_write_each_row_once() {
     let db = TestDb::create(&pg_url(), "dup").await;
-    let replicas: Vec<PgHerald> = (0..3).map(|_| PgHerald::start(&db.url)).collect();
+    let replicas: Vec<Herald> = (0..3).map(|_| Herald::on_database(&db.url, &[])).collect();
     let (requests, entities, ops, events) = workload();
     let n = requests.len();
     let mut clients = Vec::new();
@@ -139,7 +139,7 @@ async fn identical_concurrent_exports_to_different_replicas_write_each_row_once(
     assert_eq!(db.count("SELECT count(*) FROM entity_creations").await, 0, "no creation was taken for a re-creation");
     assert_eq!(db.count("SELECT count(*) FROM instruments").await, 1);
     for r in &replicas {
-        let (status, body) = r.get("/readyz").await;
+        let (status, body) = r.get_text("/readyz").await;
         assert_eq!(status, 200, "{body}");
     }
 }

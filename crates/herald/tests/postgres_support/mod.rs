@@ -1,14 +1,10 @@
 //! PostgreSQL side of the herald integration tests: the test server (`HELIX_TEST_PG_URL`, a
-//! clear failure when missing), a fresh database per test, herald processes started on it
-//! (several replicas may share one), and throw-away clusters a test may stop and start.
+//! clear failure when missing), a fresh database per test (herald processes are started on it
+//! with `support::Herald::on_database`), and throw-away clusters a test may stop and start.
 #![allow(dead_code)] // each test binary uses part of it
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use helix_store::postgres::tokio_postgres::{self, Client, NoTls};
 
@@ -86,105 +82,6 @@ impl Drop for TestDb {
     }
 }
 
-/// A herald process on a PostgreSQL database; killed on drop.
-pub struct PgHerald {
-    child: Child,
-    pub grpc: SocketAddr,
-    pub api: SocketAddr,
-    pub metrics: SocketAddr,
-    db_url: String,
-    env: Vec<(String, String)>,
-    log_path: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl PgHerald {
-    pub fn start(db_url: &str) -> PgHerald {
-        Self::start_with(db_url, &[])
-    }
-
-    pub fn start_with(db_url: &str, env: &[(&str, &str)]) -> PgHerald {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let log_path = dir.path().join("herald.log");
-        let stderr = std::fs::File::create(&log_path).expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
-        cmd.args(["--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0"])
-            .args(["--api-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
-            .args(["--db-url", db_url])
-            .env_remove("COLLECTOR_ENDPOINT")
-            .env_remove("DB_URL")
-            .env("RUST_LOG", "info")
-            .current_dir(dir.path())
-            .stdout(Stdio::piped())
-            .stderr(stderr);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawning the herald binary");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut addrs = std::collections::HashMap::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while addrs.len() < 4 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).unwrap_or_else(|_| {
-                panic!("herald did not announce its listeners; its log:\n{}", std::fs::read_to_string(&log_path).unwrap_or_default())
-            });
-            if let Some(rest) = line.strip_prefix("herald: ") {
-                if let Some((what, addr)) = rest.split_once(" listening on ") {
-                    addrs.insert(what.to_owned(), addr.parse::<SocketAddr>().expect("announced address"));
-                }
-            }
-        }
-        PgHerald {
-            child,
-            grpc: addrs["otlp-grpc"],
-            api: addrs["api"],
-            metrics: addrs["metrics"],
-            db_url: db_url.to_owned(),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            log_path,
-            _dir: dir,
-        }
-    }
-
-    pub fn grpc_url(&self) -> String {
-        format!("http://{}", self.grpc)
-    }
-
-    /// SIGKILL: no shutdown, no flush.
-    pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-
-    /// GET an API path: status and body text.
-    pub async fn get(&self, path: &str) -> (u16, String) {
-        let response = reqwest::get(format!("http://{}{path}", self.api)).await.expect("API request");
-        let status = response.status().as_u16();
-        (status, response.text().await.expect("API body"))
-    }
-}
-
-impl Drop for PgHerald {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A throw-away PostgreSQL cluster of the test's own (initdb from `HELIX_TEST_PG_BIN`, run as
 /// `HELIX_TEST_PG_USER`), so a test can stop and start the server without disturbing others.

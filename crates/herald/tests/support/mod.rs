@@ -26,6 +26,8 @@ use tempfile::TempDir;
 pub struct HeraldOptions {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// The store; a fresh SQLite file in the herald's directory when absent.
+    pub db_url: Option<String>,
 }
 
 /// A herald process. Its data directory outlives restarts; the process is killed on drop.
@@ -44,13 +46,22 @@ impl Herald {
         Self::start_with(HeraldOptions::default())
     }
 
+    /// A herald on an existing store (e.g. a PostgreSQL database several replicas share).
+    pub fn on_database(db_url: &str, env: &[(&str, &str)]) -> Herald {
+        Self::start_with(HeraldOptions {
+            db_url: Some(db_url.to_owned()),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Default::default()
+        })
+    }
+
     pub fn start_with(options: HeraldOptions) -> Herald {
         let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
         Self::spawn(dir, options)
     }
 
     fn spawn(dir: Arc<TempDir>, options: HeraldOptions) -> Herald {
-        let db = dir.path().join("herald.db");
+        let db_url = options.db_url.clone().unwrap_or_else(|| format!("sqlite://{}", dir.path().join("herald.db").display()));
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -59,10 +70,11 @@ impl Herald {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
         cmd.args(["--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0"])
             .args(["--api-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
-            .arg("--db-url")
-            .arg(format!("sqlite://{}", db.display()))
+            .args(["--db-url", &db_url])
             .args(&options.args)
             .env_remove("COLLECTOR_ENDPOINT")
+            .env_remove("DB_URL")
+            .current_dir(dir.path())
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(stderr);
@@ -151,11 +163,16 @@ impl Herald {
         format!("http://{}{}", self.api, path)
     }
 
-    /// GET a JSON API path; returns status and body.
-    pub async fn get(&self, path: &str) -> (u16, Value) {
+    /// GET an API path; returns status and body text.
+    pub async fn get_text(&self, path: &str) -> (u16, String) {
         let response = reqwest::get(self.api_url(path)).await.expect("API request");
         let status = response.status().as_u16();
-        let text = response.text().await.expect("API body");
+        (status, response.text().await.expect("API body"))
+    }
+
+    /// GET a JSON API path; returns status and body (a JSON string when the body is not JSON).
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let (status, text) = self.get_text(path).await;
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
