@@ -43,6 +43,15 @@ pub(crate) fn unique_in_order(ids: &[String]) -> Vec<String> {
     ids.iter().filter(|p| seen.insert(p.as_str())).cloned().collect()
 }
 
+/// Union of parent lists in arrival order: appends the parents of `incoming` that `parents`
+/// lacks, and returns where the appended ones start (their edge positions).
+pub(crate) fn append_new_parents(parents: &mut Vec<String>, incoming: &[String]) -> usize {
+    let start = parents.len();
+    let known: HashSet<String> = parents.iter().cloned().collect();
+    parents.extend(unique_in_order(incoming).into_iter().filter(|p| !known.contains(p)));
+    start
+}
+
 /// Stable 64-bit FNV-1a over every field of a log record except its timestamp (part of the
 /// unique key itself); fields are length-prefixed so moving text between fields changes the
 /// hash. Stable across Rust versions, unlike `DefaultHasher`: the value is stored.

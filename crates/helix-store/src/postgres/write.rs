@@ -19,7 +19,7 @@
 //! same way; only when retries are exhausted does the caller get `Unavailable` (the client
 //! retries the export).
 
-use crate::rows::{worst, unique_in_order, to_json, log_hash};
+use crate::rows::{append_new_parents, worst, unique_in_order, to_json, log_hash};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
@@ -214,13 +214,8 @@ impl<'b> Plan<'b> {
         }
         self.creations.insert(key.clone());
         self.new_creations.push(key);
-        let start = row.parent_ids.len();
-        let known: HashSet<&String> = row.parent_ids.iter().collect();
-        let added: Vec<String> = unique_in_order(&c.parent_ids)
-            .into_iter()
-            .filter(|p| !known.contains(p))
-            .collect();
-        row.parent_ids.extend(added.iter().cloned());
+        let start = append_new_parents(&mut row.parent_ids, &c.parent_ids);
+        let added: Vec<String> = row.parent_ids[start..].to_vec();
         row.status = worst(row.status, c.status);
         row.changed = row.stored;
         let upgraded = row.placeholder;

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use helix_model::{EntityCreated, EntityEvent, LogRecorded, Metadata, OperationRecorded, Status};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 
-use crate::rows::{log_hash, parse_metadata, parse_status, parse_string_vec, to_json, unique_in_order, worst};
+use crate::rows::{append_new_parents, log_hash, parse_metadata, parse_status, parse_string_vec, to_json, unique_in_order, worst};
 use crate::{EntityCount, StoreResult, WriteBatch, WriteOutcome, WriteRecord};
 
 /// Apply `batch` atomically. On any error the transaction is dropped, i.e. rolled back, so no
@@ -162,13 +162,7 @@ impl Writer<'_> {
                     metadata.entry(k).or_insert(v);
                 }
                 let mut parents = parse_string_vec(&e.parent_ids)?;
-                let start = parents.len();
-                let known: HashSet<String> = parents.iter().cloned().collect();
-                parents.extend(
-                    unique_in_order(&c.parent_ids)
-                        .into_iter()
-                        .filter(|p| !known.contains(p)),
-                );
+                let start = append_new_parents(&mut parents, &c.parent_ids);
                 self.tx
                     .prepare_cached(
                         "UPDATE entities SET trace_id = ?2, timestamp_ns = ?3, parent_ids = ?4, metadata = ?5,
@@ -205,13 +199,7 @@ impl Writer<'_> {
                     metadata.entry(k.clone()).or_insert_with(|| v.clone());
                 }
                 let mut parents = parse_string_vec(&e.parent_ids)?;
-                let start = parents.len();
-                let known: HashSet<String> = parents.iter().cloned().collect();
-                parents.extend(
-                    unique_in_order(&c.parent_ids)
-                        .into_iter()
-                        .filter(|p| !known.contains(p)),
-                );
+                let start = append_new_parents(&mut parents, &c.parent_ids);
                 self.tx
                     .prepare_cached("UPDATE entities SET parent_ids = ?2, metadata = ?3, status = ?4 WHERE id = ?1")?
                     .execute(rusqlite::params![
