@@ -7,6 +7,7 @@
 //! `postgres …` — the same questions on PostgreSQL (see `postgres.rs`).
 //! Results print as Markdown for `docs/benchmarks.md`.
 
+mod load;
 mod postgres;
 
 use std::collections::HashMap;
@@ -20,10 +21,11 @@ use helix_store::{Direction, LineageQuery, SqliteStore, Store, WriteBatch, Write
 use herald::metrics::Metrics;
 use herald::resolve::Resolver;
 use herald::simulate::{span_count, Telescope};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use rand::{Rng, SeedableRng};
+
+use load::{percentile, rate, records_of, telescope_requests, through_herald, HeraldRun};
 
 // Ingest allocates many small strings per span; mimalloc halves the time glibc's malloc takes.
 #[global_allocator]
@@ -98,10 +100,6 @@ fn encoded_traffic(target_spans: usize) -> (Vec<Vec<u8>>, usize) {
     (out, spans)
 }
 
-fn rate(n: usize, d: Duration) -> f64 {
-    n as f64 / d.as_secs_f64()
-}
-
 async fn interpret(target: usize) {
     let (bodies, spans) = encoded_traffic(target);
     let dir = tempfile::tempdir().unwrap();
@@ -136,45 +134,12 @@ async fn interpret(target: usize) {
     println!("\nRatio to decode alone: {:.2}×.\n", full.as_secs_f64() / decode.as_secs_f64());
 }
 
-fn percentile(sorted: &[Duration], q: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-}
-
 async fn ingest(seconds: u64, clients: usize, ticks_per_request: usize) {
-    // Pre-generate the traffic so generation does not compete with the herald during the run.
-    let mut telescope = Telescope::new(8, 11);
-    let mut requests = Vec::new();
-    let mut total_spans = 0;
-    let budget = 120_000 * seconds as usize; // more than the herald can take in `seconds`
-    while total_spans < budget {
-        let mut merged = ExportTraceServiceRequest::default();
-        for _ in 0..ticks_per_request {
-            for r in telescope.tick() {
-                total_spans += span_count(&r);
-                merged.resource_spans.extend(r.resource_spans);
-            }
-        }
-        requests.push(merged);
-    }
+    // More traffic than any path can take in `seconds`.
+    let requests = telescope_requests(120_000 * seconds as usize, ticks_per_request);
 
     // Baseline: the same records written straight into a fresh store, batched, one writer.
-    let records: Vec<Vec<WriteRecord>> = requests
-        .iter()
-        .map(|r| {
-            interpret_traces(r)
-                .spans
-                .into_iter()
-                .filter_map(|s| match s.class {
-                    SpanClass::Creation(c) => Some(WriteRecord::Created(c)),
-                    SpanClass::Operation(o) => Some(WriteRecord::Operation(o)),
-                    _ => None,
-                })
-                .collect()
-        })
-        .collect();
+    let records: Vec<Vec<WriteRecord>> = requests.iter().map(records_of).collect();
     let dir = tempfile::tempdir().unwrap();
     let direct = SqliteStore::open(&dir.path().join("direct.db"), Default::default()).unwrap();
     let t = Instant::now();
@@ -194,64 +159,10 @@ async fn ingest(seconds: u64, clients: usize, ticks_per_request: usize) {
 
     // The herald, in-process, on loopback.
     let dir = tempfile::tempdir().unwrap();
-    let args = herald::config::Cli::try_parse_from([
-        "herald",
-        "--otlp-grpc-addr",
-        "127.0.0.1:0",
-        "--otlp-http-addr",
-        "127.0.0.1:0",
-        "--api-addr",
-        "127.0.0.1:0",
-        "--metrics-addr",
-        "127.0.0.1:0",
-        "--db-url",
-        &format!("sqlite://{}", dir.path().join("herald.db").display()),
-    ])
-    .unwrap()
-    .serve;
-    let listeners = herald::server::Listeners::bind(&args).await.unwrap();
-    let grpc = format!("http://{}", listeners.grpc.local_addr().unwrap());
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let server = tokio::spawn(herald::server::run(args, listeners, shutdown.clone()));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-
     let requests = Arc::new(requests);
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let (requests, next, grpc) = (requests.clone(), next.clone(), grpc.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut client = TraceServiceClient::connect(grpc).await.unwrap();
-            let mut latencies = Vec::new();
-            let (mut acked, mut refused) = (0usize, 0usize);
-            while Instant::now() < deadline {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(req) = requests.get(i) else { break };
-                let t = Instant::now();
-                match client.export(req.clone()).await {
-                    Ok(_) => {
-                        latencies.push(t.elapsed());
-                        acked += span_count(req);
-                    }
-                    Err(_) => refused += 1,
-                }
-            }
-            (acked, refused, latencies)
-        }));
-    }
-    let started = Instant::now();
-    let (mut acked, mut refused, mut latencies) = (0, 0, Vec::new());
-    for t in tasks {
-        let (a, r, l) = t.await.unwrap();
-        acked += a;
-        refused += r;
-        latencies.extend(l);
-    }
-    let elapsed = started.elapsed();
-    shutdown.cancel();
-    let _ = server.await;
-    latencies.sort();
+    let db_url = format!("sqlite://{}", dir.path().join("herald.db").display());
+    let HeraldRun { acked_spans: acked, refused_requests: refused, latencies, elapsed } =
+        through_herald(&db_url, requests.clone(), clients, Duration::from_secs(seconds)).await;
 
     println!("### Sustained durable ingest into SQLite (telescope mix)\n");
     println!(

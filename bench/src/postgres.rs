@@ -14,19 +14,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Subcommand;
-use helix_model::interpret::{interpret_traces, SpanClass};
 use helix_store::postgres::tokio_postgres::{
     self, binary_copy::BinaryCopyInWriter, types::Type, Client, NoTls,
 };
 use helix_store::{
     Direction, LineageQuery, PostgresOptions, PostgresStore, Store, WriteBatch, WriteRecord,
 };
-use herald::simulate::{span_count, Telescope};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use herald::simulate::span_count;
 use rand::{Rng, SeedableRng};
 
-use crate::{dag, percentile, rate};
+use crate::dag;
+use crate::load::{percentile, rate, records_of, telescope_requests, through_herald, HeraldRun};
 
 #[derive(Subcommand)]
 pub enum PgBench {
@@ -128,36 +126,6 @@ async fn store_in(server: &str, name: &str) -> (String, PostgresStore) {
     .await
     .expect("open store");
     (url, store)
-}
-
-fn telescope_requests(seconds: u64, ticks_per_request: usize) -> Vec<ExportTraceServiceRequest> {
-    let mut telescope = Telescope::new(8, 11);
-    let mut requests = Vec::new();
-    let mut total = 0;
-    // More than any of the paths can take in `seconds`.
-    while total < 90_000 * seconds as usize {
-        let mut merged = ExportTraceServiceRequest::default();
-        for _ in 0..ticks_per_request {
-            for r in telescope.tick() {
-                total += span_count(&r);
-                merged.resource_spans.extend(r.resource_spans);
-            }
-        }
-        requests.push(merged);
-    }
-    requests
-}
-
-fn records_of(request: &ExportTraceServiceRequest) -> Vec<WriteRecord> {
-    interpret_traces(request)
-        .spans
-        .into_iter()
-        .filter_map(|s| match s.class {
-            SpanClass::Creation(c) => Some(WriteRecord::Created(c)),
-            SpanClass::Operation(o) => Some(WriteRecord::Operation(o)),
-            _ => None,
-        })
-        .collect()
 }
 
 fn json(m: &helix_model::Metadata) -> serde_json::Value {
@@ -402,7 +370,8 @@ async fn old_event(client: &Client, e: &helix_model::EntityEvent) {
 }
 
 async fn ingest(server: &str, seconds: u64, clients: usize, ticks_per_request: usize) {
-    let requests = telescope_requests(seconds, ticks_per_request);
+    // More than any of the paths can take in `seconds`.
+    let requests = telescope_requests(90_000 * seconds as usize, ticks_per_request);
     let records: Vec<Vec<WriteRecord>> = requests.iter().map(records_of).collect();
     let spans_per_request: Vec<usize> = requests.iter().map(span_count).collect();
     let limit = Duration::from_secs(seconds);
@@ -483,48 +452,9 @@ async fn ingest(server: &str, seconds: u64, clients: usize, ticks_per_request: u
 
     // 3. The herald, in-process, over loopback gRPC, on its own database.
     let herald_url = fresh_db(server, "helix_bench_herald").await;
-    let args = herald::config::Cli::try_parse_from_args(&herald_url);
-    let listeners = herald::server::Listeners::bind(&args).await.unwrap();
-    let grpc = format!("http://{}", listeners.grpc.local_addr().unwrap());
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let server_task = tokio::spawn(herald::server::run(args, listeners, shutdown.clone()));
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let requests = Arc::new(requests);
-    let next = Arc::new(AtomicUsize::new(0));
-    let deadline = Instant::now() + limit;
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let (requests, next, grpc) = (requests.clone(), next.clone(), grpc.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut client = TraceServiceClient::connect(grpc).await.unwrap();
-            let (mut acked, mut refused, mut latencies) = (0usize, 0usize, Vec::new());
-            while Instant::now() < deadline {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(req) = requests.get(i) else { break };
-                let t = Instant::now();
-                match client.export(req.clone()).await {
-                    Ok(_) => {
-                        latencies.push(t.elapsed());
-                        acked += span_count(req);
-                    }
-                    Err(_) => refused += 1,
-                }
-            }
-            (acked, refused, latencies)
-        }));
-    }
-    let started = Instant::now();
-    let (mut acked, mut refused, mut latencies) = (0, 0, Vec::new());
-    for task in tasks {
-        let (a, r, l) = task.await.unwrap();
-        acked += a;
-        refused += r;
-        latencies.extend(l);
-    }
-    let elapsed = started.elapsed();
-    shutdown.cancel();
-    let _ = server_task.await;
-    latencies.sort();
+    let HeraldRun { acked_spans: acked, refused_requests: refused, latencies, elapsed } =
+        through_herald(&herald_url, requests.clone(), clients, limit).await;
     drop_db(server, "helix_bench_herald").await;
 
     let herald_rate = rate(acked, elapsed);
@@ -718,28 +648,3 @@ async fn lineage(server: &str, n: usize, queries: usize) {
     println!();
 }
 
-/// Herald flags for an in-process herald on loopback with `db_url`.
-trait HeraldArgs {
-    fn try_parse_from_args(db_url: &str) -> herald::config::ServeArgs;
-}
-
-impl HeraldArgs for herald::config::Cli {
-    fn try_parse_from_args(db_url: &str) -> herald::config::ServeArgs {
-        use clap::Parser;
-        herald::config::Cli::try_parse_from([
-            "herald",
-            "--otlp-grpc-addr",
-            "127.0.0.1:0",
-            "--otlp-http-addr",
-            "127.0.0.1:0",
-            "--api-addr",
-            "127.0.0.1:0",
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--db-url",
-            db_url,
-        ])
-        .expect("herald flags")
-        .serve
-    }
-}
