@@ -1,6 +1,6 @@
 """Drop-in compatibility: the published 0.5.3 client's scenarios, run against this package,
-produce the same span shapes as the captured wire data (testdata/published-client-0.5.3 at the repo root),
-except for the documented fixes of our spec."""
+produce the same span shapes as the captured wire data (testdata/published-client-0.5.3 at the
+repo root), except for the documented fixes of our spec."""
 
 from __future__ import annotations
 
