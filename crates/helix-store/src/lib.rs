@@ -2,6 +2,7 @@
 //! API reads, the SQLite and PostgreSQL backends, and (feature `conformance`) the suite every backend must pass.
 
 mod cursor;
+mod filter;
 mod rows;
 pub mod postgres;
 pub mod sqlite;

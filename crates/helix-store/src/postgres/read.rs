@@ -1,6 +1,7 @@
 //! The PostgreSQL read path: entity rows, keyset-paged lists, search, summaries, and the level
 //! lookups of the shared lineage walk (`crate::walk`), one `= ANY($1)` query per level.
 
+use crate::filter::{common_clauses, Param};
 use crate::rows::{parse_metadata, parse_status};
 use std::collections::HashMap;
 
@@ -53,24 +54,6 @@ const CREATED_AT: &str =
 async fn q(c: &Object, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Vec<Row>> {
     let stmt = c.prepare_cached(sql).await.map_err(map_pg)?;
     c.query(&stmt, params).await.map_err(map_pg)
-}
-
-/// The smallest string greater than every string that starts with `prefix` (code-point order,
-/// which is the C collation's order on UTF-8), or `None` when no such bound exists.
-pub(crate) fn prefix_upper_bound(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        let next = match last as u32 {
-            0xD7FF => Some('\u{E000}'),
-            c => char::from_u32(c + 1),
-        };
-        if let Some(n) = next {
-            chars.push(n);
-            return Some(chars.into_iter().collect());
-        }
-        // `last` was char::MAX: carry into the previous character.
-    }
-    None
 }
 
 // ---- entities -----------------------------------------------------------------------------
@@ -420,31 +403,17 @@ pub(super) async fn search(
             sql.push_str(piece);
         }
     };
-    if let Some(i) = &f.instrument_id {
-        bind(&mut sql, "instrument_id = ?", vec![Box::new(i.clone())]);
-    }
-    if let Some(s) = &f.stage {
-        bind(&mut sql, "stage = ?", vec![Box::new(s.clone())]);
-    }
-    if let Some(s) = f.status {
-        bind(
-            &mut sql,
-            "status = ?",
-            vec![Box::new(s.as_str().to_owned())],
-        );
-    }
-    if let Some(from) = f.from_ns {
-        bind(&mut sql, "timestamp_ns >= ?", vec![Box::new(from)]);
-    }
-    if let Some(to) = f.to_ns {
-        bind(&mut sql, "timestamp_ns < ?", vec![Box::new(to)]);
-    }
-    if let Some(prefix) = f.id_prefix.as_deref().filter(|p| !p.is_empty()) {
-        // A range on the C-collated key instead of LIKE, whose % and _ could appear in IDs.
-        bind(&mut sql, "id >= ?", vec![Box::new(prefix.to_owned())]);
-        if let Some(upper) = prefix_upper_bound(prefix) {
-            bind(&mut sql, "id < ?", vec![Box::new(upper)]);
-        }
+    for (clause, params) in common_clauses(f) {
+        let values = params
+            .into_iter()
+            .map(|p| -> Box<dyn ToSql + Sync + Send> {
+                match p {
+                    Param::Text(t) => Box::new(t),
+                    Param::Int(i) => Box::new(i),
+                }
+            })
+            .collect();
+        bind(&mut sql, clause, values);
     }
     for (k, v) in &f.metadata {
         // ->> takes the key as a value: any key works, no path syntax to escape.

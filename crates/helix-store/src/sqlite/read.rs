@@ -1,6 +1,7 @@
 //! The SQLite read path: entity rows, keyset-paged lists, search, summaries, and the level
 //! lookups the shared lineage walk (`crate::walk`) needs.
 
+use crate::filter::{common_clauses, Param};
 use crate::rows::{parse_string_vec, parse_metadata, parse_status};
 use std::collections::HashMap;
 
@@ -477,25 +478,6 @@ pub(super) fn graph(conn: &Connection, id: &str, q: &GraphQuery) -> StoreResult<
 
 const SEARCH_CURSOR: &str = "entities";
 
-/// The smallest string greater than every string that starts with `prefix` (code-point order,
-/// which is SQLite's BINARY order on UTF-8), or `None` when no such bound exists. Lets a prefix
-/// filter be an index range instead of LIKE, whose `%` and `_` could appear in IDs.
-pub(crate) fn prefix_upper_bound(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        let next = match last as u32 {
-            0xD7FF => Some('\u{E000}'),
-            c => char::from_u32(c + 1),
-        };
-        if let Some(n) = next {
-            chars.push(n);
-            return Some(chars.into_iter().collect());
-        }
-        // `last` was char::MAX: carry into the previous character.
-    }
-    None
-}
-
 /// A metadata key that can be written inside a quoted JSON path without escaping.
 fn plain_json_key(key: &str) -> bool {
     !key.contains('"') && !key.contains('\\') && !key.chars().any(char::is_control)
@@ -522,34 +504,15 @@ pub(super) fn search(
             sql.push_str(piece);
         }
     };
-    if let Some(i) = &f.instrument_id {
-        bind(
-            &mut sql,
-            "instrument_id = ?",
-            vec![SqlValue::Text(i.clone())],
-        );
-    }
-    if let Some(s) = &f.stage {
-        bind(&mut sql, "stage = ?", vec![SqlValue::Text(s.clone())]);
-    }
-    if let Some(s) = f.status {
-        bind(
-            &mut sql,
-            "status = ?",
-            vec![SqlValue::Text(s.as_str().to_owned())],
-        );
-    }
-    if let Some(from) = f.from_ns {
-        bind(&mut sql, "timestamp_ns >= ?", vec![SqlValue::Integer(from)]);
-    }
-    if let Some(to) = f.to_ns {
-        bind(&mut sql, "timestamp_ns < ?", vec![SqlValue::Integer(to)]);
-    }
-    if let Some(prefix) = f.id_prefix.as_deref().filter(|p| !p.is_empty()) {
-        bind(&mut sql, "id >= ?", vec![SqlValue::Text(prefix.to_owned())]);
-        if let Some(upper) = prefix_upper_bound(prefix) {
-            bind(&mut sql, "id < ?", vec![SqlValue::Text(upper)]);
-        }
+    for (clause, params) in common_clauses(f) {
+        let values = params
+            .into_iter()
+            .map(|p| match p {
+                Param::Text(t) => SqlValue::Text(t),
+                Param::Int(i) => SqlValue::Integer(i),
+            })
+            .collect();
+        bind(&mut sql, clause, values);
     }
     for (k, v) in &f.metadata {
         if plain_json_key(k) {
@@ -698,22 +661,4 @@ pub(super) fn logs(
         items: page.items.into_iter().map(|(l, _)| l).collect(),
         next_cursor: page.next_cursor,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::prefix_upper_bound;
-
-    #[test]
-    fn prefix_bounds() {
-        assert_eq!(prefix_upper_bound("ab").as_deref(), Some("ac"));
-        assert_eq!(prefix_upper_bound("a%").as_deref(), Some("a&"));
-        assert_eq!(
-            prefix_upper_bound("a\u{D7FF}").as_deref(),
-            Some("a\u{E000}")
-        );
-        assert_eq!(prefix_upper_bound("a\u{10FFFF}").as_deref(), Some("b"));
-        assert_eq!(prefix_upper_bound("\u{10FFFF}"), None);
-        assert_eq!(prefix_upper_bound(""), None);
-    }
 }

@@ -1,0 +1,84 @@
+//! The entity search filters both backends spell alike, as SQL clauses with `?` placeholders
+//! and backend-neutral parameters; each backend numbers the placeholders its own way and adds
+//! what it spells differently (metadata matching, cursors).
+
+use crate::EntityFilter;
+
+/// A parameter of a shared clause.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Param {
+    Text(String),
+    Int(i64),
+}
+
+/// The clauses of every filter but `metadata`, ANDed by the caller.
+pub(crate) fn common_clauses(f: &EntityFilter) -> Vec<(&'static str, Vec<Param>)> {
+    let mut out = Vec::new();
+    if let Some(i) = &f.instrument_id {
+        out.push(("instrument_id = ?", vec![Param::Text(i.clone())]));
+    }
+    if let Some(s) = &f.stage {
+        out.push(("stage = ?", vec![Param::Text(s.clone())]));
+    }
+    if let Some(s) = f.status {
+        out.push(("status = ?", vec![Param::Text(s.as_str().to_owned())]));
+    }
+    if let Some(from) = f.from_ns {
+        out.push(("timestamp_ns >= ?", vec![Param::Int(from)]));
+    }
+    if let Some(to) = f.to_ns {
+        out.push(("timestamp_ns < ?", vec![Param::Int(to)]));
+    }
+    if let Some(prefix) = f.id_prefix.as_deref().filter(|p| !p.is_empty()) {
+        // A range on the binary-ordered key instead of LIKE, whose % and _ could appear in IDs.
+        out.push(("id >= ?", vec![Param::Text(prefix.to_owned())]));
+        if let Some(upper) = prefix_upper_bound(prefix) {
+            out.push(("id < ?", vec![Param::Text(upper)]));
+        }
+    }
+    out
+}
+
+/// The smallest string greater than every string that starts with `prefix` (code-point order,
+/// which is both SQLite's BINARY and PostgreSQL's C order on UTF-8), or `None` when no such
+/// bound exists.
+pub(crate) fn prefix_upper_bound(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match last as u32 {
+            0xD7FF => Some('\u{E000}'),
+            c => char::from_u32(c + 1),
+        };
+        if let Some(n) = next {
+            chars.push(n);
+            return Some(chars.into_iter().collect());
+        }
+        // `last` was char::MAX: carry into the previous character.
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_bounds() {
+        assert_eq!(prefix_upper_bound("ab").as_deref(), Some("ac"));
+        assert_eq!(prefix_upper_bound("a%").as_deref(), Some("a&"));
+        assert_eq!(prefix_upper_bound("a\u{D7FF}").as_deref(), Some("a\u{E000}"));
+        assert_eq!(prefix_upper_bound("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_upper_bound("\u{10FFFF}"), None);
+        assert_eq!(prefix_upper_bound(""), None);
+    }
+
+    #[test]
+    fn clauses_follow_the_filter() {
+        let f = EntityFilter { instrument_id: Some("I".into()), id_prefix: Some("c-".into()), ..Default::default() };
+        let clauses = common_clauses(&f);
+        let sql: Vec<&str> = clauses.iter().map(|(c, _)| *c).collect();
+        assert_eq!(sql, vec!["instrument_id = ?", "id >= ?", "id < ?"]);
+        assert_eq!(clauses[2].1, vec![Param::Text("c.".into())]);
+        assert!(common_clauses(&EntityFilter::default()).is_empty());
+    }
+}
