@@ -360,6 +360,7 @@ pub async fn creation_inserts_entity_edges_and_events(store: &dyn Store) {
     ];
     let out = write(store, vec![created(c.clone())]).await;
     assert_eq!(out.entities_created.len(), 1);
+    assert_eq!(out.entities_created[0].entity_id, "cand-1");
     assert_eq!(out.entities_created[0].instrument_id, INST);
     assert_eq!(out.entities_created[0].stage, "ingest");
     assert_eq!(out.entities_created[0].status, Status::Ok);

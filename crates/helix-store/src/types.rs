@@ -38,6 +38,7 @@ pub struct WriteOutcome {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntityCount {
+    pub entity_id: String,
     pub instrument_id: String,
     pub stage: String,
     pub status: Status,

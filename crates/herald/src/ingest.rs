@@ -72,11 +72,16 @@ impl Ingest {
                 SpanClass::Rejected(why) => rejected.push(why),
             }
         }
-        if let Err(e) = self.writer.write(records).await {
-            self.refused(&e);
-            return Err(e);
-        }
-        self.resolver.remember(created);
+        let committed = match self.writer.write(records).await {
+            Ok(committed) => committed,
+            Err(e) => {
+                self.refused(&e);
+                return Err(e);
+            }
+        };
+        // Only first creations become link targets: a re-creation's span is not the one the
+        // store (and so every other replica) resolves the entity to.
+        self.resolver.remember(created.into_iter().filter(|(id, _)| committed.contains(id)).collect());
         self.metrics.spans_passthrough.inc_by(passthrough);
         self.metrics.spans_rejected.inc_by(rejected.len() as u64);
         if !rejected.is_empty() {

@@ -13,8 +13,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
 use crate::metrics::Metrics;
 
-/// Owns the in-memory TraceStore. Only committed creation spans enter it, so it never names
-/// a span the database does not hold.
+/// Owns the in-memory TraceStore. Only committed first creation spans enter it, so it never
+/// names a span other than the one the database resolves the entity to.
 pub struct Resolver {
     recent: Mutex<LruCache<String, SpanRef>>,
     store: Arc<dyn Store>,
@@ -115,7 +115,7 @@ impl Resolver {
             .collect()
     }
 
-    /// Remember committed creations; the first creation of an entity wins (re-creations keep it).
+    /// Remember committed first creations (the first of them in an export wins).
     pub fn remember(&self, created: Vec<(String, SpanRef)>) {
         let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         for (id, span) in created {

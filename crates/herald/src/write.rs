@@ -1,6 +1,7 @@
 //! The batching, durable writer: concurrent exports enqueue their records with a completion
 //! handle; one task commits them in shared transactions and completes the handles only then.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -35,10 +36,14 @@ impl WriteError {
     }
 }
 
+/// What a committed batch tells each export in it: the entities whose first creation it
+/// stored (the batch may hold other exports' entities too).
+pub type Committed = Arc<HashSet<String>>;
+
 /// One export's records and the handle the writer completes after the commit.
 struct WriteJob {
     records: Vec<WriteRecord>,
-    done: oneshot::Sender<Result<(), StoreError>>,
+    done: oneshot::Sender<Result<Committed, StoreError>>,
     /// Holds this job's share of the queue budget until the commit is over.
     _permit: OwnedSemaphorePermit,
 }
@@ -69,9 +74,9 @@ impl Writer {
 
     /// Commit `records`; returns once they are durable (or the commit failed).
     /// Refuses at once, without waiting, when the queue is full.
-    pub async fn write(&self, records: Vec<WriteRecord>) -> Result<(), WriteError> {
+    pub async fn write(&self, records: Vec<WriteRecord>) -> Result<Committed, WriteError> {
         if records.is_empty() {
-            return Ok(());
+            return Ok(Committed::default());
         }
         // A request larger than the whole budget still goes through, alone.
         let want = records.len().min(self.capacity);
@@ -185,8 +190,9 @@ async fn commit(store: &dyn Store, mut acc: Accumulator, metrics: &Metrics) {
         Ok(outcome) => {
             metrics.write_batch_records.observe(acc.records as f64);
             record_outcome(metrics, &outcome);
+            let created: Committed = Arc::new(outcome.entities_created.into_iter().map(|e| e.entity_id).collect());
             for job in acc.jobs {
-                let _ = job.done.send(Ok(()));
+                let _ = job.done.send(Ok(created.clone()));
             }
         }
         Err(e) if !e.is_transient() && acc.jobs.len() > 1 => {

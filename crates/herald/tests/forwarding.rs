@@ -101,3 +101,32 @@ async fn a_dead_collector_never_blocks_ingest() {
     let page = herald.get_ok("/api/v1/entities?instrument=CHIME&limit=1000").await;
     assert_eq!(page["entities"].as_array().unwrap().len(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_point_at_the_first_creation_even_after_a_re_creation() {
+    use helix_model::builders::{pipeline_resource, span_id, trace_id, traces, SpanBuilder};
+    let (collector, endpoint, _task) = CaptureCollector::start().await;
+    // A one-entry TraceStore, so the first creation is evicted before the re-creation arrives.
+    let herald = Herald::start_with(HeraldOptions {
+        args: vec!["--trace-store-size".into(), "1".into()],
+        env: vec![("COLLECTOR_ENDPOINT".into(), endpoint)],
+        ..Default::default()
+    });
+    let mut client = raw_client(&herald).await;
+    let send = |spans| traces(pipeline_resource("svc", "CHIME"), spans);
+    client.export(send(vec![SpanBuilder::creation("ingest", "block-1", 1).build()])).await.unwrap();
+    client.export(send(vec![SpanBuilder::creation("ingest", "other", 2).build()])).await.unwrap();
+    // The same entity created again by another span (e.g. a pipeline re-run).
+    client.export(send(vec![SpanBuilder::creation("ingest", "block-1", 3).build()])).await.unwrap();
+    client.export(send(vec![SpanBuilder::creation("search", "cand-1", 4).parents("block-1").build()])).await.unwrap();
+
+    let spans = eventually(Duration::from_secs(20), async || {
+        let spans = collector.spans();
+        spans.iter().any(|s| s.name == "search").then_some(spans)
+    })
+    .await;
+    let child = spans.iter().find(|s| s.name == "search").unwrap();
+    let links: Vec<(String, String)> = child.links.iter().map(|l| (to_hex(&l.trace_id), to_hex(&l.span_id))).collect();
+    assert_eq!(links, vec![(to_hex(&trace_id(1)), to_hex(&span_id(1)))], "the first creation's span, as the store resolves it");
+    assert_eq!(herald.metric("helix_entity_recreations_total", &[]).await, 1.0);
+}

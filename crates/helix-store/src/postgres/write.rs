@@ -191,6 +191,7 @@ impl<'b> Plan<'b> {
             );
             self.note_instrument(&c.instrument_id);
             self.out.entities_created.push(EntityCount {
+                entity_id: c.entity_id.clone(),
                 instrument_id: c.instrument_id.clone(),
                 stage: c.stage.clone(),
                 status: c.status,
@@ -247,6 +248,7 @@ impl<'b> Plan<'b> {
         self.note_instrument(&c.instrument_id);
         if upgraded {
             self.out.entities_created.push(EntityCount {
+                entity_id: c.entity_id.clone(),
                 instrument_id: c.instrument_id.clone(),
                 stage: c.stage.clone(),
                 status,

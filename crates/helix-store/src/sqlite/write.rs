@@ -107,6 +107,7 @@ impl Writer<'_> {
             self.note_instrument(&c.instrument_id);
             self.insert_edges(&c.entity_id, &parents, 0)?;
             self.out.entities_created.push(EntityCount {
+                entity_id: c.entity_id.clone(),
                 instrument_id: c.instrument_id.clone(),
                 stage: c.stage.clone(),
                 status: c.status,
@@ -185,6 +186,7 @@ impl Writer<'_> {
                     ])?;
                 self.insert_edges(&c.entity_id, &parents[start..], start)?;
                 self.out.entities_created.push(EntityCount {
+                    entity_id: c.entity_id.clone(),
                     instrument_id: c.instrument_id.clone(),
                     stage: c.stage.clone(),
                     status,
