@@ -75,7 +75,9 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match cli.bench {
         Bench::Interpret { spans } => rt.block_on(interpret(spans)),
-        Bench::Ingest { seconds, clients, ticks_per_request } => rt.block_on(ingest(seconds, clients, ticks_per_request)),
+        Bench::Ingest { seconds, clients, ticks_per_request } => {
+            rt.block_on(ingest(seconds, clients, ticks_per_request))
+        }
         Bench::Lineage { entities, queries } => rt.block_on(lineage(entities, queries)),
         Bench::Postgres { what } => rt.block_on(postgres::run(what)),
     }
@@ -339,7 +341,12 @@ async fn lineage(n: usize, queries: usize) {
     for name in ["ancestors, full depth", "ancestors, depth ≤ 3", "descendants of a raw block, full depth"] {
         let (mut d, nodes) = results.remove(name).unwrap();
         d.sort();
-        println!("| {name} | {:.2?} | {:.2?} | {:.1} |", percentile(&d, 0.5), percentile(&d, 0.95), nodes as f64 / d.len() as f64);
+        println!(
+            "| {name} | {:.2?} | {:.2?} | {:.1} |",
+            percentile(&d, 0.5),
+            percentile(&d, 0.95),
+            nodes as f64 / d.len() as f64
+        );
     }
     println!(
         "| baseline: recursive CTE over `parent_ids` (older herald's walk), ancestors depth ≤ 10 | {:.2?} | {:.2?} | |",

@@ -14,12 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Subcommand;
-use helix_store::postgres::tokio_postgres::{
-    self, binary_copy::BinaryCopyInWriter, types::Type, Client, NoTls,
-};
-use helix_store::{
-    Direction, LineageQuery, PostgresOptions, PostgresStore, Store, WriteBatch, WriteRecord,
-};
+use helix_store::postgres::tokio_postgres::{self, binary_copy::BinaryCopyInWriter, types::Type, Client, NoTls};
+use helix_store::{Direction, LineageQuery, PostgresOptions, PostgresStore, Store, WriteBatch, WriteRecord};
 use herald::simulate::span_count;
 use rand::{Rng, SeedableRng};
 
@@ -53,39 +49,24 @@ pub enum PgBench {
 
 pub async fn run(what: PgBench) {
     match what {
-        PgBench::Ingest {
-            url,
-            seconds,
-            clients,
-            ticks_per_request,
-        } => ingest(&url, seconds, clients, ticks_per_request).await,
-        PgBench::Lineage {
-            url,
-            entities,
-            queries,
-        } => lineage(&url, entities, queries).await,
+        PgBench::Ingest { url, seconds, clients, ticks_per_request } => {
+            ingest(&url, seconds, clients, ticks_per_request).await
+        }
+        PgBench::Lineage { url, entities, queries } => lineage(&url, entities, queries).await,
     }
 }
 
 async fn connect(url: &str) -> Client {
-    let (client, conn) = tokio_postgres::connect(url, NoTls)
-        .await
-        .expect("connect to PostgreSQL");
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await.expect("connect to PostgreSQL");
     tokio::spawn(conn);
     client
 }
 
 /// `url` with its database replaced by `db`.
 fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map(|(b, q)| (b, Some(q)))
-        .unwrap_or((url, None));
+    let (base, query) = url.split_once('?').map(|(b, q)| (b, Some(q))).unwrap_or((url, None));
     let start = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let host = base[start..]
-        .find('/')
-        .map(|i| &base[..start + i])
-        .unwrap_or(base);
+    let host = base[start..].find('/').map(|i| &base[..start + i]).unwrap_or(base);
     match query {
         Some(q) => format!("{host}/{db}?{q}"),
         None => format!("{host}/{db}"),
@@ -99,41 +80,24 @@ async fn fresh_db(server: &str, name: &str) -> String {
         .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .await
         .expect("drop old bench database");
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("create bench database");
+    admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create bench database");
     with_database(server, name)
 }
 
 async fn drop_db(server: &str, name: &str) {
-    let _ = connect(server)
-        .await
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await;
+    let _ = connect(server).await.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
 }
 
 /// A migrated, empty store (no retention job) in database `name`.
 async fn store_in(server: &str, name: &str) -> (String, PostgresStore) {
     let url = fresh_db(server, name).await;
-    let store = PostgresStore::open(
-        &url,
-        PostgresOptions {
-            retention: None,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("open store");
+    let store =
+        PostgresStore::open(&url, PostgresOptions { retention: None, ..Default::default() }).await.expect("open store");
     (url, store)
 }
 
 fn json(m: &helix_model::Metadata) -> serde_json::Value {
-    serde_json::Value::Object(
-        m.iter()
-            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-            .collect(),
-    )
+    serde_json::Value::Object(m.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect())
 }
 
 /// Bare binary COPY of `records` into the four tables, one transaction: the ceiling.
@@ -188,21 +152,12 @@ async fn copy_batch(client: &mut Client, records: &[WriteRecord]) {
         w.finish().await.unwrap();
     }
     {
-        let sink = tx
-            .copy_in("COPY entity_parents (child_id, parent_id, position) FROM STDIN BINARY")
-            .await
-            .unwrap();
-        let mut w = pin!(BinaryCopyInWriter::new(
-            sink,
-            &[Type::TEXT, Type::TEXT, Type::INT4]
-        ));
+        let sink = tx.copy_in("COPY entity_parents (child_id, parent_id, position) FROM STDIN BINARY").await.unwrap();
+        let mut w = pin!(BinaryCopyInWriter::new(sink, &[Type::TEXT, Type::TEXT, Type::INT4]));
         for r in records {
             if let WriteRecord::Created(c) = r {
                 for (i, p) in c.parent_ids.iter().enumerate() {
-                    w.as_mut()
-                        .write(&[&c.entity_id, p, &(i as i32)])
-                        .await
-                        .unwrap();
+                    w.as_mut().write(&[&c.entity_id, p, &(i as i32)]).await.unwrap();
                 }
             }
         }
@@ -258,16 +213,7 @@ async fn copy_batch(client: &mut Client, records: &[WriteRecord]) {
             )
             .await
             .unwrap();
-        let types = [
-            Type::TEXT,
-            Type::TEXT,
-            Type::TEXT,
-            Type::INT8,
-            Type::JSONB,
-            Type::TEXT,
-            Type::TEXT,
-            Type::INT4,
-        ];
+        let types = [Type::TEXT, Type::TEXT, Type::TEXT, Type::INT8, Type::JSONB, Type::TEXT, Type::TEXT, Type::INT4];
         let mut w = pin!(BinaryCopyInWriter::new(sink, &types));
         for r in records {
             let events = match r {
@@ -330,8 +276,14 @@ async fn old_herald_record(client: &Client, r: &WriteRecord) {
                              duration_ns, metadata, span_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                          ON CONFLICT DO NOTHING",
                         &[
-                            &o.entity_id, &o.instrument_id, &o.operation, &o.trace_id, &o.start_ns, &o.duration_ns,
-                            &json(&o.metadata), &o.span_id,
+                            &o.entity_id,
+                            &o.instrument_id,
+                            &o.operation,
+                            &o.trace_id,
+                            &o.start_ns,
+                            &o.duration_ns,
+                            &json(&o.metadata),
+                            &o.span_id,
                         ],
                     )
                     .await
@@ -423,12 +375,7 @@ async fn ingest(server: &str, seconds: u64, clients: usize, ticks_per_request: u
     let t = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..16 {
-        let (records, spans, next, url) = (
-            records.clone(),
-            spans_per_request.clone(),
-            next.clone(),
-            old_url.clone(),
-        );
+        let (records, spans, next, url) = (records.clone(), spans_per_request.clone(), next.clone(), old_url.clone());
         tasks.push(tokio::spawn(async move {
             let client = connect(&url).await;
             let mut done = 0;
@@ -493,12 +440,7 @@ async fn ingest(server: &str, seconds: u64, clients: usize, ticks_per_request: u
 }
 
 async fn server_version(server: &str) -> String {
-    connect(server)
-        .await
-        .query_one("SHOW server_version", &[])
-        .await
-        .map(|r| r.get::<_, String>(0))
-        .unwrap_or_default()
+    connect(server).await.query_one("SHOW server_version", &[]).await.map(|r| r.get::<_, String>(0)).unwrap_or_default()
 }
 
 async fn lineage(server: &str, n: usize, queries: usize) {
@@ -516,42 +458,16 @@ async fn lineage(server: &str, n: usize, queries: usize) {
     let load = t.elapsed();
     let client = connect(&url).await;
     // VACUUM cannot run in the implicit transaction of a multi-statement string.
-    client
-        .batch_execute("VACUUM ANALYZE entities")
-        .await
-        .unwrap();
-    client
-        .batch_execute("VACUUM ANALYZE entity_parents")
-        .await
-        .unwrap();
-    let edges: i64 = client
-        .query_one("SELECT count(*) FROM entity_parents", &[])
-        .await
-        .unwrap()
-        .get(0);
+    client.batch_execute("VACUUM ANALYZE entities").await.unwrap();
+    client.batch_execute("VACUUM ANALYZE entity_parents").await.unwrap();
+    let edges: i64 = client.query_one("SELECT count(*) FROM entity_parents", &[]).await.unwrap().get(0);
 
     let mut rng = rand::rngs::SmallRng::seed_from_u64(5);
-    let pick =
-        |v: &Vec<String>, rng: &mut rand::rngs::SmallRng| v[rng.random_range(0..v.len())].clone();
+    let pick = |v: &Vec<String>, rng: &mut rand::rngs::SmallRng| v[rng.random_range(0..v.len())].clone();
     let cases = [
-        (
-            "ancestors, depth ≤ 3",
-            Direction::Ancestors,
-            Some(3),
-            &products,
-        ),
-        (
-            "ancestors, full depth",
-            Direction::Ancestors,
-            None,
-            &products,
-        ),
-        (
-            "descendants of a raw block, full depth",
-            Direction::Descendants,
-            None,
-            &blocks,
-        ),
+        ("ancestors, depth ≤ 3", Direction::Ancestors, Some(3), &products),
+        ("ancestors, full depth", Direction::Ancestors, None, &products),
+        ("descendants of a raw block, full depth", Direction::Descendants, None, &blocks),
     ];
     let mut ours: Vec<(Vec<Duration>, usize)> = vec![Default::default(); cases.len()];
     for _ in 0..queries {
@@ -572,10 +488,7 @@ async fn lineage(server: &str, n: usize, queries: usize) {
 
     // Baseline: the older herald's graph query — a recursive walk over `parent_ids`, with a GIN
     // index on the array for the descendant direction.
-    client
-        .batch_execute("CREATE INDEX entities_parent_ids_gin ON entities USING gin (parent_ids)")
-        .await
-        .unwrap();
+    client.batch_execute("CREATE INDEX entities_parent_ids_gin ON entities USING gin (parent_ids)").await.unwrap();
     client.batch_execute("ANALYZE entities").await.unwrap();
     let up = client
         .prepare(
@@ -608,11 +521,7 @@ async fn lineage(server: &str, n: usize, queries: usize) {
             }
             let root = pick(pool, &mut rng);
             let d: i32 = depth.map(|d| d as i32).unwrap_or(100);
-            let stmt = if *direction == Direction::Ancestors {
-                &up
-            } else {
-                &down
-            };
+            let stmt = if *direction == Direction::Ancestors { &up } else { &down };
             let t = Instant::now();
             let _: i64 = client.query_one(stmt, &[&root, &d]).await.unwrap().get(0);
             theirs[k].push(t.elapsed());
@@ -647,4 +556,3 @@ async fn lineage(server: &str, n: usize, queries: usize) {
     }
     println!();
 }
-

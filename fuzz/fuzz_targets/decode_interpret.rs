@@ -35,7 +35,9 @@ fn value(u: &mut Unstructured, depth: u8) -> arbitrary::Result<AnyValue> {
         2 => Value::DoubleValue(f64::arbitrary(u)?),
         3 => Value::BoolValue(bool::arbitrary(u)?),
         4 => Value::BytesValue(Vec::arbitrary(u)?),
-        5 if depth < 3 => Value::ArrayValue(ArrayValue { values: (0..u.int_in_range(0..=4)?).map(|_| value(u, depth + 1)).collect::<Result<_, _>>()? }),
+        5 if depth < 3 => Value::ArrayValue(ArrayValue {
+            values: (0..u.int_in_range(0..=4)?).map(|_| value(u, depth + 1)).collect::<Result<_, _>>()?,
+        }),
         6 if depth < 3 => Value::KvlistValue(KeyValueList { values: attrs(u, depth + 1)? }),
         _ => Value::StringValue(["a,b", " x , ,y", "true", "", "p1,p1,p2"][u.int_in_range(0..=4)?].to_owned()),
     };
@@ -45,7 +47,11 @@ fn value(u: &mut Unstructured, depth: u8) -> arbitrary::Result<AnyValue> {
 fn attrs(u: &mut Unstructured, depth: u8) -> arbitrary::Result<Vec<KeyValue>> {
     (0..u.int_in_range(0..=6)?)
         .map(|_| {
-            let key = if u.ratio(3, 4)? { KEYS[u.int_in_range(0..=KEYS.len() - 1)?].to_owned() } else { String::arbitrary(u)? };
+            let key = if u.ratio(3, 4)? {
+                KEYS[u.int_in_range(0..=KEYS.len() - 1)?].to_owned()
+            } else {
+                String::arbitrary(u)?
+            };
             Ok(KeyValue { key, value: Some(value(u, depth)?), ..Default::default() })
         })
         .collect()
@@ -76,7 +82,11 @@ fn span(u: &mut Unstructured) -> arbitrary::Result<Span> {
         links: (0..u.int_in_range(0..=2)?)
             .map(|_| Ok(Link { trace_id: id(u, 16)?, span_id: id(u, 8)?, ..Default::default() }))
             .collect::<arbitrary::Result<_>>()?,
-        status: if bool::arbitrary(u)? { Some(Status { code: u.int_in_range(0..=3)?, message: String::new() }) } else { None },
+        status: if bool::arbitrary(u)? {
+            Some(Status { code: u.int_in_range(0..=3)?, message: String::new() })
+        } else {
+            None
+        },
         ..Default::default()
     })
 }
@@ -87,7 +97,10 @@ fn request(u: &mut Unstructured) -> arbitrary::Result<ExportTraceServiceRequest>
             .map(|_| {
                 Ok(ResourceSpans {
                     resource: Some(Resource { attributes: attrs(u, 0)?, ..Default::default() }),
-                    scope_spans: vec![ScopeSpans { spans: (0..u.int_in_range(0..=5)?).map(|_| span(u)).collect::<Result<_, _>>()?, ..Default::default() }],
+                    scope_spans: vec![ScopeSpans {
+                        spans: (0..u.int_in_range(0..=5)?).map(|_| span(u)).collect::<Result<_, _>>()?,
+                        ..Default::default()
+                    }],
                     ..Default::default()
                 })
             })

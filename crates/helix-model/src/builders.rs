@@ -84,7 +84,12 @@ impl SpanBuilder {
         self
     }
     pub fn event(mut self, name: &str, time: u64, attrs: Vec<KeyValue>) -> Self {
-        self.0.events.push(Event { name: name.to_owned(), time_unix_nano: time, attributes: attrs, ..Default::default() });
+        self.0.events.push(Event {
+            name: name.to_owned(),
+            time_unix_nano: time,
+            attributes: attrs,
+            ..Default::default()
+        });
         self
     }
     pub fn link(mut self, trace: Vec<u8>, span: Vec<u8>) -> Self {

@@ -24,10 +24,7 @@ pub fn from_hex(hex: &str) -> Option<Vec<u8>> {
             _ => None,
         }
     };
-    hex.as_bytes()
-        .chunks(2)
-        .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
-        .collect()
+    hex.as_bytes().chunks(2).map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?)).collect()
 }
 
 #[cfg(test)]

@@ -129,8 +129,7 @@ fn classify(context: &ResourceContext, span: &Span) -> SpanClass {
         .map(str::to_owned)
         .or_else(|| context.instrument_id.clone())
         .unwrap_or_default();
-    let process_name =
-        string_attr(attrs, PROCESS_NAME).map(str::to_owned).or_else(|| context.process_name.clone());
+    let process_name = string_attr(attrs, PROCESS_NAME).map(str::to_owned).or_else(|| context.process_name.clone());
     let trace_id = to_hex(&span.trace_id);
     let span_id = to_hex(&span.span_id);
     let start_ns = clamp_ns(span.start_time_unix_nano);
@@ -269,11 +268,9 @@ fn clamp_ns(ns: u64) -> i64 {
 pub fn append_parent_links(span: &mut Span, parents: &[SpanRef]) -> usize {
     let mut added = 0;
     for parent in parents {
-        let already = span
-            .links
-            .iter()
-            .any(|l| to_hex(&l.span_id) == parent.span_id && to_hex(&l.trace_id) == parent.trace_id)
-            || to_hex(&span.span_id) == parent.span_id;
+        let already =
+            span.links.iter().any(|l| to_hex(&l.span_id) == parent.span_id && to_hex(&l.trace_id) == parent.trace_id)
+                || to_hex(&span.span_id) == parent.span_id;
         if already {
             continue;
         }
@@ -304,7 +301,8 @@ pub fn interpret_logs(request: &ExportLogsServiceRequest) -> Vec<LogRecorded> {
                         Some(to_hex(bytes))
                     }
                 };
-                let time = if record.time_unix_nano != 0 { record.time_unix_nano } else { record.observed_time_unix_nano };
+                let time =
+                    if record.time_unix_nano != 0 { record.time_unix_nano } else { record.observed_time_unix_nano };
                 out.push(LogRecorded {
                     timestamp_ns: clamp_ns(time),
                     severity: if record.severity_text.is_empty() {

@@ -62,9 +62,7 @@ fn to_json(value: Option<&Value>) -> Json {
         Some(Value::BoolValue(b)) => Json::Bool(*b),
         Some(Value::BytesValue(b)) => Json::String(to_hex(b)),
         Some(Value::StringValueStrindex(_)) => Json::Null,
-        Some(Value::ArrayValue(a)) => {
-            Json::Array(a.values.iter().map(|v| to_json(v.value.as_ref())).collect())
-        }
+        Some(Value::ArrayValue(a)) => Json::Array(a.values.iter().map(|v| to_json(v.value.as_ref())).collect()),
         Some(Value::KvlistValue(kv)) => Json::Object(
             kv.values
                 .iter()
@@ -161,7 +159,11 @@ mod tests {
     #[test]
     fn skipped_keys_are_not_metadata_and_empty_is_empty_map() {
         let attrs = vec![
-            KeyValue { key: "helix.entity.id".into(), value: Some(v(Value::StringValue("x".into()))), ..Default::default() },
+            KeyValue {
+                key: "helix.entity.id".into(),
+                value: Some(v(Value::StringValue("x".into()))),
+                ..Default::default()
+            },
             KeyValue { key: "score".into(), value: Some(v(Value::DoubleValue(0.97))), ..Default::default() },
         ];
         let m = render_attributes(&attrs, &["helix.entity.id"]);

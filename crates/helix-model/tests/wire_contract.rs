@@ -102,10 +102,10 @@ fn parent_ids_are_split_trimmed_deduplicated_in_caller_order() {
 
 #[test]
 fn parent_ids_accept_a_string_array() {
-    let c = creation(SpanBuilder::creation("agg", "e", 1).attr(
-        "helix.parent.ids",
-        array(vec![string("r2"), string(" r1 "), string("r2"), string("")]),
-    ));
+    let c = creation(
+        SpanBuilder::creation("agg", "e", 1)
+            .attr("helix.parent.ids", array(vec![string("r2"), string(" r1 "), string("r2"), string("")])),
+    );
     assert_eq!(c.parent_ids, vec!["r2", "r1"]);
 }
 
@@ -193,7 +193,8 @@ fn helix_events_keep_their_own_timestamps_order_and_attributes() {
 
 #[test]
 fn helix_error_marks_creation_failed() {
-    let c = creation(SpanBuilder::creation("search", "c", 1).event("helix.error", 5, vec![kv("message", string("boom"))]));
+    let c =
+        creation(SpanBuilder::creation("search", "c", 1).event("helix.error", 5, vec![kv("message", string("boom"))]));
     assert_eq!(c.status, Status::Error);
     assert!(c.events[0].is_error());
 }
@@ -227,7 +228,11 @@ fn links_are_appended_once_and_never_duplicated() {
     let parent = SpanRef { trace_id: "7a7a7a7a7a7a7a7a0000000000000064".into(), span_id: "0000000000000064".into() };
     let other = SpanRef { trace_id: "7a7a7a7a7a7a7a7a00000000000000c8".into(), span_id: "00000000000000c8".into() };
     let mut span = SpanBuilder::creation("s", "c", 1).link(trace_id(99), span_id(99)).build();
-    assert_eq!(append_parent_links(&mut span, &[parent.clone(), other.clone()]), 1, "client link to parent kept, other added");
+    assert_eq!(
+        append_parent_links(&mut span, &[parent.clone(), other.clone()]),
+        1,
+        "client link to parent kept, other added"
+    );
     assert_eq!(span.links.len(), 2);
     assert_eq!(append_parent_links(&mut span, &[parent, other]), 0, "idempotent");
     assert_eq!(span.links.len(), 2);

@@ -17,9 +17,8 @@ use std::ops::Deref;
 use helix_model::{EntityCreated, EntityEvent, LogRecorded, Metadata, OperationRecorded, Status};
 
 use crate::{
-    Direction, Edge, Entity, EntityFilter, EventQuery, GraphQuery, Lineage, LineageQuery,
-    MonitorQuery, PageRequest, StageBucket, StageHistogramQuery, Store, StoreError, WriteBatch,
-    WriteOutcome, WriteRecord,
+    Direction, Edge, Entity, EntityFilter, EventQuery, GraphQuery, Lineage, LineageQuery, MonitorQuery, PageRequest,
+    StageBucket, StageHistogramQuery, Store, StoreError, WriteBatch, WriteOutcome, WriteRecord,
 };
 
 /// A fresh store plus whatever must live as long as it (a temporary directory, a schema).
@@ -30,10 +29,7 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new(store: Box<dyn Store>, keep: impl Any + Send) -> Fixture {
-        Fixture {
-            store,
-            _keep: Box::new(keep),
-        }
+        Fixture { store, _keep: Box::new(keep) }
     }
 }
 
@@ -114,9 +110,7 @@ pub const T0: i64 = 1_716_200_000_000_000_000;
 pub const INST: &str = "CHIME";
 
 fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 /// A deterministic 32-hex trace ID derived from `seed`.
@@ -130,10 +124,7 @@ pub fn span_of(seed: &str) -> String {
 }
 
 fn md(pairs: &[(&str, &str)]) -> Metadata {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 /// A creation of `id` by `INST` at `T0 + offset_ns` with `parents`, stage `ingest`.
@@ -175,14 +166,7 @@ pub fn operation(id: &str, name: &str, span_seed: &str, offset_ns: i64) -> Opera
 }
 
 /// Event number `ordinal` of the span (`trace_id`, `span_id`) on `entity_id`.
-pub fn event(
-    entity_id: &str,
-    trace_id: &str,
-    span_id: &str,
-    name: &str,
-    ordinal: u32,
-    offset_ns: i64,
-) -> EntityEvent {
+pub fn event(entity_id: &str, trace_id: &str, span_id: &str, name: &str, ordinal: u32, offset_ns: i64) -> EntityEvent {
     EntityEvent {
         entity_id: entity_id.to_owned(),
         instrument_id: INST.to_owned(),
@@ -196,38 +180,14 @@ pub fn event(
 }
 
 fn event_on_creation(c: &EntityCreated, name: &str, ordinal: u32, offset_ns: i64) -> EntityEvent {
-    event(
-        &c.entity_id,
-        &c.trace_id,
-        &c.span_id,
-        name,
-        ordinal,
-        offset_ns,
-    )
+    event(&c.entity_id, &c.trace_id, &c.span_id, name, ordinal, offset_ns)
 }
 
-fn event_on_operation(
-    o: &OperationRecorded,
-    name: &str,
-    ordinal: u32,
-    offset_ns: i64,
-) -> EntityEvent {
-    event(
-        &o.entity_id,
-        &o.trace_id,
-        &o.span_id,
-        name,
-        ordinal,
-        offset_ns,
-    )
+fn event_on_operation(o: &OperationRecorded, name: &str, ordinal: u32, offset_ns: i64) -> EntityEvent {
+    event(&o.entity_id, &o.trace_id, &o.span_id, name, ordinal, offset_ns)
 }
 
-pub fn log(
-    offset_ns: i64,
-    body: &str,
-    trace_id: Option<&str>,
-    entity_id: Option<&str>,
-) -> LogRecorded {
+pub fn log(offset_ns: i64, body: &str, trace_id: Option<&str>, entity_id: Option<&str>) -> LogRecorded {
     LogRecorded {
         timestamp_ns: T0 + offset_ns,
         severity: "INFO".to_owned(),
@@ -261,35 +221,17 @@ async fn write(store: &dyn Store, records: Vec<WriteRecord>) -> WriteOutcome {
 
 /// Create each `(id, parents, offset)` in its own record of one batch.
 async fn create_all(store: &dyn Store, specs: &[(&str, &[&str], i64)]) {
-    let records = specs
-        .iter()
-        .map(|(id, parents, off)| created(creation(id, parents, *off)))
-        .collect();
+    let records = specs.iter().map(|(id, parents, off)| created(creation(id, parents, *off))).collect();
     write(store, records).await;
 }
 
 async fn get(store: &dyn Store, id: &str) -> Entity {
-    store
-        .entity(id)
-        .await
-        .expect("entity query")
-        .unwrap_or_else(|| panic!("entity {id:?} missing"))
+    store.entity(id).await.expect("entity query").unwrap_or_else(|| panic!("entity {id:?} missing"))
 }
 
-async fn lineage(
-    store: &dyn Store,
-    root: &str,
-    direction: Direction,
-    depth: Option<u32>,
-) -> Lineage {
+async fn lineage(store: &dyn Store, root: &str, direction: Direction, depth: Option<u32>) -> Lineage {
     store
-        .lineage(&LineageQuery {
-            root: root.to_owned(),
-            direction,
-            max_depth: depth,
-            limit: 10_000,
-            cursor: None,
-        })
+        .lineage(&LineageQuery { root: root.to_owned(), direction, max_depth: depth, limit: 10_000, cursor: None })
         .await
         .expect("lineage query")
         .unwrap_or_else(|| panic!("lineage root {root:?} unknown"))
@@ -304,17 +246,11 @@ fn ids_depths(pairs: &[(&str, u32)]) -> Vec<(String, u32)> {
 }
 
 fn edge_set(edges: &[Edge]) -> HashSet<(String, String)> {
-    edges
-        .iter()
-        .map(|e| (e.source.clone(), e.target.clone()))
-        .collect()
+    edges.iter().map(|e| (e.source.clone(), e.target.clone())).collect()
 }
 
 fn edges(pairs: &[(&str, &str)]) -> HashSet<(String, String)> {
-    pairs
-        .iter()
-        .map(|(s, t)| (s.to_string(), t.to_string()))
-        .collect()
+    pairs.iter().map(|(s, t)| (s.to_string(), t.to_string())).collect()
 }
 
 fn strings(v: &[&str]) -> Vec<String> {
@@ -322,15 +258,9 @@ fn strings(v: &[&str]) -> Vec<String> {
 }
 
 async fn all_event_names(store: &dyn Store, id: &str) -> Vec<(String, i64)> {
-    let page = store
-        .events(id, &PageRequest::first(10_000))
-        .await
-        .expect("events");
+    let page = store.events(id, &PageRequest::first(10_000)).await.expect("events");
     assert!(page.next_cursor.is_none());
-    page.items
-        .into_iter()
-        .map(|e| (e.event_name, e.timestamp_ns))
-        .collect()
+    page.items.into_iter().map(|e| (e.event_name, e.timestamp_ns)).collect()
 }
 
 // ---- checks -----------------------------------------------------------------------------------
@@ -343,12 +273,7 @@ pub async fn backend_is_ready(store: &dyn Store) {
 
 pub async fn empty_batch_changes_nothing(store: &dyn Store) {
     assert_eq!(write(store, vec![]).await, WriteOutcome::default());
-    assert!(store
-        .search(&EntityFilter::default(), &PageRequest::first(10))
-        .await
-        .unwrap()
-        .items
-        .is_empty());
+    assert!(store.search(&EntityFilter::default(), &PageRequest::first(10)).await.unwrap().items.is_empty());
 }
 
 pub async fn creation_inserts_entity_edges_and_events(store: &dyn Store) {
@@ -364,18 +289,8 @@ pub async fn creation_inserts_entity_edges_and_events(store: &dyn Store) {
     assert_eq!(out.entities_created[0].instrument_id, INST);
     assert_eq!(out.entities_created[0].stage, "ingest");
     assert_eq!(out.entities_created[0].status, Status::Ok);
-    assert_eq!(
-        out.events_inserted,
-        vec![(INST.to_owned(), false), (INST.to_owned(), false)]
-    );
-    assert_eq!(
-        (
-            out.placeholders_created,
-            out.recreations,
-            out.instrument_conflicts
-        ),
-        (0, 0, 0)
-    );
+    assert_eq!(out.events_inserted, vec![(INST.to_owned(), false), (INST.to_owned(), false)]);
+    assert_eq!((out.placeholders_created, out.recreations, out.instrument_conflicts), (0, 0, 0));
 
     let e = get(store, "cand-1").await;
     assert_eq!(e.id, "cand-1");
@@ -389,11 +304,7 @@ pub async fn creation_inserts_entity_edges_and_events(store: &dyn Store) {
     assert_eq!(e.process_name.as_deref(), Some("CHIME/pipe/ingest"));
     assert_eq!(e.status, Status::Ok);
     assert!(!e.placeholder);
-    assert_eq!(
-        e.parent_ids,
-        strings(&["block-2", "block-1"]),
-        "caller order kept"
-    );
+    assert_eq!(e.parent_ids, strings(&["block-2", "block-1"]), "caller order kept");
     assert_eq!(e.metadata, c.metadata);
     assert!(!e.created_at.is_empty());
     assert!(store.entity("nope").await.unwrap().is_none());
@@ -401,11 +312,7 @@ pub async fn creation_inserts_entity_edges_and_events(store: &dyn Store) {
     // Edges to parents that do not exist yet are kept.
     assert_eq!(store.children_count("block-1").await.unwrap(), 1);
     assert_eq!(store.children_count("block-2").await.unwrap(), 1);
-    let events = store
-        .events("cand-1", &PageRequest::first(10))
-        .await
-        .unwrap()
-        .items;
+    let events = store.events("cand-1", &PageRequest::first(10)).await.unwrap().items;
     assert_eq!(events, c.events);
 }
 
@@ -425,60 +332,18 @@ pub async fn same_batch_twice_is_idempotent(store: &dyn Store) {
     assert_eq!(first.entities_created.len(), 1);
     assert_eq!(first.placeholders_created, 1);
     assert_eq!(first.operations_inserted, 2);
-    assert_eq!(
-        first.events_inserted,
-        vec![(INST.to_owned(), true), (INST.to_owned(), false)]
-    );
+    assert_eq!(first.events_inserted, vec![(INST.to_owned(), true), (INST.to_owned(), false)]);
     assert_eq!(first.logs_inserted, 1);
     let second = write(store, records).await;
-    assert_eq!(
-        second,
-        WriteOutcome::default(),
-        "a re-sent batch changes nothing"
-    );
+    assert_eq!(second, WriteOutcome::default(), "a re-sent batch changes nothing");
 
-    assert_eq!(
-        store
-            .events("e1", &PageRequest::first(100))
-            .await
-            .unwrap()
-            .items
-            .len(),
-        2
-    );
-    assert_eq!(
-        store
-            .operations("e1", &PageRequest::first(100))
-            .await
-            .unwrap()
-            .items
-            .len(),
-        1
-    );
-    assert_eq!(
-        store
-            .operations("ghost", &PageRequest::first(100))
-            .await
-            .unwrap()
-            .items
-            .len(),
-        1
-    );
-    assert_eq!(
-        store
-            .logs("e1", &PageRequest::first(100))
-            .await
-            .unwrap()
-            .items
-            .len(),
-        1
-    );
+    assert_eq!(store.events("e1", &PageRequest::first(100)).await.unwrap().items.len(), 2);
+    assert_eq!(store.operations("e1", &PageRequest::first(100)).await.unwrap().items.len(), 1);
+    assert_eq!(store.operations("ghost", &PageRequest::first(100)).await.unwrap().items.len(), 1);
+    assert_eq!(store.logs("e1", &PageRequest::first(100)).await.unwrap().items.len(), 1);
     assert_eq!(store.children_count("p1").await.unwrap(), 1);
     assert_eq!(get(store, "e1").await.parent_ids, strings(&["p1"]));
-    let all = store
-        .search(&EntityFilter::default(), &PageRequest::first(100))
-        .await
-        .unwrap();
+    let all = store.search(&EntityFilter::default(), &PageRequest::first(100)).await.unwrap();
     assert_eq!(all.items.len(), 2);
 }
 
@@ -491,12 +356,7 @@ pub async fn concurrent_duplicate_batches_write_once(store: &dyn Store) {
         c.events = vec![event_on_creation(&c, "helix.event.seen", 0, i)];
         records.push(created(c));
         records.push(op(operation(&id, "check", &format!("op-{i}"), i + 1)));
-        records.push(WriteRecord::Log(log(
-            i,
-            &format!("log {i}"),
-            None,
-            Some(&id),
-        )));
+        records.push(WriteRecord::Log(log(i, &format!("log {i}"), None, Some(&id))));
     }
     let b = batch(records);
     let (a, b2) = tokio::join!(store.write(&b), store.write(&b));
@@ -507,40 +367,13 @@ pub async fn concurrent_duplicate_batches_write_once(store: &dyn Store) {
     assert_eq!(a.logs_inserted + b2.logs_inserted, 50);
     assert_eq!(a.recreations + b2.recreations, 0);
 
-    let all = store
-        .search(&EntityFilter::default(), &PageRequest::first(1000))
-        .await
-        .unwrap();
+    let all = store.search(&EntityFilter::default(), &PageRequest::first(1000)).await.unwrap();
     assert_eq!(all.items.len(), 50);
     for i in [0, 17, 49] {
         let id = format!("c-{i}");
-        assert_eq!(
-            store
-                .events(&id, &PageRequest::first(10))
-                .await
-                .unwrap()
-                .items
-                .len(),
-            1
-        );
-        assert_eq!(
-            store
-                .operations(&id, &PageRequest::first(10))
-                .await
-                .unwrap()
-                .items
-                .len(),
-            1
-        );
-        assert_eq!(
-            store
-                .logs(&id, &PageRequest::first(10))
-                .await
-                .unwrap()
-                .items
-                .len(),
-            1
-        );
+        assert_eq!(store.events(&id, &PageRequest::first(10)).await.unwrap().items.len(), 1);
+        assert_eq!(store.operations(&id, &PageRequest::first(10)).await.unwrap().items.len(), 1);
+        assert_eq!(store.logs(&id, &PageRequest::first(10)).await.unwrap().items.len(), 1);
     }
     assert_eq!(store.children_count("c-5").await.unwrap(), 1);
 }
@@ -564,58 +397,28 @@ pub async fn operation_on_unknown_entity_creates_placeholder(store: &dyn Store) 
     assert_eq!(e.status, Status::Ok);
 
     // A second operation on the placeholder adds a row, not another placeholder.
-    let out = write(
-        store,
-        vec![op(operation("late-1", "calibrate", "op-b", 600))],
-    )
-    .await;
+    let out = write(store, vec![op(operation("late-1", "calibrate", "op-b", 600))]).await;
     assert_eq!((out.placeholders_created, out.operations_inserted), (0, 1));
-    let ops = store
-        .operations("late-1", &PageRequest::first(10))
-        .await
-        .unwrap()
-        .items;
+    let ops = store.operations("late-1", &PageRequest::first(10)).await.unwrap().items;
     assert_eq!(ops.len(), 2);
     assert_eq!(ops[0].trace_id, o.trace_id);
-    assert!(
-        store
-            .span_refs(&strings(&["late-1"]))
-            .await
-            .unwrap()
-            .is_empty(),
-        "placeholders have no creation"
-    );
-    assert!(
-        store.stages(INST).await.unwrap().is_empty(),
-        "placeholders are not counted in stages"
-    );
+    assert!(store.span_refs(&strings(&["late-1"])).await.unwrap().is_empty(), "placeholders have no creation");
+    assert!(store.stages(INST).await.unwrap().is_empty(), "placeholders are not counted in stages");
 }
 
 pub async fn placeholder_is_upgraded_by_creation(store: &dyn Store) {
     let mut o = operation("u-1", "inspect", "op-u", 10);
     o.events = vec![event_on_operation(&o, "helix.error", 0, 12)];
     write(store, vec![op(o)]).await;
-    assert_eq!(
-        get(store, "u-1").await.status,
-        Status::Error,
-        "helix.error on an operation marks the entity"
-    );
+    assert_eq!(get(store, "u-1").await.status, Status::Error, "helix.error on an operation marks the entity");
 
     let mut c = creation("u-1", &["par-1", "par-2"], 1_000);
     c.stage = "detect".to_owned();
     c.metadata = md(&[("snr", "12")]);
-    let out = write(
-        store,
-        vec![created(c.clone()), created(creation("par-1", &[], 0))],
-    )
-    .await;
+    let out = write(store, vec![created(c.clone()), created(creation("par-1", &[], 0))]).await;
     assert_eq!(out.entities_created.len(), 2);
     assert_eq!(out.entities_created[0].stage, "detect");
-    assert_eq!(
-        out.entities_created[0].status,
-        Status::Error,
-        "an upgrade keeps the error"
-    );
+    assert_eq!(out.entities_created[0].status, Status::Error, "an upgrade keeps the error");
     assert_eq!(out.recreations, 0);
 
     let e = get(store, "u-1").await;
@@ -635,15 +438,7 @@ pub async fn placeholder_is_upgraded_by_creation(store: &dyn Store) {
     let l = lineage(store, "u-1", Direction::Ancestors, None).await;
     assert_eq!(node_ids(&l), ids_depths(&[("u-1", 0), ("par-1", 1)]));
     assert_eq!(edge_set(&l.edges), edges(&[("par-1", "u-1")]));
-    assert_eq!(
-        store
-            .operations("u-1", &PageRequest::first(10))
-            .await
-            .unwrap()
-            .items
-            .len(),
-        1
-    );
+    assert_eq!(store.operations("u-1", &PageRequest::first(10)).await.unwrap().items.len(), 1);
 }
 
 pub async fn recreation_merges_parents_and_metadata(store: &dyn Store) {
@@ -663,47 +458,20 @@ pub async fn recreation_merges_parents_and_metadata(store: &dyn Store) {
     assert_eq!(out.events_inserted.len(), 1);
 
     let e = get(store, "r-1").await;
-    assert_eq!(
-        e.trace_id.as_deref(),
-        Some(first.trace_id.as_str()),
-        "first trace kept"
-    );
-    assert_eq!(
-        e.span_id.as_deref(),
-        Some(first.span_id.as_str()),
-        "first span kept"
-    );
+    assert_eq!(e.trace_id.as_deref(), Some(first.trace_id.as_str()), "first trace kept");
+    assert_eq!(e.span_id.as_deref(), Some(first.span_id.as_str()), "first span kept");
     assert_eq!(e.timestamp_ns, first.start_ns);
     assert_eq!(e.stage.as_deref(), Some("ingest"));
-    assert_eq!(
-        e.parent_ids,
-        strings(&["p1", "p2", "p3"]),
-        "union, order kept"
-    );
-    assert_eq!(
-        e.metadata,
-        md(&[("a", "1"), ("b", "3")]),
-        "only missing keys added"
-    );
+    assert_eq!(e.parent_ids, strings(&["p1", "p2", "p3"]), "union, order kept");
+    assert_eq!(e.metadata, md(&[("a", "1"), ("b", "3")]), "only missing keys added");
     assert_eq!(store.children_count("p3").await.unwrap(), 1);
     assert_eq!(store.children_count("p1").await.unwrap(), 1);
 
     // The re-creation re-sent, and the first creation re-sent: both no-ops.
     let out = write(store, vec![created(again), created(first)]).await;
     assert_eq!(out, WriteOutcome::default());
-    assert_eq!(
-        get(store, "r-1").await.parent_ids,
-        strings(&["p1", "p2", "p3"])
-    );
-    assert_eq!(
-        store
-            .events("r-1", &PageRequest::first(10))
-            .await
-            .unwrap()
-            .items
-            .len(),
-        1
-    );
+    assert_eq!(get(store, "r-1").await.parent_ids, strings(&["p1", "p2", "p3"]));
+    assert_eq!(store.events("r-1", &PageRequest::first(10)).await.unwrap().items.len(), 1);
 }
 
 pub async fn instrument_conflicts_are_not_applied(store: &dyn Store) {
@@ -713,16 +481,12 @@ pub async fn instrument_conflicts_are_not_applied(store: &dyn Store) {
     foreign.span_id = span_of("foreign");
     foreign.metadata = md(&[("x", "y")]);
     foreign.status = Status::Error;
-    foreign.events = vec![EntityEvent {
-        instrument_id: "OTHER".into(),
-        ..event_on_creation(&foreign, "helix.error", 0, 51)
-    }];
+    foreign.events =
+        vec![EntityEvent { instrument_id: "OTHER".into(), ..event_on_creation(&foreign, "helix.error", 0, 51) }];
     let mut foreign_op = operation("own-1", "steal", "op-foreign", 60);
     foreign_op.instrument_id = "OTHER".to_owned();
-    foreign_op.events = vec![EntityEvent {
-        instrument_id: "OTHER".into(),
-        ..event_on_operation(&foreign_op, "helix.error", 0, 61)
-    }];
+    foreign_op.events =
+        vec![EntityEvent { instrument_id: "OTHER".into(), ..event_on_operation(&foreign_op, "helix.error", 0, 61) }];
     let out = write(store, vec![created(foreign), op(foreign_op)]).await;
     assert_eq!(out.instrument_conflicts, 2);
     assert_eq!(out.recreations, 0);
@@ -735,18 +499,8 @@ pub async fn instrument_conflicts_are_not_applied(store: &dyn Store) {
     assert!(e.metadata.is_empty());
     assert_eq!(e.status, Status::Ok);
     assert_eq!(store.children_count("p9").await.unwrap(), 0);
-    assert!(store
-        .events("own-1", &PageRequest::first(10))
-        .await
-        .unwrap()
-        .items
-        .is_empty());
-    assert!(store
-        .operations("own-1", &PageRequest::first(10))
-        .await
-        .unwrap()
-        .items
-        .is_empty());
+    assert!(store.events("own-1", &PageRequest::first(10)).await.unwrap().items.is_empty());
+    assert!(store.operations("own-1", &PageRequest::first(10)).await.unwrap().items.is_empty());
     assert_eq!(store.instruments().await.unwrap(), strings(&[INST]));
 
     // A placeholder belongs to the instrument of its operation, too.
@@ -776,58 +530,25 @@ pub async fn error_status_and_error_events(store: &dyn Store) {
         ],
     )
     .await;
-    assert_eq!(
-        get(store, "err-span").await.status,
-        Status::Error,
-        "ERROR span status fails the entity"
-    );
-    assert_eq!(
-        get(store, "ok-1").await.status,
-        Status::Ok,
-        "a failed operation without helix.error"
-    );
-    let ops = store
-        .operations("ok-1", &PageRequest::first(10))
-        .await
-        .unwrap()
-        .items;
-    assert_eq!(
-        ops[0].status,
-        Status::Error,
-        "the operation row keeps its own status"
-    );
-    assert_eq!(
-        get(store, "ok-2").await.status,
-        Status::Error,
-        "helix.error on an operation"
-    );
-    let ops = store
-        .operations("ok-2", &PageRequest::first(10))
-        .await
-        .unwrap()
-        .items;
+    assert_eq!(get(store, "err-span").await.status, Status::Error, "ERROR span status fails the entity");
+    assert_eq!(get(store, "ok-1").await.status, Status::Ok, "a failed operation without helix.error");
+    let ops = store.operations("ok-1", &PageRequest::first(10)).await.unwrap().items;
+    assert_eq!(ops[0].status, Status::Error, "the operation row keeps its own status");
+    assert_eq!(get(store, "ok-2").await.status, Status::Error, "helix.error on an operation");
+    let ops = store.operations("ok-2", &PageRequest::first(10)).await.unwrap().items;
     assert_eq!(ops[0].status, Status::Ok);
     // An error never heals: a later clean operation leaves it.
-    write(
-        store,
-        vec![op(operation("ok-2", "check", "op-check-2", 20))],
-    )
-    .await;
+    write(store, vec![op(operation("ok-2", "check", "op-check-2", 20))]).await;
     assert_eq!(get(store, "ok-2").await.status, Status::Error);
 }
 
 pub async fn events_oldest_first_with_own_timestamps(store: &dyn Store) {
     let mut c = creation("ev-1", &[], 0);
-    c.events = vec![
-        event_on_creation(&c, "helix.event.late", 0, 30),
-        event_on_creation(&c, "helix.event.early", 1, 10),
-    ];
+    c.events =
+        vec![event_on_creation(&c, "helix.event.late", 0, 30), event_on_creation(&c, "helix.event.early", 1, 10)];
     let mut o = operation("ev-1", "check", "op-ev", 15);
     // The same event name and message twice: every occurrence is kept.
-    o.events = vec![
-        event_on_operation(&o, "helix.error", 0, 20),
-        event_on_operation(&o, "helix.error", 1, 20),
-    ];
+    o.events = vec![event_on_operation(&o, "helix.error", 0, 20), event_on_operation(&o, "helix.error", 1, 20)];
     write(store, vec![created(c), op(o)]).await;
     assert_eq!(
         all_event_names(store, "ev-1").await,
@@ -841,45 +562,22 @@ pub async fn events_oldest_first_with_own_timestamps(store: &dyn Store) {
     let page = store.events("ev-1", &PageRequest::first(10)).await.unwrap();
     assert_eq!(page.items[1].ordinal, 0);
     assert_eq!(page.items[2].ordinal, 1);
-    assert_eq!(
-        page.items[1].metadata.get("message").map(String::as_str),
-        Some("boom")
-    );
+    assert_eq!(page.items[1].metadata.get("message").map(String::as_str), Some("boom"));
     assert_eq!(get(store, "ev-1").await.status, Status::Error);
-    assert!(store
-        .events("nobody", &PageRequest::first(10))
-        .await
-        .unwrap()
-        .items
-        .is_empty());
+    assert!(store.events("nobody", &PageRequest::first(10)).await.unwrap().items.is_empty());
 }
 
 pub async fn events_paging_walks_all(store: &dyn Store) {
     let mut c = creation("evp", &[], 0);
     // Timestamps repeat so that the tie-breakers (span, ordinal) matter for paging.
-    c.events = (0..25)
-        .map(|i| event_on_creation(&c, "helix.event.tick", i, i64::from(i / 3)))
-        .collect();
+    c.events = (0..25).map(|i| event_on_creation(&c, "helix.event.tick", i, i64::from(i / 3))).collect();
     write(store, vec![created(c)]).await;
-    let full = store
-        .events("evp", &PageRequest::first(1000))
-        .await
-        .unwrap()
-        .items;
+    let full = store.events("evp", &PageRequest::first(1000)).await.unwrap().items;
     assert_eq!(full.len(), 25);
     let mut walked = Vec::new();
     let mut cursor = None;
     loop {
-        let page = store
-            .events(
-                "evp",
-                &PageRequest {
-                    limit: 7,
-                    cursor: cursor.clone(),
-                },
-            )
-            .await
-            .unwrap();
+        let page = store.events("evp", &PageRequest { limit: 7, cursor: cursor.clone() }).await.unwrap();
         assert!(page.items.len() <= 7);
         walked.extend(page.items);
         match page.next_cursor {
@@ -887,15 +585,9 @@ pub async fn events_paging_walks_all(store: &dyn Store) {
             None => break,
         }
     }
-    assert_eq!(
-        walked, full,
-        "pages concatenate to the full list: no duplicate, no loss"
-    );
+    assert_eq!(walked, full, "pages concatenate to the full list: no duplicate, no loss");
     let exact = store.events("evp", &PageRequest::first(25)).await.unwrap();
-    assert!(
-        exact.next_cursor.is_none(),
-        "no cursor when nothing follows"
-    );
+    assert!(exact.next_cursor.is_none(), "no cursor when nothing follows");
 }
 
 pub async fn operations_oldest_first_all_kept_and_paged(store: &dyn Store) {
@@ -903,12 +595,7 @@ pub async fn operations_oldest_first_all_kept_and_paged(store: &dyn Store) {
     let mut records = Vec::new();
     for i in 0..12i64 {
         // Shuffled start times; two operations share one trace (the older herald lost one).
-        let mut o = operation(
-            "op-e",
-            if i % 2 == 0 { "archive" } else { "copy" },
-            &format!("s{i}"),
-            (i * 7) % 12,
-        );
+        let mut o = operation("op-e", if i % 2 == 0 { "archive" } else { "copy" }, &format!("s{i}"), (i * 7) % 12);
         if i == 3 {
             o.trace_id = trace_of("s2");
         }
@@ -916,15 +603,9 @@ pub async fn operations_oldest_first_all_kept_and_paged(store: &dyn Store) {
         records.push(op(o));
     }
     write(store, records).await;
-    let full = store
-        .operations("op-e", &PageRequest::first(100))
-        .await
-        .unwrap()
-        .items;
+    let full = store.operations("op-e", &PageRequest::first(100)).await.unwrap().items;
     assert_eq!(full.len(), 12);
-    assert!(full
-        .windows(2)
-        .all(|w| (w[0].timestamp_ns, &w[0].span_id) < (w[1].timestamp_ns, &w[1].span_id)));
+    assert!(full.windows(2).all(|w| (w[0].timestamp_ns, &w[0].span_id) < (w[1].timestamp_ns, &w[1].span_id)));
     let first = &full[0];
     assert_eq!(first.entity_id, "op-e");
     assert_eq!(first.instrument_id, INST);
@@ -935,10 +616,7 @@ pub async fn operations_oldest_first_all_kept_and_paged(store: &dyn Store) {
     let mut walked = Vec::new();
     let mut cursor = None;
     loop {
-        let page = store
-            .operations("op-e", &PageRequest { limit: 5, cursor })
-            .await
-            .unwrap();
+        let page = store.operations("op-e", &PageRequest { limit: 5, cursor }).await.unwrap();
         walked.extend(page.items);
         cursor = page.next_cursor;
         if cursor.is_none() {
@@ -955,32 +633,14 @@ pub async fn operations_idempotent_by_span(store: &dyn Store) {
     let mut sibling = operation("x", "a", "sibling", 0);
     sibling.trace_id = trace_of("same");
     let out = write(store, vec![op(sibling)]).await;
-    assert_eq!(
-        out.operations_inserted, 1,
-        "same trace, different span: a new operation"
-    );
-    assert_eq!(
-        store
-            .operations("x", &PageRequest::first(10))
-            .await
-            .unwrap()
-            .items
-            .len(),
-        2
-    );
+    assert_eq!(out.operations_inserted, 1, "same trace, different span: a new operation");
+    assert_eq!(store.operations("x", &PageRequest::first(10)).await.unwrap().items.len(), 2);
 }
 
 pub async fn span_refs_only_for_created_entities(store: &dyn Store) {
     let c = creation("known", &[], 0);
-    write(
-        store,
-        vec![created(c.clone()), op(operation("ph", "x", "ph-op", 0))],
-    )
-    .await;
-    let refs = store
-        .span_refs(&strings(&["known", "ph", "unknown", "known"]))
-        .await
-        .unwrap();
+    write(store, vec![created(c.clone()), op(operation("ph", "x", "ph-op", 0))]).await;
+    let refs = store.span_refs(&strings(&["known", "ph", "unknown", "known"])).await.unwrap();
     assert_eq!(refs.len(), 1);
     assert_eq!(refs["known"].trace_id, c.trace_id);
     assert_eq!(refs["known"].span_id, c.span_id);
@@ -988,23 +648,11 @@ pub async fn span_refs_only_for_created_entities(store: &dyn Store) {
 }
 
 pub async fn children_count_counts_named_children(store: &dyn Store) {
-    create_all(
-        store,
-        &[
-            ("root", &[], 0),
-            ("k1", &["root"], 1),
-            ("k2", &["root", "other"], 2),
-            ("k3", &["k1"], 3),
-        ],
-    )
-    .await;
+    create_all(store, &[("root", &[], 0), ("k1", &["root"], 1), ("k2", &["root", "other"], 2), ("k3", &["k1"], 3)])
+        .await;
     assert_eq!(store.children_count("root").await.unwrap(), 2);
     assert_eq!(store.children_count("k1").await.unwrap(), 1);
-    assert_eq!(
-        store.children_count("other").await.unwrap(),
-        1,
-        "a parent that does not exist still has children"
-    );
+    assert_eq!(store.children_count("other").await.unwrap(), 1, "a parent that does not exist still has children");
     assert_eq!(store.children_count("k3").await.unwrap(), 0);
     assert_eq!(store.children_count("nobody").await.unwrap(), 0);
 }
@@ -1013,11 +661,7 @@ pub async fn lineage_linear_chain(store: &dyn Store) {
     let ids: Vec<String> = (0..10).map(|i| format!("chain-{i}")).collect();
     let mut records = Vec::new();
     for (i, id) in ids.iter().enumerate() {
-        let parents: Vec<&str> = if i == 0 {
-            vec![]
-        } else {
-            vec![ids[i - 1].as_str()]
-        };
+        let parents: Vec<&str> = if i == 0 { vec![] } else { vec![ids[i - 1].as_str()] };
         records.push(created(creation(id, &parents, i as i64)));
     }
     write(store, records).await;
@@ -1038,34 +682,13 @@ pub async fn lineage_linear_chain(store: &dyn Store) {
     assert!(l.next_cursor.is_none());
 
     let l = lineage(store, "chain-9", Direction::Ancestors, Some(3)).await;
-    assert_eq!(
-        node_ids(&l),
-        ids_depths(&[
-            ("chain-9", 0),
-            ("chain-8", 1),
-            ("chain-7", 2),
-            ("chain-6", 3)
-        ])
-    );
-    assert_eq!(
-        edge_set(&l.edges),
-        edges(&[
-            ("chain-8", "chain-9"),
-            ("chain-7", "chain-8"),
-            ("chain-6", "chain-7")
-        ])
-    );
+    assert_eq!(node_ids(&l), ids_depths(&[("chain-9", 0), ("chain-8", 1), ("chain-7", 2), ("chain-6", 3)]));
+    assert_eq!(edge_set(&l.edges), edges(&[("chain-8", "chain-9"), ("chain-7", "chain-8"), ("chain-6", "chain-7")]));
     assert!(!l.partial, "a depth limit is not a budget cut");
 
     let l = lineage(store, "chain-0", Direction::Descendants, Some(2)).await;
-    assert_eq!(
-        node_ids(&l),
-        ids_depths(&[("chain-0", 0), ("chain-1", 1), ("chain-2", 2)])
-    );
-    assert_eq!(
-        edge_set(&l.edges),
-        edges(&[("chain-0", "chain-1"), ("chain-1", "chain-2")])
-    );
+    assert_eq!(node_ids(&l), ids_depths(&[("chain-0", 0), ("chain-1", 1), ("chain-2", 2)]));
+    assert_eq!(edge_set(&l.edges), edges(&[("chain-0", "chain-1"), ("chain-1", "chain-2")]));
     let l = lineage(store, "chain-0", Direction::Descendants, None).await;
     assert_eq!(l.nodes.len(), 10);
     let l = lineage(store, "chain-4", Direction::Ancestors, Some(0)).await;
@@ -1075,49 +698,15 @@ pub async fn lineage_linear_chain(store: &dyn Store) {
 
 pub async fn lineage_fan_in_of_five(store: &dyn Store) {
     // Parents created with decreasing timestamps: depth-1 order is by timestamp, not by ID.
-    create_all(
-        store,
-        &[
-            ("p0", &[], 50),
-            ("p1", &[], 40),
-            ("p2", &[], 30),
-            ("p3", &[], 20),
-            ("p4", &[], 20),
-        ],
-    )
-    .await;
-    write(
-        store,
-        vec![created(creation(
-            "fan",
-            &["p0", "p1", "p2", "p3", "p4"],
-            100,
-        ))],
-    )
-    .await;
+    create_all(store, &[("p0", &[], 50), ("p1", &[], 40), ("p2", &[], 30), ("p3", &[], 20), ("p4", &[], 20)]).await;
+    write(store, vec![created(creation("fan", &["p0", "p1", "p2", "p3", "p4"], 100))]).await;
     let l = lineage(store, "fan", Direction::Ancestors, None).await;
     assert_eq!(
         node_ids(&l),
-        ids_depths(&[
-            ("fan", 0),
-            ("p3", 1),
-            ("p4", 1),
-            ("p2", 1),
-            ("p1", 1),
-            ("p0", 1)
-        ]),
+        ids_depths(&[("fan", 0), ("p3", 1), ("p4", 1), ("p2", 1), ("p1", 1), ("p0", 1)]),
         "depth, then timestamp, then ID"
     );
-    assert_eq!(
-        edge_set(&l.edges),
-        edges(&[
-            ("p0", "fan"),
-            ("p1", "fan"),
-            ("p2", "fan"),
-            ("p3", "fan"),
-            ("p4", "fan")
-        ])
-    );
+    assert_eq!(edge_set(&l.edges), edges(&[("p0", "fan"), ("p1", "fan"), ("p2", "fan"), ("p3", "fan"), ("p4", "fan")]));
     assert_eq!(l.edges.len(), 5);
     let l = lineage(store, "p2", Direction::Descendants, None).await;
     assert_eq!(node_ids(&l), ids_depths(&[("p2", 0), ("fan", 1)]));
@@ -1125,35 +714,14 @@ pub async fn lineage_fan_in_of_five(store: &dyn Store) {
 }
 
 pub async fn lineage_diamond_depths(store: &dyn Store) {
-    create_all(
-        store,
-        &[
-            ("a", &[], 0),
-            ("b", &["a"], 1),
-            ("c", &["a"], 2),
-            ("d", &["b", "c"], 3),
-        ],
-    )
-    .await;
+    create_all(store, &[("a", &[], 0), ("b", &["a"], 1), ("c", &["a"], 2), ("d", &["b", "c"], 3)]).await;
     let l = lineage(store, "d", Direction::Ancestors, None).await;
-    assert_eq!(
-        node_ids(&l),
-        ids_depths(&[("d", 0), ("b", 1), ("c", 1), ("a", 2)])
-    );
-    assert_eq!(
-        edge_set(&l.edges),
-        edges(&[("a", "b"), ("a", "c"), ("b", "d"), ("c", "d")])
-    );
+    assert_eq!(node_ids(&l), ids_depths(&[("d", 0), ("b", 1), ("c", 1), ("a", 2)]));
+    assert_eq!(edge_set(&l.edges), edges(&[("a", "b"), ("a", "c"), ("b", "d"), ("c", "d")]));
     assert_eq!(l.edges.len(), 4, "edges are unique");
     let l = lineage(store, "a", Direction::Descendants, None).await;
-    assert_eq!(
-        node_ids(&l),
-        ids_depths(&[("a", 0), ("b", 1), ("c", 1), ("d", 2)])
-    );
-    assert_eq!(
-        edge_set(&l.edges),
-        edges(&[("a", "b"), ("a", "c"), ("b", "d"), ("c", "d")])
-    );
+    assert_eq!(node_ids(&l), ids_depths(&[("a", 0), ("b", 1), ("c", 1), ("d", 2)]));
+    assert_eq!(edge_set(&l.edges), edges(&[("a", "b"), ("a", "c"), ("b", "d"), ("c", "d")]));
 }
 
 pub async fn lineage_child_before_parent(store: &dyn Store) {
@@ -1167,52 +735,20 @@ pub async fn lineage_child_before_parent(store: &dyn Store) {
     assert_eq!(edge_set(&l.edges), edges(&[("mum", "kid")]));
     let l = lineage(store, "mum", Direction::Descendants, None).await;
     assert_eq!(node_ids(&l), ids_depths(&[("mum", 0), ("kid", 1)]));
-    let g = store
-        .graph("mum", &GraphQuery::default())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        g.edges,
-        vec![Edge {
-            source: "mum".into(),
-            target: "kid".into()
-        }]
-    );
+    let g = store.graph("mum", &GraphQuery::default()).await.unwrap().unwrap();
+    assert_eq!(g.edges, vec![Edge { source: "mum".into(), target: "kid".into() }]);
 }
 
 pub async fn lineage_parent_that_never_arrives(store: &dyn Store) {
-    create_all(
-        store,
-        &[("real", &[], 0), ("orphan", &["ghost", "real"], 5)],
-    )
-    .await;
+    create_all(store, &[("real", &[], 0), ("orphan", &["ghost", "real"], 5)]).await;
     let e = get(store, "orphan").await;
-    assert_eq!(
-        e.parent_ids,
-        strings(&["ghost", "real"]),
-        "the missing parent stays listed"
-    );
+    assert_eq!(e.parent_ids, strings(&["ghost", "real"]), "the missing parent stays listed");
     let l = lineage(store, "orphan", Direction::Ancestors, None).await;
-    assert_eq!(
-        node_ids(&l),
-        ids_depths(&[("orphan", 0), ("real", 1)]),
-        "a missing parent is not a node"
-    );
+    assert_eq!(node_ids(&l), ids_depths(&[("orphan", 0), ("real", 1)]), "a missing parent is not a node");
     assert_eq!(edge_set(&l.edges), edges(&[("real", "orphan")]));
-    let g = store
-        .graph("orphan", &GraphQuery::default())
-        .await
-        .unwrap()
-        .unwrap();
+    let g = store.graph("orphan", &GraphQuery::default()).await.unwrap().unwrap();
     assert_eq!(g.nodes.len(), 2);
-    assert_eq!(
-        g.edges,
-        vec![Edge {
-            source: "real".into(),
-            target: "orphan".into()
-        }]
-    );
+    assert_eq!(g.edges, vec![Edge { source: "real".into(), target: "orphan".into() }]);
     assert!(store
         .lineage(&LineageQuery {
             root: "ghost".into(),
@@ -1229,33 +765,17 @@ pub async fn lineage_parent_that_never_arrives(store: &dyn Store) {
 pub async fn lineage_cycles_terminate(store: &dyn Store) {
     // A cycle can only come from bad data (a child named as its ancestor's parent); walks
     // must still end, with each node once.
-    create_all(
-        store,
-        &[
-            ("x", &["z"], 0),
-            ("y", &["x"], 1),
-            ("z", &["y"], 2),
-            ("self", &["self"], 3),
-        ],
-    )
-    .await;
+    create_all(store, &[("x", &["z"], 0), ("y", &["x"], 1), ("z", &["y"], 2), ("self", &["self"], 3)]).await;
     let l = lineage(store, "x", Direction::Ancestors, None).await;
     assert_eq!(node_ids(&l), ids_depths(&[("x", 0), ("z", 1), ("y", 2)]));
-    assert_eq!(
-        edge_set(&l.edges),
-        edges(&[("z", "x"), ("y", "z"), ("x", "y")])
-    );
+    assert_eq!(edge_set(&l.edges), edges(&[("z", "x"), ("y", "z"), ("x", "y")]));
     let l = lineage(store, "x", Direction::Descendants, None).await;
     assert_eq!(node_ids(&l), ids_depths(&[("x", 0), ("y", 1), ("z", 2)]));
     let l = lineage(store, "self", Direction::Ancestors, None).await;
     assert_eq!(node_ids(&l), ids_depths(&[("self", 0)]));
     let l = lineage(store, "self", Direction::Descendants, None).await;
     assert_eq!(node_ids(&l), ids_depths(&[("self", 0)]));
-    let g = store
-        .graph("y", &GraphQuery::default())
-        .await
-        .unwrap()
-        .unwrap();
+    let g = store.graph("y", &GraphQuery::default()).await.unwrap().unwrap();
     let unique: HashSet<&str> = g.nodes.iter().map(|n| n.id.as_str()).collect();
     assert_eq!(unique.len(), g.nodes.len());
     assert_eq!(g.nodes.len(), 3);
@@ -1318,19 +838,8 @@ pub async fn lineage_paging_walks_all(store: &dyn Store) {
         }
         assert!(pages < 100, "paging must end");
     }
-    assert_eq!(
-        node_ids(&Lineage {
-            nodes,
-            ..full.clone()
-        }),
-        node_ids(&full),
-        "pages concatenate to the full walk"
-    );
-    assert_eq!(
-        all_edges.len(),
-        full.edges.len(),
-        "each edge on exactly one page"
-    );
+    assert_eq!(node_ids(&Lineage { nodes, ..full.clone() }), node_ids(&full), "pages concatenate to the full walk");
+    assert_eq!(all_edges.len(), full.edges.len(), "each edge on exactly one page");
     assert_eq!(edge_set(&all_edges), edge_set(&full.edges));
 
     // A budget that cuts the walk says so (39 nodes below the root).
@@ -1368,11 +877,7 @@ pub async fn lineage_wide_level_is_cut_in_order(store: &dyn Store) {
     let mut records = vec![created(creation("w-block", &[], 0))];
     let mut mums = Vec::new();
     for i in 0..300 {
-        records.push(created(creation(
-            &format!("w-kid-{i:03}"),
-            &["w-block"],
-            offset(i),
-        )));
+        records.push(created(creation(&format!("w-kid-{i:03}"), &["w-block"], offset(i))));
         records.push(created(creation(&format!("w-mum-{i:03}"), &[], offset(i))));
         mums.push(format!("w-mum-{i:03}"));
     }
@@ -1382,14 +887,10 @@ pub async fn lineage_wide_level_is_cut_in_order(store: &dyn Store) {
 
     let mut order: Vec<(i64, usize)> = (0..300).map(|i| (offset(i), i)).collect();
     order.sort();
-    for (root, direction, prefix) in [
-        ("w-block", Direction::Descendants, "w-kid"),
-        ("w-merge", Direction::Ancestors, "w-mum"),
-    ] {
-        let want: Vec<String> = order
-            .iter()
-            .map(|(_, i)| format!("{prefix}-{i:03}"))
-            .collect();
+    for (root, direction, prefix) in
+        [("w-block", Direction::Descendants, "w-kid"), ("w-merge", Direction::Ancestors, "w-mum")]
+    {
+        let want: Vec<String> = order.iter().map(|(_, i)| format!("{prefix}-{i:03}")).collect();
         let q = |limit: usize, cursor: Option<String>| LineageQuery {
             root: root.into(),
             direction,
@@ -1400,22 +901,13 @@ pub async fn lineage_wide_level_is_cut_in_order(store: &dyn Store) {
         let first = store.lineage(&q(10, None)).await.unwrap().unwrap();
         assert!(first.partial);
         let got: Vec<String> = first.nodes.iter().skip(1).map(|n| n.id.clone()).collect();
-        assert_eq!(
-            got,
-            want[..10].to_vec(),
-            "{root}: the first nodes of the level"
-        );
+        assert_eq!(got, want[..10].to_vec(), "{root}: the first nodes of the level");
         assert_eq!(first.edges.len(), 10);
         let mut all = Vec::new();
         let mut cursor = None;
         loop {
             let page = store.lineage(&q(70, cursor)).await.unwrap().unwrap();
-            all.extend(
-                page.nodes
-                    .into_iter()
-                    .filter(|n| n.depth == 1)
-                    .map(|n| n.id),
-            );
+            all.extend(page.nodes.into_iter().filter(|n| n.depth == 1).map(|n| n.id));
             cursor = page.next_cursor;
             if cursor.is_none() {
                 break;
@@ -1427,20 +919,10 @@ pub async fn lineage_wide_level_is_cut_in_order(store: &dyn Store) {
 
 pub async fn lineage_unknown_root_is_none(store: &dyn Store) {
     for direction in [Direction::Ancestors, Direction::Descendants] {
-        let q = LineageQuery {
-            root: "missing".into(),
-            direction,
-            max_depth: None,
-            limit: 10,
-            cursor: None,
-        };
+        let q = LineageQuery { root: "missing".into(), direction, max_depth: None, limit: 10, cursor: None };
         assert!(store.lineage(&q).await.unwrap().is_none());
     }
-    assert!(store
-        .graph("missing", &GraphQuery::default())
-        .await
-        .unwrap()
-        .is_none());
+    assert!(store.graph("missing", &GraphQuery::default()).await.unwrap().is_none());
 }
 
 pub async fn graph_default_view_and_limits(store: &dyn Store) {
@@ -1449,11 +931,7 @@ pub async fn graph_default_view_and_limits(store: &dyn Store) {
     for i in 0..16 {
         let id = format!("g-{i:02}");
         let parent = format!("g-{:02}", i.max(1) - 1);
-        let parents: Vec<&str> = if i == 0 {
-            vec![]
-        } else {
-            vec![parent.as_str()]
-        };
+        let parents: Vec<&str> = if i == 0 { vec![] } else { vec![parent.as_str()] };
         let mut c = creation(&id, &parents, i);
         c.metadata = md(&[("i", &i.to_string())]);
         if i == 11 {
@@ -1462,18 +940,11 @@ pub async fn graph_default_view_and_limits(store: &dyn Store) {
         records.push(created(c));
     }
     write(store, records).await;
-    let g = store
-        .graph("g-12", &GraphQuery::default())
-        .await
-        .unwrap()
-        .unwrap();
+    let g = store.graph("g-12", &GraphQuery::default()).await.unwrap().unwrap();
     let ids: Vec<&str> = g.nodes.iter().map(|n| n.id.as_str()).collect();
     assert_eq!(
         ids,
-        vec![
-            "g-12", "g-11", "g-10", "g-09", "g-08", "g-07", "g-06", "g-05", "g-04", "g-03", "g-02",
-            "g-13", "g-14"
-        ],
+        vec!["g-12", "g-11", "g-10", "g-09", "g-08", "g-07", "g-06", "g-05", "g-04", "g-03", "g-02", "g-13", "g-14"],
         "root, 10 ancestor levels, 2 descendant levels"
     );
     let root = &g.nodes[0];
@@ -1486,67 +957,20 @@ pub async fn graph_default_view_and_limits(store: &dyn Store) {
     assert!(g.nodes[1].has_error);
     assert_eq!(g.edges.len(), 12);
     let returned: HashSet<&str> = ids.iter().copied().collect();
-    assert!(g
-        .edges
-        .iter()
-        .all(|e| returned.contains(e.source.as_str()) && returned.contains(e.target.as_str())));
-    assert_eq!(
-        store
-            .graph("g-12", &GraphQuery::default())
-            .await
-            .unwrap()
-            .unwrap(),
-        g,
-        "deterministic"
-    );
+    assert!(g.edges.iter().all(|e| returned.contains(e.source.as_str()) && returned.contains(e.target.as_str())));
+    assert_eq!(store.graph("g-12", &GraphQuery::default()).await.unwrap().unwrap(), g, "deterministic");
 
-    let small = store
-        .graph(
-            "g-12",
-            &GraphQuery {
-                up: 10,
-                down: 2,
-                limit: 4,
-            },
-        )
-        .await
-        .unwrap()
-        .unwrap();
+    let small = store.graph("g-12", &GraphQuery { up: 10, down: 2, limit: 4 }).await.unwrap().unwrap();
     assert_eq!(small.nodes.len(), 4);
     let kept: HashSet<&str> = small.nodes.iter().map(|n| n.id.as_str()).collect();
     assert!(kept.contains("g-12"));
-    assert!(small
-        .edges
-        .iter()
-        .all(|e| kept.contains(e.source.as_str()) && kept.contains(e.target.as_str())));
+    assert!(small.edges.iter().all(|e| kept.contains(e.source.as_str()) && kept.contains(e.target.as_str())));
     assert_eq!(small.edges.len(), 3);
 
-    let alone = store
-        .graph(
-            "g-12",
-            &GraphQuery {
-                up: 0,
-                down: 0,
-                limit: 500,
-            },
-        )
-        .await
-        .unwrap()
-        .unwrap();
+    let alone = store.graph("g-12", &GraphQuery { up: 0, down: 0, limit: 500 }).await.unwrap().unwrap();
     assert_eq!(alone.nodes.len(), 1);
     assert!(alone.edges.is_empty());
-    let down = store
-        .graph(
-            "g-00",
-            &GraphQuery {
-                up: 10,
-                down: 3,
-                limit: 500,
-            },
-        )
-        .await
-        .unwrap()
-        .unwrap();
+    let down = store.graph("g-00", &GraphQuery { up: 10, down: 3, limit: 500 }).await.unwrap().unwrap();
     let ids: Vec<&str> = down.nodes.iter().map(|n| n.id.as_str()).collect();
     assert_eq!(ids, vec!["g-00", "g-01", "g-02", "g-03"]);
 }
@@ -1555,25 +979,11 @@ pub async fn search_filters_combine(store: &dyn Store) {
     let mut records = Vec::new();
     for i in 0..12i64 {
         let mut c = creation(&format!("s-{i:02}"), &[], i * 10);
-        c.instrument_id = if i % 2 == 0 {
-            INST.to_owned()
-        } else {
-            "OTHER".to_owned()
-        };
-        c.stage = if i % 3 == 0 {
-            "detect".to_owned()
-        } else {
-            "ingest".to_owned()
-        };
-        c.status = if i % 4 == 0 {
-            Status::Error
-        } else {
-            Status::Ok
-        };
-        c.metadata = md(&[
-            ("beam", &(i % 5).to_string()),
-            ("odd key.with \"quotes\"", if i == 7 { "yes" } else { "no" }),
-        ]);
+        c.instrument_id = if i % 2 == 0 { INST.to_owned() } else { "OTHER".to_owned() };
+        c.stage = if i % 3 == 0 { "detect".to_owned() } else { "ingest".to_owned() };
+        c.status = if i % 4 == 0 { Status::Error } else { Status::Ok };
+        c.metadata =
+            md(&[("beam", &(i % 5).to_string()), ("odd key.with \"quotes\"", if i == 7 { "yes" } else { "no" })]);
         records.push(created(c));
     }
     records.push(op(operation("s-ph", "touch", "s-ph-op", 55)));
@@ -1587,70 +997,31 @@ pub async fn search_filters_combine(store: &dyn Store) {
     assert_eq!(all.len(), 13, "placeholders are entities too");
     assert_eq!(all[0], "s-11", "newest first");
     assert_eq!(
-        ids(
-            store,
-            EntityFilter {
-                instrument_id: Some(INST.into()),
-                ..Default::default()
-            }
-        )
-        .await,
+        ids(store, EntityFilter { instrument_id: Some(INST.into()), ..Default::default() }).await,
         strings(&["s-10", "s-08", "s-06", "s-ph", "s-04", "s-02", "s-00"])
     );
     assert_eq!(
-        ids(
-            store,
-            EntityFilter {
-                stage: Some("detect".into()),
-                ..Default::default()
-            }
-        )
-        .await,
+        ids(store, EntityFilter { stage: Some("detect".into()), ..Default::default() }).await,
         strings(&["s-09", "s-06", "s-03", "s-00"])
     );
     assert_eq!(
-        ids(
-            store,
-            EntityFilter {
-                status: Some(Status::Error),
-                ..Default::default()
-            }
-        )
-        .await,
+        ids(store, EntityFilter { status: Some(Status::Error), ..Default::default() }).await,
         strings(&["s-08", "s-04", "s-00"])
     );
     assert_eq!(
-        ids(
-            store,
-            EntityFilter {
-                from_ns: Some(T0 + 30),
-                to_ns: Some(T0 + 60),
-                ..Default::default()
-            }
-        )
-        .await,
+        ids(store, EntityFilter { from_ns: Some(T0 + 30), to_ns: Some(T0 + 60), ..Default::default() }).await,
         strings(&["s-ph", "s-05", "s-04", "s-03"]),
         "from inclusive, to exclusive"
     );
     assert_eq!(
-        ids(
-            store,
-            EntityFilter {
-                metadata: vec![("beam".into(), "2".into())],
-                ..Default::default()
-            }
-        )
-        .await,
+        ids(store, EntityFilter { metadata: vec![("beam".into(), "2".into())], ..Default::default() }).await,
         strings(&["s-07", "s-02"])
     );
     assert_eq!(
         ids(
             store,
             EntityFilter {
-                metadata: vec![
-                    ("beam".into(), "2".into()),
-                    ("odd key.with \"quotes\"".into(), "yes".into())
-                ],
+                metadata: vec![("beam".into(), "2".into()), ("odd key.with \"quotes\"".into(), "yes".into())],
                 ..Default::default()
             }
         )
@@ -1670,24 +1041,10 @@ pub async fn search_filters_combine(store: &dyn Store) {
         .await,
         strings(&["s-00"])
     );
-    assert!(ids(
-        store,
-        EntityFilter {
-            instrument_id: Some("NONE".into()),
-            ..Default::default()
-        }
-    )
-    .await
-    .is_empty());
-    assert!(ids(
-        store,
-        EntityFilter {
-            metadata: vec![("beam".into(), "9".into())],
-            ..Default::default()
-        }
-    )
-    .await
-    .is_empty());
+    assert!(ids(store, EntityFilter { instrument_id: Some("NONE".into()), ..Default::default() }).await.is_empty());
+    assert!(ids(store, EntityFilter { metadata: vec![("beam".into(), "9".into())], ..Default::default() })
+        .await
+        .is_empty());
 }
 
 pub async fn search_prefix_is_literal(store: &dyn Store) {
@@ -1704,63 +1061,34 @@ pub async fn search_prefix_is_literal(store: &dyn Store) {
     )
     .await;
     async fn prefix(store: &dyn Store, p: &str) -> Vec<String> {
-        let f = EntityFilter {
-            id_prefix: Some(p.into()),
-            ..Default::default()
-        };
-        let mut v: Vec<String> = store
-            .search(&f, &PageRequest::first(100))
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .map(|e| e.id)
-            .collect();
+        let f = EntityFilter { id_prefix: Some(p.into()), ..Default::default() };
+        let mut v: Vec<String> =
+            store.search(&f, &PageRequest::first(100)).await.unwrap().items.into_iter().map(|e| e.id).collect();
         v.sort();
         v
     }
     assert_eq!(prefix(store, "a%").await, strings(&["a%", "a%b-1"]));
     assert_eq!(prefix(store, "a_").await, strings(&["a_b-2"]));
-    assert_eq!(
-        prefix(store, "axb-3").await,
-        strings(&["axb-3"]),
-        "an exact ID is its own prefix"
-    );
-    assert_eq!(
-        prefix(store, "a\u{10FFFF}").await,
-        strings(&["a\u{10FFFF}z"])
-    );
+    assert_eq!(prefix(store, "axb-3").await, strings(&["axb-3"]), "an exact ID is its own prefix");
+    assert_eq!(prefix(store, "a\u{10FFFF}").await, strings(&["a\u{10FFFF}z"]));
     assert_eq!(prefix(store, "a").await.len(), 5);
     assert!(prefix(store, "c").await.is_empty());
 }
 
 pub async fn search_paging_newest_first(store: &dyn Store) {
     // Timestamps repeat in threes so that the ID tie-breaker matters for paging.
-    let specs: Vec<(String, i64)> = (0..23)
-        .map(|i| (format!("pg-{i:02}"), i64::from(i / 3)))
-        .collect();
-    let records = specs
-        .iter()
-        .map(|(id, off)| created(creation(id, &[], *off)))
-        .collect();
+    let specs: Vec<(String, i64)> = (0..23).map(|i| (format!("pg-{i:02}"), i64::from(i / 3))).collect();
+    let records = specs.iter().map(|(id, off)| created(creation(id, &[], *off))).collect();
     write(store, records).await;
-    let full = store
-        .search(&EntityFilter::default(), &PageRequest::first(100))
-        .await
-        .unwrap()
-        .items;
+    let full = store.search(&EntityFilter::default(), &PageRequest::first(100)).await.unwrap().items;
     assert_eq!(full.len(), 23);
-    assert!(full
-        .windows(2)
-        .all(|w| w[0].timestamp_ns > w[1].timestamp_ns
-            || (w[0].timestamp_ns == w[1].timestamp_ns && w[0].id < w[1].id)));
+    assert!(full.windows(2).all(
+        |w| w[0].timestamp_ns > w[1].timestamp_ns || (w[0].timestamp_ns == w[1].timestamp_ns && w[0].id < w[1].id)
+    ));
     let mut walked = Vec::new();
     let mut cursor = None;
     loop {
-        let page = store
-            .search(&EntityFilter::default(), &PageRequest { limit: 4, cursor })
-            .await
-            .unwrap();
+        let page = store.search(&EntityFilter::default(), &PageRequest { limit: 4, cursor }).await.unwrap();
         assert!(page.items.len() <= 4);
         walked.extend(page.items);
         cursor = page.next_cursor;
@@ -1770,21 +1098,9 @@ pub async fn search_paging_newest_first(store: &dyn Store) {
     }
     assert_eq!(walked, full);
     // Paging with a filter keeps the filter.
-    let f = EntityFilter {
-        from_ns: Some(T0 + 3),
-        ..Default::default()
-    };
+    let f = EntityFilter { from_ns: Some(T0 + 3), ..Default::default() };
     let first = store.search(&f, &PageRequest::first(5)).await.unwrap();
-    let rest = store
-        .search(
-            &f,
-            &PageRequest {
-                limit: 100,
-                cursor: first.next_cursor,
-            },
-        )
-        .await
-        .unwrap();
+    let rest = store.search(&f, &PageRequest { limit: 100, cursor: first.next_cursor }).await.unwrap();
     assert_eq!(first.items.len() + rest.items.len(), 14);
 }
 
@@ -1793,36 +1109,16 @@ pub async fn instruments_are_listed_sorted(store: &dyn Store) {
     a.instrument_id = "ZED".into();
     let mut b = operation("i-2", "x", "i-op", 0);
     b.instrument_id = "ALPHA".into();
-    write(
-        store,
-        vec![
-            created(a),
-            op(b),
-            created(creation("i-3", &[], 0)),
-            created(creation("i-4", &[], 0)),
-        ],
-    )
-    .await;
-    assert_eq!(
-        store.instruments().await.unwrap(),
-        strings(&["ALPHA", INST, "ZED"])
-    );
+    write(store, vec![created(a), op(b), created(creation("i-3", &[], 0)), created(creation("i-4", &[], 0))]).await;
+    assert_eq!(store.instruments().await.unwrap(), strings(&["ALPHA", INST, "ZED"]));
 }
 
 pub async fn stages_summarise_non_placeholders(store: &dyn Store) {
     let mut records = Vec::new();
     for i in 0..6i64 {
         let mut c = creation(&format!("st-{i}"), &[], i * 100);
-        c.stage = if i < 4 {
-            "detect".into()
-        } else {
-            "classify".into()
-        };
-        c.status = if i == 1 || i == 2 {
-            Status::Error
-        } else {
-            Status::Ok
-        };
+        c.stage = if i < 4 { "detect".into() } else { "classify".into() };
+        c.status = if i == 1 || i == 2 { Status::Error } else { Status::Ok };
         records.push(created(c));
     }
     let mut foreign = creation("st-x", &[], 9_999);
@@ -1832,24 +1128,8 @@ pub async fn stages_summarise_non_placeholders(store: &dyn Store) {
     write(store, records).await;
     let s = store.stages(INST).await.unwrap();
     assert_eq!(s.len(), 2);
-    assert_eq!(
-        (
-            s[0].stage.as_str(),
-            s[0].count,
-            s[0].error_count,
-            s[0].last_seen_ns
-        ),
-        ("classify", 2, 0, T0 + 500)
-    );
-    assert_eq!(
-        (
-            s[1].stage.as_str(),
-            s[1].count,
-            s[1].error_count,
-            s[1].last_seen_ns
-        ),
-        ("detect", 4, 2, T0 + 300)
-    );
+    assert_eq!((s[0].stage.as_str(), s[0].count, s[0].error_count, s[0].last_seen_ns), ("classify", 2, 0, T0 + 500));
+    assert_eq!((s[1].stage.as_str(), s[1].count, s[1].error_count, s[1].last_seen_ns), ("detect", 4, 2, T0 + 300));
     assert!(store.stages("NONE").await.unwrap().is_empty());
 }
 
@@ -1861,41 +1141,20 @@ pub async fn logs_correlate_by_entity_and_traces(store: &dyn Store) {
         op(o.clone()),
         WriteRecord::Log(log(40, "by entity attribute", None, Some("lg"))),
         WriteRecord::Log(log(20, "in creation trace", Some(&c.trace_id), None)),
-        WriteRecord::Log(log(
-            30,
-            "in operation trace",
-            Some(&o.trace_id),
-            Some("someone-else"),
-        )),
-        WriteRecord::Log(log(
-            25,
-            "unrelated",
-            Some(&trace_of("elsewhere")),
-            Some("other"),
-        )),
+        WriteRecord::Log(log(30, "in operation trace", Some(&o.trace_id), Some("someone-else"))),
+        WriteRecord::Log(log(25, "unrelated", Some(&trace_of("elsewhere")), Some("other"))),
         // Same body and time as an earlier record but another trace: a different record.
         WriteRecord::Log(log(20, "in creation trace", Some(&o.trace_id), None)),
     ];
     let out = write(store, records.clone()).await;
     assert_eq!(out.logs_inserted, 5);
-    assert_eq!(
-        write(store, records).await.logs_inserted,
-        0,
-        "re-sent logs are not duplicated"
-    );
+    assert_eq!(write(store, records).await.logs_inserted, 0, "re-sent logs are not duplicated");
     let page = store.logs("lg", &PageRequest::first(100)).await.unwrap();
-    let bodies: Vec<(i64, &str)> = page
-        .items
-        .iter()
-        .map(|l| (l.timestamp_ns - T0, l.body.as_str()))
-        .collect();
+    let bodies: Vec<(i64, &str)> = page.items.iter().map(|l| (l.timestamp_ns - T0, l.body.as_str())).collect();
     assert_eq!(bodies.len(), 4);
     assert_eq!(bodies[0].0, 20);
     assert_eq!(bodies[1].0, 20);
-    assert_eq!(
-        &bodies[2..],
-        &[(30, "in operation trace"), (40, "by entity attribute")]
-    );
+    assert_eq!(&bodies[2..], &[(30, "in operation trace"), (40, "by entity attribute")]);
     let l = &page.items[3];
     assert_eq!(l.severity, "INFO");
     assert_eq!(l.entity_id.as_deref(), Some("lg"));
@@ -1904,10 +1163,7 @@ pub async fn logs_correlate_by_entity_and_traces(store: &dyn Store) {
     let mut walked = Vec::new();
     let mut cursor = None;
     loop {
-        let p = store
-            .logs("lg", &PageRequest { limit: 1, cursor })
-            .await
-            .unwrap();
+        let p = store.logs("lg", &PageRequest { limit: 1, cursor }).await.unwrap();
         walked.extend(p.items);
         cursor = p.next_cursor;
         if cursor.is_none() {
@@ -1915,12 +1171,7 @@ pub async fn logs_correlate_by_entity_and_traces(store: &dyn Store) {
         }
     }
     assert_eq!(walked, page.items);
-    assert!(store
-        .logs("nobody", &PageRequest::first(10))
-        .await
-        .unwrap()
-        .items
-        .is_empty());
+    assert!(store.logs("nobody", &PageRequest::first(10)).await.unwrap().items.is_empty());
 }
 
 /// IDs the API must carry unchanged: separators, quotes, markup, non-ASCII, SQL wildcards, long.
@@ -1940,11 +1191,7 @@ pub async fn hostile_ids_round_trip(store: &dyn Store) {
     let ids = hostile_ids();
     let mut records = Vec::new();
     for (i, id) in ids.iter().enumerate() {
-        let parents: Vec<&str> = if i == 0 {
-            vec![]
-        } else {
-            vec![ids[i - 1].as_str()]
-        };
+        let parents: Vec<&str> = if i == 0 { vec![] } else { vec![ids[i - 1].as_str()] };
         let mut c = creation(id, &parents, i as i64);
         c.metadata = md(&[(id.as_str(), id.as_str())]);
         c.events = vec![event_on_creation(&c, "helix.event.x", 0, 1)];
@@ -1959,48 +1206,14 @@ pub async fn hostile_ids_round_trip(store: &dyn Store) {
         if i > 0 {
             assert_eq!(e.parent_ids, vec![ids[i - 1].clone()]);
         }
-        assert_eq!(
-            store
-                .events(id, &PageRequest::first(10))
-                .await
-                .unwrap()
-                .items[0]
-                .entity_id,
-            *id
-        );
-        assert_eq!(
-            store
-                .operations(id, &PageRequest::first(10))
-                .await
-                .unwrap()
-                .items[0]
-                .entity_id,
-            *id
-        );
-        let f = EntityFilter {
-            id_prefix: Some(id.clone()),
-            ..Default::default()
-        };
-        let found = store
-            .search(&f, &PageRequest::first(10))
-            .await
-            .unwrap()
-            .items;
+        assert_eq!(store.events(id, &PageRequest::first(10)).await.unwrap().items[0].entity_id, *id);
+        assert_eq!(store.operations(id, &PageRequest::first(10)).await.unwrap().items[0].entity_id, *id);
+        let f = EntityFilter { id_prefix: Some(id.clone()), ..Default::default() };
+        let found = store.search(&f, &PageRequest::first(10)).await.unwrap().items;
         assert_eq!(found.len(), 1, "prefix search for {id:?}");
         assert_eq!(&found[0].id, id);
-        let f = EntityFilter {
-            metadata: vec![(id.clone(), id.clone())],
-            ..Default::default()
-        };
-        assert_eq!(
-            store
-                .search(&f, &PageRequest::first(10))
-                .await
-                .unwrap()
-                .items
-                .len(),
-            1
-        );
+        let f = EntityFilter { metadata: vec![(id.clone(), id.clone())], ..Default::default() };
+        assert_eq!(store.search(&f, &PageRequest::first(10)).await.unwrap().items.len(), 1);
     }
     let last = ids.last().map(String::as_str).unwrap_or_default();
     let l = lineage(store, last, Direction::Ancestors, None).await;
@@ -2011,32 +1224,14 @@ pub async fn hostile_ids_round_trip(store: &dyn Store) {
     let refs = store.span_refs(&ids).await.unwrap();
     assert_eq!(refs.len(), ids.len());
     // Cursors carry hostile sort keys too.
-    let first = store
-        .search(&EntityFilter::default(), &PageRequest::first(3))
-        .await
-        .unwrap();
-    let rest = store
-        .search(
-            &EntityFilter::default(),
-            &PageRequest {
-                limit: 100,
-                cursor: first.next_cursor,
-            },
-        )
-        .await
-        .unwrap();
+    let first = store.search(&EntityFilter::default(), &PageRequest::first(3)).await.unwrap();
+    let rest =
+        store.search(&EntityFilter::default(), &PageRequest { limit: 100, cursor: first.next_cursor }).await.unwrap();
     assert_eq!(first.items.len() + rest.items.len(), ids.len());
 }
 
 pub async fn malformed_cursors_are_rejected(store: &dyn Store) {
-    write(
-        store,
-        vec![
-            created(creation("mc", &[], 0)),
-            created(creation("mc2", &["mc"], 1)),
-        ],
-    )
-    .await;
+    write(store, vec![created(creation("mc", &[], 0)), created(creation("mc2", &["mc"], 1))]).await;
     let search_cursor = store
         .search(&EntityFilter::default(), &PageRequest::first(1))
         .await
@@ -2045,35 +1240,14 @@ pub async fn malformed_cursors_are_rejected(store: &dyn Store) {
         .expect("two entities, page of one");
     let bad = ["garbage", "", "7b7d", "%%%", search_cursor.as_str()];
     for cursor in bad {
-        let page = PageRequest {
-            limit: 10,
-            cursor: Some(cursor.to_owned()),
-        };
+        let page = PageRequest { limit: 10, cursor: Some(cursor.to_owned()) };
         let is_search_cursor = cursor == search_cursor;
-        assert!(
-            matches!(
-                store.events("mc", &page).await,
-                Err(StoreError::BadCursor(_))
-            ),
-            "events {cursor:?}"
-        );
-        assert!(
-            matches!(
-                store.operations("mc", &page).await,
-                Err(StoreError::BadCursor(_))
-            ),
-            "ops {cursor:?}"
-        );
-        assert!(
-            matches!(store.logs("mc", &page).await, Err(StoreError::BadCursor(_))),
-            "logs {cursor:?}"
-        );
+        assert!(matches!(store.events("mc", &page).await, Err(StoreError::BadCursor(_))), "events {cursor:?}");
+        assert!(matches!(store.operations("mc", &page).await, Err(StoreError::BadCursor(_))), "ops {cursor:?}");
+        assert!(matches!(store.logs("mc", &page).await, Err(StoreError::BadCursor(_))), "logs {cursor:?}");
         if !is_search_cursor {
             assert!(
-                matches!(
-                    store.search(&EntityFilter::default(), &page).await,
-                    Err(StoreError::BadCursor(_))
-                ),
+                matches!(store.search(&EntityFilter::default(), &page).await, Err(StoreError::BadCursor(_))),
                 "search {cursor:?}"
             );
         }
@@ -2084,21 +1258,9 @@ pub async fn malformed_cursors_are_rejected(store: &dyn Store) {
             limit: 10,
             cursor: Some(cursor.to_owned()),
         };
-        assert!(
-            matches!(store.lineage(&q).await, Err(StoreError::BadCursor(_))),
-            "lineage {cursor:?}"
-        );
+        assert!(matches!(store.lineage(&q).await, Err(StoreError::BadCursor(_))), "lineage {cursor:?}");
     }
-    let e = store
-        .events(
-            "mc",
-            &PageRequest {
-                limit: 10,
-                cursor: Some("zz".into()),
-            },
-        )
-        .await
-        .unwrap_err();
+    let e = store.events("mc", &PageRequest { limit: 10, cursor: Some("zz".into()) }).await.unwrap_err();
     assert!(!e.is_transient());
 }
 
@@ -2108,13 +1270,8 @@ pub async fn instrument_events_newest_first_filtered_and_paged(store: &dyn Store
     let mut records = Vec::new();
     for i in 0..5i64 {
         let mut c = creation(&format!("ie-{i}"), &[], i * 1_000);
-        let name = if i % 2 == 0 {
-            "helix.error"
-        } else {
-            "helix.event.classified"
-        };
-        c.events
-            .push(event_on_creation(&c, name, 0, i * 1_000 + 10));
+        let name = if i % 2 == 0 { "helix.error" } else { "helix.event.classified" };
+        c.events.push(event_on_creation(&c, name, 0, i * 1_000 + 10));
         records.push(created(c));
     }
     let mut foreign = creation("ie-x", &[], 500);
@@ -2125,34 +1282,18 @@ pub async fn instrument_events_newest_first_filtered_and_paged(store: &dyn Store
     records.push(created(foreign));
     write(store, records).await;
 
-    let errors = EventQuery {
-        instrument_id: Some(INST.into()),
-        event_name: Some("helix.error".into()),
-        ..Default::default()
-    };
-    let page = store
-        .instrument_events(&errors, &PageRequest::first(100))
-        .await
-        .unwrap();
+    let errors =
+        EventQuery { instrument_id: Some(INST.into()), event_name: Some("helix.error".into()), ..Default::default() };
+    let page = store.instrument_events(&errors, &PageRequest::first(100)).await.unwrap();
     let ids: Vec<&str> = page.items.iter().map(|e| e.entity_id.as_str()).collect();
     assert_eq!(ids, ["ie-4", "ie-2", "ie-0"]);
     assert_eq!(page.next_cursor, None);
     assert_eq!(page.items[0].timestamp_ns, T0 + 4_010);
-    assert_eq!(
-        page.items[0].metadata.get("message").map(String::as_str),
-        Some("boom")
-    );
+    assert_eq!(page.items[0].metadata.get("message").map(String::as_str), Some("boom"));
 
     // Window on the event's own time: [T0+1_010, T0+4_010) holds ie-2 only.
-    let windowed = EventQuery {
-        from_ns: Some(T0 + 1_010),
-        to_ns: Some(T0 + 4_010),
-        ..errors.clone()
-    };
-    let page = store
-        .instrument_events(&windowed, &PageRequest::first(100))
-        .await
-        .unwrap();
+    let windowed = EventQuery { from_ns: Some(T0 + 1_010), to_ns: Some(T0 + 4_010), ..errors.clone() };
+    let page = store.instrument_events(&windowed, &PageRequest::first(100)).await.unwrap();
     assert_eq!(page.items.len(), 1);
     assert_eq!(page.items[0].entity_id, "ie-2");
 
@@ -2160,29 +1301,16 @@ pub async fn instrument_events_newest_first_filtered_and_paged(store: &dyn Store
     let mut seen = Vec::new();
     let mut request = PageRequest::first(1);
     loop {
-        let page = store
-            .instrument_events(&EventQuery::default(), &request)
-            .await
-            .unwrap();
+        let page = store.instrument_events(&EventQuery::default(), &request).await.unwrap();
         seen.extend(page.items.iter().map(|e| e.entity_id.clone()));
         match page.next_cursor {
             Some(c) => request.cursor = Some(c),
             None => break,
         }
     }
-    assert_eq!(
-        seen,
-        strings(&["ie-4", "ie-3", "ie-2", "ie-1", "ie-x", "ie-0"])
-    );
-    let bad = store
-        .instrument_events(
-            &EventQuery::default(),
-            &PageRequest {
-                limit: 1,
-                cursor: Some("zz".into()),
-            },
-        )
-        .await;
+    assert_eq!(seen, strings(&["ie-4", "ie-3", "ie-2", "ie-1", "ie-x", "ie-0"]));
+    let bad =
+        store.instrument_events(&EventQuery::default(), &PageRequest { limit: 1, cursor: Some("zz".into()) }).await;
     assert!(matches!(bad, Err(StoreError::BadCursor(_))));
 }
 
@@ -2196,32 +1324,18 @@ pub async fn numeric_fields_lists_keys_with_numeric_values(store: &dyn Store) {
     let mut foreign = creation("nf-x", &[], 50);
     foreign.instrument_id = "OTHER".into();
     foreign.metadata = md(&[("other", "1")]);
-    write(
-        store,
-        vec![created(a), created(b), created(old), created(foreign)],
-    )
-    .await;
-    let fields = store
-        .numeric_fields(INST, T0, T0 + 1_000, 1_000)
-        .await
-        .unwrap();
+    write(store, vec![created(a), created(b), created(old), created(foreign)]).await;
+    let fields = store.numeric_fields(INST, T0, T0 + 1_000, 1_000).await.unwrap();
     assert_eq!(fields, strings(&["beam", "dm", "name", "snr"]));
     // The sample is the newest entities: with one, only nf-b's keys.
     let fields = store.numeric_fields(INST, T0, T0 + 1_000, 1).await.unwrap();
     assert_eq!(fields, strings(&["dm", "name"]));
-    assert!(store
-        .numeric_fields("NONE", T0, T0 + 1_000, 10)
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(store.numeric_fields("NONE", T0, T0 + 1_000, 10).await.unwrap().is_empty());
 }
 
 pub async fn monitor_points_numeric_only_newest_first(store: &dyn Store) {
     let mut records = Vec::new();
-    for (i, (snr, weight)) in [("10", "1"), ("abc", "2"), ("30.5", "x"), ("40", "4")]
-        .iter()
-        .enumerate()
-    {
+    for (i, (snr, weight)) in [("10", "1"), ("abc", "2"), ("30.5", "x"), ("40", "4")].iter().enumerate() {
         let mut c = creation(&format!("mp-{i}"), &[], i as i64 * 100);
         c.metadata = md(&[("snr", snr), ("w", weight)]);
         records.push(created(c));
@@ -2242,40 +1356,18 @@ pub async fn monitor_points_numeric_only_newest_first(store: &dyn Store) {
         limit: 100,
     };
     let got = store.monitor_points(&query).await.unwrap();
-    let rows: Vec<(&str, i64, f64, Option<f64>)> = got
-        .points
-        .iter()
-        .map(|p| (p.id.as_str(), p.timestamp_ns, p.y, p.weight))
-        .collect();
+    let rows: Vec<(&str, i64, f64, Option<f64>)> =
+        got.points.iter().map(|p| (p.id.as_str(), p.timestamp_ns, p.y, p.weight)).collect();
     assert_eq!(
         rows,
-        [
-            ("mp-3", T0 + 300, 40.0, Some(4.0)),
-            ("mp-2", T0 + 200, 30.5, None),
-            ("mp-0", T0, 10.0, Some(1.0)),
-        ]
+        [("mp-3", T0 + 300, 40.0, Some(4.0)), ("mp-2", T0 + 200, 30.5, None), ("mp-0", T0, 10.0, Some(1.0)),]
     );
     assert!(!got.truncated);
-    assert_eq!(
-        got.points[0].metadata.get("w").map(String::as_str),
-        Some("4")
-    );
-    let cut = store
-        .monitor_points(&MonitorQuery {
-            limit: 2,
-            ..query.clone()
-        })
-        .await
-        .unwrap();
+    assert_eq!(got.points[0].metadata.get("w").map(String::as_str), Some("4"));
+    let cut = store.monitor_points(&MonitorQuery { limit: 2, ..query.clone() }).await.unwrap();
     assert_eq!(cut.points.len(), 2);
     assert!(cut.truncated);
-    let unknown = store
-        .monitor_points(&MonitorQuery {
-            y_field: "nope".into(),
-            ..query
-        })
-        .await
-        .unwrap();
+    let unknown = store.monitor_points(&MonitorQuery { y_field: "nope".into(), ..query }).await.unwrap();
     assert!(unknown.points.is_empty());
 }
 

@@ -54,10 +54,7 @@ mod tests {
 
     #[test]
     fn round_trips_and_rejects_foreign_cursors() {
-        let c = encode(
-            "ev",
-            vec![Value::from(5), Value::from("a/\"b"), Value::from(2)],
-        );
+        let c = encode("ev", vec![Value::from(5), Value::from("a/\"b"), Value::from(2)]);
         let parts = decode("ev", &c, 3).unwrap();
         assert_eq!(part_i64(&parts, 0).unwrap(), 5);
         assert_eq!(part_str(&parts, 1).unwrap(), "a/\"b");

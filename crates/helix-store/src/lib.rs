@@ -3,8 +3,8 @@
 
 mod cursor;
 mod filter;
-mod rows;
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 mod types;
 mod ui;
@@ -83,8 +83,7 @@ pub trait Store: Send + Sync + 'static {
     async fn events(&self, entity_id: &str, page: &PageRequest) -> StoreResult<Page<EntityEvent>>;
 
     /// Operations of an entity, oldest first. Does not include the synthetic "creation" row.
-    async fn operations(&self, entity_id: &str, page: &PageRequest)
-        -> StoreResult<Page<Operation>>;
+    async fn operations(&self, entity_id: &str, page: &PageRequest) -> StoreResult<Page<Operation>>;
 
     /// Breadth-first walk from `query.root`; `None` when the root is unknown.
     async fn lineage(&self, query: &LineageQuery) -> StoreResult<Option<Lineage>>;
@@ -103,11 +102,7 @@ pub trait Store: Send + Sync + 'static {
     async fn stages(&self, instrument_id: &str) -> StoreResult<Vec<StageSummary>>;
 
     /// Log records correlated with an entity (by `helix_entity_id` or by one of its traces), oldest first.
-    async fn logs(
-        &self,
-        entity_id: &str,
-        page: &PageRequest,
-    ) -> StoreResult<Page<helix_model::LogRecorded>>;
+    async fn logs(&self, entity_id: &str, page: &PageRequest) -> StoreResult<Page<helix_model::LogRecorded>>;
 
     // ---- reads for the Entity Inspector (added with the UI; defaults only so a backend
     // under construction still builds: every real backend implements them and passes the
@@ -116,15 +111,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Events matching `query` (instrument, exact name, time window on the event's own
     /// timestamp), newest first (timestamp descending, then span and ordinal descending), paged.
-    async fn instrument_events(
-        &self,
-        query: &EventQuery,
-        page: &PageRequest,
-    ) -> StoreResult<Page<EntityEvent>> {
+    async fn instrument_events(&self, query: &EventQuery, page: &PageRequest) -> StoreResult<Page<EntityEvent>> {
         let _ = (query, page);
-        Err(StoreError::Internal(
-            "instrument_events: not implemented by this backend".into(),
-        ))
+        Err(StoreError::Internal("instrument_events: not implemented by this backend".into()))
     }
 
     /// Metadata keys holding a numeric value (see [`numeric_value`]) on at least one of the
@@ -138,26 +127,20 @@ pub trait Store: Send + Sync + 'static {
         sample: usize,
     ) -> StoreResult<Vec<String>> {
         let _ = (instrument_id, from_ns, to_ns, sample);
-        Err(StoreError::Internal(
-            "numeric_fields: not implemented by this backend".into(),
-        ))
+        Err(StoreError::Internal("numeric_fields: not implemented by this backend".into()))
     }
 
     /// Non-placeholder entities of the instrument created in the window whose `y_field` is
     /// numeric, newest first (timestamp descending, then ID ascending), at most `limit`.
     async fn monitor_points(&self, query: &MonitorQuery) -> StoreResult<MonitorPoints> {
         let _ = query;
-        Err(StoreError::Internal(
-            "monitor_points: not implemented by this backend".into(),
-        ))
+        Err(StoreError::Internal("monitor_points: not implemented by this backend".into()))
     }
 
     /// Non-empty (stage, bucket) cells of the instrument's non-placeholder entities with a
     /// stage, sorted by stage then bucket.
     async fn stage_histogram(&self, query: &StageHistogramQuery) -> StoreResult<Vec<StageBucket>> {
         let _ = query;
-        Err(StoreError::Internal(
-            "stage_histogram: not implemented by this backend".into(),
-        ))
+        Err(StoreError::Internal("stage_histogram: not implemented by this backend".into()))
     }
 }

@@ -22,9 +22,9 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
 use crate::{
-    Entity, EntityFilter, EventQuery, Graph, GraphQuery, Lineage, LineageQuery, MonitorPoints,
-    MonitorQuery, Operation, Page, PageRequest, StageBucket, StageHistogramQuery, StageSummary,
-    Store, StoreError, StoreResult, WriteBatch, WriteOutcome,
+    Entity, EntityFilter, EventQuery, Graph, GraphQuery, Lineage, LineageQuery, MonitorPoints, MonitorQuery, Operation,
+    Page, PageRequest, StageBucket, StageHistogramQuery, StageSummary, Store, StoreError, StoreResult, WriteBatch,
+    WriteOutcome,
 };
 pub use migrate::SCHEMA_VERSION;
 pub use retention::{RetentionConfig, RetentionReport};
@@ -102,11 +102,7 @@ pub(crate) fn map_pg(e: tokio_postgres::Error) -> StoreError {
             Some(db) => format!("postgres: {} ({})", db.message(), code.code()),
             None => format!("postgres: {e}"),
         };
-        return if transient_state(code) {
-            StoreError::Unavailable(msg)
-        } else {
-            StoreError::Internal(msg)
-        };
+        return if transient_state(code) { StoreError::Unavailable(msg) } else { StoreError::Internal(msg) };
     }
     // No SQLSTATE: the failure is below SQL. The driver's error kinds are private, so the
     // connection-level ones are recognised by a closed connection or an I/O cause; anything
@@ -120,9 +116,7 @@ pub(crate) fn map_pg(e: tokio_postgres::Error) -> StoreError {
         || text.starts_with("timeout")
         || text.starts_with("unexpected EOF")
     {
-        let cause = std::error::Error::source(&e)
-            .map(|s| format!(": {s}"))
-            .unwrap_or_default();
+        let cause = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
         StoreError::Unavailable(format!("database unreachable ({text}{cause})"))
     } else {
         StoreError::Internal(format!("postgres: {text}"))
@@ -132,16 +126,12 @@ pub(crate) fn map_pg(e: tokio_postgres::Error) -> StoreError {
 fn map_pool(e: PoolError) -> StoreError {
     match e {
         PoolError::Backend(e) => map_pg(e),
-        PoolError::Timeout(kind) => StoreError::Unavailable(format!(
-            "database unreachable: no connection within the timeout ({kind:?})"
-        )),
+        PoolError::Timeout(kind) => {
+            StoreError::Unavailable(format!("database unreachable: no connection within the timeout ({kind:?})"))
+        }
         PoolError::Closed => StoreError::Unavailable("the connection pool is closed".into()),
-        PoolError::NoRuntimeSpecified => {
-            StoreError::Internal("connection pool without a runtime".into())
-        }
-        PoolError::PostCreateHook(e) => {
-            StoreError::Unavailable(format!("connection set-up failed: {e}"))
-        }
+        PoolError::NoRuntimeSpecified => StoreError::Internal("connection pool without a runtime".into()),
+        PoolError::PostCreateHook(e) => StoreError::Unavailable(format!("connection set-up failed: {e}")),
     }
 }
 
@@ -149,9 +139,7 @@ fn map_pool(e: PoolError) -> StoreError {
 fn valid_schema(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         && !name.starts_with(|c: char| c.is_ascii_digit())
 }
 
@@ -159,9 +147,8 @@ fn valid_schema(name: &str) -> bool {
 /// store relies on.
 fn build_pool(url: &str, opts: &PostgresOptions) -> StoreResult<Pool> {
     let redacted = redact_url(url);
-    let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
-        StoreError::Internal(format!("DB_URL {redacted} is not a PostgreSQL URL: {e}"))
-    })?;
+    let mut config: tokio_postgres::Config =
+        url.parse().map_err(|e| StoreError::Internal(format!("DB_URL {redacted} is not a PostgreSQL URL: {e}")))?;
     let mut options = config.get_options().unwrap_or_default().to_owned();
     // An acknowledged export must survive a server crash: force synchronous commit even if the
     // server default was relaxed.
@@ -205,12 +192,8 @@ fn build_pool(url: &str, opts: &PostgresOptions) -> StoreResult<Pool> {
 /// Apply pending migrations to the database at `url` (the `herald migrate` subcommand).
 /// Returns the versions applied; empty when the schema was already current.
 pub async fn migrate(url: &str, schema: Option<&str>) -> StoreResult<Vec<u32>> {
-    let opts = PostgresOptions {
-        schema: schema.map(str::to_owned),
-        retention: None,
-        pool_size: 2,
-        ..Default::default()
-    };
+    let opts =
+        PostgresOptions { schema: schema.map(str::to_owned), retention: None, pool_size: 2, ..Default::default() };
     let pool = build_pool(url, &opts)?;
     let mut client = pool.get().await.map_err(|e| connect_error(url, e))?;
     migrate::prepare_schema(&mut client, &redact_url(url), opts.schema.as_deref(), true).await
@@ -218,9 +201,7 @@ pub async fn migrate(url: &str, schema: Option<&str>) -> StoreResult<Vec<u32>> {
 
 fn connect_error(url: &str, e: PoolError) -> StoreError {
     match map_pool(e) {
-        StoreError::Unavailable(m) => {
-            StoreError::Unavailable(format!("cannot connect to {}: {m}", redact_url(url)))
-        }
+        StoreError::Unavailable(m) => StoreError::Unavailable(format!("cannot connect to {}: {m}", redact_url(url))),
         other => other,
     }
 }
@@ -248,9 +229,7 @@ pub struct PostgresStore {
 
 impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresStore")
-            .field("url", &self.inner.redacted_url)
-            .finish()
+        f.debug_struct("PostgresStore").field("url", &self.inner.redacted_url).finish()
     }
 }
 
@@ -261,21 +240,14 @@ impl PostgresStore {
         let pool = build_pool(url, &opts)?;
         {
             let mut client = pool.get().await.map_err(|e| connect_error(url, e))?;
-            migrate::prepare_schema(&mut client, &redacted, opts.schema.as_deref(), opts.migrate)
-                .await?;
+            migrate::prepare_schema(&mut client, &redacted, opts.schema.as_deref(), opts.migrate).await?;
         }
         let retention_task = opts
             .retention
             .clone()
             .filter(RetentionConfig::enabled)
             .map(|cfg| tokio::spawn(retention::run(pool.clone(), cfg)));
-        Ok(PostgresStore {
-            inner: Arc::new(Inner {
-                pool,
-                redacted_url: redacted,
-                retention_task,
-            }),
-        })
+        Ok(PostgresStore { inner: Arc::new(Inner { pool, redacted_url: redacted, retention_task }) })
     }
 
     /// The DB_URL with its password hidden.
@@ -343,11 +315,7 @@ impl Store for PostgresStore {
         read::events(&self.client().await?, entity_id, page).await
     }
 
-    async fn operations(
-        &self,
-        entity_id: &str,
-        page: &PageRequest,
-    ) -> StoreResult<Page<Operation>> {
+    async fn operations(&self, entity_id: &str, page: &PageRequest) -> StoreResult<Page<Operation>> {
         read::operations(&self.client().await?, entity_id, page).await
     }
 
@@ -375,11 +343,7 @@ impl Store for PostgresStore {
         read::logs(&self.client().await?, entity_id, page).await
     }
 
-    async fn instrument_events(
-        &self,
-        query: &EventQuery,
-        page: &PageRequest,
-    ) -> StoreResult<Page<EntityEvent>> {
+    async fn instrument_events(&self, query: &EventQuery, page: &PageRequest) -> StoreResult<Page<EntityEvent>> {
         ui::instrument_events(&self.client().await?, query, page).await
     }
 
@@ -412,10 +376,7 @@ mod tests {
             redact_url("postgres://helix:s3cr@t@db:5432/helix?sslmode=disable"),
             "postgres://helix:***@db:5432/helix?sslmode=disable"
         );
-        assert_eq!(
-            redact_url("postgres://helix@127.0.0.1:5432/x"),
-            "postgres://helix@127.0.0.1:5432/x"
-        );
+        assert_eq!(redact_url("postgres://helix@127.0.0.1:5432/x"), "postgres://helix@127.0.0.1:5432/x");
         assert_eq!(redact_url("postgresql://db/x"), "postgresql://db/x");
         assert_eq!(redact_url("not a url"), "not a url");
     }

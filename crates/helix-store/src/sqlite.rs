@@ -16,9 +16,9 @@ use helix_model::{EntityEvent, LogRecorded, SpanRef};
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension};
 
 use crate::{
-    Entity, EntityFilter, EventQuery, Graph, GraphQuery, Lineage, LineageQuery, MonitorPoints,
-    MonitorQuery, Operation, Page, PageRequest, StageBucket, StageHistogramQuery, StageSummary,
-    Store, StoreError, StoreResult, WriteBatch, WriteOutcome,
+    Entity, EntityFilter, EventQuery, Graph, GraphQuery, Lineage, LineageQuery, MonitorPoints, MonitorQuery, Operation,
+    Page, PageRequest, StageBucket, StageHistogramQuery, StageSummary, Store, StoreError, StoreResult, WriteBatch,
+    WriteOutcome,
 };
 
 /// One versioned schema change; versions are applied in order and recorded in `schema_migrations`.
@@ -30,16 +30,8 @@ struct Migration {
 
 /// Every migration this binary knows, oldest first. Never edit a released one: add a new file.
 const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "core",
-        sql: include_str!("../migrations/sqlite/001_core.sql"),
-    },
-    Migration {
-        version: 2,
-        name: "logs",
-        sql: include_str!("../migrations/sqlite/002_logs.sql"),
-    },
+    Migration { version: 1, name: "core", sql: include_str!("../migrations/sqlite/001_core.sql") },
+    Migration { version: 2, name: "logs", sql: include_str!("../migrations/sqlite/002_logs.sql") },
 ];
 
 /// The schema version this binary expects.
@@ -59,11 +51,7 @@ pub struct SqliteOptions {
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        SqliteOptions {
-            migrate: true,
-            read_connections: 4,
-            busy_timeout: Duration::from_secs(5),
-        }
+        SqliteOptions { migrate: true, read_connections: 4, busy_timeout: Duration::from_secs(5) }
     }
 }
 
@@ -106,9 +94,7 @@ fn connect(path: &Path, busy_timeout: Duration, read_only: bool) -> StoreResult<
     if !read_only {
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Internal(format!(
-                "cannot enable WAL mode (got {mode})"
-            )));
+            return Err(StoreError::Internal(format!("cannot enable WAL mode (got {mode})")));
         }
     }
     conn.execute_batch(
@@ -125,20 +111,13 @@ fn connect(path: &Path, busy_timeout: Duration, read_only: bool) -> StoreResult<
 /// Highest version recorded in `schema_migrations`, 0 for a database without one.
 fn current_version(conn: &Connection) -> StoreResult<u32> {
     let has_table: Option<i64> = conn
-        .query_row(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'",
-            [],
-            |r| r.get(0),
-        )
+        .query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'", [], |r| r.get(0))
         .optional()?;
     if has_table.is_none() {
         return Ok(0);
     }
-    let v: Option<i64> = conn.query_row("SELECT max(version) FROM schema_migrations", [], |r| {
-        r.get(0)
-    })?;
-    u32::try_from(v.unwrap_or(0))
-        .map_err(|_| StoreError::Schema(format!("invalid schema version {v:?}")))
+    let v: Option<i64> = conn.query_row("SELECT max(version) FROM schema_migrations", [], |r| r.get(0))?;
+    u32::try_from(v.unwrap_or(0)).map_err(|_| StoreError::Schema(format!("invalid schema version {v:?}")))
 }
 
 /// Refuse a database this binary cannot use; apply pending migrations when `migrate`.
@@ -171,29 +150,15 @@ fn prepare_schema(conn: &mut Connection, path: &Path, migrate: bool) -> StoreRes
     let mut applied = Vec::new();
     for m in MIGRATIONS.iter().filter(|m| m.version > current) {
         let fail = |e: rusqlite::Error| {
-            StoreError::Schema(format!(
-                "migration {:03}_{} failed on {}: {e}",
-                m.version,
-                m.name,
-                path.display()
-            ))
+            StoreError::Schema(format!("migration {:03}_{} failed on {}: {e}", m.version, m.name, path.display()))
         };
         // Each migration and its record commit together: a failed one leaves the previous version.
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(fail)?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(fail)?;
         tx.execute_batch(m.sql).map_err(fail)?;
-        tx.execute(
-            "INSERT INTO schema_migrations (version, name) VALUES (?1, ?2)",
-            (m.version, m.name),
-        )
-        .map_err(fail)?;
+        tx.execute("INSERT INTO schema_migrations (version, name) VALUES (?1, ?2)", (m.version, m.name))
+            .map_err(fail)?;
         tx.commit().map_err(fail)?;
-        tracing::info!(
-            version = m.version,
-            name = m.name,
-            "applied schema migration"
-        );
+        tracing::info!(version = m.version, name = m.name, "applied schema migration");
         applied.push(m.version);
     }
     Ok(applied)
@@ -202,9 +167,8 @@ fn prepare_schema(conn: &mut Connection, path: &Path, migrate: bool) -> StoreRes
 /// Create the parent directory of a database file if needed.
 fn ensure_parent_dir(path: &Path) -> StoreResult<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Unavailable(format!("cannot create directory {}: {e}", dir.display()))
-        })?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Unavailable(format!("cannot create directory {}: {e}", dir.display())))?;
     }
     Ok(())
 }
@@ -256,9 +220,7 @@ pub struct SqliteStore {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore")
-            .field("path", &self.inner.path)
-            .finish()
+        f.debug_struct("SqliteStore").field("path", &self.inner.path).finish()
     }
 }
 
@@ -360,11 +322,7 @@ impl Store for SqliteStore {
         self.read(move |c| read::events(c, &id, &page)).await
     }
 
-    async fn operations(
-        &self,
-        entity_id: &str,
-        page: &PageRequest,
-    ) -> StoreResult<Page<Operation>> {
+    async fn operations(&self, entity_id: &str, page: &PageRequest) -> StoreResult<Page<Operation>> {
         let (id, page) = (entity_id.to_owned(), page.clone());
         self.read(move |c| read::operations(c, &id, &page)).await
     }
@@ -398,14 +356,9 @@ impl Store for SqliteStore {
         self.read(move |c| read::logs(c, &id, &page)).await
     }
 
-    async fn instrument_events(
-        &self,
-        query: &EventQuery,
-        page: &PageRequest,
-    ) -> StoreResult<Page<EntityEvent>> {
+    async fn instrument_events(&self, query: &EventQuery, page: &PageRequest) -> StoreResult<Page<EntityEvent>> {
         let (query, page) = (query.clone(), page.clone());
-        self.read(move |c| ui::instrument_events(c, &query, &page))
-            .await
+        self.read(move |c| ui::instrument_events(c, &query, &page)).await
     }
 
     async fn numeric_fields(
@@ -416,8 +369,7 @@ impl Store for SqliteStore {
         sample: usize,
     ) -> StoreResult<Vec<String>> {
         let id = instrument_id.to_owned();
-        self.read(move |c| ui::numeric_fields(c, &id, from_ns, to_ns, sample))
-            .await
+        self.read(move |c| ui::numeric_fields(c, &id, from_ns, to_ns, sample)).await
     }
 
     async fn monitor_points(&self, query: &MonitorQuery) -> StoreResult<MonitorPoints> {

@@ -89,10 +89,7 @@ pub struct PageRequest {
 
 impl PageRequest {
     pub fn first(limit: usize) -> Self {
-        PageRequest {
-            limit,
-            cursor: None,
-        }
+        PageRequest { limit, cursor: None }
     }
 }
 
@@ -166,11 +163,7 @@ pub struct GraphQuery {
 
 impl Default for GraphQuery {
     fn default() -> Self {
-        GraphQuery {
-            up: 10,
-            down: 2,
-            limit: 500,
-        }
+        GraphQuery { up: 10, down: 2, limit: 500 }
     }
 }
 

@@ -80,11 +80,8 @@ pub(crate) fn walk(
             }
             Direction::Descendants => {
                 let ids: Vec<String> = frontier.iter().map(|n| n.id.clone()).collect();
-                let keyed: Vec<(i64, String)> = src
-                    .children(&ids)?
-                    .into_iter()
-                    .filter(|(_, id)| visited.insert(id.clone()))
-                    .collect();
+                let keyed: Vec<(i64, String)> =
+                    src.children(&ids)?.into_iter().filter(|(_, id)| visited.insert(id.clone())).collect();
                 smallest_keys(keyed, room)
             }
         };
@@ -96,11 +93,7 @@ pub(crate) fn walk(
             break;
         }
         depth += 1;
-        level.sort_by(|a, b| {
-            a.timestamp_ns
-                .cmp(&b.timestamp_ns)
-                .then_with(|| a.id.cmp(&b.id))
-        });
+        level.sort_by(|a, b| a.timestamp_ns.cmp(&b.timestamp_ns).then_with(|| a.id.cmp(&b.id)));
         for n in &mut level {
             n.depth = depth;
         }
@@ -121,11 +114,7 @@ fn smallest_keys(mut keys: Vec<(i64, String)>, room: usize) -> Vec<String> {
 
 /// Edges `parent → child` between nodes of `nodes`, from each node's `parent_ids`.
 fn edges_by_position(nodes: &[WalkNode]) -> Vec<(usize, usize)> {
-    let pos: HashMap<&str, usize> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.id.as_str(), i))
-        .collect();
+    let pos: HashMap<&str, usize> = nodes.iter().enumerate().map(|(i, n)| (n.id.as_str(), i)).collect();
     let mut out = Vec::new();
     for (ci, child) in nodes.iter().enumerate() {
         for p in &child.parent_ids {
@@ -148,8 +137,7 @@ pub(crate) fn lineage_offset(cursor: Option<&str>) -> StoreResult<usize> {
         Some(c) => {
             let parts = cursor::decode(LINEAGE_CURSOR, c, 1)?;
             let off = cursor::part_i64(&parts, 0)?;
-            usize::try_from(off)
-                .map_err(|_| crate::StoreError::BadCursor("negative lineage offset".into()))
+            usize::try_from(off).map_err(|_| crate::StoreError::BadCursor("negative lineage offset".into()))
         }
     }
 }
@@ -167,18 +155,11 @@ pub(crate) fn lineage_page(
     let partial = walked.len().saturating_sub(1) > offset + limit;
     walked.truncate(1 + offset + limit);
     let page_start = if offset == 0 { 0 } else { 1 + offset };
-    let mut edges: Vec<(usize, usize)> = edges_by_position(&walked)
-        .into_iter()
-        .filter(|&(p, c)| p.max(c) >= page_start)
-        .collect();
+    let mut edges: Vec<(usize, usize)> =
+        edges_by_position(&walked).into_iter().filter(|&(p, c)| p.max(c) >= page_start).collect();
     edges.sort_by_key(|&(p, c)| (p.max(c), p.min(c), p, c));
-    let edges = edges
-        .into_iter()
-        .map(|(p, c)| Edge {
-            source: walked[p].id.clone(),
-            target: walked[c].id.clone(),
-        })
-        .collect();
+    let edges =
+        edges.into_iter().map(|(p, c)| Edge { source: walked[p].id.clone(), target: walked[c].id.clone() }).collect();
     let nodes = walked
         .into_iter()
         .skip(page_start)
@@ -193,16 +174,8 @@ pub(crate) fn lineage_page(
             placeholder: n.placeholder,
         })
         .collect();
-    let next_cursor =
-        partial.then(|| cursor::encode(LINEAGE_CURSOR, vec![Value::from((offset + limit) as u64)]));
-    Lineage {
-        root: root.to_owned(),
-        direction,
-        nodes,
-        edges,
-        partial,
-        next_cursor,
-    }
+    let next_cursor = partial.then(|| cursor::encode(LINEAGE_CURSOR, vec![Value::from((offset + limit) as u64)]));
+    Lineage { root: root.to_owned(), direction, nodes, edges, partial, next_cursor }
 }
 
 /// The `/graph` selection: root, then ancestors, then descendants (each by depth, timestamp,

@@ -22,8 +22,7 @@ fn queries() -> Vec<(String, String)> {
 }
 
 fn substitute(sql: &str, entity: &str) -> String {
-    sql.replace("${entity_id}", entity)
-        .replace("${instrument_id}", INST)
+    sql.replace("${entity_id}", entity).replace("${instrument_id}", INST)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,9 +41,7 @@ async fn dashboard_queries_run_unchanged_and_return_the_expected_rows() {
     op.status = Status::Error;
     let op2 = operation("cand", "rescore", "rescore-1", 50);
     let mut raw_err = event("raw", &raw.trace_id, &raw.span_id, "helix.error", 0, 5);
-    raw_err
-        .metadata
-        .insert("message".into(), "dropped packets".into());
+    raw_err.metadata.insert("message".into(), "dropped packets".into());
     let mut raw = raw;
     raw.events = vec![raw_err];
     let records = [raw, cal, cand, evt]
@@ -81,10 +78,7 @@ async fn dashboard_queries_run_unchanged_and_return_the_expected_rows() {
                 assert_eq!(r.get::<_, String>("id"), "cand");
                 assert_eq!(r.get::<_, String>("instrument_id"), INST);
                 assert_eq!(r.get::<_, i64>("timestamp_ns"), T0 + 20);
-                assert_eq!(
-                    r.get::<_, Vec<String>>("parent_ids"),
-                    ["cal", "missing-parent"]
-                );
+                assert_eq!(r.get::<_, Vec<String>>("parent_ids"), ["cal", "missing-parent"]);
                 assert!(r.get::<_, serde_json::Value>("metadata").is_object());
             }
             "entity_events" => {
@@ -107,16 +101,10 @@ async fn dashboard_queries_run_unchanged_and_return_the_expected_rows() {
                 assert_eq!(got, want);
             }
             "error_entities_by_instrument" => {
-                let got: Vec<(String, i64, String)> = rows
-                    .iter()
-                    .map(|r| (r.get(0), r.get(1), r.get(3)))
-                    .collect();
+                let got: Vec<(String, i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(3))).collect();
                 assert_eq!(
                     got,
-                    [
-                        ("cand".to_owned(), 1, "bad dm".to_owned()),
-                        ("raw".to_owned(), 1, "dropped packets".to_owned())
-                    ]
+                    [("cand".to_owned(), 1, "bad dm".to_owned()), ("raw".to_owned(), 1, "dropped packets".to_owned())]
                 );
             }
             "operations_per_name_by_instrument" => {

@@ -15,10 +15,7 @@ use postgres_support::*;
 async fn versions(schema: &str) -> Vec<(i32, String)> {
     raw_client(schema)
         .await
-        .query(
-            "SELECT version, name FROM schema_migrations ORDER BY version",
-            &[],
-        )
+        .query("SELECT version, name FROM schema_migrations ORDER BY version", &[])
         .await
         .unwrap()
         .iter()
@@ -32,35 +29,18 @@ async fn migrations_are_recorded_and_applied_once() {
     let v = versions(&guard.schema).await;
     assert_eq!(SCHEMA_VERSION, 3);
     assert_eq!(v.iter().map(|(n, _)| *n).collect::<Vec<_>>(), [1, 2, 3]);
-    assert!(
-        v[2].1.starts_with("timescale"),
-        "the TimescaleDB step is recorded either way: {v:?}"
-    );
-    assert!(
-        !store.uses_timescale().await.unwrap(),
-        "plain PostgreSQL here"
-    );
+    assert!(v[2].1.starts_with("timescale"), "the TimescaleDB step is recorded either way: {v:?}");
+    assert!(!store.uses_timescale().await.unwrap(), "plain PostgreSQL here");
     drop(store);
-    assert_eq!(
-        migrate(&pg_url(), Some(&guard.schema)).await.unwrap(),
-        Vec::<u32>::new()
-    );
-    let no_migrate = PostgresOptions {
-        migrate: false,
-        ..test_options(&guard.schema)
-    };
-    PostgresStore::open(&pg_url(), no_migrate)
-        .await
-        .expect("a current schema opens without migrating");
+    assert_eq!(migrate(&pg_url(), Some(&guard.schema)).await.unwrap(), Vec::<u32>::new());
+    let no_migrate = PostgresOptions { migrate: false, ..test_options(&guard.schema) };
+    PostgresStore::open(&pg_url(), no_migrate).await.expect("a current schema opens without migrating");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_starting_together_migrate_once() {
     let schema = unique_schema("race");
-    let _guard = SchemaGuard {
-        url: pg_url(),
-        schema: schema.clone(),
-    };
+    let _guard = SchemaGuard { url: pg_url(), schema: schema.clone() };
     let opens = (0..4).map(|_| {
         let schema = schema.clone();
         tokio::spawn(async move { PostgresStore::open(&pg_url(), test_options(&schema)).await })
@@ -74,68 +54,24 @@ async fn replicas_starting_together_migrate_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_newer_and_failed_schemas_are_refused() {
     let schema = unique_schema("refuse");
-    let guard = SchemaGuard {
-        url: pg_url(),
-        schema: schema.clone(),
-    };
-    raw_client(&schema)
-        .await
-        .batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .await
-        .unwrap();
+    let guard = SchemaGuard { url: pg_url(), schema: schema.clone() };
+    raw_client(&schema).await.batch_execute(&format!("CREATE SCHEMA {schema}")).await.unwrap();
     // Behind, without permission to migrate.
-    let err = PostgresStore::open(
-        &pg_url(),
-        PostgresOptions {
-            migrate: false,
-            ..test_options(&schema)
-        },
-    )
-    .await
-    .unwrap_err();
-    assert!(
-        matches!(&err, StoreError::Schema(m) if m.contains("herald migrate")),
-        "{err:?}"
-    );
+    let err =
+        PostgresStore::open(&pg_url(), PostgresOptions { migrate: false, ..test_options(&schema) }).await.unwrap_err();
+    assert!(matches!(&err, StoreError::Schema(m) if m.contains("herald migrate")), "{err:?}");
     // A foreign table in the way makes migration 1 fail: refused, nothing recorded.
     let client = raw_client(&schema).await;
-    client
-        .batch_execute("CREATE TABLE entities (x INTEGER)")
-        .await
-        .unwrap();
-    let err = PostgresStore::open(&pg_url(), test_options(&schema))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, StoreError::Schema(m) if m.contains("001_core") && m.contains("failed")),
-        "{err:?}"
-    );
-    assert_eq!(
-        client
-            .query_one("SELECT count(*) FROM schema_migrations", &[])
-            .await
-            .unwrap()
-            .get::<_, i64>(0),
-        0
-    );
+    client.batch_execute("CREATE TABLE entities (x INTEGER)").await.unwrap();
+    let err = PostgresStore::open(&pg_url(), test_options(&schema)).await.unwrap_err();
+    assert!(matches!(&err, StoreError::Schema(m) if m.contains("001_core") && m.contains("failed")), "{err:?}");
+    assert_eq!(client.query_one("SELECT count(*) FROM schema_migrations", &[]).await.unwrap().get::<_, i64>(0), 0);
     // Newer than this binary.
     client.batch_execute("DROP TABLE entities").await.unwrap();
-    drop(
-        PostgresStore::open(&pg_url(), test_options(&schema))
-            .await
-            .unwrap(),
-    );
-    client
-        .batch_execute("INSERT INTO schema_migrations (version, name) VALUES (99, 'future')")
-        .await
-        .unwrap();
-    let err = PostgresStore::open(&pg_url(), test_options(&schema))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, StoreError::Schema(m) if m.contains("99") && m.contains("newer")),
-        "{err:?}"
-    );
+    drop(PostgresStore::open(&pg_url(), test_options(&schema)).await.unwrap());
+    client.batch_execute("INSERT INTO schema_migrations (version, name) VALUES (99, 'future')").await.unwrap();
+    let err = PostgresStore::open(&pg_url(), test_options(&schema)).await.unwrap_err();
+    assert!(matches!(&err, StoreError::Schema(m) if m.contains("99") && m.contains("newer")), "{err:?}");
     assert!(migrate(&pg_url(), Some(&schema)).await.is_err());
     drop(guard);
 }
@@ -168,9 +104,7 @@ async fn failed_batch_leaves_no_partial_rows() {
     assert!(store.entity("a2").await.unwrap().is_none());
     assert_eq!(store.children_count("a1").await.unwrap(), 0);
     assert!(store.instruments().await.unwrap().is_empty());
-    let ok = WriteBatch {
-        records: batch.records[..2].to_vec(),
-    };
+    let ok = WriteBatch { records: batch.records[..2].to_vec() };
     assert_eq!(store.write(&ok).await.unwrap().entities_created.len(), 2);
 }
 
@@ -180,11 +114,7 @@ async fn unreachable_server_is_transient_and_the_password_is_never_shown() {
     let url = "postgres://helix:hunter2@127.0.0.1:1/helix";
     let err = PostgresStore::open(
         url,
-        PostgresOptions {
-            connect_timeout: Duration::from_secs(2),
-            retention: None,
-            ..Default::default()
-        },
+        PostgresOptions { connect_timeout: Duration::from_secs(2), retention: None, ..Default::default() },
     )
     .await
     .unwrap_err();
@@ -197,10 +127,7 @@ async fn unreachable_server_is_transient_and_the_password_is_never_shown() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_deletes_old_operations_events_and_logs_but_keeps_entities() {
     let (store, guard) = fresh("ret").await;
-    let now_ns = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as i64;
+    let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64;
     let day = 86_400_000_000_000i64;
     // The conformance builders date records at T0 (2024): "old". Shift some to now: "recent".
     let shift = now_ns - helix_store::conformance::T0;
@@ -210,30 +137,13 @@ async fn retention_deletes_old_operations_events_and_logs_but_keeps_entities() {
         let mut c = creation(&id, &[], i);
         c.events = vec![event(&id, &c.trace_id, &c.span_id, "helix.event.x", 0, i)];
         records.push(WriteRecord::Created(c));
-        records.push(WriteRecord::Operation(operation(
-            &id,
-            "op",
-            &format!("old-op-{i}"),
-            i,
-        )));
+        records.push(WriteRecord::Operation(operation(&id, "op", &format!("old-op-{i}"), i)));
         records.push(WriteRecord::Log(log(i, "old", None, Some(&id))));
     }
     let mut recent = operation("old-0", "op", "recent-op", shift - day);
-    recent.events = vec![event(
-        "old-0",
-        &recent.trace_id,
-        &recent.span_id,
-        "helix.event.y",
-        0,
-        shift - day,
-    )];
+    recent.events = vec![event("old-0", &recent.trace_id, &recent.span_id, "helix.event.y", 0, shift - day)];
     records.push(WriteRecord::Operation(recent));
-    records.push(WriteRecord::Log(log(
-        shift - day,
-        "recent",
-        None,
-        Some("old-0"),
-    )));
+    records.push(WriteRecord::Log(log(shift - day, "recent", None, Some("old-0"))));
     store.write(&WriteBatch { records }).await.unwrap();
 
     let cfg = RetentionConfig {
@@ -242,35 +152,19 @@ async fn retention_deletes_old_operations_events_and_logs_but_keeps_entities() {
         ..RetentionConfig::default()
     };
     let report = store.run_retention(&cfg).await.unwrap();
-    assert_eq!(
-        report.deleted,
-        [
-            ("entity_operations", 30),
-            ("entity_events", 30),
-            ("logs", 30)
-        ]
-    );
+    assert_eq!(report.deleted, [("entity_operations", 30), ("entity_events", 30), ("logs", 30)]);
     assert!(report.hypertables.is_empty());
     let client = raw_client(&guard.schema).await;
     let count = |sql: &'static str| {
         let client = &client;
         async move { client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
     };
-    assert_eq!(
-        count("SELECT count(*) FROM entities").await,
-        30,
-        "entities are kept"
-    );
+    assert_eq!(count("SELECT count(*) FROM entities").await, 30, "entities are kept");
     assert_eq!(count("SELECT count(*) FROM entity_operations").await, 1);
     assert_eq!(count("SELECT count(*) FROM entity_events").await, 1);
     assert_eq!(count("SELECT count(*) FROM logs").await, 1);
     // Keep-forever settings delete nothing.
-    let keep = RetentionConfig {
-        operations: None,
-        events: None,
-        logs: None,
-        ..cfg
-    };
+    let keep = RetentionConfig { operations: None, events: None, logs: None, ..cfg };
     assert!(!keep.enabled());
     assert!(store.run_retention(&keep).await.unwrap().deleted.is_empty());
 }

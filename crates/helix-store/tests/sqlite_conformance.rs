@@ -7,11 +7,10 @@ use helix_store::{SqliteOptions, SqliteStore};
 async fn fresh_store() -> Fixture {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("nested").join("herald.db");
-    let store =
-        tokio::task::spawn_blocking(move || SqliteStore::open(&path, SqliteOptions::default()))
-            .await
-            .expect("open task")
-            .expect("open store");
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path, SqliteOptions::default()))
+        .await
+        .expect("open task")
+        .expect("open store");
     Fixture::new(Box::new(store), dir)
 }
 

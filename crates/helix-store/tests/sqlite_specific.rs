@@ -20,13 +20,8 @@ fn open(path: &Path) -> Result<SqliteStore, StoreError> {
 
 fn recorded_versions(path: &Path) -> Vec<(u32, String)> {
     let conn = Connection::open(path).unwrap();
-    let mut stmt = conn
-        .prepare("SELECT version, name FROM schema_migrations ORDER BY version")
-        .unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
+    let mut stmt = conn.prepare("SELECT version, name FROM schema_migrations ORDER BY version").unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().collect::<Result<_, _>>().unwrap()
 }
 
 #[test]
@@ -35,10 +30,7 @@ fn open_creates_directories_and_records_migrations() {
     let path = db_path(&dir);
     let store = open(&path).unwrap();
     assert!(path.exists());
-    assert_eq!(
-        recorded_versions(&path),
-        vec![(1, "core".to_owned()), (2, "logs".to_owned())]
-    );
+    assert_eq!(recorded_versions(&path), vec![(1, "core".to_owned()), (2, "logs".to_owned())]);
     assert_eq!(SCHEMA_VERSION, 2);
     drop(store);
     // Re-opening applies nothing more.
@@ -52,10 +44,7 @@ fn migrate_subcommand_applies_pending_versions_once() {
     let path = db_path(&dir);
     assert_eq!(migrate(&path).unwrap(), vec![1, 2]);
     assert_eq!(migrate(&path).unwrap(), Vec::<u32>::new());
-    let no_migrate = SqliteOptions {
-        migrate: false,
-        ..Default::default()
-    };
+    let no_migrate = SqliteOptions { migrate: false, ..Default::default() };
     SqliteStore::open(&path, no_migrate).expect("a current schema opens without migrating");
 }
 
@@ -63,14 +52,7 @@ fn migrate_subcommand_applies_pending_versions_once() {
 fn behind_schema_without_migrate_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
-    let err = SqliteStore::open(
-        &path,
-        SqliteOptions {
-            migrate: false,
-            ..Default::default()
-        },
-    )
-    .unwrap_err();
+    let err = SqliteStore::open(&path, SqliteOptions { migrate: false, ..Default::default() }).unwrap_err();
     match err {
         StoreError::Schema(msg) => assert!(msg.contains("herald migrate"), "{msg}"),
         other => panic!("expected a schema refusal, got {other:?}"),
@@ -84,10 +66,7 @@ fn newer_schema_is_refused_with_a_clear_message() {
     drop(open(&path).unwrap());
     Connection::open(&path)
         .unwrap()
-        .execute(
-            "INSERT INTO schema_migrations (version, name) VALUES (99, 'future')",
-            [],
-        )
+        .execute("INSERT INTO schema_migrations (version, name) VALUES (99, 'future')", [])
         .unwrap();
     let err = open(&path).unwrap_err();
     match err {
@@ -105,10 +84,7 @@ fn failed_migration_is_refused_and_leaves_previous_version() {
     let path = db_path(&dir);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     // A foreign table in the way makes migration 1 fail.
-    Connection::open(&path)
-        .unwrap()
-        .execute_batch("CREATE TABLE entities (x INTEGER)")
-        .unwrap();
+    Connection::open(&path).unwrap().execute_batch("CREATE TABLE entities (x INTEGER)").unwrap();
     let err = open(&path).unwrap_err();
     match err {
         StoreError::Schema(msg) => {
@@ -116,10 +92,7 @@ fn failed_migration_is_refused_and_leaves_previous_version() {
         }
         other => panic!("expected a schema error, got {other:?}"),
     }
-    assert!(
-        recorded_versions(&path).is_empty(),
-        "nothing recorded for a failed migration"
-    );
+    assert!(recorded_versions(&path).is_empty(), "nothing recorded for a failed migration");
 }
 
 #[tokio::test]
@@ -130,24 +103,14 @@ async fn data_survives_reopen_and_durability_pragmas_are_set() {
     let (mode, sync) = store.durability().unwrap();
     assert_eq!(mode, "wal");
     assert_eq!(sync, 2, "synchronous=FULL");
-    let batch = WriteBatch {
-        records: vec![WriteRecord::Created(creation("keep", &["p"], 0))],
-    };
+    let batch = WriteBatch { records: vec![WriteRecord::Created(creation("keep", &["p"], 0))] };
     store.write(&batch).await.unwrap();
     drop(store);
     let store = open(&path).unwrap();
-    let e = store
-        .entity("keep")
-        .await
-        .unwrap()
-        .expect("entity kept across reopen");
+    let e = store.entity("keep").await.unwrap().expect("entity kept across reopen");
     assert_eq!(e.parent_ids, vec!["p".to_owned()]);
     store.check_ready().await.unwrap();
-    assert_eq!(
-        store.write(&batch).await.unwrap(),
-        Default::default(),
-        "idempotency survives reopen"
-    );
+    assert_eq!(store.write(&batch).await.unwrap(), Default::default(), "idempotency survives reopen");
 }
 
 #[tokio::test]
@@ -179,9 +142,7 @@ async fn failed_batch_leaves_no_partial_rows() {
     assert_eq!(store.children_count("a1").await.unwrap(), 0);
     assert!(store.instruments().await.unwrap().is_empty());
     // The writer is still usable, and the same records without the rejected one go in.
-    let ok = WriteBatch {
-        records: batch.records[..2].to_vec(),
-    };
+    let ok = WriteBatch { records: batch.records[..2].to_vec() };
     assert_eq!(store.write(&ok).await.unwrap().entities_created.len(), 2);
 }
 
@@ -189,19 +150,12 @@ async fn failed_batch_leaves_no_partial_rows() {
 async fn lock_contention_is_transient() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
-    let store = SqliteStore::open(
-        &path,
-        SqliteOptions {
-            busy_timeout: Duration::from_millis(100),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let store =
+        SqliteStore::open(&path, SqliteOptions { busy_timeout: Duration::from_millis(100), ..Default::default() })
+            .unwrap();
     let holder = Connection::open(&path).unwrap();
     holder.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let batch = WriteBatch {
-        records: vec![WriteRecord::Created(creation("busy", &[], 0))],
-    };
+    let batch = WriteBatch { records: vec![WriteRecord::Created(creation("busy", &[], 0))] };
     let err = store.write(&batch).await.unwrap_err();
     assert!(err.is_transient(), "{err:?}");
     // Readers are not blocked by a writer in WAL mode.

@@ -192,7 +192,10 @@ mod tests {
     fn db_urls() {
         assert_eq!(parse_db_url("sqlite://./x/h.db").unwrap(), StoreLocation::Sqlite("./x/h.db".into()));
         assert_eq!(parse_db_url("/abs/h.db").unwrap(), StoreLocation::Sqlite("/abs/h.db".into()));
-        assert_eq!(parse_db_url(" postgres://u:p@h/db ").unwrap(), StoreLocation::Postgres("postgres://u:p@h/db".into()));
+        assert_eq!(
+            parse_db_url(" postgres://u:p@h/db ").unwrap(),
+            StoreLocation::Postgres("postgres://u:p@h/db".into())
+        );
         assert_eq!(parse_db_url("postgresql://h/db").unwrap(), StoreLocation::Postgres("postgresql://h/db".into()));
         assert!(parse_db_url("mysql://x").unwrap_err().contains("unknown scheme"));
         assert!(parse_db_url("sqlite://").is_err());

@@ -50,7 +50,11 @@ pub struct Ingest {
 
 impl Ingest {
     /// Handle one trace export. `Ok` means every storable span is committed.
-    pub async fn traces(&self, mut request: ExportTraceServiceRequest, transport: &str) -> Result<Accepted, WriteError> {
+    pub async fn traces(
+        &self,
+        mut request: ExportTraceServiceRequest,
+        transport: &str,
+    ) -> Result<Accepted, WriteError> {
         let interpretation = interpret_traces(&request);
         self.metrics.spans_received.with_label_values(&[transport]).inc_by(interpretation.spans.len() as u64);
 

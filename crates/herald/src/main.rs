@@ -69,7 +69,8 @@ async fn demo(mut args: ServeArgs, rate: u32, duration: Option<std::time::Durati
         });
     }
     let server = tokio::spawn(run(args, listeners, shutdown.clone()));
-    let driver = tokio::spawn(herald::simulate::drive(format!("http://127.0.0.1:{grpc_port}"), 4, rate, shutdown.clone()));
+    let driver =
+        tokio::spawn(herald::simulate::drive(format!("http://127.0.0.1:{grpc_port}"), 4, rate, shutdown.clone()));
     let base = format!("http://localhost:{}", api.port());
     println!("herald demo: a simulated telescope ({}) is sending about {rate} spans/s", herald::simulate::INSTRUMENT);
     println!("herald demo: open {base}/ or try:");

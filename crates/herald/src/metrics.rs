@@ -1,9 +1,7 @@
 //! The herald's Prometheus metrics: one registry, names compatible with the older herald
 //! (`helix_entities_total` …) plus our own for the writer, resolver and forwarder.
 
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 /// Owns the registry and every metric handle; shared by receivers, writer, forwarder and API.
 pub struct Metrics {
@@ -48,7 +46,8 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
-    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("static metric definition is valid");
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+        .expect("static metric definition is valid");
     registry.register(Box::new(h.clone())).expect("each metric is registered once");
     h
 }
@@ -57,24 +56,75 @@ impl Metrics {
     pub fn new() -> Self {
         let r = Registry::new();
         Metrics {
-            entities: counter_vec(&r, "helix_entities_total", "Entities created (first creation span stored).", &["instrument_id", "stage", "status"]),
+            entities: counter_vec(
+                &r,
+                "helix_entities_total",
+                "Entities created (first creation span stored).",
+                &["instrument_id", "stage", "status"],
+            ),
             events: counter_vec(&r, "helix_events_total", "helix.* span events stored.", &["instrument_id"]),
             errors: counter_vec(&r, "helix_errors_total", "helix.error events stored.", &["instrument_id"]),
             operations: counter_vec(&r, "helix_operations_total", "Operation rows stored.", &["instrument_id"]),
             spans_received: counter_vec(&r, "helix_spans_received_total", "Spans received over OTLP.", &["transport"]),
-            spans_passthrough: counter(&r, "helix_spans_passthrough_total", "Spans without an entity ID: forwarded, not stored."),
-            spans_rejected: counter(&r, "helix_spans_rejected_total", "Entity spans refused as malformed (told to the client as partial success)."),
+            spans_passthrough: counter(
+                &r,
+                "helix_spans_passthrough_total",
+                "Spans without an entity ID: forwarded, not stored.",
+            ),
+            spans_rejected: counter(
+                &r,
+                "helix_spans_rejected_total",
+                "Entity spans refused as malformed (told to the client as partial success).",
+            ),
             logs_received: counter(&r, "helix_logs_received_total", "OTLP log records received."),
-            parent_resolution: counter_vec(&r, "helix_parent_resolution_total", "Parent IDs resolved to span links.", &["instrument_id", "result"]),
-            trace_store_lookups: counter_vec(&r, "helix_trace_store_lookups_total", "Where parent lookups were answered.", &["source"]),
-            recreations: counter(&r, "helix_entity_recreations_total", "Creation spans for an entity that already had another."),
-            instrument_conflicts: counter(&r, "helix_instrument_conflicts_total", "Spans naming an entity owned by another instrument: not applied."),
-            exports_refused: counter_vec(&r, "helix_exports_refused_total", "Exports answered with an error, by reason.", &["reason"]),
-            write_batch_records: histogram(&r, "helix_write_batch_records", "Records per committed batch.", prometheus::exponential_buckets(1.0, 4.0, 9).expect("valid buckets")),
-            write_batch_seconds: histogram(&r, "helix_write_batch_seconds", "Time to commit one batch.", prometheus::exponential_buckets(0.0005, 2.0, 14).expect("valid buckets")),
+            parent_resolution: counter_vec(
+                &r,
+                "helix_parent_resolution_total",
+                "Parent IDs resolved to span links.",
+                &["instrument_id", "result"],
+            ),
+            trace_store_lookups: counter_vec(
+                &r,
+                "helix_trace_store_lookups_total",
+                "Where parent lookups were answered.",
+                &["source"],
+            ),
+            recreations: counter(
+                &r,
+                "helix_entity_recreations_total",
+                "Creation spans for an entity that already had another.",
+            ),
+            instrument_conflicts: counter(
+                &r,
+                "helix_instrument_conflicts_total",
+                "Spans naming an entity owned by another instrument: not applied.",
+            ),
+            exports_refused: counter_vec(
+                &r,
+                "helix_exports_refused_total",
+                "Exports answered with an error, by reason.",
+                &["reason"],
+            ),
+            write_batch_records: histogram(
+                &r,
+                "helix_write_batch_records",
+                "Records per committed batch.",
+                prometheus::exponential_buckets(1.0, 4.0, 9).expect("valid buckets"),
+            ),
+            write_batch_seconds: histogram(
+                &r,
+                "helix_write_batch_seconds",
+                "Time to commit one batch.",
+                prometheus::exponential_buckets(0.0005, 2.0, 14).expect("valid buckets"),
+            ),
             write_failures: counter_vec(&r, "helix_write_failures_total", "Batches whose commit failed.", &["kind"]),
             write_queue_records: gauge(&r, "helix_write_queue_records", "Records waiting for the writer."),
-            forward_spans: counter_vec(&r, "helix_forward_spans_total", "Spans handed to COLLECTOR_ENDPOINT, by result.", &["result"]),
+            forward_spans: counter_vec(
+                &r,
+                "helix_forward_spans_total",
+                "Spans handed to COLLECTOR_ENDPOINT, by result.",
+                &["result"],
+            ),
             forward_queue: gauge(&r, "helix_forward_queue_requests", "Requests waiting for the forwarder."),
             registry: r,
         }

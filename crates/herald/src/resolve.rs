@@ -43,11 +43,8 @@ impl Resolver {
                     .or_insert_with(|| SpanRef { trace_id: c.trace_id.clone(), span_id: c.span_id.clone() });
             }
         }
-        let wanted: Vec<&str> = interpretation
-            .spans
-            .iter()
-            .flat_map(|at| parents_of(&at.class).iter().map(String::as_str))
-            .collect();
+        let wanted: Vec<&str> =
+            interpretation.spans.iter().flat_map(|at| parents_of(&at.class).iter().map(String::as_str)).collect();
         if wanted.is_empty() {
             return Ok(0);
         }
@@ -92,7 +89,10 @@ impl Resolver {
             }
             let refs: Vec<SpanRef> = parents.iter().filter_map(|p| known.get(p).cloned()).collect();
             let failed = parents.len() - refs.len();
-            self.metrics.parent_resolution.with_label_values(&[instrument.as_str(), "success"]).inc_by(refs.len() as u64);
+            self.metrics
+                .parent_resolution
+                .with_label_values(&[instrument.as_str(), "success"])
+                .inc_by(refs.len() as u64);
             self.metrics.parent_resolution.with_label_values(&[instrument.as_str(), "failed"]).inc_by(failed as u64);
             // Interpretation indexed this span in this very request, so the path exists.
             let span = &mut request.resource_spans[at.resource].scope_spans[at.scope].spans[at.span];

@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, ApiState};
 use crate::config::{parse_db_url, ServeArgs, StoreLocation};
 use crate::forward::Forwarder;
-use crate::inspector;
 use crate::ingest::Ingest;
+use crate::inspector;
 use crate::metrics::Metrics;
 use crate::receive;
 use crate::resolve::Resolver;
@@ -99,19 +99,21 @@ pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationTo
 
     announce(&listeners, &args.db_url);
     let app = api::app(ApiState { store: store.clone(), metrics: metrics.clone() })
-        .merge(inspector::router_with(inspector::InspectorConfig {
-            grafana_url: args.grafana_url.clone().filter(|u| !u.trim().is_empty()),
-            tempo_datasource: args.grafana_tempo_datasource.clone(),
-        })
-        .with_state(ApiState { store: store.clone(), metrics: metrics.clone() }))
+        .merge(
+            inspector::router_with(inspector::InspectorConfig {
+                grafana_url: args.grafana_url.clone().filter(|u| !u.trim().is_empty()),
+                tempo_datasource: args.grafana_tempo_datasource.clone(),
+            })
+            .with_state(ApiState { store: store.clone(), metrics: metrics.clone() }),
+        )
         .fallback(api::not_found);
     let grpc = tokio::spawn(receive::grpc::serve(listeners.grpc, ingest.clone(), args.receive(), shutdown.clone()));
     let http = tokio::spawn(receive::http::serve(listeners.http, ingest.clone(), args.receive(), shutdown.clone()));
     let api_task = tokio::spawn(serve_http(listeners.api, app.clone(), shutdown.clone()));
     let metrics_task = listeners.metrics.map(|l| {
-        let only_metrics = axum::Router::new().route("/metrics", axum::routing::get(crate::api::health::metrics)).with_state(
-            ApiState { store: store.clone(), metrics: metrics.clone() },
-        );
+        let only_metrics = axum::Router::new()
+            .route("/metrics", axum::routing::get(crate::api::health::metrics))
+            .with_state(ApiState { store: store.clone(), metrics: metrics.clone() });
         tokio::spawn(serve_http(l, only_metrics, shutdown.clone()))
     });
 
@@ -153,7 +155,11 @@ async fn serve_http(listener: TcpListener, app: axum::Router, shutdown: Cancella
 fn announce(listeners: &Listeners, db_url: &str) {
     let show = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
     let ui = listeners.api.local_addr().map(|a| {
-        if a.ip().is_unspecified() { format!("http://localhost:{}/", a.port()) } else { format!("http://{a}/") }
+        if a.ip().is_unspecified() {
+            format!("http://localhost:{}/", a.port())
+        } else {
+            format!("http://{a}/")
+        }
     });
     println!("herald: otlp-grpc listening on {}", show(&listeners.grpc));
     println!("herald: otlp-http listening on {}", show(&listeners.http));

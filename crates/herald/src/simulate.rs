@@ -105,7 +105,11 @@ impl Telescope {
                 &cspan,
                 now,
                 &parents,
-                vec![kv("snr", Value::DoubleValue(snr)), kv("dm", Value::DoubleValue(dm)), kv("beam", Value::IntValue(beam as i64))],
+                vec![
+                    kv("snr", Value::DoubleValue(snr)),
+                    kv("dm", Value::DoubleValue(dm)),
+                    kv("beam", Value::IntValue(beam as i64)),
+                ],
             );
             if self.rng.random_bool(0.02) {
                 fail(&mut span, now, "low_snr_mask", "search");
@@ -136,11 +140,22 @@ impl Telescope {
             let id = format!("evt-{:07}", self.events);
             let (trace, span_id) = self.ids();
             let label = ["FRB", "RFI", "pulsar", "noise"][self.rng.random_range(0..4)];
-            let mut span = entity_span("cluster", &id, &trace, &span_id, now, &group, vec![kv("n_candidates", Value::IntValue(take as i64))]);
+            let mut span = entity_span(
+                "cluster",
+                &id,
+                &trace,
+                &span_id,
+                now,
+                &group,
+                vec![kv("n_candidates", Value::IntValue(take as i64))],
+            );
             span.events.push(Event {
                 name: "helix.event.classified".into(),
                 time_unix_nano: now + 200,
-                attributes: vec![kv("label", s(label)), kv("confidence", Value::DoubleValue(self.rng.random_range(0.5..1.0)))],
+                attributes: vec![
+                    kv("label", s(label)),
+                    kv("confidence", Value::DoubleValue(self.rng.random_range(0.5..1.0))),
+                ],
                 ..Default::default()
             });
             spans.push(span);
@@ -158,7 +173,15 @@ impl Telescope {
                     continue;
                 }
                 let (trace, span_id) = self.ids();
-                let mut span = entity_span(op, &event, &trace, &span_id, now, &[], vec![kv("path", s(format!("/archive/{event}.h5")))]);
+                let mut span = entity_span(
+                    op,
+                    &event,
+                    &trace,
+                    &span_id,
+                    now,
+                    &[],
+                    vec![kv("path", s(format!("/archive/{event}.h5")))],
+                );
                 span.attributes.push(kv("helix.entity.is_operation", s("true")));
                 if self.rng.random_bool(0.05) {
                     fail(&mut span, now, "nfs_timeout", op);
@@ -190,7 +213,15 @@ fn plain_span(name: &str, trace: &[u8], span: &[u8], now: u64) -> Span {
     }
 }
 
-fn entity_span(name: &str, id: &str, trace: &[u8], span: &[u8], now: u64, parents: &[String], mut extra: Vec<KeyValue>) -> Span {
+fn entity_span(
+    name: &str,
+    id: &str,
+    trace: &[u8],
+    span: &[u8],
+    now: u64,
+    parents: &[String],
+    mut extra: Vec<KeyValue>,
+) -> Span {
     let mut out = plain_span(name, trace, span, now);
     out.attributes.push(kv("helix.entity.id", s(id)));
     out.attributes.push(kv("helix.instrument.id", s(INSTRUMENT)));
@@ -256,7 +287,9 @@ pub async fn drive(
             }
             match client.export(req).await {
                 Ok(_) => sent += n,
-                Err(status) => tracing::warn!(code = ?status.code(), message = status.message(), "simulated export refused"),
+                Err(status) => {
+                    tracing::warn!(code = ?status.code(), message = status.message(), "simulated export refused")
+                }
             }
         }
         // Pace to the requested rate.
@@ -297,7 +330,9 @@ mod tests {
                 }
             }
         }
-        assert!(creations > 100 && ops > 5 && passthrough > 100 && cross_beam_events > 5,
-            "creations {creations}, ops {ops}, passthrough {passthrough}, cross-beam events {cross_beam_events}");
+        assert!(
+            creations > 100 && ops > 5 && passthrough > 100 && cross_beam_events > 5,
+            "creations {creations}, ops {ops}, passthrough {passthrough}, cross-beam events {cross_beam_events}"
+        );
     }
 }

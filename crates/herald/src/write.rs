@@ -80,16 +80,14 @@ impl Writer {
         }
         // A request larger than the whole budget still goes through, alone.
         let want = records.len().min(self.capacity);
-        let permit = self
-            .budget
-            .clone()
-            .try_acquire_many_owned(u32::try_from(want).unwrap_or(u32::MAX))
-            .map_err(|e| match e {
+        let permit = self.budget.clone().try_acquire_many_owned(u32::try_from(want).unwrap_or(u32::MAX)).map_err(
+            |e| match e {
                 tokio::sync::TryAcquireError::Closed => WriteError::ShuttingDown,
                 tokio::sync::TryAcquireError::NoPermits => {
                     WriteError::Overloaded { queued: self.capacity - self.budget.available_permits() }
                 }
-            })?;
+            },
+        )?;
         let (done, result) = oneshot::channel();
         self.tx.send(WriteJob { records, done, _permit: permit }).map_err(|_| WriteError::ShuttingDown)?;
         result.await.map_err(|_| WriteError::ShuttingDown)?.map_err(WriteError::Store)

@@ -36,20 +36,9 @@ struct Reply {
 impl Harness {
     fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Arc::new(
-            SqliteStore::open(&dir.path().join("herald.db"), SqliteOptions::default())
-                .expect("open"),
-        );
-        let state = ApiState {
-            store: store.clone(),
-            metrics: Arc::new(Metrics::new()),
-        };
-        Harness {
-            app: app(state),
-            store,
-            _dir: dir,
-            next_span: 1,
-        }
+        let store = Arc::new(SqliteStore::open(&dir.path().join("herald.db"), SqliteOptions::default()).expect("open"));
+        let state = ApiState { store: store.clone(), metrics: Arc::new(Metrics::new()) };
+        Harness { app: app(state), store, _dir: dir, next_span: 1 }
     }
 
     fn span(&mut self) -> (String, String) {
@@ -84,13 +73,7 @@ impl Harness {
         }
     }
 
-    fn operation(
-        &mut self,
-        id: &str,
-        name: &str,
-        start_ns: i64,
-        metadata: &[(&str, &str)],
-    ) -> OperationRecorded {
+    fn operation(&mut self, id: &str, name: &str, start_ns: i64, metadata: &[(&str, &str)]) -> OperationRecorded {
         let (trace_id, span_id) = self.span();
         OperationRecorded {
             entity_id: id.to_owned(),
@@ -110,27 +93,16 @@ impl Harness {
     }
 
     async fn write(&self, records: Vec<WriteRecord>) {
-        self.store
-            .write(&WriteBatch { records })
-            .await
-            .expect("write");
+        self.store.write(&WriteBatch { records }).await.expect("write");
     }
 
     async fn get(&self, uri: &str) -> Reply {
-        let request = Request::builder()
-            .uri(uri)
-            .body(Body::empty())
-            .expect("request");
+        let request = Request::builder().uri(uri).body(Body::empty()).expect("request");
         let response = self.app.clone().oneshot(request).await.expect("infallible");
         let (parts, body) = response.into_parts();
         let bytes = to_bytes(body, usize::MAX).await.expect("body");
-        let json = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| json!(String::from_utf8_lossy(&bytes)));
-        Reply {
-            status: parts.status,
-            headers: parts.headers,
-            json,
-        }
+        let json = serde_json::from_slice(&bytes).unwrap_or_else(|_| json!(String::from_utf8_lossy(&bytes)));
+        Reply { status: parts.status, headers: parts.headers, json }
     }
 
     /// GET expecting 200; returns the JSON body.
@@ -143,22 +115,14 @@ impl Harness {
     /// GET expecting 400 whose message names `param`.
     async fn bad(&self, uri: &str, param: &str) {
         let reply = self.get(uri).await;
-        assert_eq!(
-            reply.status,
-            StatusCode::BAD_REQUEST,
-            "{uri}: {}",
-            reply.json
-        );
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{uri}: {}", reply.json);
         let message = reply.json["error"].as_str().expect("error message");
         assert!(message.contains(&format!("`{param}`")), "{uri}: {message}");
     }
 }
 
 fn meta(pairs: &[(&str, &str)]) -> Metadata {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters, as a careful client does
@@ -166,29 +130,18 @@ fn meta(pairs: &[(&str, &str)]) -> Metadata {
 fn enc(raw: &str) -> String {
     raw.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()
 }
 
 fn keys(value: &Value) -> BTreeSet<&str> {
-    value
-        .as_object()
-        .expect("object")
-        .keys()
-        .map(String::as_str)
-        .collect()
+    value.as_object().expect("object").keys().map(String::as_str).collect()
 }
 
 fn ids(list: &Value, field: &str) -> Vec<String> {
-    list.as_array()
-        .expect("array")
-        .iter()
-        .map(|v| v[field].as_str().expect("id").to_owned())
-        .collect()
+    list.as_array().expect("array").iter().map(|v| v[field].as_str().expect("id").to_owned()).collect()
 }
 
 /// block-1 → cand-1 → cls-1 (error), block-1 → cand-2; an archive operation and an event on
@@ -196,13 +149,7 @@ fn ids(list: &Value, field: &str) -> Vec<String> {
 async fn lineage_fixture() -> Harness {
     let mut h = Harness::new();
     let block = h.created("block-1", &[], "ingest", T0, &[("beam", "7")]);
-    let mut cand1 = h.created(
-        "cand-1",
-        &["block-1"],
-        "detect",
-        T0 + 10,
-        &[("score", "0.97")],
-    );
+    let mut cand1 = h.created("cand-1", &["block-1"], "detect", T0 + 10, &[("score", "0.97")]);
     cand1.events.push(EntityEvent {
         entity_id: "cand-1".into(),
         instrument_id: INSTRUMENT.into(),
@@ -213,13 +160,7 @@ async fn lineage_fixture() -> Harness {
         span_id: cand1.span_id.clone(),
         ordinal: 0,
     });
-    let cand2 = h.created(
-        "cand-2",
-        &["block-1"],
-        "detect",
-        T0 + 20,
-        &[("score", "0.12")],
-    );
+    let cand2 = h.created("cand-2", &["block-1"], "detect", T0 + 20, &[("score", "0.12")]);
     let mut cls = h.created("cls-1", &["cand-1"], "classify", T0 + 30, &[]);
     cls.status = Status::Error;
     let archive = h.operation("cand-1", "archive", T0 + 40, &[("path", "/data/x.h5")]);
@@ -263,15 +204,7 @@ mod api {
         let cand = &graph["nodes"][0];
         assert_eq!(
             keys(cand),
-            BTreeSet::from([
-                "id",
-                "instrument_id",
-                "trace_id",
-                "timestamp_ns",
-                "parent_ids",
-                "metadata",
-                "has_error"
-            ])
+            BTreeSet::from(["id", "instrument_id", "trace_id", "timestamp_ns", "parent_ids", "metadata", "has_error"])
         );
         assert_eq!(cand["instrument_id"], INSTRUMENT);
         assert_eq!(cand["timestamp_ns"], T0 + 10);
@@ -286,18 +219,12 @@ mod api {
             .iter()
             .map(|e| {
                 assert_eq!(keys(e), BTreeSet::from(["source", "target"]));
-                (
-                    e["source"].as_str().expect("s").to_owned(),
-                    e["target"].as_str().expect("t").to_owned(),
-                )
+                (e["source"].as_str().expect("s").to_owned(), e["target"].as_str().expect("t").to_owned())
             })
             .collect();
         assert_eq!(
             edges,
-            BTreeSet::from([
-                ("block-1".to_owned(), "cand-1".to_owned()),
-                ("cand-1".to_owned(), "cls-1".to_owned())
-            ])
+            BTreeSet::from([("block-1".to_owned(), "cand-1".to_owned()), ("cand-1".to_owned(), "cls-1".to_owned())])
         );
     }
 
@@ -309,10 +236,7 @@ mod api {
         assert_eq!(graph["edges"], json!([]));
         let graph = h.ok("/api/v1/entity/block-1/graph?down=1&limit=2").await;
         assert_eq!(graph["nodes"].as_array().map(Vec::len), Some(2));
-        assert_eq!(
-            h.get("/api/v1/entity/nope/graph").await.status,
-            StatusCode::NOT_FOUND
-        );
+        assert_eq!(h.get("/api/v1/entity/nope/graph").await.status, StatusCode::NOT_FOUND);
         h.bad("/api/v1/entity/cand-1/graph?up=-1", "up").await;
         h.bad("/api/v1/entity/cand-1/graph?limit=0", "limit").await;
     }
@@ -324,16 +248,7 @@ mod api {
         let rows = ops.as_array().expect("bare array");
         assert_eq!(rows.len(), 2);
         for row in rows {
-            assert_eq!(
-                keys(row),
-                BTreeSet::from([
-                    "operation",
-                    "trace_id",
-                    "timestamp_ns",
-                    "duration_ns",
-                    "metadata"
-                ])
-            );
+            assert_eq!(keys(row), BTreeSet::from(["operation", "trace_id", "timestamp_ns", "duration_ns", "metadata"]));
         }
         let entity = h.ok("/api/v1/entity/cand-1").await;
         assert_eq!(
@@ -347,22 +262,10 @@ mod api {
         assert_eq!(rows[1]["metadata"], json!({"path": "/data/x.h5"}));
 
         // Created, never operated on: only the creation row.
-        assert_eq!(
-            h.ok("/api/v1/entity/cand-2/operations")
-                .await
-                .as_array()
-                .map(Vec::len),
-            Some(1)
-        );
+        assert_eq!(h.ok("/api/v1/entity/cand-2/operations").await.as_array().map(Vec::len), Some(1));
         // A placeholder has no trace, so no creation row.
-        assert_eq!(
-            ids(&h.ok("/api/v1/entity/ghost/operations").await, "operation"),
-            ["archive"]
-        );
-        assert_eq!(
-            h.get("/api/v1/entity/nope/operations").await.status,
-            StatusCode::NOT_FOUND
-        );
+        assert_eq!(ids(&h.ok("/api/v1/entity/ghost/operations").await, "operation"), ["archive"]);
+        assert_eq!(h.get("/api/v1/entity/nope/operations").await.status, StatusCode::NOT_FOUND);
     }
 
     #[tokio::test]
@@ -370,12 +273,7 @@ mod api {
         let mut h = Harness::new();
         let mut records = vec![WriteRecord::Created(h.created("e", &[], "make", T0, &[]))];
         for i in 0..5 {
-            records.push(WriteRecord::Operation(h.operation(
-                "e",
-                &format!("op-{i}"),
-                T0 + 100 + i,
-                &[],
-            )));
+            records.push(WriteRecord::Operation(h.operation("e", &format!("op-{i}"), T0 + 100 + i, &[])));
         }
         h.write(records).await;
         let mut names = Vec::new();
@@ -387,10 +285,7 @@ mod api {
             let Some(cursor) = reply.headers.get("x-next-cursor") else {
                 break;
             };
-            uri = format!(
-                "/api/v1/entity/e/operations?limit=2&cursor={}",
-                enc(cursor.to_str().expect("ascii"))
-            );
+            uri = format!("/api/v1/entity/e/operations?limit=2&cursor={}", enc(cursor.to_str().expect("ascii")));
         }
         assert_eq!(names, ["creation", "op-0", "op-1", "op-2", "op-3", "op-4"]);
     }
@@ -425,23 +320,14 @@ mod api {
         assert_eq!(entity["status"], "ok");
         assert_eq!(entity["placeholder"], false);
         assert_eq!(entity["children_count"], 1);
-        assert_eq!(
-            ids(&view["events"], "event_name"),
-            ["helix.event.classified"]
-        );
+        assert_eq!(ids(&view["events"], "event_name"), ["helix.event.classified"]);
         assert_eq!(ids(&view["operations"], "operation"), ["archive"]);
 
-        assert_eq!(
-            h.ok("/api/v1/entity/block-1").await["entity"]["children_count"],
-            2
-        );
+        assert_eq!(h.ok("/api/v1/entity/block-1").await["entity"]["children_count"], 2);
         let ghost = h.ok("/api/v1/entity/ghost").await;
         assert_eq!(ghost["entity"]["placeholder"], true);
         assert_eq!(ghost["entity"]["trace_id"], Value::Null);
-        assert_eq!(
-            h.ok("/api/v1/entity/cls-1").await["entity"]["status"],
-            "error"
-        );
+        assert_eq!(h.ok("/api/v1/entity/cls-1").await["entity"]["status"], "error");
 
         let reply = h.get("/api/v1/entity/nope").await;
         assert_eq!(reply.status, StatusCode::NOT_FOUND);
@@ -478,10 +364,7 @@ mod api {
         }
         let expected: Vec<String> = (0..7).map(|i| format!("helix.event.n{i}")).collect();
         assert_eq!(names, expected);
-        assert_eq!(
-            h.get("/api/v1/entity/nope/events").await.status,
-            StatusCode::NOT_FOUND
-        );
+        assert_eq!(h.get("/api/v1/entity/nope/events").await.status, StatusCode::NOT_FOUND);
         h.bad("/api/v1/entity/e/events?cursor=zz", "cursor").await;
         h.bad("/api/v1/entity/e/events?limit=-3", "limit").await;
     }
@@ -500,45 +383,21 @@ mod api {
     async fn lineage_walks_both_directions_with_depth_and_pages() {
         let h = lineage_fixture().await;
         let up = h.ok("/api/v1/entity/cls-1/lineage").await;
-        assert_eq!(
-            keys(&up),
-            BTreeSet::from([
-                "root",
-                "direction",
-                "nodes",
-                "edges",
-                "partial",
-                "next_cursor"
-            ])
-        );
+        assert_eq!(keys(&up), BTreeSet::from(["root", "direction", "nodes", "edges", "partial", "next_cursor"]));
         assert_eq!(up["root"], "cls-1");
         assert_eq!(up["direction"], "ancestors");
         assert_eq!(up["partial"], false);
         assert_eq!(ids(&up["nodes"], "id"), ["cls-1", "cand-1", "block-1"]);
-        let depths: Vec<i64> = up["nodes"]
-            .as_array()
-            .expect("nodes")
-            .iter()
-            .map(|n| n["depth"].as_i64().expect("depth"))
-            .collect();
+        let depths: Vec<i64> =
+            up["nodes"].as_array().expect("nodes").iter().map(|n| n["depth"].as_i64().expect("depth")).collect();
         assert_eq!(depths, [0, 1, 2]);
         for node in up["nodes"].as_array().expect("nodes") {
-            for field in [
-                "id",
-                "depth",
-                "stage",
-                "status",
-                "instrument_id",
-                "timestamp_ns",
-                "parent_ids",
-            ] {
+            for field in ["id", "depth", "stage", "status", "instrument_id", "timestamp_ns", "parent_ids"] {
                 assert!(node.get(field).is_some(), "lineage node lacks {field}");
             }
         }
 
-        let down = h
-            .ok("/api/v1/entity/block-1/lineage?direction=descendants&depth=1")
-            .await;
+        let down = h.ok("/api/v1/entity/block-1/lineage?direction=descendants&depth=1").await;
         assert_eq!(ids(&down["nodes"], "id"), ["block-1", "cand-1", "cand-2"]);
 
         // One node per page: the walk resumes from the cursor without loss or repetition.
@@ -551,35 +410,19 @@ mod api {
                 break;
             };
             assert_eq!(page["partial"], true);
-            uri = format!(
-                "/api/v1/entity/block-1/lineage?direction=descendants&limit=1&cursor={}",
-                enc(cursor)
-            );
+            uri = format!("/api/v1/entity/block-1/lineage?direction=descendants&limit=1&cursor={}", enc(cursor));
         }
         // The root may head every page; every other node comes exactly once.
         let others: Vec<&String> = seen.iter().filter(|id| *id != "block-1").collect();
-        assert_eq!(
-            others.len(),
-            others.iter().collect::<BTreeSet<_>>().len(),
-            "no repeats: {seen:?}"
-        );
+        assert_eq!(others.len(), others.iter().collect::<BTreeSet<_>>().len(), "no repeats: {seen:?}");
         let unique: BTreeSet<&str> = seen.iter().map(String::as_str).collect();
-        assert_eq!(
-            unique,
-            BTreeSet::from(["block-1", "cand-1", "cand-2", "cls-1"])
-        );
+        assert_eq!(unique, BTreeSet::from(["block-1", "cand-1", "cand-2", "cls-1"]));
 
-        assert_eq!(
-            h.get("/api/v1/entity/nope/lineage").await.status,
-            StatusCode::NOT_FOUND
-        );
-        h.bad("/api/v1/entity/cls-1/lineage?direction=up", "direction")
-            .await;
+        assert_eq!(h.get("/api/v1/entity/nope/lineage").await.status, StatusCode::NOT_FOUND);
+        h.bad("/api/v1/entity/cls-1/lineage?direction=up", "direction").await;
         h.bad("/api/v1/entity/cls-1/lineage?depth=0", "depth").await;
-        h.bad("/api/v1/entity/cls-1/lineage?limit=100001", "limit")
-            .await;
-        h.bad("/api/v1/entity/cls-1/lineage?cursor=00", "cursor")
-            .await;
+        h.bad("/api/v1/entity/cls-1/lineage?limit=100001", "limit").await;
+        h.bad("/api/v1/entity/cls-1/lineage?cursor=00", "cursor").await;
     }
 
     #[tokio::test]
@@ -606,13 +449,7 @@ mod api {
         loop {
             let page = h.ok(&uri).await;
             assert_eq!(keys(&page), BTreeSet::from(["entities", "next_cursor"]));
-            walked.extend(
-                page["entities"]
-                    .as_array()
-                    .expect("entities")
-                    .iter()
-                    .cloned(),
-            );
+            walked.extend(page["entities"].as_array().expect("entities").iter().cloned());
             pages += 1;
             let Some(cursor) = page["next_cursor"].as_str() else {
                 break;
@@ -621,49 +458,22 @@ mod api {
         }
         assert_eq!(pages, 4);
         let walked_ids = ids(&Value::Array(walked.clone()), "id");
-        assert_eq!(
-            walked_ids.iter().collect::<BTreeSet<_>>().len(),
-            25,
-            "no duplicates, no losses"
-        );
-        let times: Vec<i64> = walked
-            .iter()
-            .map(|e| e["timestamp_ns"].as_i64().expect("ts"))
-            .collect();
+        assert_eq!(walked_ids.iter().collect::<BTreeSet<_>>().len(), 25, "no duplicates, no losses");
+        let times: Vec<i64> = walked.iter().map(|e| e["timestamp_ns"].as_i64().expect("ts")).collect();
         assert!(times.windows(2).all(|w| w[0] >= w[1]), "newest first");
         assert!(walked[0].get("created_at").is_some() && walked[0].get("placeholder").is_some());
 
-        let odd = h
-            .ok("/api/v1/entities?stage=odd&instrument=CHIME&limit=100")
-            .await;
+        let odd = h.ok("/api/v1/entities?stage=odd&instrument=CHIME&limit=100").await;
         assert_eq!(odd["entities"].as_array().map(Vec::len), Some(12));
         let by_meta = h.ok("/api/v1/entities?meta.mod3=0&stage=even").await;
-        assert_eq!(
-            ids(&by_meta["entities"], "id"),
-            ["e-24", "e-18", "e-12", "e-06", "e-00"]
-        );
+        assert_eq!(ids(&by_meta["entities"], "id"), ["e-24", "e-18", "e-12", "e-06", "e-00"]);
         let prefix = h.ok("/api/v1/entities?q=e-1").await;
         assert_eq!(prefix["entities"].as_array().map(Vec::len), Some(10));
         // The window is half-open: `from_ns` inclusive, `to_ns` exclusive.
-        let window = h
-            .ok(&format!(
-                "/api/v1/entities?from_ns={}&to_ns={}",
-                T0 + 1,
-                T0 + 3
-            ))
-            .await;
-        assert_eq!(
-            ids(&window["entities"], "id"),
-            ["e-04", "e-05", "e-02", "e-03"]
-        );
-        assert_eq!(
-            h.ok("/api/v1/entities?status=error").await["entities"],
-            json!([])
-        );
-        assert_eq!(
-            h.ok("/api/v1/entities?instrument=OTHER").await,
-            json!({"entities": [], "next_cursor": null})
-        );
+        let window = h.ok(&format!("/api/v1/entities?from_ns={}&to_ns={}", T0 + 1, T0 + 3)).await;
+        assert_eq!(ids(&window["entities"], "id"), ["e-04", "e-05", "e-02", "e-03"]);
+        assert_eq!(h.ok("/api/v1/entities?status=error").await["entities"], json!([]));
+        assert_eq!(h.ok("/api/v1/entities?instrument=OTHER").await, json!({"entities": [], "next_cursor": null}));
 
         h.bad("/api/v1/entities?limit=10001", "limit").await;
         h.bad("/api/v1/entities?status=maybe", "status").await;
@@ -680,10 +490,7 @@ mod api {
         let names = ids(&stages, "stage");
         assert_eq!(names, ["classify", "detect", "ingest"]);
         for row in stages.as_array().expect("stages") {
-            assert_eq!(
-                keys(row),
-                BTreeSet::from(["stage", "count", "error_count", "last_seen_ns"])
-            );
+            assert_eq!(keys(row), BTreeSet::from(["stage", "count", "error_count", "last_seen_ns"]));
         }
         assert_eq!(stages[0]["error_count"], 1);
         assert_eq!(stages[1]["count"], 2);
@@ -711,19 +518,8 @@ mod api {
         let mut records = vec![WriteRecord::Created(root)];
         for (i, id) in hostile.iter().enumerate() {
             let offset = i64::try_from(i).expect("small");
-            records.push(WriteRecord::Created(h.created(
-                id,
-                &["root"],
-                "detect",
-                T0 + 1 + offset,
-                &[("id", id)],
-            )));
-            records.push(WriteRecord::Operation(h.operation(
-                id,
-                "archive",
-                T0 + 100 + offset,
-                &[],
-            )));
+            records.push(WriteRecord::Created(h.created(id, &["root"], "detect", T0 + 1 + offset, &[("id", id)])));
+            records.push(WriteRecord::Operation(h.operation(id, "archive", T0 + 100 + offset, &[])));
         }
         h.write(records).await;
 
@@ -732,23 +528,12 @@ mod api {
             let view = h.ok(&path).await;
             assert_eq!(view["entity"]["id"], id);
             assert_eq!(view["entity"]["metadata"]["id"], id);
-            assert_eq!(
-                ids(&h.ok(&format!("{path}/graph?down=0")).await["nodes"], "id"),
-                [id, "root"]
-            );
-            assert_eq!(
-                ids(&h.ok(&format!("{path}/operations")).await, "operation"),
-                ["creation", "archive"]
-            );
+            assert_eq!(ids(&h.ok(&format!("{path}/graph?down=0")).await["nodes"], "id"), [id, "root"]);
+            assert_eq!(ids(&h.ok(&format!("{path}/operations")).await, "operation"), ["creation", "archive"]);
             assert_eq!(h.ok(&format!("{path}/events")).await["events"], json!([]));
             assert_eq!(h.ok(&format!("{path}/lineage")).await["root"], id);
             let found = h.ok(&format!("/api/v1/entities?q={}", enc(id))).await;
-            assert!(
-                ids(&found["entities"], "id")
-                    .iter()
-                    .any(|found| found == id),
-                "search by prefix {id:?}"
-            );
+            assert!(ids(&found["entities"], "id").iter().any(|found| found == id), "search by prefix {id:?}");
         }
 
         // Descendants of root, one per page: cursors carrying hostile (and 4 KB) IDs survive.
@@ -760,16 +545,9 @@ mod api {
             let Some(cursor) = page["next_cursor"].as_str() else {
                 break;
             };
-            uri = format!(
-                "/api/v1/entity/root/lineage?direction=descendants&limit=1&cursor={}",
-                enc(cursor)
-            );
+            uri = format!("/api/v1/entity/root/lineage?direction=descendants&limit=1&cursor={}", enc(cursor));
         }
-        let expected: BTreeSet<String> = hostile
-            .iter()
-            .map(|id| (*id).to_owned())
-            .chain(["root".to_owned()])
-            .collect();
+        let expected: BTreeSet<String> = hostile.iter().map(|id| (*id).to_owned()).chain(["root".to_owned()]).collect();
         assert_eq!(seen, expected);
 
         let mut seen = BTreeSet::new();
@@ -785,15 +563,8 @@ mod api {
         assert_eq!(seen, expected);
 
         // Unencoded slashes are other paths; a control character is refused by name.
-        assert_eq!(
-            h.get("/api/v1/entity/a/b").await.status,
-            StatusCode::NOT_FOUND
-        );
+        assert_eq!(h.get("/api/v1/entity/a/b").await.status, StatusCode::NOT_FOUND);
         h.bad("/api/v1/entity/a%09b", "id").await;
-        h.bad(
-            &format!("/api/v1/entity/{}", "y".repeat(16 * 1024 + 1)),
-            "id",
-        )
-        .await;
+        h.bad(&format!("/api/v1/entity/{}", "y".repeat(16 * 1024 + 1)), "id").await;
     }
 }

@@ -38,7 +38,10 @@ async fn sigkill_mid_stream_loses_no_acknowledged_span() {
         let url = url.clone();
         senders.push(tokio::spawn(async move {
             let Ok(mut client) =
-                opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient::connect(url).await
+                opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient::connect(
+                    url,
+                )
+                .await
             else {
                 return;
             };
@@ -52,7 +55,8 @@ async fn sigkill_mid_stream_loses_no_acknowledged_span() {
     }
     // Kill once a good part of the stream is acknowledged.
     let mut herald = herald;
-    eventually(Duration::from_secs(120), async || (acked.lock().unwrap().len() as u64 >= batches / 3).then_some(())).await;
+    eventually(Duration::from_secs(120), async || (acked.lock().unwrap().len() as u64 >= batches / 3).then_some(()))
+        .await;
     herald.kill9();
     for s in senders {
         let _ = s.await;
@@ -63,12 +67,18 @@ async fn sigkill_mid_stream_loses_no_acknowledged_span() {
     // Reopen the same database (as the restarted herald would) and check every acked span.
     let store = SqliteStore::open(&herald.db_path(), Default::default()).expect("reopen after SIGKILL");
     let mut missing = Vec::new();
-    let ids: Vec<String> = acked.iter().flat_map(|b| (0..PER_REQUEST).map(move |i| format!("e-{}", b * PER_REQUEST + i))).collect();
+    let ids: Vec<String> =
+        acked.iter().flat_map(|b| (0..PER_REQUEST).map(move |i| format!("e-{}", b * PER_REQUEST + i))).collect();
     for chunk in ids.chunks(500) {
         let found = store.span_refs(chunk).await.expect("query");
         missing.extend(chunk.iter().filter(|id| !found.contains_key(*id)).cloned());
     }
-    assert!(missing.is_empty(), "{} acknowledged spans lost after SIGKILL, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged spans lost after SIGKILL, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
     assert!(acked.len() as u64 >= batches / 3, "the kill came after a third of the stream was acknowledged");
 
     // And a herald restarted on that database serves them.
@@ -84,8 +94,11 @@ async fn saturated_writer_answers_retryable_errors_and_sdk_retries_deliver_every
         args: vec!["--write-queue-records".into(), "64".into(), "--batch-max-records".into(), "64".into()],
         ..Default::default()
     });
-    let pipelines: Vec<Pipeline> =
-        (0..6).map(|i| Pipeline::new(&herald, if i % 2 == 0 { Transport::Grpc } else { Transport::HttpProtobuf }, "svc", "CHIME")).collect();
+    let pipelines: Vec<Pipeline> = (0..6)
+        .map(|i| {
+            Pipeline::new(&herald, if i % 2 == 0 { Transport::Grpc } else { Transport::HttpProtobuf }, "svc", "CHIME")
+        })
+        .collect();
     let mut want = HashSet::new();
     for round in 0..20 {
         for (p, pipeline) in pipelines.iter().enumerate() {

@@ -10,7 +10,10 @@ use helix_model::ids::to_hex;
 use support::*;
 
 fn herald_forwarding_to(endpoint: &str) -> Herald {
-    Herald::start_with(HeraldOptions { env: vec![("COLLECTOR_ENDPOINT".into(), endpoint.into())], ..Default::default() })
+    Herald::start_with(HeraldOptions {
+        env: vec![("COLLECTOR_ENDPOINT".into(), endpoint.into())],
+        ..Default::default()
+    })
 }
 
 /// span name → (count, links as (trace hex, span hex)).
@@ -127,6 +130,10 @@ async fn links_point_at_the_first_creation_even_after_a_re_creation() {
     .await;
     let child = spans.iter().find(|s| s.name == "search").unwrap();
     let links: Vec<(String, String)> = child.links.iter().map(|l| (to_hex(&l.trace_id), to_hex(&l.span_id))).collect();
-    assert_eq!(links, vec![(to_hex(&trace_id(1)), to_hex(&span_id(1)))], "the first creation's span, as the store resolves it");
+    assert_eq!(
+        links,
+        vec![(to_hex(&trace_id(1)), to_hex(&span_id(1)))],
+        "the first creation's span, as the store resolves it"
+    );
     assert_eq!(herald.metric("helix_entity_recreations_total", &[]).await, 1.0);
 }

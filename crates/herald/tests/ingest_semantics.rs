@@ -34,7 +34,11 @@ async fn events_keep_order_and_own_timestamps_exception_is_not_an_event() {
     p.create_with("classify", "event-10", &[], |span| {
         span.add_event_with_timestamp("helix.event.classified", t1, vec![KeyValue::new("label", "FRB")]);
         span.add_event("exception", vec![KeyValue::new("exception.message", "not an entity event")]);
-        span.add_event_with_timestamp("helix.event.typed", t2, vec![KeyValue::new("n", 42), KeyValue::new("ratio", 0.5)]);
+        span.add_event_with_timestamp(
+            "helix.event.typed",
+            t2,
+            vec![KeyValue::new("n", 42), KeyValue::new("ratio", 0.5)],
+        );
     });
     p.flush().await;
 
@@ -61,7 +65,8 @@ async fn helix_error_sets_has_error_in_the_graph() {
     p.flush().await;
 
     let graph = herald.get_ok("/api/v1/entity/block-1/graph").await;
-    let has_error = |id: &str| graph["nodes"].as_array().unwrap().iter().find(|n| n["id"] == id).unwrap()["has_error"].clone();
+    let has_error =
+        |id: &str| graph["nodes"].as_array().unwrap().iter().find(|n| n["id"] == id).unwrap()["has_error"].clone();
     assert_eq!(has_error("candidate-43"), true);
     assert_eq!(has_error("block-1"), false);
     let entity = herald.get_ok("/api/v1/entity/candidate-43").await;

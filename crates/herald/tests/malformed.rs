@@ -83,7 +83,8 @@ async fn malformed_protobuf_is_invalid_argument_over_grpc_and_400_over_http() {
     let status = grpc_export_raw(&herald, shadow::WrongWireType { resource_spans: 7 }).await;
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("decode"), "{status:?}");
-    let (code, body) = http_post(&herald, "application/x-protobuf", shadow::WrongWireType { resource_spans: 7 }.encode_to_vec()).await;
+    let (code, body) =
+        http_post(&herald, "application/x-protobuf", shadow::WrongWireType { resource_spans: 7 }.encode_to_vec()).await;
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("not a valid OTLP"), "{body}");
     still_serving(&herald).await;
@@ -92,7 +93,8 @@ async fn malformed_protobuf_is_invalid_argument_over_grpc_and_400_over_http() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_json_is_400_naming_the_problem() {
     let herald = Herald::start();
-    let (code, body) = http_post(&herald, "application/json", br#"{"resourceSpans": [{"scopeSpans": 5}]}"#.to_vec()).await;
+    let (code, body) =
+        http_post(&herald, "application/json", br#"{"resourceSpans": [{"scopeSpans": 5}]}"#.to_vec()).await;
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("OTLP/JSON"), "{body}");
     let (code, body) = http_post(&herald, "application/json", b"{not json".to_vec()).await;
@@ -116,7 +118,10 @@ async fn invalid_utf8_in_a_string_field_is_refused_clearly() {
 
 fn huge_request(bytes: usize) -> ExportTraceServiceRequest {
     let value = "x".repeat(bytes);
-    traces(pipeline_resource("svc", "CHIME"), vec![SpanBuilder::creation("s", "huge", 1).attr("blob", string(&value)).build()])
+    traces(
+        pipeline_resource("svc", "CHIME"),
+        vec![SpanBuilder::creation("s", "huge", 1).attr("blob", string(&value)).build()],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,10 +130,7 @@ async fn a_100_mb_body_is_refused_with_its_limit() {
     let request = huge_request(100 << 20);
     let mut client = raw_client(&herald).await.max_encoding_message_size(usize::MAX);
     let status = client.export(request.clone()).await.expect_err("over the limit");
-    assert!(
-        matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted | Code::InvalidArgument),
-        "{status:?}"
-    );
+    assert!(matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted | Code::InvalidArgument), "{status:?}");
     assert!(status.message().contains("limit") || status.message().contains("large"), "{status:?}");
     let (code, body) = http_post(&herald, "application/x-protobuf", request.encode_to_vec()).await;
     assert_eq!(code, 413, "{body}");
@@ -146,12 +148,16 @@ async fn ten_thousand_parents_and_a_1_mb_value_are_stored() {
         pipeline_resource("svc", "CHIME"),
         vec![
             SpanBuilder::creation("ingest", "parent-00042", 1).build(),
-            SpanBuilder::creation("aggregate", "wide", 2).parents(&parents.join(",")).attr("blob", string(&big)).build(),
+            SpanBuilder::creation("aggregate", "wide", 2)
+                .parents(&parents.join(","))
+                .attr("blob", string(&big))
+                .build(),
         ],
     );
     raw_client(&herald).await.export(request).await.expect("acknowledged");
     let entity = herald.get_ok("/api/v1/entity/wide").await;
-    let stored: Vec<&str> = entity["entity"]["parent_ids"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    let stored: Vec<&str> =
+        entity["entity"]["parent_ids"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
     assert_eq!(stored, parents.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(entity["entity"]["metadata"]["blob"].as_str().unwrap().len(), 1 << 20);
     let lineage = herald.get_ok("/api/v1/entity/wide/lineage?direction=ancestors").await;
@@ -183,7 +189,8 @@ async fn hostile_ids_round_trip_through_ingest_and_api() {
         assert_eq!(entity["entity"]["metadata"]["note"].as_str().unwrap(), id);
     }
     // A control character in an entity ID is refused as partial success, with the reason.
-    let bad = traces(vec![kv("service.name", string("svc"))], vec![SpanBuilder::creation("s", "bell\u{7}", 99).build()]);
+    let bad =
+        traces(vec![kv("service.name", string("svc"))], vec![SpanBuilder::creation("s", "bell\u{7}", 99).build()]);
     let response = raw_client(&herald).await.export(bad).await.expect("acknowledged with partial success").into_inner();
     let partial = response.partial_success.expect("partial success reported");
     assert_eq!(partial.rejected_spans, 1);

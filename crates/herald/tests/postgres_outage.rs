@@ -34,7 +34,8 @@ fn request(batch: u64) -> ExportTraceServiceRequest {
 /// Entity IDs of `batches` that are missing from the database.
 async fn missing(db_url: &str, batches: &[u64]) -> Vec<String> {
     let client = connect(db_url).await;
-    let ids: Vec<String> = batches.iter().flat_map(|b| (0..PER_REQUEST).map(move |i| format!("e-{}", b * PER_REQUEST + i))).collect();
+    let ids: Vec<String> =
+        batches.iter().flat_map(|b| (0..PER_REQUEST).map(move |i| format!("e-{}", b * PER_REQUEST + i))).collect();
     let found: HashSet<String> = client
         .query("SELECT id FROM entities WHERE id = ANY($1) AND NOT placeholder", &[&ids])
         .await
@@ -105,7 +106,9 @@ fn stream(
                                 acked.lock().unwrap().push(batch);
                                 break;
                             }
-                            Err(status) if status.code() == tonic::Code::Unavailable && status.message().contains("retry") => {
+                            Err(status)
+                                if status.code() == tonic::Code::Unavailable && status.message().contains("retry") =>
+                            {
                                 // The herald refused (database down): retry the same request.
                                 tokio::time::sleep(Duration::from_millis(250)).await;
                             }
@@ -133,7 +136,8 @@ async fn sigkill_of_a_replica_mid_stream_loses_no_acknowledged_span() {
     let targets = Arc::new(Mutex::new(vec![a.grpc_url(), b.grpc_url()]));
     let acked: Arc<Mutex<Vec<u64>>> = Arc::default();
     let lanes = stream(targets.clone(), batches, acked.clone(), Instant::now() + Duration::from_secs(180));
-    eventually(Duration::from_secs(120), async || (acked.lock().unwrap().len() as u64 >= batches / 3).then_some(())).await;
+    eventually(Duration::from_secs(120), async || (acked.lock().unwrap().len() as u64 >= batches / 3).then_some(()))
+        .await;
     a.kill9();
     let at_kill = acked.lock().unwrap().len() as u64;
     assert!(at_kill < batches, "the kill happened mid-stream");
@@ -145,7 +149,11 @@ async fn sigkill_of_a_replica_mid_stream_loses_no_acknowledged_span() {
     assert_eq!(acked.len() as u64, batches, "every batch was delivered in the end");
     let lost = missing(&db.url, &acked).await;
     assert!(lost.is_empty(), "{} acknowledged spans lost, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
-    assert_eq!(db.count("SELECT count(*) FROM entities").await, (batches * PER_REQUEST) as i64, "no duplicates from retries");
+    assert_eq!(
+        db.count("SELECT count(*) FROM entities").await,
+        (batches * PER_REQUEST) as i64,
+        "no duplicates from retries"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,7 +166,8 @@ async fn thirty_second_database_stop_mid_stream_loses_no_acknowledged_span() {
     let targets = Arc::new(Mutex::new(vec![a.grpc_url(), b.grpc_url()]));
     let acked: Arc<Mutex<Vec<u64>>> = Arc::default();
     let lanes = stream(targets, batches, acked.clone(), Instant::now() + Duration::from_secs(240));
-    eventually(Duration::from_secs(120), async || (acked.lock().unwrap().len() as u64 >= batches / 3).then_some(())).await;
+    eventually(Duration::from_secs(120), async || (acked.lock().unwrap().len() as u64 >= batches / 3).then_some(()))
+        .await;
 
     cluster.pg_ctl_stop();
     let at_stop = acked.lock().unwrap().len() as u64;

@@ -45,8 +45,16 @@ async fn cross_replica_chain_resolves_links_and_graph() {
         let s = spans.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("{name} forwarded"));
         s.links.iter().map(|l| (to_hex(&l.trace_id), to_hex(&l.span_id))).collect()
     };
-    assert_eq!(links_of("search"), vec![(to_hex(&trace_id(1)), to_hex(&span_id(1)))], "candidate → block's creation span");
-    assert_eq!(links_of("classify"), vec![(to_hex(&trace_id(2)), to_hex(&span_id(2)))], "event → candidate's creation span");
+    assert_eq!(
+        links_of("search"),
+        vec![(to_hex(&trace_id(1)), to_hex(&span_id(1)))],
+        "candidate → block's creation span"
+    );
+    assert_eq!(
+        links_of("classify"),
+        vec![(to_hex(&trace_id(2)), to_hex(&span_id(2)))],
+        "event → candidate's creation span"
+    );
     assert!(links_of("ingest").is_empty());
 
     // Every replica reads the same graph.
@@ -95,7 +103,8 @@ fn workload() -> (Vec<ExportTraceServiceRequest>, i64, i64, i64) {
         };
         spans.push(span.build());
     }
-    let requests = spans.chunks(PER_REQUEST as usize).map(|c| traces(pipeline_resource("svc", "CHIME"), c.to_vec())).collect();
+    let requests =
+        spans.chunks(PER_REQUEST as usize).map(|c| traces(pipeline_resource("svc", "CHIME"), c.to_vec())).collect();
     (requests, entities, ops, events)
 }
 

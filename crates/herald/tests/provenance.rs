@@ -114,7 +114,11 @@ async fn diamond(transport: Transport) {
         .iter()
         .map(|n| (n["id"].as_str().unwrap().to_owned(), n["depth"].as_u64().unwrap()))
         .collect();
-    assert_eq!(depths, BTreeMap::from([("m".into(), 0), ("l".into(), 1), ("r".into(), 1), ("raw".into(), 2)]), "{transport:?}");
+    assert_eq!(
+        depths,
+        BTreeMap::from([("m".into(), 0), ("l".into(), 1), ("r".into(), 1), ("raw".into(), 2)]),
+        "{transport:?}"
+    );
     let mut d: Vec<u64> = depths.values().copied().collect();
     d.sort();
     assert_eq!(d, vec![0, 1, 1, 2]);

@@ -23,21 +23,9 @@ enum Kind {
 
 /// Every migration this binary knows, oldest first. Never edit a released one: add a new file.
 const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "core",
-        kind: Kind::Sql(include_str!("../../migrations/postgres/001_core.sql")),
-    },
-    Migration {
-        version: 2,
-        name: "logs",
-        kind: Kind::Sql(include_str!("../../migrations/postgres/002_logs.sql")),
-    },
-    Migration {
-        version: 3,
-        name: "timescale",
-        kind: Kind::Timescale,
-    },
+    Migration { version: 1, name: "core", kind: Kind::Sql(include_str!("../../migrations/postgres/001_core.sql")) },
+    Migration { version: 2, name: "logs", kind: Kind::Sql(include_str!("../../migrations/postgres/002_logs.sql")) },
+    Migration { version: 3, name: "timescale", kind: Kind::Timescale },
 ];
 
 /// The schema version this binary expects.
@@ -45,20 +33,13 @@ pub const SCHEMA_VERSION: u32 = 3;
 
 /// Highest version recorded in `schema_migrations` of the current schema, 0 without the table.
 async fn current_version(client: &tokio_postgres::Client) -> StoreResult<u32> {
-    let row = client
-        .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
-        .await
-        .map_err(map_pg)?;
+    let row = client.query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[]).await.map_err(map_pg)?;
     if !row.get::<_, bool>(0) {
         return Ok(0);
     }
-    let v: Option<i32> = client
-        .query_one("SELECT max(version) FROM schema_migrations", &[])
-        .await
-        .map_err(map_pg)?
-        .get(0);
-    u32::try_from(v.unwrap_or(0))
-        .map_err(|_| StoreError::Schema(format!("invalid schema version {v:?}")))
+    let v: Option<i32> =
+        client.query_one("SELECT max(version) FROM schema_migrations", &[]).await.map_err(map_pg)?.get(0);
+    u32::try_from(v.unwrap_or(0)).map_err(|_| StoreError::Schema(format!("invalid schema version {v:?}")))
 }
 
 /// Ready when reachable and current (`/readyz`).
@@ -82,31 +63,18 @@ pub(super) async fn prepare_schema(
 ) -> StoreResult<Vec<u32>> {
     // One lock per schema: replicas of one deployment serialise, tests in other schemas don't.
     let key = format!("helix-migrate:{}", schema.unwrap_or("default"));
-    client
-        .execute("SELECT pg_advisory_lock(hashtext($1))", &[&key])
-        .await
-        .map_err(map_pg)?;
+    client.execute("SELECT pg_advisory_lock(hashtext($1))", &[&key]).await.map_err(map_pg)?;
     let result = prepare_locked(client, url, schema, migrate).await;
     // Unlock even after a failure; if the connection itself broke, the server released the
     // session lock already.
-    let _ = client
-        .execute("SELECT pg_advisory_unlock(hashtext($1))", &[&key])
-        .await;
+    let _ = client.execute("SELECT pg_advisory_unlock(hashtext($1))", &[&key]).await;
     result
 }
 
-async fn prepare_locked(
-    client: &mut Object,
-    url: &str,
-    schema: Option<&str>,
-    migrate: bool,
-) -> StoreResult<Vec<u32>> {
+async fn prepare_locked(client: &mut Object, url: &str, schema: Option<&str>, migrate: bool) -> StoreResult<Vec<u32>> {
     if let Some(s) = schema {
         if migrate {
-            client
-                .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {s}"))
-                .await
-                .map_err(map_pg)?;
+            client.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {s}")).await.map_err(map_pg)?;
         }
     }
     let current = current_version(client).await?;
@@ -139,10 +107,7 @@ async fn prepare_locked(
         let fail = |e: tokio_postgres::Error| match map_pg(e) {
             // The server going away mid-migration is an outage, not a broken migration.
             StoreError::Unavailable(msg) => StoreError::Unavailable(msg),
-            other => StoreError::Schema(format!(
-                "migration {:03}_{} failed on {url}: {other}",
-                m.version, m.name
-            )),
+            other => StoreError::Schema(format!("migration {:03}_{} failed on {url}: {other}", m.version, m.name)),
         };
         // Each migration and its record commit together: a failed one leaves the previous version.
         let mut tx = client.transaction().await.map_err(fail)?;
@@ -159,12 +124,9 @@ async fn prepare_locked(
                 }
             }
         };
-        tx.execute(
-            "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-            &[&(m.version as i32), &name],
-        )
-        .await
-        .map_err(fail)?;
+        tx.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", &[&(m.version as i32), &name])
+            .await
+            .map_err(fail)?;
         tx.commit().await.map_err(fail)?;
         tracing::info!(version = m.version, name, "applied schema migration");
         applied.push(m.version);

@@ -14,8 +14,8 @@ use tokio_postgres::Row;
 use super::map_pg;
 use crate::walk::{self, LevelSource, WalkNode};
 use crate::{
-    cursor, Direction, Entity, EntityFilter, Graph, GraphNode, GraphQuery, Lineage, LineageQuery,
-    Operation, Page, PageRequest, StageSummary, StoreError, StoreResult,
+    cursor, Direction, Entity, EntityFilter, Graph, GraphNode, GraphQuery, Lineage, LineageQuery, Operation, Page,
+    PageRequest, StageSummary, StoreError, StoreResult,
 };
 
 // ---- decoding -----------------------------------------------------------------------------
@@ -34,20 +34,12 @@ fn fetch_limit(limit: usize) -> i64 {
 fn split_page<T>(mut rows: Vec<T>, limit: usize, cursor_of: impl Fn(&T) -> String) -> Page<T> {
     let more = rows.len() > limit;
     rows.truncate(limit);
-    let next_cursor = if more {
-        rows.last().map(cursor_of)
-    } else {
-        None
-    };
-    Page {
-        items: rows,
-        next_cursor,
-    }
+    let next_cursor = if more { rows.last().map(cursor_of) } else { None };
+    Page { items: rows, next_cursor }
 }
 
 /// `created_at` as RFC 3339 UTC with milliseconds, the form the SQLite backend stores.
-const CREATED_AT: &str =
-    "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')";
+const CREATED_AT: &str = "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')";
 
 /// Run a statement prepared once per connection (the pool keeps connections, so the
 /// statement cache pays off).
@@ -94,12 +86,7 @@ pub(super) async fn entity(c: &Object, id: &str) -> StoreResult<Option<Entity>> 
 }
 
 pub(super) async fn children_count(c: &Object, id: &str) -> StoreResult<u64> {
-    let rows = q(
-        c,
-        "SELECT count(*) FROM entity_parents WHERE parent_id = $1",
-        &[&id],
-    )
-    .await?;
+    let rows = q(c, "SELECT count(*) FROM entity_parents WHERE parent_id = $1", &[&id]).await?;
     // count(*) always returns one row.
     let n: i64 = rows.first().map(|r| r.get(0)).unwrap_or(0);
     // count(*) is never negative.
@@ -109,57 +96,38 @@ pub(super) async fn children_count(c: &Object, id: &str) -> StoreResult<u64> {
 pub(super) async fn span_refs(c: &Object, ids: &[String]) -> StoreResult<HashMap<String, SpanRef>> {
     let rows = q(
         c,
-            "SELECT id, trace_id, span_id FROM entities
+        "SELECT id, trace_id, span_id FROM entities
              WHERE id = ANY($1::text[]) AND NOT placeholder AND trace_id IS NOT NULL AND span_id IS NOT NULL",
-            &[&ids],
-        )
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| {
-            (
-                r.get(0),
-                SpanRef {
-                    trace_id: r.get(1),
-                    span_id: r.get(2),
-                },
-            )
-        })
-        .collect())
+        &[&ids],
+    )
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.get(0), SpanRef { trace_id: r.get(1), span_id: r.get(2) })).collect())
 }
 
 // ---- events and operations ----------------------------------------------------------------
 
 const EVENTS_CURSOR: &str = "events";
 
-pub(super) async fn events(
-    c: &Object,
-    entity_id: &str,
-    page: &PageRequest,
-) -> StoreResult<Page<EntityEvent>> {
+pub(super) async fn events(c: &Object, entity_id: &str, page: &PageRequest) -> StoreResult<Page<EntityEvent>> {
     let limit = page_limit(page);
     // (i64::MIN, "", -1) sorts before every row: one statement for every page.
     let (ts, span, ord) = match &page.cursor {
         None => (i64::MIN, String::new(), -1i64),
         Some(cur) => {
             let p = cursor::decode(EVENTS_CURSOR, cur, 3)?;
-            (
-                cursor::part_i64(&p, 0)?,
-                cursor::part_str(&p, 1)?,
-                cursor::part_i64(&p, 2)?,
-            )
+            (cursor::part_i64(&p, 0)?, cursor::part_str(&p, 1)?, cursor::part_i64(&p, 2)?)
         }
     };
     let ord = i32::try_from(ord.clamp(i64::from(i32::MIN), i64::from(i32::MAX))).unwrap_or(-1);
     let rows = q(
         c,
-            "SELECT instrument_id, entity_id, event_name, timestamp_ns, metadata::text, trace_id, span_id, ordinal
+        "SELECT instrument_id, entity_id, event_name, timestamp_ns, metadata::text, trace_id, span_id, ordinal
              FROM entity_events
              WHERE entity_id = $1 AND (timestamp_ns, span_id, ordinal) > ($2, $3, $4)
              ORDER BY timestamp_ns, span_id, ordinal LIMIT $5",
-            &[&entity_id, &ts, &span, &ord, &fetch_limit(limit)],
-        )
-        .await?;
+        &[&entity_id, &ts, &span, &ord, &fetch_limit(limit)],
+    )
+    .await?;
     let items = rows
         .iter()
         .map(|r| {
@@ -182,22 +150,14 @@ pub(super) async fn events(
     Ok(split_page(items, limit, |e| {
         cursor::encode(
             EVENTS_CURSOR,
-            vec![
-                Value::from(e.timestamp_ns),
-                Value::from(e.span_id.clone()),
-                Value::from(e.ordinal),
-            ],
+            vec![Value::from(e.timestamp_ns), Value::from(e.span_id.clone()), Value::from(e.ordinal)],
         )
     }))
 }
 
 const OPERATIONS_CURSOR: &str = "operations";
 
-pub(super) async fn operations(
-    c: &Object,
-    entity_id: &str,
-    page: &PageRequest,
-) -> StoreResult<Page<Operation>> {
+pub(super) async fn operations(c: &Object, entity_id: &str, page: &PageRequest) -> StoreResult<Page<Operation>> {
     let limit = page_limit(page);
     let (ts, span) = match &page.cursor {
         None => (i64::MIN, String::new()),
@@ -235,10 +195,7 @@ pub(super) async fn operations(
         })
         .collect::<StoreResult<Vec<_>>>()?;
     Ok(split_page(items, limit, |o| {
-        cursor::encode(
-            OPERATIONS_CURSOR,
-            vec![Value::from(o.timestamp_ns), Value::from(o.span_id.clone())],
-        )
+        cursor::encode(OPERATIONS_CURSOR, vec![Value::from(o.timestamp_ns), Value::from(o.span_id.clone())])
     }))
 }
 
@@ -296,10 +253,7 @@ impl LevelSource for Levels<'_> {
     }
 
     fn keys(&mut self, ids: &[String]) -> StoreResult<Vec<(i64, String)>> {
-        let rows = self.query(
-            "SELECT timestamp_ns, id FROM entities WHERE id = ANY($1::text[])",
-            ids,
-        )?;
+        let rows = self.query("SELECT timestamp_ns, id FROM entities WHERE id = ANY($1::text[])", ids)?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 }
@@ -311,10 +265,7 @@ async fn with_levels<T: Send + 'static>(
 ) -> StoreResult<T> {
     let rt = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
-        let mut levels = Levels {
-            client: &client,
-            rt,
-        };
+        let mut levels = Levels { client: &client, rt };
         f(&mut levels)
     })
     .await
@@ -337,17 +288,13 @@ pub(super) async fn graph(client: Object, id: String, q: GraphQuery) -> StoreRes
             return Ok(None);
         };
         // The root exists (the first walk found it); if it vanished in between, it is unknown.
-        let Some(down) = walk::walk(levels, &id, Direction::Descendants, Some(q.down), q.limit)?
-        else {
+        let Some(down) = walk::walk(levels, &id, Direction::Descendants, Some(q.down), q.limit)? else {
             return Ok(None);
         };
         let (nodes, edges) = walk::graph_selection(up, down, q.limit);
         let ids: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
         let mut metadata: HashMap<String, Metadata> = HashMap::new();
-        for r in levels.query(
-            "SELECT id, metadata::text FROM entities WHERE id = ANY($1::text[])",
-            &ids,
-        )? {
+        for r in levels.query("SELECT id, metadata::text FROM entities WHERE id = ANY($1::text[])", &ids)? {
             let md: String = r.get(1);
             metadata.insert(r.get(0), parse_metadata(&md)?);
         }
@@ -365,15 +312,9 @@ pub(super) async fn graph(client: Object, id: String, q: GraphQuery) -> StoreRes
             .collect();
         let edges = edges
             .into_iter()
-            .map(|(p, c)| crate::Edge {
-                source: nodes[p].id.clone(),
-                target: nodes[c].id.clone(),
-            })
+            .map(|(p, c)| crate::Edge { source: nodes[p].id.clone(), target: nodes[c].id.clone() })
             .collect();
-        Ok(Some(Graph {
-            nodes: out_nodes,
-            edges,
-        }))
+        Ok(Some(Graph { nodes: out_nodes, edges }))
     })
     .await
 }
@@ -382,11 +323,7 @@ pub(super) async fn graph(client: Object, id: String, q: GraphQuery) -> StoreRes
 
 const SEARCH_CURSOR: &str = "entities";
 
-pub(super) async fn search(
-    c: &Object,
-    f: &EntityFilter,
-    page: &PageRequest,
-) -> StoreResult<Page<Entity>> {
+pub(super) async fn search(c: &Object, f: &EntityFilter, page: &PageRequest) -> StoreResult<Page<Entity>> {
     let limit = page_limit(page);
     let mut sql = format!("SELECT {} FROM entities WHERE true", entity_columns());
     let mut args: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
@@ -417,11 +354,7 @@ pub(super) async fn search(
     }
     for (k, v) in &f.metadata {
         // ->> takes the key as a value: any key works, no path syntax to escape.
-        bind(
-            &mut sql,
-            "metadata ->> ?::text = ?::text",
-            vec![Box::new(k.clone()), Box::new(v.clone())],
-        );
+        bind(&mut sql, "metadata ->> ?::text = ?::text", vec![Box::new(k.clone()), Box::new(v.clone())]);
     }
     if let Some(cur) = &page.cursor {
         let p = cursor::decode(SEARCH_CURSOR, cur, 2)?;
@@ -433,34 +366,17 @@ pub(super) async fn search(
         );
     }
     args.push(Box::new(fetch_limit(limit)));
-    sql.push_str(&format!(
-        " ORDER BY timestamp_ns DESC, id ASC LIMIT ${}",
-        args.len()
-    ));
-    let params: Vec<&(dyn ToSql + Sync)> = args
-        .iter()
-        .map(|a| a.as_ref() as &(dyn ToSql + Sync))
-        .collect();
+    sql.push_str(&format!(" ORDER BY timestamp_ns DESC, id ASC LIMIT ${}", args.len()));
+    let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect();
     let rows = q(c, &sql, &params).await?;
-    let items = rows
-        .iter()
-        .map(entity_from_row)
-        .collect::<StoreResult<Vec<_>>>()?;
+    let items = rows.iter().map(entity_from_row).collect::<StoreResult<Vec<_>>>()?;
     Ok(split_page(items, limit, |e| {
-        cursor::encode(
-            SEARCH_CURSOR,
-            vec![Value::from(e.timestamp_ns), Value::from(e.id.clone())],
-        )
+        cursor::encode(SEARCH_CURSOR, vec![Value::from(e.timestamp_ns), Value::from(e.id.clone())])
     }))
 }
 
 pub(super) async fn instruments(c: &Object) -> StoreResult<Vec<String>> {
-    let rows = q(
-        c,
-        "SELECT instrument_id FROM instruments ORDER BY instrument_id",
-        &[],
-    )
-    .await?;
+    let rows = q(c, "SELECT instrument_id FROM instruments ORDER BY instrument_id", &[]).await?;
     Ok(rows.into_iter().map(|r| r.get(0)).collect())
 }
 
@@ -490,11 +406,7 @@ pub(super) async fn stages(c: &Object, instrument_id: &str) -> StoreResult<Vec<S
 
 const LOGS_CURSOR: &str = "logs";
 
-pub(super) async fn logs(
-    c: &Object,
-    entity_id: &str,
-    page: &PageRequest,
-) -> StoreResult<Page<LogRecorded>> {
+pub(super) async fn logs(c: &Object, entity_id: &str, page: &PageRequest) -> StoreResult<Page<LogRecorded>> {
     let limit = page_limit(page);
     // Identity values are positive, so (i64::MIN, 0) sorts before every row.
     let (after_ts, after_id) = match &page.cursor {
@@ -506,7 +418,7 @@ pub(super) async fn logs(
     };
     let rows = q(
         c,
-            "SELECT timestamp_ns, severity, body, trace_id, span_id, entity_id, instrument_id, process_name,
+        "SELECT timestamp_ns, severity, body, trace_id, span_id, entity_id, instrument_id, process_name,
                     service_name, source, attributes::text, id
              FROM logs
              WHERE (entity_id = $1
@@ -514,9 +426,9 @@ pub(super) async fn logs(
                                     UNION SELECT trace_id FROM entity_operations WHERE entity_id = $1))
                AND (timestamp_ns, id) > ($2, $3)
              ORDER BY timestamp_ns, id LIMIT $4",
-            &[&entity_id, &after_ts, &after_id, &fetch_limit(limit)],
-        )
-        .await?;
+        &[&entity_id, &after_ts, &after_id, &fetch_limit(limit)],
+    )
+    .await?;
     let items = rows
         .iter()
         .map(|r| {
@@ -540,13 +452,7 @@ pub(super) async fn logs(
         })
         .collect::<StoreResult<Vec<_>>>()?;
     let page = split_page(items, limit, |(l, id)| {
-        cursor::encode(
-            LOGS_CURSOR,
-            vec![Value::from(l.timestamp_ns), Value::from(*id)],
-        )
+        cursor::encode(LOGS_CURSOR, vec![Value::from(l.timestamp_ns), Value::from(*id)])
     });
-    Ok(Page {
-        items: page.items.into_iter().map(|(l, _)| l).collect(),
-        next_cursor: page.next_cursor,
-    })
+    Ok(Page { items: page.items.into_iter().map(|(l, _)| l).collect(), next_cursor: page.next_cursor })
 }

@@ -62,11 +62,7 @@ impl RetentionConfig {
         let number = |name: &str| -> Result<Option<u64>, String> {
             match lookup(name) {
                 None => Ok(None),
-                Some(v) => v
-                    .trim()
-                    .parse::<u64>()
-                    .map(Some)
-                    .map_err(|_| format!("{name}={v:?} is not a whole number")),
+                Some(v) => v.trim().parse::<u64>().map(Some).map_err(|_| format!("{name}={v:?} is not a whole number")),
             }
         };
         let days = |name: &str, slot: &mut Option<Duration>| -> Result<(), String> {
@@ -86,20 +82,15 @@ impl RetentionConfig {
 }
 
 fn now_ns() -> i64 {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
 /// One pass over every table with an age limit.
 pub(super) async fn pass(pool: &Pool, cfg: &RetentionConfig) -> StoreResult<RetentionReport> {
     let mut report = RetentionReport::default();
-    let tables: [(&'static str, Option<Duration>); 3] = [
-        ("entity_operations", cfg.operations),
-        ("entity_events", cfg.events),
-        ("logs", cfg.logs),
-    ];
+    let tables: [(&'static str, Option<Duration>); 3] =
+        [("entity_operations", cfg.operations), ("entity_events", cfg.events), ("logs", cfg.logs)];
     for (table, age) in tables {
         let Some(age) = age else { continue };
         {
@@ -120,10 +111,7 @@ pub(super) async fn pass(pool: &Pool, cfg: &RetentionConfig) -> StoreResult<Rete
             let n = {
                 let client = pool.get().await.map_err(map_pool)?;
                 let stmt = client.prepare_cached(&sql).await.map_err(map_pg)?;
-                client
-                    .execute(&stmt, &[&cutoff, &cfg.batch_rows])
-                    .await
-                    .map_err(map_pg)?
+                client.execute(&stmt, &[&cutoff, &cfg.batch_rows]).await.map_err(map_pg)?
             };
             deleted += n;
             if n < u64::try_from(cfg.batch_rows).unwrap_or(0) {
@@ -132,11 +120,7 @@ pub(super) async fn pass(pool: &Pool, cfg: &RetentionConfig) -> StoreResult<Rete
             tokio::time::sleep(cfg.pause).await;
         }
         if deleted > 0 {
-            tracing::info!(
-                table,
-                deleted,
-                "retention: deleted rows older than the limit"
-            );
+            tracing::info!(table, deleted, "retention: deleted rows older than the limit");
         }
         report.deleted.push((table, deleted));
     }
@@ -176,9 +160,7 @@ mod tests {
         assert_eq!(cfg.operations, Some(90 * DAY), "default");
         assert_eq!(cfg.interval, Duration::from_secs(60));
         assert!(cfg.enabled());
-        let bad = RetentionConfig::from_lookup(|k| {
-            (k == "HELIX_RETENTION_EVENTS_DAYS").then(|| "soon".to_owned())
-        });
+        let bad = RetentionConfig::from_lookup(|k| (k == "HELIX_RETENTION_EVENTS_DAYS").then(|| "soon".to_owned()));
         assert!(bad.unwrap_err().contains("HELIX_RETENTION_EVENTS_DAYS"));
     }
 }

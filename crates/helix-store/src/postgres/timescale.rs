@@ -10,10 +10,7 @@ use deadpool_postgres::Transaction;
 /// created here (e.g. not in `shared_preload_libraries`, or no privilege).
 pub(super) async fn enable(tx: &mut Transaction<'_>) -> Result<bool, tokio_postgres::Error> {
     let available: bool = tx
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')",
-            &[],
-        )
+        .query_one("SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')", &[])
         .await?
         .get(0);
     if !available {
@@ -22,33 +19,21 @@ pub(super) async fn enable(tx: &mut Transaction<'_>) -> Result<bool, tokio_postg
     }
     // A savepoint so a refused CREATE EXTENSION leaves the migration's transaction usable.
     let sp = tx.savepoint("helix_timescale").await?;
-    if let Err(e) = sp
-        .batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-        .await
-    {
+    if let Err(e) = sp.batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb").await {
         tracing::warn!(error = %e, "timescaledb is installed but cannot be enabled here: plain tables");
         sp.rollback().await?;
         return Ok(false);
     }
     sp.commit().await?;
-    tx.batch_execute(include_str!("../../migrations/postgres/003_timescale.sql"))
-        .await?;
-    tracing::info!(
-        "timescaledb enabled: operations, events and logs are hypertables with retention policies"
-    );
+    tx.batch_execute(include_str!("../../migrations/postgres/003_timescale.sql")).await?;
+    tracing::info!("timescaledb enabled: operations, events and logs are hypertables with retention policies");
     Ok(true)
 }
 
 /// Whether `table` of the current schema is a hypertable.
-pub(super) async fn is_hypertable(
-    client: &tokio_postgres::Client,
-    table: &str,
-) -> crate::StoreResult<bool> {
+pub(super) async fn is_hypertable(client: &tokio_postgres::Client, table: &str) -> crate::StoreResult<bool> {
     let has_catalog: bool = client
-        .query_one(
-            "SELECT to_regclass('timescaledb_information.hypertables') IS NOT NULL",
-            &[],
-        )
+        .query_one("SELECT to_regclass('timescaledb_information.hypertables') IS NOT NULL", &[])
         .await
         .map_err(super::map_pg)?
         .get(0);

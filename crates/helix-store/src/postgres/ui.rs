@@ -2,7 +2,7 @@
 //! metadata for the data monitor, and per-stage counts over time (same results as the SQLite
 //! backend's `sqlite/ui.rs`; the conformance suite checks both).
 
-use crate::rows::{parse_metadata};
+use crate::rows::parse_metadata;
 use std::collections::BTreeSet;
 
 use deadpool_postgres::Object;
@@ -12,17 +12,13 @@ use tokio_postgres::types::ToSql;
 
 use super::map_pg;
 use crate::{
-    cursor, numeric_value, EventQuery, MonitorPoint, MonitorPoints, MonitorQuery, Page,
-    PageRequest, StageBucket, StageHistogramQuery, StoreError, StoreResult,
+    cursor, numeric_value, EventQuery, MonitorPoint, MonitorPoints, MonitorQuery, Page, PageRequest, StageBucket,
+    StageHistogramQuery, StoreError, StoreResult,
 };
 
 const INSTRUMENT_EVENTS_CURSOR: &str = "instrument_events";
 
-async fn q(
-    c: &Object,
-    sql: &str,
-    params: &[&(dyn ToSql + Sync)],
-) -> StoreResult<Vec<tokio_postgres::Row>> {
+async fn q(c: &Object, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Vec<tokio_postgres::Row>> {
     let stmt = c.prepare_cached(sql).await.map_err(map_pg)?;
     c.query(&stmt, params).await.map_err(map_pg)
 }
@@ -56,18 +52,9 @@ pub(super) async fn instrument_events(
     }
     if let Some(cur) = &page.cursor {
         let p = cursor::decode(INSTRUMENT_EVENTS_CURSOR, cur, 3)?;
-        let (ts, span, ord) = (
-            cursor::part_i64(&p, 0)?,
-            cursor::part_str(&p, 1)?,
-            cursor::part_i64(&p, 2)?,
-        );
-        let ord =
-            i32::try_from(ord).map_err(|_| StoreError::BadCursor("ordinal out of range".into()))?;
-        clause(
-            &mut sql,
-            " AND (timestamp_ns, span_id, ordinal) < (?",
-            Box::new(ts),
-        );
+        let (ts, span, ord) = (cursor::part_i64(&p, 0)?, cursor::part_str(&p, 1)?, cursor::part_i64(&p, 2)?);
+        let ord = i32::try_from(ord).map_err(|_| StoreError::BadCursor("ordinal out of range".into()))?;
+        clause(&mut sql, " AND (timestamp_ns, span_id, ordinal) < (?", Box::new(ts));
         clause(&mut sql, ", ?", Box::new(span));
         clause(&mut sql, ", ?)", Box::new(ord));
     }
@@ -76,10 +63,7 @@ pub(super) async fn instrument_events(
         " ORDER BY timestamp_ns DESC, span_id DESC, ordinal DESC LIMIT ?",
         Box::new(i64::try_from(limit + 1).unwrap_or(i64::MAX)),
     );
-    let params: Vec<&(dyn ToSql + Sync)> = args
-        .iter()
-        .map(|a| a.as_ref() as &(dyn ToSql + Sync))
-        .collect();
+    let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect();
     let rows = q(c, &sql, &params).await?;
     let mut items = rows
         .iter()
@@ -106,11 +90,7 @@ pub(super) async fn instrument_events(
         items.last().map(|e| {
             cursor::encode(
                 INSTRUMENT_EVENTS_CURSOR,
-                vec![
-                    Value::from(e.timestamp_ns),
-                    Value::from(e.span_id.clone()),
-                    Value::from(e.ordinal),
-                ],
+                vec![Value::from(e.timestamp_ns), Value::from(e.span_id.clone()), Value::from(e.ordinal)],
             )
         })
     } else {
@@ -167,16 +147,7 @@ pub(super) async fn monitor_points(c: &Object, query: &MonitorQuery) -> StoreRes
                AND jsonb_exists(metadata, $4)
                AND ($7 OR timestamp_ns < $5 OR (timestamp_ns = $5 AND id > $6))
              ORDER BY timestamp_ns DESC, id ASC LIMIT $8",
-            &[
-                &query.instrument_id,
-                &query.from_ns,
-                &query.to_ns,
-                &query.y_field,
-                &ts,
-                &id,
-                &first,
-                &MONITOR_CHUNK,
-            ],
+            &[&query.instrument_id, &query.from_ns, &query.to_ns, &query.y_field, &ts, &id, &first, &MONITOR_CHUNK],
         )
         .await?;
         let fetched = rows.len();
@@ -193,18 +164,8 @@ pub(super) async fn monitor_points(c: &Object, query: &MonitorQuery) -> StoreRes
                 out.truncated = true;
                 return Ok(out);
             }
-            let weight = query
-                .weight_field
-                .as_ref()
-                .and_then(|w| metadata.get(w))
-                .and_then(|v| numeric_value(v));
-            out.points.push(MonitorPoint {
-                id,
-                timestamp_ns,
-                y,
-                weight,
-                metadata,
-            });
+            let weight = query.weight_field.as_ref().and_then(|w| metadata.get(w)).and_then(|v| numeric_value(v));
+            out.points.push(MonitorPoint { id, timestamp_ns, y, weight, metadata });
         }
         if (fetched as i64) < MONITOR_CHUNK {
             return Ok(out);
@@ -212,10 +173,7 @@ pub(super) async fn monitor_points(c: &Object, query: &MonitorQuery) -> StoreRes
     }
 }
 
-pub(super) async fn stage_histogram(
-    c: &Object,
-    query: &StageHistogramQuery,
-) -> StoreResult<Vec<StageBucket>> {
+pub(super) async fn stage_histogram(c: &Object, query: &StageHistogramQuery) -> StoreResult<Vec<StageBucket>> {
     let bucket_ns = query.bucket_ns.max(1);
     let rows = q(
         c,

@@ -19,7 +19,7 @@
 //! same way; only when retries are exhausted does the caller get `Unavailable` (the client
 //! retries the export).
 
-use crate::rows::{append_new_parents, worst, unique_in_order, to_json, log_hash};
+use crate::rows::{append_new_parents, log_hash, to_json, unique_in_order, worst};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
@@ -54,10 +54,7 @@ impl From<StoreError> for TxError {
 }
 
 /// Apply `batch` atomically; see the module comment.
-pub(super) async fn apply_batch(
-    client: &mut Object,
-    batch: &WriteBatch,
-) -> StoreResult<WriteOutcome> {
+pub(super) async fn apply_batch(client: &mut Object, batch: &WriteBatch) -> StoreResult<WriteOutcome> {
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -69,9 +66,7 @@ pub(super) async fn apply_batch(
                 // 23505: a row the plan saw missing was inserted by a concurrent writer (the
                 // plain INSERTs below rely on the locked picture instead of ON CONFLICT, which
                 // costs a speculative insertion per row); 40P01/40001: deadlock/serialization.
-                let conflict = e
-                    .code()
-                    .is_some_and(|c| matches!(c.code(), "23505" | "40P01" | "40001"));
+                let conflict = e.code().is_some_and(|c| matches!(c.code(), "23505" | "40P01" | "40001"));
                 if !conflict {
                     return Err(map_pg(e));
                 }
@@ -260,10 +255,7 @@ impl<'b> Plan<'b> {
     }
 
     fn operation(&mut self, o: &'b OperationRecorded) {
-        let owner = self
-            .rows
-            .get(&o.entity_id)
-            .map(|r| r.instrument_id.as_str());
+        let owner = self.rows.get(&o.entity_id).map(|r| r.instrument_id.as_str());
         if owner.is_some_and(|i| i != o.instrument_id) {
             self.out.instrument_conflicts += 1;
             return;
@@ -276,11 +268,7 @@ impl<'b> Plan<'b> {
         self.out.operations_inserted += 1;
         self.note_instrument(&o.instrument_id);
         // Only a helix.error event marks the entity; an ERROR span status fails the operation row.
-        let entity_status = if o.marks_entity_error() {
-            Status::Error
-        } else {
-            Status::Ok
-        };
+        let entity_status = if o.marks_entity_error() { Status::Error } else { Status::Ok };
         match self.rows.get_mut(&o.entity_id) {
             None => {
                 self.rows.insert(
@@ -320,8 +308,7 @@ impl<'b> Plan<'b> {
 }
 
 /// Columns of `entities` read into an `EntityRow`, in `stored_row` order.
-const LOCK_ENTITIES: &str =
-    "SELECT id, instrument_id, trace_id, span_id, timestamp_ns, end_ns, stage, service_name,
+const LOCK_ENTITIES: &str = "SELECT id, instrument_id, trace_id, span_id, timestamp_ns, end_ns, stage, service_name,
         process_name, status, placeholder, parent_ids, metadata::text
  FROM entities WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE";
 
@@ -339,9 +326,8 @@ fn stored_row(r: &tokio_postgres::Row) -> StoreResult<(String, EntityRow)> {
             stage: r.get(6),
             service_name: r.get(7),
             process_name: r.get(8),
-            status: Status::parse(&status).ok_or_else(|| {
-                StoreError::Internal(format!("corrupt status {status:?} in database"))
-            })?,
+            status: Status::parse(&status)
+                .ok_or_else(|| StoreError::Internal(format!("corrupt status {status:?} in database")))?,
             placeholder: r.get(10),
             parent_ids: r.get(11),
             metadata: serde_json::from_str(&metadata)
@@ -353,10 +339,7 @@ fn stored_row(r: &tokio_postgres::Row) -> StoreResult<(String, EntityRow)> {
 }
 
 /// One attempt; `Ok(None)` when a concurrent writer made the plan stale (rolled back).
-async fn try_apply(
-    client: &mut Object,
-    batch: &WriteBatch,
-) -> Result<Option<WriteOutcome>, TxError> {
+async fn try_apply(client: &mut Object, batch: &WriteBatch) -> Result<Option<WriteOutcome>, TxError> {
     let tx = client.transaction().await?;
 
     // ---- 1. what is stored already --------------------------------------------------------
@@ -384,9 +367,7 @@ async fn try_apply(
         }
     }
     if !op_spans.is_empty() {
-        let stmt = tx
-            .prepare_cached("SELECT span_id FROM entity_operations WHERE span_id = ANY($1::text[])")
-            .await?;
+        let stmt = tx.prepare_cached("SELECT span_id FROM entity_operations WHERE span_id = ANY($1::text[])").await?;
         for r in tx.query(&stmt, &[&op_spans]).await? {
             plan.op_spans.insert(r.get(0));
         }
@@ -402,9 +383,7 @@ async fn try_apply(
         recreated.sort_unstable();
         recreated.dedup();
         let stmt = tx
-            .prepare_cached(
-                "SELECT entity_id, span_id FROM entity_creations WHERE entity_id = ANY($1::text[])",
-            )
+            .prepare_cached("SELECT entity_id, span_id FROM entity_creations WHERE entity_id = ANY($1::text[])")
             .await?;
         for r in tx.query(&stmt, &[&recreated]).await? {
             plan.creations.insert((r.get(0), r.get(1)));
@@ -433,12 +412,8 @@ async fn try_apply(
     // Events are counted in record order, for the metrics; duplicates (retries) count nothing.
     let mut seen = HashSet::new();
     for e in &plan.events {
-        if inserted_events.contains(&(e.span_id.as_str(), e.ordinal))
-            && seen.insert((e.span_id.as_str(), e.ordinal))
-        {
-            plan.out
-                .events_inserted
-                .push((e.instrument_id.clone(), e.is_error()));
+        if inserted_events.contains(&(e.span_id.as_str(), e.ordinal)) && seen.insert((e.span_id.as_str(), e.ordinal)) {
+            plan.out.events_inserted.push((e.instrument_id.clone(), e.is_error()));
         }
     }
     let log_instruments = write_logs(&tx, &plan.logs).await?;
@@ -501,8 +476,7 @@ impl<'a> EntityColumns<'a> {
     }
 }
 
-const UNNEST_ENTITIES: &str =
-    "unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[],
+const UNNEST_ENTITIES: &str = "unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[],
             $7::text[], $8::text[], $9::text[], $10::text[], $11::int8[], $12::text[], $13::bool[])
      AS u(id, instrument_id, trace_id, timestamp_ns, parent_ids, metadata, span_id, stage,
           service_name, process_name, end_ns, status, placeholder)";
@@ -510,10 +484,7 @@ const UNNEST_ENTITIES: &str =
 /// Binary COPY of rows the locked picture says are new: the fastest way in (no per-row
 /// parsing, no speculative insertion). A concurrent writer that inserted one of them first
 /// makes the COPY fail with a unique violation, and the batch is planned again.
-async fn copy_new_entities(
-    tx: &Transaction<'_>,
-    rows: &[(&String, &EntityRow)],
-) -> Result<(), TxError> {
+async fn copy_new_entities(tx: &Transaction<'_>, rows: &[(&String, &EntityRow)]) -> Result<(), TxError> {
     let sink = tx
         .copy_in(
             "COPY entities (id, instrument_id, trace_id, timestamp_ns, parent_ids, metadata, span_id, stage,
@@ -561,11 +532,7 @@ async fn copy_new_entities(
 
 /// Insert new rows and update changed stored ones.
 async fn write_entities(tx: &Transaction<'_>, plan: &Plan<'_>) -> Result<(), TxError> {
-    let mut sorted: Vec<(&String, &EntityRow)> = plan
-        .rows
-        .iter()
-        .filter(|(_, r)| !r.stored || r.changed)
-        .collect();
+    let mut sorted: Vec<(&String, &EntityRow)> = plan.rows.iter().filter(|(_, r)| !r.stored || r.changed).collect();
     sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let mut new_rows = Vec::new();
     let mut changed = EntityColumns::default();
@@ -630,22 +597,14 @@ async fn write_creations(tx: &Transaction<'_>, plan: &Plan<'_>) -> Result<bool, 
     Ok(n == pairs.len() as u64)
 }
 
-async fn write_edges(
-    tx: &Transaction<'_>,
-    edges: &mut [(String, String, i32)],
-) -> Result<(), TxError> {
+async fn write_edges(tx: &Transaction<'_>, edges: &mut [(String, String, i32)]) -> Result<(), TxError> {
     if edges.is_empty() {
         return Ok(());
     }
     edges.sort_unstable();
     // New edges only (a new child, or parents appended to parent_ids): COPY, like entities.
-    let sink = tx
-        .copy_in("COPY entity_parents (child_id, parent_id, position) FROM STDIN BINARY")
-        .await?;
-    let mut w = pin!(BinaryCopyInWriter::new(
-        sink,
-        &[Type::TEXT, Type::TEXT, Type::INT4]
-    ));
+    let sink = tx.copy_in("COPY entity_parents (child_id, parent_id, position) FROM STDIN BINARY").await?;
+    let mut w = pin!(BinaryCopyInWriter::new(sink, &[Type::TEXT, Type::TEXT, Type::INT4]));
     let mut last: Option<(&str, &str)> = None;
     for (child, parent, pos) in edges.iter() {
         if last == Some((child.as_str(), parent.as_str())) {
@@ -659,10 +618,7 @@ async fn write_edges(
 }
 
 /// `false` when a concurrent writer inserted one of the operations first.
-async fn write_operations(
-    tx: &Transaction<'_>,
-    ops: &mut [&OperationRecorded],
-) -> Result<bool, TxError> {
+async fn write_operations(tx: &Transaction<'_>, ops: &mut [&OperationRecorded]) -> Result<bool, TxError> {
     if ops.is_empty() {
         return Ok(true);
     }
@@ -752,34 +708,11 @@ async fn write_events<'e>(
              RETURNING span_id, ordinal",
         )
         .await?;
-    let rows = tx
-        .query(
-            &stmt,
-            &[
-                &instrument_id,
-                &entity_id,
-                &name,
-                &ts,
-                &metadata,
-                &trace_id,
-                &span_id,
-                &ordinal,
-            ],
-        )
-        .await?;
+    let rows =
+        tx.query(&stmt, &[&instrument_id, &entity_id, &name, &ts, &metadata, &trace_id, &span_id, &ordinal]).await?;
     // Map the returned keys back to borrowed ones so the caller can match without copies.
-    let by_key: HashMap<(&str, i32), &'e EntityEvent> = sorted
-        .iter()
-        .map(|e| {
-            (
-                (
-                    e.span_id.as_str(),
-                    i32::try_from(e.ordinal).unwrap_or(i32::MAX),
-                ),
-                *e,
-            )
-        })
-        .collect();
+    let by_key: HashMap<(&str, i32), &'e EntityEvent> =
+        sorted.iter().map(|e| ((e.span_id.as_str(), i32::try_from(e.ordinal).unwrap_or(i32::MAX)), *e)).collect();
     let mut out = HashSet::with_capacity(rows.len());
     for r in rows {
         let span: &str = r.get(0);
@@ -792,10 +725,7 @@ async fn write_events<'e>(
 }
 
 /// Insert logs; returns the instrument of each inserted record.
-async fn write_logs(
-    tx: &Transaction<'_>,
-    logs: &[&LogRecorded],
-) -> Result<Vec<Option<String>>, TxError> {
+async fn write_logs(tx: &Transaction<'_>, logs: &[&LogRecorded]) -> Result<Vec<Option<String>>, TxError> {
     if logs.is_empty() {
         return Ok(Vec::new());
     }
@@ -871,13 +801,7 @@ mod tests {
     fn array_literals_escape_quotes_and_backslashes() {
         assert_eq!(text_array_literal(&[]), "{}");
         assert_eq!(
-            text_array_literal(&[
-                "a".into(),
-                "b\"c".into(),
-                "d\\e".into(),
-                "{x,y}".into(),
-                "NULL".into()
-            ]),
+            text_array_literal(&["a".into(), "b\"c".into(), "d\\e".into(), "{x,y}".into(), "NULL".into()]),
             r#"{"a","b\"c","d\\e","{x,y}","NULL"}"#
         );
     }

@@ -2,7 +2,7 @@
 //! lookups the shared lineage walk (`crate::walk`) needs.
 
 use crate::filter::{common_clauses, Param};
-use crate::rows::{parse_string_vec, parse_metadata, parse_status};
+use crate::rows::{parse_metadata, parse_status, parse_string_vec};
 use std::collections::HashMap;
 
 use helix_model::{EntityEvent, LogRecorded, Metadata, SpanRef, Status};
@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use crate::walk::{self, LevelSource, WalkNode};
 use crate::{
-    cursor, Direction, Entity, EntityFilter, Graph, GraphNode, GraphQuery, Lineage, LineageQuery,
-    Operation, Page, PageRequest, StageSummary, StoreResult,
+    cursor, Direction, Entity, EntityFilter, Graph, GraphNode, GraphQuery, Lineage, LineageQuery, Operation, Page,
+    PageRequest, StageSummary, StoreResult,
 };
 
 // ---- decoding stored values -------------------------------------------------------------
@@ -27,21 +27,13 @@ fn page_limit(page: &PageRequest) -> usize {
 fn split_page<T>(mut rows: Vec<T>, limit: usize, cursor_of: impl Fn(&T) -> String) -> Page<T> {
     let more = rows.len() > limit;
     rows.truncate(limit);
-    let next_cursor = if more {
-        rows.last().map(cursor_of)
-    } else {
-        None
-    };
-    Page {
-        items: rows,
-        next_cursor,
-    }
+    let next_cursor = if more { rows.last().map(cursor_of) } else { None };
+    Page { items: rows, next_cursor }
 }
 
 // ---- entities -----------------------------------------------------------------------------
 
-const ENTITY_COLUMNS: &str =
-    "id, instrument_id, trace_id, span_id, timestamp_ns, end_ns, stage, service_name, \
+const ENTITY_COLUMNS: &str = "id, instrument_id, trace_id, span_id, timestamp_ns, end_ns, stage, service_name, \
      process_name, status, placeholder, parent_ids, metadata, created_at";
 
 /// An `entities` row as stored, before its JSON and enum columns are decoded.
@@ -105,10 +97,7 @@ impl RawEntity {
 
 pub(super) fn entity(conn: &Connection, id: &str) -> StoreResult<Option<Entity>> {
     let sql = format!("SELECT {ENTITY_COLUMNS} FROM entities WHERE id = ?1");
-    let raw = conn
-        .prepare_cached(&sql)?
-        .query_row([id], RawEntity::from_row)
-        .optional()?;
+    let raw = conn.prepare_cached(&sql)?.query_row([id], RawEntity::from_row).optional()?;
     raw.map(RawEntity::decode).transpose()
 }
 
@@ -120,10 +109,7 @@ pub(super) fn children_count(conn: &Connection, id: &str) -> StoreResult<u64> {
     Ok(n.max(0) as u64)
 }
 
-pub(super) fn span_refs(
-    conn: &Connection,
-    ids: &[String],
-) -> StoreResult<HashMap<String, SpanRef>> {
+pub(super) fn span_refs(conn: &Connection, ids: &[String]) -> StoreResult<HashMap<String, SpanRef>> {
     let mut stmt = conn.prepare_cached(
         "SELECT trace_id, span_id FROM entities
          WHERE id = ?1 AND placeholder = 0 AND trace_id IS NOT NULL AND span_id IS NOT NULL",
@@ -133,14 +119,7 @@ pub(super) fn span_refs(
         if out.contains_key(id) {
             continue;
         }
-        let found = stmt
-            .query_row([id], |r| {
-                Ok(SpanRef {
-                    trace_id: r.get(0)?,
-                    span_id: r.get(1)?,
-                })
-            })
-            .optional()?;
+        let found = stmt.query_row([id], |r| Ok(SpanRef { trace_id: r.get(0)?, span_id: r.get(1)? })).optional()?;
         if let Some(span) = found {
             out.insert(id.clone(), span);
         }
@@ -152,21 +131,13 @@ pub(super) fn span_refs(
 
 const EVENTS_CURSOR: &str = "events";
 
-pub(super) fn events(
-    conn: &Connection,
-    entity_id: &str,
-    page: &PageRequest,
-) -> StoreResult<Page<EntityEvent>> {
+pub(super) fn events(conn: &Connection, entity_id: &str, page: &PageRequest) -> StoreResult<Page<EntityEvent>> {
     let limit = page_limit(page);
     let after = match &page.cursor {
         None => None,
         Some(c) => {
             let p = cursor::decode(EVENTS_CURSOR, c, 3)?;
-            Some((
-                cursor::part_i64(&p, 0)?,
-                cursor::part_str(&p, 1)?,
-                cursor::part_i64(&p, 2)?,
-            ))
+            Some((cursor::part_i64(&p, 0)?, cursor::part_str(&p, 1)?, cursor::part_i64(&p, 2)?))
         }
     };
     let base = "SELECT instrument_id, entity_id, event_name, timestamp_ns, metadata, trace_id, span_id, ordinal
@@ -193,13 +164,8 @@ pub(super) fn events(
             .query_map(rusqlite::params![entity_id, (limit + 1) as i64], map)?
             .collect::<Result<_, _>>()?,
         Some((ts, span, ord)) => conn
-            .prepare_cached(&format!(
-                "{base} AND (timestamp_ns, span_id, ordinal) > (?3, ?4, ?5) {order}"
-            ))?
-            .query_map(
-                rusqlite::params![entity_id, (limit + 1) as i64, ts, span, ord],
-                map,
-            )?
+            .prepare_cached(&format!("{base} AND (timestamp_ns, span_id, ordinal) > (?3, ?4, ?5) {order}"))?
+            .query_map(rusqlite::params![entity_id, (limit + 1) as i64, ts, span, ord], map)?
             .collect::<Result<_, _>>()?,
     };
     let rows = raw
@@ -212,22 +178,14 @@ pub(super) fn events(
     Ok(split_page(rows, limit, |e| {
         cursor::encode(
             EVENTS_CURSOR,
-            vec![
-                Value::from(e.timestamp_ns),
-                Value::from(e.span_id.clone()),
-                Value::from(e.ordinal),
-            ],
+            vec![Value::from(e.timestamp_ns), Value::from(e.span_id.clone()), Value::from(e.ordinal)],
         )
     }))
 }
 
 const OPERATIONS_CURSOR: &str = "operations";
 
-pub(super) fn operations(
-    conn: &Connection,
-    entity_id: &str,
-    page: &PageRequest,
-) -> StoreResult<Page<Operation>> {
+pub(super) fn operations(conn: &Connection, entity_id: &str, page: &PageRequest) -> StoreResult<Page<Operation>> {
     let limit = page_limit(page);
     let after = match &page.cursor {
         None => None,
@@ -240,19 +198,7 @@ pub(super) fn operations(
                        service_name, metadata, created_at
                 FROM entity_operations WHERE entity_id = ?1";
     let order = "ORDER BY timestamp_ns, span_id LIMIT ?2";
-    type RawOp = (
-        String,
-        String,
-        String,
-        String,
-        String,
-        i64,
-        i64,
-        String,
-        Option<String>,
-        String,
-        String,
-    );
+    type RawOp = (String, String, String, String, String, i64, i64, String, Option<String>, String, String);
     let map = |r: &Row<'_>| -> rusqlite::Result<RawOp> {
         Ok((
             r.get(0)?,
@@ -274,52 +220,30 @@ pub(super) fn operations(
             .query_map(rusqlite::params![entity_id, (limit + 1) as i64], map)?
             .collect::<Result<_, _>>()?,
         Some((ts, span)) => conn
-            .prepare_cached(&format!(
-                "{base} AND (timestamp_ns, span_id) > (?3, ?4) {order}"
-            ))?
-            .query_map(
-                rusqlite::params![entity_id, (limit + 1) as i64, ts, span],
-                map,
-            )?
+            .prepare_cached(&format!("{base} AND (timestamp_ns, span_id) > (?3, ?4) {order}"))?
+            .query_map(rusqlite::params![entity_id, (limit + 1) as i64, ts, span], map)?
             .collect::<Result<_, _>>()?,
     };
     let rows = raw
         .into_iter()
-        .map(
-            |(
+        .map(|(entity_id, instrument_id, operation, trace_id, span_id, ts, dur, status, service, md, created)| {
+            Ok(Operation {
                 entity_id,
                 instrument_id,
                 operation,
                 trace_id,
                 span_id,
-                ts,
-                dur,
-                status,
-                service,
-                md,
-                created,
-            )| {
-                Ok(Operation {
-                    entity_id,
-                    instrument_id,
-                    operation,
-                    trace_id,
-                    span_id,
-                    timestamp_ns: ts,
-                    duration_ns: dur,
-                    status: parse_status(&status)?,
-                    service_name: service,
-                    metadata: parse_metadata(&md)?,
-                    created_at: created,
-                })
-            },
-        )
+                timestamp_ns: ts,
+                duration_ns: dur,
+                status: parse_status(&status)?,
+                service_name: service,
+                metadata: parse_metadata(&md)?,
+                created_at: created,
+            })
+        })
         .collect::<StoreResult<Vec<_>>>()?;
     Ok(split_page(rows, limit, |o| {
-        cursor::encode(
-            OPERATIONS_CURSOR,
-            vec![Value::from(o.timestamp_ns), Value::from(o.span_id.clone())],
-        )
+        cursor::encode(OPERATIONS_CURSOR, vec![Value::from(o.timestamp_ns), Value::from(o.span_id.clone())])
     }))
 }
 
@@ -353,17 +277,7 @@ impl LevelSource for Levels<'_> {
                     ))
                 })
                 .optional()?;
-            if let Some((
-                id,
-                instrument_id,
-                trace_id,
-                timestamp_ns,
-                parents,
-                stage,
-                status,
-                placeholder,
-            )) = raw
-            {
+            if let Some((id, instrument_id, trace_id, timestamp_ns, parents, stage, status, placeholder)) = raw {
                 out.push(WalkNode {
                     id,
                     instrument_id,
@@ -389,8 +303,7 @@ impl LevelSource for Levels<'_> {
         )?;
         let mut out = Vec::new();
         for id in ids {
-            let rows =
-                stmt.query_map([id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+            let rows = stmt.query_map([id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
             for child in rows {
                 out.push(child?);
             }
@@ -399,9 +312,7 @@ impl LevelSource for Levels<'_> {
     }
 
     fn keys(&mut self, ids: &[String]) -> StoreResult<Vec<(i64, String)>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT timestamp_ns FROM entities WHERE id = ?1")?;
+        let mut stmt = self.conn.prepare_cached("SELECT timestamp_ns FROM entities WHERE id = ?1")?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(ts) = stmt.query_row([id], |r| r.get::<_, i64>(0)).optional()? {
@@ -415,13 +326,7 @@ impl LevelSource for Levels<'_> {
 pub(super) fn lineage(conn: &Connection, q: &LineageQuery) -> StoreResult<Option<Lineage>> {
     let offset = walk::lineage_offset(q.cursor.as_deref())?;
     let limit = q.limit.max(1);
-    let walked = walk::walk(
-        &mut Levels { conn },
-        &q.root,
-        q.direction,
-        q.max_depth,
-        offset + limit,
-    )?;
+    let walked = walk::walk(&mut Levels { conn }, &q.root, q.direction, q.max_depth, offset + limit)?;
     Ok(walked.map(|nodes| walk::lineage_page(&q.root, q.direction, nodes, offset, limit)))
 }
 
@@ -432,14 +337,7 @@ pub(super) fn graph(conn: &Connection, id: &str, q: &GraphQuery) -> StoreResult<
     };
     // The root exists (the first walk found it), so the second walk finds it too unless it was
     // deleted in between; treat that as unknown.
-    let Some(down) = walk::walk(
-        &mut levels,
-        id,
-        Direction::Descendants,
-        Some(q.down),
-        q.limit,
-    )?
-    else {
+    let Some(down) = walk::walk(&mut levels, id, Direction::Descendants, Some(q.down), q.limit)? else {
         return Ok(None);
     };
     let (nodes, edges) = walk::graph_selection(up, down, q.limit);
@@ -453,25 +351,15 @@ pub(super) fn graph(conn: &Connection, id: &str, q: &GraphQuery) -> StoreResult<
             trace_id: n.trace_id.clone(),
             timestamp_ns: n.timestamp_ns,
             parent_ids: n.parent_ids.clone(),
-            metadata: md
-                .as_deref()
-                .map(parse_metadata)
-                .transpose()?
-                .unwrap_or_default(),
+            metadata: md.as_deref().map(parse_metadata).transpose()?.unwrap_or_default(),
             has_error: n.status == Status::Error,
         });
     }
     let edges = edges
         .into_iter()
-        .map(|(p, c)| crate::Edge {
-            source: nodes[p].id.clone(),
-            target: nodes[c].id.clone(),
-        })
+        .map(|(p, c)| crate::Edge { source: nodes[p].id.clone(), target: nodes[c].id.clone() })
         .collect();
-    Ok(Some(Graph {
-        nodes: out_nodes,
-        edges,
-    }))
+    Ok(Some(Graph { nodes: out_nodes, edges }))
 }
 
 // ---- search and summaries ---------------------------------------------------------------------
@@ -483,11 +371,7 @@ fn plain_json_key(key: &str) -> bool {
     !key.contains('"') && !key.contains('\\') && !key.chars().any(char::is_control)
 }
 
-pub(super) fn search(
-    conn: &Connection,
-    f: &EntityFilter,
-    page: &PageRequest,
-) -> StoreResult<Page<Entity>> {
+pub(super) fn search(conn: &Connection, f: &EntityFilter, page: &PageRequest) -> StoreResult<Page<Entity>> {
     let limit = page_limit(page);
     let mut sql = format!("SELECT {ENTITY_COLUMNS} FROM entities WHERE 1 = 1");
     let mut args: Vec<SqlValue> = Vec::new();
@@ -519,10 +403,7 @@ pub(super) fn search(
             bind(
                 &mut sql,
                 "json_extract(metadata, ?) = ?",
-                vec![
-                    SqlValue::Text(format!("$.\"{k}\"")),
-                    SqlValue::Text(v.clone()),
-                ],
+                vec![SqlValue::Text(format!("$.\"{k}\"")), SqlValue::Text(v.clone())],
             );
         } else {
             // Keys a JSON path cannot spell are matched by enumerating the object.
@@ -539,31 +420,18 @@ pub(super) fn search(
         bind(
             &mut sql,
             "(timestamp_ns < ? OR (timestamp_ns = ? AND id > ?))",
-            vec![
-                SqlValue::Integer(ts),
-                SqlValue::Integer(ts),
-                SqlValue::Text(id),
-            ],
+            vec![SqlValue::Integer(ts), SqlValue::Integer(ts), SqlValue::Text(id)],
         );
     }
     args.push(SqlValue::Integer((limit + 1) as i64));
-    sql.push_str(&format!(
-        " ORDER BY timestamp_ns DESC, id ASC LIMIT ?{}",
-        args.len()
-    ));
+    sql.push_str(&format!(" ORDER BY timestamp_ns DESC, id ASC LIMIT ?{}", args.len()));
     let raw: Vec<RawEntity> = conn
         .prepare_cached(&sql)?
         .query_map(rusqlite::params_from_iter(args), RawEntity::from_row)?
         .collect::<Result<_, _>>()?;
-    let rows = raw
-        .into_iter()
-        .map(RawEntity::decode)
-        .collect::<StoreResult<Vec<_>>>()?;
+    let rows = raw.into_iter().map(RawEntity::decode).collect::<StoreResult<Vec<_>>>()?;
     Ok(split_page(rows, limit, |e| {
-        cursor::encode(
-            SEARCH_CURSOR,
-            vec![Value::from(e.timestamp_ns), Value::from(e.id.clone())],
-        )
+        cursor::encode(SEARCH_CURSOR, vec![Value::from(e.timestamp_ns), Value::from(e.id.clone())])
     }))
 }
 
@@ -599,11 +467,7 @@ pub(super) fn stages(conn: &Connection, instrument_id: &str) -> StoreResult<Vec<
 
 const LOGS_CURSOR: &str = "logs";
 
-pub(super) fn logs(
-    conn: &Connection,
-    entity_id: &str,
-    page: &PageRequest,
-) -> StoreResult<Page<LogRecorded>> {
+pub(super) fn logs(conn: &Connection, entity_id: &str, page: &PageRequest) -> StoreResult<Page<LogRecorded>> {
     let limit = page_limit(page);
     // Row IDs are positive, so (i64::MIN, 0) sorts before every row: no separate first-page SQL.
     let (after_ts, after_id) = match &page.cursor {
@@ -652,13 +516,7 @@ pub(super) fn logs(
         })
         .collect::<StoreResult<Vec<_>>>()?;
     let page = split_page(rows, limit, |(l, id)| {
-        cursor::encode(
-            LOGS_CURSOR,
-            vec![Value::from(l.timestamp_ns), Value::from(*id)],
-        )
+        cursor::encode(LOGS_CURSOR, vec![Value::from(l.timestamp_ns), Value::from(*id)])
     });
-    Ok(Page {
-        items: page.items.into_iter().map(|(l, _)| l).collect(),
-        next_cursor: page.next_cursor,
-    })
+    Ok(Page { items: page.items.into_iter().map(|(l, _)| l).collect(), next_cursor: page.next_cursor })
 }

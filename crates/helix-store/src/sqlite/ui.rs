@@ -10,8 +10,8 @@ use serde_json::Value;
 
 use crate::rows::parse_metadata;
 use crate::{
-    cursor, numeric_value, EventQuery, MonitorPoint, MonitorPoints, MonitorQuery, Page,
-    PageRequest, StageBucket, StageHistogramQuery, StoreResult,
+    cursor, numeric_value, EventQuery, MonitorPoint, MonitorPoints, MonitorQuery, Page, PageRequest, StageBucket,
+    StageHistogramQuery, StoreResult,
 };
 
 const INSTRUMENT_EVENTS_CURSOR: &str = "instrument_events";
@@ -32,11 +32,7 @@ pub(super) fn instrument_events(
         sql.push_str(&text.replace('?', &format!("?{}", args.len())));
     };
     if let Some(i) = &q.instrument_id {
-        clause(
-            &mut sql,
-            " AND instrument_id = ?",
-            SqlValue::Text(i.clone()),
-        );
+        clause(&mut sql, " AND instrument_id = ?", SqlValue::Text(i.clone()));
     }
     if let Some(n) = &q.event_name {
         clause(&mut sql, " AND event_name = ?", SqlValue::Text(n.clone()));
@@ -49,16 +45,8 @@ pub(super) fn instrument_events(
     }
     if let Some(c) = &page.cursor {
         let p = cursor::decode(INSTRUMENT_EVENTS_CURSOR, c, 3)?;
-        let (ts, span, ord) = (
-            cursor::part_i64(&p, 0)?,
-            cursor::part_str(&p, 1)?,
-            cursor::part_i64(&p, 2)?,
-        );
-        clause(
-            &mut sql,
-            " AND (timestamp_ns, span_id, ordinal) < (?",
-            SqlValue::Integer(ts),
-        );
+        let (ts, span, ord) = (cursor::part_i64(&p, 0)?, cursor::part_str(&p, 1)?, cursor::part_i64(&p, 2)?);
+        clause(&mut sql, " AND (timestamp_ns, span_id, ordinal) < (?", SqlValue::Integer(ts));
         clause(&mut sql, ", ?", SqlValue::Text(span));
         clause(&mut sql, ", ?)", SqlValue::Integer(ord));
     }
@@ -98,20 +86,13 @@ pub(super) fn instrument_events(
         rows.last().map(|e| {
             cursor::encode(
                 INSTRUMENT_EVENTS_CURSOR,
-                vec![
-                    Value::from(e.timestamp_ns),
-                    Value::from(e.span_id.clone()),
-                    Value::from(e.ordinal),
-                ],
+                vec![Value::from(e.timestamp_ns), Value::from(e.span_id.clone()), Value::from(e.ordinal)],
             )
         })
     } else {
         None
     };
-    Ok(Page {
-        items: rows,
-        next_cursor,
-    })
+    Ok(Page { items: rows, next_cursor })
 }
 
 pub(super) fn numeric_fields(
@@ -126,10 +107,8 @@ pub(super) fn numeric_fields(
          WHERE instrument_id = ?1 AND placeholder = 0 AND timestamp_ns >= ?2 AND timestamp_ns < ?3
          ORDER BY timestamp_ns DESC LIMIT ?4",
     )?;
-    let rows = stmt.query_map(
-        rusqlite::params![instrument_id, from_ns, to_ns, sample as i64],
-        |r| r.get::<_, String>(0),
-    )?;
+    let rows =
+        stmt.query_map(rusqlite::params![instrument_id, from_ns, to_ns, sample as i64], |r| r.get::<_, String>(0))?;
     let mut keys = BTreeSet::new();
     for text in rows {
         let metadata = parse_metadata(&text?)?;
@@ -151,12 +130,7 @@ pub(super) fn monitor_points(conn: &Connection, q: &MonitorQuery) -> StoreResult
            AND EXISTS (SELECT 1 FROM json_each(entities.metadata) AS m WHERE m.key = ?4)
          ORDER BY timestamp_ns DESC, id ASC",
     )?;
-    let mut rows = stmt.query(rusqlite::params![
-        q.instrument_id,
-        q.from_ns,
-        q.to_ns,
-        q.y_field
-    ])?;
+    let mut rows = stmt.query(rusqlite::params![q.instrument_id, q.from_ns, q.to_ns, q.y_field])?;
     let mut out = MonitorPoints::default();
     while let Some(row) = rows.next()? {
         let metadata = parse_metadata(&row.get::<_, String>(2)?)?;
@@ -167,26 +141,13 @@ pub(super) fn monitor_points(conn: &Connection, q: &MonitorQuery) -> StoreResult
             out.truncated = true;
             break;
         }
-        let weight = q
-            .weight_field
-            .as_ref()
-            .and_then(|w| metadata.get(w))
-            .and_then(|v| numeric_value(v));
-        out.points.push(MonitorPoint {
-            id: row.get(0)?,
-            timestamp_ns: row.get(1)?,
-            y,
-            weight,
-            metadata,
-        });
+        let weight = q.weight_field.as_ref().and_then(|w| metadata.get(w)).and_then(|v| numeric_value(v));
+        out.points.push(MonitorPoint { id: row.get(0)?, timestamp_ns: row.get(1)?, y, weight, metadata });
     }
     Ok(out)
 }
 
-pub(super) fn stage_histogram(
-    conn: &Connection,
-    q: &StageHistogramQuery,
-) -> StoreResult<Vec<StageBucket>> {
+pub(super) fn stage_histogram(conn: &Connection, q: &StageHistogramQuery) -> StoreResult<Vec<StageBucket>> {
     let bucket_ns = q.bucket_ns.max(1);
     let rows = conn
         .prepare_cached(
@@ -196,18 +157,15 @@ pub(super) fn stage_histogram(
                AND timestamp_ns >= ?2 AND timestamp_ns < ?3
              GROUP BY stage, b ORDER BY stage, b",
         )?
-        .query_map(
-            rusqlite::params![q.instrument_id, q.from_ns, q.to_ns, bucket_ns],
-            |r| {
-                Ok(StageBucket {
-                    stage: r.get(0)?,
-                    // In-window rows give 0 <= b < (to - from) / bucket, which callers keep small.
-                    bucket: u32::try_from(r.get::<_, i64>(1)?.max(0)).unwrap_or(u32::MAX),
-                    count: r.get::<_, i64>(2)?.max(0) as u64,
-                    error_count: r.get::<_, i64>(3)?.max(0) as u64,
-                })
-            },
-        )?
+        .query_map(rusqlite::params![q.instrument_id, q.from_ns, q.to_ns, bucket_ns], |r| {
+            Ok(StageBucket {
+                stage: r.get(0)?,
+                // In-window rows give 0 <= b < (to - from) / bucket, which callers keep small.
+                bucket: u32::try_from(r.get::<_, i64>(1)?.max(0)).unwrap_or(u32::MAX),
+                count: r.get::<_, i64>(2)?.max(0) as u64,
+                error_count: r.get::<_, i64>(3)?.max(0) as u64,
+            })
+        })?
         .collect::<Result<_, _>>()?;
     Ok(rows)
 }

@@ -7,7 +7,9 @@ use std::collections::HashSet;
 use helix_model::{EntityCreated, EntityEvent, LogRecorded, Metadata, OperationRecorded, Status};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 
-use crate::rows::{append_new_parents, log_hash, parse_metadata, parse_status, parse_string_vec, to_json, unique_in_order, worst};
+use crate::rows::{
+    append_new_parents, log_hash, parse_metadata, parse_status, parse_string_vec, to_json, unique_in_order, worst,
+};
 use crate::{EntityCount, StoreResult, WriteBatch, WriteOutcome, WriteRecord};
 
 /// Apply `batch` atomically. On any error the transaction is dropped, i.e. rolled back, so no
@@ -17,15 +19,8 @@ pub(super) fn apply_batch(conn: &mut Connection, batch: &WriteBatch) -> StoreRes
     // instead of half-way through the batch on a lock upgrade.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // One ingest time for the whole batch, in the RFC 3339 form `created_at` uses.
-    let now: String = tx.query_row("SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now')", [], |r| {
-        r.get(0)
-    })?;
-    let mut w = Writer {
-        tx: &tx,
-        now: &now,
-        out: WriteOutcome::default(),
-        instruments: HashSet::new(),
-    };
+    let now: String = tx.query_row("SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now')", [], |r| r.get(0))?;
+    let mut w = Writer { tx: &tx, now: &now, out: WriteOutcome::default(), instruments: HashSet::new() };
     for record in &batch.records {
         match record {
             WriteRecord::Created(c) => w.created(c)?,
@@ -67,9 +62,8 @@ impl Writer<'_> {
     }
 
     fn record_instruments(&mut self) -> StoreResult<()> {
-        let mut stmt = self.tx.prepare_cached(
-            "INSERT OR IGNORE INTO instruments (instrument_id, created_at) VALUES (?1, ?2)",
-        )?;
+        let mut stmt =
+            self.tx.prepare_cached("INSERT OR IGNORE INTO instruments (instrument_id, created_at) VALUES (?1, ?2)")?;
         for id in &self.instruments {
             stmt.execute((id, self.now))?;
         }
@@ -143,9 +137,7 @@ impl Writer<'_> {
         // Later creation spans (upgrades, re-creations) are remembered so their retries are no-ops too.
         let first_time = self
             .tx
-            .prepare_cached(
-                "INSERT OR IGNORE INTO entity_creations (entity_id, span_id) VALUES (?1, ?2)",
-            )?
+            .prepare_cached("INSERT OR IGNORE INTO entity_creations (entity_id, span_id) VALUES (?1, ?2)")?
             .execute((&c.entity_id, &c.span_id))?
             == 1;
         if !first_time {
@@ -217,15 +209,10 @@ impl Writer<'_> {
         self.insert_events(&c.events)
     }
 
-    fn insert_edges(
-        &mut self,
-        child: &str,
-        parents: &[String],
-        first_position: usize,
-    ) -> StoreResult<()> {
-        let mut stmt = self
-            .tx
-            .prepare_cached("INSERT OR IGNORE INTO entity_parents (child_id, parent_id, position) VALUES (?1, ?2, ?3)")?;
+    fn insert_edges(&mut self, child: &str, parents: &[String], first_position: usize) -> StoreResult<()> {
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT OR IGNORE INTO entity_parents (child_id, parent_id, position) VALUES (?1, ?2, ?3)",
+        )?;
         for (i, p) in parents.iter().enumerate() {
             stmt.execute(rusqlite::params![child, p, (first_position + i) as i64])?;
         }
@@ -254,9 +241,7 @@ impl Writer<'_> {
                 e.ordinal,
             ])?;
             if inserted == 1 {
-                self.out
-                    .events_inserted
-                    .push((e.instrument_id.clone(), e.is_error()));
+                self.out.events_inserted.push((e.instrument_id.clone(), e.is_error()));
             }
         }
         Ok(())
@@ -299,11 +284,7 @@ impl Writer<'_> {
         self.out.operations_inserted += 1;
         self.note_instrument(&o.instrument_id);
         // Only a helix.error event marks the entity; an ERROR span status fails the operation row.
-        let entity_status = if o.marks_entity_error() {
-            Status::Error
-        } else {
-            Status::Ok
-        };
+        let entity_status = if o.marks_entity_error() { Status::Error } else { Status::Ok };
         if owner.is_none() {
             self.tx
                 .prepare_cached(
@@ -322,9 +303,7 @@ impl Writer<'_> {
                 ])?;
             self.out.placeholders_created += 1;
         } else if entity_status == Status::Error {
-            self.tx
-                .prepare_cached("UPDATE entities SET status = 'error' WHERE id = ?1")?
-                .execute([&o.entity_id])?;
+            self.tx.prepare_cached("UPDATE entities SET status = 'error' WHERE id = ?1")?.execute([&o.entity_id])?;
         }
         self.insert_events(&o.events)
     }
@@ -362,4 +341,3 @@ impl Writer<'_> {
         Ok(())
     }
 }
-

@@ -42,19 +42,11 @@ impl Drop for SchemaGuard {
     fn drop(&mut self) {
         let (url, schema) = (self.url.clone(), self.schema.clone());
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
             rt.block_on(async {
-                let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                    .await
-                    .ok()?;
+                let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.ok()?;
                 tokio::spawn(conn);
-                client
-                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                    .await
-                    .ok()
+                client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.ok()
             })
         })
         .join();
@@ -63,33 +55,21 @@ impl Drop for SchemaGuard {
 
 /// Options for a test store in `schema`: a small pool, no background retention.
 pub fn test_options(schema: &str) -> PostgresOptions {
-    PostgresOptions {
-        schema: Some(schema.to_owned()),
-        pool_size: 4,
-        retention: None,
-        ..Default::default()
-    }
+    PostgresOptions { schema: Some(schema.to_owned()), pool_size: 4, retention: None, ..Default::default() }
 }
 
 /// A fresh, migrated store in its own schema, and the guard that drops the schema.
 pub async fn fresh(tag: &str) -> (PostgresStore, SchemaGuard) {
     let url = pg_url();
     let schema = unique_schema(tag);
-    let store = PostgresStore::open(&url, test_options(&schema))
-        .await
-        .expect("open the PostgreSQL store");
+    let store = PostgresStore::open(&url, test_options(&schema)).await.expect("open the PostgreSQL store");
     (store, SchemaGuard { url, schema })
 }
 
 /// A plain connection with `search_path` set to `schema`, for looking at rows directly.
 pub async fn raw_client(schema: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls)
-        .await
-        .expect("connect");
+    let (client, conn) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls).await.expect("connect");
     tokio::spawn(conn);
-    client
-        .batch_execute(&format!("SET search_path = {schema}"))
-        .await
-        .expect("search_path");
+    client.batch_execute(&format!("SET search_path = {schema}")).await.expect("search_path");
     client
 }

@@ -32,36 +32,16 @@ const PAGE_PARAMS: &[&str] = &["limit", "cursor"];
 
 pub fn routes() -> Vec<Route> {
     vec![
-        Route {
-            method: Method::GET,
-            path: "/api/v1/entity/{id}",
-            query: ENTITY_PARAMS,
-            handler: get(entity),
-        },
-        Route {
-            method: Method::GET,
-            path: "/api/v1/entity/{id}/graph",
-            query: GRAPH_PARAMS,
-            handler: get(graph),
-        },
+        Route { method: Method::GET, path: "/api/v1/entity/{id}", query: ENTITY_PARAMS, handler: get(entity) },
+        Route { method: Method::GET, path: "/api/v1/entity/{id}/graph", query: GRAPH_PARAMS, handler: get(graph) },
         Route {
             method: Method::GET,
             path: "/api/v1/entity/{id}/operations",
             query: OPERATIONS_PARAMS,
             handler: get(operations),
         },
-        Route {
-            method: Method::GET,
-            path: "/api/v1/entity/{id}/events",
-            query: PAGE_PARAMS,
-            handler: get(events),
-        },
-        Route {
-            method: Method::GET,
-            path: "/api/v1/entity/{id}/logs",
-            query: PAGE_PARAMS,
-            handler: get(logs),
-        },
+        Route { method: Method::GET, path: "/api/v1/entity/{id}/events", query: PAGE_PARAMS, handler: get(events) },
+        Route { method: Method::GET, path: "/api/v1/entity/{id}/logs", query: PAGE_PARAMS, handler: get(logs) },
     ]
 }
 
@@ -75,31 +55,17 @@ fn unknown_entity(id: &str) -> ApiError {
 
 /// Loads the entity or answers 404.
 async fn known_entity(state: &ApiState, id: &str) -> ApiResult<Entity> {
-    state
-        .store
-        .entity(id)
-        .await?
-        .ok_or_else(|| unknown_entity(id))
+    state.store.entity(id).await?.ok_or_else(|| unknown_entity(id))
 }
 
 /// `GET /api/v1/entity/{id}`: every column plus `children_count`, with the first page of
 /// events and operations.
-async fn entity(
-    State(state): State<ApiState>,
-    EntityId(id): EntityId,
-    params: QueryParams,
-) -> ApiResult<Json<Value>> {
+async fn entity(State(state): State<ApiState>, EntityId(id): EntityId, params: QueryParams) -> ApiResult<Json<Value>> {
     params.allow(ENTITY_PARAMS)?;
     let entity = known_entity(&state, &id).await?;
     let children_count = state.store.children_count(&id).await?;
-    let events = state
-        .store
-        .events(&id, &PageRequest::first(EMBEDDED_ROWS))
-        .await?;
-    let operations = state
-        .store
-        .operations(&id, &PageRequest::first(EMBEDDED_ROWS))
-        .await?;
+    let events = state.store.events(&id, &PageRequest::first(EMBEDDED_ROWS)).await?;
+    let operations = state.store.operations(&id, &PageRequest::first(EMBEDDED_ROWS)).await?;
     let mut entity_json = to_json(&entity)?;
     if let Value::Object(fields) = &mut entity_json {
         fields.insert("children_count".to_owned(), Value::from(children_count));
@@ -107,24 +73,14 @@ async fn entity(
     let mut body = Map::new();
     body.insert("entity".to_owned(), entity_json);
     body.insert("events".to_owned(), to_json(&events.items)?);
-    body.insert(
-        "events_next_cursor".to_owned(),
-        to_json(&events.next_cursor)?,
-    );
+    body.insert("events_next_cursor".to_owned(), to_json(&events.next_cursor)?);
     body.insert("operations".to_owned(), to_json(&operations.items)?);
-    body.insert(
-        "operations_next_cursor".to_owned(),
-        to_json(&operations.next_cursor)?,
-    );
+    body.insert("operations_next_cursor".to_owned(), to_json(&operations.next_cursor)?);
     Ok(Json(Value::Object(body)))
 }
 
 /// `GET /api/v1/entity/{id}/graph` (compatible): ancestors `up` levels, descendants `down`.
-async fn graph(
-    State(state): State<ApiState>,
-    EntityId(id): EntityId,
-    params: QueryParams,
-) -> ApiResult<Json<Graph>> {
+async fn graph(State(state): State<ApiState>, EntityId(id): EntityId, params: QueryParams) -> ApiResult<Json<Graph>> {
     let params = params.allow_extra(GRAPH_PARAMS)?;
     let defaults = GraphQuery::default();
     let query = GraphQuery {
@@ -132,19 +88,13 @@ async fn graph(
         down: depth(&params, "down")?.unwrap_or(defaults.down),
         limit: params.limit(defaults.limit, MAX_GRAPH_NODES as usize)?,
     };
-    let graph = state
-        .store
-        .graph(&id, &query)
-        .await?
-        .ok_or_else(|| unknown_entity(&id))?;
+    let graph = state.store.graph(&id, &query).await?.ok_or_else(|| unknown_entity(&id))?;
     Ok(Json(graph))
 }
 
 fn depth(params: &QueryParams, name: &str) -> ApiResult<Option<u32>> {
     // The cap is far below u32::MAX, so the conversion cannot fail.
-    Ok(params
-        .count(name, 0, MAX_GRAPH_DEPTH)?
-        .map(|d| u32::try_from(d).unwrap_or(u32::MAX)))
+    Ok(params.count(name, 0, MAX_GRAPH_DEPTH)?.map(|d| u32::try_from(d).unwrap_or(u32::MAX)))
 }
 
 /// One row of the compatible `/operations` array: exactly these five fields.
@@ -177,20 +127,14 @@ fn creation_row(entity: &Entity) -> Option<CompatOperation<'_>> {
         trace_id,
         timestamp_ns: entity.timestamp_ns,
         // A creation without a recorded end (should not happen) reads as instantaneous.
-        duration_ns: entity
-            .end_ns
-            .map_or(0, |end| end.saturating_sub(entity.timestamp_ns).max(0)),
+        duration_ns: entity.end_ns.map_or(0, |end| end.saturating_sub(entity.timestamp_ns).max(0)),
         metadata: &entity.metadata,
     })
 }
 
 /// `GET /api/v1/entity/{id}/operations` (compatible): a bare array, oldest first, the
 /// creation first. Pages beyond the first are reached with the `x-next-cursor` header value.
-async fn operations(
-    State(state): State<ApiState>,
-    EntityId(id): EntityId,
-    params: QueryParams,
-) -> ApiResult<Response> {
+async fn operations(State(state): State<ApiState>, EntityId(id): EntityId, params: QueryParams) -> ApiResult<Response> {
     let params = params.allow_extra(OPERATIONS_PARAMS)?;
     let page_request = params.page(DEFAULT_PAGE, MAX_PAGE)?;
     let first_page = page_request.cursor.is_none();
@@ -205,24 +149,14 @@ async fn operations(
     }
     rows.extend(page.items.iter().map(CompatOperation::from));
     let mut response = Json(rows).into_response();
-    if let Some(cursor) = page
-        .next_cursor
-        .as_deref()
-        .and_then(|c| HeaderValue::from_str(c).ok())
-    {
-        response
-            .headers_mut()
-            .insert(HeaderName::from_static(NEXT_CURSOR_HEADER), cursor);
+    if let Some(cursor) = page.next_cursor.as_deref().and_then(|c| HeaderValue::from_str(c).ok()) {
+        response.headers_mut().insert(HeaderName::from_static(NEXT_CURSOR_HEADER), cursor);
     }
     Ok(response)
 }
 
 /// `GET /api/v1/entity/{id}/events`: `{"events": [...], "next_cursor": ...}`, oldest first.
-async fn events(
-    State(state): State<ApiState>,
-    EntityId(id): EntityId,
-    params: QueryParams,
-) -> ApiResult<Json<Value>> {
+async fn events(State(state): State<ApiState>, EntityId(id): EntityId, params: QueryParams) -> ApiResult<Json<Value>> {
     let params = params.allow(PAGE_PARAMS)?;
     let page_request = params.page(DEFAULT_PAGE, MAX_PAGE)?;
     known_entity(&state, &id).await?;
@@ -232,11 +166,7 @@ async fn events(
 
 /// `GET /api/v1/entity/{id}/logs`: correlated log records, oldest first. No 404 for an
 /// unknown entity: logs may name an entity whose creation never arrived.
-async fn logs(
-    State(state): State<ApiState>,
-    EntityId(id): EntityId,
-    params: QueryParams,
-) -> ApiResult<Json<Value>> {
+async fn logs(State(state): State<ApiState>, EntityId(id): EntityId, params: QueryParams) -> ApiResult<Json<Value>> {
     let params = params.allow(PAGE_PARAMS)?;
     let page_request = params.page(DEFAULT_PAGE, MAX_PAGE)?;
     let page = state.store.logs(&id, &page_request).await?;

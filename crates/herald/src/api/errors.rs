@@ -34,18 +34,8 @@ pub const ERROR_EVENT: &str = "helix.error";
 
 pub fn routes() -> Vec<Route> {
     vec![
-        Route {
-            method: Method::GET,
-            path: "/api/v1/events",
-            query: EVENTS_PARAMS,
-            handler: get(events),
-        },
-        Route {
-            method: Method::GET,
-            path: "/api/v1/errors",
-            query: ERRORS_PARAMS,
-            handler: get(errors),
-        },
+        Route { method: Method::GET, path: "/api/v1/events", query: EVENTS_PARAMS, handler: get(events) },
+        Route { method: Method::GET, path: "/api/v1/errors", query: ERRORS_PARAMS, handler: get(errors) },
     ]
 }
 
@@ -92,10 +82,7 @@ pub fn normalise_message(message: &str) -> String {
             }
         }
         if c.is_ascii_hexdigit() {
-            let run = chars[i..]
-                .iter()
-                .take_while(|d| d.is_ascii_hexdigit() || **d == '-')
-                .count();
+            let run = chars[i..].iter().take_while(|d| d.is_ascii_hexdigit() || **d == '-').count();
             let word = &chars[i..i + run];
             let starts_word = i == 0 || !chars[i - 1].is_alphanumeric();
             let ends_word = chars.get(i + run).is_none_or(|d| !d.is_alphanumeric());
@@ -109,13 +96,8 @@ pub fn normalise_message(message: &str) -> String {
         // A number (digits, optionally a fraction) not glued to a word before it.
         if c.is_ascii_digit() && (i == 0 || !chars[i - 1].is_alphabetic()) {
             let mut run = chars[i..].iter().take_while(|d| d.is_ascii_digit()).count();
-            if chars.get(i + run) == Some(&'.')
-                && chars.get(i + run + 1).is_some_and(char::is_ascii_digit)
-            {
-                run += 1 + chars[i + run + 1..]
-                    .iter()
-                    .take_while(|d| d.is_ascii_digit())
-                    .count();
+            if chars.get(i + run) == Some(&'.') && chars.get(i + run + 1).is_some_and(char::is_ascii_digit) {
+                run += 1 + chars[i + run + 1..].iter().take_while(|d| d.is_ascii_digit()).count();
             }
             out.push_str("<n>");
             i += run;
@@ -136,11 +118,7 @@ pub fn normalise_message(message: &str) -> String {
 
 /// The message of an error event (`message`, else `exception.message`, else empty).
 fn message_of(event: &EntityEvent) -> &str {
-    event
-        .metadata
-        .get("message")
-        .or_else(|| event.metadata.get("exception.message"))
-        .map_or("", String::as_str)
+    event.metadata.get("message").or_else(|| event.metadata.get("exception.message")).map_or("", String::as_str)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -196,10 +174,7 @@ pub fn group_errors(events: &[EntityEvent]) -> Vec<ErrorGroup> {
         group.entities_affected = ids.len() as u64;
     }
     groups.sort_by(|a, b| {
-        b.occurrences
-            .cmp(&a.occurrences)
-            .then(b.last_seen_ns.cmp(&a.last_seen_ns))
-            .then_with(|| a.class.cmp(&b.class))
+        b.occurrences.cmp(&a.occurrences).then(b.last_seen_ns.cmp(&a.last_seen_ns)).then_with(|| a.class.cmp(&b.class))
     });
     groups
 }
@@ -234,11 +209,11 @@ async fn errors(State(state): State<ApiState>, params: QueryParams) -> ApiResult
     let mut request = PageRequest::first(SCAN_PAGE);
     let partial = loop {
         let page = state.store.instrument_events(&query, &request).await?;
-        scanned.extend(page.items.into_iter().filter(|e| {
-            stage
-                .as_deref()
-                .is_none_or(|s| e.metadata.get("stage").map(String::as_str) == Some(s))
-        }));
+        scanned.extend(
+            page.items
+                .into_iter()
+                .filter(|e| stage.as_deref().is_none_or(|s| e.metadata.get("stage").map(String::as_str) == Some(s))),
+        );
         match page.next_cursor {
             None => break false,
             Some(_) if scanned.len() >= MAX_ERRORS_SCANNED => break true,
@@ -282,22 +257,10 @@ mod tests {
 
     #[test]
     fn messages_normalise_numbers_hex_and_quotes() {
-        assert_eq!(
-            normalise_message("file 123.h5 missing"),
-            "file <n>.h5 missing"
-        );
-        assert_eq!(
-            normalise_message("  timeout after  30s "),
-            "timeout after <n>s"
-        );
-        assert_eq!(
-            normalise_message("trace 4bf92f3577b34da6 failed"),
-            "trace <hex> failed"
-        );
-        assert_eq!(
-            normalise_message("no key 'abc' in \"x y\""),
-            "no key <s> in <s>"
-        );
+        assert_eq!(normalise_message("file 123.h5 missing"), "file <n>.h5 missing");
+        assert_eq!(normalise_message("  timeout after  30s "), "timeout after <n>s");
+        assert_eq!(normalise_message("trace 4bf92f3577b34da6 failed"), "trace <hex> failed");
+        assert_eq!(normalise_message("no key 'abc' in \"x y\""), "no key <s> in <s>");
         assert_eq!(normalise_message("low_snr_mask"), "low_snr_mask");
         assert_eq!(normalise_message("beam2 dead"), "beam2 dead");
         assert_eq!(normalise_message("dm 56.7 too high"), "dm <n> too high");
@@ -316,15 +279,7 @@ mod tests {
         assert_eq!(groups.len(), 2);
         let g = &groups[0];
         assert_eq!(g.class, "archive: file <n> missing");
-        assert_eq!(
-            (
-                g.occurrences,
-                g.entities_affected,
-                g.first_seen_ns,
-                g.last_seen_ns
-            ),
-            (3, 2, 15, 30)
-        );
+        assert_eq!((g.occurrences, g.entities_affected, g.first_seen_ns, g.last_seen_ns), (3, 2, 15, 30));
         assert_eq!(g.example_entities, ["c", "b"]);
         assert_eq!(g.sample_message, "file 2 missing");
         assert_eq!(groups[1].class, "search: file <n> missing");

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use helix_model::{EntityEvent, LogRecorded, SpanRef};
 use helix_store::{
-    Entity, EntityFilter, Graph, GraphQuery, Lineage, LineageQuery, Operation, Page, PageRequest,
-    StageSummary, Store, StoreError, StoreResult, WriteBatch, WriteOutcome,
+    Entity, EntityFilter, Graph, GraphQuery, Lineage, LineageQuery, Operation, Page, PageRequest, StageSummary, Store,
+    StoreError, StoreResult, WriteBatch, WriteOutcome,
 };
 
 use super::ApiState;
@@ -30,9 +30,7 @@ pub struct FakeStore {
 
 impl FakeStore {
     pub fn empty() -> Self {
-        FakeStore {
-            behaviour: Behaviour::Empty,
-        }
+        FakeStore { behaviour: Behaviour::Empty }
     }
 
     pub fn failing(behaviour: Behaviour) -> Self {
@@ -40,10 +38,7 @@ impl FakeStore {
     }
 
     pub fn state(self) -> ApiState {
-        ApiState {
-            store: Arc::new(self),
-            metrics: Arc::new(Metrics::new()),
-        }
+        ApiState { store: Arc::new(self), metrics: Arc::new(Metrics::new()) }
     }
 
     /// `Ok(value)` when empty, the configured error otherwise.
@@ -58,10 +53,7 @@ impl FakeStore {
 }
 
 fn empty_page<T>() -> Page<T> {
-    Page {
-        items: Vec::new(),
-        next_cursor: None,
-    }
+    Page { items: Vec::new(), next_cursor: None }
 }
 
 #[async_trait]
@@ -84,18 +76,10 @@ impl Store for FakeStore {
     async fn children_count(&self, _id: &str) -> StoreResult<u64> {
         self.answer(0)
     }
-    async fn events(
-        &self,
-        _entity_id: &str,
-        _page: &PageRequest,
-    ) -> StoreResult<Page<EntityEvent>> {
+    async fn events(&self, _entity_id: &str, _page: &PageRequest) -> StoreResult<Page<EntityEvent>> {
         self.answer(empty_page())
     }
-    async fn operations(
-        &self,
-        _entity_id: &str,
-        _page: &PageRequest,
-    ) -> StoreResult<Page<Operation>> {
+    async fn operations(&self, _entity_id: &str, _page: &PageRequest) -> StoreResult<Page<Operation>> {
         self.answer(empty_page())
     }
     async fn lineage(&self, _query: &LineageQuery) -> StoreResult<Option<Lineage>> {
@@ -104,11 +88,7 @@ impl Store for FakeStore {
     async fn graph(&self, _id: &str, _query: &GraphQuery) -> StoreResult<Option<Graph>> {
         self.answer(None)
     }
-    async fn search(
-        &self,
-        _filter: &EntityFilter,
-        _page: &PageRequest,
-    ) -> StoreResult<Page<Entity>> {
+    async fn search(&self, _filter: &EntityFilter, _page: &PageRequest) -> StoreResult<Page<Entity>> {
         self.answer(empty_page())
     }
     async fn instruments(&self) -> StoreResult<Vec<String>> {
@@ -136,10 +116,7 @@ impl Store for FakeStore {
     ) -> StoreResult<Vec<String>> {
         self.answer(Vec::new())
     }
-    async fn monitor_points(
-        &self,
-        _query: &helix_store::MonitorQuery,
-    ) -> StoreResult<helix_store::MonitorPoints> {
+    async fn monitor_points(&self, _query: &helix_store::MonitorQuery) -> StoreResult<helix_store::MonitorPoints> {
         self.answer(helix_store::MonitorPoints::default())
     }
     async fn stage_histogram(

@@ -15,24 +15,9 @@ pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
 
 pub fn routes() -> Vec<Route> {
     vec![
-        Route {
-            method: Method::GET,
-            path: "/healthz",
-            query: &[],
-            handler: get(healthz),
-        },
-        Route {
-            method: Method::GET,
-            path: "/readyz",
-            query: &[],
-            handler: get(readyz),
-        },
-        Route {
-            method: Method::GET,
-            path: "/metrics",
-            query: &[],
-            handler: get(metrics),
-        },
+        Route { method: Method::GET, path: "/healthz", query: &[], handler: get(healthz) },
+        Route { method: Method::GET, path: "/readyz", query: &[], handler: get(readyz) },
+        Route { method: Method::GET, path: "/metrics", query: &[], handler: get(metrics) },
     ]
 }
 
@@ -50,16 +35,10 @@ async fn healthz() -> &'static str {
 /// (unlike other store errors) because operators read this endpoint to learn what is wrong.
 async fn readyz(State(state): State<ApiState>) -> Response {
     match state.store.check_ready().await {
-        Ok(()) => {
-            Json(json!({ "status": "ready", "backend": state.store.backend() })).into_response()
-        }
+        Ok(()) => Json(json!({ "status": "ready", "backend": state.store.backend() })).into_response(),
         Err(err) => {
             tracing::warn!(error = %err, backend = state.store.backend(), "not ready");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "error": err.to_string() })),
-            )
-                .into_response()
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": err.to_string() }))).into_response()
         }
     }
 }
@@ -67,9 +46,6 @@ async fn readyz(State(state): State<ApiState>) -> Response {
 /// The Prometheus text exposition; public so the compatibility metrics listener serves it too.
 pub async fn metrics(State(state): State<ApiState>) -> Response {
     let mut response = state.metrics.render().into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(PROMETHEUS_CONTENT_TYPE),
-    );
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROMETHEUS_CONTENT_TYPE));
     response
 }

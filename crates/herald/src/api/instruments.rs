@@ -21,12 +21,7 @@ pub fn routes() -> Vec<Route> {
             query: INSTRUMENTS_PARAMS,
             handler: get(instruments),
         },
-        Route {
-            method: Method::GET,
-            path: "/api/v1/stages",
-            query: STAGES_PARAMS,
-            handler: get(stages),
-        },
+        Route { method: Method::GET, path: "/api/v1/stages", query: STAGES_PARAMS, handler: get(stages) },
     ]
 }
 
@@ -36,19 +31,13 @@ pub fn router() -> Router<ApiState> {
 
 /// `["CHIME", "MY_INST"]`: instruments that have sent data, sorted. Not paginated: the
 /// compatible shape is a bare array and instruments number in the tens.
-async fn instruments(
-    State(state): State<ApiState>,
-    params: QueryParams,
-) -> ApiResult<Json<Vec<String>>> {
+async fn instruments(State(state): State<ApiState>, params: QueryParams) -> ApiResult<Json<Vec<String>>> {
     params.allow_extra(INSTRUMENTS_PARAMS)?;
     Ok(Json(state.store.instruments().await?))
 }
 
 /// `[{"stage", "count", "error_count", "last_seen_ns"}]`; `[]` for an instrument with no data.
-async fn stages(
-    State(state): State<ApiState>,
-    params: QueryParams,
-) -> ApiResult<Json<Vec<StageSummary>>> {
+async fn stages(State(state): State<ApiState>, params: QueryParams) -> ApiResult<Json<Vec<StageSummary>>> {
     let params = params.allow(STAGES_PARAMS)?;
     let instrument = params.required("instrument")?;
     Ok(Json(state.store.stages(instrument).await?))

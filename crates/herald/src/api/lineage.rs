@@ -36,10 +36,7 @@ fn direction(params: &QueryParams) -> Result<Direction, ApiError> {
     match params.text("direction") {
         None | Some("ancestors") => Ok(Direction::Ancestors),
         Some("descendants") => Ok(Direction::Descendants),
-        Some(other) => Err(ApiError::bad(
-            "direction",
-            format!("`{other}` is not one of: ancestors, descendants"),
-        )),
+        Some(other) => Err(ApiError::bad("direction", format!("`{other}` is not one of: ancestors, descendants"))),
     }
 }
 
@@ -53,18 +50,13 @@ async fn lineage(
     let query = LineageQuery {
         direction: direction(&params)?,
         // The cap is far below u32::MAX, so the conversion cannot fail.
-        max_depth: params
-            .count("depth", 1, MAX_DEPTH)?
-            .map(|d| u32::try_from(d).unwrap_or(u32::MAX)),
+        max_depth: params.count("depth", 1, MAX_DEPTH)?.map(|d| u32::try_from(d).unwrap_or(u32::MAX)),
         limit: params.limit(DEFAULT_NODES, MAX_NODES)?,
         cursor: params.cursor()?,
         root: id,
     };
     match state.store.lineage(&query).await? {
         Some(lineage) => Ok(Json(lineage)),
-        None => Err(ApiError::NotFound(format!(
-            "entity `{}` not found",
-            query.root
-        ))),
+        None => Err(ApiError::NotFound(format!("entity `{}` not found", query.root))),
     }
 }

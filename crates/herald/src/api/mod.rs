@@ -47,9 +47,7 @@ pub struct Route {
 
 /// Builds a resource router from its route list; the only way routes get registered.
 fn router_from(routes: Vec<Route>) -> Router<ApiState> {
-    routes.into_iter().fold(Router::new(), |router, route| {
-        router.route(route.path, route.handler)
-    })
+    routes.into_iter().fold(Router::new(), |router, route| router.route(route.path, route.handler))
 }
 
 /// Every route of the API, in module order: what `app()` serves and the OpenAPI document lists.
@@ -114,10 +112,7 @@ pub enum ApiError {
 impl ApiError {
     /// A 400 naming `param`.
     pub fn bad(param: impl Into<String>, reason: impl Into<String>) -> Self {
-        ApiError::BadParam {
-            param: param.into(),
-            reason: reason.into(),
-        }
+        ApiError::BadParam { param: param.into(), reason: reason.into() }
     }
 
     pub fn status(&self) -> StatusCode {
@@ -154,16 +149,10 @@ impl IntoResponse for ApiError {
             ApiError::BadParam { .. } | ApiError::NotFound(_) => {}
         }
         let status = self.status();
-        let mut response = (
-            status,
-            Json(serde_json::json!({ "error": self.to_string() })),
-        )
-            .into_response();
+        let mut response = (status, Json(serde_json::json!({ "error": self.to_string() }))).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             // Tells well-behaved clients (and the UI) when to try again.
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }
@@ -183,10 +172,7 @@ mod tests {
     use super::*;
 
     async fn get(state: ApiState, uri: &str) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
-        let request = Request::builder()
-            .uri(uri)
-            .body(Body::empty())
-            .expect("request");
+        let request = Request::builder().uri(uri).body(Body::empty()).expect("request");
         let response = app(state).oneshot(request).await.expect("infallible");
         let (parts, body) = response.into_parts();
         let body = to_bytes(body, usize::MAX).await.expect("body").to_vec();
@@ -200,11 +186,8 @@ mod tests {
 
     #[tokio::test]
     async fn unavailable_store_is_503_with_retry_after() {
-        let (status, headers, body) = get(
-            FakeStore::failing(Behaviour::Unavailable).state(),
-            "/api/v1/instruments",
-        )
-        .await;
+        let (status, headers, body) =
+            get(FakeStore::failing(Behaviour::Unavailable).state(), "/api/v1/instruments").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(headers[header::RETRY_AFTER], "1");
         assert_eq!(error_message(&body), "store unavailable, retry later");
@@ -212,33 +195,22 @@ mod tests {
 
     #[tokio::test]
     async fn internal_store_errors_are_answered_generically() {
-        let (status, _, body) = get(
-            FakeStore::failing(Behaviour::Internal).state(),
-            "/api/v1/entity/x",
-        )
-        .await;
+        let (status, _, body) = get(FakeStore::failing(Behaviour::Internal).state(), "/api/v1/entity/x").await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(error_message(&body), "internal error");
     }
 
     #[tokio::test]
     async fn a_cursor_the_store_rejects_is_400_naming_cursor() {
-        let (status, _, body) = get(
-            FakeStore::failing(Behaviour::BadCursor).state(),
-            "/api/v1/entities?cursor=abc",
-        )
-        .await;
+        let (status, _, body) =
+            get(FakeStore::failing(Behaviour::BadCursor).state(), "/api/v1/entities?cursor=abc").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(error_message(&body).contains("`cursor`"));
     }
 
     #[tokio::test]
     async fn readyz_reports_the_reason_when_the_store_is_down() {
-        let (status, _, body) = get(
-            FakeStore::failing(Behaviour::Unavailable).state(),
-            "/readyz",
-        )
-        .await;
+        let (status, _, body) = get(FakeStore::failing(Behaviour::Unavailable).state(), "/readyz").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(error_message(&body).contains("database is locked"));
         let (status, _, body) = get(FakeStore::empty().state(), "/readyz").await;
@@ -249,11 +221,7 @@ mod tests {
 
     #[tokio::test]
     async fn healthz_answers_even_when_the_store_is_down() {
-        let (status, _, body) = get(
-            FakeStore::failing(Behaviour::Unavailable).state(),
-            "/healthz",
-        )
-        .await;
+        let (status, _, body) = get(FakeStore::failing(Behaviour::Unavailable).state(), "/healthz").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body, b"ok");
     }
@@ -262,19 +230,12 @@ mod tests {
     async fn metrics_use_the_prometheus_content_type() {
         let (status, headers, _) = get(FakeStore::empty().state(), "/metrics").await;
         assert_eq!(status, StatusCode::OK);
-        assert_eq!(
-            headers[header::CONTENT_TYPE],
-            health::PROMETHEUS_CONTENT_TYPE
-        );
+        assert_eq!(headers[header::CONTENT_TYPE], health::PROMETHEUS_CONTENT_TYPE);
     }
 
     #[tokio::test]
     async fn ids_with_control_characters_or_broken_encoding_are_400_naming_id() {
-        for uri in [
-            "/api/v1/entity/a%0Ab",
-            "/api/v1/entity/a%00b/graph",
-            "/api/v1/entity/%FF%FE/lineage",
-        ] {
+        for uri in ["/api/v1/entity/a%0Ab", "/api/v1/entity/a%00b/graph", "/api/v1/entity/%FF%FE/lineage"] {
             let (status, _, body) = get(FakeStore::empty().state(), uri).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
             assert!(error_message(&body).contains("`id`"), "{uri}");
@@ -302,11 +263,7 @@ mod tests {
         for (uri, named) in cases {
             let (status, _, body) = get(FakeStore::empty().state(), uri).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
-            assert!(
-                error_message(&body).contains(named),
-                "{uri}: {}",
-                error_message(&body)
-            );
+            assert!(error_message(&body).contains(named), "{uri}: {}", error_message(&body));
         }
     }
 
@@ -327,11 +284,7 @@ mod tests {
 
     #[tokio::test]
     async fn compatible_endpoints_ignore_parameters_they_do_not_know() {
-        let (status, _, body) = get(
-            FakeStore::empty().state(),
-            "/api/v1/instruments?_=1716200000",
-        )
-        .await;
+        let (status, _, body) = get(FakeStore::empty().state(), "/api/v1/instruments?_=1716200000").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body, b"[]");
     }

@@ -44,18 +44,8 @@ const MAX_Y_BINS: u64 = 2_000;
 
 pub fn routes() -> Vec<Route> {
     vec![
-        Route {
-            method: Method::GET,
-            path: "/api/v1/monitor/fields",
-            query: FIELDS_PARAMS,
-            handler: get(fields),
-        },
-        Route {
-            method: Method::GET,
-            path: "/api/v1/monitor/bins",
-            query: BINS_PARAMS,
-            handler: get(bins),
-        },
+        Route { method: Method::GET, path: "/api/v1/monitor/fields", query: FIELDS_PARAMS, handler: get(fields) },
+        Route { method: Method::GET, path: "/api/v1/monitor/bins", query: BINS_PARAMS, handler: get(bins) },
     ]
 }
 
@@ -66,9 +56,7 @@ pub fn router() -> Router<ApiState> {
 /// The compatible rule for metadata field names on the monitor.
 pub fn check_field(param: &str, name: &str) -> ApiResult<()> {
     let ok = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.');
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.');
     if ok {
         Ok(())
     } else {
@@ -77,21 +65,13 @@ pub fn check_field(param: &str, name: &str) -> ApiResult<()> {
 }
 
 /// `["dm", "snr"]`: numeric-valued metadata keys of the instrument's entities of the last 24 h.
-async fn fields(
-    State(state): State<ApiState>,
-    params: QueryParams,
-) -> ApiResult<Json<Vec<String>>> {
+async fn fields(State(state): State<ApiState>, params: QueryParams) -> ApiResult<Json<Vec<String>>> {
     let params = params.allow_extra(FIELDS_PARAMS)?;
     let instrument = params.required("instrument")?;
     let now = now_ns();
     let fields = state
         .store
-        .numeric_fields(
-            instrument,
-            now.saturating_sub(24 * HOUR_NS),
-            now.saturating_add(1),
-            FIELDS_SAMPLE,
-        )
+        .numeric_fields(instrument, now.saturating_sub(24 * HOUR_NS), now.saturating_add(1), FIELDS_SAMPLE)
         .await?
         .into_iter()
         // Keys the monitor cannot be asked about are not offered.
@@ -154,11 +134,7 @@ impl Grid {
         let span = (self.to_ns - self.from_ns) as f64;
         let t = (((ts - self.from_ns) as f64 / span) * f64::from(self.t_bins)) as u32;
         let y_span = self.y_max - self.y_min;
-        let row = if y_span > 0.0 {
-            (((y - self.y_min) / y_span) * f64::from(self.y_bins)) as u32
-        } else {
-            0
-        };
+        let row = if y_span > 0.0 { (((y - self.y_min) / y_span) * f64::from(self.y_bins)) as u32 } else { 0 };
         Some((t.min(self.t_bins - 1), row.min(self.y_bins - 1)))
     }
 }
@@ -186,16 +162,7 @@ pub fn bin_points(points: Vec<MonitorPoint>, grid: &Grid) -> (Vec<Bin>, f64) {
             None => {
                 cells.insert(
                     (t, y),
-                    Bin {
-                        t,
-                        y,
-                        weight,
-                        id: p.id,
-                        ts: p.timestamp_ns,
-                        yv: p.y,
-                        meta: p.metadata,
-                        count: 1,
-                    },
+                    Bin { t, y, weight, id: p.id, ts: p.timestamp_ns, yv: p.y, meta: p.metadata, count: 1 },
                 );
             }
         }
@@ -228,21 +195,11 @@ async fn bins(State(state): State<ApiState>, params: QueryParams) -> ApiResult<J
     let from_ms = params.i64("from_ms")?.unwrap_or(to_ms - 3_600_000);
     let span = to_ms.saturating_sub(from_ms);
     if !(MIN_WINDOW_MS..=MAX_WINDOW_MS).contains(&span) {
-        return Err(ApiError::bad(
-            "from_ms",
-            "window (to_ms - from_ms) must be between 5 minutes and 24 hours",
-        ));
+        return Err(ApiError::bad("from_ms", "window (to_ms - from_ms) must be between 5 minutes and 24 hours"));
     }
-    let (from_ns, to_ns) = (
-        from_ms.saturating_mul(NS_PER_MS),
-        to_ms.saturating_mul(NS_PER_MS),
-    );
-    let t_bins = params
-        .count("t_bins", 1, MAX_T_BINS)?
-        .unwrap_or(DEFAULT_T_BINS) as u32;
-    let y_bins = params
-        .count("y_bins", 1, MAX_Y_BINS)?
-        .unwrap_or(DEFAULT_Y_BINS) as u32;
+    let (from_ns, to_ns) = (from_ms.saturating_mul(NS_PER_MS), to_ms.saturating_mul(NS_PER_MS));
+    let t_bins = params.count("t_bins", 1, MAX_T_BINS)?.unwrap_or(DEFAULT_T_BINS) as u32;
+    let y_bins = params.count("y_bins", 1, MAX_Y_BINS)?.unwrap_or(DEFAULT_Y_BINS) as u32;
     let weight_field = params.text("weight_field");
     if let Some(w) = weight_field {
         check_field("weight_field", w)?;
@@ -262,13 +219,8 @@ async fn bins(State(state): State<ApiState>, params: QueryParams) -> ApiResult<J
             Some(f.to_owned())
         }
         None => {
-            let fields = state
-                .store
-                .numeric_fields(instrument, from_ns, to_ns, FIELDS_SAMPLE)
-                .await?;
-            fields
-                .into_iter()
-                .find(|k| check_field("y_field", k).is_ok())
+            let fields = state.store.numeric_fields(instrument, from_ns, to_ns, FIELDS_SAMPLE).await?;
+            fields.into_iter().find(|k| check_field("y_field", k).is_ok())
         }
     };
     let (points, truncated) = match &y_field {
@@ -290,38 +242,12 @@ async fn bins(State(state): State<ApiState>, params: QueryParams) -> ApiResult<J
     };
     let data_min = points.iter().map(|p| p.y).fold(f64::INFINITY, f64::min);
     let data_max = points.iter().map(|p| p.y).fold(f64::NEG_INFINITY, f64::max);
-    let lo = y_min.unwrap_or(if points.is_empty() {
-        y_min_default
-    } else {
-        data_min
-    });
-    let hi = y_max.unwrap_or(if points.is_empty() {
-        y_max_default
-    } else {
-        data_max
-    });
+    let lo = y_min.unwrap_or(if points.is_empty() { y_min_default } else { data_min });
+    let hi = y_max.unwrap_or(if points.is_empty() { y_max_default } else { data_max });
     let (lo, hi) = if lo > hi { (hi, lo) } else { (lo, hi) };
-    let grid = Grid {
-        from_ns,
-        to_ns,
-        t_bins,
-        y_bins,
-        y_min: lo,
-        y_max: hi,
-    };
+    let grid = Grid { from_ns, to_ns, t_bins, y_bins, y_min: lo, y_max: hi };
     let (bins, weight_max) = bin_points(points, &grid);
-    Ok(Json(HeatMap {
-        bins,
-        t_bins,
-        y_bins,
-        from_ns,
-        to_ns,
-        y_min: lo,
-        y_max: hi,
-        weight_max,
-        y_field,
-        truncated,
-    }))
+    Ok(Json(HeatMap { bins, t_bins, y_bins, from_ns, to_ns, y_min: lo, y_max: hi, weight_max, y_field, truncated }))
 }
 
 #[cfg(test)]
@@ -329,23 +255,10 @@ mod tests {
     use super::*;
 
     fn point(id: &str, ts: i64, y: f64, weight: Option<f64>) -> MonitorPoint {
-        MonitorPoint {
-            id: id.into(),
-            timestamp_ns: ts,
-            y,
-            weight,
-            metadata: Metadata::new(),
-        }
+        MonitorPoint { id: id.into(), timestamp_ns: ts, y, weight, metadata: Metadata::new() }
     }
 
-    const GRID: Grid = Grid {
-        from_ns: 0,
-        to_ns: 100,
-        t_bins: 10,
-        y_bins: 4,
-        y_min: 0.0,
-        y_max: 40.0,
-    };
+    const GRID: Grid = Grid { from_ns: 0, to_ns: 100, t_bins: 10, y_bins: 4, y_min: 0.0, y_max: 40.0 };
 
     #[test]
     fn each_cell_keeps_its_highest_weight_entity() {
@@ -361,10 +274,7 @@ mod tests {
             &GRID,
         );
         assert_eq!(weight_max, 9.0);
-        let cells: Vec<(u32, u32, &str, u64)> = bins
-            .iter()
-            .map(|b| (b.t, b.y, b.id.as_str(), b.count))
-            .collect();
+        let cells: Vec<(u32, u32, &str, u64)> = bins.iter().map(|b| (b.t, b.y, b.id.as_str(), b.count)).collect();
         // Ties keep the newest (first seen); the top edge belongs to the last row.
         assert_eq!(cells, [(1, 0, "heavy", 3), (9, 3, "other", 1)]);
     }

@@ -13,12 +13,7 @@ use super::{router_from, ApiState, Route};
 pub const DOCUMENT: &str = include_str!("openapi.json");
 
 pub fn routes() -> Vec<Route> {
-    vec![Route {
-        method: Method::GET,
-        path: "/api/openapi.json",
-        query: &[],
-        handler: get(document),
-    }]
+    vec![Route { method: Method::GET, path: "/api/openapi.json", query: &[], handler: get(document) }]
 }
 
 pub fn router() -> Router<ApiState> {
@@ -27,10 +22,7 @@ pub fn router() -> Router<ApiState> {
 
 async fn document() -> Response {
     let mut response = DOCUMENT.into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
@@ -56,8 +48,7 @@ mod tests {
         match value.get("$ref").and_then(Value::as_str) {
             Some(reference) => {
                 let pointer = reference.strip_prefix('#').expect("local reference");
-                doc.pointer(pointer)
-                    .unwrap_or_else(|| panic!("dangling reference {reference}"))
+                doc.pointer(pointer).unwrap_or_else(|| panic!("dangling reference {reference}"))
             }
             None => value,
         }
@@ -69,10 +60,7 @@ mod tests {
         paths
             .iter()
             .flat_map(|(path, item)| {
-                item.as_object()
-                    .expect("path item")
-                    .keys()
-                    .map(move |method| (method.to_uppercase(), path.clone()))
+                item.as_object().expect("path item").keys().map(move |method| (method.to_uppercase(), path.clone()))
             })
             .collect()
     }
@@ -81,10 +69,8 @@ mod tests {
     fn every_route_is_documented_and_every_documented_operation_is_routed() {
         let doc = doc();
         assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
-        let routed: BTreeSet<(String, String)> = routes()
-            .iter()
-            .map(|r| (r.method.as_str().to_owned(), r.path.to_owned()))
-            .collect();
+        let routed: BTreeSet<(String, String)> =
+            routes().iter().map(|r| (r.method.as_str().to_owned(), r.path.to_owned())).collect();
         assert_eq!(routed.len(), routes().len(), "a route is registered twice");
         assert_eq!(routed, documented_operations(&doc));
     }
@@ -95,40 +81,22 @@ mod tests {
         for route in routes() {
             let operation = &doc["paths"][route.path][route.method.as_str().to_lowercase()];
             let mut by_location: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-            for parameter in operation["parameters"]
-                .as_array()
-                .expect("parameters array")
-            {
+            for parameter in operation["parameters"].as_array().expect("parameters array") {
                 let parameter = resolve(&doc, parameter);
                 let location = parameter["in"].as_str().expect("in").to_owned();
                 let name = parameter["name"].as_str().expect("name").to_owned();
                 by_location.entry(location).or_default().insert(name);
             }
-            let accepted: BTreeSet<String> =
-                route.query.iter().map(|name| (*name).to_owned()).collect();
-            assert_eq!(
-                by_location.remove("query").unwrap_or_default(),
-                accepted,
-                "query of {}",
-                route.path
-            );
+            let accepted: BTreeSet<String> = route.query.iter().map(|name| (*name).to_owned()).collect();
+            assert_eq!(by_location.remove("query").unwrap_or_default(), accepted, "query of {}", route.path);
             let templated: BTreeSet<String> = route
                 .path
                 .split('/')
                 .filter_map(|segment| segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
                 .map(str::to_owned)
                 .collect();
-            assert_eq!(
-                by_location.remove("path").unwrap_or_default(),
-                templated,
-                "path of {}",
-                route.path
-            );
-            assert!(
-                by_location.is_empty(),
-                "unexpected parameter locations on {}",
-                route.path
-            );
+            assert_eq!(by_location.remove("path").unwrap_or_default(), templated, "path of {}", route.path);
+            assert!(by_location.is_empty(), "unexpected parameter locations on {}", route.path);
         }
     }
 
@@ -159,13 +127,8 @@ mod tests {
             .keys()
             .cloned()
             .collect();
-        let serialized: BTreeSet<String> = serde_json::to_value(sample)
-            .expect("serializes")
-            .as_object()
-            .expect("object")
-            .keys()
-            .cloned()
-            .collect();
+        let serialized: BTreeSet<String> =
+            serde_json::to_value(sample).expect("serializes").as_object().expect("object").keys().cloned().collect();
         assert_eq!(properties, serialized, "schema {schema}");
     }
 
@@ -237,13 +200,7 @@ mod tests {
                 attributes: Default::default(),
             },
         );
-        assert_schema_matches(
-            "Edge",
-            &Edge {
-                source: "a".into(),
-                target: "b".into(),
-            },
-        );
+        assert_schema_matches("Edge", &Edge { source: "a".into(), target: "b".into() });
         assert_schema_matches(
             "GraphNode",
             &GraphNode {
@@ -271,12 +228,7 @@ mod tests {
         );
         assert_schema_matches(
             "StageSummary",
-            &StageSummary {
-                stage: "s".into(),
-                count: 0,
-                error_count: 0,
-                last_seen_ns: 0,
-            },
+            &StageSummary { stage: "s".into(), count: 0, error_count: 0, last_seen_ns: 0 },
         );
     }
 
@@ -304,47 +256,28 @@ mod tests {
         let app = super::super::app(FakeStore::empty().state());
         for (method, path) in documented_operations(&doc) {
             let uri = concrete_uri(&doc, &path, &method.to_lowercase());
-            let request = Request::builder()
-                .method(method.as_str())
-                .uri(&uri)
-                .body(Body::empty())
-                .expect("request");
+            let request = Request::builder().method(method.as_str()).uri(&uri).body(Body::empty()).expect("request");
             let response = app.clone().oneshot(request).await.expect("infallible");
             let status = response.status();
-            let body = to_bytes(response.into_body(), usize::MAX)
-                .await
-                .expect("body");
+            let body = to_bytes(response.into_body(), usize::MAX).await.expect("body");
             assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}");
             // A routing miss is axum's bare 404; a handler's 404 always carries a JSON error.
             if status == StatusCode::NOT_FOUND {
                 let error: Value = serde_json::from_slice(&body).expect("handler 404s are JSON");
-                assert!(
-                    error["error"]
-                        .as_str()
-                        .is_some_and(|m| m.contains("not found")),
-                    "{method} {uri}"
-                );
+                assert!(error["error"].as_str().is_some_and(|m| m.contains("not found")), "{method} {uri}");
             }
-            assert!(
-                status.is_success() || status == StatusCode::NOT_FOUND,
-                "{method} {uri}: {status}"
-            );
+            assert!(status.is_success() || status == StatusCode::NOT_FOUND, "{method} {uri}: {status}");
         }
     }
 
     #[tokio::test]
     async fn the_document_is_served_as_json() {
         let app = super::super::app(FakeStore::empty().state());
-        let request = Request::builder()
-            .uri("/api/openapi.json")
-            .body(Body::empty())
-            .expect("request");
+        let request = Request::builder().uri("/api/openapi.json").body(Body::empty()).expect("request");
         let response = app.oneshot(request).await.expect("infallible");
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
-        let body = to_bytes(response.into_body(), usize::MAX)
-            .await
-            .expect("body");
+        let body = to_bytes(response.into_body(), usize::MAX).await.expect("body");
         assert_eq!(serde_json::from_slice::<Value>(&body).expect("json"), doc());
     }
 }

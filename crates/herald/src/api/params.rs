@@ -43,10 +43,7 @@ pub fn check_entity_id(id: &str) -> ApiResult<()> {
         return Err(ApiError::bad("id", "must not be empty"));
     }
     if id.len() > MAX_ID_BYTES {
-        return Err(ApiError::bad(
-            "id",
-            format!("longer than {MAX_ID_BYTES} bytes"),
-        ));
+        return Err(ApiError::bad("id", format!("longer than {MAX_ID_BYTES} bytes")));
     }
     if id.chars().any(char::is_control) {
         return Err(ApiError::bad("id", "contains a control character"));
@@ -74,12 +71,7 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
 impl QueryParams {
     #[cfg(test)]
     pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
-        QueryParams {
-            pairs: pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        }
+        QueryParams { pairs: pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect() }
     }
 
     /// Rejects names outside `allowed` (so a typo like `limt` is an error, not a silent
@@ -97,8 +89,7 @@ impl QueryParams {
     fn check(self, allowed: &[&str], strict: bool) -> ApiResult<Self> {
         let metas_allowed = allowed.contains(&META_WILDCARD);
         for (i, (name, value)) in self.pairs.iter().enumerate() {
-            let known = allowed.contains(&name.as_str())
-                || (metas_allowed && name.starts_with(META_PREFIX));
+            let known = allowed.contains(&name.as_str()) || (metas_allowed && name.starts_with(META_PREFIX));
             if !known {
                 if strict {
                     return Err(ApiError::bad(
@@ -111,16 +102,9 @@ impl QueryParams {
             if self.pairs[..i].iter().any(|(earlier, _)| earlier == name) {
                 return Err(ApiError::bad(name.clone(), "given more than once"));
             }
-            let max = if name == "cursor" {
-                MAX_CURSOR_BYTES
-            } else {
-                MAX_VALUE_BYTES
-            };
+            let max = if name == "cursor" { MAX_CURSOR_BYTES } else { MAX_VALUE_BYTES };
             if value.len() > max {
-                return Err(ApiError::bad(
-                    name.clone(),
-                    format!("longer than {max} bytes"),
-                ));
+                return Err(ApiError::bad(name.clone(), format!("longer than {max} bytes")));
             }
         }
         Ok(self)
@@ -138,17 +122,13 @@ impl QueryParams {
 
     /// A required text value.
     pub fn required(&self, name: &str) -> ApiResult<&str> {
-        self.text(name)
-            .ok_or_else(|| ApiError::bad(name, "required"))
+        self.text(name).ok_or_else(|| ApiError::bad(name, "required"))
     }
 
     /// An optional signed 64-bit integer (timestamps in ns).
     pub fn i64(&self, name: &str) -> ApiResult<Option<i64>> {
         self.text(name)
-            .map(|raw| {
-                raw.parse::<i64>()
-                    .map_err(|_| ApiError::bad(name, format!("`{raw}` is not an integer")))
-            })
+            .map(|raw| raw.parse::<i64>().map_err(|_| ApiError::bad(name, format!("`{raw}` is not an integer"))))
             .transpose()
     }
 
@@ -186,26 +166,17 @@ impl QueryParams {
             return Ok(None);
         };
         if cursor.len() > MAX_CURSOR_BYTES {
-            return Err(ApiError::bad(
-                "cursor",
-                format!("longer than {MAX_CURSOR_BYTES} bytes"),
-            ));
+            return Err(ApiError::bad("cursor", format!("longer than {MAX_CURSOR_BYTES} bytes")));
         }
         if !cursor.chars().all(|c| c.is_ascii_graphic()) {
-            return Err(ApiError::bad(
-                "cursor",
-                "malformed (cursors are printable ASCII)",
-            ));
+            return Err(ApiError::bad("cursor", "malformed (cursors are printable ASCII)"));
         }
         Ok(Some(cursor.to_owned()))
     }
 
     /// `limit` and `cursor` together.
     pub fn page(&self, default: usize, max: usize) -> ApiResult<PageRequest> {
-        Ok(PageRequest {
-            limit: self.limit(default, max)?,
-            cursor: self.cursor()?,
-        })
+        Ok(PageRequest { limit: self.limit(default, max)?, cursor: self.cursor()? })
     }
 
     /// Every `meta.KEY=VALUE` pair, in request order, as (KEY, VALUE). Values may be empty
@@ -217,16 +188,10 @@ impl QueryParams {
                 continue;
             };
             if key.is_empty() {
-                return Err(ApiError::bad(
-                    name.clone(),
-                    "metadata key must not be empty",
-                ));
+                return Err(ApiError::bad(name.clone(), "metadata key must not be empty"));
             }
             if key.chars().any(char::is_control) {
-                return Err(ApiError::bad(
-                    name.clone(),
-                    "metadata key contains a control character",
-                ));
+                return Err(ApiError::bad(name.clone(), "metadata key contains a control character"));
             }
             pairs.push((key.to_owned(), value.clone()));
         }
@@ -249,57 +214,36 @@ mod tests {
             let err = params.limit(100, 10_000).expect_err(bad);
             assert!(message(err).contains("`limit`"), "{bad}");
         }
-        assert_eq!(
-            QueryParams::from_pairs(&[("limit", "10000")])
-                .limit(100, 10_000)
-                .ok(),
-            Some(10_000)
-        );
+        assert_eq!(QueryParams::from_pairs(&[("limit", "10000")]).limit(100, 10_000).ok(), Some(10_000));
         assert_eq!(QueryParams::default().limit(100, 10_000).ok(), Some(100));
     }
 
     #[test]
     fn unknown_and_repeated_parameters_are_named() {
-        let err = QueryParams::from_pairs(&[("limt", "5")])
-            .allow(&["limit"])
-            .expect_err("unknown");
+        let err = QueryParams::from_pairs(&[("limt", "5")]).allow(&["limit"]).expect_err("unknown");
         assert!(message(err).contains("`limt`"));
-        let err = QueryParams::from_pairs(&[("limit", "5"), ("limit", "6")])
-            .allow(&["limit"])
-            .expect_err("twice");
+        let err = QueryParams::from_pairs(&[("limit", "5"), ("limit", "6")]).allow(&["limit"]).expect_err("twice");
         assert!(message(err).contains("`limit`"));
-        assert!(QueryParams::from_pairs(&[("_", "123")])
-            .allow_extra(&["limit"])
-            .is_ok());
+        assert!(QueryParams::from_pairs(&[("_", "123")]).allow_extra(&["limit"]).is_ok());
     }
 
     #[test]
     fn metadata_keys_must_be_non_empty() {
-        let params = QueryParams::from_pairs(&[("meta.", "x")])
-            .allow(&[META_WILDCARD])
-            .expect("allowed");
+        let params = QueryParams::from_pairs(&[("meta.", "x")]).allow(&[META_WILDCARD]).expect("allowed");
         assert!(message(params.metadata().expect_err("empty key")).contains("`meta.`"));
         let params = QueryParams::from_pairs(&[("meta.dm", "56.7"), ("meta.beam", "")]);
         assert_eq!(
             params.metadata().ok(),
-            Some(vec![
-                ("dm".to_owned(), "56.7".to_owned()),
-                ("beam".to_owned(), String::new())
-            ])
+            Some(vec![("dm".to_owned(), "56.7".to_owned()), ("beam".to_owned(), String::new())])
         );
     }
 
     #[test]
     fn cursor_must_be_printable_ascii() {
-        assert!(message(
-            QueryParams::from_pairs(&[("cursor", "a b")])
-                .cursor()
-                .expect_err("space")
-        )
-        .contains("`cursor`"));
-        assert!(QueryParams::from_pairs(&[("cursor", "abc123=")])
-            .cursor()
-            .is_ok());
+        assert!(
+            message(QueryParams::from_pairs(&[("cursor", "a b")]).cursor().expect_err("space")).contains("`cursor`")
+        );
+        assert!(QueryParams::from_pairs(&[("cursor", "abc123=")]).cursor().is_ok());
     }
 
     #[test]

@@ -16,25 +16,11 @@ use super::{router_from, ApiError, ApiResult, ApiState, Route};
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 10_000;
 
-const SEARCH_PARAMS: &[&str] = &[
-    "instrument",
-    "stage",
-    "status",
-    "from_ns",
-    "to_ns",
-    "q",
-    META_WILDCARD,
-    "limit",
-    "cursor",
-];
+const SEARCH_PARAMS: &[&str] =
+    &["instrument", "stage", "status", "from_ns", "to_ns", "q", META_WILDCARD, "limit", "cursor"];
 
 pub fn routes() -> Vec<Route> {
-    vec![Route {
-        method: Method::GET,
-        path: "/api/v1/entities",
-        query: SEARCH_PARAMS,
-        handler: get(search),
-    }]
+    vec![Route { method: Method::GET, path: "/api/v1/entities", query: SEARCH_PARAMS, handler: get(search) }]
 }
 
 pub fn router() -> Router<ApiState> {
@@ -46,8 +32,7 @@ fn filter(params: &QueryParams) -> ApiResult<EntityFilter> {
     let status = params
         .text("status")
         .map(|raw| {
-            Status::parse(raw)
-                .ok_or_else(|| ApiError::bad("status", format!("`{raw}` is not one of: ok, error")))
+            Status::parse(raw).ok_or_else(|| ApiError::bad("status", format!("`{raw}` is not one of: ok, error")))
         })
         .transpose()?;
     let from_ns = params.i64("from_ns")?;
@@ -111,11 +96,7 @@ mod tests {
     fn bad_status_and_inverted_window_name_their_parameter() {
         let err = filter(&QueryParams::from_pairs(&[("status", "failed")])).expect_err("status");
         assert!(err.to_string().contains("`status`"));
-        let err = filter(&QueryParams::from_pairs(&[
-            ("from_ns", "5"),
-            ("to_ns", "4"),
-        ]))
-        .expect_err("window");
+        let err = filter(&QueryParams::from_pairs(&[("from_ns", "5"), ("to_ns", "4")])).expect_err("window");
         assert!(err.to_string().contains("`from_ns`"));
         let err = filter(&QueryParams::from_pairs(&[("to_ns", "soon")])).expect_err("to_ns");
         assert!(err.to_string().contains("`to_ns`"));

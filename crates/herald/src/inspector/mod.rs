@@ -33,10 +33,7 @@ pub struct InspectorConfig {
 
 /// The UI's routes without deployment settings (no Grafana links).
 pub fn router() -> Router<ApiState> {
-    router_with(InspectorConfig {
-        grafana_url: None,
-        tempo_datasource: "tempo".to_owned(),
-    })
+    router_with(InspectorConfig { grafana_url: None, tempo_datasource: "tempo".to_owned() })
 }
 
 /// The UI's routes; merged with the JSON API on the API listener.
@@ -53,22 +50,10 @@ pub fn router_with(config: InspectorConfig) -> Router<ApiState> {
         .route("/monitor", page.clone())
         .route("/instruments", page.clone())
         .route("/instrument/{*name}", page)
-        .route(
-            "/ui/app.js",
-            get(|| async { asset(SCRIPT, "text/javascript; charset=utf-8") }),
-        )
-        .route(
-            "/ui/app.css",
-            get(|| async { asset(STYLE, "text/css; charset=utf-8") }),
-        )
-        .route(
-            "/favicon.ico",
-            get(|| async { asset(ICON, "image/svg+xml") }),
-        )
-        .route(
-            "/ui/favicon.svg",
-            get(|| async { asset(ICON, "image/svg+xml") }),
-        )
+        .route("/ui/app.js", get(|| async { asset(SCRIPT, "text/javascript; charset=utf-8") }))
+        .route("/ui/app.css", get(|| async { asset(STYLE, "text/css; charset=utf-8") }))
+        .route("/favicon.ico", get(|| async { asset(ICON, "image/svg+xml") }))
+        .route("/ui/favicon.svg", get(|| async { asset(ICON, "image/svg+xml") }))
 }
 
 /// The shell with the settings as a JSON data block (never executed: `application/json`),
@@ -78,40 +63,21 @@ fn render_shell(config: &InspectorConfig) -> String {
         "grafana_url": config.grafana_url,
         "tempo_datasource": config.tempo_datasource,
     });
-    let json = settings
-        .to_string()
-        .replace('<', "\\u003c")
-        .replace('>', "\\u003e")
-        .replace('&', "\\u0026");
+    let json = settings.to_string().replace('<', "\\u003c").replace('>', "\\u003e").replace('&', "\\u0026");
     SHELL.replace("{{SETTINGS}}", &json)
 }
 
 fn security_headers(headers: &mut HeaderMap) {
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("same-origin"),
-    );
-    headers.insert(
-        HeaderName::from_static("x-frame-options"),
-        HeaderValue::from_static("DENY"),
-    );
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    headers.insert(HeaderName::from_static("x-frame-options"), HeaderValue::from_static("DENY"));
 }
 
 fn html(body: String) -> Response {
     let mut response = (StatusCode::OK, body).into_response();
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     security_headers(headers);
     response
@@ -138,18 +104,11 @@ mod tests {
 
     async fn get_page(config: InspectorConfig, uri: &str) -> (StatusCode, HeaderMap, String) {
         let app = router_with(config).with_state(FakeStore::empty().state());
-        let request = Request::builder()
-            .uri(uri)
-            .body(Body::empty())
-            .expect("request");
+        let request = Request::builder().uri(uri).body(Body::empty()).expect("request");
         let response = app.oneshot(request).await.expect("infallible");
         let (parts, body) = response.into_parts();
         let body = to_bytes(body, usize::MAX).await.expect("body");
-        (
-            parts.status,
-            parts.headers,
-            String::from_utf8_lossy(&body).into_owned(),
-        )
+        (parts.status, parts.headers, String::from_utf8_lossy(&body).into_owned())
     }
 
     #[tokio::test]
@@ -167,10 +126,7 @@ mod tests {
             let (status, headers, body) = get_page(InspectorConfig::default(), uri).await;
             assert_eq!(status, StatusCode::OK, "{uri}");
             assert!(body.contains("<script src=\"/ui/app.js\""), "{uri}");
-            assert!(headers[header::CONTENT_SECURITY_POLICY]
-                .to_str()
-                .expect("ascii")
-                .contains("script-src 'self'"));
+            assert!(headers[header::CONTENT_SECURITY_POLICY].to_str().expect("ascii").contains("script-src 'self'"));
             // The shell never echoes the URL: nothing of the ID can reach the markup.
             assert!(!body.contains("img src"), "{uri}");
         }
@@ -191,18 +147,9 @@ mod tests {
     async fn assets_are_embedded_with_their_types() {
         let (status, headers, body) = get_page(InspectorConfig::default(), "/ui/app.js").await;
         assert_eq!(status, StatusCode::OK);
-        assert!(headers[header::CONTENT_TYPE]
-            .to_str()
-            .expect("ascii")
-            .starts_with("text/javascript"));
-        assert!(
-            !body.contains("innerHTML"),
-            "the script never parses data as HTML"
-        );
+        assert!(headers[header::CONTENT_TYPE].to_str().expect("ascii").starts_with("text/javascript"));
+        assert!(!body.contains("innerHTML"), "the script never parses data as HTML");
         let (_, headers, _) = get_page(InspectorConfig::default(), "/ui/app.css").await;
-        assert!(headers[header::CONTENT_TYPE]
-            .to_str()
-            .expect("ascii")
-            .starts_with("text/css"));
+        assert!(headers[header::CONTENT_TYPE].to_str().expect("ascii").starts_with("text/css"));
     }
 }

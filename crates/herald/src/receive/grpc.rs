@@ -73,10 +73,7 @@ pub async fn serve(
         .layer(tower::util::MapResponseLayer::new(malformed_is_invalid_argument))
         .add_service(traces)
         .add_service(logs)
-        .serve_with_incoming_shutdown(
-            tokio_stream_from(listener),
-            async move { shutdown.cancelled().await },
-        )
+        .serve_with_incoming_shutdown(tokio_stream_from(listener), async move { shutdown.cancelled().await })
         .await
 }
 

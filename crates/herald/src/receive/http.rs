@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
-use http_body_util::BodyExt;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
+use http_body_util::BodyExt;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
@@ -41,7 +41,9 @@ enum HttpError {
     UnsupportedType(String),
     #[error("unsupported content-encoding {0:?}; send gzip or no encoding")]
     UnsupportedEncoding(String),
-    #[error("request body is larger than the {0} bytes this herald accepts (HELIX_MAX_REQUEST_BYTES); send smaller batches")]
+    #[error(
+        "request body is larger than the {0} bytes this herald accepts (HELIX_MAX_REQUEST_BYTES); send smaller batches"
+    )]
     TooLarge(usize),
     #[error("could not read the request body: {0}")]
     BadBody(String),
@@ -61,9 +63,10 @@ impl IntoResponse for HttpError {
             HttpError::UnsupportedType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             HttpError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             HttpError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            HttpError::BadBody(_) | HttpError::BadGzip(_) | HttpError::BadProtobuf { .. } | HttpError::BadJson { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            HttpError::BadBody(_)
+            | HttpError::BadGzip(_)
+            | HttpError::BadProtobuf { .. }
+            | HttpError::BadJson { .. } => StatusCode::BAD_REQUEST,
             HttpError::Write(WriteError::Overloaded { .. }) => StatusCode::TOO_MANY_REQUESTS,
             HttpError::Write(e) if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::Write(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -161,7 +164,11 @@ fn body_of(headers: &HeaderMap, body: Bytes, max_bytes: usize) -> Result<(Encodi
     }
 }
 
-fn decode<T: Message + Default + DeserializeOwned>(encoding: Encoding, raw: &[u8], what: &'static str) -> Result<T, HttpError> {
+fn decode<T: Message + Default + DeserializeOwned>(
+    encoding: Encoding,
+    raw: &[u8],
+    what: &'static str,
+) -> Result<T, HttpError> {
     match encoding {
         Encoding::Protobuf => T::decode(raw).map_err(|e| HttpError::BadProtobuf { what, why: e.to_string() }),
         Encoding::Json => serde_json::from_slice(raw).map_err(|e| HttpError::BadJson { what, why: e.to_string() }),

@@ -38,7 +38,8 @@ pub fn with_database(url: &str, db: &str) -> String {
 }
 
 pub async fn connect(url: &str) -> Client {
-    let (client, conn) = tokio_postgres::connect(url, NoTls).await.unwrap_or_else(|e| panic!("connect to the test server: {e}"));
+    let (client, conn) =
+        tokio_postgres::connect(url, NoTls).await.unwrap_or_else(|e| panic!("connect to the test server: {e}"));
     tokio::spawn(conn);
     client
 }
@@ -53,7 +54,11 @@ pub struct TestDb {
 impl TestDb {
     pub async fn create(server_url: &str, tag: &str) -> TestDb {
         let name = format!("hx_{tag}_{}_{:08x}", std::process::id(), rand::random::<u32>());
-        connect(server_url).await.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create test database");
+        connect(server_url)
+            .await
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
         TestDb { url: with_database(server_url, &name), server_url: server_url.to_owned(), name }
     }
 
@@ -82,7 +87,6 @@ impl Drop for TestDb {
     }
 }
 
-
 /// A throw-away PostgreSQL cluster of the test's own (initdb from `HELIX_TEST_PG_BIN`, run as
 /// `HELIX_TEST_PG_USER`), so a test can stop and start the server without disturbing others.
 pub struct Cluster {
@@ -106,7 +110,10 @@ impl Cluster {
         let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
         let cluster = Cluster { bin, user, dir, port };
         cluster.chown();
-        cluster.run("initdb", &["-D", &cluster.data(), "-U", "helix", "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8"]);
+        cluster.run(
+            "initdb",
+            &["-D", &cluster.data(), "-U", "helix", "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8"],
+        );
         cluster.pg_ctl_start();
         cluster
     }
@@ -118,7 +125,12 @@ impl Cluster {
     fn chown(&self) {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } == 0 {
-            let ok = Command::new("chown").args(["-R", &self.user]).arg(self.dir.path()).status().map(|s| s.success()).unwrap_or(false);
+            let ok = Command::new("chown")
+                .args(["-R", &self.user])
+                .arg(self.dir.path())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
             assert!(ok, "chown of the cluster directory to {}", self.user);
         }
     }
@@ -172,7 +184,11 @@ impl Drop for Cluster {
         let data = self.data();
         // SAFETY: geteuid has no preconditions.
         let _ = if unsafe { libc::geteuid() } == 0 {
-            Command::new("runuser").args(["-u", &self.user, "--"]).arg(&exe).args(["-D", &data, "-m", "immediate", "stop"]).output()
+            Command::new("runuser")
+                .args(["-u", &self.user, "--"])
+                .arg(&exe)
+                .args(["-D", &data, "-m", "immediate", "stop"])
+                .output()
         } else {
             Command::new(&exe).args(["-D", &data, "-m", "immediate", "stop"]).output()
         };

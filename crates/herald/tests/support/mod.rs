@@ -61,7 +61,8 @@ impl Herald {
     }
 
     fn spawn(dir: Arc<TempDir>, options: HeraldOptions) -> Herald {
-        let db_url = options.db_url.clone().unwrap_or_else(|| format!("sqlite://{}", dir.path().join("herald.db").display()));
+        let db_url =
+            options.db_url.clone().unwrap_or_else(|| format!("sqlite://{}", dir.path().join("herald.db").display()));
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -187,7 +188,10 @@ impl Herald {
     pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         let text = reqwest::get(format!("http://{}/metrics", self.metrics)).await.unwrap().text().await.unwrap();
         text.lines()
-            .filter(|l| l.starts_with(name) && (l.as_bytes().get(name.len()) == Some(&b'{') || l.as_bytes().get(name.len()) == Some(&b' ')))
+            .filter(|l| {
+                l.starts_with(name)
+                    && (l.as_bytes().get(name.len()) == Some(&b'{') || l.as_bytes().get(name.len()) == Some(&b' '))
+            })
             .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
@@ -241,15 +245,23 @@ impl Pipeline {
                 .with_tonic()
                 .with_endpoint(herald.grpc_url())
                 .with_retry_policy(
-                    opentelemetry_otlp::RetryPolicy::default().with_max_retries(50).with_max_delay(Duration::from_millis(500)),
+                    opentelemetry_otlp::RetryPolicy::default()
+                        .with_max_retries(50)
+                        .with_max_delay(Duration::from_millis(500)),
                 )
                 .build(),
             Transport::HttpProtobuf | Transport::HttpJson => opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
                 .with_endpoint(format!("http://{}/v1/traces", herald.http))
-                .with_protocol(if matches!(transport, Transport::HttpJson) { Protocol::HttpJson } else { Protocol::HttpBinary })
+                .with_protocol(if matches!(transport, Transport::HttpJson) {
+                    Protocol::HttpJson
+                } else {
+                    Protocol::HttpBinary
+                })
                 .with_retry_policy(
-                    opentelemetry_otlp::RetryPolicy::default().with_max_retries(50).with_max_delay(Duration::from_millis(500)),
+                    opentelemetry_otlp::RetryPolicy::default()
+                        .with_max_retries(50)
+                        .with_max_delay(Duration::from_millis(500)),
                 )
                 .build(),
         }
@@ -281,7 +293,12 @@ impl Pipeline {
         if !parents.is_empty() {
             attrs.push(KeyValue::new("helix.parent.ids", parents.join(",")));
         }
-        let span = self.tracer.span_builder(stage.to_owned()).with_kind(SpanKind::Internal).with_attributes(attrs).start(&self.tracer);
+        let span = self
+            .tracer
+            .span_builder(stage.to_owned())
+            .with_kind(SpanKind::Internal)
+            .with_attributes(attrs)
+            .start(&self.tracer);
         let cx = Context::current_with_span(span);
         extra(&cx.span());
         let sc = cx.span().span_context().clone();
@@ -294,12 +311,19 @@ impl Pipeline {
     }
 
     /// `operate(op, entity_id)`: a new root trace with the operation marker.
-    pub fn operate_with(&self, op: &str, id: &str, extra: impl FnOnce(&opentelemetry::trace::SpanRef<'_>)) -> SpanContext {
-        let attrs = vec![
-            KeyValue::new("helix.entity.id", id.to_owned()),
-            KeyValue::new("helix.entity.is_operation", "true"),
-        ];
-        let span = self.tracer.span_builder(op.to_owned()).with_attributes(attrs).start_with_context(&self.tracer, &Context::new());
+    pub fn operate_with(
+        &self,
+        op: &str,
+        id: &str,
+        extra: impl FnOnce(&opentelemetry::trace::SpanRef<'_>),
+    ) -> SpanContext {
+        let attrs =
+            vec![KeyValue::new("helix.entity.id", id.to_owned()), KeyValue::new("helix.entity.is_operation", "true")];
+        let span = self
+            .tracer
+            .span_builder(op.to_owned())
+            .with_attributes(attrs)
+            .start_with_context(&self.tracer, &Context::new());
         let cx = Context::current_with_span(span);
         extra(&cx.span());
         let sc = cx.span().span_context().clone();
@@ -326,7 +350,10 @@ impl Pipeline {
     /// Export everything ended so far; panics if the herald did not acknowledge it.
     pub async fn flush(&self) {
         let provider = self.provider.clone();
-        tokio::task::spawn_blocking(move || provider.force_flush()).await.unwrap().expect("force_flush: export acknowledged");
+        tokio::task::spawn_blocking(move || provider.force_flush())
+            .await
+            .unwrap()
+            .expect("force_flush: export acknowledged");
     }
 
     pub async fn shutdown(self) {
