@@ -7,8 +7,8 @@
 //! can call one directly while debugging.
 //!
 //! Atomicity of a failed commit cannot be provoked portably through the trait (every valid
-//! batch commits), so it is tested per backend: see the SQLite tests, which make the database
-//! reject one record of a batch and check that nothing of that batch is visible.
+//! batch commits): each backend's own tests make the database reject operations named `boom`
+//! (a trigger) and then run `failed_batch_leaves_no_partial_rows`.
 
 use std::any::Any;
 use std::collections::HashSet;
@@ -1417,4 +1417,28 @@ pub async fn stage_histogram_counts_per_stage_and_bucket(store: &dyn Store) {
             bucket("detect", 1, 1, 0),
         ]
     );
+}
+
+/// Atomicity of a failed commit, for a store whose database has been made to reject every
+/// operation named `boom`: nothing of a batch holding one is visible afterwards, and the same
+/// records without it commit.
+pub async fn failed_batch_leaves_no_partial_rows(store: &dyn Store) {
+    let mut failing = creation("a1", &["p"], 0);
+    failing.status = Status::Error;
+    let batch = WriteBatch {
+        records: vec![
+            WriteRecord::Created(failing),
+            WriteRecord::Created(creation("a2", &["a1"], 1)),
+            WriteRecord::Operation(operation("a2", "boom", "boom-op", 2)),
+        ],
+    };
+    let err = store.write(&batch).await.unwrap_err();
+    assert!(matches!(err, StoreError::Internal(_)), "{err:?}");
+    assert!(store.entity("a1").await.unwrap().is_none());
+    assert!(store.entity("a2").await.unwrap().is_none());
+    assert_eq!(store.children_count("a1").await.unwrap(), 0);
+    assert!(store.instruments().await.unwrap().is_empty());
+    // The writer is still usable, and the same records without the rejected one go in.
+    let ok = WriteBatch { records: batch.records[..2].to_vec() };
+    assert_eq!(store.write(&ok).await.unwrap().entities_created.len(), 2);
 }

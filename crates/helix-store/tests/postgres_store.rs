@@ -6,7 +6,6 @@ mod postgres_support;
 
 use std::time::Duration;
 
-use helix_model::Status;
 use helix_store::conformance::{creation, event, log, operation};
 use helix_store::postgres::{migrate, RetentionConfig, SCHEMA_VERSION};
 use helix_store::{PostgresOptions, PostgresStore, Store, StoreError, WriteBatch, WriteRecord};
@@ -89,23 +88,7 @@ async fn failed_batch_leaves_no_partial_rows() {
         )
         .await
         .unwrap();
-    let mut failing = creation("a1", &["p"], 0);
-    failing.status = Status::Error;
-    let batch = WriteBatch {
-        records: vec![
-            WriteRecord::Created(failing),
-            WriteRecord::Created(creation("a2", &["a1"], 1)),
-            WriteRecord::Operation(operation("a2", "boom", "boom-op", 2)),
-        ],
-    };
-    let err = store.write(&batch).await.unwrap_err();
-    assert!(matches!(err, StoreError::Internal(_)), "{err:?}");
-    assert!(store.entity("a1").await.unwrap().is_none());
-    assert!(store.entity("a2").await.unwrap().is_none());
-    assert_eq!(store.children_count("a1").await.unwrap(), 0);
-    assert!(store.instruments().await.unwrap().is_empty());
-    let ok = WriteBatch { records: batch.records[..2].to_vec() };
-    assert_eq!(store.write(&ok).await.unwrap().entities_created.len(), 2);
+    helix_store::conformance::failed_batch_leaves_no_partial_rows(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

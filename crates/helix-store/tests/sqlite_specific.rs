@@ -4,8 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use helix_model::Status;
-use helix_store::conformance::{creation, operation};
+use helix_store::conformance::creation;
 use helix_store::sqlite::{migrate, SCHEMA_VERSION};
 use helix_store::{SqliteOptions, SqliteStore, Store, StoreError, WriteBatch, WriteRecord};
 use rusqlite::Connection;
@@ -126,24 +125,7 @@ async fn failed_batch_leaves_no_partial_rows() {
              BEGIN SELECT RAISE(ABORT, 'rejected for the test'); END",
         )
         .unwrap();
-    let mut failing = creation("a1", &["p"], 0);
-    failing.status = Status::Error;
-    let batch = WriteBatch {
-        records: vec![
-            WriteRecord::Created(failing),
-            WriteRecord::Created(creation("a2", &["a1"], 1)),
-            WriteRecord::Operation(operation("a2", "boom", "boom-op", 2)),
-        ],
-    };
-    let err = store.write(&batch).await.unwrap_err();
-    assert!(matches!(err, StoreError::Internal(_)), "{err:?}");
-    assert!(store.entity("a1").await.unwrap().is_none());
-    assert!(store.entity("a2").await.unwrap().is_none());
-    assert_eq!(store.children_count("a1").await.unwrap(), 0);
-    assert!(store.instruments().await.unwrap().is_empty());
-    // The writer is still usable, and the same records without the rejected one go in.
-    let ok = WriteBatch { records: batch.records[..2].to_vec() };
-    assert_eq!(store.write(&ok).await.unwrap().entities_created.len(), 2);
+    helix_store::conformance::failed_batch_leaves_no_partial_rows(&store).await;
 }
 
 #[tokio::test]

@@ -20,6 +20,24 @@ use crate::{
 
 // ---- decoding -----------------------------------------------------------------------------
 
+/// An `entity_events` row selected as `instrument_id, entity_id, event_name, timestamp_ns,
+/// metadata::text, trace_id, span_id, ordinal`.
+pub(super) fn event_from_row(r: &Row) -> StoreResult<EntityEvent> {
+    let md: String = r.get(4);
+    let ordinal: i32 = r.get(7);
+    Ok(EntityEvent {
+        instrument_id: r.get(0),
+        entity_id: r.get(1),
+        event_name: r.get(2),
+        timestamp_ns: r.get(3),
+        metadata: parse_metadata(&md)?,
+        trace_id: r.get(5),
+        span_id: r.get(6),
+        // Stored from a u32; a negative value would be a corrupt row.
+        ordinal: u32::try_from(ordinal).map_err(|_| StoreError::Internal(format!("corrupt ordinal {ordinal}")))?,
+    })
+}
+
 /// Page size actually used: at least one row so that a cursor always makes progress.
 fn page_limit(page: &PageRequest) -> usize {
     page.limit.max(1)
@@ -128,25 +146,7 @@ pub(super) async fn events(c: &Object, entity_id: &str, page: &PageRequest) -> S
         &[&entity_id, &ts, &span, &ord, &fetch_limit(limit)],
     )
     .await?;
-    let items = rows
-        .iter()
-        .map(|r| {
-            let md: String = r.get(4);
-            let ordinal: i32 = r.get(7);
-            Ok(EntityEvent {
-                instrument_id: r.get(0),
-                entity_id: r.get(1),
-                event_name: r.get(2),
-                timestamp_ns: r.get(3),
-                metadata: parse_metadata(&md)?,
-                trace_id: r.get(5),
-                span_id: r.get(6),
-                // Stored from a u32; a negative value would be a corrupt row.
-                ordinal: u32::try_from(ordinal)
-                    .map_err(|_| StoreError::Internal(format!("corrupt ordinal {ordinal}")))?,
-            })
-        })
-        .collect::<StoreResult<Vec<_>>>()?;
+    let items = rows.iter().map(event_from_row).collect::<StoreResult<Vec<_>>>()?;
     Ok(split_page(items, limit, |e| {
         cursor::encode(
             EVENTS_CURSOR,

@@ -11,6 +11,7 @@ use serde_json::Value;
 use tokio_postgres::types::ToSql;
 
 use super::map_pg;
+use super::read::event_from_row;
 use crate::{
     cursor, numeric_value, EventQuery, MonitorPoint, MonitorPoints, MonitorQuery, Page, PageRequest, StageBucket,
     StageHistogramQuery, StoreError, StoreResult,
@@ -65,25 +66,7 @@ pub(super) async fn instrument_events(
     );
     let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect();
     let rows = q(c, &sql, &params).await?;
-    let mut items = rows
-        .iter()
-        .map(|r| {
-            let md: String = r.get(4);
-            let ordinal: i32 = r.get(7);
-            Ok(EntityEvent {
-                instrument_id: r.get(0),
-                entity_id: r.get(1),
-                event_name: r.get(2),
-                timestamp_ns: r.get(3),
-                metadata: parse_metadata(&md)?,
-                trace_id: r.get(5),
-                span_id: r.get(6),
-                // Stored from a u32; negative means a corrupt row.
-                ordinal: u32::try_from(ordinal)
-                    .map_err(|_| StoreError::Internal(format!("corrupt ordinal {ordinal}")))?,
-            })
-        })
-        .collect::<StoreResult<Vec<_>>>()?;
+    let mut items = rows.iter().map(event_from_row).collect::<StoreResult<Vec<_>>>()?;
     let more = items.len() > limit;
     items.truncate(limit);
     let next_cursor = if more {

@@ -95,6 +95,35 @@ impl RawEntity {
     }
 }
 
+/// An `entity_events` row selected as `instrument_id, entity_id, event_name, timestamp_ns,
+/// metadata, trace_id, span_id, ordinal`, with its metadata still as stored text (rusqlite's
+/// row closures cannot fail with our error type; `with_metadata` decodes it).
+pub(super) fn event_row(r: &Row<'_>) -> rusqlite::Result<(EntityEvent, String)> {
+    Ok((
+        EntityEvent {
+            instrument_id: r.get(0)?,
+            entity_id: r.get(1)?,
+            event_name: r.get(2)?,
+            timestamp_ns: r.get(3)?,
+            metadata: Metadata::new(),
+            trace_id: r.get(5)?,
+            span_id: r.get(6)?,
+            ordinal: r.get(7)?,
+        },
+        r.get(4)?,
+    ))
+}
+
+/// Events from `event_row`s, their metadata decoded.
+pub(super) fn with_metadata(raw: Vec<(EntityEvent, String)>) -> StoreResult<Vec<EntityEvent>> {
+    raw.into_iter()
+        .map(|(mut e, md)| {
+            e.metadata = parse_metadata(&md)?;
+            Ok(e)
+        })
+        .collect()
+}
+
 pub(super) fn entity(conn: &Connection, id: &str) -> StoreResult<Option<Entity>> {
     let sql = format!("SELECT {ENTITY_COLUMNS} FROM entities WHERE id = ?1");
     let raw = conn.prepare_cached(&sql)?.query_row([id], RawEntity::from_row).optional()?;
@@ -143,38 +172,17 @@ pub(super) fn events(conn: &Connection, entity_id: &str, page: &PageRequest) -> 
     let base = "SELECT instrument_id, entity_id, event_name, timestamp_ns, metadata, trace_id, span_id, ordinal
                 FROM entity_events WHERE entity_id = ?1";
     let order = "ORDER BY timestamp_ns, span_id, ordinal LIMIT ?2";
-    let map = |r: &Row<'_>| -> rusqlite::Result<(EntityEvent, String)> {
-        Ok((
-            EntityEvent {
-                instrument_id: r.get(0)?,
-                entity_id: r.get(1)?,
-                event_name: r.get(2)?,
-                timestamp_ns: r.get(3)?,
-                metadata: Metadata::new(),
-                trace_id: r.get(5)?,
-                span_id: r.get(6)?,
-                ordinal: r.get(7)?,
-            },
-            r.get(4)?,
-        ))
-    };
     let raw: Vec<(EntityEvent, String)> = match after {
         None => conn
             .prepare_cached(&format!("{base} {order}"))?
-            .query_map(rusqlite::params![entity_id, (limit + 1) as i64], map)?
+            .query_map(rusqlite::params![entity_id, (limit + 1) as i64], event_row)?
             .collect::<Result<_, _>>()?,
         Some((ts, span, ord)) => conn
             .prepare_cached(&format!("{base} AND (timestamp_ns, span_id, ordinal) > (?3, ?4, ?5) {order}"))?
-            .query_map(rusqlite::params![entity_id, (limit + 1) as i64, ts, span, ord], map)?
+            .query_map(rusqlite::params![entity_id, (limit + 1) as i64, ts, span, ord], event_row)?
             .collect::<Result<_, _>>()?,
     };
-    let rows = raw
-        .into_iter()
-        .map(|(mut e, md)| {
-            e.metadata = parse_metadata(&md)?;
-            Ok(e)
-        })
-        .collect::<StoreResult<Vec<_>>>()?;
+    let rows = with_metadata(raw)?;
     Ok(split_page(rows, limit, |e| {
         cursor::encode(
             EVENTS_CURSOR,

@@ -3,11 +3,12 @@
 
 use std::collections::BTreeSet;
 
-use helix_model::{EntityEvent, Metadata};
+use helix_model::EntityEvent;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::Connection;
 use serde_json::Value;
 
+use super::read::{event_row, with_metadata};
 use crate::rows::parse_metadata;
 use crate::{
     cursor, numeric_value, EventQuery, MonitorPoint, MonitorPoints, MonitorQuery, Page, PageRequest, StageBucket,
@@ -55,31 +56,9 @@ pub(super) fn instrument_events(
         " ORDER BY timestamp_ns DESC, span_id DESC, ordinal DESC LIMIT ?",
         SqlValue::Integer((limit + 1) as i64),
     );
-    let raw: Vec<(EntityEvent, String)> = conn
-        .prepare_cached(&sql)?
-        .query_map(rusqlite::params_from_iter(args), |r| {
-            Ok((
-                EntityEvent {
-                    instrument_id: r.get(0)?,
-                    entity_id: r.get(1)?,
-                    event_name: r.get(2)?,
-                    timestamp_ns: r.get(3)?,
-                    metadata: Metadata::new(),
-                    trace_id: r.get(5)?,
-                    span_id: r.get(6)?,
-                    ordinal: r.get(7)?,
-                },
-                r.get(4)?,
-            ))
-        })?
-        .collect::<Result<_, _>>()?;
-    let mut rows = raw
-        .into_iter()
-        .map(|(mut e, md)| {
-            e.metadata = parse_metadata(&md)?;
-            Ok(e)
-        })
-        .collect::<StoreResult<Vec<_>>>()?;
+    let raw: Vec<(EntityEvent, String)> =
+        conn.prepare_cached(&sql)?.query_map(rusqlite::params_from_iter(args), event_row)?.collect::<Result<_, _>>()?;
+    let mut rows = with_metadata(raw)?;
     let more = rows.len() > limit;
     rows.truncate(limit);
     let next_cursor = if more {
