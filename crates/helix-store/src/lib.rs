@@ -42,6 +42,16 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// A transient failure described in words (test doubles and callers outside the backends).
+    pub fn unavailable(why: impl Into<String>) -> Self {
+        StoreError::Unavailable(why.into())
+    }
+
+    /// A non-transient failure described in words (test doubles and callers outside the backends).
+    pub fn internal(why: impl Into<String>) -> Self {
+        StoreError::Internal(why.into())
+    }
+
     /// Whether a client should retry the request that hit this error.
     pub fn is_transient(&self) -> bool {
         matches!(self, StoreError::Unavailable(_))

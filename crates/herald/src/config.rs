@@ -93,6 +93,10 @@ pub struct ServeArgs {
     /// UID of the Tempo data source in that Grafana, used in the trace links.
     #[arg(long = "grafana-tempo-datasource", env = "GRAFANA_TEMPO_DATASOURCE", default_value = "tempo")]
     pub grafana_tempo_datasource: String,
+    /// Once every listener is bound and the store is open, also write the ready line (the JSON
+    /// object printed on stderr) to this file, atomically.
+    #[arg(long = "ready-file", env = "HELIX_READY_FILE")]
+    pub ready_file: Option<PathBuf>,
 }
 
 /// Where the store lives.

@@ -98,6 +98,7 @@ pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationTo
     });
 
     announce(&listeners, &args.db_url);
+    signal_ready(&listeners, args.ready_file.as_deref())?;
     let app = api::app(ApiState { store: store.clone(), metrics: metrics.clone() })
         .merge(
             inspector::router_with(inspector::InspectorConfig {
@@ -151,7 +152,30 @@ async fn serve_http(listener: TcpListener, app: axum::Router, shutdown: Cancella
     axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }
 
-/// Tell the operator (and test harnesses, which read these lines) where everything is.
+/// The one machine-readable start-up signal: a JSON line on stderr (and, when asked, the same
+/// object in a file written atomically) once every listener is bound and the store is open.
+/// Harnesses read this instead of parsing the human-readable lines.
+fn signal_ready(listeners: &Listeners, ready_file: Option<&std::path::Path>) -> Result<(), RunError> {
+    let addr = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).ok();
+    let line = serde_json::json!({
+        "event": "ready",
+        "otlp_grpc": addr(&listeners.grpc),
+        "otlp_http": addr(&listeners.http),
+        "api": addr(&listeners.api),
+        "metrics": listeners.metrics.as_ref().and_then(addr),
+    })
+    .to_string();
+    if let Some(path) = ready_file {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, format!("{line}\n"))
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|e| RunError::Config(format!("cannot write the ready file {} (--ready-file): {e}", path.display())))?;
+    }
+    eprintln!("{line}");
+    Ok(())
+}
+
+/// Tell the operator where everything is (for people; programs read the ready line).
 fn announce(listeners: &Listeners, db_url: &str) {
     let show = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
     let ui = listeners.api.local_addr().map(|a| {
