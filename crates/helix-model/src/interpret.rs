@@ -18,13 +18,15 @@ pub const PARENT_IDS: &str = "helix.parent.ids";
 pub const IS_OPERATION: &str = "helix.entity.is_operation";
 pub const PROCESS_NAME: &str = "helix.process.name";
 pub const SERVICE_NAME: &str = "service.name";
+/// The event that marks a span (and the entity it names) failed; the one spelling of the name.
 pub const ERROR_EVENT: &str = "helix.error";
 const HELIX_EVENT_PREFIX: &str = "helix.";
 
 /// Keys that steer interpretation and therefore are not metadata.
 const NOT_METADATA: [&str; 4] = [ENTITY_ID, INSTRUMENT_ID, PARENT_IDS, IS_OPERATION];
 
-/// Longest entity ID accepted, in bytes: IDs are primary keys and URL path segments.
+/// Longest entity ID accepted, in bytes: IDs are primary keys and URL path segments. The one
+/// limit for both ways in: spans at ingest and `{id}` path segments of the API.
 pub const MAX_ENTITY_ID_BYTES: usize = 16 * 1024;
 
 /// What the herald makes of one span.
@@ -54,10 +56,6 @@ pub struct Interpretation {
 }
 
 impl Interpretation {
-    pub fn passthrough_count(&self) -> usize {
-        self.spans.iter().filter(|s| s.class == SpanClass::Passthrough).count()
-    }
-
     /// Reasons of rejected spans, in request order.
     pub fn rejections(&self) -> impl Iterator<Item = &str> {
         self.spans.iter().filter_map(|s| match &s.class {
@@ -84,6 +82,11 @@ impl ResourceContext {
             process_name: string_attr(attrs, PROCESS_NAME).map(str::to_owned),
         }
     }
+}
+
+/// How many spans a trace export holds, entity spans or not.
+pub fn span_count(request: &ExportTraceServiceRequest) -> usize {
+    request.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum()
 }
 
 /// Classify every span of a trace export.
@@ -177,6 +180,7 @@ fn classify(context: &ResourceContext, span: &Span) -> SpanClass {
 }
 
 /// Entity IDs are caller-chosen text; control characters would break URLs, logs and the UI.
+/// The reason names the ID (quoted, so control characters show as escapes) and the rule.
 pub fn check_entity_id(id: &str) -> Result<(), String> {
     if id.len() > MAX_ENTITY_ID_BYTES {
         return Err(format!("entity id is {} bytes, more than the {MAX_ENTITY_ID_BYTES} allowed", id.len()));
@@ -336,5 +340,34 @@ fn severity_name(number: i32) -> &'static str {
         17..=20 => "ERROR",
         21..=24 => "FATAL",
         _ => "UNSPECIFIED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builders::{traces, SpanBuilder};
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+
+    #[test]
+    fn span_count_counts_every_span_of_every_resource_and_scope() {
+        let mut request = traces(vec![], vec![SpanBuilder::new("a", 1).build(), SpanBuilder::new("b", 2).build()]);
+        request.resource_spans.push(ResourceSpans {
+            scope_spans: vec![
+                ScopeSpans::default(),
+                ScopeSpans { spans: vec![SpanBuilder::new("c", 3).build()], ..Default::default() },
+            ],
+            ..Default::default()
+        });
+        assert_eq!(span_count(&request), 3);
+        assert_eq!(span_count(&ExportTraceServiceRequest::default()), 0);
+    }
+
+    #[test]
+    fn entity_ids_up_to_the_limit_pass_and_longer_ones_say_by_how_much() {
+        assert!(check_entity_id(&"x".repeat(MAX_ENTITY_ID_BYTES)).is_ok());
+        let why = check_entity_id(&"x".repeat(MAX_ENTITY_ID_BYTES + 1)).expect_err("too long");
+        assert_eq!(why, "entity id is 16385 bytes, more than the 16384 allowed");
+        assert!(check_entity_id("a\nb").expect_err("control").contains("control characters"));
     }
 }

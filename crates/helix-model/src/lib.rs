@@ -8,5 +8,8 @@ pub mod interpret;
 pub mod records;
 pub mod render;
 
-pub use interpret::{interpret_logs, interpret_traces, Interpretation, SpanAt, SpanClass};
+pub use interpret::{
+    check_entity_id, interpret_logs, interpret_traces, span_count, Interpretation, SpanAt, SpanClass, ERROR_EVENT,
+    MAX_ENTITY_ID_BYTES,
+};
 pub use records::*;
