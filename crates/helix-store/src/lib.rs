@@ -3,6 +3,7 @@
 
 mod cursor;
 mod filter;
+mod plan;
 pub mod postgres;
 mod rows;
 pub mod sqlite;

@@ -124,6 +124,19 @@ pub(super) fn with_metadata(raw: Vec<(EntityEvent, String)>) -> StoreResult<Vec<
         .collect()
 }
 
+/// Entities matching `condition`, a WHERE clause with one parameter `?1` bound to `param`.
+pub(super) fn entity_rows_where(conn: &Connection, condition: &str, param: &str) -> StoreResult<Vec<Entity>> {
+    let sql = format!("SELECT {ENTITY_COLUMNS} FROM entities WHERE {condition}");
+    let raw = conn.prepare_cached(&sql)?.query_map([param], RawEntity::from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    raw.into_iter().map(RawEntity::decode).collect()
+}
+
+/// Keys as one JSON array parameter, for `IN (SELECT value FROM json_each(?))`: one set-wise
+/// lookup instead of a statement per key.
+pub(super) fn json_keys(keys: &[&str]) -> StoreResult<String> {
+    crate::rows::to_json(&keys)
+}
+
 pub(super) fn entity(conn: &Connection, id: &str) -> StoreResult<Option<Entity>> {
     let sql = format!("SELECT {ENTITY_COLUMNS} FROM entities WHERE id = ?1");
     let raw = conn.prepare_cached(&sql)?.query_row([id], RawEntity::from_row).optional()?;

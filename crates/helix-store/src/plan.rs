@@ -1,0 +1,339 @@
+//! The write plan: every rule of the write semantics (`docs/storage.md`) as one pure function
+//! from a batch and the rows it touches, as stored, to the rows to write and the outcome.
+//! Backends only load (`Touched`) and write (`WritePlan`); no rule lives in their I/O code.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use helix_model::{EntityCreated, EntityEvent, LogRecorded, Metadata, OperationRecorded, Status};
+
+use crate::rows::{append_new_parents, unique_in_order, worst};
+use crate::{Entity, EntityCount, WriteBatch, WriteOutcome, WriteRecord};
+
+/// The keys of the stored rows a batch touches: what a backend loads before planning.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Touched<'b> {
+    /// Entities named by a creation or an operation, sorted, unique (the lock order on PostgreSQL).
+    pub entity_ids: Vec<&'b str>,
+    /// Operation spans of the batch, sorted, unique.
+    pub operation_spans: Vec<&'b str>,
+}
+
+impl<'b> Touched<'b> {
+    pub(crate) fn of(batch: &'b WriteBatch) -> Touched<'b> {
+        let mut t = Touched::default();
+        for r in &batch.records {
+            match r {
+                WriteRecord::Created(c) => t.entity_ids.push(&c.entity_id),
+                WriteRecord::Operation(o) => {
+                    t.entity_ids.push(&o.entity_id);
+                    t.operation_spans.push(&o.span_id);
+                }
+                WriteRecord::Log(_) => {}
+            }
+        }
+        for keys in [&mut t.entity_ids, &mut t.operation_spans] {
+            keys.sort_unstable();
+            keys.dedup();
+        }
+        t
+    }
+
+    /// Entities whose stored creation spans must be known: the created ones that exist.
+    pub(crate) fn recreated<'s>(batch: &'b WriteBatch, entities: &'s HashMap<String, Entity>) -> Vec<&'b str> {
+        let mut ids: Vec<&str> = batch
+            .records
+            .iter()
+            .filter_map(|r| match r {
+                WriteRecord::Created(c) if entities.contains_key(&c.entity_id) => Some(c.entity_id.as_str()),
+                _ => None,
+            })
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+}
+
+/// The touched rows as they are stored before the batch.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct Stored {
+    /// Stored entities among `Touched::entity_ids`.
+    pub entities: HashMap<String, Entity>,
+    /// Stored operation spans among `Touched::operation_spans`.
+    pub operation_spans: HashSet<String>,
+    /// Stored later creation spans `(entity, span)` of the entities of `Touched::recreated`.
+    pub creations: HashSet<(String, String)>,
+}
+
+/// A provenance edge to insert.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct NewEdge {
+    pub child: String,
+    pub parent: String,
+    /// Index into the child's `parent_ids`.
+    pub position: i32,
+}
+
+/// What the batch writes. Every list is sorted by its key (concurrent PostgreSQL writers then
+/// take row locks in the same order) and holds only rows that are new or changed.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct WritePlan<'b> {
+    /// Entities to insert (`created_at` is left for the backend to set).
+    pub new_entities: Vec<Entity>,
+    /// Stored entities the batch changed, with their final values.
+    pub changed_entities: Vec<Entity>,
+    /// Later creation spans `(entity, span)` to remember, so their retries are no-ops.
+    pub new_creations: Vec<(String, String)>,
+    pub new_edges: Vec<NewEdge>,
+    pub new_operations: Vec<&'b OperationRecorded>,
+    /// Events of the spans applied now, unique by (span, ordinal).
+    pub new_events: Vec<&'b EntityEvent>,
+    /// Logs are idempotent by the store's unique key (no row of theirs is loaded), so all are
+    /// offered and the backend counts `outcome.logs_inserted`.
+    pub logs: Vec<&'b LogRecorded>,
+    /// Instruments that sent applied data (the empty fallback `""` excluded), sorted.
+    pub instruments: Vec<String>,
+    pub outcome: WriteOutcome,
+}
+
+/// Apply the records of `batch`, in order, to the stored picture.
+pub(crate) fn plan<'b>(batch: &'b WriteBatch, stored: Stored) -> WritePlan<'b> {
+    let mut p = Planner {
+        stored_ids: stored.entities.keys().cloned().collect(),
+        rows: stored.entities,
+        changed: HashSet::new(),
+        operation_spans: stored.operation_spans,
+        creations: stored.creations,
+        events_seen: HashSet::new(),
+        instruments: BTreeSet::new(),
+        out: WritePlan::default(),
+    };
+    for r in &batch.records {
+        match r {
+            WriteRecord::Created(c) => p.created(c),
+            WriteRecord::Operation(o) => p.operation(o),
+            WriteRecord::Log(l) => {
+                p.note_instrument(l.instrument_id.as_deref().unwrap_or(""));
+                p.out.logs.push(l);
+            }
+        }
+    }
+    p.finish()
+}
+
+struct Planner<'b> {
+    rows: HashMap<String, Entity>,
+    /// Entities that were stored before the batch (the others are inserted).
+    stored_ids: HashSet<String>,
+    /// Stored entities the batch changed.
+    changed: HashSet<String>,
+    operation_spans: HashSet<String>,
+    creations: HashSet<(String, String)>,
+    events_seen: HashSet<(&'b str, u32)>,
+    instruments: BTreeSet<String>,
+    out: WritePlan<'b>,
+}
+
+impl<'b> Planner<'b> {
+    fn note_instrument(&mut self, id: &str) {
+        // "" is the wire fallback for "no instrument": not worth listing.
+        if !id.is_empty() && !self.instruments.contains(id) {
+            self.instruments.insert(id.to_owned());
+        }
+    }
+
+    fn mark_changed(&mut self, id: &str) {
+        if self.stored_ids.contains(id) && !self.changed.contains(id) {
+            self.changed.insert(id.to_owned());
+        }
+    }
+
+    fn add_edges(&mut self, child: &str, parents: &[String], first_position: usize) {
+        for (i, p) in parents.iter().enumerate() {
+            // Positions index parent_ids: far below i32::MAX for any entity that fits a request.
+            let position = i32::try_from(first_position + i).unwrap_or(i32::MAX);
+            self.out.new_edges.push(NewEdge { child: child.to_owned(), parent: p.clone(), position });
+        }
+    }
+
+    /// Events of a span applied now; counted in record order for the metrics.
+    fn add_events(&mut self, events: &'b [EntityEvent]) {
+        for e in events {
+            if self.events_seen.insert((e.span_id.as_str(), e.ordinal)) {
+                self.out.new_events.push(e);
+                self.out.outcome.events_inserted.push((e.instrument_id.clone(), e.is_error()));
+            }
+        }
+    }
+
+    fn created(&mut self, c: &'b EntityCreated) {
+        let Some(row) = self.rows.get_mut(&c.entity_id) else {
+            // Rule: a brand-new entity is inserted with its creation.
+            let parents = unique_in_order(&c.parent_ids);
+            self.add_edges(&c.entity_id, &parents, 0);
+            self.rows.insert(
+                c.entity_id.clone(),
+                Entity {
+                    id: c.entity_id.clone(),
+                    instrument_id: c.instrument_id.clone(),
+                    trace_id: Some(c.trace_id.clone()),
+                    span_id: Some(c.span_id.clone()),
+                    timestamp_ns: c.start_ns,
+                    end_ns: Some(c.end_ns),
+                    stage: Some(c.stage.clone()),
+                    service_name: c.service_name.clone(),
+                    process_name: c.process_name.clone(),
+                    status: c.status,
+                    placeholder: false,
+                    parent_ids: parents,
+                    metadata: c.metadata.clone(),
+                    created_at: String::new(),
+                },
+            );
+            self.note_instrument(&c.instrument_id);
+            self.out.outcome.entities_created.push(EntityCount {
+                entity_id: c.entity_id.clone(),
+                instrument_id: c.instrument_id.clone(),
+                stage: c.stage.clone(),
+                status: c.status,
+            });
+            self.add_events(&c.events);
+            return;
+        };
+        if row.instrument_id != c.instrument_id {
+            // Rule: ownership. Not applied, and not remembered as an applied creation.
+            self.out.outcome.instrument_conflicts += 1;
+            return;
+        }
+        if row.span_id.as_deref() == Some(c.span_id.as_str()) {
+            // Rule: idempotency. The entity's own creation span again (an exporter retry).
+            return;
+        }
+        let key = (c.entity_id.clone(), c.span_id.clone());
+        if self.creations.contains(&key) {
+            // A later creation span already applied: its retry is a no-op too.
+            return;
+        }
+        let start = append_new_parents(&mut row.parent_ids, &c.parent_ids);
+        let added: Vec<String> = row.parent_ids[start..].to_vec();
+        row.status = worst(row.status, c.status);
+        let upgraded = row.placeholder;
+        if upgraded {
+            // Rule: placeholder upgrade in place. The creation supplies everything a
+            // placeholder lacks; an error already recorded by an operation stays, and so do
+            // metadata keys it had.
+            let mut metadata: Metadata = c.metadata.clone();
+            for (k, v) in std::mem::take(&mut row.metadata) {
+                metadata.entry(k).or_insert(v);
+            }
+            row.metadata = metadata;
+            row.trace_id = Some(c.trace_id.clone());
+            row.span_id = Some(c.span_id.clone());
+            row.timestamp_ns = c.start_ns;
+            row.end_ns = Some(c.end_ns);
+            row.stage = Some(c.stage.clone());
+            row.service_name = c.service_name.clone();
+            row.process_name = c.process_name.clone();
+            row.placeholder = false;
+        } else {
+            // Rule: re-creation. The first creation's trace, span, timestamp and stage stay;
+            // parents are a union in arrival order; only missing metadata keys are added.
+            for (k, v) in &c.metadata {
+                row.metadata.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        let status = row.status;
+        self.creations.insert(key.clone());
+        self.out.new_creations.push(key);
+        self.mark_changed(&c.entity_id);
+        self.add_edges(&c.entity_id, &added, start);
+        self.note_instrument(&c.instrument_id);
+        if upgraded {
+            self.out.outcome.entities_created.push(EntityCount {
+                entity_id: c.entity_id.clone(),
+                instrument_id: c.instrument_id.clone(),
+                stage: c.stage.clone(),
+                status,
+            });
+        } else {
+            self.out.outcome.recreations += 1;
+        }
+        self.add_events(&c.events);
+    }
+
+    fn operation(&mut self, o: &'b OperationRecorded) {
+        let owner = self.rows.get(&o.entity_id).map(|r| r.instrument_id.as_str());
+        if owner.is_some_and(|i| i != o.instrument_id) {
+            // Rule: ownership.
+            self.out.outcome.instrument_conflicts += 1;
+            return;
+        }
+        if !self.operation_spans.insert(o.span_id.clone()) {
+            // Rule: idempotency. Same operation span again: its placeholder and events were
+            // applied the first time.
+            return;
+        }
+        self.out.new_operations.push(o);
+        self.out.outcome.operations_inserted += 1;
+        self.note_instrument(&o.instrument_id);
+        // Rule: only a helix.error event marks the entity; an ERROR span status fails the
+        // operation row alone.
+        let entity_status = if o.marks_entity_error() { Status::Error } else { Status::Ok };
+        match self.rows.get_mut(&o.entity_id) {
+            None => {
+                // Rule: an operation on an unknown entity creates a placeholder, owned by the
+                // operation's instrument.
+                self.rows.insert(
+                    o.entity_id.clone(),
+                    Entity {
+                        id: o.entity_id.clone(),
+                        instrument_id: o.instrument_id.clone(),
+                        trace_id: None,
+                        span_id: None,
+                        timestamp_ns: o.start_ns,
+                        end_ns: None,
+                        stage: None,
+                        service_name: o.service_name.clone(),
+                        process_name: o.process_name.clone(),
+                        status: entity_status,
+                        placeholder: true,
+                        parent_ids: Vec::new(),
+                        metadata: Metadata::new(),
+                        created_at: String::new(),
+                    },
+                );
+                self.out.outcome.placeholders_created += 1;
+            }
+            Some(row) => {
+                if entity_status == Status::Error && row.status != Status::Error {
+                    row.status = Status::Error;
+                    self.mark_changed(&o.entity_id);
+                }
+            }
+        }
+        self.add_events(&o.events);
+    }
+
+    fn finish(mut self) -> WritePlan<'b> {
+        let mut out = self.out;
+        for (id, row) in self.rows {
+            if !self.stored_ids.contains(&id) {
+                out.new_entities.push(row);
+            } else if self.changed.contains(&id) {
+                out.changed_entities.push(row);
+            }
+        }
+        out.new_entities.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        out.changed_entities.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        out.new_creations.sort_unstable();
+        out.new_edges.sort_unstable();
+        out.new_edges.dedup_by(|a, b| a.child == b.child && a.parent == b.parent);
+        out.new_operations.sort_unstable_by(|a, b| a.span_id.cmp(&b.span_id));
+        out.new_events.sort_unstable_by(|a, b| (&a.span_id, a.ordinal).cmp(&(&b.span_id, b.ordinal)));
+        out.instruments = std::mem::take(&mut self.instruments).into_iter().collect();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;
