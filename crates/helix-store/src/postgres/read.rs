@@ -68,7 +68,7 @@ async fn q(c: &Object, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult
 
 // ---- entities -----------------------------------------------------------------------------
 
-fn entity_columns() -> String {
+pub(super) fn entity_columns() -> String {
     format!(
         "id, instrument_id, trace_id, span_id, timestamp_ns, end_ns, stage, service_name, \
          process_name, status, placeholder, parent_ids, metadata::text, {CREATED_AT}"
@@ -76,7 +76,7 @@ fn entity_columns() -> String {
 }
 
 /// Decodes the columns of `entity_columns()`, in that order.
-fn entity_from_row(r: &Row) -> StoreResult<Entity> {
+pub(super) fn entity_from_row(r: &Row) -> StoreResult<Entity> {
     let status: String = r.get(9);
     let metadata: String = r.get(12);
     Ok(Entity {
