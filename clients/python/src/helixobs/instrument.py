@@ -10,7 +10,6 @@ from typing import Any, ClassVar
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import NonRecordingSpan, Span, StatusCode, Tracer
 
@@ -18,7 +17,9 @@ from . import _attrs as A
 from ._auth import Credential, TokenSource
 from ._export import ForkSafeSpanProcessor, batch_span_processor_factory, resolve_target
 from ._registry import REGISTRY
+from ._resource import build_resource
 from ._scope import ScopedSpan, context_with, effective_context, real_span
+from .logging import flush_logs
 from .token import IdSpec, ParentsSpec, Token
 
 _log = logging.getLogger("helixobs")
@@ -34,18 +35,6 @@ def current_entity_id() -> str | None:
         return None
     value = attrs.get(A.ENTITY_ID) or attrs.get(A.LOG_ENTITY_ID)
     return value if isinstance(value, str) and value else None
-
-
-def build_resource(
-    service_name: str, instrument_id: str | None, process_name: str | None
-) -> Resource:
-    attrs: dict[str, str] = {"service.name": service_name}
-    if instrument_id:
-        attrs[A.INSTRUMENT_ID] = instrument_id
-    if process_name:
-        attrs[A.PROCESS_NAME] = process_name
-    # Resource.create also merges OTEL_RESOURCE_ATTRIBUTES / OTEL_SERVICE_NAME; ours win.
-    return Resource.create(attrs)
 
 
 class _SpanBlock:
@@ -225,8 +214,6 @@ class Instrument:
         """Export everything recorded so far (traces, and logs set up by helixobs)."""
         millis = int(timeout_s * 1000)
         ok = bool(self._provider.force_flush(millis))
-        from .logging import flush_logs
-
         return flush_logs(millis) and ok
 
     def shutdown(self) -> None:

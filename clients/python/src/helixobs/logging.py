@@ -16,6 +16,8 @@ from opentelemetry import trace
 
 from . import _attrs as A
 from ._auth import TokenSource
+from ._export import batch_log_processor_factory, fork_safe_log_processor, resolve_target
+from ._resource import build_resource
 from ._scope import real_span
 
 FIELDS = (
@@ -178,11 +180,9 @@ def _otlp_handler(
     process_name: str | None,
     token_source: TokenSource | None,
 ) -> tuple[logging.Handler, Any]:
+    # Only OTLP log output loads the SDK's (still underscored) log pipeline.
     from opentelemetry import _logs
     from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
-
-    from ._export import batch_log_processor_factory, fork_safe_log_processor, resolve_target
-    from .instrument import build_resource
 
     target = resolve_target(endpoint, insecure, "logs", protocol)
     provider = LoggerProvider(

@@ -118,7 +118,3 @@ def setup(
         trace.set_tracer_provider(tel.tracer_provider)
     return tel
 
-
-# `import helixobs.setup` binds the package attribute to this function (see __init__);
-# this alias keeps `helixobs.setup.setup(...)` working in that case too.
-setup.setup = setup  # type: ignore[attr-defined]

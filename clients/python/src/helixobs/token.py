@@ -8,19 +8,16 @@ import logging
 import threading
 from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+from typing import Any, Literal, Protocol, TypeVar, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanContext, StatusCode
+from opentelemetry.trace import Span, SpanContext, StatusCode, Tracer
 
 from . import _attrs as A
 from ._registry import REGISTRY
 from ._scope import ScopedSpan, context_with, effective_context, links_for
-
-if TYPE_CHECKING:
-    from .instrument import Instrument
 
 _log = logging.getLogger("helixobs")
 
@@ -29,6 +26,23 @@ IdSpec = str | Callable[..., str | None] | None
 ParentsSpec = Iterable[str] | str | Callable[..., Iterable[str] | str | None] | None
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class SpanSource(Protocol):
+    """What a Token needs from the `Instrument` that made it.
+
+    Declared here rather than importing `Instrument`, so that token does not depend back
+    on instrument (which depends on token).
+    """
+
+    @property
+    def instrument_id(self) -> str: ...
+
+    @property
+    def process_name(self) -> str | None: ...
+
+    @property
+    def tracer(self) -> Tracer: ...
 
 _NOT_STARTED = (
     "Token.{method}() called before start(): use the token as a context manager "
@@ -76,7 +90,7 @@ class Token:
 
     def __init__(
         self,
-        instrument: Instrument,
+        instrument: SpanSource,
         kind: Kind,
         name: str,
         entity_id: IdSpec = None,
@@ -209,7 +223,7 @@ class Token:
         if self._pending:
             attributes.update(self._pending)
             self._pending.clear()
-        span = inst._tracer.start_span(
+        span = inst.tracer.start_span(
             self._name, context=parent_ctx, attributes=attributes, links=links
         )
         self._span = span
