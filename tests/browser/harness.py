@@ -9,7 +9,6 @@ import os
 import random
 import subprocess
 import tempfile
-import threading
 import time
 import urllib.parse
 import urllib.request
@@ -35,35 +34,32 @@ class Herald:
 
     def __init__(self, extra_env: dict[str, str] | None = None) -> None:
         self.dir = tempfile.TemporaryDirectory(prefix="herald-browser-")
-        env = {k: v for k, v in os.environ.items() if k not in ("DB_URL", "COLLECTOR_ENDPOINT", "API_ADDR", "GRAFANA_URL")}
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("DB_URL", "COLLECTOR_ENDPOINT", "API_ADDR", "GRAFANA_URL", "HELIX_READY_FILE")}
         env.update(extra_env or {})
         self.log = open(Path(self.dir.name) / "herald.log", "w")
+        # The herald renames this file into place once every listener is bound and the store is
+        # open, so a file that exists is complete.
+        ready_file = Path(self.dir.name) / "ready.json"
         self.proc = subprocess.Popen(
             [herald_binary(), "--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0",
              "--api-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0",
-             "--db-url", f"sqlite://{self.dir.name}/herald.db"],
-            stdout=subprocess.PIPE, stderr=self.log, text=True, env=env)
-        addrs: dict[str, str] = {}
+             "--db-url", f"sqlite://{self.dir.name}/herald.db", "--ready-file", str(ready_file)],
+            stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL, env=env)
         deadline = time.time() + 60
-        assert self.proc.stdout is not None
-        while len(addrs) < 4 and time.time() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            if line.startswith("herald: ") and " listening on " in line:
-                what, addr = line[len("herald: "):].strip().split(" listening on ", 1)
-                addrs[what] = addr
-        if len(addrs) < 4:
-            self.stop()
-            raise RuntimeError("herald did not announce its listeners: " + (Path(self.dir.name) / "herald.log").read_text())
-        threading.Thread(target=self._drain, daemon=True).start()
-        self.api = "http://" + addrs["api"]
-        self.otlp = "http://" + addrs["otlp-http"]
+        while not ready_file.exists() and self.proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        if not ready_file.exists():
+            self._fail("herald exited before it was ready" if self.proc.poll() is not None
+                                else "herald did not become ready in 60 s")
+        ready = json.loads(ready_file.read_text())
+        self.api = "http://" + ready["api"]
+        self.otlp = "http://" + ready["otlp_http"]
 
-    def _drain(self) -> None:
-        assert self.proc.stdout is not None
-        for _ in self.proc.stdout:
-            pass
+    def _fail(self, why: str) -> None:
+        log = (Path(self.dir.name) / "herald.log").read_text()
+        self.stop()
+        raise RuntimeError(f"{why}: {log}")
 
     def get(self, path: str) -> Any:
         with urllib.request.urlopen(self.api + path, timeout=30) as r:

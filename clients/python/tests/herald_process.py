@@ -32,6 +32,7 @@ _HERALD_ENV = (
     "COLLECTOR_ENDPOINT",
     "JWT_SECRET",
     "INSTRUMENTS_DIR",
+    "HELIX_READY_FILE",
 )
 
 _built: dict[str, str] = {}
@@ -85,6 +86,8 @@ class Herald:
         self.extra_args = list(extra_args or [])
         self.dir = Path(tempfile.mkdtemp(prefix="herald-e2e-"))
         self.db_path = self.dir / "herald.db"
+        # Written by the herald (atomically) once every listener is bound and the store is open.
+        self.ready_file = self.dir / "ready.json"
         self.proc: subprocess.Popen[bytes] | None = None
         self.addrs: dict[str, str] = {}
 
@@ -104,36 +107,49 @@ class Herald:
             "127.0.0.1:0",
             "--db-url",
             f"sqlite://{self.db_path}",
+            "--ready-file",
+            str(self.ready_file),
             *self.extra_args,
         ]
+        # A file left by an earlier start() would announce the old ports.
+        self.ready_file.unlink(missing_ok=True)
         # Files, not pipes: nobody has to keep draining them while the tests run.
         with open(self.dir / "stdout.txt", "wb") as out, open(self.dir / "herald.log", "wb") as err:
             self.proc = subprocess.Popen(
                 args, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env
             )
         deadline = time.monotonic() + timeout
-        while True:
-            self.addrs = self._announced()
-            if all(name in self.addrs for name in LISTENERS):
-                break
+        while not self.ready_file.exists():
             if self.proc.poll() is not None:
                 raise HeraldError(
-                    f"herald exited with {self.proc.returncode} before announcing its "
-                    f"listeners\n{self.output()}"
+                    f"herald exited with {self.proc.returncode} before it was ready\n"
+                    f"{self.output()}"
                 )
             if time.monotonic() > deadline:
                 self.stop()
-                raise HeraldError(f"herald did not announce its listeners\n{self.output()}")
+                raise HeraldError(f"herald did not become ready in {timeout} s\n{self.output()}")
             time.sleep(0.02)
+        self.addrs = self._ready_addresses()
         return self
 
-    def _announced(self) -> dict[str, str]:
-        found = {}
-        text = (self.dir / "stdout.txt").read_text(errors="replace")
-        for line in text.splitlines():
-            if line.startswith("herald: ") and " listening on " in line:
-                what, addr = line[len("herald: ") :].split(" listening on ", 1)
-                found[what.strip()] = addr.strip()
+    def _ready_addresses(self) -> dict[str, str]:
+        """The listener addresses of the ready object, under the names in LISTENERS."""
+        # The herald renames the file into place, so once it exists it is complete.
+        text = self.ready_file.read_text()
+        try:
+            ready = json.loads(text)
+        except ValueError as exc:
+            raise HeraldError(f"unreadable ready file {text!r}\n{self.output()}") from exc
+        if not isinstance(ready, dict) or ready.get("event") != "ready":
+            raise HeraldError(f"unexpected ready file {text!r}\n{self.output()}")
+        found = {
+            name: str(ready[name.replace("-", "_")])
+            for name in LISTENERS
+            if ready.get(name.replace("-", "_")) is not None
+        }
+        missing = [name for name in LISTENERS if name not in found]
+        if missing:
+            raise HeraldError(f"ready file lacks {missing}: {text!r}\n{self.output()}")
         return found
 
     def stop(self) -> None:
