@@ -1,10 +1,47 @@
-//! Opaque page cursors shared by every backend: a kind tag plus the last sort key of a page,
-//! as a JSON array rendered in hex so it is URL-safe and carries any ID unchanged.
+//! Keyset paging shared by every backend: page sizes, splitting fetched rows into a page, and
+//! opaque cursors (a kind tag plus the last sort key of a page, as a JSON array rendered in
+//! hex so it is URL-safe and carries any ID unchanged).
 
 use helix_model::ids::{from_hex, to_hex};
+use helix_model::EntityEvent;
 use serde_json::Value;
 
-use crate::StoreError;
+use crate::{Page, PageRequest, StoreError};
+
+/// Page size actually used: at least one row so that a cursor always makes progress.
+pub(crate) fn page_limit(page: &PageRequest) -> usize {
+    page.limit.max(1)
+}
+
+/// `limit + 1` as a LIMIT parameter: the extra row tells whether a next page exists.
+pub(crate) fn fetch_limit(limit: usize) -> i64 {
+    i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX)
+}
+
+/// Split `limit + 1` fetched rows into a page and whether a next page exists.
+pub(crate) fn split_page<T>(mut rows: Vec<T>, limit: usize, cursor_of: impl Fn(&T) -> String) -> Page<T> {
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    let next_cursor = if more { rows.last().map(cursor_of) } else { None };
+    Page { items: rows, next_cursor }
+}
+
+/// The cursor kind of an entity's events, oldest first.
+pub(crate) const EVENTS: &str = "events";
+/// The cursor kind of an instrument's events, newest first.
+pub(crate) const INSTRUMENT_EVENTS: &str = "instrument_events";
+
+/// The cursor after `e` in an event list ordered by (timestamp, span, ordinal), either way.
+pub(crate) fn after_event(kind: &str, e: &EntityEvent) -> String {
+    encode(kind, vec![Value::from(e.timestamp_ns), Value::from(e.span_id.clone()), Value::from(e.ordinal)])
+}
+
+/// The (timestamp, span, ordinal) key of an event cursor; the ordinal fits the INTEGER column.
+pub(crate) fn event_key(kind: &str, cursor: &str) -> Result<(i64, String, i32), StoreError> {
+    let p = decode(kind, cursor, 3)?;
+    let ord = i32::try_from(part_i64(&p, 2)?).map_err(|_| StoreError::BadCursor("ordinal out of range".into()))?;
+    Ok((part_i64(&p, 0)?, part_str(&p, 1)?, ord))
+}
 
 /// Encode `kind` and the sort-key `parts` of the last row of a page.
 pub(crate) fn encode(kind: &str, parts: Vec<Value>) -> String {

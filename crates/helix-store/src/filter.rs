@@ -1,14 +1,42 @@
-//! The entity search filters both backends spell alike, as SQL clauses with `?` placeholders
-//! and backend-neutral parameters; each backend numbers the placeholders its own way and adds
-//! what it spells differently (metadata matching, cursors).
+//! The query filters both backends spell alike (entity search, instrument events), as SQL
+//! clauses with `?` placeholders and backend-neutral parameters; each backend numbers the
+//! placeholders its own way and adds what it spells differently (metadata matching).
 
-use crate::EntityFilter;
+use crate::{cursor, EntityFilter, EventQuery, StoreResult};
 
 /// A parameter of a shared clause.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Param {
     Text(String),
     Int(i64),
+    /// An INTEGER (32-bit) column's value: PostgreSQL binds it as `int4`.
+    Int32(i32),
+}
+
+/// The clauses of an instrument event query (newest first) and of its page cursor, ANDed by
+/// the caller, who orders by `timestamp_ns DESC, span_id DESC, ordinal DESC`.
+pub(crate) fn event_clauses(q: &EventQuery, after: Option<&str>) -> StoreResult<Vec<(&'static str, Vec<Param>)>> {
+    let mut out = Vec::new();
+    if let Some(i) = &q.instrument_id {
+        out.push(("instrument_id = ?", vec![Param::Text(i.clone())]));
+    }
+    if let Some(n) = &q.event_name {
+        out.push(("event_name = ?", vec![Param::Text(n.clone())]));
+    }
+    if let Some(from) = q.from_ns {
+        out.push(("timestamp_ns >= ?", vec![Param::Int(from)]));
+    }
+    if let Some(to) = q.to_ns {
+        out.push(("timestamp_ns < ?", vec![Param::Int(to)]));
+    }
+    if let Some(c) = after {
+        let (ts, span, ord) = cursor::event_key(cursor::INSTRUMENT_EVENTS, c)?;
+        out.push((
+            "(timestamp_ns, span_id, ordinal) < (?, ?, ?)",
+            vec![Param::Int(ts), Param::Text(span), Param::Int32(ord)],
+        ));
+    }
+    Ok(out)
 }
 
 /// The clauses of every filter but `metadata`, ANDed by the caller.

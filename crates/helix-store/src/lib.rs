@@ -8,8 +8,8 @@ pub mod postgres;
 mod rows;
 pub mod sqlite;
 mod types;
-mod ui;
 mod walk;
+mod window;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -22,7 +22,7 @@ use helix_model::{EntityEvent, SpanRef};
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::{SqliteOptions, SqliteStore};
 pub use types::*;
-pub use ui::*;
+pub use window::*;
 
 /// Why a store call failed. The variant decides what a client is told: `Unavailable` is
 /// transient (retry later), `BadCursor` is the caller's fault, the rest are ours.

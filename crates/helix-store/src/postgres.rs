@@ -8,7 +8,7 @@ mod migrate;
 mod read;
 mod retention;
 mod timescale;
-mod ui;
+mod window;
 mod write;
 
 use std::collections::HashMap;
@@ -344,7 +344,7 @@ impl Store for PostgresStore {
     }
 
     async fn instrument_events(&self, query: &EventQuery, page: &PageRequest) -> StoreResult<Page<EntityEvent>> {
-        ui::instrument_events(&self.client().await?, query, page).await
+        window::instrument_events(&self.client().await?, query, page).await
     }
 
     async fn numeric_fields(
@@ -354,15 +354,15 @@ impl Store for PostgresStore {
         to_ns: i64,
         sample: usize,
     ) -> StoreResult<Vec<String>> {
-        ui::numeric_fields(&self.client().await?, instrument_id, from_ns, to_ns, sample).await
+        window::numeric_fields(&self.client().await?, instrument_id, from_ns, to_ns, sample).await
     }
 
     async fn monitor_points(&self, query: &MonitorQuery) -> StoreResult<MonitorPoints> {
-        ui::monitor_points(&self.client().await?, query).await
+        window::monitor_points(&self.client().await?, query).await
     }
 
     async fn stage_histogram(&self, query: &StageHistogramQuery) -> StoreResult<Vec<StageBucket>> {
-        ui::stage_histogram(&self.client().await?, query).await
+        window::stage_histogram(&self.client().await?, query).await
     }
 }
 

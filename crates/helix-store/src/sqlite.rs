@@ -3,7 +3,7 @@
 //! because rusqlite is synchronous.
 
 mod read;
-mod ui;
+mod window;
 mod write;
 
 use std::collections::HashMap;
@@ -358,7 +358,7 @@ impl Store for SqliteStore {
 
     async fn instrument_events(&self, query: &EventQuery, page: &PageRequest) -> StoreResult<Page<EntityEvent>> {
         let (query, page) = (query.clone(), page.clone());
-        self.read(move |c| ui::instrument_events(c, &query, &page)).await
+        self.read(move |c| window::instrument_events(c, &query, &page)).await
     }
 
     async fn numeric_fields(
@@ -369,16 +369,16 @@ impl Store for SqliteStore {
         sample: usize,
     ) -> StoreResult<Vec<String>> {
         let id = instrument_id.to_owned();
-        self.read(move |c| ui::numeric_fields(c, &id, from_ns, to_ns, sample)).await
+        self.read(move |c| window::numeric_fields(c, &id, from_ns, to_ns, sample)).await
     }
 
     async fn monitor_points(&self, query: &MonitorQuery) -> StoreResult<MonitorPoints> {
         let query = query.clone();
-        self.read(move |c| ui::monitor_points(c, &query)).await
+        self.read(move |c| window::monitor_points(c, &query)).await
     }
 
     async fn stage_histogram(&self, query: &StageHistogramQuery) -> StoreResult<Vec<StageBucket>> {
         let query = query.clone();
-        self.read(move |c| ui::stage_histogram(c, &query)).await
+        self.read(move |c| window::stage_histogram(c, &query)).await
     }
 }

@@ -117,9 +117,8 @@ fn cases() -> Vec<Case> {
     let mut second = recreation("re", "second", &["b", "c", "a", "d"]);
     second.metadata = md(&[("k", "second"), ("new", "yes")]);
     let foreign_create = from_other_instrument(creation("cand", &["x"], 0), |c| c.instrument_id = "OTHER".into());
-    let foreign_op = from_other_instrument(operation("cand", "delete", "op-foreign", 0), |o| {
-        o.instrument_id = "OTHER".into()
-    });
+    let foreign_op =
+        from_other_instrument(operation("cand", "delete", "op-foreign", 0), |o| o.instrument_id = "OTHER".into());
     let unnamed = from_other_instrument(operation("anon", "archive", "op-anon", 0), |o| o.instrument_id = "".into());
 
     vec![

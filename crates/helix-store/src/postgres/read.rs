@@ -1,6 +1,7 @@
 //! The PostgreSQL read path: entity rows, keyset-paged lists, search, summaries, and the level
 //! lookups of the shared lineage walk (`crate::walk`), one `= ANY($1)` query per level.
 
+use crate::cursor::{fetch_limit, page_limit, split_page};
 use crate::filter::{common_clauses, Param};
 use crate::rows::{parse_metadata, parse_status};
 use std::collections::HashMap;
@@ -38,22 +39,52 @@ pub(super) fn event_from_row(r: &Row) -> StoreResult<EntityEvent> {
     })
 }
 
-/// Page size actually used: at least one row so that a cursor always makes progress.
-fn page_limit(page: &PageRequest) -> usize {
-    page.limit.max(1)
+/// A parameter a statement owns until it runs.
+pub(super) type Arg = Box<dyn ToSql + Sync + Send>;
+
+/// A backend-neutral parameter as PostgreSQL binds it.
+pub(super) fn pg_value(p: Param) -> Arg {
+    match p {
+        Param::Text(t) => Box::new(t),
+        Param::Int(i) => Box::new(i),
+        Param::Int32(i) => Box::new(i),
+    }
 }
 
-/// `limit + 1` as a LIMIT parameter.
-fn fetch_limit(limit: usize) -> i64 {
-    i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX)
+/// A statement being assembled from clauses with bare `?` placeholders, numbered here in order.
+pub(super) struct Query {
+    pub sql: String,
+    pub args: Vec<Arg>,
 }
 
-/// Split `limit + 1` fetched rows into a page and whether a next page exists.
-fn split_page<T>(mut rows: Vec<T>, limit: usize, cursor_of: impl Fn(&T) -> String) -> Page<T> {
-    let more = rows.len() > limit;
-    rows.truncate(limit);
-    let next_cursor = if more { rows.last().map(cursor_of) } else { None };
-    Page { items: rows, next_cursor }
+impl Query {
+    /// `select` ends in a WHERE clause that the ANDed clauses extend (e.g. `WHERE true`).
+    pub fn new(select: String) -> Query {
+        Query { sql: select, args: Vec::new() }
+    }
+
+    pub fn and(&mut self, clause: &str, values: Vec<Arg>) {
+        self.sql.push_str(" AND ");
+        self.then(clause, values);
+    }
+
+    /// Append `text` as is (ORDER BY, LIMIT), numbering its placeholders.
+    pub fn then(&mut self, text: &str, values: Vec<Arg>) {
+        let mut values = values.into_iter();
+        let mut pieces = text.split('?');
+        self.sql.push_str(pieces.next().unwrap_or_default());
+        for piece in pieces {
+            // A clause has exactly as many `?` as values; a missing value is a bug here.
+            self.args.push(values.next().unwrap_or_else(|| Box::new(None::<String>)));
+            self.sql.push_str(&format!("${}", self.args.len()));
+            self.sql.push_str(piece);
+        }
+    }
+
+    pub async fn run(&self, c: &Object) -> StoreResult<Vec<Row>> {
+        let params: Vec<&(dyn ToSql + Sync)> = self.args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect();
+        q(c, &self.sql, &params).await
+    }
 }
 
 /// `created_at` as RFC 3339 UTC with milliseconds, the form the SQLite backend stores.
@@ -124,19 +155,13 @@ pub(super) async fn span_refs(c: &Object, ids: &[String]) -> StoreResult<HashMap
 
 // ---- events and operations ----------------------------------------------------------------
 
-const EVENTS_CURSOR: &str = "events";
-
 pub(super) async fn events(c: &Object, entity_id: &str, page: &PageRequest) -> StoreResult<Page<EntityEvent>> {
     let limit = page_limit(page);
     // (i64::MIN, "", -1) sorts before every row: one statement for every page.
     let (ts, span, ord) = match &page.cursor {
-        None => (i64::MIN, String::new(), -1i64),
-        Some(cur) => {
-            let p = cursor::decode(EVENTS_CURSOR, cur, 3)?;
-            (cursor::part_i64(&p, 0)?, cursor::part_str(&p, 1)?, cursor::part_i64(&p, 2)?)
-        }
+        None => (i64::MIN, String::new(), -1),
+        Some(cur) => cursor::event_key(cursor::EVENTS, cur)?,
     };
-    let ord = i32::try_from(ord.clamp(i64::from(i32::MIN), i64::from(i32::MAX))).unwrap_or(-1);
     let rows = q(
         c,
         "SELECT instrument_id, entity_id, event_name, timestamp_ns, metadata::text, trace_id, span_id, ordinal
@@ -147,12 +172,7 @@ pub(super) async fn events(c: &Object, entity_id: &str, page: &PageRequest) -> S
     )
     .await?;
     let items = rows.iter().map(event_from_row).collect::<StoreResult<Vec<_>>>()?;
-    Ok(split_page(items, limit, |e| {
-        cursor::encode(
-            EVENTS_CURSOR,
-            vec![Value::from(e.timestamp_ns), Value::from(e.span_id.clone()), Value::from(e.ordinal)],
-        )
-    }))
+    Ok(split_page(items, limit, |e| cursor::after_event(cursor::EVENTS, e)))
 }
 
 const OPERATIONS_CURSOR: &str = "operations";
@@ -325,50 +345,21 @@ const SEARCH_CURSOR: &str = "entities";
 
 pub(super) async fn search(c: &Object, f: &EntityFilter, page: &PageRequest) -> StoreResult<Page<Entity>> {
     let limit = page_limit(page);
-    let mut sql = format!("SELECT {} FROM entities WHERE true", entity_columns());
-    let mut args: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
-    // Each clause uses bare `?` placeholders; they are numbered here, in order.
-    let mut bind = |sql: &mut String, clause: &str, values: Vec<Box<dyn ToSql + Sync + Send>>| {
-        sql.push_str(" AND ");
-        let mut values = values.into_iter();
-        let mut pieces = clause.split('?');
-        sql.push_str(pieces.next().unwrap_or_default());
-        for piece in pieces {
-            // A clause has exactly as many `?` as values; a missing value is a bug here.
-            args.push(values.next().unwrap_or_else(|| Box::new(None::<String>)));
-            sql.push_str(&format!("${}", args.len()));
-            sql.push_str(piece);
-        }
-    };
+    let mut q = Query::new(format!("SELECT {} FROM entities WHERE true", entity_columns()));
     for (clause, params) in common_clauses(f) {
-        let values = params
-            .into_iter()
-            .map(|p| -> Box<dyn ToSql + Sync + Send> {
-                match p {
-                    Param::Text(t) => Box::new(t),
-                    Param::Int(i) => Box::new(i),
-                }
-            })
-            .collect();
-        bind(&mut sql, clause, values);
+        q.and(clause, params.into_iter().map(pg_value).collect());
     }
     for (k, v) in &f.metadata {
         // ->> takes the key as a value: any key works, no path syntax to escape.
-        bind(&mut sql, "metadata ->> ?::text = ?::text", vec![Box::new(k.clone()), Box::new(v.clone())]);
+        q.and("metadata ->> ?::text = ?::text", vec![Box::new(k.clone()), Box::new(v.clone())]);
     }
     if let Some(cur) = &page.cursor {
         let p = cursor::decode(SEARCH_CURSOR, cur, 2)?;
         let (ts, id) = (cursor::part_i64(&p, 0)?, cursor::part_str(&p, 1)?);
-        bind(
-            &mut sql,
-            "(timestamp_ns < ? OR (timestamp_ns = ? AND id > ?))",
-            vec![Box::new(ts), Box::new(ts), Box::new(id)],
-        );
+        q.and("(timestamp_ns < ? OR (timestamp_ns = ? AND id > ?))", vec![Box::new(ts), Box::new(ts), Box::new(id)]);
     }
-    args.push(Box::new(fetch_limit(limit)));
-    sql.push_str(&format!(" ORDER BY timestamp_ns DESC, id ASC LIMIT ${}", args.len()));
-    let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect();
-    let rows = q(c, &sql, &params).await?;
+    q.then(" ORDER BY timestamp_ns DESC, id ASC LIMIT ?", vec![Box::new(fetch_limit(limit))]);
+    let rows = q.run(c).await?;
     let items = rows.iter().map(entity_from_row).collect::<StoreResult<Vec<_>>>()?;
     Ok(split_page(items, limit, |e| {
         cursor::encode(SEARCH_CURSOR, vec![Value::from(e.timestamp_ns), Value::from(e.id.clone())])

@@ -110,7 +110,8 @@ async fn load(tx: &Transaction<'_>, batch: &WriteBatch) -> Result<Stored, TxErro
     let touched = Touched::of(batch);
     let mut stored = Stored::default();
     if !touched.entity_ids.is_empty() {
-        let sql = format!("SELECT {} FROM entities WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE", entity_columns());
+        let sql =
+            format!("SELECT {} FROM entities WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE", entity_columns());
         let stmt = tx.prepare_cached(&sql).await?;
         for r in tx.query(&stmt, &[&touched.entity_ids]).await? {
             let e = entity_from_row(&r)?;

@@ -1,6 +1,7 @@
 //! The SQLite read path: entity rows, keyset-paged lists, search, summaries, and the level
 //! lookups the shared lineage walk (`crate::walk`) needs.
 
+use crate::cursor::{fetch_limit, page_limit, split_page};
 use crate::filter::{common_clauses, Param};
 use crate::rows::{parse_metadata, parse_status, parse_string_vec};
 use std::collections::HashMap;
@@ -18,17 +19,44 @@ use crate::{
 
 // ---- decoding stored values -------------------------------------------------------------
 
-/// Page size actually used: at least one row so that a cursor always makes progress.
-fn page_limit(page: &PageRequest) -> usize {
-    page.limit.max(1)
+/// A backend-neutral parameter as SQLite binds it.
+pub(super) fn sql_value(p: Param) -> SqlValue {
+    match p {
+        Param::Text(t) => SqlValue::Text(t),
+        Param::Int(i) => SqlValue::Integer(i),
+        Param::Int32(i) => SqlValue::Integer(i.into()),
+    }
 }
 
-/// Split `limit + 1` fetched rows into a page and whether a next page exists.
-fn split_page<T>(mut rows: Vec<T>, limit: usize, cursor_of: impl Fn(&T) -> String) -> Page<T> {
-    let more = rows.len() > limit;
-    rows.truncate(limit);
-    let next_cursor = if more { rows.last().map(cursor_of) } else { None };
-    Page { items: rows, next_cursor }
+/// A statement being assembled from clauses with bare `?` placeholders, numbered here in order.
+pub(super) struct Query {
+    pub sql: String,
+    pub args: Vec<SqlValue>,
+}
+
+impl Query {
+    /// `select` ends in a WHERE clause that the ANDed clauses extend (e.g. `WHERE 1 = 1`).
+    pub fn new(select: String) -> Query {
+        Query { sql: select, args: Vec::new() }
+    }
+
+    pub fn and(&mut self, clause: &str, values: Vec<SqlValue>) {
+        self.sql.push_str(" AND ");
+        self.then(clause, values);
+    }
+
+    /// Append `text` as is (ORDER BY, LIMIT), numbering its placeholders.
+    pub fn then(&mut self, text: &str, values: Vec<SqlValue>) {
+        let mut values = values.into_iter();
+        let mut pieces = text.split('?');
+        self.sql.push_str(pieces.next().unwrap_or_default());
+        for piece in pieces {
+            // A clause has exactly as many `?` as values; a missing value is a bug here.
+            self.args.push(values.next().unwrap_or(SqlValue::Null));
+            self.sql.push_str(&format!("?{}", self.args.len()));
+            self.sql.push_str(piece);
+        }
+    }
 }
 
 // ---- entities -----------------------------------------------------------------------------
@@ -127,7 +155,8 @@ pub(super) fn with_metadata(raw: Vec<(EntityEvent, String)>) -> StoreResult<Vec<
 /// Entities matching `condition`, a WHERE clause with one parameter `?1` bound to `param`.
 pub(super) fn entity_rows_where(conn: &Connection, condition: &str, param: &str) -> StoreResult<Vec<Entity>> {
     let sql = format!("SELECT {ENTITY_COLUMNS} FROM entities WHERE {condition}");
-    let raw = conn.prepare_cached(&sql)?.query_map([param], RawEntity::from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let raw =
+        conn.prepare_cached(&sql)?.query_map([param], RawEntity::from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
     raw.into_iter().map(RawEntity::decode).collect()
 }
 
@@ -171,37 +200,24 @@ pub(super) fn span_refs(conn: &Connection, ids: &[String]) -> StoreResult<HashMa
 
 // ---- events and operations ----------------------------------------------------------------
 
-const EVENTS_CURSOR: &str = "events";
-
 pub(super) fn events(conn: &Connection, entity_id: &str, page: &PageRequest) -> StoreResult<Page<EntityEvent>> {
     let limit = page_limit(page);
-    let after = match &page.cursor {
-        None => None,
-        Some(c) => {
-            let p = cursor::decode(EVENTS_CURSOR, c, 3)?;
-            Some((cursor::part_i64(&p, 0)?, cursor::part_str(&p, 1)?, cursor::part_i64(&p, 2)?))
-        }
-    };
+    let after = page.cursor.as_deref().map(|c| cursor::event_key(cursor::EVENTS, c)).transpose()?;
     let base = "SELECT instrument_id, entity_id, event_name, timestamp_ns, metadata, trace_id, span_id, ordinal
                 FROM entity_events WHERE entity_id = ?1";
     let order = "ORDER BY timestamp_ns, span_id, ordinal LIMIT ?2";
     let raw: Vec<(EntityEvent, String)> = match after {
         None => conn
             .prepare_cached(&format!("{base} {order}"))?
-            .query_map(rusqlite::params![entity_id, (limit + 1) as i64], event_row)?
+            .query_map(rusqlite::params![entity_id, fetch_limit(limit)], event_row)?
             .collect::<Result<_, _>>()?,
         Some((ts, span, ord)) => conn
             .prepare_cached(&format!("{base} AND (timestamp_ns, span_id, ordinal) > (?3, ?4, ?5) {order}"))?
-            .query_map(rusqlite::params![entity_id, (limit + 1) as i64, ts, span, ord], event_row)?
+            .query_map(rusqlite::params![entity_id, fetch_limit(limit), ts, span, ord], event_row)?
             .collect::<Result<_, _>>()?,
     };
     let rows = with_metadata(raw)?;
-    Ok(split_page(rows, limit, |e| {
-        cursor::encode(
-            EVENTS_CURSOR,
-            vec![Value::from(e.timestamp_ns), Value::from(e.span_id.clone()), Value::from(e.ordinal)],
-        )
-    }))
+    Ok(split_page(rows, limit, |e| cursor::after_event(cursor::EVENTS, e)))
 }
 
 const OPERATIONS_CURSOR: &str = "operations";
@@ -238,11 +254,11 @@ pub(super) fn operations(conn: &Connection, entity_id: &str, page: &PageRequest)
     let raw: Vec<RawOp> = match after {
         None => conn
             .prepare_cached(&format!("{base} {order}"))?
-            .query_map(rusqlite::params![entity_id, (limit + 1) as i64], map)?
+            .query_map(rusqlite::params![entity_id, fetch_limit(limit)], map)?
             .collect::<Result<_, _>>()?,
         Some((ts, span)) => conn
             .prepare_cached(&format!("{base} AND (timestamp_ns, span_id) > (?3, ?4) {order}"))?
-            .query_map(rusqlite::params![entity_id, (limit + 1) as i64, ts, span], map)?
+            .query_map(rusqlite::params![entity_id, fetch_limit(limit), ts, span], map)?
             .collect::<Result<_, _>>()?,
     };
     let rows = raw
@@ -394,42 +410,20 @@ fn plain_json_key(key: &str) -> bool {
 
 pub(super) fn search(conn: &Connection, f: &EntityFilter, page: &PageRequest) -> StoreResult<Page<Entity>> {
     let limit = page_limit(page);
-    let mut sql = format!("SELECT {ENTITY_COLUMNS} FROM entities WHERE 1 = 1");
-    let mut args: Vec<SqlValue> = Vec::new();
-    let mut bind = |sql: &mut String, clause: &str, values: Vec<SqlValue>| {
-        // Each clause uses bare `?` placeholders; they are numbered here, in order.
-        sql.push_str(" AND ");
-        let mut values = values.into_iter();
-        let mut pieces = clause.split('?');
-        sql.push_str(pieces.next().unwrap_or_default());
-        for piece in pieces {
-            // A clause has exactly as many `?` as values; a missing value is a bug here.
-            args.push(values.next().unwrap_or(SqlValue::Null));
-            sql.push_str(&format!("?{}", args.len()));
-            sql.push_str(piece);
-        }
-    };
+    let sql = format!("SELECT {ENTITY_COLUMNS} FROM entities WHERE 1 = 1");
+    let mut q = Query::new(sql);
     for (clause, params) in common_clauses(f) {
-        let values = params
-            .into_iter()
-            .map(|p| match p {
-                Param::Text(t) => SqlValue::Text(t),
-                Param::Int(i) => SqlValue::Integer(i),
-            })
-            .collect();
-        bind(&mut sql, clause, values);
+        q.and(clause, params.into_iter().map(sql_value).collect());
     }
     for (k, v) in &f.metadata {
         if plain_json_key(k) {
-            bind(
-                &mut sql,
+            q.and(
                 "json_extract(metadata, ?) = ?",
                 vec![SqlValue::Text(format!("$.\"{k}\"")), SqlValue::Text(v.clone())],
             );
         } else {
             // Keys a JSON path cannot spell are matched by enumerating the object.
-            bind(
-                &mut sql,
+            q.and(
                 "EXISTS (SELECT 1 FROM json_each(entities.metadata) AS m WHERE m.key = ? AND m.value = ?)",
                 vec![SqlValue::Text(k.clone()), SqlValue::Text(v.clone())],
             );
@@ -438,17 +432,15 @@ pub(super) fn search(conn: &Connection, f: &EntityFilter, page: &PageRequest) ->
     if let Some(c) = &page.cursor {
         let p = cursor::decode(SEARCH_CURSOR, c, 2)?;
         let (ts, id) = (cursor::part_i64(&p, 0)?, cursor::part_str(&p, 1)?);
-        bind(
-            &mut sql,
+        q.and(
             "(timestamp_ns < ? OR (timestamp_ns = ? AND id > ?))",
             vec![SqlValue::Integer(ts), SqlValue::Integer(ts), SqlValue::Text(id)],
         );
     }
-    args.push(SqlValue::Integer((limit + 1) as i64));
-    sql.push_str(&format!(" ORDER BY timestamp_ns DESC, id ASC LIMIT ?{}", args.len()));
+    q.then(" ORDER BY timestamp_ns DESC, id ASC LIMIT ?", vec![SqlValue::Integer(fetch_limit(limit))]);
     let raw: Vec<RawEntity> = conn
-        .prepare_cached(&sql)?
-        .query_map(rusqlite::params_from_iter(args), RawEntity::from_row)?
+        .prepare_cached(&q.sql)?
+        .query_map(rusqlite::params_from_iter(q.args), RawEntity::from_row)?
         .collect::<Result<_, _>>()?;
     let rows = raw.into_iter().map(RawEntity::decode).collect::<StoreResult<Vec<_>>>()?;
     Ok(split_page(rows, limit, |e| {
@@ -509,7 +501,7 @@ pub(super) fn logs(conn: &Connection, entity_id: &str, page: &PageRequest) -> St
                AND (timestamp_ns, id) > (?2, ?3)
              ORDER BY timestamp_ns, id LIMIT ?4",
         )?
-        .query_map(rusqlite::params![entity_id, after_ts, after_id, (limit + 1) as i64], |r| {
+        .query_map(rusqlite::params![entity_id, after_ts, after_id, fetch_limit(limit)], |r| {
             Ok((
                 LogRecorded {
                     timestamp_ns: r.get(0)?,

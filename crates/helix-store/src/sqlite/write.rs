@@ -33,8 +33,9 @@ fn load(tx: &Transaction<'_>, batch: &WriteBatch) -> StoreResult<Stored> {
         stored.entities = rows.into_iter().map(|e| (e.id.clone(), e)).collect();
     }
     if !touched.operation_spans.is_empty() {
-        let mut stmt = tx
-            .prepare_cached("SELECT span_id FROM entity_operations WHERE span_id IN (SELECT value FROM json_each(?1))")?;
+        let mut stmt = tx.prepare_cached(
+            "SELECT span_id FROM entity_operations WHERE span_id IN (SELECT value FROM json_each(?1))",
+        )?;
         let spans = stmt.query_map([json_keys(&touched.operation_spans)?], |r| r.get(0))?;
         stored.operation_spans = spans.collect::<rusqlite::Result<_>>()?;
     }
@@ -111,8 +112,9 @@ fn write(tx: &Transaction<'_>, plan: &mut WritePlan<'_>, now: &str) -> StoreResu
         }
     }
     if !plan.new_edges.is_empty() {
-        let mut stmt =
-            tx.prepare_cached("INSERT OR IGNORE INTO entity_parents (child_id, parent_id, position) VALUES (?1, ?2, ?3)")?;
+        let mut stmt = tx.prepare_cached(
+            "INSERT OR IGNORE INTO entity_parents (child_id, parent_id, position) VALUES (?1, ?2, ?3)",
+        )?;
         for e in &plan.new_edges {
             stmt.execute((&e.child, &e.parent, e.position))?;
         }

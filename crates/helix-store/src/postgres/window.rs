@@ -1,23 +1,21 @@
-//! PostgreSQL reads for the Entity Inspector: an instrument's events in a window, numeric
-//! metadata for the data monitor, and per-stage counts over time (same results as the SQLite
-//! backend's `sqlite/ui.rs`; the conformance suite checks both).
+//! PostgreSQL reads over an instrument's time window: its events, monitor points and stage
+//! histogram (same results as `sqlite/window.rs`; the conformance suite checks both).
 
 use crate::rows::parse_metadata;
 use std::collections::BTreeSet;
 
 use deadpool_postgres::Object;
 use helix_model::EntityEvent;
-use serde_json::Value;
 use tokio_postgres::types::ToSql;
 
 use super::map_pg;
-use super::read::event_from_row;
+use super::read::{event_from_row, pg_value, Query};
+use crate::cursor::{fetch_limit, page_limit, split_page};
+use crate::filter::event_clauses;
 use crate::{
     cursor, numeric_value, EventQuery, MonitorPoint, MonitorPoints, MonitorQuery, Page, PageRequest, StageBucket,
-    StageHistogramQuery, StoreError, StoreResult,
+    StageHistogramQuery, StoreResult,
 };
-
-const INSTRUMENT_EVENTS_CURSOR: &str = "instrument_events";
 
 async fn q(c: &Object, sql: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Vec<tokio_postgres::Row>> {
     let stmt = c.prepare_cached(sql).await.map_err(map_pg)?;
@@ -29,57 +27,19 @@ pub(super) async fn instrument_events(
     query: &EventQuery,
     page: &PageRequest,
 ) -> StoreResult<Page<EntityEvent>> {
-    let limit = page.limit.max(1);
-    let mut sql = String::from(
+    let limit = page_limit(page);
+    let mut sql = Query::new(
         "SELECT instrument_id, entity_id, event_name, timestamp_ns, metadata::text, trace_id, span_id, ordinal
-         FROM entity_events WHERE true",
+         FROM entity_events WHERE true"
+            .to_owned(),
     );
-    let mut args: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
-    let mut clause = |sql: &mut String, text: &str, value: Box<dyn ToSql + Sync + Send>| {
-        args.push(value);
-        sql.push_str(&text.replace('?', &format!("${}", args.len())));
-    };
-    if let Some(i) = &query.instrument_id {
-        clause(&mut sql, " AND instrument_id = ?", Box::new(i.clone()));
+    for (clause, params) in event_clauses(query, page.cursor.as_deref())? {
+        sql.and(clause, params.into_iter().map(pg_value).collect());
     }
-    if let Some(n) = &query.event_name {
-        clause(&mut sql, " AND event_name = ?", Box::new(n.clone()));
-    }
-    if let Some(from) = query.from_ns {
-        clause(&mut sql, " AND timestamp_ns >= ?", Box::new(from));
-    }
-    if let Some(to) = query.to_ns {
-        clause(&mut sql, " AND timestamp_ns < ?", Box::new(to));
-    }
-    if let Some(cur) = &page.cursor {
-        let p = cursor::decode(INSTRUMENT_EVENTS_CURSOR, cur, 3)?;
-        let (ts, span, ord) = (cursor::part_i64(&p, 0)?, cursor::part_str(&p, 1)?, cursor::part_i64(&p, 2)?);
-        let ord = i32::try_from(ord).map_err(|_| StoreError::BadCursor("ordinal out of range".into()))?;
-        clause(&mut sql, " AND (timestamp_ns, span_id, ordinal) < (?", Box::new(ts));
-        clause(&mut sql, ", ?", Box::new(span));
-        clause(&mut sql, ", ?)", Box::new(ord));
-    }
-    clause(
-        &mut sql,
-        " ORDER BY timestamp_ns DESC, span_id DESC, ordinal DESC LIMIT ?",
-        Box::new(i64::try_from(limit + 1).unwrap_or(i64::MAX)),
-    );
-    let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect();
-    let rows = q(c, &sql, &params).await?;
-    let mut items = rows.iter().map(event_from_row).collect::<StoreResult<Vec<_>>>()?;
-    let more = items.len() > limit;
-    items.truncate(limit);
-    let next_cursor = if more {
-        items.last().map(|e| {
-            cursor::encode(
-                INSTRUMENT_EVENTS_CURSOR,
-                vec![Value::from(e.timestamp_ns), Value::from(e.span_id.clone()), Value::from(e.ordinal)],
-            )
-        })
-    } else {
-        None
-    };
-    Ok(Page { items, next_cursor })
+    sql.then(" ORDER BY timestamp_ns DESC, span_id DESC, ordinal DESC LIMIT ?", vec![Box::new(fetch_limit(limit))]);
+    let rows = sql.run(c).await?;
+    let items = rows.iter().map(event_from_row).collect::<StoreResult<Vec<_>>>()?;
+    Ok(split_page(items, limit, |e| cursor::after_event(cursor::INSTRUMENT_EVENTS, e)))
 }
 
 pub(super) async fn numeric_fields(

@@ -1,77 +1,45 @@
-//! SQLite reads for the Entity Inspector: an instrument's events in a window, numeric
-//! metadata for the data monitor, and per-stage counts over time.
+//! SQLite reads over an instrument's time window: its events, monitor points and stage
+//! histogram (`crate::window` has the types).
 
 use std::collections::BTreeSet;
 
 use helix_model::EntityEvent;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::Connection;
-use serde_json::Value;
 
-use super::read::{event_row, with_metadata};
+use super::read::{event_row, sql_value, with_metadata, Query};
+use crate::cursor::{fetch_limit, page_limit, split_page};
+use crate::filter::event_clauses;
 use crate::rows::parse_metadata;
 use crate::{
     cursor, numeric_value, EventQuery, MonitorPoint, MonitorPoints, MonitorQuery, Page, PageRequest, StageBucket,
     StageHistogramQuery, StoreResult,
 };
 
-const INSTRUMENT_EVENTS_CURSOR: &str = "instrument_events";
-
 pub(super) fn instrument_events(
     conn: &Connection,
     q: &EventQuery,
     page: &PageRequest,
 ) -> StoreResult<Page<EntityEvent>> {
-    let limit = page.limit.max(1);
-    let mut sql = String::from(
+    let limit = page_limit(page);
+    let mut query = Query::new(
         "SELECT instrument_id, entity_id, event_name, timestamp_ns, metadata, trace_id, span_id, ordinal
-         FROM entity_events WHERE 1 = 1",
+         FROM entity_events WHERE 1 = 1"
+            .to_owned(),
     );
-    let mut args: Vec<SqlValue> = Vec::new();
-    let mut clause = |sql: &mut String, text: &str, value: SqlValue| {
-        args.push(value);
-        sql.push_str(&text.replace('?', &format!("?{}", args.len())));
-    };
-    if let Some(i) = &q.instrument_id {
-        clause(&mut sql, " AND instrument_id = ?", SqlValue::Text(i.clone()));
+    for (clause, params) in event_clauses(q, page.cursor.as_deref())? {
+        query.and(clause, params.into_iter().map(sql_value).collect());
     }
-    if let Some(n) = &q.event_name {
-        clause(&mut sql, " AND event_name = ?", SqlValue::Text(n.clone()));
-    }
-    if let Some(from) = q.from_ns {
-        clause(&mut sql, " AND timestamp_ns >= ?", SqlValue::Integer(from));
-    }
-    if let Some(to) = q.to_ns {
-        clause(&mut sql, " AND timestamp_ns < ?", SqlValue::Integer(to));
-    }
-    if let Some(c) = &page.cursor {
-        let p = cursor::decode(INSTRUMENT_EVENTS_CURSOR, c, 3)?;
-        let (ts, span, ord) = (cursor::part_i64(&p, 0)?, cursor::part_str(&p, 1)?, cursor::part_i64(&p, 2)?);
-        clause(&mut sql, " AND (timestamp_ns, span_id, ordinal) < (?", SqlValue::Integer(ts));
-        clause(&mut sql, ", ?", SqlValue::Text(span));
-        clause(&mut sql, ", ?)", SqlValue::Integer(ord));
-    }
-    clause(
-        &mut sql,
+    query.then(
         " ORDER BY timestamp_ns DESC, span_id DESC, ordinal DESC LIMIT ?",
-        SqlValue::Integer((limit + 1) as i64),
+        vec![SqlValue::Integer(fetch_limit(limit))],
     );
-    let raw: Vec<(EntityEvent, String)> =
-        conn.prepare_cached(&sql)?.query_map(rusqlite::params_from_iter(args), event_row)?.collect::<Result<_, _>>()?;
-    let mut rows = with_metadata(raw)?;
-    let more = rows.len() > limit;
-    rows.truncate(limit);
-    let next_cursor = if more {
-        rows.last().map(|e| {
-            cursor::encode(
-                INSTRUMENT_EVENTS_CURSOR,
-                vec![Value::from(e.timestamp_ns), Value::from(e.span_id.clone()), Value::from(e.ordinal)],
-            )
-        })
-    } else {
-        None
-    };
-    Ok(Page { items: rows, next_cursor })
+    let raw: Vec<(EntityEvent, String)> = conn
+        .prepare_cached(&query.sql)?
+        .query_map(rusqlite::params_from_iter(query.args), event_row)?
+        .collect::<Result<_, _>>()?;
+    let rows = with_metadata(raw)?;
+    Ok(split_page(rows, limit, |e| cursor::after_event(cursor::INSTRUMENT_EVENTS, e)))
 }
 
 pub(super) fn numeric_fields(

@@ -1,6 +1,6 @@
-//! Query and result types of the reads the Entity Inspector needs beyond single entities:
-//! an instrument's events in a time window, numeric metadata for the data monitor, and
-//! per-stage counts over time for the instrument overview.
+//! Reads over an instrument's time window, their query and result types: its events
+//! (`instrument_events`), numeric metadata as monitor points (`numeric_fields`,
+//! `monitor_points`) and per-stage counts in time buckets (`stage_histogram`).
 
 use helix_model::Metadata;
 use serde::{Deserialize, Serialize};
