@@ -265,7 +265,9 @@ mod api {
         assert_eq!(h.ok("/api/v1/entity/cand-2/operations").await.as_array().map(Vec::len), Some(1));
         // A placeholder has no trace, so no creation row.
         assert_eq!(ids(&h.ok("/api/v1/entity/ghost/operations").await, "operation"), ["archive"]);
-        assert_eq!(h.get("/api/v1/entity/nope/operations").await.status, StatusCode::NOT_FOUND);
+        // Unknown entirely: no operations, as the older herald answers (not a 404).
+        let unknown = h.get("/api/v1/entity/nope/operations").await;
+        assert_eq!((unknown.status, unknown.json), (StatusCode::OK, json!([])));
     }
 
     #[tokio::test]

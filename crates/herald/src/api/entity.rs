@@ -5,13 +5,13 @@ use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use helix_store::{Entity, Graph, GraphQuery, Operation, Page, PageRequest};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::params::{EntityId, QueryParams};
-use super::{router_from, ApiError, ApiResult, ApiState, Route};
+use super::{compatible, ApiError, ApiResult, ApiState, Route};
 
 /// Events and operations embedded in the entity view; more are a `/events` or `/operations`
 /// page away (the view returns the cursors).
@@ -33,20 +33,21 @@ const PAGE_PARAMS: &[&str] = &["limit", "cursor"];
 pub fn routes() -> Vec<Route> {
     vec![
         Route { method: Method::GET, path: "/api/v1/entity/{id}", query: ENTITY_PARAMS, handler: get(entity) },
-        Route { method: Method::GET, path: "/api/v1/entity/{id}/graph", query: GRAPH_PARAMS, handler: get(graph) },
+        Route {
+            method: Method::GET,
+            path: "/api/v1/entity/{id}/graph",
+            query: GRAPH_PARAMS,
+            handler: compatible(get(graph)),
+        },
         Route {
             method: Method::GET,
             path: "/api/v1/entity/{id}/operations",
             query: OPERATIONS_PARAMS,
-            handler: get(operations),
+            handler: compatible(get(operations)),
         },
         Route { method: Method::GET, path: "/api/v1/entity/{id}/events", query: PAGE_PARAMS, handler: get(events) },
         Route { method: Method::GET, path: "/api/v1/entity/{id}/logs", query: PAGE_PARAMS, handler: get(logs) },
     ]
-}
-
-pub fn router() -> Router<ApiState> {
-    router_from(routes())
 }
 
 fn unknown_entity(id: &str) -> ApiError {
@@ -134,19 +135,16 @@ fn creation_row(entity: &Entity) -> Option<CompatOperation<'_>> {
 
 /// `GET /api/v1/entity/{id}/operations` (compatible): a bare array, oldest first, the
 /// creation first. Pages beyond the first are reached with the `x-next-cursor` header value.
+/// An unknown entity has no operations: `200 []`, as the older herald answers, not a 404.
 async fn operations(State(state): State<ApiState>, EntityId(id): EntityId, params: QueryParams) -> ApiResult<Response> {
     let params = params.allow_extra(OPERATIONS_PARAMS)?;
     let page_request = params.page(DEFAULT_PAGE, MAX_PAGE)?;
     let first_page = page_request.cursor.is_none();
-    let entity = state.store.entity(&id).await?;
+    // Only the first page starts with the creation row.
+    let entity = if first_page { state.store.entity(&id).await? } else { None };
     let page = state.store.operations(&id, &page_request).await?;
-    if entity.is_none() && page.items.is_empty() && first_page {
-        return Err(unknown_entity(&id));
-    }
     let mut rows: Vec<CompatOperation<'_>> = Vec::with_capacity(page.items.len() + 1);
-    if first_page {
-        rows.extend(entity.as_ref().and_then(creation_row));
-    }
+    rows.extend(entity.as_ref().and_then(creation_row));
     rows.extend(page.items.iter().map(CompatOperation::from));
     let mut response = Json(rows).into_response();
     if let Some(cursor) = page.next_cursor.as_deref().and_then(|c| HeaderValue::from_str(c).ok()) {

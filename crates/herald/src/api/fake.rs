@@ -45,8 +45,8 @@ impl FakeStore {
     fn answer<T>(&self, value: T) -> StoreResult<T> {
         match self.behaviour {
             Behaviour::Empty => Ok(value),
-            Behaviour::Unavailable => Err(StoreError::Unavailable("database is locked".into())),
-            Behaviour::Internal => Err(StoreError::Internal("secret table detail".into())),
+            Behaviour::Unavailable => Err(StoreError::unavailable("database is locked")),
+            Behaviour::Internal => Err(StoreError::internal("secret table detail")),
             Behaviour::BadCursor => Err(StoreError::BadCursor("not a cursor of this store".into())),
         }
     }

@@ -5,10 +5,10 @@ use axum::extract::State;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::json;
 
-use super::{router_from, ApiState, Route};
+use super::{ApiState, Route};
 
 /// Content type of the Prometheus text exposition format.
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
@@ -19,10 +19,6 @@ pub fn routes() -> Vec<Route> {
         Route { method: Method::GET, path: "/readyz", query: &[], handler: get(readyz) },
         Route { method: Method::GET, path: "/metrics", query: &[], handler: get(metrics) },
     ]
-}
-
-pub fn router() -> Router<ApiState> {
-    router_from(routes())
 }
 
 /// The process answers: nothing else is checked, so an orchestrator never restarts a

@@ -4,11 +4,11 @@
 use axum::extract::State;
 use axum::http::Method;
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use helix_store::{Direction, Lineage, LineageQuery};
 
 use super::params::{EntityId, QueryParams};
-use super::{router_from, ApiError, ApiResult, ApiState, Route};
+use super::{ApiError, ApiResult, ApiState, Route};
 
 /// Node budget of one page when the client names none (api.md).
 const DEFAULT_NODES: usize = 10_000;
@@ -26,10 +26,6 @@ pub fn routes() -> Vec<Route> {
         query: LINEAGE_PARAMS,
         handler: get(lineage),
     }]
-}
-
-pub fn router() -> Router<ApiState> {
-    router_from(routes())
 }
 
 fn direction(params: &QueryParams) -> Result<Direction, ApiError> {

@@ -1,27 +1,30 @@
-//! The herald's HTTP JSON API (api.md): shared state, the one error type, and `app()` merging
-//! one router per resource. Rendering HTML is the inspector's job, not this module's.
+//! The herald's HTTP JSON API (api.md): shared state, the one error type, and `app()` serving
+//! the routes of every resource in [`RESOURCES`]. Rendering HTML is the inspector's job, not
+//! this module's.
 
 pub mod entity;
-pub mod errors;
+pub mod events;
 #[cfg(test)]
 pub(crate) mod fake;
 pub mod health;
+pub mod index;
 pub mod instruments;
 pub mod lineage;
 pub mod monitor;
 pub mod openapi;
-pub mod overview;
 pub mod params;
 pub mod search;
+pub mod stages;
 pub mod window;
 
 use std::sync::Arc;
 
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
 use axum::{Json, Router};
 use helix_store::{Store, StoreError};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::metrics::Metrics;
 
@@ -33,9 +36,8 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
 }
 
-/// One registered endpoint. Each resource module lists its endpoints as `Route`s and builds its
-/// router from that list only, so the list is the single source of truth the OpenAPI test
-/// compares the document against.
+/// One registered endpoint. Each resource module lists its endpoints as `Route`s; the router,
+/// the index at `/api/v1/` and the OpenAPI test all read those lists (through [`RESOURCES`]).
 pub struct Route {
     pub method: Method,
     /// axum (and OpenAPI) path template, e.g. `/api/v1/entity/{id}/graph`.
@@ -45,24 +47,29 @@ pub struct Route {
     pub handler: MethodRouter<ApiState>,
 }
 
-/// Builds a resource router from its route list; the only way routes get registered.
-fn router_from(routes: Vec<Route>) -> Router<ApiState> {
-    routes.into_iter().fold(Router::new(), |router, route| router.route(route.path, route.handler))
+/// One resource of the API: the name the index and the OpenAPI tags use, and its routes.
+pub struct Resource {
+    pub name: &'static str,
+    pub routes: fn() -> Vec<Route>,
 }
 
-/// Every route of the API, in module order: what `app()` serves and the OpenAPI document lists.
+/// The API, resource by resource: the one list `app()`, the index and the OpenAPI test read.
+pub const RESOURCES: &[Resource] = &[
+    Resource { name: "index", routes: index::routes },
+    Resource { name: "entity", routes: entity::routes },
+    Resource { name: "lineage", routes: lineage::routes },
+    Resource { name: "search", routes: search::routes },
+    Resource { name: "instruments", routes: instruments::routes },
+    Resource { name: "stages", routes: stages::routes },
+    Resource { name: "events", routes: events::routes },
+    Resource { name: "monitor", routes: monitor::routes },
+    Resource { name: "health", routes: health::routes },
+    Resource { name: "openapi", routes: openapi::routes },
+];
+
+/// Every route of the API, in [`RESOURCES`] order.
 pub fn routes() -> Vec<Route> {
-    let mut all = Vec::new();
-    all.extend(entity::routes());
-    all.extend(lineage::routes());
-    all.extend(search::routes());
-    all.extend(instruments::routes());
-    all.extend(health::routes());
-    all.extend(openapi::routes());
-    all.extend(monitor::routes());
-    all.extend(errors::routes());
-    all.extend(overview::routes());
-    all
+    RESOURCES.iter().flat_map(|resource| (resource.routes)()).collect()
 }
 
 /// The whole API as one router, ready to be served or merged with the inspector UI.
@@ -70,22 +77,24 @@ pub fn routes() -> Vec<Route> {
 /// No fallback is installed here, so the caller can merge a UI router with its own fallback;
 /// use [`not_found`] as the listener's fallback for a JSON 404 on unknown paths.
 pub fn app(state: ApiState) -> Router {
-    Router::new()
-        .merge(entity::router())
-        .merge(lineage::router())
-        .merge(search::router())
-        .merge(instruments::router())
-        .merge(health::router())
-        .merge(openapi::router())
-        .merge(monitor::router())
-        .merge(errors::router())
-        .merge(overview::router())
-        .with_state(state)
+    routes().into_iter().fold(Router::new(), |router, route| router.route(route.path, route.handler)).with_state(state)
+}
+
+/// An endpoint of the older herald's API: like it, answers any origin
+/// (`Access-Control-Allow-Origin: *`), so dashboards served from elsewhere can read it,
+/// including the `x-next-cursor` header of the operations list.
+pub(crate) fn compatible(handler: MethodRouter<ApiState>) -> MethodRouter<ApiState> {
+    handler.layer(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::any())
+            .allow_methods([Method::GET])
+            .expose_headers([HeaderName::from_static(entity::NEXT_CURSOR_HEADER)]),
+    )
 }
 
 /// A JSON 404 for paths no route matches, for use as a fallback by whoever owns the listener.
 pub async fn not_found() -> ApiError {
-    ApiError::NotFound("no such endpoint".to_owned())
+    ApiError::NotFound(format!("no such endpoint; the API's endpoints are listed at {}", index::PATH))
 }
 
 /// Why a request failed, and what the client is told. Input problems name the parameter;
@@ -272,7 +281,6 @@ mod tests {
         for uri in [
             "/api/v1/entity/nope",
             "/api/v1/entity/nope/graph",
-            "/api/v1/entity/nope/operations",
             "/api/v1/entity/nope/events",
             "/api/v1/entity/nope/lineage",
         ] {
@@ -280,6 +288,43 @@ mod tests {
             assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
             assert_eq!(error_message(&body), "entity `nope` not found");
         }
+    }
+
+    #[tokio::test]
+    async fn an_unknown_entity_has_no_operations_rather_than_a_404() {
+        let (status, _, body) = get(FakeStore::empty().state(), "/api/v1/entity/nope/operations").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, b"[]");
+    }
+
+    #[tokio::test]
+    async fn unknown_paths_point_to_the_index() {
+        let app = app(FakeStore::empty().state()).fallback(not_found);
+        let request = Request::builder().uri("/api/v2/entity/x").body(Body::empty()).expect("request");
+        let response = app.oneshot(request).await.expect("infallible");
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        let body = to_bytes(response.into_body(), usize::MAX).await.expect("body");
+        assert_eq!(error_message(&body), "no such endpoint; the API's endpoints are listed at /api/v1/");
+    }
+
+    #[tokio::test]
+    async fn the_index_answers_with_links_and_refuses_parameters() {
+        let (status, headers, body) = get(FakeStore::empty().state(), "/api/v1/").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+        let index: Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(index["openapi"], "/api/openapi.json");
+        let hrefs: Vec<&str> = index["resources"]
+            .as_array()
+            .expect("resources")
+            .iter()
+            .flat_map(|r| r["links"].as_array().expect("links"))
+            .map(|l| l["href"].as_str().expect("href"))
+            .collect();
+        assert!(hrefs.contains(&"/api/v1/entity/{id}/lineage"), "{hrefs:?}");
+        let (status, _, body) = get(FakeStore::empty().state(), "/api/v1/?verbose=1").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(error_message(&body).contains("`verbose`"));
     }
 
     #[tokio::test]

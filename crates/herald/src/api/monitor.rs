@@ -7,14 +7,14 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 use axum::http::Method;
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use helix_model::Metadata;
 use helix_store::{MonitorPoint, MonitorQuery};
 use serde::Serialize;
 
 use super::params::QueryParams;
 use super::window::{now_ns, HOUR_NS, NS_PER_MS};
-use super::{router_from, ApiError, ApiResult, ApiState, Route};
+use super::{compatible, ApiError, ApiResult, ApiState, Route};
 
 const FIELDS_PARAMS: &[&str] = &["instrument"];
 const BINS_PARAMS: &[&str] = &[
@@ -44,13 +44,14 @@ const MAX_Y_BINS: u64 = 2_000;
 
 pub fn routes() -> Vec<Route> {
     vec![
-        Route { method: Method::GET, path: "/api/v1/monitor/fields", query: FIELDS_PARAMS, handler: get(fields) },
-        Route { method: Method::GET, path: "/api/v1/monitor/bins", query: BINS_PARAMS, handler: get(bins) },
+        Route {
+            method: Method::GET,
+            path: "/api/v1/monitor/fields",
+            query: FIELDS_PARAMS,
+            handler: compatible(get(fields)),
+        },
+        Route { method: Method::GET, path: "/api/v1/monitor/bins", query: BINS_PARAMS, handler: compatible(get(bins)) },
     ]
-}
-
-pub fn router() -> Router<ApiState> {
-    router_from(routes())
 }
 
 /// The compatible rule for metadata field names on the monitor.

@@ -4,20 +4,17 @@
 use axum::http::{header, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 
-use super::{router_from, ApiState, Route};
+use super::Route;
 
 /// The document, served verbatim. Edit it together with any route or parameter change;
 /// the tests below fail when the two drift apart.
 pub const DOCUMENT: &str = include_str!("openapi.json");
+/// Where the document is served.
+pub const PATH: &str = "/api/openapi.json";
 
 pub fn routes() -> Vec<Route> {
-    vec![Route { method: Method::GET, path: "/api/openapi.json", query: &[], handler: get(document) }]
-}
-
-pub fn router() -> Router<ApiState> {
-    router_from(routes())
+    vec![Route { method: Method::GET, path: PATH, query: &[], handler: get(document) }]
 }
 
 async fn document() -> Response {
@@ -36,7 +33,7 @@ mod tests {
     use tower::ServiceExt;
 
     use super::super::fake::FakeStore;
-    use super::super::routes;
+    use super::super::{routes, RESOURCES};
     use super::*;
 
     fn doc() -> Value {
@@ -73,6 +70,24 @@ mod tests {
             routes().iter().map(|r| (r.method.as_str().to_owned(), r.path.to_owned())).collect();
         assert_eq!(routed.len(), routes().len(), "a route is registered twice");
         assert_eq!(routed, documented_operations(&doc));
+    }
+
+    #[test]
+    fn every_operation_is_tagged_with_the_resource_that_serves_it() {
+        let doc = doc();
+        for resource in RESOURCES {
+            for route in (resource.routes)() {
+                let tags = &doc["paths"][route.path][route.method.as_str().to_lowercase()]["tags"];
+                assert_eq!(tags, &serde_json::json!([resource.name]), "tags of {}", route.path);
+            }
+        }
+    }
+
+    #[test]
+    fn the_documented_id_limit_is_the_model_rule() {
+        let doc = doc();
+        let max = doc["components"]["parameters"]["id"]["schema"]["maxLength"].as_u64();
+        assert_eq!(max, Some(helix_model::MAX_ENTITY_ID_BYTES as u64));
     }
 
     #[test]
@@ -160,7 +175,7 @@ mod tests {
             &EntityEvent {
                 entity_id: "e".into(),
                 instrument_id: "I".into(),
-                event_name: "helix.error".into(),
+                event_name: helix_model::ERROR_EVENT.into(),
                 timestamp_ns: 0,
                 metadata: Default::default(),
                 trace_id: String::new(),
@@ -226,6 +241,10 @@ mod tests {
                 placeholder: false,
             },
         );
+        let index = super::super::index::build();
+        assert_schema_matches("ApiIndex", &index);
+        assert_schema_matches("IndexResource", &index.resources[0]);
+        assert_schema_matches("IndexLink", &index.resources[0].links[0]);
         assert_schema_matches(
             "StageSummary",
             &StageSummary { stage: "s".into(), count: 0, error_count: 0, last_seen_ns: 0 },
@@ -270,10 +289,29 @@ mod tests {
         }
     }
 
+    /// The documented `Access-Control-Allow-Origin` header is sent exactly where it is documented.
+    #[tokio::test]
+    async fn cross_origin_answers_are_where_the_document_says() {
+        let doc = doc();
+        let app = super::super::app(FakeStore::empty().state());
+        for (method, path) in documented_operations(&doc) {
+            let method = method.to_lowercase();
+            let documented = doc["paths"][&path][&method]["responses"]["200"]["headers"]
+                .get("Access-Control-Allow-Origin")
+                .is_some();
+            let uri = concrete_uri(&doc, &path, &method);
+            let request = Request::builder().uri(&uri).body(Body::empty()).expect("request");
+            let response = app.clone().oneshot(request).await.expect("infallible");
+            let sent = response.headers().get(header::ACCESS_CONTROL_ALLOW_ORIGIN).map(|v| v.as_bytes().to_vec());
+            let expected = documented.then(|| b"*".to_vec());
+            assert_eq!(sent, expected, "{uri}");
+        }
+    }
+
     #[tokio::test]
     async fn the_document_is_served_as_json() {
         let app = super::super::app(FakeStore::empty().state());
-        let request = Request::builder().uri("/api/openapi.json").body(Body::empty()).expect("request");
+        let request = Request::builder().uri(PATH).body(Body::empty()).expect("request");
         let response = app.oneshot(request).await.expect("infallible");
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");

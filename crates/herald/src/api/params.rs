@@ -3,24 +3,22 @@
 
 use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::request::Parts;
+use helix_model::MAX_ENTITY_ID_BYTES;
 use helix_store::PageRequest;
 
 use super::{ApiError, ApiResult};
 
-/// Longest entity ID accepted in a path. IDs are free text; the cap only stops abuse
-/// (a 4 KB ID must still work).
-pub const MAX_ID_BYTES: usize = 16 * 1024;
 /// Longest query value accepted (filters, prefixes, metadata values).
 pub const MAX_VALUE_BYTES: usize = 16 * 1024;
 /// Longest cursor accepted. Cursors embed the last row's sort key, which can be an entity ID
-/// of up to [`MAX_ID_BYTES`] (hex-encoded by the stores), so this is well above twice that.
-pub const MAX_CURSOR_BYTES: usize = 64 * 1024;
+/// of up to [`MAX_ENTITY_ID_BYTES`] (hex-encoded by the stores), so this is well above twice that.
+pub const MAX_CURSOR_BYTES: usize = 4 * MAX_ENTITY_ID_BYTES;
 /// Stand-in in a route's parameter list for every `meta.KEY` parameter.
 pub const META_WILDCARD: &str = "meta.*";
 const META_PREFIX: &str = "meta.";
 
 /// An entity ID taken from the `{id}` path segment, percent-decoded and checked: non-empty,
-/// valid UTF-8, no control characters, at most [`MAX_ID_BYTES`].
+/// valid UTF-8, and within the rule ingest applies ([`helix_model::check_entity_id`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntityId(pub String);
 
@@ -37,18 +35,13 @@ impl<S: Send + Sync> FromRequestParts<S> for EntityId {
     }
 }
 
-/// The rules every entity ID in a path obeys (api.md "Inputs").
+/// The rules every entity ID in a path obeys: the model's rule for stored IDs, so any ID the
+/// herald stored can be asked for and no other; an empty segment names no entity at all.
 pub fn check_entity_id(id: &str) -> ApiResult<()> {
     if id.is_empty() {
         return Err(ApiError::bad("id", "must not be empty"));
     }
-    if id.len() > MAX_ID_BYTES {
-        return Err(ApiError::bad("id", format!("longer than {MAX_ID_BYTES} bytes")));
-    }
-    if id.chars().any(char::is_control) {
-        return Err(ApiError::bad("id", "contains a control character"));
-    }
-    Ok(())
+    helix_model::check_entity_id(id).map_err(|why| ApiError::bad("id", why))
 }
 
 /// The decoded query string of one request. Handlers first check the names against the
@@ -247,11 +240,14 @@ mod tests {
     }
 
     #[test]
-    fn entity_ids_reject_control_characters_only() {
+    fn entity_ids_follow_the_ingest_rule() {
         assert!(check_entity_id("a/b \"<script>\" 🚀").is_ok());
-        assert!(check_entity_id(&"x".repeat(4096)).is_ok());
-        for bad in ["", "a\nb", "a\u{0}b", "a\u{7f}"] {
-            assert!(message(check_entity_id(bad).expect_err(bad)).contains("`id`"));
+        assert!(check_entity_id(&"x".repeat(MAX_ENTITY_ID_BYTES)).is_ok());
+        for bad in ["", "a\nb", "a\u{0}b", "a\u{7f}", &"x".repeat(MAX_ENTITY_ID_BYTES + 1)] {
+            let shown = &bad[..bad.len().min(8)];
+            assert!(message(check_entity_id(bad).expect_err(shown)).contains("`id`"), "{shown}");
         }
+        let too_long = message(check_entity_id(&"x".repeat(MAX_ENTITY_ID_BYTES + 1)).expect_err("too long"));
+        assert!(too_long.ends_with("more than the 16384 allowed"), "{too_long}");
     }
 }

@@ -4,14 +4,14 @@
 use axum::extract::State;
 use axum::http::Method;
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use helix_model::Status;
 use helix_store::EntityFilter;
 use serde_json::Value;
 
 use super::entity::list_page;
 use super::params::{QueryParams, META_WILDCARD};
-use super::{router_from, ApiError, ApiResult, ApiState, Route};
+use super::{ApiError, ApiResult, ApiState, Route};
 
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 10_000;
@@ -21,10 +21,6 @@ const SEARCH_PARAMS: &[&str] =
 
 pub fn routes() -> Vec<Route> {
     vec![Route { method: Method::GET, path: "/api/v1/entities", query: SEARCH_PARAMS, handler: get(search) }]
-}
-
-pub fn router() -> Router<ApiState> {
-    router_from(routes())
 }
 
 /// Turns the checked query into the store's filter.

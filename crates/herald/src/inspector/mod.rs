@@ -31,11 +31,6 @@ pub struct InspectorConfig {
     pub tempo_datasource: String,
 }
 
-/// The UI's routes without deployment settings (no Grafana links).
-pub fn router() -> Router<ApiState> {
-    router_with(InspectorConfig { grafana_url: None, tempo_datasource: "tempo".to_owned() })
-}
-
 /// The UI's routes; merged with the JSON API on the API listener.
 pub fn router_with(config: InspectorConfig) -> Router<ApiState> {
     let shell = render_shell(&config);

@@ -1,14 +1,15 @@
-//! An instrument's events over a time window: `GET /api/v1/events` (newest first, paged) and
-//! `GET /api/v1/errors`, its `helix.error` events grouped by error class (normalised
-//! `message` + `stage`) with occurrences, entities affected, first/last seen and examples.
+//! Entity events across entities: `GET /api/v1/events` (every or one instrument's events,
+//! newest first, paged) and `GET /api/v1/errors` (an instrument's `helix.error` events of a time
+//! window grouped by error class, normalised `message` + `stage`, with occurrences, entities
+//! affected, first/last seen and examples). The API's error type is `super::ApiError`, not here.
 
 use std::collections::{BTreeSet, HashMap};
 
 use axum::extract::State;
 use axum::http::Method;
 use axum::routing::get;
-use axum::{Json, Router};
-use helix_model::EntityEvent;
+use axum::Json;
+use helix_model::{EntityEvent, ERROR_EVENT};
 use helix_store::{EventQuery, PageRequest};
 use serde::Serialize;
 use serde_json::Value;
@@ -16,7 +17,7 @@ use serde_json::Value;
 use super::entity::list_page;
 use super::params::QueryParams;
 use super::window::{window_ns, HOUR_NS};
-use super::{router_from, ApiError, ApiResult, ApiState, Route};
+use super::{ApiError, ApiResult, ApiState, Route};
 
 const EVENTS_PARAMS: &[&str] = &["instrument", "name", "from_ns", "to_ns", "limit", "cursor"];
 const ERRORS_PARAMS: &[&str] = &["instrument", "stage", "from_ns", "to_ns", "limit", "cursor"];
@@ -30,17 +31,12 @@ const SCAN_PAGE: usize = 10_000;
 /// Example entities kept per class (the most recent ones).
 const EXAMPLES: usize = 5;
 const MAX_WINDOW_NS: i64 = 31 * 24 * HOUR_NS;
-pub const ERROR_EVENT: &str = "helix.error";
 
 pub fn routes() -> Vec<Route> {
     vec![
         Route { method: Method::GET, path: "/api/v1/events", query: EVENTS_PARAMS, handler: get(events) },
         Route { method: Method::GET, path: "/api/v1/errors", query: ERRORS_PARAMS, handler: get(errors) },
     ]
-}
-
-pub fn router() -> Router<ApiState> {
-    router_from(routes())
 }
 
 /// `{"events": [...], "next_cursor"}`: events of every (or one) instrument, newest first.

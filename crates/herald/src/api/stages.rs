@@ -1,30 +1,38 @@
-//! The instrument overview: `GET /api/v1/stages/timeline`, each stage's entity and error
-//! counts in equal time buckets over a window (what the inspector's overview page charts).
+//! An instrument's stages: `GET /api/v1/stages?instrument=X` (each stage's totals) and
+//! `GET /api/v1/stages/timeline` (each stage's entity and error counts in equal time buckets
+//! over a window), which the inspector's instrument overview shows side by side.
 
 use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::http::Method;
 use axum::routing::get;
-use axum::{Json, Router};
-use helix_store::StageHistogramQuery;
+use axum::Json;
+use helix_store::{StageHistogramQuery, StageSummary};
 use serde::Serialize;
 
 use super::params::QueryParams;
 use super::window::{window_ns, HOUR_NS};
-use super::{router_from, ApiResult, ApiState, Route};
+use super::{ApiResult, ApiState, Route};
 
+const STAGES_PARAMS: &[&str] = &["instrument"];
 const TIMELINE_PARAMS: &[&str] = &["instrument", "from_ns", "to_ns", "buckets"];
 const DEFAULT_BUCKETS: u64 = 48;
 const MAX_BUCKETS: u64 = 1_000;
 const MAX_WINDOW_NS: i64 = 366 * 24 * HOUR_NS;
 
 pub fn routes() -> Vec<Route> {
-    vec![Route { method: Method::GET, path: "/api/v1/stages/timeline", query: TIMELINE_PARAMS, handler: get(timeline) }]
+    vec![
+        Route { method: Method::GET, path: "/api/v1/stages", query: STAGES_PARAMS, handler: get(stages) },
+        Route { method: Method::GET, path: "/api/v1/stages/timeline", query: TIMELINE_PARAMS, handler: get(timeline) },
+    ]
 }
 
-pub fn router() -> Router<ApiState> {
-    router_from(routes())
+/// `[{"stage", "count", "error_count", "last_seen_ns"}]`; `[]` for an instrument with no data.
+async fn stages(State(state): State<ApiState>, params: QueryParams) -> ApiResult<Json<Vec<StageSummary>>> {
+    let params = params.allow(STAGES_PARAMS)?;
+    let instrument = params.required("instrument")?;
+    Ok(Json(state.store.stages(instrument).await?))
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
