@@ -1433,7 +1433,7 @@ pub async fn failed_batch_leaves_no_partial_rows(store: &dyn Store) {
         ],
     };
     let err = store.write(&batch).await.unwrap_err();
-    assert!(matches!(err, StoreError::Internal(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Internal { .. }), "{err:?}");
     assert!(store.entity("a1").await.unwrap().is_none());
     assert!(store.entity("a2").await.unwrap().is_none());
     assert_eq!(store.children_count("a1").await.unwrap(), 0);

@@ -2,6 +2,7 @@
 //! API reads, the SQLite and PostgreSQL backends, and (feature `conformance`) the suite every backend must pass.
 
 mod cursor;
+mod error;
 mod filter;
 mod plan;
 pub mod postgres;
@@ -19,47 +20,12 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use helix_model::{EntityEvent, SpanRef};
 
+pub use error::{DbCause, StoreError, StoreResult};
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::{SqliteOptions, SqliteStore};
 pub use types::*;
 pub use window::*;
 
-/// Why a store call failed. The variant decides what a client is told: `Unavailable` is
-/// transient (retry later), `BadCursor` is the caller's fault, the rest are ours.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The database cannot take the call right now (locked, down, disk full); retrying may work.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
-    /// The cursor given by the caller was not produced by this store.
-    #[error("malformed cursor: {0}")]
-    BadCursor(String),
-    /// The schema in the database is newer than this binary understands, or a migration failed.
-    #[error("schema problem: {0}")]
-    Schema(String),
-    /// Anything else: a bug or corrupt data; logged with its cause, answered generically.
-    #[error("store error: {0}")]
-    Internal(String),
-}
-
-impl StoreError {
-    /// A transient failure described in words (test doubles and callers outside the backends).
-    pub fn unavailable(why: impl Into<String>) -> Self {
-        StoreError::Unavailable(why.into())
-    }
-
-    /// A non-transient failure described in words (test doubles and callers outside the backends).
-    pub fn internal(why: impl Into<String>) -> Self {
-        StoreError::Internal(why.into())
-    }
-
-    /// Whether a client should retry the request that hit this error.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
-    }
-}
-
-pub type StoreResult<T> = Result<T, StoreError>;
 
 /// One backend holding entities, operations, events, edges and logs.
 ///
@@ -115,17 +81,11 @@ pub trait Store: Send + Sync + 'static {
     /// Log records correlated with an entity (by `helix_entity_id` or by one of its traces), oldest first.
     async fn logs(&self, entity_id: &str, page: &PageRequest) -> StoreResult<Page<helix_model::LogRecorded>>;
 
-    // ---- reads for the Entity Inspector (added with the UI; defaults only so a backend
-    // under construction still builds: every real backend implements them and passes the
-    // conformance checks `instrument_events_*`, `numeric_fields_*`, `monitor_points_*`,
-    // `stage_histogram_*`).
+    // ---- reads over an instrument's time window (`window.rs`)
 
     /// Events matching `query` (instrument, exact name, time window on the event's own
     /// timestamp), newest first (timestamp descending, then span and ordinal descending), paged.
-    async fn instrument_events(&self, query: &EventQuery, page: &PageRequest) -> StoreResult<Page<EntityEvent>> {
-        let _ = (query, page);
-        Err(StoreError::Internal("instrument_events: not implemented by this backend".into()))
-    }
+    async fn instrument_events(&self, query: &EventQuery, page: &PageRequest) -> StoreResult<Page<EntityEvent>>;
 
     /// Metadata keys holding a numeric value (see [`numeric_value`]) on at least one of the
     /// newest `sample` non-placeholder entities of `instrument_id` created in
@@ -136,22 +96,13 @@ pub trait Store: Send + Sync + 'static {
         from_ns: i64,
         to_ns: i64,
         sample: usize,
-    ) -> StoreResult<Vec<String>> {
-        let _ = (instrument_id, from_ns, to_ns, sample);
-        Err(StoreError::Internal("numeric_fields: not implemented by this backend".into()))
-    }
+    ) -> StoreResult<Vec<String>>;
 
     /// Non-placeholder entities of the instrument created in the window whose `y_field` is
     /// numeric, newest first (timestamp descending, then ID ascending), at most `limit`.
-    async fn monitor_points(&self, query: &MonitorQuery) -> StoreResult<MonitorPoints> {
-        let _ = query;
-        Err(StoreError::Internal("monitor_points: not implemented by this backend".into()))
-    }
+    async fn monitor_points(&self, query: &MonitorQuery) -> StoreResult<MonitorPoints>;
 
     /// Non-empty (stage, bucket) cells of the instrument's non-placeholder entities with a
     /// stage, sorted by stage then bucket.
-    async fn stage_histogram(&self, query: &StageHistogramQuery) -> StoreResult<Vec<StageBucket>> {
-        let _ = query;
-        Err(StoreError::Internal("stage_histogram: not implemented by this backend".into()))
-    }
+    async fn stage_histogram(&self, query: &StageHistogramQuery) -> StoreResult<Vec<StageBucket>>;
 }

@@ -22,7 +22,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
 use crate::{
-    Entity, EntityFilter, EventQuery, Graph, GraphQuery, Lineage, LineageQuery, MonitorPoints, MonitorQuery, Operation,
+    DbCause, Entity, EntityFilter, EventQuery, Graph, GraphQuery, Lineage, LineageQuery, MonitorPoints, MonitorQuery, Operation,
     Page, PageRequest, StageBucket, StageHistogramQuery, StageSummary, Store, StoreError, StoreResult, WriteBatch,
     WriteOutcome,
 };
@@ -98,28 +98,21 @@ fn transient_state(code: &SqlState) -> bool {
 /// Map a driver error to the error a client sees.
 pub(crate) fn map_pg(e: tokio_postgres::Error) -> StoreError {
     if let Some(code) = e.code() {
-        let msg = match e.as_db_error() {
-            Some(db) => format!("postgres: {} ({})", db.message(), code.code()),
-            None => format!("postgres: {e}"),
+        let message = e.as_db_error().map(|db| db.message().to_owned()).unwrap_or_else(|| e.to_string());
+        let cause = DbCause::Postgres { sqlstate: Some(code.code().to_owned()), message };
+        return if transient_state(code) {
+            StoreError::Unavailable { op: "", cause }
+        } else {
+            StoreError::Internal { op: "", cause }
         };
-        return if transient_state(code) { StoreError::Unavailable(msg) } else { StoreError::Internal(msg) };
     }
-    // No SQLSTATE: the failure is below SQL. The driver's error kinds are private, so the
-    // connection-level ones are recognised by a closed connection or an I/O cause; anything
-    // else (a value that cannot be converted) is ours.
-    let io_cause = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
-    let text = e.to_string();
-    if e.is_closed()
-        || io_cause
-        || text.starts_with("error connecting")
-        || text.starts_with("error communicating")
-        || text.starts_with("timeout")
-        || text.starts_with("unexpected EOF")
-    {
-        let cause = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
-        StoreError::Unavailable(format!("database unreachable ({text}{cause})"))
-    } else {
-        StoreError::Internal(format!("postgres: {text}"))
+    // No SQLSTATE: the failure is below SQL (connecting, a closed connection, I/O, a
+    // timeout). The values the store binds are typed by construction, so what is left is the
+    // way to the database failing: transient.
+    let source = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
+    StoreError::Unavailable {
+        op: "",
+        cause: DbCause::Postgres { sqlstate: None, message: format!("database unreachable ({e}{source})") },
     }
 }
 
@@ -127,11 +120,11 @@ fn map_pool(e: PoolError) -> StoreError {
     match e {
         PoolError::Backend(e) => map_pg(e),
         PoolError::Timeout(kind) => {
-            StoreError::Unavailable(format!("database unreachable: no connection within the timeout ({kind:?})"))
+            StoreError::io(format!("database unreachable: no connection within the timeout ({kind:?})"))
         }
-        PoolError::Closed => StoreError::Unavailable("the connection pool is closed".into()),
-        PoolError::NoRuntimeSpecified => StoreError::Internal("connection pool without a runtime".into()),
-        PoolError::PostCreateHook(e) => StoreError::Unavailable(format!("connection set-up failed: {e}")),
+        PoolError::Closed => StoreError::io("the connection pool is closed"),
+        PoolError::NoRuntimeSpecified => StoreError::bug("connection pool without a runtime"),
+        PoolError::PostCreateHook(e) => StoreError::io(format!("connection set-up failed: {e}")),
     }
 }
 
@@ -148,14 +141,14 @@ fn valid_schema(name: &str) -> bool {
 fn build_pool(url: &str, opts: &PostgresOptions) -> StoreResult<Pool> {
     let redacted = redact_url(url);
     let mut config: tokio_postgres::Config =
-        url.parse().map_err(|e| StoreError::Internal(format!("DB_URL {redacted} is not a PostgreSQL URL: {e}")))?;
+        url.parse().map_err(|e| StoreError::Config(format!("DB_URL {redacted} is not a PostgreSQL URL: {e}")))?;
     let mut options = config.get_options().unwrap_or_default().to_owned();
     // An acknowledged export must survive a server crash: force synchronous commit even if the
     // server default was relaxed.
     options.push_str(" -c synchronous_commit=on");
     if let Some(schema) = &opts.schema {
         if !valid_schema(schema) {
-            return Err(StoreError::Internal(format!(
+            return Err(StoreError::Config(format!(
                 "invalid schema name {schema:?}: use lower-case letters, digits and _"
             )));
         }
@@ -186,7 +179,7 @@ fn build_pool(url: &str, opts: &PostgresOptions) -> StoreResult<Pool> {
         .create_timeout(Some(opts.connect_timeout))
         .recycle_timeout(Some(opts.connect_timeout))
         .build()
-        .map_err(|e| StoreError::Internal(format!("cannot build the connection pool: {e}")))
+        .map_err(|e| StoreError::Config(format!("cannot build the connection pool: {e}")))
 }
 
 /// Apply pending migrations to the database at `url` (the `herald migrate` subcommand).
@@ -201,7 +194,9 @@ pub async fn migrate(url: &str, schema: Option<&str>) -> StoreResult<Vec<u32>> {
 
 fn connect_error(url: &str, e: PoolError) -> StoreError {
     match map_pool(e) {
-        StoreError::Unavailable(m) => StoreError::Unavailable(format!("cannot connect to {}: {m}", redact_url(url))),
+        StoreError::Unavailable { op, cause } => {
+            StoreError::Unavailable { op, cause: DbCause::Io(format!("cannot connect to {}: {cause}", redact_url(url))) }
+        }
         other => other,
     }
 }
@@ -288,63 +283,63 @@ impl Store for PostgresStore {
             return Ok(WriteOutcome::default());
         }
         let mut client = self.client().await?;
-        write::apply_batch(&mut client, batch).await
+        write::apply_batch(&mut client, batch).await.map_err(|e| e.during("write"))
     }
 
     async fn span_refs(&self, entity_ids: &[String]) -> StoreResult<HashMap<String, SpanRef>> {
         if entity_ids.is_empty() {
             return Ok(HashMap::new());
         }
-        read::span_refs(&self.client().await?, entity_ids).await
+        read::span_refs(&self.client().await?, entity_ids).await.map_err(|e| e.during("span_refs"))
     }
 
     async fn check_ready(&self) -> StoreResult<()> {
         let client = self.client().await?;
-        migrate::check_current(&client).await
+        migrate::check_current(&client).await.map_err(|e| e.during("check_ready"))
     }
 
     async fn entity(&self, id: &str) -> StoreResult<Option<Entity>> {
-        read::entity(&self.client().await?, id).await
+        read::entity(&self.client().await?, id).await.map_err(|e| e.during("entity"))
     }
 
     async fn children_count(&self, id: &str) -> StoreResult<u64> {
-        read::children_count(&self.client().await?, id).await
+        read::children_count(&self.client().await?, id).await.map_err(|e| e.during("children_count"))
     }
 
     async fn events(&self, entity_id: &str, page: &PageRequest) -> StoreResult<Page<EntityEvent>> {
-        read::events(&self.client().await?, entity_id, page).await
+        read::events(&self.client().await?, entity_id, page).await.map_err(|e| e.during("events"))
     }
 
     async fn operations(&self, entity_id: &str, page: &PageRequest) -> StoreResult<Page<Operation>> {
-        read::operations(&self.client().await?, entity_id, page).await
+        read::operations(&self.client().await?, entity_id, page).await.map_err(|e| e.during("operations"))
     }
 
     async fn lineage(&self, query: &LineageQuery) -> StoreResult<Option<Lineage>> {
-        read::lineage(self.client().await?, query.clone()).await
+        read::lineage(self.client().await?, query.clone()).await.map_err(|e| e.during("lineage"))
     }
 
     async fn graph(&self, id: &str, query: &GraphQuery) -> StoreResult<Option<Graph>> {
-        read::graph(self.client().await?, id.to_owned(), query.clone()).await
+        read::graph(self.client().await?, id.to_owned(), query.clone()).await.map_err(|e| e.during("graph"))
     }
 
     async fn search(&self, filter: &EntityFilter, page: &PageRequest) -> StoreResult<Page<Entity>> {
-        read::search(&self.client().await?, filter, page).await
+        read::search(&self.client().await?, filter, page).await.map_err(|e| e.during("search"))
     }
 
     async fn instruments(&self) -> StoreResult<Vec<String>> {
-        read::instruments(&self.client().await?).await
+        read::instruments(&self.client().await?).await.map_err(|e| e.during("instruments"))
     }
 
     async fn stages(&self, instrument_id: &str) -> StoreResult<Vec<StageSummary>> {
-        read::stages(&self.client().await?, instrument_id).await
+        read::stages(&self.client().await?, instrument_id).await.map_err(|e| e.during("stages"))
     }
 
     async fn logs(&self, entity_id: &str, page: &PageRequest) -> StoreResult<Page<LogRecorded>> {
-        read::logs(&self.client().await?, entity_id, page).await
+        read::logs(&self.client().await?, entity_id, page).await.map_err(|e| e.during("logs"))
     }
 
     async fn instrument_events(&self, query: &EventQuery, page: &PageRequest) -> StoreResult<Page<EntityEvent>> {
-        window::instrument_events(&self.client().await?, query, page).await
+        window::instrument_events(&self.client().await?, query, page).await.map_err(|e| e.during("instrument_events"))
     }
 
     async fn numeric_fields(
@@ -354,15 +349,15 @@ impl Store for PostgresStore {
         to_ns: i64,
         sample: usize,
     ) -> StoreResult<Vec<String>> {
-        window::numeric_fields(&self.client().await?, instrument_id, from_ns, to_ns, sample).await
+        window::numeric_fields(&self.client().await?, instrument_id, from_ns, to_ns, sample).await.map_err(|e| e.during("numeric_fields"))
     }
 
     async fn monitor_points(&self, query: &MonitorQuery) -> StoreResult<MonitorPoints> {
-        window::monitor_points(&self.client().await?, query).await
+        window::monitor_points(&self.client().await?, query).await.map_err(|e| e.during("monitor_points"))
     }
 
     async fn stage_histogram(&self, query: &StageHistogramQuery) -> StoreResult<Vec<StageBucket>> {
-        window::stage_histogram(&self.client().await?, query).await
+        window::stage_histogram(&self.client().await?, query).await.map_err(|e| e.during("stage_histogram"))
     }
 }
 

@@ -10,21 +10,21 @@ use crate::{StoreError, StoreResult};
 
 /// A stored JSON array of strings (`parent_ids` in SQLite); anything else means a corrupt row.
 pub(crate) fn parse_string_vec(text: &str) -> StoreResult<Vec<String>> {
-    serde_json::from_str(text).map_err(|e| StoreError::Internal(format!("corrupt JSON array in database: {e}")))
+    serde_json::from_str(text).map_err(|e| StoreError::corrupt(format!("JSON array: {e}")))
 }
 
 /// A stored JSON object of strings (`metadata`, `attributes`).
 pub(crate) fn parse_metadata(text: &str) -> StoreResult<Metadata> {
-    serde_json::from_str(text).map_err(|e| StoreError::Internal(format!("corrupt JSON object in database: {e}")))
+    serde_json::from_str(text).map_err(|e| StoreError::corrupt(format!("JSON object: {e}")))
 }
 
 /// A stored `status`; the column is constrained, so failure means a corrupt database.
 pub(crate) fn parse_status(text: &str) -> StoreResult<Status> {
-    Status::parse(text).ok_or_else(|| StoreError::Internal(format!("corrupt status {text:?} in database")))
+    Status::parse(text).ok_or_else(|| StoreError::corrupt(format!("status {text:?}")))
 }
 
 pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
-    serde_json::to_string(v).map_err(|e| StoreError::Internal(format!("cannot encode JSON: {e}")))
+    serde_json::to_string(v).map_err(|e| StoreError::bug(format!("cannot encode JSON: {e}")))
 }
 
 /// An entity is failed once anything about it failed.

@@ -16,7 +16,7 @@ use helix_model::{EntityEvent, LogRecorded, SpanRef};
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension};
 
 use crate::{
-    Entity, EntityFilter, EventQuery, Graph, GraphQuery, Lineage, LineageQuery, MonitorPoints, MonitorQuery, Operation,
+    DbCause, Entity, EntityFilter, EventQuery, Graph, GraphQuery, Lineage, LineageQuery, MonitorPoints, MonitorQuery, Operation,
     Page, PageRequest, StageBucket, StageHistogramQuery, StageSummary, Store, StoreError, StoreResult, WriteBatch,
     WriteOutcome,
 };
@@ -59,20 +59,28 @@ impl Default for SqliteOptions {
 /// errors are transient (`Unavailable`), everything else is ours (`Internal`).
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        if let rusqlite::Error::SqliteFailure(f, _) = &e {
-            if matches!(
-                f.code,
-                ErrorCode::DatabaseBusy
-                    | ErrorCode::DatabaseLocked
-                    | ErrorCode::DiskFull
-                    | ErrorCode::SystemIoFailure
-                    | ErrorCode::CannotOpen
-                    | ErrorCode::OutOfMemory
-            ) {
-                return StoreError::Unavailable(e.to_string());
-            }
+        let (code, transient) = match &e {
+            rusqlite::Error::SqliteFailure(f, _) => (
+                f.extended_code,
+                matches!(
+                    f.code,
+                    ErrorCode::DatabaseBusy
+                        | ErrorCode::DatabaseLocked
+                        | ErrorCode::DiskFull
+                        | ErrorCode::SystemIoFailure
+                        | ErrorCode::CannotOpen
+                        | ErrorCode::OutOfMemory
+                ),
+            ),
+            // Not a result code of the engine: a value rusqlite could not convert (ours).
+            _ => (0, false),
+        };
+        let cause = DbCause::Sqlite { code, message: e.to_string() };
+        if transient {
+            StoreError::Unavailable { op: "", cause }
+        } else {
+            StoreError::Internal { op: "", cause }
         }
-        StoreError::Internal(e.to_string())
     }
 }
 
@@ -94,7 +102,7 @@ fn connect(path: &Path, busy_timeout: Duration, read_only: bool) -> StoreResult<
     if !read_only {
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Internal(format!("cannot enable WAL mode (got {mode})")));
+            return Err(StoreError::bug(format!("cannot enable WAL mode (got {mode})")));
         }
     }
     conn.execute_batch(
@@ -168,7 +176,7 @@ fn prepare_schema(conn: &mut Connection, path: &Path, migrate: bool) -> StoreRes
 fn ensure_parent_dir(path: &Path) -> StoreResult<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Unavailable(format!("cannot create directory {}: {e}", dir.display())))?;
+            .map_err(|e| StoreError::io(format!("cannot create directory {}: {e}", dir.display())))?;
     }
     Ok(())
 }
@@ -263,7 +271,7 @@ impl SqliteStore {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || inner.with_reader(f))
             .await
-            .map_err(|e| StoreError::Internal(format!("read task failed: {e}")))?
+            .map_err(|e| StoreError::bug(format!("read task failed: {e}")))?
     }
 }
 
@@ -286,12 +294,13 @@ impl Store for SqliteStore {
             write::apply_batch(&mut conn, &batch)
         })
         .await
-        .map_err(|e| StoreError::Internal(format!("write task failed: {e}")))?
+        .map_err(|e| StoreError::bug(format!("write task failed: {e}")))?
+        .map_err(|e| e.during("write"))
     }
 
     async fn span_refs(&self, entity_ids: &[String]) -> StoreResult<HashMap<String, SpanRef>> {
         let ids = entity_ids.to_vec();
-        self.read(move |c| read::span_refs(c, &ids)).await
+        self.read(move |c| read::span_refs(c, &ids)).await.map_err(|e| e.during("span_refs"))
     }
 
     async fn check_ready(&self) -> StoreResult<()> {
@@ -304,61 +313,61 @@ impl Store for SqliteStore {
             }
             Ok(())
         })
-        .await
+        .await.map_err(|e| e.during("check_ready"))
     }
 
     async fn entity(&self, id: &str) -> StoreResult<Option<Entity>> {
         let id = id.to_owned();
-        self.read(move |c| read::entity(c, &id)).await
+        self.read(move |c| read::entity(c, &id)).await.map_err(|e| e.during("entity"))
     }
 
     async fn children_count(&self, id: &str) -> StoreResult<u64> {
         let id = id.to_owned();
-        self.read(move |c| read::children_count(c, &id)).await
+        self.read(move |c| read::children_count(c, &id)).await.map_err(|e| e.during("children_count"))
     }
 
     async fn events(&self, entity_id: &str, page: &PageRequest) -> StoreResult<Page<EntityEvent>> {
         let (id, page) = (entity_id.to_owned(), page.clone());
-        self.read(move |c| read::events(c, &id, &page)).await
+        self.read(move |c| read::events(c, &id, &page)).await.map_err(|e| e.during("events"))
     }
 
     async fn operations(&self, entity_id: &str, page: &PageRequest) -> StoreResult<Page<Operation>> {
         let (id, page) = (entity_id.to_owned(), page.clone());
-        self.read(move |c| read::operations(c, &id, &page)).await
+        self.read(move |c| read::operations(c, &id, &page)).await.map_err(|e| e.during("operations"))
     }
 
     async fn lineage(&self, query: &LineageQuery) -> StoreResult<Option<Lineage>> {
         let query = query.clone();
-        self.read(move |c| read::lineage(c, &query)).await
+        self.read(move |c| read::lineage(c, &query)).await.map_err(|e| e.during("lineage"))
     }
 
     async fn graph(&self, id: &str, query: &GraphQuery) -> StoreResult<Option<Graph>> {
         let (id, query) = (id.to_owned(), query.clone());
-        self.read(move |c| read::graph(c, &id, &query)).await
+        self.read(move |c| read::graph(c, &id, &query)).await.map_err(|e| e.during("graph"))
     }
 
     async fn search(&self, filter: &EntityFilter, page: &PageRequest) -> StoreResult<Page<Entity>> {
         let (filter, page) = (filter.clone(), page.clone());
-        self.read(move |c| read::search(c, &filter, &page)).await
+        self.read(move |c| read::search(c, &filter, &page)).await.map_err(|e| e.during("search"))
     }
 
     async fn instruments(&self) -> StoreResult<Vec<String>> {
-        self.read(read::instruments).await
+        self.read(read::instruments).await.map_err(|e| e.during("instruments"))
     }
 
     async fn stages(&self, instrument_id: &str) -> StoreResult<Vec<StageSummary>> {
         let id = instrument_id.to_owned();
-        self.read(move |c| read::stages(c, &id)).await
+        self.read(move |c| read::stages(c, &id)).await.map_err(|e| e.during("stages"))
     }
 
     async fn logs(&self, entity_id: &str, page: &PageRequest) -> StoreResult<Page<LogRecorded>> {
         let (id, page) = (entity_id.to_owned(), page.clone());
-        self.read(move |c| read::logs(c, &id, &page)).await
+        self.read(move |c| read::logs(c, &id, &page)).await.map_err(|e| e.during("logs"))
     }
 
     async fn instrument_events(&self, query: &EventQuery, page: &PageRequest) -> StoreResult<Page<EntityEvent>> {
         let (query, page) = (query.clone(), page.clone());
-        self.read(move |c| window::instrument_events(c, &query, &page)).await
+        self.read(move |c| window::instrument_events(c, &query, &page)).await.map_err(|e| e.during("instrument_events"))
     }
 
     async fn numeric_fields(
@@ -369,16 +378,16 @@ impl Store for SqliteStore {
         sample: usize,
     ) -> StoreResult<Vec<String>> {
         let id = instrument_id.to_owned();
-        self.read(move |c| window::numeric_fields(c, &id, from_ns, to_ns, sample)).await
+        self.read(move |c| window::numeric_fields(c, &id, from_ns, to_ns, sample)).await.map_err(|e| e.during("numeric_fields"))
     }
 
     async fn monitor_points(&self, query: &MonitorQuery) -> StoreResult<MonitorPoints> {
         let query = query.clone();
-        self.read(move |c| window::monitor_points(c, &query)).await
+        self.read(move |c| window::monitor_points(c, &query)).await.map_err(|e| e.during("monitor_points"))
     }
 
     async fn stage_histogram(&self, query: &StageHistogramQuery) -> StoreResult<Vec<StageBucket>> {
         let query = query.clone();
-        self.read(move |c| window::stage_histogram(c, &query)).await
+        self.read(move |c| window::stage_histogram(c, &query)).await.map_err(|e| e.during("stage_histogram"))
     }
 }

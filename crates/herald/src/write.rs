@@ -213,18 +213,9 @@ async fn commit(store: &dyn Store, mut acc: Accumulator, metrics: &Metrics) {
                 tracing::error!(error = %e, records = acc.records, "commit failed permanently; exports refused");
             }
             for job in acc.jobs {
-                let _ = job.done.send(Err(clone_error(&e)));
+                let _ = job.done.send(Err(e.clone()));
             }
         }
-    }
-}
-
-fn clone_error(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
-        StoreError::BadCursor(m) => StoreError::BadCursor(m.clone()),
-        StoreError::Schema(m) => StoreError::Schema(m.clone()),
-        StoreError::Internal(m) => StoreError::Internal(m.clone()),
     }
 }
 
@@ -238,6 +229,7 @@ fn record_outcome(metrics: &Metrics, outcome: &WriteOutcome) {
             metrics.errors.with_label_values(&[instrument.as_str()]).inc();
         }
     }
+    metrics.operations.inc_by(outcome.operations_inserted);
     metrics.recreations.inc_by(outcome.recreations);
     metrics.instrument_conflicts.inc_by(outcome.instrument_conflicts);
 }
@@ -282,5 +274,310 @@ mod tests {
         acc.restore(batch, &sizes);
         let per_job: Vec<Vec<WriteRecord>> = acc.jobs.iter().map(|j| j.records.clone()).collect();
         assert_eq!(per_job, vec![vec![log(1), log(2)], vec![], vec![log(3)]]);
+    }
+
+    // ---- the writer task against a scriptable store
+
+    use std::collections::{HashMap, VecDeque};
+    use std::sync::Mutex;
+
+    use helix_model::{EntityEvent, SpanRef, Status};
+    use helix_store::{
+        Entity, EntityCount, EntityFilter, EventQuery, Graph, GraphQuery, Lineage, LineageQuery, MonitorPoints,
+        MonitorQuery, Operation, Page, PageRequest, StageBucket, StageHistogramQuery, StageSummary, StoreResult,
+    };
+
+    /// What the scripted store does with one `write` call.
+    enum Step {
+        Commit(WriteOutcome),
+        Fail(StoreError),
+        /// Commit once the test releases the gate (a commit the test can hold in progress).
+        CommitWhenReleased(oneshot::Receiver<()>),
+        /// Never return (a commit stuck in the database).
+        Hang,
+    }
+
+    /// A `Store` whose `write` calls follow a script (then commit with an empty outcome) and
+    /// are recorded; reads are not part of the writer and answer "unavailable".
+    #[derive(Default)]
+    struct ScriptedStore {
+        script: Mutex<VecDeque<Step>>,
+        calls: Mutex<Vec<Vec<WriteRecord>>>,
+    }
+
+    impl ScriptedStore {
+        fn new(script: Vec<Step>) -> Arc<ScriptedStore> {
+            Arc::new(ScriptedStore { script: Mutex::new(script.into()), calls: Mutex::default() })
+        }
+
+        fn calls(&self) -> Vec<Vec<WriteRecord>> {
+            self.calls.lock().unwrap().clone()
+        }
+    }
+
+    fn no_reads<T>() -> StoreResult<T> {
+        Err(StoreError::unavailable("the scripted store answers no reads"))
+    }
+
+    #[async_trait::async_trait]
+    impl Store for ScriptedStore {
+        fn backend(&self) -> &'static str {
+            "scripted"
+        }
+        async fn write(&self, batch: &WriteBatch) -> StoreResult<WriteOutcome> {
+            self.calls.lock().unwrap().push(batch.records.clone());
+            let step = self.script.lock().unwrap().pop_front();
+            match step {
+                None => Ok(WriteOutcome::default()),
+                Some(Step::Commit(outcome)) => Ok(outcome),
+                Some(Step::Fail(e)) => Err(e),
+                Some(Step::CommitWhenReleased(gate)) => {
+                    let _ = gate.await;
+                    Ok(WriteOutcome::default())
+                }
+                Some(Step::Hang) => std::future::pending().await,
+            }
+        }
+        async fn span_refs(&self, _: &[String]) -> StoreResult<HashMap<String, SpanRef>> {
+            no_reads()
+        }
+        async fn check_ready(&self) -> StoreResult<()> {
+            no_reads()
+        }
+        async fn entity(&self, _: &str) -> StoreResult<Option<Entity>> {
+            no_reads()
+        }
+        async fn children_count(&self, _: &str) -> StoreResult<u64> {
+            no_reads()
+        }
+        async fn events(&self, _: &str, _: &PageRequest) -> StoreResult<Page<EntityEvent>> {
+            no_reads()
+        }
+        async fn operations(&self, _: &str, _: &PageRequest) -> StoreResult<Page<Operation>> {
+            no_reads()
+        }
+        async fn lineage(&self, _: &LineageQuery) -> StoreResult<Option<Lineage>> {
+            no_reads()
+        }
+        async fn graph(&self, _: &str, _: &GraphQuery) -> StoreResult<Option<Graph>> {
+            no_reads()
+        }
+        async fn search(&self, _: &EntityFilter, _: &PageRequest) -> StoreResult<Page<Entity>> {
+            no_reads()
+        }
+        async fn instruments(&self) -> StoreResult<Vec<String>> {
+            no_reads()
+        }
+        async fn stages(&self, _: &str) -> StoreResult<Vec<StageSummary>> {
+            no_reads()
+        }
+        async fn logs(&self, _: &str, _: &PageRequest) -> StoreResult<Page<LogRecorded>> {
+            no_reads()
+        }
+        async fn instrument_events(&self, _: &EventQuery, _: &PageRequest) -> StoreResult<Page<EntityEvent>> {
+            no_reads()
+        }
+        async fn numeric_fields(&self, _: &str, _: i64, _: i64, _: usize) -> StoreResult<Vec<String>> {
+            no_reads()
+        }
+        async fn monitor_points(&self, _: &MonitorQuery) -> StoreResult<MonitorPoints> {
+            no_reads()
+        }
+        async fn stage_histogram(&self, _: &StageHistogramQuery) -> StoreResult<Vec<StageBucket>> {
+            no_reads()
+        }
+    }
+
+    struct Harness {
+        writer: Writer,
+        task: tokio::task::JoinHandle<()>,
+        shutdown: CancellationToken,
+        metrics: Arc<Metrics>,
+    }
+
+    fn start(store: Arc<ScriptedStore>) -> Harness {
+        let metrics = Arc::new(Metrics::new());
+        let shutdown = CancellationToken::new();
+        let config = BatchConfig { queue_records: 1_000, max_batch_records: 1_000 };
+        let (writer, task) = Writer::spawn(store, config, metrics.clone(), shutdown.clone());
+        Harness { writer, task, shutdown, metrics }
+    }
+
+    type Pending = tokio::task::JoinHandle<Result<Committed, WriteError>>;
+
+    impl Harness {
+        /// Records accepted and not yet through their commit.
+        fn held(&self) -> usize {
+            self.writer.capacity - self.writer.budget.available_permits()
+        }
+
+        /// Submit one export and return once the writer holds it (so exports queue in order).
+        async fn submit(&self, records: Vec<WriteRecord>) -> Pending {
+            let before = self.held();
+            let want = records.len();
+            let writer = self.writer.clone();
+            let pending = tokio::spawn(async move { writer.write(records).await });
+            while self.held() < before + want && !pending.is_finished() {
+                tokio::task::yield_now().await;
+            }
+            pending
+        }
+    }
+
+    /// Let every other task run until `store` has seen `n` write calls.
+    async fn until_calls(store: &ScriptedStore, n: usize) {
+        while store.calls.lock().unwrap().len() < n {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn created(id: &str) -> EntityCount {
+        EntityCount { entity_id: id.into(), instrument_id: "CHIME".into(), stage: "ingest".into(), status: Status::Ok }
+    }
+
+    fn store_error(result: Result<Committed, WriteError>) -> WriteError {
+        match result {
+            Ok(c) => panic!("expected a refusal, got a commit ({c:?})"),
+            Err(e) => e,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_is_retried_export_by_export_and_each_export_learns_its_own_fate() {
+        let (release, gate) = oneshot::channel();
+        let store = ScriptedStore::new(vec![
+            // The first export's commit is held so the next four gather into one batch.
+            Step::CommitWhenReleased(gate),
+            Step::Fail(StoreError::internal("constraint violated somewhere in the batch")),
+            // Then one export at a time.
+            Step::Commit(WriteOutcome { entities_created: vec![created("a")], ..Default::default() }),
+            Step::Fail(StoreError::internal("this export's record is bad")),
+            Step::Fail(StoreError::unavailable("database locked")),
+            Step::Commit(WriteOutcome::default()),
+        ]);
+        let h = start(store.clone());
+        let first = h.submit(vec![log(0)]).await;
+        until_calls(&store, 1).await;
+        let good = h.submit(vec![log(1)]).await;
+        let bad = h.submit(vec![log(2), log(3)]).await;
+        let unlucky = h.submit(vec![log(4)]).await;
+        let last = h.submit(vec![log(5)]).await;
+        release.send(()).unwrap();
+
+        assert!(first.await.unwrap().unwrap().is_empty());
+        assert_eq!(*good.await.unwrap().unwrap(), HashSet::from(["a".to_owned()]), "its own commit's creations");
+        let permanent = store_error(bad.await.unwrap());
+        assert!(matches!(permanent, WriteError::Store(_)) && !permanent.is_retryable(), "{permanent:?}");
+        let transient = store_error(unlucky.await.unwrap());
+        assert!(matches!(transient, WriteError::Store(ref e) if e.is_transient()), "{transient:?}");
+        assert!(transient.is_retryable());
+        assert!(last.await.unwrap().unwrap().is_empty());
+
+        assert_eq!(
+            store.calls(),
+            vec![
+                vec![log(0)],
+                vec![log(1), log(2), log(3), log(4), log(5)],
+                vec![log(1)],
+                vec![log(2), log(3)],
+                vec![log(4)],
+                vec![log(5)],
+            ],
+            "the batch, then each of its exports alone, with its own records in order"
+        );
+        let failures = |kind: &str| h.metrics.write_failures.with_label_values(&[kind]).get();
+        assert_eq!((failures("isolating"), failures("permanent"), failures("transient")), (1, 1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_transient_batch_failure_tells_every_export_to_retry_without_isolating() {
+        let (release, gate) = oneshot::channel();
+        let store = ScriptedStore::new(vec![
+            Step::CommitWhenReleased(gate),
+            Step::Fail(StoreError::unavailable("database locked")),
+        ]);
+        let h = start(store.clone());
+        let first = h.submit(vec![log(0)]).await;
+        until_calls(&store, 1).await;
+        let a = h.submit(vec![log(1)]).await;
+        let b = h.submit(vec![log(2)]).await;
+        release.send(()).unwrap();
+        first.await.unwrap().unwrap();
+        for refused in [a.await.unwrap(), b.await.unwrap()] {
+            let e = store_error(refused);
+            assert!(e.is_retryable(), "{e:?}");
+        }
+        // A retry of each alone would hit the same outage: the batch is tried once.
+        assert_eq!(store.calls().len(), 2);
+        // And the writer carries on.
+        h.submit(vec![log(3)]).await.await.unwrap().unwrap();
+        assert_eq!(store.calls().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn no_export_is_acknowledged_before_its_commit_returns() {
+        let (release, gate) = oneshot::channel();
+        let store = ScriptedStore::new(vec![Step::CommitWhenReleased(gate)]);
+        let h = start(store.clone());
+        let pending = h.submit(vec![log(1), log(2)]).await;
+        until_calls(&store, 1).await;
+        // The records are in the store's hands, but the commit has not returned.
+        for _ in 0..1_000 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!pending.is_finished(), "acknowledged while its commit was still running");
+        release.send(()).unwrap();
+        pending.await.unwrap().unwrap();
+        assert_eq!(store.calls(), vec![vec![log(1), log(2)]]);
+    }
+
+    #[tokio::test]
+    async fn aborting_a_stuck_writer_acknowledges_nothing_it_held() {
+        // What `run` does when the writer misses its shutdown deadline.
+        let store = ScriptedStore::new(vec![Step::Hang]);
+        let h = start(store.clone());
+        let in_commit = h.submit(vec![log(1)]).await;
+        until_calls(&store, 1).await;
+        let queued = h.submit(vec![log(2)]).await;
+        h.shutdown.cancel();
+        h.task.abort();
+        for refused in [in_commit.await.unwrap(), queued.await.unwrap()] {
+            let e = store_error(refused);
+            assert!(matches!(e, WriteError::ShuttingDown), "{e:?}");
+            assert!(e.is_retryable());
+        }
+    }
+
+    #[tokio::test]
+    async fn shutdown_commits_what_was_accepted_then_refuses_new_exports() {
+        let (release, gate) = oneshot::channel();
+        let store = ScriptedStore::new(vec![Step::CommitWhenReleased(gate)]);
+        let h = start(store.clone());
+        let in_commit = h.submit(vec![log(1)]).await;
+        until_calls(&store, 1).await;
+        let queued = h.submit(vec![log(2)]).await;
+        h.shutdown.cancel();
+        release.send(()).unwrap();
+        in_commit.await.unwrap().unwrap();
+        queued.await.unwrap().unwrap();
+        h.task.await.unwrap();
+        assert_eq!(store.calls(), vec![vec![log(1)], vec![log(2)]]);
+        let late = store_error(h.writer.write(vec![log(3)]).await);
+        assert!(matches!(late, WriteError::ShuttingDown), "{late:?}");
+    }
+
+    #[tokio::test]
+    async fn operations_are_counted_as_the_store_inserted_them() {
+        let store = ScriptedStore::new(vec![
+            Step::Commit(WriteOutcome { operations_inserted: 3, ..Default::default() }),
+            // A re-sent batch: nothing new.
+            Step::Commit(WriteOutcome { operations_inserted: 0, ..Default::default() }),
+            Step::Fail(StoreError::internal("refused")),
+        ]);
+        let h = start(store.clone());
+        h.submit(vec![log(1)]).await.await.unwrap().unwrap();
+        h.submit(vec![log(1)]).await.await.unwrap().unwrap();
+        assert!(h.submit(vec![log(2)]).await.await.unwrap().is_err());
+        assert_eq!(h.metrics.operations.get(), 3);
     }
 }

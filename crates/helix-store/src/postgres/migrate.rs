@@ -106,7 +106,7 @@ async fn prepare_locked(client: &mut Object, url: &str, schema: Option<&str>, mi
     for m in MIGRATIONS.iter().filter(|m| m.version > current) {
         let fail = |e: tokio_postgres::Error| match map_pg(e) {
             // The server going away mid-migration is an outage, not a broken migration.
-            StoreError::Unavailable(msg) => StoreError::Unavailable(msg),
+            e @ StoreError::Unavailable { .. } => e,
             other => StoreError::Schema(format!("migration {:03}_{} failed on {url}: {other}", m.version, m.name)),
         };
         // Each migration and its record commit together: a failed one leaves the previous version.

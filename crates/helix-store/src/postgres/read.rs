@@ -35,7 +35,7 @@ pub(super) fn event_from_row(r: &Row) -> StoreResult<EntityEvent> {
         trace_id: r.get(5),
         span_id: r.get(6),
         // Stored from a u32; a negative value would be a corrupt row.
-        ordinal: u32::try_from(ordinal).map_err(|_| StoreError::Internal(format!("corrupt ordinal {ordinal}")))?,
+        ordinal: u32::try_from(ordinal).map_err(|_| StoreError::corrupt(format!("ordinal {ordinal}")))?,
     })
 }
 
@@ -289,7 +289,7 @@ async fn with_levels<T: Send + 'static>(
         f(&mut levels)
     })
     .await
-    .map_err(|e| StoreError::Internal(format!("lineage task failed: {e}")))?
+    .map_err(|e| StoreError::bug(format!("lineage task failed: {e}")))?
 }
 
 pub(super) async fn lineage(client: Object, q: LineageQuery) -> StoreResult<Option<Lineage>> {

@@ -133,7 +133,7 @@ pub(super) async fn run(pool: Pool, cfg: RetentionConfig) {
     loop {
         match pass(&pool, &cfg).await {
             Ok(_) => {}
-            Err(StoreError::Unavailable(e)) => {
+            Err(e @ StoreError::Unavailable { .. }) => {
                 tracing::warn!(error = %e, "retention pass skipped: database unavailable")
             }
             Err(e) => tracing::error!(error = %e, "retention pass failed"),

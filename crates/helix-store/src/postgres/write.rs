@@ -30,7 +30,7 @@ use super::map_pg;
 use super::read::{entity_columns, entity_from_row};
 use crate::plan::{self, NewEdge, Stored, Touched, WritePlan};
 use crate::rows::{log_hash, to_json};
-use crate::{Entity, StoreError, StoreResult, WriteBatch, WriteOutcome};
+use crate::{DbCause, Entity, StoreError, StoreResult, WriteBatch, WriteOutcome};
 
 /// Attempts of one batch before giving up with `Unavailable`.
 const MAX_ATTEMPTS: u32 = 8;
@@ -73,9 +73,13 @@ pub(super) async fn apply_batch(client: &mut Object, batch: &WriteBatch) -> Stor
             }
         };
         if attempt >= MAX_ATTEMPTS {
-            return Err(StoreError::Unavailable(format!(
-                "batch not applied after {attempt} attempts ({why}); retry later"
-            )));
+            return Err(StoreError::Unavailable {
+                op: "write",
+                cause: DbCause::Postgres {
+                    sqlstate: None,
+                    message: format!("batch not applied after {attempt} attempts ({why})"),
+                },
+            });
         }
         tracing::debug!(attempt, why, "replanning a batch");
         // A short, growing pause lets the other writer commit before we look again.

@@ -139,8 +139,8 @@ impl From<StoreError> for ApiError {
         match err {
             // Cursors are opaque to clients, so a store rejecting one is the caller's mistake.
             StoreError::BadCursor(reason) => ApiError::bad("cursor", reason),
-            StoreError::Unavailable(_) => ApiError::Unavailable(err),
-            StoreError::Schema(_) | StoreError::Internal(_) => ApiError::Internal(err),
+            StoreError::Unavailable { .. } => ApiError::Unavailable(err),
+            StoreError::Schema(_) | StoreError::Config(_) | StoreError::Internal { .. } => ApiError::Internal(err),
         }
     }
 }
