@@ -1,4 +1,4 @@
-//! Classification of spans and log records (wire.md): one decoded export request → typed
+//! Classification of spans and log records (docs/wire.md): one decoded export request → typed
 //! records. All of the wire contract lives here; it does no I/O and never fails on input:
 //! a span that cannot be used is a value (`SpanClass::Rejected`), not an error.
 
@@ -267,7 +267,7 @@ fn clamp_ns(ns: u64) -> i64 {
     i64::try_from(ns).unwrap_or(i64::MAX)
 }
 
-/// The link rule of wire.md: add a link to each parent's creation span unless the span
+/// The link rule of docs/wire.md: add a link to each parent's creation span unless the span
 /// already links to it (or is it). Returns how many links were added.
 pub fn append_parent_links(span: &mut Span, parents: &[SpanRef]) -> usize {
     let mut added = 0;
@@ -289,7 +289,7 @@ pub fn append_parent_links(span: &mut Span, parents: &[SpanRef]) -> usize {
     added
 }
 
-/// Correlated log records of a log export (wire.md "Logs"): empty-string attributes are absent.
+/// Correlated log records of a log export (docs/wire.md "Logs"): empty-string attributes are absent.
 pub fn interpret_logs(request: &ExportLogsServiceRequest) -> Vec<LogRecorded> {
     let mut out = Vec::new();
     for resource_logs in &request.resource_logs {

@@ -1,4 +1,4 @@
-//! The helixobs wire contract (`wire.md`) as a pure library: decoded OTLP requests in,
+//! The helixobs wire contract (docs/wire.md) as a pure library: decoded OTLP requests in,
 //! typed provenance records out. No sockets, no SQL, no async runtime.
 
 #[cfg(any(test, feature = "builders"))]

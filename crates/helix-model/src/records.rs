@@ -113,7 +113,7 @@ impl OperationRecorded {
     }
 }
 
-/// One OTLP log record with the correlation fields `wire.md` names (empty strings → `None`).
+/// One OTLP log record with the correlation fields docs/wire.md names (empty strings → `None`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogRecorded {
     pub timestamp_ns: i64,

@@ -1,4 +1,4 @@
-//! Metadata rendering (wire.md): any OTLP attribute value → the flat string stored in
+//! Metadata rendering (docs/wire.md): any OTLP attribute value → the flat string stored in
 //! `metadata`, so dashboards can read `metadata->>'key'` whatever type the client sent.
 
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};

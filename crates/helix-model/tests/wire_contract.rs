@@ -1,4 +1,4 @@
-//! Every row of every table of wire.md, as a test of `interpret_traces` / `interpret_logs`.
+//! Every row of every table of docs/wire.md, as a test of `interpret_traces` / `interpret_logs`.
 
 use helix_model::builders::*;
 use helix_model::interpret::{append_parent_links, interpret_logs, interpret_traces, SpanClass};

@@ -134,6 +134,9 @@ mod tests {
         };
         assert_eq!(e.to_string(), "store error during entity: postgres: no table (42P01)");
         assert!(!e.is_transient());
-        assert_eq!(StoreError::corrupt("status \"x\"").to_string(), "store error: corrupt data in the database: status \"x\"");
+        assert_eq!(
+            StoreError::corrupt("status \"x\"").to_string(),
+            "store error: corrupt data in the database: status \"x\""
+        );
     }
 }

@@ -26,11 +26,10 @@ pub use sqlite::{SqliteOptions, SqliteStore};
 pub use types::*;
 pub use window::*;
 
-
 /// One backend holding entities, operations, events, edges and logs.
 ///
 /// Writes are whole batches applied in one transaction, in record order, idempotently
-/// (storage.md "Write semantics"). Reads never block writes for long.
+/// (docs/storage.md "Write semantics"). Reads never block writes for long.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Short backend name for logs and `/readyz` (`sqlite`, `postgres`).

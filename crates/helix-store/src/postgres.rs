@@ -22,9 +22,9 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
 use crate::{
-    DbCause, Entity, EntityFilter, EventQuery, Graph, GraphQuery, Lineage, LineageQuery, MonitorPoints, MonitorQuery, Operation,
-    Page, PageRequest, StageBucket, StageHistogramQuery, StageSummary, Store, StoreError, StoreResult, WriteBatch,
-    WriteOutcome,
+    DbCause, Entity, EntityFilter, EventQuery, Graph, GraphQuery, Lineage, LineageQuery, MonitorPoints, MonitorQuery,
+    Operation, Page, PageRequest, StageBucket, StageHistogramQuery, StageSummary, Store, StoreError, StoreResult,
+    WriteBatch, WriteOutcome,
 };
 pub use migrate::SCHEMA_VERSION;
 pub use retention::{RetentionConfig, RetentionReport};
@@ -194,9 +194,10 @@ pub async fn migrate(url: &str, schema: Option<&str>) -> StoreResult<Vec<u32>> {
 
 fn connect_error(url: &str, e: PoolError) -> StoreError {
     match map_pool(e) {
-        StoreError::Unavailable { op, cause } => {
-            StoreError::Unavailable { op, cause: DbCause::Io(format!("cannot connect to {}: {cause}", redact_url(url))) }
-        }
+        StoreError::Unavailable { op, cause } => StoreError::Unavailable {
+            op,
+            cause: DbCause::Io(format!("cannot connect to {}: {cause}", redact_url(url))),
+        },
         other => other,
     }
 }
@@ -349,7 +350,9 @@ impl Store for PostgresStore {
         to_ns: i64,
         sample: usize,
     ) -> StoreResult<Vec<String>> {
-        window::numeric_fields(&self.client().await?, instrument_id, from_ns, to_ns, sample).await.map_err(|e| e.during("numeric_fields"))
+        window::numeric_fields(&self.client().await?, instrument_id, from_ns, to_ns, sample)
+            .await
+            .map_err(|e| e.during("numeric_fields"))
     }
 
     async fn monitor_points(&self, query: &MonitorQuery) -> StoreResult<MonitorPoints> {

@@ -2,6 +2,7 @@
 //! connection behind a mutex and a small pool of readers, all driven from tokio's blocking pool
 //! because rusqlite is synchronous.
 
+mod migrate;
 mod read;
 mod window;
 mod write;
@@ -13,29 +14,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use helix_model::{EntityEvent, LogRecorded, SpanRef};
-use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+
+pub use migrate::SCHEMA_VERSION;
+use migrate::{current_version, prepare_schema};
 
 use crate::{
-    DbCause, Entity, EntityFilter, EventQuery, Graph, GraphQuery, Lineage, LineageQuery, MonitorPoints, MonitorQuery, Operation,
-    Page, PageRequest, StageBucket, StageHistogramQuery, StageSummary, Store, StoreError, StoreResult, WriteBatch,
-    WriteOutcome,
+    DbCause, Entity, EntityFilter, EventQuery, Graph, GraphQuery, Lineage, LineageQuery, MonitorPoints, MonitorQuery,
+    Operation, Page, PageRequest, StageBucket, StageHistogramQuery, StageSummary, Store, StoreError, StoreResult,
+    WriteBatch, WriteOutcome,
 };
-
-/// One versioned schema change; versions are applied in order and recorded in `schema_migrations`.
-struct Migration {
-    version: u32,
-    name: &'static str,
-    sql: &'static str,
-}
-
-/// Every migration this binary knows, oldest first. Never edit a released one: add a new file.
-const MIGRATIONS: &[Migration] = &[
-    Migration { version: 1, name: "core", sql: include_str!("../migrations/sqlite/001_core.sql") },
-    Migration { version: 2, name: "logs", sql: include_str!("../migrations/sqlite/002_logs.sql") },
-];
-
-/// The schema version this binary expects.
-pub const SCHEMA_VERSION: u32 = 2;
 
 /// How to open a database.
 #[derive(Debug, Clone)]
@@ -114,62 +102,6 @@ fn connect(path: &Path, busy_timeout: Duration, read_only: bool) -> StoreResult<
     )?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
-}
-
-/// Highest version recorded in `schema_migrations`, 0 for a database without one.
-fn current_version(conn: &Connection) -> StoreResult<u32> {
-    let has_table: Option<i64> = conn
-        .query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'", [], |r| r.get(0))
-        .optional()?;
-    if has_table.is_none() {
-        return Ok(0);
-    }
-    let v: Option<i64> = conn.query_row("SELECT max(version) FROM schema_migrations", [], |r| r.get(0))?;
-    u32::try_from(v.unwrap_or(0)).map_err(|_| StoreError::Schema(format!("invalid schema version {v:?}")))
-}
-
-/// Refuse a database this binary cannot use; apply pending migrations when `migrate`.
-/// Returns the versions applied now.
-fn prepare_schema(conn: &mut Connection, path: &Path, migrate: bool) -> StoreResult<Vec<u32>> {
-    let current = current_version(conn)?;
-    if current > SCHEMA_VERSION {
-        return Err(StoreError::Schema(format!(
-            "database {} has schema version {current}, newer than this herald supports ({SCHEMA_VERSION}); \
-             upgrade the herald binary",
-            path.display()
-        )));
-    }
-    if current == SCHEMA_VERSION {
-        return Ok(Vec::new());
-    }
-    if !migrate {
-        return Err(StoreError::Schema(format!(
-            "database {} has schema version {current}, this herald needs {SCHEMA_VERSION}; run `herald migrate`",
-            path.display()
-        )));
-    }
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (
-             version    INTEGER PRIMARY KEY,
-             name       TEXT NOT NULL,
-             applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-         )",
-    )?;
-    let mut applied = Vec::new();
-    for m in MIGRATIONS.iter().filter(|m| m.version > current) {
-        let fail = |e: rusqlite::Error| {
-            StoreError::Schema(format!("migration {:03}_{} failed on {}: {e}", m.version, m.name, path.display()))
-        };
-        // Each migration and its record commit together: a failed one leaves the previous version.
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(fail)?;
-        tx.execute_batch(m.sql).map_err(fail)?;
-        tx.execute("INSERT INTO schema_migrations (version, name) VALUES (?1, ?2)", (m.version, m.name))
-            .map_err(fail)?;
-        tx.commit().map_err(fail)?;
-        tracing::info!(version = m.version, name = m.name, "applied schema migration");
-        applied.push(m.version);
-    }
-    Ok(applied)
 }
 
 /// Create the parent directory of a database file if needed.
@@ -313,7 +245,8 @@ impl Store for SqliteStore {
             }
             Ok(())
         })
-        .await.map_err(|e| e.during("check_ready"))
+        .await
+        .map_err(|e| e.during("check_ready"))
     }
 
     async fn entity(&self, id: &str) -> StoreResult<Option<Entity>> {
@@ -378,7 +311,9 @@ impl Store for SqliteStore {
         sample: usize,
     ) -> StoreResult<Vec<String>> {
         let id = instrument_id.to_owned();
-        self.read(move |c| window::numeric_fields(c, &id, from_ns, to_ns, sample)).await.map_err(|e| e.during("numeric_fields"))
+        self.read(move |c| window::numeric_fields(c, &id, from_ns, to_ns, sample))
+            .await
+            .map_err(|e| e.during("numeric_fields"))
     }
 
     async fn monitor_points(&self, query: &MonitorQuery) -> StoreResult<MonitorPoints> {

@@ -1,4 +1,4 @@
-//! The HTTP API over a real SQLite store: JSON shapes of api.md (compatible ones exactly),
+//! The HTTP API over a real SQLite store: JSON shapes of docs/api.md (compatible ones exactly),
 //! pagination walks, hostile entity IDs through percent-encoded paths, 404s and 400s.
 
 use std::collections::BTreeSet;

@@ -1,5 +1,5 @@
 //! Forwarding to COLLECTOR_ENDPOINT: a capture collector stands in for Tempo and must see
-//! every span exactly once, with the parent links of wire.md and no duplicated link.
+//! every span exactly once, with the parent links of docs/wire.md and no duplicated link.
 
 mod support;
 

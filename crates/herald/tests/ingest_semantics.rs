@@ -1,4 +1,4 @@
-//! What the herald stores for each kind of span (wire.md, storage.md "Write semantics"),
+//! What the herald stores for each kind of span (docs/wire.md, docs/storage.md "Write semantics"),
 //! end to end through a real herald: SDK exporters for ordinary traffic, the raw OTLP client
 //! where a test needs to send the very same request twice.
 

@@ -1,4 +1,4 @@
-//! The herald's own retention job for plain PostgreSQL (storage.md "Retention"): deletes
+//! The herald's own retention job for plain PostgreSQL (docs/storage.md "Retention"): deletes
 //! operations, events and logs older than their configured age, in small batches with pauses,
 //! each batch its own short transaction on a pooled connection, so ingest is never blocked for
 //! long. Entities and edges are kept (provenance outlives its detail). Tables that are

@@ -10,7 +10,7 @@ use helix_store::{Direction, Lineage, LineageQuery};
 use super::params::{EntityId, QueryParams};
 use super::{ApiError, ApiResult, ApiState, Route};
 
-/// Node budget of one page when the client names none (api.md).
+/// Node budget of one page when the client names none (docs/api.md).
 const DEFAULT_NODES: usize = 10_000;
 /// Largest node budget a client may ask for in one page.
 const MAX_NODES: usize = 100_000;

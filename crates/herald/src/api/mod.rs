@@ -1,4 +1,4 @@
-//! The herald's HTTP JSON API (api.md): shared state, the one error type, and `app()` serving
+//! The herald's HTTP JSON API (docs/api.md): shared state, the one error type, and `app()` serving
 //! the routes of every resource in [`RESOURCES`]. Rendering HTML is the inspector's job, not
 //! this module's.
 

@@ -1,4 +1,4 @@
-//! The data monitor (compatible, api.md): `GET /api/v1/monitor/fields` lists an instrument's
+//! The data monitor (compatible, docs/api.md): `GET /api/v1/monitor/fields` lists an instrument's
 //! numeric metadata keys; `GET /api/v1/monitor/bins` bins its entities into a time × value
 //! heat map where each non-empty cell keeps its highest-weight entity.
 
