@@ -7,9 +7,11 @@ pub mod ids;
 pub mod interpret;
 pub mod records;
 pub mod render;
+pub mod span;
 
 pub use interpret::{
     check_entity_id, interpret_logs, interpret_traces, span_count, Interpretation, SpanAt, SpanClass, ERROR_EVENT,
     MAX_ENTITY_ID_BYTES,
 };
 pub use records::*;
+pub use span::{SpanRecorded, SpanRole};

@@ -1,6 +1,6 @@
 //! Values crossing the `Store` boundary: write batches and their outcome, and query results.
 
-use helix_model::{EntityCreated, LogRecorded, Metadata, OperationRecorded, Status};
+use helix_model::{EntityCreated, LogRecorded, Metadata, OperationRecorded, SpanRecorded, Status};
 use serde::{Deserialize, Serialize};
 
 /// One record to apply, in arrival order.
@@ -207,4 +207,47 @@ pub struct StageSummary {
     pub count: u64,
     pub error_count: u64,
     pub last_seen_ns: i64,
+}
+
+/// The stored spans of one trace, ordered by start time then span ID.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredTrace {
+    pub spans: Vec<SpanRecorded>,
+    /// True when the trace has more spans than the read's cap.
+    pub partial: bool,
+}
+
+/// Filters of the trace search; every field is optional and they combine with AND. A trace
+/// matches when one of its spans matches every span-level filter.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TraceFilter {
+    pub service_name: Option<String>,
+    /// Exact span name.
+    pub span_name: Option<String>,
+    pub instrument_id: Option<String>,
+    pub entity_id: Option<String>,
+    /// Only traces with at least one span whose status is ERROR.
+    pub errors_only: bool,
+    /// Trace duration bounds (inclusive), over the trace's earliest start to latest end.
+    pub min_duration_ns: Option<i64>,
+    pub max_duration_ns: Option<i64>,
+    /// Trace start lower bound, inclusive.
+    pub from_ns: Option<i64>,
+    /// Trace start upper bound, exclusive.
+    pub to_ns: Option<i64>,
+}
+
+/// One row of the trace search, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraceSummary {
+    pub trace_id: String,
+    /// Name and service of the root span (the earliest span without a parent, or the earliest span).
+    pub root_name: String,
+    pub root_service: Option<String>,
+    pub start_ns: i64,
+    pub duration_ns: i64,
+    pub span_count: u64,
+    pub error_count: u64,
+    /// Entities named by the trace's creation and operation spans, sorted, unique.
+    pub entity_ids: Vec<String>,
 }
