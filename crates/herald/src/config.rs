@@ -14,8 +14,7 @@ use clap::{Args, Parser, Subcommand};
     about = "helixobs herald: receives OTLP traces and logs from instrument pipelines, resolves \
              data provenance across processes and hosts, stores it, and serves the Entity \
              Inspector and JSON API.",
-    after_help = "Addresses accept HOST:PORT, :PORT (all interfaces) or PORT. Every option can also \
-                  be set by the environment variable shown."
+    after_help = ADDRESS_HELP
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -24,9 +23,15 @@ pub struct Cli {
     pub serve: ServeArgs,
 }
 
+/// The footer of `herald --help`, `herald serve --help` and `herald demo --help` (they share the options).
+pub const ADDRESS_HELP: &str =
+    "Addresses accept HOST:PORT, :PORT (all interfaces) or PORT. Every option can also be set \
+                                by the environment variable shown.";
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Receive, store and serve (the default when no subcommand is given).
+    #[command(after_help = ADDRESS_HELP)]
     Serve(ServeArgs),
     /// Apply pending schema migrations to the store, then exit.
     Migrate {
@@ -34,7 +39,9 @@ pub enum Command {
         #[arg(long, env = "DB_URL", default_value = DEFAULT_DB_URL)]
         db_url: String,
     },
-    /// Serve with a temporary store and feed it a simulated telescope, to have something to look at.
+    /// Serve and feed a simulated telescope, to have something to look at. The store is a
+    /// temporary one, deleted on exit, unless --db-url / DB_URL names one: that store keeps the data.
+    #[command(after_help = ADDRESS_HELP)]
     Demo {
         #[command(flatten)]
         serve: ServeArgs,
@@ -63,9 +70,10 @@ pub struct ServeArgs {
     /// Prometheus metrics (also served on the API address).
     #[arg(long = "metrics-addr", env = "METRICS_ADDR", default_value = ":2112", value_parser = parse_addr)]
     pub metrics_addr: SocketAddr,
-    /// Store: sqlite://PATH (embedded, the default) or postgres://USER:PASSWORD@HOST:PORT/DB.
-    #[arg(long = "db-url", env = "DB_URL", default_value = DEFAULT_DB_URL)]
-    pub db_url: String,
+    /// Store: sqlite://PATH (embedded) or postgres://USER:PASSWORD@HOST:PORT/DB. Default:
+    /// sqlite://./helix-data/herald.db; for `demo`, a temporary store deleted on exit.
+    #[arg(long = "db-url", env = "DB_URL")]
+    pub db_url: Option<String>,
     /// Forward every received span (with resolved links) to this OTLP/gRPC endpoint, e.g. http://tempo:4317.
     #[arg(long = "collector-endpoint", env = "COLLECTOR_ENDPOINT")]
     pub collector_endpoint: Option<String>,
@@ -97,6 +105,12 @@ pub struct ServeArgs {
     /// object printed on stderr) to this file, atomically.
     #[arg(long = "ready-file", env = "HELIX_READY_FILE")]
     pub ready_file: Option<PathBuf>,
+    /// Deadline of each shutdown stage (receivers finishing in-flight exports, writer drain,
+    /// forwarder flush, store close); a task still running then is aborted and reported. An
+    /// export is acknowledged only after its commit, so an aborted stage loses nothing acknowledged.
+    #[arg(long = "shutdown-timeout", env = "HELIX_SHUTDOWN_TIMEOUT", default_value = "10s",
+          value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
 }
 
 /// Where the store lives.
@@ -105,6 +119,16 @@ pub enum StoreLocation {
     Sqlite(PathBuf),
     /// The full `postgres://` URL (it may hold a password: show it only through `redact_url`).
     Postgres(String),
+}
+
+impl StoreLocation {
+    /// How to name the store to people: the path, or the URL without its password.
+    pub fn shown(&self) -> String {
+        match self {
+            StoreLocation::Sqlite(path) => path.display().to_string(),
+            StoreLocation::Postgres(url) => helix_store::postgres::redact_url(url),
+        }
+    }
 }
 
 /// `sqlite://PATH`, `sqlite:PATH` or a plain path → SQLite; `postgres://…` or
@@ -159,11 +183,20 @@ pub struct ReceiveConfig {
 pub struct ForwardConfig {
     pub endpoint: String,
     pub buffer: usize,
+    /// Attempts per request while running (one during the shutdown flush).
     pub max_attempts: u32,
+    /// Wait before the second attempt; doubled after each failed one, up to `max_backoff`.
     pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Longest wait for the downstream's answer to one attempt.
+    pub attempt_timeout: Duration,
 }
 
 impl ServeArgs {
+    /// The store to serve from: `--db-url` / `DB_URL`, else the default embedded one.
+    pub fn db_url(&self) -> &str {
+        self.db_url.as_deref().unwrap_or(DEFAULT_DB_URL)
+    }
     pub fn batch(&self) -> BatchConfig {
         BatchConfig { queue_records: self.write_queue_records.max(1), max_batch_records: self.batch_max_records.max(1) }
     }
@@ -176,6 +209,8 @@ impl ServeArgs {
             buffer: self.forward_buffer.max(1),
             max_attempts: 8,
             initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+            attempt_timeout: Duration::from_secs(10),
         })
     }
 }

@@ -10,10 +10,23 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
-use tonic::Code;
+use tonic::{Code, Status};
 
 use crate::config::ForwardConfig;
 use crate::metrics::Metrics;
+
+/// Where forwarded requests go: the OTLP/gRPC client in the herald, a scripted double in tests.
+#[async_trait::async_trait]
+pub trait Downstream: Send + 'static {
+    async fn export(&mut self, request: ExportTraceServiceRequest) -> Result<(), Status>;
+}
+
+#[async_trait::async_trait]
+impl Downstream for TraceServiceClient<Channel> {
+    async fn export(&mut self, request: ExportTraceServiceRequest) -> Result<(), Status> {
+        TraceServiceClient::export(self, request).await.map(|_| ())
+    }
+}
 
 /// The enqueue side; the task owns the channel to the downstream.
 #[derive(Clone)]
@@ -23,8 +36,8 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    /// Start the forwarding task. It stops once `shutdown` fires and the buffer is flushed
-    /// (one attempt per remaining request).
+    /// Start the forwarding task to `config.endpoint`. It stops once `shutdown` fires and
+    /// the buffer is flushed (one more attempt per remaining request).
     pub fn spawn(
         config: ForwardConfig,
         metrics: Arc<Metrics>,
@@ -32,12 +45,22 @@ impl Forwarder {
     ) -> Result<(Forwarder, tokio::task::JoinHandle<()>), String> {
         let endpoint = Endpoint::from_shared(config.endpoint.clone())
             .map_err(|e| format!("COLLECTOR_ENDPOINT {:?} is not a valid URL: {e}", config.endpoint))?
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(10));
-        let channel = endpoint.connect_lazy();
-        let (tx, rx) = mpsc::channel(config.buffer);
-        let task = tokio::spawn(run(rx, TraceServiceClient::new(channel), config, metrics.clone(), shutdown));
-        Ok((Forwarder { tx, metrics }, task))
+            .connect_timeout(Duration::from_secs(5));
+        let client = TraceServiceClient::new(endpoint.connect_lazy());
+        Ok(Self::spawn_to(client, config, metrics, shutdown))
+    }
+
+    /// Start the forwarding task to any downstream.
+    pub fn spawn_to(
+        downstream: impl Downstream,
+        config: ForwardConfig,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> (Forwarder, tokio::task::JoinHandle<()>) {
+        // The buffer bounds the forwarder's memory whatever the downstream does.
+        let (tx, rx) = mpsc::channel(config.buffer.max(1));
+        let task = tokio::spawn(run(rx, downstream, config, metrics.clone(), shutdown));
+        (Forwarder { tx, metrics }, task)
     }
 
     /// Hand a request over without waiting; when the buffer is full it is dropped and counted.
@@ -75,9 +98,33 @@ pub fn is_retryable(code: Code) -> bool {
     )
 }
 
+/// The wait after failed attempt number `attempt` (1-based): the initial backoff, doubled
+/// for each attempt since, never more than `max`.
+pub fn backoff_after(attempt: u32, initial: Duration, max: Duration) -> Duration {
+    let factor = 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
+    initial.checked_mul(factor).unwrap_or(max).min(max)
+}
+
+/// What the forwarder does after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    RetryAfter(Duration),
+    GiveUp,
+}
+
+/// After attempt `attempt` failed with `code`: retry (after the backoff) only a retryable
+/// answer, only while attempts remain, and never once the shutdown flush has begun.
+pub fn next_step(code: Code, attempt: u32, config: &ForwardConfig, flushing: bool) -> Next {
+    if flushing || !is_retryable(code) || attempt >= config.max_attempts {
+        Next::GiveUp
+    } else {
+        Next::RetryAfter(backoff_after(attempt, config.initial_backoff, config.max_backoff))
+    }
+}
+
 async fn run(
     mut rx: mpsc::Receiver<ExportTraceServiceRequest>,
-    mut client: TraceServiceClient<Channel>,
+    mut downstream: impl Downstream,
     config: ForwardConfig,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
@@ -91,24 +138,28 @@ async fn run(
         let Some(request) = request else { break };
         metrics.forward_queue.dec();
         let spans = span_count(&request);
-        let attempts = if shutdown.is_cancelled() { 1 } else { config.max_attempts };
-        let mut backoff = config.initial_backoff;
         let mut attempt = 1;
         loop {
-            match client.export(request.clone()).await {
-                Ok(_) => {
+            let answer = tokio::time::timeout(config.attempt_timeout, downstream.export(request.clone())).await;
+            let status = match answer {
+                Ok(Ok(())) => {
                     metrics.forward_spans.with_label_values(&["sent"]).inc_by(spans);
                     break;
                 }
-                Err(status) if is_retryable(status.code()) && attempt < attempts => {
+                Ok(Err(status)) => status,
+                Err(_) => Status::deadline_exceeded(format!("no answer within {:?}", config.attempt_timeout)),
+            };
+            // A shutdown during the backoff below cuts it short: the request then gets its
+            // one flush attempt at once.
+            match next_step(status.code(), attempt, &config, shutdown.is_cancelled()) {
+                Next::RetryAfter(wait) => {
                     tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
+                        () = tokio::time::sleep(wait) => {}
                         () = shutdown.cancelled() => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
                     attempt += 1;
                 }
-                Err(status) => {
+                Next::GiveUp => {
                     metrics.forward_spans.with_label_values(&["failed"]).inc_by(spans);
                     tracing::warn!(code = ?status.code(), message = status.message(), spans, attempt,
                         "forwarding to COLLECTOR_ENDPOINT failed; spans not forwarded (they are stored)");
@@ -121,14 +172,205 @@ async fn run(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use helix_model::builders::{pipeline_resource, traces, SpanBuilder};
+    use tokio::time::Instant;
+
     use super::*;
+
+    fn config() -> ForwardConfig {
+        ForwardConfig {
+            endpoint: "http://unused".into(),
+            buffer: 8,
+            max_attempts: 4,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+            attempt_timeout: Duration::from_secs(10),
+        }
+    }
+
+    fn request(n: u64) -> ExportTraceServiceRequest {
+        traces(pipeline_resource("svc", "CHIME"), vec![SpanBuilder::creation("ingest", &format!("e-{n}"), n).build()])
+    }
+
+    #[derive(Clone, Copy, Debug)]
+    enum Answer {
+        Ok,
+        Fail(Code),
+        /// Never answers.
+        Hang,
+    }
+
+    /// A downstream answering from a script (then `otherwise`), recording when each attempt came.
+    #[derive(Clone)]
+    struct Scripted {
+        script: Arc<Mutex<VecDeque<Answer>>>,
+        otherwise: Answer,
+        calls: Arc<Mutex<Vec<Instant>>>,
+    }
+
+    impl Scripted {
+        fn new(script: &[Answer], otherwise: Answer) -> Scripted {
+            Scripted {
+                script: Arc::new(Mutex::new(script.iter().copied().collect())),
+                otherwise,
+                calls: Arc::default(),
+            }
+        }
+
+        /// Attempt instants relative to `t0`.
+        fn calls_since(&self, t0: Instant) -> Vec<Duration> {
+            self.calls.lock().unwrap().iter().map(|t| t.duration_since(t0)).collect()
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Downstream for Scripted {
+        async fn export(&mut self, _: ExportTraceServiceRequest) -> Result<(), Status> {
+            self.calls.lock().unwrap().push(Instant::now());
+            let answer = self.script.lock().unwrap().pop_front().unwrap_or(self.otherwise);
+            match answer {
+                Answer::Ok => Ok(()),
+                Answer::Fail(code) => Err(Status::new(code, "scripted")),
+                Answer::Hang => std::future::pending().await,
+            }
+        }
+    }
+
+    fn forwarded(metrics: &Metrics, result: &str) -> u64 {
+        metrics.forward_spans.with_label_values(&[result]).get()
+    }
+
+    const MS: fn(u64) -> Duration = Duration::from_millis;
 
     #[test]
     fn retryable_codes_follow_otlp() {
         assert!(is_retryable(Code::Unavailable));
         assert!(is_retryable(Code::ResourceExhausted));
+        assert!(is_retryable(Code::DeadlineExceeded));
         assert!(!is_retryable(Code::InvalidArgument));
         assert!(!is_retryable(Code::Unauthenticated));
         assert!(!is_retryable(Code::Ok));
+    }
+
+    #[test]
+    fn backoff_doubles_from_the_initial_wait_and_is_capped() {
+        let (initial, max) = (MS(100), Duration::from_secs(10));
+        let waits: Vec<Duration> = (1..=9).map(|a| backoff_after(a, initial, max)).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1600, 3200, 6400, 10_000, 10_000].map(MS));
+        // Absurd attempt numbers neither overflow nor exceed the cap.
+        assert_eq!(backoff_after(64, initial, max), max);
+        assert_eq!(backoff_after(u32::MAX, initial, max), max);
+        assert_eq!(backoff_after(0, initial, max), initial);
+    }
+
+    #[test]
+    fn only_retryable_answers_are_retried_while_attempts_remain_and_never_while_flushing() {
+        let c = config();
+        assert_eq!(next_step(Code::Unavailable, 1, &c, false), Next::RetryAfter(MS(100)));
+        assert_eq!(next_step(Code::Unavailable, 3, &c, false), Next::RetryAfter(MS(400)));
+        assert_eq!(next_step(Code::Unavailable, 4, &c, false), Next::GiveUp, "max_attempts reached");
+        assert_eq!(next_step(Code::InvalidArgument, 1, &c, false), Next::GiveUp);
+        assert_eq!(next_step(Code::Unavailable, 1, &c, true), Next::GiveUp, "the shutdown flush tries once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_come_at_the_backoff_instants_until_the_downstream_answers() {
+        let downstream = Scripted::new(&[Answer::Fail(Code::Unavailable); 3], Answer::Ok);
+        let metrics = Arc::new(Metrics::new());
+        let shutdown = CancellationToken::new();
+        let t0 = Instant::now();
+        let (forwarder, task) = Forwarder::spawn_to(downstream.clone(), config(), metrics.clone(), shutdown.clone());
+        forwarder.enqueue(request(1));
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        // 0, then +100 ms, +200 ms, +400 ms.
+        assert_eq!(downstream.calls_since(t0), [0, 100, 300, 700].map(MS));
+        assert_eq!((forwarded(&metrics, "sent"), forwarded(&metrics, "failed")), (1, 0));
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_permanent_refusal_is_not_retried_and_retries_stop_after_max_attempts() {
+        let downstream = Scripted::new(&[Answer::Fail(Code::InvalidArgument)], Answer::Fail(Code::Unavailable));
+        let metrics = Arc::new(Metrics::new());
+        let shutdown = CancellationToken::new();
+        let t0 = Instant::now();
+        let (forwarder, task) = Forwarder::spawn_to(downstream.clone(), config(), metrics.clone(), shutdown.clone());
+        forwarder.enqueue(request(1));
+        forwarder.enqueue(request(2));
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        // Request 1: one attempt. Request 2: four attempts, then given up.
+        assert_eq!(downstream.calls_since(t0), [0, 0, 100, 300, 700].map(MS));
+        assert_eq!((forwarded(&metrics, "sent"), forwarded(&metrics, "failed")), (0, 2));
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unanswered_attempt_times_out_and_counts_as_retryable() {
+        let downstream = Scripted::new(&[Answer::Hang], Answer::Ok);
+        let metrics = Arc::new(Metrics::new());
+        let shutdown = CancellationToken::new();
+        let t0 = Instant::now();
+        let (forwarder, task) = Forwarder::spawn_to(downstream.clone(), config(), metrics.clone(), shutdown.clone());
+        forwarder.enqueue(request(1));
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(downstream.calls_since(t0), [MS(0), MS(10_100)], "10 s attempt timeout, then 100 ms backoff");
+        assert_eq!(forwarded(&metrics, "sent"), 1);
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dead_downstream_holds_no_more_than_the_buffer() {
+        let downstream = Scripted::new(&[], Answer::Hang);
+        let metrics = Arc::new(Metrics::new());
+        let shutdown = CancellationToken::new();
+        let (forwarder, task) = Forwarder::spawn_to(downstream.clone(), config(), metrics.clone(), shutdown.clone());
+        let mut sent = 0u64;
+        // Ten minutes of virtual traffic at 100 requests a second against a downstream that never answers.
+        for _ in 0..600 {
+            for _ in 0..100 {
+                forwarder.enqueue(request(sent));
+                sent += 1;
+                assert!(metrics.forward_queue.get() <= 8, "queue above the buffer: {}", metrics.forward_queue.get());
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let queued = metrics.forward_queue.get() as u64;
+        assert_eq!(queued, 8, "the buffer is full");
+        // Besides the queued, only the one request in the task's hands is held; the rest are counted as dropped.
+        let dropped = forwarded(&metrics, "dropped_buffer_full");
+        let failed = forwarded(&metrics, "failed");
+        assert_eq!(queued + dropped + failed + 1, sent, "every request is queued, in flight, failed or dropped");
+        shutdown.cancel();
+        task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancellation_cuts_the_backoff_short_and_flushes_each_request_once() {
+        let downstream = Scripted::new(&[], Answer::Fail(Code::Unavailable));
+        let metrics = Arc::new(Metrics::new());
+        let shutdown = CancellationToken::new();
+        let (forwarder, task) = Forwarder::spawn_to(downstream.clone(), config(), metrics.clone(), shutdown.clone());
+        for n in 0..5 {
+            forwarder.enqueue(request(n));
+        }
+        // Request 0 has failed twice and waits 200 ms before its third attempt.
+        tokio::time::sleep(MS(150)).await;
+        assert_eq!(downstream.calls.lock().unwrap().len(), 2);
+        let cancelled_at = Instant::now();
+        shutdown.cancel();
+        task.await.unwrap();
+        assert_eq!(cancelled_at.elapsed(), Duration::ZERO, "no wait after cancellation (virtual time)");
+        // One flush attempt for request 0 and for each of the four still queued.
+        let calls = downstream.calls.lock().unwrap().clone();
+        assert_eq!(calls.len(), 2 + 5);
+        assert!(calls[2..].iter().all(|t| *t == cancelled_at), "the flush attempts come at once");
+        assert_eq!(forwarded(&metrics, "failed"), 5);
+        assert_eq!(metrics.forward_queue.get(), 0);
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use helix_model::interpret::{interpret_logs, interpret_traces, SpanClass};
-use helix_store::{StoreError, WriteRecord};
+use helix_store::WriteRecord;
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
@@ -113,7 +113,7 @@ impl Ingest {
         let reason = match e {
             WriteError::Overloaded { .. } => "overloaded",
             WriteError::ShuttingDown => "shutting_down",
-            WriteError::Store(StoreError::Unavailable(_)) => "store_unavailable",
+            WriteError::Store(e) if e.is_transient() => "store_unavailable",
             WriteError::Store(_) => "store_error",
         };
         self.metrics.exports_refused.with_label_values(&[reason]).inc();

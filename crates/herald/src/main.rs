@@ -1,8 +1,11 @@
 //! `herald` command line: parse flags, install logging, bind, run until Ctrl-C / SIGTERM.
 
+use std::io::IsTerminal;
+use std::time::Duration;
+
 use clap::Parser;
-use herald::config::{parse_db_url, Cli, Command, ServeArgs, StoreLocation};
-use herald::server::{run, Listeners};
+use herald::config::{parse_db_url, Cli, Command, ServeArgs};
+use herald::server::{migrate_store, run, Listeners};
 use tokio_util::sync::CancellationToken;
 
 // Ingest allocates many small strings per span; mimalloc halves the time glibc's malloc takes.
@@ -12,34 +15,26 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new()?;
-    match cli.command {
+    let result = match cli.command {
         None => runtime.block_on(serve(cli.serve)),
         Some(Command::Serve(args)) => runtime.block_on(serve(args)),
         Some(Command::Migrate { db_url }) => {
             install_tracing("text");
-            match parse_db_url(&db_url).map_err(anyhow::Error::msg)? {
-                StoreLocation::Sqlite(path) => {
-                    let applied = helix_store::sqlite::migrate(&path)?;
-                    if applied.is_empty() {
-                        println!("{}: schema already current", path.display());
-                    } else {
-                        println!("{}: applied migrations {applied:?}", path.display());
-                    }
-                }
-                StoreLocation::Postgres(url) => {
-                    let shown = helix_store::postgres::redact_url(&url);
-                    let applied = runtime.block_on(helix_store::postgres::migrate(&url, None))?;
-                    if applied.is_empty() {
-                        println!("{shown}: schema already current");
-                    } else {
-                        println!("{shown}: applied migrations {applied:?}");
-                    }
-                }
+            let shown = parse_db_url(&db_url).map_err(anyhow::Error::msg)?.shown();
+            let applied = runtime.block_on(migrate_store(&db_url))?;
+            if applied.is_empty() {
+                println!("{shown}: schema already current");
+            } else {
+                println!("{shown}: applied migrations {applied:?}");
             }
             Ok(())
         }
         Some(Command::Demo { serve: args, rate, duration }) => runtime.block_on(demo(args, rate, duration)),
-    }
+    };
+    // `run` has already bounded every stage; a blocking task it aborted (a store close stuck
+    // in the kernel, say) must not hold the exit forever.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    result
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -51,11 +46,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serve on a throw-away store and feed it the simulated telescope over loopback.
+/// Serve and feed the simulated telescope over loopback: on the store `--db-url` / `DB_URL`
+/// names (the data stays there), else on a temporary one deleted on exit.
 async fn demo(mut args: ServeArgs, rate: u32, duration: Option<std::time::Duration>) -> anyhow::Result<()> {
     install_tracing(&args.log_format);
-    let dir = tempfile::Builder::new().prefix("herald-demo-").tempdir()?;
-    args.db_url = format!("sqlite://{}", dir.path().join("herald.db").display());
+    // Held until the end of the demo: dropping it deletes the temporary store.
+    let mut temporary = None;
+    if args.db_url.is_none() {
+        let dir = tempfile::Builder::new().prefix("herald-demo-").tempdir()?;
+        args.db_url = Some(format!("sqlite://{}", dir.path().join("herald.db").display()));
+        temporary = Some(dir);
+    }
     let listeners = Listeners::bind(&args).await?;
     let grpc_port = listeners.grpc.local_addr()?.port();
     let api = listeners.api.local_addr()?;
@@ -68,6 +69,7 @@ async fn demo(mut args: ServeArgs, rate: u32, duration: Option<std::time::Durati
             s.cancel();
         });
     }
+    let kept = temporary.is_none().then(|| parse_db_url(args.db_url()).map(|l| l.shown()).unwrap_or_default());
     let server = tokio::spawn(run(args, listeners, shutdown.clone()));
     let driver =
         tokio::spawn(herald::simulate::drive(format!("http://127.0.0.1:{grpc_port}"), 4, rate, shutdown.clone()));
@@ -78,7 +80,10 @@ async fn demo(mut args: ServeArgs, rate: u32, duration: Option<std::time::Durati
     println!("  {base}/api/v1/entities?instrument={}&limit=5", herald::simulate::INSTRUMENT);
     println!("  {base}/api/v1/entity/evt-0000001/graph");
     println!("  {base}/api/v1/entity/evt-0000001/lineage?direction=ancestors");
-    println!("herald demo: Ctrl-C to stop (the demo store is deleted on exit)");
+    match &kept {
+        Some(store) => println!("herald demo: Ctrl-C to stop (the data stays in {store})"),
+        None => println!("herald demo: Ctrl-C to stop (the demo store is deleted on exit)"),
+    }
     match driver.await? {
         Ok(sent) => tracing::info!(sent, "simulated telescope stopped"),
         Err(e) => {
@@ -87,12 +92,16 @@ async fn demo(mut args: ServeArgs, rate: u32, duration: Option<std::time::Durati
         }
     }
     server.await??;
+    drop(temporary);
     Ok(())
 }
 
+/// The herald's own logs on stderr; colour only when a person is watching it on a terminal
+/// (files, pipes and journald get plain text).
 fn install_tracing(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let colour = format != "json" && std::io::stderr().is_terminal();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour);
     if format == "json" {
         builder.json().init();
     } else {
@@ -114,6 +123,6 @@ async fn stop_on_signal(shutdown: CancellationToken) {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
-    tracing::info!("shutting down: finishing in-flight exports");
+    tracing::info!("stop requested");
     shutdown.cancel();
 }

@@ -9,7 +9,7 @@ pub struct Metrics {
     pub entities: IntCounterVec,
     pub events: IntCounterVec,
     pub errors: IntCounterVec,
-    pub operations: IntCounterVec,
+    pub operations: IntCounter,
     pub spans_received: IntCounterVec,
     pub spans_passthrough: IntCounter,
     pub spans_rejected: IntCounter,
@@ -64,7 +64,13 @@ impl Metrics {
             ),
             events: counter_vec(&r, "helix_events_total", "helix.* span events stored.", &["instrument_id"]),
             errors: counter_vec(&r, "helix_errors_total", "helix.error events stored.", &["instrument_id"]),
-            operations: counter_vec(&r, "helix_operations_total", "Operation rows stored.", &["instrument_id"]),
+            // Unlabelled: the store reports how many operations a batch inserted, not whose
+            // (a batch mixes instruments, and re-sent operations insert nothing).
+            operations: counter(
+                &r,
+                "helix_operations_total",
+                "Operations stored (each counted once, however often it was sent).",
+            ),
             spans_received: counter_vec(&r, "helix_spans_received_total", "Spans received over OTLP.", &["transport"]),
             spans_passthrough: counter(
                 &r,

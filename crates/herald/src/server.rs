@@ -1,11 +1,16 @@
-//! Assembles a running herald from its parts and shuts it down in stages:
-//! receivers first (in-flight exports finish), then the writer drains, then the forwarder.
+//! Assembles a running herald from its parts and shuts it down in stages, each with a
+//! deadline: receivers first (in-flight exports finish), then the writer drains, then the
+//! forwarder flushes, then the store closes. Every task's end is reported.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use helix_store::{SqliteStore, Store, StoreError};
 use tokio::net::TcpListener;
+use tokio::task::{AbortHandle, JoinHandle};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
@@ -27,8 +32,8 @@ pub enum RunError {
     Bind { what: &'static str, flag: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
-    #[error("{what} server failed: {why}")]
-    Serve { what: &'static str, why: String },
+    #[error("the {task} task failed: {why}")]
+    Task { task: &'static str, why: String },
 }
 
 /// The four listeners, bound by the caller (tests bind port 0).
@@ -55,29 +60,72 @@ impl Listeners {
     }
 }
 
-/// Open the store named by a DB_URL (migrations applied).
-pub async fn open_store(db_url: &str) -> Result<Arc<dyn Store>, RunError> {
+/// What a DB_URL is opened for.
+enum Purpose {
+    Serve,
+    Migrate,
+}
+
+enum Opened {
+    Serving(Arc<dyn Store>),
+    Migrated(Vec<u32>),
+}
+
+/// The one place a DB_URL becomes a backend (serving and `herald migrate` both come here).
+async fn open_location(db_url: &str, purpose: Purpose) -> Result<Opened, RunError> {
+    let blocking_failed = |e: tokio::task::JoinError| RunError::Config(format!("store open task failed: {e}"));
     match parse_db_url(db_url).map_err(RunError::Config)? {
-        StoreLocation::Sqlite(path) => {
-            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path, Default::default()))
-                .await
-                .map_err(|e| RunError::Config(format!("store open task failed: {e}")))??;
-            Ok(Arc::new(store))
-        }
-        StoreLocation::Postgres(url) => {
-            let retention = helix_store::postgres::RetentionConfig::from_lookup(|k| std::env::var(k).ok())
-                .map_err(|e| RunError::Config(format!("retention: {e}")))?;
-            let opts = helix_store::PostgresOptions { retention: Some(retention), ..Default::default() };
-            Ok(Arc::new(helix_store::PostgresStore::open(&url, opts).await?))
-        }
+        StoreLocation::Sqlite(path) => match purpose {
+            Purpose::Serve => {
+                let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path, Default::default()))
+                    .await
+                    .map_err(blocking_failed)??;
+                Ok(Opened::Serving(Arc::new(store)))
+            }
+            Purpose::Migrate => Ok(Opened::Migrated(
+                tokio::task::spawn_blocking(move || helix_store::sqlite::migrate(&path))
+                    .await
+                    .map_err(blocking_failed)??,
+            )),
+        },
+        StoreLocation::Postgres(url) => match purpose {
+            Purpose::Serve => {
+                let retention = helix_store::postgres::RetentionConfig::from_lookup(|k| std::env::var(k).ok())
+                    .map_err(|e| RunError::Config(format!("retention: {e}")))?;
+                let opts = helix_store::PostgresOptions { retention: Some(retention), ..Default::default() };
+                Ok(Opened::Serving(Arc::new(helix_store::PostgresStore::open(&url, opts).await?)))
+            }
+            Purpose::Migrate => Ok(Opened::Migrated(helix_store::postgres::migrate(&url, None).await?)),
+        },
     }
 }
 
-/// Run a herald on `listeners` until `shutdown` fires, then stop in stages.
-pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationToken) -> Result<(), RunError> {
-    let store = open_store(&args.db_url).await?;
-    let metrics = Arc::new(Metrics::new());
+/// Open the store named by a DB_URL (migrations applied).
+pub async fn open_store(db_url: &str) -> Result<Arc<dyn Store>, RunError> {
+    match open_location(db_url, Purpose::Serve).await? {
+        Opened::Serving(store) => Ok(store),
+        Opened::Migrated(_) => unreachable!("opened to serve"),
+    }
+}
 
+/// Apply pending migrations to the store named by a DB_URL; the versions applied.
+pub async fn migrate_store(db_url: &str) -> Result<Vec<u32>, RunError> {
+    match open_location(db_url, Purpose::Migrate).await? {
+        Opened::Migrated(applied) => Ok(applied),
+        Opened::Serving(_) => unreachable!("opened to migrate"),
+    }
+}
+
+/// Run a herald on `listeners` until `shutdown` fires (or a receiver fails), then stop in
+/// stages, each bounded by `--shutdown-timeout`. Returns once every task has ended or been
+/// aborted; the error names the first task that failed.
+pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationToken) -> Result<(), RunError> {
+    let store = open_store(args.db_url()).await?;
+    let metrics = Arc::new(Metrics::new());
+    let deadline = args.shutdown_timeout;
+
+    // Receivers stop on `stop`: the caller's signal, or one of them failing.
+    let stop = shutdown.child_token();
     let writer_stop = CancellationToken::new();
     let forward_stop = CancellationToken::new();
     let (writer, writer_task) = Writer::spawn(store.clone(), args.batch(), metrics.clone(), writer_stop.clone());
@@ -97,55 +145,188 @@ pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationTo
         metrics: metrics.clone(),
     });
 
-    announce(&listeners, &args.db_url);
+    announce(&listeners, args.db_url());
     signal_ready(&listeners, args.ready_file.as_deref())?;
-    let app = api::app(ApiState { store: store.clone(), metrics: metrics.clone() })
+    let state = ApiState { store: store.clone(), metrics: metrics.clone() };
+    let app = api::app(state.clone())
         .merge(
             inspector::router_with(inspector::InspectorConfig {
                 grafana_url: args.grafana_url.clone().filter(|u| !u.trim().is_empty()),
                 tempo_datasource: args.grafana_tempo_datasource.clone(),
             })
-            .with_state(ApiState { store: store.clone(), metrics: metrics.clone() }),
+            .with_state(state.clone()),
         )
         .fallback(api::not_found);
-    let grpc = tokio::spawn(receive::grpc::serve(listeners.grpc, ingest.clone(), args.receive(), shutdown.clone()));
-    let http = tokio::spawn(receive::http::serve(listeners.http, ingest.clone(), args.receive(), shutdown.clone()));
-    let api_task = tokio::spawn(serve_http(listeners.api, app.clone(), shutdown.clone()));
-    let metrics_task = listeners.metrics.map(|l| {
-        let only_metrics = axum::Router::new()
-            .route("/metrics", axum::routing::get(crate::api::health::metrics))
-            .with_state(ApiState { store: store.clone(), metrics: metrics.clone() });
-        tokio::spawn(serve_http(l, only_metrics, shutdown.clone()))
-    });
-
-    // Stage 1: receivers stop accepting and finish in-flight exports (the writer still runs).
-    let grpc_result = grpc.await;
-    let http_result = http.await;
-    let _ = api_task.await;
-    if let Some(t) = metrics_task {
-        let _ = t.await;
+    let mut receivers = vec![
+        receiver(
+            "otlp-grpc",
+            &stop,
+            receive::grpc::serve(listeners.grpc, ingest.clone(), args.receive(), stop.clone()),
+        ),
+        receiver(
+            "otlp-http",
+            &stop,
+            receive::http::serve(listeners.http, ingest.clone(), args.receive(), stop.clone()),
+        ),
+        receiver("api", &stop, serve_http(listeners.api, app, stop.clone())),
+    ];
+    if let Some(l) = listeners.metrics {
+        let only_metrics =
+            axum::Router::new().route("/metrics", axum::routing::get(crate::api::health::metrics)).with_state(state);
+        receivers.push(receiver("metrics", &stop, serve_http(l, only_metrics, stop.clone())));
     }
     drop(ingest);
-    // Stage 2: the writer commits what it holds.
+
+    stop.cancelled().await;
+    let mut reports = Vec::new();
+    // Stage 1: receivers stop accepting and finish in-flight exports while the writer still
+    // runs, so every export that can still be acknowledged is committed first.
+    tracing::info!(deadline = ?deadline, "shutting down: receivers finish in-flight exports");
+    reports.extend(stage(receivers, deadline).await);
+    // Stage 2: the writer commits what it holds. An export is acknowledged only once the
+    // writer has reported its commit, so aborting the writer here (deadline missed) leaves
+    // the exports it still held unacknowledged ("retry later" or a reset connection, which
+    // OTLP clients resend); nothing acknowledged is lost.
     writer_stop.cancel();
-    let _ = writer_task.await;
-    // Stage 3: the forwarder flushes its buffer once.
+    reports.extend(stage(vec![Task::joined("writer", writer_task)], deadline).await);
+    // Stage 3: the forwarder tries each buffered request once; an unresponsive downstream
+    // costs at most the deadline.
     forward_stop.cancel();
     if let Some(t) = forward_task {
-        let _ = t.await;
+        reports.extend(stage(vec![Task::joined("forwarder", t)], deadline).await);
     }
-    tracing::info!("herald stopped");
+    // Stage 4: release the store (SQLite may checkpoint, PostgreSQL closes its pool) off the
+    // async threads. Handles still held by connections aborted above go when the process exits.
+    let closing = tokio::task::spawn_blocking(move || drop(store));
+    reports.extend(stage(vec![Task::joined("store", closing)], deadline).await);
 
-    match grpc_result {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(RunError::Serve { what: "OTLP/gRPC", why: e.to_string() }),
-        Err(e) => return Err(RunError::Serve { what: "OTLP/gRPC", why: e.to_string() }),
+    let failed = reports.iter().filter(|r| r.outcome == Outcome::Failed).count();
+    let timed_out = reports.iter().filter(|r| r.outcome == Outcome::TimedOut).count();
+    tracing::info!(tasks = reports.len(), failed, timed_out, "herald stopped");
+    match reports.into_iter().find(|r| r.outcome == Outcome::Failed) {
+        Some(r) => Err(RunError::Task { task: r.name, why: r.error.unwrap_or_default() }),
+        None => Ok(()),
     }
-    match http_result {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(RunError::Serve { what: "OTLP/HTTP", why: e.to_string() }),
-        Err(e) => Err(RunError::Serve { what: "OTLP/HTTP", why: e.to_string() }),
+}
+
+/// How a task ended during shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Failed,
+    /// Still running at its stage's deadline: aborted.
+    TimedOut,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Failed => "failed",
+            Outcome::TimedOut => "timed-out",
+        }
     }
+}
+
+/// One task's end, logged as one event by `stage`.
+#[derive(Debug)]
+pub struct TaskReport {
+    pub name: &'static str,
+    pub outcome: Outcome,
+    /// From the start of the task's stage to its end (or its abort).
+    pub duration: Duration,
+    pub error: Option<String>,
+}
+
+/// A named task of the herald. The wrapper records when the work ended, so a stage that
+/// awaits its tasks one after the other still reports each one's own duration.
+struct Task {
+    name: &'static str,
+    handle: JoinHandle<(Result<(), String>, Instant)>,
+    /// The task doing the work, when it was spawned by someone else (aborted with the wrapper).
+    inner: Option<AbortHandle>,
+}
+
+impl Task {
+    fn spawn<E: std::fmt::Display>(
+        name: &'static str,
+        work: impl Future<Output = Result<(), E>> + Send + 'static,
+    ) -> Task {
+        let handle = tokio::spawn(async move {
+            let result = work.await.map_err(|e| e.to_string());
+            (result, Instant::now())
+        });
+        Task { name, handle, inner: None }
+    }
+
+    /// Watch a task spawned elsewhere (its panic is this task's failure).
+    fn joined(name: &'static str, task: JoinHandle<()>) -> Task {
+        let inner = task.abort_handle();
+        Task { inner: Some(inner), ..Task::spawn(name, task) }
+    }
+
+    fn abort(&self) {
+        self.handle.abort();
+        if let Some(inner) = &self.inner {
+            inner.abort();
+        }
+    }
+}
+
+/// A receiver: when it ends before it was asked to stop, it stops the whole herald (a
+/// herald that silently lost its gRPC port would look healthy).
+fn receiver<E: std::fmt::Display>(
+    name: &'static str,
+    stop: &CancellationToken,
+    serve: impl Future<Output = Result<(), E>> + Send + 'static,
+) -> Task {
+    let stop = stop.clone();
+    Task::spawn(name, async move {
+        let result = serve.await;
+        if !stop.is_cancelled() {
+            tracing::error!(task = name, "receiver stopped on its own; shutting the herald down");
+            stop.cancel();
+        }
+        result
+    })
+}
+
+/// Wait for a stage's tasks until `deadline` from now, abort the ones still running, and
+/// log one event per task: name, outcome (ok, failed, timed-out) and duration.
+async fn stage(tasks: Vec<Task>, deadline: Duration) -> Vec<TaskReport> {
+    let started = Instant::now();
+    let mut reports = Vec::with_capacity(tasks.len());
+    for mut task in tasks {
+        let (outcome, ended, error) = match tokio::time::timeout_at(started + deadline, &mut task.handle).await {
+            Ok(Ok((Ok(()), ended))) => (Outcome::Ok, ended, None),
+            Ok(Ok((Err(e), ended))) => (Outcome::Failed, ended, Some(e)),
+            Ok(Err(join)) => (Outcome::Failed, Instant::now(), Some(join.to_string())),
+            Err(_) => {
+                task.abort();
+                (Outcome::TimedOut, Instant::now(), None)
+            }
+        };
+        let report = TaskReport { name: task.name, outcome, duration: ended.saturating_duration_since(started), error };
+        let duration_ms = report.duration.as_millis() as u64;
+        match report.outcome {
+            Outcome::Ok => tracing::info!(task = report.name, outcome = "ok", duration_ms, "task stopped"),
+            Outcome::Failed => tracing::error!(
+                task = report.name,
+                outcome = "failed",
+                duration_ms,
+                error = report.error.as_deref().unwrap_or(""),
+                "task failed"
+            ),
+            Outcome::TimedOut => tracing::warn!(
+                task = report.name,
+                outcome = "timed-out",
+                duration_ms,
+                "task missed its shutdown deadline (--shutdown-timeout); aborted"
+            ),
+        }
+        reports.push(report);
+    }
+    reports
 }
 
 async fn serve_http(listener: TcpListener, app: axum::Router, shutdown: CancellationToken) -> std::io::Result<()> {
@@ -167,9 +348,9 @@ fn signal_ready(listeners: &Listeners, ready_file: Option<&std::path::Path>) -> 
     .to_string();
     if let Some(path) = ready_file {
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, format!("{line}\n"))
-            .and_then(|()| std::fs::rename(&tmp, path))
-            .map_err(|e| RunError::Config(format!("cannot write the ready file {} (--ready-file): {e}", path.display())))?;
+        std::fs::write(&tmp, format!("{line}\n")).and_then(|()| std::fs::rename(&tmp, path)).map_err(|e| {
+            RunError::Config(format!("cannot write the ready file {} (--ready-file): {e}", path.display()))
+        })?;
     }
     eprintln!("{line}");
     Ok(())
@@ -195,5 +376,61 @@ fn announce(listeners: &Listeners, db_url: &str) {
     println!("herald: store {}", helix_store::postgres::redact_url(db_url));
     if let Ok(ui) = ui {
         println!("herald: Entity Inspector and API at {ui} (try {ui}api/v1/instruments)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stage_reports_each_task_and_aborts_the_ones_past_the_deadline() {
+        let deadline = Duration::from_secs(5);
+        // Spawned elsewhere and never ending (a forwarder stuck on its downstream).
+        let stuck = tokio::spawn(std::future::pending::<()>());
+        let stuck_probe = stuck.abort_handle();
+        let tasks = vec![
+            Task::spawn("quick", async {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Ok::<(), String>(())
+            }),
+            Task::spawn("broken", async { Err::<(), _>("listener closed") }),
+            Task::joined("stuck", stuck),
+            Task::joined("panicked", tokio::spawn(async { panic!("bug") })),
+        ];
+        let started = Instant::now();
+        let reports = stage(tasks, deadline).await;
+        assert_eq!(started.elapsed(), deadline, "the stage ends at its deadline (virtual time)");
+        let got: Vec<(&str, Outcome, Duration)> = reports.iter().map(|r| (r.name, r.outcome, r.duration)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("quick", Outcome::Ok, Duration::from_secs(1)),
+                ("broken", Outcome::Failed, Duration::ZERO),
+                ("stuck", Outcome::TimedOut, deadline),
+                // Awaited after the deadline, but it had ended (panicked) at once.
+                ("panicked", Outcome::Failed, Duration::ZERO),
+            ]
+        );
+        assert_eq!(reports[1].error.as_deref(), Some("listener closed"));
+        assert!(reports[3].error.as_deref().unwrap_or("").contains("panic"), "{:?}", reports[3].error);
+        tokio::task::yield_now().await;
+        assert!(stuck_probe.is_finished(), "the task doing the work was aborted, not only its watcher");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_receiver_that_stops_on_its_own_stops_the_herald() {
+        let stop = CancellationToken::new();
+        let failed = receiver("otlp-grpc", &stop, async { Err::<(), _>("accept failed") });
+        let fine = receiver("api", &stop, {
+            let stop = stop.clone();
+            async move {
+                stop.cancelled().await;
+                Ok::<(), String>(())
+            }
+        });
+        stop.cancelled().await;
+        let reports = stage(vec![failed, fine], Duration::from_secs(1)).await;
+        assert_eq!(reports.iter().map(|r| r.outcome).collect::<Vec<_>>(), [Outcome::Failed, Outcome::Ok]);
     }
 }

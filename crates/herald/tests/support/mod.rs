@@ -3,11 +3,10 @@
 //! OTLP client for per-request control, a capture collector, and API helpers.
 #![allow(dead_code)] // each test binary uses part of the harness
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use opentelemetry::trace::{SpanContext, SpanKind, Status, TraceContextExt, Tracer, TracerProvider as _};
@@ -63,53 +62,44 @@ impl Herald {
     fn spawn(dir: Arc<TempDir>, options: HeraldOptions) -> Herald {
         let db_url =
             options.db_url.clone().unwrap_or_else(|| format!("sqlite://{}", dir.path().join("herald.db").display()));
-        let stderr = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.path().join("herald.log"))
-            .expect("log file");
+        let log_path = dir.path().join("herald.log");
+        let log = || std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("log file");
+        // A restart reuses the directory: the previous process's file must not be mistaken for this one's.
+        let ready_path = dir.path().join("ready.json");
+        let _ = std::fs::remove_file(&ready_path);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
         cmd.args(["--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0"])
             .args(["--api-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
             .args(["--db-url", &db_url])
+            .arg("--ready-file")
+            .arg(&ready_path)
             .args(&options.args)
             .env_remove("COLLECTOR_ENDPOINT")
             .env_remove("DB_URL")
+            .env_remove("HELIX_READY_FILE")
+            // The log is a file: what the herald does there must not depend on the caller's terminal settings.
+            .env_remove("NO_COLOR")
             .current_dir(dir.path())
             .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(stderr);
+            .stdout(log())
+            .stderr(log());
         for (k, v) in &options.env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawning the herald binary");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut addrs = std::collections::HashMap::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while addrs.len() < 4 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).unwrap_or_else(|_| {
-                let log = std::fs::read_to_string(dir.path().join("herald.log")).unwrap_or_default();
-                panic!("herald did not announce its listeners; its log:\n{log}")
-            });
-            if let Some(rest) = line.strip_prefix("herald: ") {
-                if let Some((what, addr)) = rest.split_once(" listening on ") {
-                    addrs.insert(what.to_owned(), addr.parse::<SocketAddr>().expect("announced address"));
-                }
-            }
-        }
+        let ready = wait_for_ready_file(&mut child, &ready_path, &log_path);
+        let addr = |key: &str| -> SocketAddr {
+            ready[key]
+                .as_str()
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("ready file {}: no address {key:?} in {ready}", ready_path.display()))
+        };
         Herald {
+            grpc: addr("otlp_grpc"),
+            http: addr("otlp_http"),
+            api: addr("api"),
+            metrics: addr("metrics"),
             child,
-            grpc: addrs["otlp-grpc"],
-            http: addrs["otlp-http"],
-            api: addrs["api"],
-            metrics: addrs["metrics"],
             dir,
             options,
         }
@@ -132,6 +122,24 @@ impl Herald {
             libc::kill(self.child.id() as i32, libc::SIGTERM);
         }
         let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait at most `limit` for the process to exit by itself. `None` when it did
+    /// not (it is then killed, so the test can go on to report the failure).
+    pub fn stop_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        // SAFETY: signalling our own child process by its PID.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill9();
+        None
     }
 
     /// Stop (gracefully) and start again on the same database, with new ports.
@@ -206,6 +214,32 @@ impl Drop for Herald {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Poll for the ready file the herald writes (atomically) once it listens and its store is
+/// open; panic with the herald's log if it exits first or takes more than a minute.
+fn wait_for_ready_file(child: &mut Child, ready: &Path, log: &Path) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(ready) {
+            return serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("ready file {} is not JSON ({e}): {text:?}", ready.display()));
+        }
+        let exited = child.try_wait().ok().flatten();
+        if exited.is_some() || Instant::now() >= deadline {
+            let why = match exited {
+                Some(status) => format!("exited ({status}) before it was ready"),
+                None => "was not ready within 60 s".to_owned(),
+            };
+            if exited.is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            panic!("the herald {why}; its log:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
