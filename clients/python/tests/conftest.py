@@ -12,16 +12,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 sys.path.insert(0, os.path.dirname(__file__))
 
 from herald_process import Herald, HeraldError, herald_binary  # noqa: E402
+from in_memory import Memory  # noqa: E402
 from otlp_receiver import OtlpReceiver  # noqa: E402
 
 from helixobs import Instrument  # noqa: E402
@@ -58,34 +56,6 @@ def _isolation(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     REGISTRY.clear()
 
 
-class Memory:
-    """An Instrument whose spans land synchronously in an InMemorySpanExporter."""
-
-    def __init__(self, process_name: str | None = None) -> None:
-        self.exporter = InMemorySpanExporter()
-        self.provider = TracerProvider()
-        self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
-        self.tel = Instrument(
-            "test-svc",
-            instrument_id="MY_INST",
-            process_name=process_name,
-            tracer_provider=self.provider,
-        )
-
-    def spans(self) -> list:
-        return list(self.exporter.get_finished_spans())
-
-    def span(self, name: str | None = None, entity_id: str | None = None):
-        found = [
-            s
-            for s in self.spans()
-            if (name is None or s.name == name)
-            and (entity_id is None or s.attributes.get("helix.entity.id") == entity_id)
-        ]
-        assert len(found) == 1, f"expected one span {name!r}/{entity_id!r}, got {found}"
-        return found[0]
-
-
 @pytest.fixture
 def mem() -> Iterator[Memory]:
     m = Memory()
@@ -117,7 +87,9 @@ def tel_otlp(otlp: OtlpReceiver) -> Iterator[Instrument]:
 
 # --- the real herald (end-to-end tests) ----------------------------------------------------
 @pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[object]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     rep = yield
     setattr(item, f"_rep_{rep.when}", rep)
     return rep

@@ -18,7 +18,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 REPO = Path(__file__).resolve().parents[3]
 LISTENERS = ("otlp-grpc", "otlp-http", "api", "metrics")
@@ -222,16 +222,17 @@ class Herald:
 
     # Convenience wrappers over the documented endpoints.
     def entity(self, entity_id: str) -> dict[str, Any]:
-        return self.api(f"/api/v1/entity/{quote_id(entity_id)}")
+        return cast(dict[str, Any], self.api(f"/api/v1/entity/{quote_id(entity_id)}"))
 
     def entity_status(self, entity_id: str) -> int:
         return self.request(f"/api/v1/entity/{quote_id(entity_id)}")[0]
 
     def graph(self, entity_id: str, query: str = "") -> dict[str, Any]:
-        return self.api(f"/api/v1/entity/{quote_id(entity_id)}/graph{query}")
+        return cast(dict[str, Any], self.api(f"/api/v1/entity/{quote_id(entity_id)}/graph{query}"))
 
     def operations(self, entity_id: str) -> list[dict[str, Any]]:
-        return self.api(f"/api/v1/entity/{quote_id(entity_id)}/operations")
+        path = f"/api/v1/entity/{quote_id(entity_id)}/operations"
+        return cast(list[dict[str, Any]], self.api(path))
 
     def events(self, entity_id: str) -> list[dict[str, Any]]:
         return self._walk(f"/api/v1/entity/{quote_id(entity_id)}/events", "events")

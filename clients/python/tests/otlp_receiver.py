@@ -224,8 +224,11 @@ class OtlpReceiver(_Store):
     def __init__(self) -> None:
         super().__init__()
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_Trace(self), self._server)
-        logs_service_pb2_grpc.add_LogsServiceServicer_to_server(_Logs(self), self._server)
+        # The generated *_pb2_grpc modules have no type hints (and no stubs exist for them).
+        add_trace = trace_service_pb2_grpc.add_TraceServiceServicer_to_server
+        add_logs = logs_service_pb2_grpc.add_LogsServiceServicer_to_server
+        add_trace(_Trace(self), self._server)  # type: ignore[no-untyped-call]
+        add_logs(_Logs(self), self._server)  # type: ignore[no-untyped-call]
         self.port = self._server.add_insecure_port("127.0.0.1:0")
 
     @property

@@ -6,9 +6,11 @@ import http.server
 import json
 import logging
 import threading
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from otlp_receiver import HttpOtlpReceiver
+from otlp_receiver import HttpOtlpReceiver, OtlpReceiver
 
 from helixobs import AuthError, setup
 from helixobs._auth import TokenSource
@@ -18,7 +20,7 @@ class AuthServer:
     """Minimal stand-in for the herald's POST /auth/token."""
 
     def __init__(self, expires_in: float = 3600, secret: str = "s3cret") -> None:
-        self.requests: list[dict] = []
+        self.requests: list[dict[str, Any]] = []
         self.expires_in = expires_in
         self.secret = secret
         self.issued = 0
@@ -40,7 +42,7 @@ class AuthServer:
                 self.end_headers()
                 self.wfile.write(data.encode())
 
-            def log_message(self, *args) -> None:
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -55,13 +57,15 @@ class AuthServer:
 
 
 @pytest.fixture
-def auth():
+def auth() -> Iterator[AuthServer]:
     srv = AuthServer()
     yield srv
     srv.close()
 
 
-def test_token_fetched_at_setup_and_sent_on_traces_and_logs(otlp, auth):
+def test_token_fetched_at_setup_and_sent_on_traces_and_logs(
+    otlp: OtlpReceiver, auth: AuthServer
+) -> None:
     tel = setup(
         "secure-svc",
         instrument_id="MY_INST",
@@ -82,7 +86,7 @@ def test_token_fetched_at_setup_and_sent_on_traces_and_logs(otlp, auth):
     assert {m.get("authorization") for m in otlp.log_metadata} == {"Bearer tok-1"}
 
 
-def test_expired_token_is_refreshed_before_export(otlp):
+def test_expired_token_is_refreshed_before_export(otlp: OtlpReceiver) -> None:
     srv = AuthServer(expires_in=0)  # every use needs a fresh token
     try:
         tel = setup(
@@ -110,7 +114,7 @@ def test_expired_token_is_refreshed_before_export(otlp):
     assert srv.issued >= 3
 
 
-def test_refresh_schedule_with_fake_clock(auth):
+def test_refresh_schedule_with_fake_clock(auth: AuthServer) -> None:
     now = [1000.0]
     auth.expires_in = 100
     src = TokenSource("MY_INST", "s3cret", auth.url, clock=lambda: now[0])
@@ -122,7 +126,9 @@ def test_refresh_schedule_with_fake_clock(auth):
     assert src.header() == ("authorization", "Bearer tok-2")
 
 
-def test_failed_refresh_keeps_valid_token(auth, caplog):
+def test_failed_refresh_keeps_valid_token(
+    auth: AuthServer, caplog: pytest.LogCaptureFixture
+) -> None:
     now = [0.0]
     auth.expires_in = 100
     src = TokenSource("MY_INST", "s3cret", auth.url, clock=lambda: now[0])
@@ -134,7 +140,7 @@ def test_failed_refresh_keeps_valid_token(auth, caplog):
     assert "keeping the current token" in caplog.text
 
 
-def test_auth_over_http_protocol(auth):
+def test_auth_over_http_protocol(auth: AuthServer) -> None:
     rx = HttpOtlpReceiver().start()
     try:
         tel = setup(
@@ -156,12 +162,12 @@ def test_auth_over_http_protocol(auth):
         rx.stop()
 
 
-def test_credential_without_auth_endpoint_is_clear_error():
+def test_credential_without_auth_endpoint_is_clear_error() -> None:
     with pytest.raises(ValueError, match="without auth_endpoint"):
         setup("svc", instrument_id="MY_INST", endpoint="127.0.0.1:1", credential="x")
 
 
-def test_unreachable_auth_endpoint_fails_setup():
+def test_unreachable_auth_endpoint_fails_setup() -> None:
     import socket
 
     with socket.socket() as s:  # a port nobody listens on
@@ -177,7 +183,7 @@ def test_unreachable_auth_endpoint_fails_setup():
         )
 
 
-def test_rejected_credential_fails_setup(auth):
+def test_rejected_credential_fails_setup(auth: AuthServer) -> None:
     with pytest.raises(AuthError, match="HTTP 401"):
         setup(
             "svc",
@@ -188,6 +194,6 @@ def test_rejected_credential_fails_setup(auth):
         )
 
 
-def test_auth_endpoint_without_scheme(auth):
+def test_auth_endpoint_without_scheme(auth: AuthServer) -> None:
     src = TokenSource("MY_INST", "s3cret", auth.url.removeprefix("http://"))
     assert src.refresh() == "tok-1"

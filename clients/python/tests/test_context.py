@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+from in_memory import Memory
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import StatusCode
@@ -18,7 +19,7 @@ def current_span_id() -> int:
     return trace.get_current_span().get_span_context().span_id
 
 
-def test_explicit_tokens_completed_non_lifo(mem):
+def test_explicit_tokens_completed_non_lifo(mem: Memory) -> None:
     tel = mem.tel
     a = tel.create("s", id="a")
     a.start()
@@ -37,7 +38,7 @@ def test_explicit_tokens_completed_non_lifo(mem):
     assert mem.span("later").parent is None
 
 
-def test_explicit_non_lifo_three_levels(mem):
+def test_explicit_non_lifo_three_levels(mem: Memory) -> None:
     tel = mem.tel
     toks = [tel.create("s", id=f"t{i}") for i in range(3)]
     for t in toks:
@@ -50,7 +51,7 @@ def test_explicit_non_lifo_three_levels(mem):
     assert current_entity_id() is None
 
 
-def test_explicit_complete_inside_nested_with(mem):
+def test_explicit_complete_inside_nested_with(mem: Memory) -> None:
     tel = mem.tel
     with tel.create("outer", id="o") as outer:
         with tel.create("inner", id="i"):
@@ -64,7 +65,7 @@ def test_explicit_complete_inside_nested_with(mem):
     assert mem.span("after").parent is None
 
 
-def test_explicit_inside_with_completed_after_block(mem):
+def test_explicit_inside_with_completed_after_block(mem: Memory) -> None:
     tel = mem.tel
     with tel.create("outer", id="o"):
         t = tel.create("inner", id="i")
@@ -73,17 +74,19 @@ def test_explicit_inside_with_completed_after_block(mem):
     assert current_entity_id() is None
     t.complete()
     assert current_entity_id() is None
-    assert mem.span("inner").parent.span_id == mem.span("outer").context.span_id
+    inner = mem.span("inner")
+    assert inner.parent is not None
+    assert inner.parent.span_id == mem.span("outer").context.span_id
 
 
-def test_start_in_one_thread_complete_in_another(mem):
+def test_start_in_one_thread_complete_in_another(mem: Memory) -> None:
     tel = mem.tel
     tok = tel.create("search", id="candidate-x")
     tok.start()
     done = threading.Event()
     errors: list[BaseException] = []
 
-    def finisher():
+    def finisher() -> None:
         try:
             tok.complete(metadata={"score": 0.5})
         except BaseException as exc:  # pragma: no cover - reported below
@@ -105,11 +108,11 @@ def test_start_in_one_thread_complete_in_another(mem):
     assert mem.span("next").parent is None
 
 
-def test_worker_thread_starts_main_completes(mem):
+def test_worker_thread_starts_main_completes(mem: Memory) -> None:
     tel = mem.tel
     box = {}
 
-    def starter():
+    def starter() -> None:
         t = tel.create("s", id="w")
         t.start()
         box["t"] = t
@@ -122,13 +125,13 @@ def test_worker_thread_starts_main_completes(mem):
     assert mem.span("s").status.status_code is StatusCode.ERROR
 
 
-def test_thread_inheriting_context_sees_entity(mem):
+def test_thread_inheriting_context_sees_entity(mem: Memory) -> None:
     tel = mem.tel
     seen = {}
     with tel.create("s", id="ctx-ent"):
         ctx = otel_context.get_current()
 
-        def work():
+        def work() -> None:
             token = otel_context.attach(ctx)
             try:
                 seen["id"] = current_entity_id()
@@ -141,11 +144,11 @@ def test_thread_inheriting_context_sees_entity(mem):
     assert seen["id"] == "ctx-ent"
 
 
-async def test_async_decorated_span_covers_awaited_duration(mem):
+async def test_async_decorated_span_covers_awaited_duration(mem: Memory) -> None:
     tel = mem.tel
 
     @tel.create("slow", id=lambda n: f"slow-{n}")
-    async def slow(n):
+    async def slow(n: int) -> str | None:
         inside = current_entity_id()
         await asyncio.sleep(0.05)
         return inside
@@ -158,9 +161,9 @@ async def test_async_decorated_span_covers_awaited_duration(mem):
     assert current_entity_id() is None
 
 
-async def test_async_decorated_records_exception(mem):
+async def test_async_decorated_records_exception(mem: Memory) -> None:
     @mem.tel.operate("fails", entity_id="e1")
-    async def fails():
+    async def fails() -> None:
         await asyncio.sleep(0)
         raise ConnectionError("nfs down")
 
@@ -172,24 +175,24 @@ async def test_async_decorated_records_exception(mem):
     assert dict(err.attributes) == {"message": "ConnectionError", "exception.message": "nfs down"}
 
 
-async def test_concurrent_tasks_keep_their_own_entity(mem):
+async def test_concurrent_tasks_keep_their_own_entity(mem: Memory) -> None:
     tel = mem.tel
 
-    async def job(n, delay):
+    async def job(n: int, delay: float) -> str | None:
         async with tel.create("job", id=f"job-{n}"):
             await asyncio.sleep(delay)
             return current_entity_id()
 
     results = await asyncio.gather(job(1, 0.02), job(2, 0.0), job(3, 0.01))
-    assert results == ["job-1", "job-2", "job-3"]
+    assert list(results) == ["job-1", "job-2", "job-3"]  # gather's list (typed as a tuple)
     assert current_entity_id() is None
 
 
-async def test_task_outliving_its_block_does_not_see_finished_span(mem):
+async def test_task_outliving_its_block_does_not_see_finished_span(mem: Memory) -> None:
     tel = mem.tel
     release = asyncio.Event()
 
-    async def background():
+    async def background() -> tuple[str | None, str | None]:
         before = current_entity_id()
         await release.wait()
         return before, current_entity_id()
@@ -203,7 +206,7 @@ async def test_task_outliving_its_block_does_not_see_finished_span(mem):
     assert after is None
 
 
-def test_operation_inside_entity_restores_entity_after(mem):
+def test_operation_inside_entity_restores_entity_after(mem: Memory) -> None:
     tel = mem.tel
     with tel.create("block", id="b"):
         with tel.operate("archive", entity_id="x"):

@@ -14,13 +14,15 @@ import time
 import pytest
 from herald_process import Herald
 
+from helixobs import Instrument
+
 log = logging.getLogger("e2e.client")
 
 # Entity IDs may contain any Unicode except control characters (api.md).
 HOSTILE = "run 1/blk \"7\" <script>alert('x')</script> ünï 100% ?a=b#frag \\ ✓"
 
 
-def test_typed_metadata_is_rendered_as_wire_md_says(tel_herald, herald):
+def test_typed_metadata_is_rendered_as_wire_md_says(tel_herald: Instrument, herald: Herald) -> None:
     tel = tel_herald
     with tel.create("ingest", id="block-001") as token:
         token.set_attribute("n_channels", 16384)
@@ -47,7 +49,7 @@ def test_typed_metadata_is_rendered_as_wire_md_says(tel_herald, herald):
     assert herald.entities(instrument="MY_INST", **{"meta.flagged": "true"})[0]["id"] == "block-001"
 
 
-def test_hostile_ids_round_trip(tel_herald, herald):
+def test_hostile_ids_round_trip(tel_herald: Instrument, herald: Herald) -> None:
     tel = tel_herald
     with tel.create("ingest", id=HOSTILE):
         log.info("ingesting")
@@ -69,7 +71,7 @@ def test_hostile_ids_round_trip(tel_herald, herald):
     )
 
 
-def test_operation_errors_mark_the_entity(tel_herald, herald):
+def test_operation_errors_mark_the_entity(tel_herald: Instrument, herald: Herald) -> None:
     tel = tel_herald
     with tel.create("cluster", id="event-7"):
         pass
@@ -99,7 +101,7 @@ def test_operation_errors_mark_the_entity(tel_herald, herald):
     ]
 
 
-def test_explicit_tokens_completed_in_other_threads(tel_herald, herald):
+def test_explicit_tokens_completed_in_other_threads(tel_herald: Instrument, herald: Herald) -> None:
     tel = tel_herald
     tokens = [tel.create("search", id=f"cand-{i}", parents=["block-001"]) for i in range(8)]
     for token in tokens:
@@ -128,7 +130,7 @@ def test_explicit_tokens_completed_in_other_threads(tel_herald, herald):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_forked_worker_keeps_reporting(herald: Herald):
+def test_forked_worker_keeps_reporting(herald: Herald) -> None:
     from helixobs import setup
 
     tel = setup("fork-svc", instrument_id="MY_INST", endpoint=herald.otlp_endpoint, otlp=True)

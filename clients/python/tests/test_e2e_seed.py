@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 import pytest
 from herald_process import Herald
@@ -35,15 +36,17 @@ from test_seed_examples import (
     write_archive,
 )
 
+from helixobs import Instrument
+
 log = logging.getLogger("seed.example")
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 HEX16 = re.compile(r"^[0-9a-f]{16}$")
 
 
-def created(herald: Herald, entity_id: str) -> dict:
+def created(herald: Herald, entity_id: str) -> dict[str, Any]:
     """The entity row of a created (not placeholder) entity, sanity-checked."""
-    entity = herald.entity(entity_id)["entity"]
+    entity: dict[str, Any] = herald.entity(entity_id)["entity"]
     assert entity["id"] == entity_id
     assert entity["instrument_id"] == "MY_INST"
     assert entity["placeholder"] is False
@@ -53,7 +56,7 @@ def created(herald: Herald, entity_id: str) -> dict:
     return entity
 
 
-def edges(body: dict) -> set[tuple[str, str]]:
+def edges(body: dict[str, Any]) -> set[tuple[str, str]]:
     return {(e["source"], e["target"]) for e in body["edges"]}
 
 
@@ -61,12 +64,12 @@ def entity_ids(herald: Herald) -> list[str]:
     return sorted(e["id"] for e in herald.entities(instrument="MY_INST"))
 
 
-def log_rows(herald: Herald, entity_id: str) -> dict[str, dict]:
+def log_rows(herald: Herald, entity_id: str) -> dict[str, dict[str, Any]]:
     return {r["body"]: r for r in herald.logs(entity_id)}
 
 
 # --- Setup ---------------------------------------------------------------------------------
-def test_setup_example(herald):
+def test_setup_example(herald: Herald) -> None:
     from helixobs.setup import setup
 
     tel = setup(
@@ -89,7 +92,7 @@ def test_setup_example(herald):
 
 
 # --- Context manager ---------------------------------------------------------------------
-def test_context_manager_examples(tel_herald, herald):
+def test_context_manager_examples(tel_herald: Instrument, herald: Herald) -> None:
     tel = tel_herald
     with tel.create("search", id="candidate-42", parents=["block-001"]) as token:
         result = run_search()
@@ -133,7 +136,7 @@ def test_context_manager_examples(tel_herald, herald):
     assert graph["edges"] == []
 
 
-def test_context_manager_tip_logs_carry_the_entity(tel_herald, herald):
+def test_context_manager_tip_logs_carry_the_entity(tel_herald: Instrument, herald: Herald) -> None:
     """The guide's tip: log inside the block and the line carries the entity and trace."""
     tel = tel_herald
     with tel.create("search", id="candidate-42", parents=["block-001"]) as token:
@@ -164,7 +167,7 @@ def test_context_manager_tip_logs_carry_the_entity(tel_herald, herald):
 
 
 # --- Decorator ---------------------------------------------------------------------------
-def test_decorator_examples(tel_herald, herald):
+def test_decorator_examples(tel_herald: Instrument, herald: Herald) -> None:
     tel = tel_herald
 
     @tel.create("search", id=lambda block_id, **_: block_id)
@@ -198,7 +201,7 @@ def test_decorator_examples(tel_herald, herald):
     assert entity_ids(herald) == ["candidate-42", "candidate-43", "report-2026-05-20"]
 
 
-async def test_async_decorator_and_async_with(tel_herald, herald):
+async def test_async_decorator_and_async_with(tel_herald: Instrument, herald: Herald) -> None:
     """Not in the guide's text, but promised by the spec: coroutines keep the span open."""
     tel = tel_herald
 
@@ -220,7 +223,7 @@ async def test_async_decorator_and_async_with(tel_herald, herald):
 
 
 # --- Explicit API ------------------------------------------------------------------------
-def test_explicit_examples(tel_herald, herald):
+def test_explicit_examples(tel_herald: Instrument, herald: Herald) -> None:
     tel = tel_herald
     token = tel.create("search", id="candidate-42", parents=["block-001"])
     token.start()
@@ -247,7 +250,7 @@ def test_explicit_examples(tel_herald, herald):
     ]
 
 
-def test_explicit_example_error_path(tel_herald, herald):
+def test_explicit_example_error_path(tel_herald: Instrument, herald: Herald) -> None:
     tel = tel_herald
 
     def run_search():  # noqa: F811 - this variant fails
@@ -277,7 +280,7 @@ def test_explicit_example_error_path(tel_herald, herald):
     assert herald.graph("candidate-42")["nodes"][0]["has_error"] is True
 
 
-def test_context_manager_exception_marks_the_entity(tel_herald, herald):
+def test_context_manager_exception_marks_the_entity(tel_herald: Instrument, herald: Herald) -> None:
     tel = tel_herald
     with pytest.raises(ValueError):
         with tel.create("search", id="candidate-42"):
@@ -292,7 +295,7 @@ def test_context_manager_exception_marks_the_entity(tel_herald, herald):
 
 
 # --- Provenance patterns -----------------------------------------------------------------
-def test_linear_chain(tel_herald, herald):
+def test_linear_chain(tel_herald: Instrument, herald: Herald) -> None:
     tel = tel_herald
     with tel.create("ingest", id="block-001"):
         run_ingest()
@@ -319,7 +322,7 @@ def test_linear_chain(tel_herald, herald):
     ]
 
 
-def test_fan_in(tel_herald, herald):
+def test_fan_in(tel_herald: Instrument, herald: Herald) -> None:
     tel = tel_herald
     # Many partial results → one aggregated output
     partial_ids = ["result-001", "result-002", "result-003"]
@@ -346,7 +349,7 @@ def test_fan_in(tel_herald, herald):
         assert edges(down) == {(pid, "event-7")}
 
 
-def test_fan_in_keeps_caller_order(tel_herald, herald):
+def test_fan_in_keeps_caller_order(tel_herald: Instrument, herald: Herald) -> None:
     tel = tel_herald
     for pid in ("result-001", "result-002", "result-003"):
         with tel.create("partial", id=pid):
@@ -403,7 +406,7 @@ def _run_process(herald: Herald, service: str, role: str) -> None:
 
 
 @pytest.mark.parametrize("order", ["A then B", "B then A"])
-def test_cross_process(herald, order):
+def test_cross_process(herald: Herald, order: str) -> None:
     """Two separate interpreters, each calling setup(); the herald links them."""
     roles = [("process-a", "A"), ("process-b", "B")]
     if order == "B then A":
@@ -424,7 +427,7 @@ def test_cross_process(herald, order):
 
 
 # --- Domain events -----------------------------------------------------------------------
-def test_domain_events(tel_herald, herald):
+def test_domain_events(tel_herald: Instrument, herald: Herald) -> None:
     tel = tel_herald
     with tel.create("classify", id="event-7", parents=["candidate-42"]) as token:
         label = classify()
@@ -437,7 +440,7 @@ def test_domain_events(tel_herald, herald):
     assert herald.events("event-7") == []
 
 
-def test_domain_events_helix_prefixed_are_stored(tel_herald, herald):
+def test_domain_events_helix_prefixed_are_stored(tel_herald: Instrument, herald: Herald) -> None:
     tel = tel_herald
     with tel.create("classify", id="event-7", parents=["candidate-42"]) as token:
         label = classify()
@@ -464,7 +467,7 @@ def test_domain_events_helix_prefixed_are_stored(tel_herald, herald):
 
 
 # --- Child spans -------------------------------------------------------------------------
-def test_child_spans(tel_herald, herald):
+def test_child_spans(tel_herald: Instrument, herald: Herald) -> None:
     tel = tel_herald
     with tel.create("process", id="block-001"):
         with tel.child_span("filter", attributes={"filter.type": "bandpass"}):
@@ -482,7 +485,7 @@ def test_child_spans(tel_herald, herald):
     assert "filter.type" not in block["metadata"]
 
 
-def test_child_span_logs_carry_the_entity(tel_herald, herald):
+def test_child_span_logs_carry_the_entity(tel_herald: Instrument, herald: Herald) -> None:
     tel = tel_herald
     with tel.create("process", id="block-001"):
         log.info("processing")
@@ -500,7 +503,7 @@ def test_child_span_logs_carry_the_entity(tel_herald, herald):
 
 
 # --- Entity discovered mid-execution -----------------------------------------------------
-async def test_deferred_entity_id_example(tel_herald, herald):
+async def test_deferred_entity_id_example(tel_herald: Instrument, herald: Herald) -> None:
     tel = tel_herald
     await _stage_deletion_example(tel, _Queue(full=True), "dataset-x")
     await _stage_deletion_example(tel, _Queue(full=False), None)
@@ -526,7 +529,9 @@ async def test_deferred_entity_id_example(tel_herald, herald):
     assert staged["attributes"]["helix_entity_id"] == "dataset-x"
 
 
-async def test_deferred_entity_id_never_set_leaves_no_rows(tel_herald, herald):
+async def test_deferred_entity_id_never_set_leaves_no_rows(
+    tel_herald: Instrument, herald: Herald
+) -> None:
     tel = tel_herald
     await _stage_deletion_example(tel, _Queue(full=True), "dataset-x")
     await _stage_deletion_example(tel, _Queue(full=False), None)
@@ -537,7 +542,7 @@ async def test_deferred_entity_id_never_set_leaves_no_rows(tel_herald, herald):
     assert herald.api("/api/v1/stages?instrument=MY_INST") == []
 
 
-def test_deferred_entity_id_logs_before_and_after(tel_herald, herald):
+def test_deferred_entity_id_logs_before_and_after(tel_herald: Instrument, herald: Herald) -> None:
     """All logs, including those before set_entity_id(), are reachable from the entity."""
     tel = tel_herald
     with tel.operate("stage-deletion") as op:
@@ -568,7 +573,7 @@ def test_deferred_entity_id_logs_before_and_after(tel_herald, herald):
 
 
 # --- Plain traces ------------------------------------------------------------------------
-def test_plain_trace_example(tel_herald, herald):
+def test_plain_trace_example(tel_herald: Instrument, herald: Herald) -> None:
     tel = tel_herald
     with tel.trace("process-request", attributes={"endpoint": "/api/status"}):
         with tel.child_span("auth-check"):
@@ -585,7 +590,9 @@ def test_plain_trace_example(tel_herald, herald):
 
 
 # --- Logging configuration ---------------------------------------------------------------
-def test_configure_logging_otlp_from_environment(herald, monkeypatch):
+def test_configure_logging_otlp_from_environment(
+    herald: Herald, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """configure_logging(otlp=True) finds the herald through OTEL_EXPORTER_OTLP_ENDPOINT."""
     from helixobs import configure_logging, setup
 
@@ -607,7 +614,7 @@ def test_configure_logging_otlp_from_environment(herald, monkeypatch):
     assert row["attributes"]["helix_entity_id"] == "block-001"
 
 
-def test_setup_log_endpoint_and_otlp_http(herald):
+def test_setup_log_endpoint_and_otlp_http(herald: Herald) -> None:
     """Traces and logs over OTLP/HTTP (protobuf) to the herald's HTTP listener."""
     from helixobs import setup
 

@@ -17,6 +17,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from herald_process import Herald
@@ -27,7 +28,7 @@ DURATION_S = 60
 RATE = 1.0
 
 
-def edge_set(body: dict) -> set[tuple[str, str]]:
+def edge_set(body: dict[str, Any]) -> set[tuple[str, str]]:
     return {(e["source"], e["target"]) for e in body["edges"]}
 
 
@@ -60,11 +61,11 @@ def run_telescope(herald: Herald) -> tuple[str, float]:
 
 
 @pytest.mark.slow
-def test_telescope_32_beams_60s_cross_process_fan_in(herald):
+def test_telescope_32_beams_60s_cross_process_fan_in(herald: Herald) -> None:
     run, elapsed = run_telescope(herald)
     assert elapsed < DURATION_S + 60, f"workers took {elapsed - DURATION_S:.0f} s to drain"
 
-    def listing(stage: str, prefix: str) -> dict[str, dict]:
+    def listing(stage: str, prefix: str) -> dict[str, dict[str, Any]]:
         rows = herald.entities(instrument="TELESCOPE", stage=stage, q=prefix, limit="1000")
         by_id = {r["id"]: r for r in rows}
         assert len(by_id) == len(rows), f"duplicate {stage} rows across pages"
@@ -141,7 +142,7 @@ def test_telescope_32_beams_60s_cross_process_fan_in(herald):
         assert herald.entity(parents[0])["entity"]["children_count"] >= 1
 
     # --- domain events, operations, deferred IDs and logs on events ----------------------
-    labels = Counter()
+    labels: Counter[str] = Counter()
     op_names: Counter[str] = Counter()
     staged = []
     sample = sorted(events)

@@ -7,6 +7,7 @@ import os
 import time
 
 import pytest
+from otlp_receiver import OtlpReceiver
 
 from helixobs import setup
 
@@ -25,7 +26,7 @@ def _wait_child(pid: int, timeout: float = 20.0) -> int:
     raise AssertionError("forked child did not finish")
 
 
-def test_child_after_fork_exports_and_parent_not_blocked(otlp):
+def test_child_after_fork_exports_and_parent_not_blocked(otlp: OtlpReceiver) -> None:
     tel = setup(
         "fork-svc",
         instrument_id="MY_INST",
@@ -80,7 +81,7 @@ def test_child_after_fork_exports_and_parent_not_blocked(otlp):
     assert child_log.trace_id == child.trace_id
 
 
-def test_many_forks_in_a_row(otlp):
+def test_many_forks_in_a_row(otlp: OtlpReceiver) -> None:
     tel = setup("fork-svc", instrument_id="MY_INST", endpoint=otlp.endpoint)
     try:
         pids = []

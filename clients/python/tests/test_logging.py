@@ -6,8 +6,12 @@ import asyncio
 import json
 import logging
 import threading
+from collections.abc import Iterator
+from typing import cast
 
 import pytest
+from in_memory import Memory
+from otlp_receiver import OtlpReceiver
 
 from helixobs import configure_logging, install_context_fields, setup
 from helixobs.logging import FIELDS
@@ -24,19 +28,33 @@ class Capture(logging.Handler):
         self.records.append(record)
 
 
+class ContextRecord(logging.LogRecord):
+    """A record as install_context_fields() leaves it: its factory sets these on every record.
+
+    For typing only; the records themselves stay plain LogRecords.
+    """
+
+    helix_entity_id: str
+    helix_instrument_id: str
+    helix_process_name: str
+    otel_trace_id: str
+    otel_span_id: str
+    helix_source: str
+
+
 @pytest.fixture
-def records():
+def records() -> Iterator[list[ContextRecord]]:
     install_context_fields()
     cap = Capture()
     log.addHandler(cap)
     old = log.level
     log.setLevel(logging.DEBUG)
-    yield cap.records
+    yield cast(list[ContextRecord], cap.records)
     log.removeHandler(cap)
     log.setLevel(old)
 
 
-def test_fields_outside_spans_are_empty_strings(records):
+def test_fields_outside_spans_are_empty_strings(records: list[ContextRecord]) -> None:
     log.info("outside")
     r = records[0]
     for name in FIELDS[:-1]:
@@ -45,7 +63,7 @@ def test_fields_outside_spans_are_empty_strings(records):
     assert r.getMessage() == "outside"  # message untouched
 
 
-def test_fields_inside_creation(records, mem_proc):
+def test_fields_inside_creation(records: list[ContextRecord], mem_proc: Memory) -> None:
     with mem_proc.tel.create("search", id="candidate-45", parents=["block-001"]):
         log.info("inside")
     r = records[0]
@@ -58,7 +76,7 @@ def test_fields_inside_creation(records, mem_proc):
     assert len(r.otel_trace_id) == 32 and len(r.otel_span_id) == 16
 
 
-def test_child_span_records_carry_log_entity_id(records, mem):
+def test_child_span_records_carry_log_entity_id(records: list[ContextRecord], mem: Memory) -> None:
     with mem.tel.create("process", id="block-002"):
         with mem.tel.child_span("filter"):
             log.info("filtering")
@@ -67,7 +85,7 @@ def test_child_span_records_carry_log_entity_id(records, mem):
     assert r.otel_span_id == format(mem.span("filter").context.span_id, "016x")
 
 
-def test_plain_trace_has_trace_id_but_no_entity(records, mem):
+def test_plain_trace_has_trace_id_but_no_entity(records: list[ContextRecord], mem: Memory) -> None:
     with mem.tel.trace("process-request"):
         log.info("request complete")
     r = records[0]
@@ -76,7 +94,7 @@ def test_plain_trace_has_trace_id_but_no_entity(records, mem):
     assert r.helix_instrument_id == "MY_INST"
 
 
-def test_deferred_id_story(records, mem):
+def test_deferred_id_story(records: list[ContextRecord], mem: Memory) -> None:
     with mem.tel.operate("stage-deletion") as op:
         log.info("before the entity is known")
         op.set_entity_id("dataset-y")
@@ -89,7 +107,9 @@ def test_deferred_id_story(records, mem):
     assert after.helix_entity_id == "dataset-y"
 
 
-def test_after_non_lifo_completion_logs_do_not_name_finished_entity(records, mem):
+def test_after_non_lifo_completion_logs_do_not_name_finished_entity(
+    records: list[ContextRecord], mem: Memory
+) -> None:
     a = mem.tel.create("s", id="a")
     a.start()
     b = mem.tel.create("s", id="b")
@@ -102,13 +122,15 @@ def test_after_non_lifo_completion_logs_do_not_name_finished_entity(records, mem
     assert records[1].otel_trace_id == ""
 
 
-def test_fields_in_threads_and_tasks_inheriting_context(records, mem):
+def test_fields_in_threads_and_tasks_inheriting_context(
+    records: list[ContextRecord], mem: Memory
+) -> None:
     from opentelemetry import context as otel_context
 
     with mem.tel.create("s", id="ent-t"):
         ctx = otel_context.get_current()
 
-        def work():
+        def work() -> None:
             tok = otel_context.attach(ctx)
             try:
                 log.info("thread")
@@ -119,8 +141,8 @@ def test_fields_in_threads_and_tasks_inheriting_context(records, mem):
         th.start()
         th.join(5)
 
-        async def main():
-            async def task():
+        async def main() -> None:
+            async def task() -> None:
                 log.info("task")
 
             await asyncio.create_task(task())
@@ -129,7 +151,7 @@ def test_fields_in_threads_and_tasks_inheriting_context(records, mem):
     assert [r.helix_entity_id for r in records] == ["ent-t", "ent-t"]
 
 
-def test_source_permalink(records, monkeypatch):
+def test_source_permalink(records: list[ContextRecord], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GITHUB_REPO", "acme/pipeline")
     monkeypatch.setenv("GIT_COMMIT_SHA", "abc123")
     log.info("x")
@@ -138,14 +160,14 @@ def test_source_permalink(records, monkeypatch):
     assert src.endswith(f"test_logging.py#L{records[0].lineno}")
 
 
-def test_install_context_fields_idempotent():
+def test_install_context_fields_idempotent() -> None:
     install_context_fields()
     f1 = logging.getLogRecordFactory()
     install_context_fields()
     assert logging.getLogRecordFactory() is f1
 
 
-def test_json_lines_on_stdout(capsys, mem):
+def test_json_lines_on_stdout(capsys: pytest.CaptureFixture[str], mem: Memory) -> None:
     configure_logging()
     configure_logging()  # idempotent: still one line per record
     with mem.tel.create("search", id="cand-json"):
@@ -171,7 +193,7 @@ def test_json_lines_on_stdout(capsys, mem):
     assert "ValueError: bad" in second["exc"]
 
 
-def test_otlp_logs_deferred_id_story(otlp):
+def test_otlp_logs_deferred_id_story(otlp: OtlpReceiver) -> None:
     tel = setup(
         "my-pipeline",
         instrument_id="MY_INST",

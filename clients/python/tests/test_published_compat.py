@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from otlp_receiver import OtlpReceiver
 
-from helixobs import setup
+from helixobs import Instrument, setup
 from helixobs._registry import REGISTRY
 
 # The wire captures are shared with the Rust interpreter tests: one copy, at the repo root.
@@ -84,18 +85,18 @@ def same_value(pub: Any, ours: Any) -> bool:
     return pub == ours or (isinstance(pub, str) and pub == str(ours))
 
 
-def run_scenario(scenario: str, otlp) -> None:
+def run_scenario(scenario: str, otlp: OtlpReceiver) -> None:
     common = types.ModuleType("common")
 
-    def tel(svc, proc=None, logs=False):
+    def tel(svc: str, proc: str | None = None, logs: bool = False) -> Instrument:
         return setup(
             svc, instrument_id="MY_INST", endpoint=otlp.endpoint, process_name=proc, otlp=logs
         )
 
-    def done(t):
+    def done(t: Instrument) -> None:
         t.shutdown()
 
-    common.tel, common.done, common.setup, common.logging = tel, done, setup, logging
+    vars(common).update(tel=tel, done=done, setup=setup, logging=logging)
     sys.modules["common"] = common
     try:
         path = DATA / scenario / "scenario.py"
@@ -105,7 +106,7 @@ def run_scenario(scenario: str, otlp) -> None:
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
-def test_published_scenario_span_shapes(scenario, otlp):
+def test_published_scenario_span_shapes(scenario: str, otlp: OtlpReceiver) -> None:
     if scenario == "s03b_cross_process_child":
         REGISTRY.clear()  # s03a ran in another process: its block is not known here
         run_scenario("s03a_cross_process_parent", otlp)
@@ -147,7 +148,7 @@ def test_published_scenario_span_shapes(scenario, otlp):
             assert mine.resource.get(key) == pub["resource"].get(key), key
 
 
-def test_published_log_scenario(otlp):
+def test_published_log_scenario(otlp: OtlpReceiver) -> None:
     run_scenario("s10_logs", otlp)
     expected = published("s10_logs", "logs")
     logs = [r for r in otlp.logs if r.body and "without entity_id" not in r.body]

@@ -10,47 +10,51 @@ import asyncio
 import logging
 import os
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
+from otlp_receiver import OtlpReceiver, RSpan
+
+from helixobs import Instrument
 
 log = logging.getLogger("seed.example")
 
 
 # --- fakes for the helpers the guide does not define ---------------------------------------
-def run_search(block_id=None):
+def run_search(block_id: str | None = None) -> SimpleNamespace:
     return SimpleNamespace(score=0.97, block_id=block_id)
 
 
-def write_archive():
+def write_archive() -> None:
     return None
 
 
-def run_ingest():
+def run_ingest() -> None:
     return None
 
 
-def aggregate():
+def aggregate() -> None:
     return None
 
 
-def classify():
+def classify() -> str:
     return "FRB"
 
 
-def apply_filter():
+def apply_filter() -> None:
     return None
 
 
-def transform():
+def transform() -> None:
     return None
 
 
-def verify_token(request):
+def verify_token(request: SimpleNamespace) -> bool:
     return True
 
 
 class _Db:
-    def query(self, *args):
+    def query(self, *args: object) -> list[object]:
         return []
 
 
@@ -58,12 +62,12 @@ db = _Db()
 request = SimpleNamespace(path="/api/status")
 
 
-def rows(otlp):
+def rows(otlp: OtlpReceiver) -> dict[tuple[str, Any], RSpan]:
     return {(s.name, s.entity_id): s for s in otlp.spans}
 
 
 # --- Setup ---------------------------------------------------------------------------------
-def test_setup_example():
+def test_setup_example() -> None:
     from helixobs.setup import setup
 
     tel = setup(
@@ -82,7 +86,7 @@ def test_setup_example():
 
 
 # --- Context manager ---------------------------------------------------------------------
-def test_context_manager_examples(tel_otlp, otlp):
+def test_context_manager_examples(tel_otlp: Instrument, otlp: OtlpReceiver) -> None:
     tel = tel_otlp
     with tel.create("search", id="candidate-42", parents=["block-001"]) as token:
         result = run_search()
@@ -107,7 +111,7 @@ def test_context_manager_examples(tel_otlp, otlp):
 
 
 # --- Decorator ---------------------------------------------------------------------------
-def test_decorator_examples(tel_otlp, otlp):
+def test_decorator_examples(tel_otlp: Instrument, otlp: OtlpReceiver) -> None:
     tel = tel_otlp
 
     @tel.create("search", id=lambda block_id, **_: block_id)
@@ -130,7 +134,7 @@ def test_decorator_examples(tel_otlp, otlp):
 
 
 # --- Explicit API ------------------------------------------------------------------------
-def test_explicit_examples(tel_otlp, otlp):
+def test_explicit_examples(tel_otlp: Instrument, otlp: OtlpReceiver) -> None:
     tel = tel_otlp
     token = tel.create("search", id="candidate-42", parents=["block-001"])
     token.start()
@@ -150,7 +154,7 @@ def test_explicit_examples(tel_otlp, otlp):
     assert otlp.span("archive").attributes["path"] == "/data/event-7.h5"
 
 
-def test_explicit_example_error_path(tel_otlp, otlp):
+def test_explicit_example_error_path(tel_otlp: Instrument, otlp: OtlpReceiver) -> None:
     tel = tel_otlp
 
     def run_search():  # noqa: F811 - this variant fails
@@ -172,7 +176,7 @@ def test_explicit_example_error_path(tel_otlp, otlp):
 
 
 # --- Provenance patterns -----------------------------------------------------------------
-def test_linear_chain(tel_otlp, otlp):
+def test_linear_chain(tel_otlp: Instrument, otlp: OtlpReceiver) -> None:
     tel = tel_otlp
     with tel.create("ingest", id="block-001"):
         run_ingest()
@@ -185,7 +189,7 @@ def test_linear_chain(tel_otlp, otlp):
     assert search.links == [(ingest.trace_id, ingest.span_id)]
 
 
-def test_fan_in(tel_otlp, otlp):
+def test_fan_in(tel_otlp: Instrument, otlp: OtlpReceiver) -> None:
     tel = tel_otlp
     for p in ["result-001", "result-002", "result-003"]:
         with tel.create("partial", id=p):
@@ -201,7 +205,7 @@ def test_fan_in(tel_otlp, otlp):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_cross_process(otlp):
+def test_cross_process(otlp: OtlpReceiver) -> None:
     from helixobs import setup
 
     pid = os.fork()
@@ -234,7 +238,7 @@ def test_cross_process(otlp):
 
 
 # --- Domain events -----------------------------------------------------------------------
-def test_domain_events(tel_otlp, otlp):
+def test_domain_events(tel_otlp: Instrument, otlp: OtlpReceiver) -> None:
     tel = tel_otlp
     with tel.create("classify", id="event-7", parents=["candidate-42"]) as token:
         label = classify()
@@ -246,7 +250,7 @@ def test_domain_events(tel_otlp, otlp):
 
 
 # --- Child spans -------------------------------------------------------------------------
-def test_child_spans(tel_otlp, otlp):
+def test_child_spans(tel_otlp: Instrument, otlp: OtlpReceiver) -> None:
     tel = tel_otlp
     with tel.create("process", id="block-001"):
         with tel.child_span("filter", attributes={"filter.type": "bandpass"}):
@@ -273,7 +277,9 @@ class _Queue:
         return self.full
 
 
-async def _stage_deletion_example(tel, queue, dataset_name):
+async def _stage_deletion_example(
+    tel: Instrument, queue: _Queue, dataset_name: str | None
+) -> None:
     async def fetch_next_dataset():
         await asyncio.sleep(0)
         return None if dataset_name is None else SimpleNamespace(name=dataset_name, id=7)
@@ -303,7 +309,9 @@ async def _stage_deletion_example(tel, queue, dataset_name):
         op.add_event("helix.event.deletion-staged", {"num_replicas": str(len(replicas))})
 
 
-async def test_deferred_entity_id_example(otlp, caplog):
+async def test_deferred_entity_id_example(
+    otlp: OtlpReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
     from helixobs import setup
 
     tel = setup("my-pipeline", instrument_id="MY_INST", endpoint=otlp.endpoint, otlp=True)
@@ -333,7 +341,7 @@ async def test_deferred_entity_id_example(otlp, caplog):
 
 
 # --- Plain traces ------------------------------------------------------------------------
-def test_plain_trace_example(otlp):
+def test_plain_trace_example(otlp: OtlpReceiver) -> None:
     from helixobs import setup
 
     tel = setup("my-pipeline", instrument_id="MY_INST", endpoint=otlp.endpoint, otlp=True)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from otlp_receiver import HttpOtlpReceiver
+from otlp_receiver import HttpOtlpReceiver, OtlpReceiver
 
 from helixobs import Instrument, setup
 from helixobs._export import resolve_target
 from helixobs.setup import setup as setup_from_module
 
 
-def test_import_paths():
+def test_import_paths() -> None:
     import helixobs
     import helixobs.setup
 
@@ -20,12 +20,12 @@ def test_import_paths():
         assert hasattr(helixobs, name)
 
 
-def test_missing_instrument_id_is_clear_error():
+def test_missing_instrument_id_is_clear_error() -> None:
     with pytest.raises(ValueError, match="instrument_id is required"):
         setup("svc", endpoint="127.0.0.1:1")
 
 
-def test_instrument_class_fixing_its_own_id(otlp):
+def test_instrument_class_fixing_its_own_id(otlp: OtlpReceiver) -> None:
     class Chime(Instrument):
         INSTRUMENT_ID = "CHIME"
 
@@ -40,7 +40,7 @@ def test_instrument_class_fixing_its_own_id(otlp):
     assert otlp.span("l1").attributes["helix.instrument.id"] == "CHIME"
 
 
-def test_instrument_class_with_own_constructor(otlp):
+def test_instrument_class_with_own_constructor(otlp: OtlpReceiver) -> None:
     class Fixed(Instrument):
         def __init__(self, service_name: str, endpoint: str | None = None, **_: object) -> None:
             super().__init__(service_name, instrument_id="FIXED", endpoint=endpoint)
@@ -52,7 +52,7 @@ def test_instrument_class_with_own_constructor(otlp):
         tel.shutdown()
 
 
-def test_direct_instrument_construction_needs_id():
+def test_direct_instrument_construction_needs_id() -> None:
     with pytest.raises(ValueError, match="instrument_id is required"):
         Instrument("svc")
 
@@ -68,13 +68,13 @@ def test_direct_instrument_construction_needs_id():
         ("http://herald:443", None, ("herald:443", True)),
     ],
 )
-def test_tls_iff_port_443(endpoint, insecure, expected):
+def test_tls_iff_port_443(endpoint: str, insecure: bool | None, expected: tuple[str, bool]) -> None:
     t = resolve_target(endpoint, insecure, "traces")
     assert (t.endpoint, t.insecure) == expected
     assert t.protocol == "grpc"
 
 
-def test_env_endpoint_and_insecure(monkeypatch):
+def test_env_endpoint_and_insecure(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:443")
     t = resolve_target(None, None, "traces")
     assert (t.endpoint, t.insecure) == ("collector:443", False)
@@ -86,13 +86,13 @@ def test_env_endpoint_and_insecure(monkeypatch):
     assert resolve_target("arg:4317", None, "traces").endpoint == "arg:4317"
 
 
-def test_default_endpoint():
+def test_default_endpoint() -> None:
     assert resolve_target(None, None, "traces").endpoint == "localhost:4317"
     t = resolve_target(None, None, "logs", "http/protobuf")
     assert t.endpoint == "http://localhost:4318/v1/logs"
 
 
-def test_http_targets(monkeypatch):
+def test_http_targets(monkeypatch: pytest.MonkeyPatch) -> None:
     t = resolve_target("herald:4318", None, "traces", "http/protobuf")
     assert t.endpoint == "http://herald:4318/v1/traces"
     t = resolve_target("herald:443", None, "traces", "http/protobuf")
@@ -103,7 +103,7 @@ def test_http_targets(monkeypatch):
         resolve_target("h:1", None, "traces", "carrier-pigeon")
 
 
-def test_setup_honours_env_endpoint(otlp, monkeypatch):
+def test_setup_honours_env_endpoint(otlp: OtlpReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://{otlp.endpoint}")
     monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test,team=radio")
     tel = setup("env-svc", instrument_id="MY_INST", otlp=True)
@@ -122,7 +122,7 @@ def test_setup_honours_env_endpoint(otlp, monkeypatch):
     assert any(r.body == "via env" for r in otlp.logs)
 
 
-def test_setup_http_protobuf_protocol():
+def test_setup_http_protobuf_protocol() -> None:
     rx = HttpOtlpReceiver().start()
     try:
         tel = setup(
@@ -146,7 +146,7 @@ def test_setup_http_protobuf_protocol():
         rx.stop()
 
 
-def test_resource_attributes(tel_otlp, otlp):
+def test_resource_attributes(tel_otlp: Instrument, otlp: OtlpReceiver) -> None:
     with tel_otlp.create("ingest", id="res-1"):
         pass
     tel_otlp.flush()
@@ -157,7 +157,7 @@ def test_resource_attributes(tel_otlp, otlp):
     assert s.scope == "helixobs"
 
 
-def test_shutdown_idempotent_enough(otlp):
+def test_shutdown_idempotent_enough(otlp: OtlpReceiver) -> None:
     tel = setup("svc", instrument_id="X", endpoint=otlp.endpoint)
     tel.shutdown()
     tel.flush()  # after shutdown: no exception

@@ -6,10 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from otlp_receiver import OtlpReceiver
+
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "telescope" / "telescope.py"
 
 
-def test_telescope_cross_process_provenance(otlp):
+def test_telescope_cross_process_provenance(otlp: OtlpReceiver) -> None:
     proc = subprocess.run(
         [
             sys.executable,

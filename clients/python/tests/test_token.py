@@ -4,26 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator, Generator, Iterator
+from typing import Any
 
 import pytest
+from in_memory import FinishedSpan, Memory
 from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 
 from helixobs import Token
 
 
-def attrs(span) -> dict:
+def attrs(span: FinishedSpan) -> dict[str, Any]:
     return dict(span.attributes)
 
 
-def events(span) -> list[tuple[str, dict]]:
+def events(span: FinishedSpan) -> list[tuple[str, dict[str, Any]]]:
     return [(e.name, dict(e.attributes)) for e in span.events]
 
 
 # --- creation ----------------------------------------------------------------------------
 
 
-def test_create_span_shape(mem_proc):
+def test_create_span_shape(mem_proc: Memory) -> None:
     tel = mem_proc.tel
     with tel.create("ingest", id="block-001"):
         pass
@@ -51,13 +54,13 @@ def test_create_span_shape(mem_proc):
     assert ingest.parent is None
 
 
-def test_no_process_name_and_no_parents_keys_when_absent(mem):
+def test_no_process_name_and_no_parents_keys_when_absent(mem: Memory) -> None:
     with mem.tel.create("ingest", id="b"):
         pass
     assert attrs(mem.span("ingest")) == {"helix.entity.id": "b", "helix.instrument.id": "MY_INST"}
 
 
-def test_fan_in_parents_comma_joined_in_order_with_links(mem):
+def test_fan_in_parents_comma_joined_in_order_with_links(mem: Memory) -> None:
     tel = mem.tel
     ids = ["result-001", "result-002", "result-003"]
     for p in ids:
@@ -71,7 +74,7 @@ def test_fan_in_parents_comma_joined_in_order_with_links(mem):
     assert [lk.context.span_id for lk in agg.links] == partial_ids
 
 
-def test_unknown_parent_no_link_but_attribute(mem):
+def test_unknown_parent_no_link_but_attribute(mem: Memory) -> None:
     with mem.tel.create("search", id="c", parents=["elsewhere-1"]):
         pass
     s = mem.span("search")
@@ -79,7 +82,7 @@ def test_unknown_parent_no_link_but_attribute(mem):
     assert list(s.links) == []
 
 
-def test_duplicate_parent_links_once(mem):
+def test_duplicate_parent_links_once(mem: Memory) -> None:
     with mem.tel.create("ingest", id="b1"):
         pass
     with mem.tel.create("x", id="c", parents=["b1", "b1"]):
@@ -87,28 +90,29 @@ def test_duplicate_parent_links_once(mem):
     assert len(mem.span("x").links) == 1
 
 
-def test_single_string_parent_accepted(mem):
+def test_single_string_parent_accepted(mem: Memory) -> None:
     with mem.tel.create("x", id="c", parents="b1"):
         pass
     assert mem.span("x").attributes["helix.parent.ids"] == "b1"
 
 
-def test_empty_parents_list_sets_no_attribute(mem):
+def test_empty_parents_list_sets_no_attribute(mem: Memory) -> None:
     with mem.tel.create("x", id="c", parents=[]):
         pass
     assert "helix.parent.ids" not in mem.span("x").attributes
 
 
-def test_nested_creation_is_child_of_enclosing_span(mem):
+def test_nested_creation_is_child_of_enclosing_span(mem: Memory) -> None:
     with mem.tel.create("block", id="b"):
         with mem.tel.create("cand", id="c", parents=["b"]):
             pass
     b, c = mem.span("block"), mem.span("cand")
+    assert c.parent is not None
     assert c.parent.span_id == b.context.span_id
     assert c.context.trace_id == b.context.trace_id
 
 
-def test_create_requires_id(mem):
+def test_create_requires_id(mem: Memory) -> None:
     with pytest.raises(ValueError, match="non-empty id"):
         with mem.tel.create("x", id=""):
             pass
@@ -117,7 +121,7 @@ def test_create_requires_id(mem):
 # --- operations --------------------------------------------------------------------------
 
 
-def test_operate_span_shape_and_root_trace(mem):
+def test_operate_span_shape_and_root_trace(mem: Memory) -> None:
     tel = mem.tel
     with tel.create("outer", id="e0"):
         with tel.operate("archive", entity_id="event-7") as token:
@@ -134,7 +138,7 @@ def test_operate_span_shape_and_root_trace(mem):
     assert op.context.trace_id != outer.context.trace_id
 
 
-def test_operate_explicit_complete_metadata_types_kept(mem):
+def test_operate_explicit_complete_metadata_types_kept(mem: Memory) -> None:
     token = mem.tel.operate("archive", entity_id="event-8")
     token.start()
     token.complete(metadata={"path": "/data/event-8.h5", "size_mb": 12.5, "n": 3, "ok": True})
@@ -145,7 +149,7 @@ def test_operate_explicit_complete_metadata_types_kept(mem):
     assert op.attributes["path"] == "/data/event-8.h5"
 
 
-def test_deferred_entity_id(mem, caplog):
+def test_deferred_entity_id(mem: Memory, caplog: pytest.LogCaptureFixture) -> None:
     with mem.tel.operate("stage-deletion") as op:
         op.set_entity_id("dataset-x")
         op.add_event("helix.event.deletion-staged", {"num_replicas": "3"})
@@ -155,7 +159,9 @@ def test_deferred_entity_id(mem, caplog):
     assert events(s) == [("helix.event.deletion-staged", {"num_replicas": "3"})]
 
 
-def test_operation_without_entity_id_warns_and_is_plain(mem, caplog):
+def test_operation_without_entity_id_warns_and_is_plain(
+    mem: Memory, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.WARNING, logger="helixobs"):
         with mem.tel.operate("stage-deletion"):
             pass
@@ -168,7 +174,7 @@ def test_operation_without_entity_id_warns_and_is_plain(mem, caplog):
 # --- errors and events -------------------------------------------------------------------
 
 
-def test_error_explicit(mem):
+def test_error_explicit(mem: Memory) -> None:
     token = mem.tel.create("search", id="candidate-43", parents=["block-001"])
     token.start()
     token.error({"message": "score_below_threshold", "score": "0.3"})
@@ -178,7 +184,7 @@ def test_error_explicit(mem):
     assert "message" not in s.attributes
 
 
-def test_exception_in_with_records_error_and_reraises(mem):
+def test_exception_in_with_records_error_and_reraises(mem: Memory) -> None:
     with pytest.raises(ValueError, match="boom 123"):
         with mem.tel.create("classify", id="event-9"):
             raise ValueError("boom 123")
@@ -188,7 +194,7 @@ def test_exception_in_with_records_error_and_reraises(mem):
     assert err == {"message": "ValueError", "exception.message": "boom 123"}
 
 
-def test_add_error_keeps_span_open(mem):
+def test_add_error_keeps_span_open(mem: Memory) -> None:
     with mem.tel.operate("write-header", entity_id="event-7") as op:
         op.add_error({"stage": "dump_header", "message": "nfs_timeout"})
         op.set_attribute("after", 1)
@@ -198,7 +204,7 @@ def test_add_error_keeps_span_open(mem):
     assert s.attributes["after"] == 1
 
 
-def test_add_event_types_preserved(mem):
+def test_add_event_types_preserved(mem: Memory) -> None:
     with mem.tel.create("classify", id="event-10", parents=["candidate-42"]) as tok:
         tok.add_event("helix.event.classified", attributes={"label": "FRB", "confidence": "0.97"})
         tok.add_event(
@@ -211,7 +217,7 @@ def test_add_event_types_preserved(mem):
     assert evs[2] == ("classified", {"label": "FRB"})
 
 
-def test_unsupported_metadata_values_are_rendered_not_lost(mem):
+def test_unsupported_metadata_values_are_rendered_not_lost(mem: Memory) -> None:
     with mem.tel.create("x", id="c") as tok:
         tok.set_attribute("cfg", {"a": 1})
         tok.set_attribute("mixed", [1, "a"])
@@ -224,7 +230,7 @@ def test_unsupported_metadata_values_are_rendered_not_lost(mem):
     assert "none" not in a
 
 
-def test_complete_twice_and_error_after_complete_are_noops(mem):
+def test_complete_twice_and_error_after_complete_are_noops(mem: Memory) -> None:
     tok = mem.tel.create("x", id="c")
     tok.start()
     tok.complete()
@@ -236,13 +242,13 @@ def test_complete_twice_and_error_after_complete_are_noops(mem):
 
 
 @pytest.mark.parametrize("method", ["complete", "error"])
-def test_finish_before_start_is_clear_runtime_error(mem, method):
+def test_finish_before_start_is_clear_runtime_error(mem: Memory, method: str) -> None:
     tok = mem.tel.create("x", id="c")
     with pytest.raises(RuntimeError, match="before start"):
         getattr(tok, method)()
 
 
-def test_events_before_start_are_clear_runtime_errors(mem):
+def test_events_before_start_are_clear_runtime_errors(mem: Memory) -> None:
     tok = mem.tel.create("x", id="c")
     with pytest.raises(RuntimeError, match="before start"):
         tok.add_event("helix.event.x")
@@ -250,7 +256,7 @@ def test_events_before_start_are_clear_runtime_errors(mem):
         tok.add_error({"message": "m"})
 
 
-def test_set_attribute_before_start_is_buffered(mem):
+def test_set_attribute_before_start_is_buffered(mem: Memory) -> None:
     tok = mem.tel.create("x", id="c")
     tok.set_attribute("early", "yes")
     tok.start()
@@ -258,7 +264,7 @@ def test_set_attribute_before_start_is_buffered(mem):
     assert mem.span("x").attributes["early"] == "yes"
 
 
-def test_token_cannot_start_twice(mem):
+def test_token_cannot_start_twice(mem: Memory) -> None:
     tok = mem.tel.create("x", id="c")
     tok.start()
     with pytest.raises(RuntimeError, match="already started"):
@@ -266,10 +272,10 @@ def test_token_cannot_start_twice(mem):
     tok.complete()
 
 
-def test_start_returns_token_and_exposes_span(mem):
+def test_start_returns_token_and_exposes_span(mem: Memory) -> None:
     tok = mem.tel.create("x", id="c")
     assert tok.start() is tok
-    assert tok.span is not None and tok.span_context.is_valid
+    assert tok.span is not None and tok.span_context is not None and tok.span_context.is_valid
     tok.complete()
     assert tok.finished
 
@@ -277,7 +283,7 @@ def test_start_returns_token_and_exposes_span(mem):
 # --- child spans and plain traces --------------------------------------------------------
 
 
-def test_child_span_and_trace_shapes(mem):
+def test_child_span_and_trace_shapes(mem: Memory) -> None:
     tel = mem.tel
     with tel.create("process", id="block-002"):
         with tel.child_span("filter", attributes={"filter.type": "bandpass"}):
@@ -299,15 +305,17 @@ def test_child_span_and_trace_shapes(mem):
         "helix.log.entity_id": "block-002",
     }
     for child in (filt, transform):
+        assert child.parent is not None
         assert child.parent.span_id == process.context.span_id
     req, auth = mem.span("process-request"), mem.span("auth-check")
     assert attrs(req) == {"helix.instrument.id": "MY_INST", "endpoint": "/api/status"}
     assert attrs(auth) == {"helix.instrument.id": "MY_INST"}
+    assert auth.parent is not None
     assert auth.parent.span_id == req.context.span_id
     assert "helix.entity.id" not in attrs(req)
 
 
-def test_child_span_with_parent_id_joins_that_entity_trace(mem):
+def test_child_span_with_parent_id_joins_that_entity_trace(mem: Memory) -> None:
     tel = mem.tel
     with tel.create("ingest", id="block-003"):
         pass
@@ -315,11 +323,12 @@ def test_child_span_with_parent_id_joins_that_entity_trace(mem):
         pass
     ingest, late = mem.span("ingest"), mem.span("late-check")
     assert late.context.trace_id == ingest.context.trace_id
+    assert late.parent is not None
     assert late.parent.span_id == ingest.context.span_id
     assert late.attributes["helix.log.entity_id"] == "block-003"
 
 
-def test_trace_records_exception(mem):
+def test_trace_records_exception(mem: Memory) -> None:
     with pytest.raises(KeyError):
         with mem.tel.trace("req"):
             raise KeyError("k")
@@ -331,13 +340,13 @@ def test_trace_records_exception(mem):
 # --- decorator ---------------------------------------------------------------------------
 
 
-def test_decorator_sync_callable_id_and_parents(mem):
+def test_decorator_sync_callable_id_and_parents(mem: Memory) -> None:
     @mem.tel.create(
         "search",
         id=lambda block_id, **_: f"cand-{block_id}",
         parents=lambda block_id, **_: [block_id],
     )
-    def search_block(block_id, depth=1):
+    def search_block(block_id: str, depth: int = 1) -> str:
         return block_id * depth
 
     assert search_block("b1", depth=2) == "b1b1"
@@ -347,9 +356,9 @@ def test_decorator_sync_callable_id_and_parents(mem):
     assert s.attributes["helix.parent.ids"] == "b1"
 
 
-def test_decorator_static_operation_fresh_token_per_call(mem):
+def test_decorator_static_operation_fresh_token_per_call(mem: Memory) -> None:
     @mem.tel.operate("daily-report", entity_id="report-2026-05-20")
-    def generate_report():
+    def generate_report() -> int:
         return 2
 
     assert generate_report() == 2
@@ -360,9 +369,9 @@ def test_decorator_static_operation_fresh_token_per_call(mem):
     assert spans[0].attributes["helix.entity.is_operation"] == "true"
 
 
-def test_decorator_records_exception(mem):
+def test_decorator_records_exception(mem: Memory) -> None:
     @mem.tel.create("x", id=lambda n: f"e{n}")
-    def boom(n):
+    def boom(n: int) -> None:
         raise RuntimeError(f"bad {n}")
 
     with pytest.raises(RuntimeError):
@@ -373,11 +382,11 @@ def test_decorator_records_exception(mem):
     assert dict(err.attributes) == {"message": "RuntimeError", "exception.message": "bad 1"}
 
 
-def test_decorator_on_generator_covers_iteration(mem):
+def test_decorator_on_generator_covers_iteration(mem: Memory) -> None:
     seen = []
 
     @mem.tel.create("gen", id=lambda n: f"g{n}")
-    def produce(n):
+    def produce(n: int) -> Iterator[int]:
         for i in range(n):
             seen.append(trace.get_current_span().get_span_context().span_id)
             yield i
@@ -392,9 +401,9 @@ def test_decorator_on_generator_covers_iteration(mem):
     assert outside == [False, False, False]  # the span never leaks to the consumer
 
 
-def test_decorator_on_generator_early_close_and_exception(mem):
+def test_decorator_on_generator_early_close_and_exception(mem: Memory) -> None:
     @mem.tel.create("gen", id=lambda n: f"g{n}")
-    def produce(n):
+    def produce(n: int) -> Generator[int, None, None]:
         yield 1
         if n == 2:
             raise ValueError("gen failed")
@@ -410,9 +419,9 @@ def test_decorator_on_generator_early_close_and_exception(mem):
     assert by_id["g2"].status.status_code is StatusCode.ERROR
 
 
-def test_decorator_generator_send_values(mem):
+def test_decorator_generator_send_values(mem: Memory) -> None:
     @mem.tel.create("acc", id="acc-1")
-    def acc():
+    def acc() -> Generator[int, int | None, None]:
         total = 0
         while True:
             x = yield total
@@ -429,9 +438,9 @@ def test_decorator_generator_send_values(mem):
     assert mem.span("acc").status.status_code is StatusCode.UNSET
 
 
-async def test_decorator_on_async_generator(mem):
+async def test_decorator_on_async_generator(mem: Memory) -> None:
     @mem.tel.create("agen", id=lambda n: f"a{n}")
-    async def produce(n):
+    async def produce(n: int) -> AsyncIterator[int]:
         for _ in range(n):
             await asyncio.sleep(0)
             yield trace.get_current_span().get_span_context().span_id
@@ -442,20 +451,20 @@ async def test_decorator_on_async_generator(mem):
     assert not trace.get_current_span().get_span_context().is_valid
 
 
-async def test_async_with(mem):
+async def test_async_with(mem: Memory) -> None:
     async with mem.tel.create("x", id="c") as tok:
         await asyncio.sleep(0)
         tok.set_attribute("k", "v")
     assert mem.span("x").attributes["k"] == "v"
 
 
-def test_callable_id_in_with_without_args_is_clear_error(mem):
+def test_callable_id_in_with_without_args_is_clear_error(mem: Memory) -> None:
     with pytest.raises(TypeError, match="decorat"):
         with mem.tel.create("x", id=lambda block_id: block_id):
             pass
 
 
-def test_token_repr_and_type(mem):
+def test_token_repr_and_type(mem: Memory) -> None:
     tok = mem.tel.create("x", id="c")
     assert isinstance(tok, Token)
     assert "new" in repr(tok)

@@ -117,4 +117,3 @@ def setup(
         # Let other OpenTelemetry instrumentation in the process use the same pipeline.
         trace.set_tracer_provider(tel.tracer_provider)
     return tel
-

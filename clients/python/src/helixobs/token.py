@@ -44,6 +44,7 @@ class SpanSource(Protocol):
     @property
     def tracer(self) -> Tracer: ...
 
+
 _NOT_STARTED = (
     "Token.{method}() called before start(): use the token as a context manager "
     "(`with tel.create(...) as token:`), as a decorator, or call token.start() first"
