@@ -24,6 +24,16 @@ for setup in scripts/test.d/*-setup.sh; do
     source "$setup"
 done
 
+# The stricter build: formatting, clippy with every warning an error (lints in Cargo.toml's
+# [workspace.lints]) and the Python client's ruff and mypy --strict. Each stops the run with
+# the tool's own message.
+step "cargo fmt --check"
+cargo fmt --all --check
+step "cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+step "Python client: ruff and mypy --strict"
+bash clients/python/lint.sh
+
 step "building the workspace"
 cargo build --workspace --all-targets --locked
 
