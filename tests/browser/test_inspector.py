@@ -11,6 +11,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import traceback
 import urllib.parse
 from pathlib import Path
@@ -143,12 +144,17 @@ def test_entity_timelines_and_events(s: Session, facts: dict[str, Any]) -> None:
 def test_graph_expands_levels_on_demand(s: Session, facts: dict[str, Any]) -> None:
     # evt-0 ← cand-000..002 ← blk-*: with one ancestor level shown, the blocks appear on demand.
     page = s.open(eid("evt-0") + "?up=1")
+    caption = page.locator("#graph-info").text_content() or ""
+    expect(caption.startswith("3 ancestors found over 1 level (1 level searched); "), caption)
     expect(page.locator('#graph g.node[data-id="cand-001"]').count() == 1, "parents shown")
     expect(page.locator('#graph g.node[data-id="blk-1"]').count() == 0, "grandparents not yet")
     page.click("#more-ancestors")
     page.locator('#graph g.node[data-id="blk-1"]').wait_for(timeout=10_000)
     s.shot("inspector-entity")  # the README's picture (docs/img/inspector-entity.png)
-    expect(page.locator("#graph-info").text_content().startswith("6 ancestors"), page.locator("#graph-info").text_content() or "")
+    # What was found, and how deep the walk looked, read as two different numbers.
+    caption = page.locator("#graph-info").text_content() or ""
+    expect(caption.startswith("6 ancestors found over 2 levels (3 levels searched); "
+                              "0 descendants found within 2 levels;"), caption)
     # blk-2's 31 children (30 candidates + the target) are collapsed into a counted group.
     page = s.open(eid("blk-2"))
     group = page.locator("#graph g.node.collapsed")
@@ -295,6 +301,164 @@ def test_grafana_links(browser: Any) -> None:
         herald.stop()
 
 
+# ---- a second herald: data hours old, and entities whose times all coincide ------------------
+
+OLD = "OLDTEL"        # newest data 3 h old: the monitor's usual hour misses it
+OLDER = "OLDERTEL"    # newest data 50 h old: older than the monitor's largest window
+ONE_EVENT = "one-event"
+INSTANT = "instant"   # creation, operation and event in one nanosecond, each lasting none
+HOUR_NS = 3600 * 10**9
+
+
+def seed_edges(herald: harness.Herald) -> None:
+    mk = harness.SpanMaker(23)
+    now = time.time_ns()
+    spans: list[dict[str, Any]] = []
+    for instrument, age_h in ((OLD, 3), (OLDER, 50)):
+        newest = now - age_h * HOUR_NS
+        for i in range(60):
+            # `beam` is the same everywhere and sorts first; `snr` is the field worth plotting.
+            meta = {"helix.instrument.id": instrument, "beam": 1, "snr": round(6 + mk.rng.random() * 30, 2)}
+            spans.append(mk.span("search", f"{instrument.lower()}-{i:02d}", newest - i * 60 * 10**9, 10**7, meta=meta))
+    t = now - 10 * 60 * 10**9
+    spans.append(mk.span("search", ONE_EVENT, t, 40 * 10**6, meta={"snr": 9.0},
+                         events=[("helix.event.classified", t + 1000, {"label": "frb"})]))
+    spans.append(mk.span("search", INSTANT, t, 0, events=[("helix.event.checked", t, {"ok": "yes"})]))
+    spans.append(mk.span("checksum", INSTANT, t, 0, operation=True))
+    herald.send(spans)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            if herald.get(eid(INSTANT).replace("/entity/", "/api/v1/entity/"))["operations"]:
+                return
+        except Exception:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("the edge-case entities were not stored")
+
+
+def broken_values(s: Session, selector: str) -> list[str]:
+    """Attribute values and text under `selector` that show a failed computation."""
+    return s.page.evaluate("""(sel) => {
+        const root = document.querySelector(sel);
+        if (!root) return ['no ' + sel];
+        const bad = [];
+        for (const el of [root, ...root.querySelectorAll('*')])
+            for (const a of el.attributes) if (/NaN|Infinity|undefined/.test(a.value)) bad.push(`${el.tagName} ${a.name}="${a.value}"`);
+        if (/NaN|Infinity|undefined/.test(root.textContent)) bad.push('text: ' + root.textContent);
+        return bad;
+    }""", selector)
+
+
+def expect_visible_marks(s: Session, selector: str, count: int) -> None:
+    marks = s.page.locator(selector)
+    expect(marks.count() == count, f"{count} × {selector}, got {marks.count()}")
+    for i in range(count):
+        box = marks.nth(i).bounding_box()
+        expect(box is not None and box["width"] > 0 and box["height"] > 0, f"{selector} #{i} is drawn: {box}")
+
+
+def test_single_event_timeline(s: Session) -> None:
+    page = s.open(eid(ONE_EVENT))
+    expect(page.locator("#events-count").get_attribute("data-events") == "1", "one event")
+    expect_visible_marks(s, "#event-timeline circle.event-mark", 1)
+    cx = float(page.locator("#event-timeline circle.event-mark").get_attribute("cx") or "nan")
+    expect(0 < cx < 1000, f"the mark sits on the axis: cx={cx}")
+    expect_visible_marks(s, "#operation-timeline rect.bar", 1)
+    for section in ("#events", "#operations"):
+        expect(not broken_values(s, section), f"{section}: {broken_values(s, section)}")
+    expect("NaN" not in (page.locator("main").inner_text()), "no NaN on the page")
+    s.shot("entity-single-event")
+    s.check_clean()
+
+
+def test_zero_duration_timeline(s: Session) -> None:
+    page = s.open(eid(INSTANT))
+    expect(page.locator("#operations-count").get_attribute("data-operations") == "1", "one operation")
+    expect_visible_marks(s, "#operation-timeline rect.bar", 2)
+    for i in range(2):
+        width = float(page.locator("#operation-timeline rect.bar").nth(i).get_attribute("width") or "nan")
+        expect(width >= 2, f"a zero-length bar is still drawn: width={width}")
+    expect("all in one instant" in (page.locator("#operation-timeline").text_content() or ""), "the axis says why it is flat")
+    expect_visible_marks(s, "#event-timeline circle.event-mark", 1)
+    for section in ("#events", "#operations"):
+        expect(not broken_values(s, section), f"{section}: {broken_values(s, section)}")
+    expect("NaN" not in (page.locator("main").inner_text()), "no NaN on the page")
+    s.shot("entity-zero-duration")
+    s.check_clean()
+
+
+def test_monitor_defaults_show_the_data_present(s: Session) -> None:
+    page = s.open("/monitor?" + urllib.parse.urlencode({"instrument": OLD}))
+    expect(page.locator("select[name=field]").input_value() == "snr", "a field that varies, not the constant `beam`")
+    expect(page.locator("select[name=window]").input_value() == "6h", "the window reaches the 3 h old data")
+    expect("3.0 h old" in (page.locator("#window-note").text_content() or ""), "the page says why")
+    cells = page.locator("#heatmap-svg rect.cell")
+    expect(cells.count() > 10, f"cells drawn: {cells.count()}")
+    expect(not broken_values(s, "#heatmap"), str(broken_values(s, "#heatmap")))
+    s.shot("monitor-old-data")
+    page = s.open("/monitor?" + urllib.parse.urlencode({"instrument": OLDER}))
+    expect(page.locator("select[name=field]").input_value() == "snr", "fields of data older than 24 h")
+    expect("showing the 24h up to it" in (page.locator("#window-note").text_content() or ""), "anchored at the newest data")
+    expect(page.locator("#heatmap-svg rect.cell").count() > 10, "cells of 50 h old data")
+    s.check_clean()
+
+
+def test_instrument_defaults_show_the_data_present(s: Session) -> None:
+    page = s.open("/instrument/" + OLDER)
+    expect(page.locator("select[name=window]").input_value() == "7d", "the window reaches the 50 h old data")
+    expect(page.locator('#stages tr.stage[data-stage="search"] svg rect.bar').count() > 0, "counts drawn")
+    expect(not broken_values(s, "#stages"), str(broken_values(s, "#stages")))
+    s.shot("instrument-old-data")
+    page = s.open("/instrument/" + OLD)
+    expect(page.locator("select[name=window]").input_value() == "24h", "the usual day already holds 3 h old data")
+    expect(page.locator("#window-note").count() == 0, "nothing to explain")
+    expect(page.locator('#stages tr.stage[data-stage="search"] svg rect.bar').count() > 0, "counts drawn")
+    s.check_clean()
+
+
+EDGE_TESTS: list[Callable[[Session], None]] = [
+    test_single_event_timeline,
+    test_zero_duration_timeline,
+    test_monitor_defaults_show_the_data_present,
+    test_instrument_defaults_show_the_data_present,
+]
+
+
+def run(test: Callable[..., None], page: Page, *args: Any) -> bool:
+    """Runs `test(*args)` on `page`; on failure prints the traceback and keeps a screenshot."""
+    name = test.__name__
+    try:
+        test(*args)
+        print(f"PASS {name}", flush=True)
+        return True
+    except Exception:
+        print(f"FAIL {name}\n{traceback.format_exc()}", flush=True)
+        try:
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SHOTS / f"FAILED-{name}.png"), full_page=True)
+        except Exception:
+            pass
+        return False
+
+
+def run_edge_tests(context: Any) -> tuple[int, int]:
+    herald = harness.Herald()
+    passed = failed = 0
+    try:
+        seed_edges(herald)
+        for test in EDGE_TESTS:
+            page = context.new_page()
+            try:
+                ok = run(test, page, Session(page, herald.api))
+            finally:
+                page.close()
+            passed, failed = passed + ok, failed + (not ok)
+    finally:
+        herald.stop()
+    return passed, failed
+
+
 def main() -> int:
     passed = failed = 0
     herald = harness.Herald()
@@ -309,19 +473,10 @@ def main() -> int:
             for test in TESTS:
                 page = context.new_page()
                 try:
-                    test(Session(page, herald.api), facts)
-                    passed += 1
-                    print(f"PASS {test.__name__}", flush=True)
-                except Exception:
-                    failed += 1
-                    print(f"FAIL {test.__name__}\n{traceback.format_exc()}", flush=True)
-                    try:
-                        SHOTS.mkdir(parents=True, exist_ok=True)
-                        page.screenshot(path=str(SHOTS / f"FAILED-{test.__name__}.png"), full_page=True)
-                    except Exception:
-                        pass
+                    ok = run(test, page, Session(page, herald.api), facts)
                 finally:
                     page.close()
+                passed, failed = passed + ok, failed + (not ok)
             try:
                 test_grafana_links(context)
                 passed += 1
@@ -329,6 +484,8 @@ def main() -> int:
             except Exception:
                 failed += 1
                 print(f"FAIL test_grafana_links\n{traceback.format_exc()}", flush=True)
+            edge_passed, edge_failed = run_edge_tests(context)
+            passed, failed = passed + edge_passed, failed + edge_failed
             context.close()
     finally:
         herald.stop()

@@ -173,14 +173,14 @@ pub type ApiResult<T> = Result<T, ApiError>;
 #[cfg(test)]
 mod tests {
     use axum::body::{to_bytes, Body};
-    use axum::http::{Request, StatusCode};
+    use axum::http::{HeaderMap, Request, StatusCode};
     use serde_json::Value;
     use tower::ServiceExt;
 
     use super::fake::{Behaviour, FakeStore};
     use super::*;
 
-    async fn get(state: ApiState, uri: &str) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    async fn get(state: ApiState, uri: &str) -> (StatusCode, HeaderMap, Vec<u8>) {
         let request = Request::builder().uri(uri).body(Body::empty()).expect("request");
         let response = app(state).oneshot(request).await.expect("infallible");
         let (parts, body) = response.into_parts();

@@ -57,6 +57,8 @@ fn render_shell(config: &InspectorConfig) -> String {
     let settings = serde_json::json!({
         "grafana_url": config.grafana_url,
         "tempo_datasource": config.tempo_datasource,
+        // The script marks failures by this name; handing it over keeps one spelling of it.
+        "error_event": helix_model::ERROR_EVENT,
     });
     let json = settings.to_string().replace('<', "\\u003c").replace('>', "\\u003e").replace('&', "\\u0026");
     SHELL.replace("{{SETTINGS}}", &json)
@@ -136,6 +138,13 @@ mod tests {
         let (_, _, body) = get_page(config, "/").await;
         assert!(!body.contains("</script><script>alert"));
         assert!(body.contains("\\u003c/script\\u003e"));
+    }
+
+    #[tokio::test]
+    async fn the_script_learns_the_error_event_name_from_the_settings() {
+        let (_, _, body) = get_page(InspectorConfig::default(), "/").await;
+        assert!(body.contains(r#""error_event":"helix.error""#), "{body}");
+        assert!(!SCRIPT.contains(helix_model::ERROR_EVENT), "the script spells the name itself");
     }
 
     #[tokio::test]

@@ -5,6 +5,8 @@
 
 (function () {
   const SETTINGS = readSettings();
+  // The event name that marks a failure; the herald writes its own spelling into the settings.
+  const ERROR_EVENT = SETTINGS.error_event;
   const SVG_NS = 'http://www.w3.org/2000/svg';
   const app = document.getElementById('app');
   let liveTimer = null;
@@ -57,10 +59,21 @@
     return t ? '?' + t : '';
   }
 
-  async function api(path, params) {
+  // Times are ns since the epoch (~1.7e18), beyond the 2^53 up to which a double holds every
+  // integer: parsed as numbers they are rounded to 256 ns, and two instants a few ns apart (or
+  // t0 + 1) become equal. With `exactNs` the digits of every `…_ns` integer are kept as a string
+  // instead. A `"` inside a JSON string is always escaped, so `{"` or `,"` only ever opens a key
+  // and no string value can be rewritten.
+  const NS_FIELD = /([{,]\s*"[A-Za-z0-9_]*_ns"\s*:\s*)(-?\d+)(?=\s*[,}])/g;
+
+  async function api(path, params, options) {
     const res = await fetch(path + query(params || {}), { headers: { accept: 'application/json' } });
+    const exact = options && options.exactNs;
     let body = null;
-    try { body = await res.json(); } catch (e) { body = null; }
+    try {
+      const text = await res.text();
+      body = JSON.parse(exact ? text.replace(NS_FIELD, '$1"$2"') : text);
+    } catch (e) { body = null; }
     if (!res.ok) {
       const err = new Error((body && body.error) || ('HTTP ' + res.status));
       err.status = res.status;
@@ -78,17 +91,41 @@
   function fmtDur(ns) {
     ns = Number(ns);
     if (!isFinite(ns)) return '–';
-    if (ns < 1e3) return ns + ' ns';
+    if (ns < 1e3) return Math.round(ns) + ' ns';
     if (ns < 1e6) return (ns / 1e3).toFixed(1) + ' µs';
     if (ns < 1e9) return (ns / 1e6).toFixed(1) + ' ms';
     if (ns < 120e9) return (ns / 1e9).toFixed(2) + ' s';
-    return (ns / 60e9).toFixed(1) + ' min';
+    if (ns < 2 * 3600e9) return (ns / 60e9).toFixed(1) + ' min';
+    if (ns < 48 * 3600e9) return (ns / 3600e9).toFixed(1) + ' h';
+    return (ns / 86400e9).toFixed(1) + ' d';
   }
+  // `a - b` in ns, exact, for two times given as digit strings (see `exactNs`) or numbers.
+  // Subtracting first keeps the result small, so the double that comes out holds it exactly.
+  function nsSince(a, b) { return Number(BigInt(a) - BigInt(b)); }
+  function earliest(times) { return times.reduce((min, t) => (BigInt(t) < BigInt(min) ? t : min)); }
   function shortId(id, n) { n = n || 26; return id.length > n ? id.slice(0, n - 1) + '…' : id; }
   function statusBadge(status) { return h('span', { class: 'badge ' + (status === 'error' ? 'error' : 'ok') }, status || 'ok'); }
   function errorBox(err) { return h('p', { class: 'error-text' }, 'Could not load: ' + (err && err.message ? err.message : String(err))); }
   const WINDOWS = { '15m': 900e9, '1h': 3600e9, '6h': 6 * 3600e9, '24h': 24 * 3600e9, '7d': 7 * 24 * 3600e9, '30d': 30 * 24 * 3600e9 };
   function nowNs() { return Date.now() * 1e6; }
+
+  // The default window of a page that shows data up to now (docs/inspector.md): the page's usual
+  // window, unless the newest data is older than it; then the smallest offered window that holds
+  // the newest data with a tenth of the window to spare; if even the largest does not, the
+  // largest, ending just after the newest data. `toNs` is null for "up to now".
+  function defaultWindow(newestNs, offered, usual) {
+    const age = newestNs === null || newestNs === undefined ? 0 : nowNs() - Number(newestNs);
+    const holds = (w) => age <= 0.9 * WINDOWS[w];
+    const pick = holds(usual) ? usual : offered.find((w) => WINDOWS[w] > WINDOWS[usual] && holds(w));
+    if (pick) return { win: pick, toNs: null, age: age };
+    const largest = offered[offered.length - 1];
+    return { win: largest, toNs: Number(newestNs) + 0.05 * WINDOWS[largest], age: age };
+  }
+  function windowNote(choice, usual) {
+    if (choice.toNs !== null) return 'The newest data is ' + fmtDur(choice.age) + ' old: showing the ' + choice.win + ' up to it.';
+    if (choice.win !== usual) return 'The newest data is ' + fmtDur(choice.age) + ' old, so the window is ' + choice.win + ' rather than ' + usual + '.';
+    return null;
+  }
 
   function metadataTable(meta) {
     const keys = Object.keys(meta || {}).sort();
@@ -249,7 +286,7 @@
     app.appendChild(grid);
     const [entities, errors] = await Promise.all([
       api('/api/v1/entities', { limit: 25 }).catch((e) => e),
-      api('/api/v1/events', { name: 'helix.error', limit: 25 }).catch((e) => e),
+      api('/api/v1/events', { name: ERROR_EVENT, limit: 25 }).catch((e) => e),
     ]);
     if (entities instanceof Error) left.appendChild(errorBox(entities));
     else if (!entities.entities.length) left.appendChild(h('p', { class: 'muted' }, 'No entities yet. Run `herald demo` or point a pipeline at this herald.'));
@@ -268,7 +305,7 @@
   async function entityPage(id, params) {
     document.title = id + ' · Entity Inspector';
     let view;
-    try { view = await api('/api/v1/entity/' + encodeURIComponent(id)); } catch (e) {
+    try { view = await api('/api/v1/entity/' + encodeURIComponent(id), null, { exactNs: true }); } catch (e) {
       app.appendChild(h('h1', { class: 'id', id: 'entity-id' }, id));
       app.appendChild(e.status === 404 ? h('p', { class: 'muted' }, 'No such entity (yet).') : errorBox(e));
       return;
@@ -281,7 +318,7 @@
     row('stage', e.stage || '–');
     row('status', statusBadge(e.status));
     row('created', fmtTime(e.timestamp_ns));
-    row('ended', e.end_ns ? fmtTime(e.end_ns) + ' (' + fmtDur(e.end_ns - e.timestamp_ns) + ')' : '–');
+    row('ended', e.end_ns ? fmtTime(e.end_ns) + ' (' + fmtDur(nsSince(e.end_ns, e.timestamp_ns)) + ')' : '–');
     row('service', e.service_name || '–');
     row('process', e.process_name || '–');
     row('placeholder', e.placeholder ? 'yes (no creation span received yet)' : 'no');
@@ -369,10 +406,10 @@
         if (!seen.has(k)) { seen.add(k); state.edges.push(e); }
       }
       state.partial = anc.partial || desc.partial;
-      const maxUp = Math.max(0, ...anc.nodes.map((n) => n.depth));
-      const maxDown = Math.max(0, ...desc.nodes.map((n) => n.depth));
-      moreUp.disabled = maxUp < state.up && !anc.partial;
-      moreDown.disabled = maxDown < state.down && !desc.partial;
+      state.foundUp = Math.max(0, ...anc.nodes.map((n) => n.depth));
+      state.foundDown = Math.max(0, ...desc.nodes.map((n) => n.depth));
+      moreUp.disabled = state.foundUp < state.up && !anc.partial;
+      moreDown.disabled = state.foundDown < state.down && !desc.partial;
       draw();
       zoom.fit();
     }
@@ -452,7 +489,9 @@
       }
       const ancestors = [...state.nodes.values()].filter((n) => n.layer < 0).length;
       const descendants = [...state.nodes.values()].filter((n) => n.layer > 0).length;
-      info.textContent = `${ancestors} ancestors (${state.up} levels), ${descendants} descendants (${state.down} levels); ${visible} shown, ${edgeCount} edges` + (state.partial ? '; cut at the node budget' : '');
+      info.textContent = levelsFound('ancestor', ancestors, state.foundUp, state.up) + '; ' +
+        levelsFound('descendant', descendants, state.foundDown, state.down) +
+        `; ${visible} shown, ${edgeCount} edges` + (state.partial ? '; cut at the node budget' : '');
       svg.dataset.nodes = String(state.nodes.size);
       svg.dataset.visible = String(visible);
     }
@@ -460,6 +499,14 @@
     moreUp.addEventListener('click', () => { state.up += 2; load().catch((e) => section.appendChild(errorBox(e))); });
     moreDown.addEventListener('click', () => { state.down += 2; load().catch((e) => section.appendChild(errorBox(e))); });
     await load();
+  }
+
+  // What a walk found and how far it looked: "6 ancestors found over 2 levels (3 levels
+  // searched)", "0 descendants found within 2 levels".
+  function levelsFound(noun, count, found, searched) {
+    const levels = (n) => n + (n === 1 ? ' level' : ' levels');
+    const what = count + ' ' + noun + (count === 1 ? '' : 's');
+    return count ? `${what} found over ${levels(found)} (${levels(searched)} searched)` : `${what} found within ${levels(searched)}`;
   }
 
   // Wheel zoom around the cursor, drag to pan; `dragged()` tells a click from the end of a drag.
@@ -504,36 +551,41 @@
     };
   }
 
-  // Operation timeline: the creation and each operation as a bar on one time axis.
+  // Operation timeline: the creation and each operation as a bar on one time axis. Positions
+  // are offsets from the earliest start, computed exactly (`nsSince`); when everything happened
+  // in one instant the bars sit at the start of the axis, each at least 2 units wide.
   function renderOperations(section, e, operations, nextCursor, events) {
-    const failedSpans = new Set(events.filter((ev) => ev.event_name === 'helix.error').map((ev) => ev.span_id));
+    const failedSpans = new Set(events.filter((ev) => ev.event_name === ERROR_EVENT).map((ev) => ev.span_id));
     const rows = [];
     if (!e.placeholder) {
-      rows.push({ name: 'creation' + (e.stage ? ' (' + e.stage + ')' : ''), start: Number(e.timestamp_ns), dur: Math.max(0, Number(e.end_ns || e.timestamp_ns) - Number(e.timestamp_ns)), failed: failedSpans.has(e.span_id), creation: true });
+      rows.push({ name: 'creation' + (e.stage ? ' (' + e.stage + ')' : ''), at: e.timestamp_ns, dur: e.end_ns ? Math.max(0, nsSince(e.end_ns, e.timestamp_ns)) : 0, failed: failedSpans.has(e.span_id), creation: true });
     }
-    for (const op of operations) rows.push({ name: op.operation, start: Number(op.timestamp_ns), dur: Number(op.duration_ns), failed: op.status === 'error' || failedSpans.has(op.span_id), creation: false });
+    for (const op of operations) rows.push({ name: op.operation, at: op.timestamp_ns, dur: Math.max(0, Number(op.duration_ns)), failed: op.status === 'error' || failedSpans.has(op.span_id), creation: false });
     const failed = rows.filter((r) => r.failed).length;
     section.appendChild(h('h2', null, 'Operation timeline'));
     section.appendChild(h('p', { class: 'muted', id: 'operations-count', 'data-operations': operations.length, 'data-failed': failed },
       (e.placeholder ? 'no creation span yet, ' : '1 creation, ') + operations.length + ' operation' + (operations.length === 1 ? '' : 's') + (failed ? ', ' + failed + ' failed' : '') + (nextCursor ? ' (first ' + operations.length + ' shown)' : '')));
     if (!rows.length) return;
-    const t0 = Math.min(...rows.map((r) => r.start));
-    const t1 = Math.max(...rows.map((r) => r.start + r.dur), t0 + 1);
+    const t0 = earliest(rows.map((r) => r.at));
+    for (const r of rows) r.start = nsSince(r.at, t0);
+    const span = Math.max(...rows.map((r) => r.start + r.dur));
     const W = 1000, LABEL = 200, RIGHT = 110, ROW = 22, TOP = 22;
-    const x = (t) => LABEL + ((t - t0) / (t1 - t0)) * (W - LABEL - RIGHT);
+    const x = (offset) => LABEL + (span > 0 ? offset / span : 0) * (W - LABEL - RIGHT);
     const svg = s('svg', { id: 'operation-timeline', viewBox: `0 0 ${W} ${TOP + rows.length * ROW + 6}`, width: '100%' });
     const axis = s('g', { class: 'axis' });
-    for (let i = 0; i <= 4; i++) {
-      const t = t0 + (i / 4) * (t1 - t0);
-      axis.appendChild(s('line', { x1: x(t), x2: x(t), y1: 14, y2: TOP + rows.length * ROW }));
-      axis.appendChild(s('text', { x: x(t), y: 10, 'text-anchor': i === 4 ? 'end' : 'start' }, i === 0 ? fmtTime(t0) : '+' + fmtDur(t - t0)));
+    const ticks = span > 0 ? 4 : 0;
+    for (let i = 0; i <= ticks; i++) {
+      const offset = ticks ? (i / ticks) * span : 0;
+      axis.appendChild(s('line', { x1: x(offset), x2: x(offset), y1: 14, y2: TOP + rows.length * ROW }));
+      axis.appendChild(s('text', { x: x(offset), y: 10, 'text-anchor': i === 4 ? 'end' : 'start' },
+        i > 0 ? '+' + fmtDur(offset) : fmtTime(t0) + (ticks ? '' : ' · all in one instant')));
     }
     svg.appendChild(axis);
     rows.forEach((r, i) => {
       const y = TOP + i * ROW;
       const bx = x(r.start), bw = Math.max(2, x(r.start + r.dur) - bx);
       svg.appendChild(s('g', { class: 'op-row' + (r.failed ? ' failed' : ''), 'data-operation': r.name },
-        s('title', null, r.name + ' · ' + fmtTime(r.start) + ' · ' + fmtDur(r.dur) + (r.failed ? ' · failed' : '')),
+        s('title', null, r.name + ' · ' + fmtTime(r.at) + ' · ' + fmtDur(r.dur) + (r.failed ? ' · failed' : '')),
         s('text', { class: 'bar-label', x: 4, y: y + 14 }, (r.failed ? '✖ ' : '') + shortId(r.name, 28)),
         s('rect', { class: 'bar' + (r.failed ? ' error' : r.creation ? ' creation' : ''), x: bx, y: y + 3, width: bw, height: ROW - 8, rx: 2 }),
         s('text', { class: 'bar-label', x: Math.min(bx + bw + 4, W - RIGHT + 4), y: y + 14 }, fmtDur(r.dur))));
@@ -541,30 +593,34 @@
     section.appendChild(svg);
   }
 
-  // Events timeline: markers on an axis plus each event with its metadata.
+  // Events timeline: markers on an axis plus each event with its metadata. Offsets from the
+  // first event are exact (`nsSince`); events that all share one instant sit mid-axis.
   function renderEvents(section, events, nextCursor) {
-    const errors = events.filter((e) => e.event_name === 'helix.error').length;
+    const errors = events.filter((e) => e.event_name === ERROR_EVENT).length;
     section.appendChild(h('h2', null, 'Events'));
     section.appendChild(h('p', { class: 'muted', id: 'events-count', 'data-events': events.length, 'data-errors': errors },
       events.length + ' event' + (events.length === 1 ? '' : 's') + ', ' + errors + ' error' + (errors === 1 ? '' : 's') + (nextCursor ? ' (first ' + events.length + ' shown)' : '')));
     if (!events.length) return;
-    const t0 = Math.min(...events.map((e) => Number(e.timestamp_ns)));
-    const t1 = Math.max(...events.map((e) => Number(e.timestamp_ns)), t0 + 1);
+    const t0 = earliest(events.map((e) => e.timestamp_ns));
+    const offsets = events.map((e) => nsSince(e.timestamp_ns, t0));
+    const span = Math.max(...offsets);
     const W = 1000, PAD = 20;
-    const x = (t) => PAD + ((t - t0) / (t1 - t0)) * (W - 2 * PAD);
+    const x = (offset) => (span > 0 ? PAD + (offset / span) * (W - 2 * PAD) : W / 2);
     const svg = s('svg', { id: 'event-timeline', viewBox: `0 0 ${W} 44`, width: '100%' },
       s('g', { class: 'axis' }, s('line', { x1: PAD, x2: W - PAD, y1: 22, y2: 22 }),
-        s('text', { x: PAD, y: 42 }, fmtTime(t0)), s('text', { x: W - PAD, y: 42, 'text-anchor': 'end' }, '+' + fmtDur(t1 - t0))));
-    for (const e of events) {
-      svg.appendChild(s('circle', { class: 'event-mark' + (e.event_name === 'helix.error' ? ' error' : ''), cx: x(Number(e.timestamp_ns)), cy: 22, r: 6 },
+        span > 0
+          ? [s('text', { x: PAD, y: 42 }, fmtTime(t0)), s('text', { x: W - PAD, y: 42, 'text-anchor': 'end' }, '+' + fmtDur(span))]
+          : s('text', { x: W / 2, y: 42, 'text-anchor': 'middle' }, fmtTime(t0) + (events.length > 1 ? ' · all in one instant' : ''))));
+    events.forEach((e, i) => {
+      svg.appendChild(s('circle', { class: 'event-mark' + (e.event_name === ERROR_EVENT ? ' error' : ''), cx: x(offsets[i]), cy: 22, r: 6 },
         s('title', null, e.event_name + ' · ' + fmtTime(e.timestamp_ns) + ((e.metadata || {}).message ? ' · ' + e.metadata.message : ''))));
-    }
+    });
     section.appendChild(svg);
     section.appendChild(h('table', { class: 'events-table' },
       h('thead', null, h('tr', null, ['time', 'event', 'metadata'].map((c) => h('th', null, c)))),
-      h('tbody', null, events.map((e) => h('tr', { class: e.event_name === 'helix.error' ? 'event error' : 'event' },
+      h('tbody', null, events.map((e) => h('tr', { class: e.event_name === ERROR_EVENT ? 'event error' : 'event' },
         h('td', null, fmtTime(e.timestamp_ns)),
-        h('td', null, h('span', { class: 'badge' + (e.event_name === 'helix.error' ? ' error' : '') }, e.event_name)),
+        h('td', null, h('span', { class: 'badge' + (e.event_name === ERROR_EVENT ? ' error' : '') }, e.event_name)),
         h('td', null, Object.keys(e.metadata || {}).sort().map((k) => h('div', null, h('span', { class: 'muted' }, k + ': '), e.metadata[k]))))))));
   }
 
@@ -599,30 +655,62 @@
 
   // ---- 4. data monitor ---------------------------------------------------------------------
 
+  const MONITOR_WINDOWS = ['15m', '1h', '6h', '24h'];
+  const FIELD_NAME = /^[a-z0-9_.]+$/;
+  // Entities the monitor looks at to choose its defaults (newest first).
+  const DEFAULTS_SAMPLE = 200;
+
+  // Numeric metadata keys among `entities` that the monitor can be asked about.
+  function numericKeys(entities) {
+    const keys = new Set();
+    for (const e of entities) for (const [k, v] of Object.entries(e.metadata || {})) if (FIELD_NAME.test(k) && v !== '' && isFinite(Number(v))) keys.add(k);
+    return [...keys].sort();
+  }
+  // The first of `fields` whose values differ among `entities`: a constant field (a beam number,
+  // a version) would draw one flat row. The first field when none varies.
+  function fieldWithSpread(fields, entities) {
+    const spread = fields.find((f) => {
+      const values = new Set(entities.map((e) => (e.metadata || {})[f]).filter((v) => v !== undefined && v !== '' && isFinite(Number(v))).map(Number));
+      return values.size > 1;
+    });
+    return spread || fields[0] || '';
+  }
+
   async function monitorPage(params) {
     document.title = 'Monitor · Entity Inspector';
     const instruments = await instrumentsList();
     const instrument = params.get('instrument') || instruments[0] || '';
-    const win = ['15m', '1h', '6h', '24h'].includes(params.get('window')) ? params.get('window') : '1h';
-    const fields = instrument ? await api('/api/v1/monitor/fields', { instrument: instrument }).catch(() => []) : [];
-    const field = params.get('field') && fields.includes(params.get('field')) ? params.get('field') : (params.get('field') || fields[0] || '');
+    const [served, sample] = instrument ? await Promise.all([
+      api('/api/v1/monitor/fields', { instrument: instrument }).catch(() => []),
+      api('/api/v1/entities', { instrument: instrument, limit: DEFAULTS_SAMPLE }).then((p) => p.entities, () => []),
+    ]) : [[], []];
+    // The served fields are those of the last 24 h; older data still offers its own.
+    const fields = served.length ? served : numericKeys(sample);
+    const field = params.get('field') || fieldWithSpread(fields, sample);
+    const fixedToParam = Number(params.get('to_ms')) || null;
+    const chosen = MONITOR_WINDOWS.includes(params.get('window')) || fixedToParam
+      ? { win: MONITOR_WINDOWS.includes(params.get('window')) ? params.get('window') : '1h', toNs: null }
+      : defaultWindow(sample.length ? sample[0].timestamp_ns : null, MONITOR_WINDOWS, '1h');
+    const win = chosen.win;
     const fieldSel = h('select', { name: 'field' }, fields.map((f) => h('option', { value: f }, f)));
     fieldSel.value = field;
     const weightSel = h('select', { name: 'weight' }, h('option', { value: '' }, 'none'), fields.map((f) => h('option', { value: f }, f)));
     weightSel.value = params.get('weight') || '';
-    const winSel = h('select', { name: 'window' }, ['15m', '1h', '6h', '24h'].map((w) => h('option', { value: w }, 'last ' + w)));
+    const winSel = h('select', { name: 'window' }, MONITOR_WINDOWS.map((w) => h('option', { value: w }, 'last ' + w)));
     winSel.value = win;
     app.appendChild(h('h1', null, 'Data monitor'));
     app.appendChild(h('form', { class: 'filters card', method: 'get', action: '/monitor' },
       h('label', null, 'instrument', instrumentSelect('instrument', instruments, instrument, false)),
       h('label', null, 'value field', fieldSel), h('label', null, 'weight', weightSel), h('label', null, 'window', winSel),
       h('button', { type: 'submit' }, 'Show')));
-    if (!instrument || !field) { app.appendChild(h('p', { class: 'muted' }, 'No numeric metadata in the last 24 h.')); return; }
+    if (!instrument || !field) { app.appendChild(h('p', { class: 'muted' }, 'No numeric metadata among the newest entities of this instrument.')); return; }
+    const note = windowNote(chosen, '1h');
+    if (note) app.appendChild(h('p', { class: 'muted', id: 'window-note' }, note));
     const status = h('p', { class: 'muted', id: 'monitor-status' });
     const plot = h('div', { class: 'heat card', id: 'heatmap' });
     const top = h('section', { class: 'card', id: 'monitor-top' });
     append(app, [status, plot, top]);
-    const fixedTo = Number(params.get('to_ms')) || null;
+    const fixedTo = fixedToParam || (chosen.toNs !== null ? Math.ceil(chosen.toNs / 1e6) : null);
     async function refresh() {
       const toMs = fixedTo || Date.now();
       const span = WINDOWS[win] / 1e6;
@@ -679,23 +767,27 @@
 
   async function instrumentPage(name, params) {
     document.title = name + ' · Entity Inspector';
-    const win = WINDOWS[params.get('window')] ? params.get('window') : '24h';
+    const [stages, latest] = await Promise.all([
+      api('/api/v1/stages', { instrument: name }),
+      api('/api/v1/entities', { instrument: name, limit: 10 }),
+    ]);
+    const newest = stages.length ? Math.max(...stages.map((st) => Number(st.last_seen_ns))) : null;
+    const chosen = WINDOWS[params.get('window')] ? { win: params.get('window'), toNs: null } : defaultWindow(newest, Object.keys(WINDOWS), '24h');
+    const win = chosen.win;
     app.appendChild(h('h1', { class: 'id' }, name));
     app.appendChild(h('p', null,
       h('a', { href: '/errors' + query({ instrument: name, window: win }) }, 'errors'), ' · ',
       h('a', { href: '/monitor' + query({ instrument: name }) }, 'data monitor'), ' · ',
       h('a', { href: '/' + query({ instrument: name }) }, 'search entities')));
     app.appendChild(h('form', { class: 'filters card', method: 'get', action: '/instrument/' + encodeURIComponent(name) }, h('label', null, 'window', windowSelect(win)), h('button', { type: 'submit' }, 'Show')));
-    const to = Math.floor(nowNs()) + 1;
-    const [stages, timeline, latest] = await Promise.all([
-      api('/api/v1/stages', { instrument: name }),
-      api('/api/v1/stages/timeline', { instrument: name, from_ns: Math.floor(to - WINDOWS[win]), to_ns: to, buckets: 48 }),
-      api('/api/v1/entities', { instrument: name, limit: 10 }),
-    ]);
+    const note = windowNote(chosen, '24h');
+    if (note) app.appendChild(h('p', { class: 'muted', id: 'window-note' }, note));
+    const to = Math.floor(chosen.toNs !== null ? chosen.toNs : nowNs()) + 1;
+    const timeline = await api('/api/v1/stages/timeline', { instrument: name, from_ns: Math.floor(to - WINDOWS[win]), to_ns: to, buckets: 48 });
     const byStage = new Map(timeline.stages.map((st) => [st.stage, st]));
     app.appendChild(h('h2', null, 'Stages'));
     app.appendChild(h('table', { id: 'stages' },
-      h('thead', null, h('tr', null, h('th', null, 'stage'), h('th', { class: 'num' }, 'entities'), h('th', { class: 'num' }, 'errors'), h('th', { class: 'num' }, 'error rate'), h('th', null, 'last seen'), h('th', null, 'last ' + win + ': entities (bars) and errors (red)'))),
+      h('thead', null, h('tr', null, h('th', null, 'stage'), h('th', { class: 'num' }, 'entities'), h('th', { class: 'num' }, 'errors'), h('th', { class: 'num' }, 'error rate'), h('th', null, 'last seen'), h('th', null, (chosen.toNs !== null ? win + ' up to the newest data' : 'last ' + win) + ': entities (bars) and errors (red)'))),
       h('tbody', null, stages.map((st) => h('tr', { class: 'stage', 'data-stage': st.stage },
         h('td', null, h('a', { href: '/' + query({ instrument: name, stage: st.stage }) }, st.stage)),
         h('td', { class: 'num' }, String(st.count)), h('td', { class: 'num' }, String(st.error_count)),
