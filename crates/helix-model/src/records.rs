@@ -60,7 +60,7 @@ pub struct EntityEvent {
 
 impl EntityEvent {
     pub fn is_error(&self) -> bool {
-        self.event_name == "helix.error"
+        self.event_name == crate::interpret::ERROR_EVENT
     }
 }
 

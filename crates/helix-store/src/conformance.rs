@@ -14,7 +14,7 @@ use std::any::Any;
 use std::collections::HashSet;
 use std::ops::Deref;
 
-use helix_model::{EntityCreated, EntityEvent, LogRecorded, Metadata, OperationRecorded, Status};
+use helix_model::{EntityCreated, ERROR_EVENT, EntityEvent, LogRecorded, Metadata, OperationRecorded, Status};
 
 use crate::{
     Direction, Edge, Entity, EntityFilter, EventQuery, GraphQuery, Lineage, LineageQuery, MonitorQuery, PageRequest,
@@ -318,7 +318,7 @@ pub async fn creation_inserts_entity_edges_and_events(store: &dyn Store) {
 
 pub async fn same_batch_twice_is_idempotent(store: &dyn Store) {
     let mut c = creation("e1", &["p1"], 0);
-    c.events = vec![event_on_creation(&c, "helix.error", 0, 1)];
+    c.events = vec![event_on_creation(&c, ERROR_EVENT, 0, 1)];
     c.status = Status::Error;
     let mut o = operation("e1", "archive", "op-1", 10);
     o.events = vec![event_on_operation(&o, "helix.event.x", 0, 11)];
@@ -408,7 +408,7 @@ pub async fn operation_on_unknown_entity_creates_placeholder(store: &dyn Store) 
 
 pub async fn placeholder_is_upgraded_by_creation(store: &dyn Store) {
     let mut o = operation("u-1", "inspect", "op-u", 10);
-    o.events = vec![event_on_operation(&o, "helix.error", 0, 12)];
+    o.events = vec![event_on_operation(&o, ERROR_EVENT, 0, 12)];
     write(store, vec![op(o)]).await;
     assert_eq!(get(store, "u-1").await.status, Status::Error, "helix.error on an operation marks the entity");
 
@@ -482,11 +482,11 @@ pub async fn instrument_conflicts_are_not_applied(store: &dyn Store) {
     foreign.metadata = md(&[("x", "y")]);
     foreign.status = Status::Error;
     foreign.events =
-        vec![EntityEvent { instrument_id: "OTHER".into(), ..event_on_creation(&foreign, "helix.error", 0, 51) }];
+        vec![EntityEvent { instrument_id: "OTHER".into(), ..event_on_creation(&foreign, ERROR_EVENT, 0, 51) }];
     let mut foreign_op = operation("own-1", "steal", "op-foreign", 60);
     foreign_op.instrument_id = "OTHER".to_owned();
     foreign_op.events =
-        vec![EntityEvent { instrument_id: "OTHER".into(), ..event_on_operation(&foreign_op, "helix.error", 0, 61) }];
+        vec![EntityEvent { instrument_id: "OTHER".into(), ..event_on_operation(&foreign_op, ERROR_EVENT, 0, 61) }];
     let out = write(store, vec![created(foreign), op(foreign_op)]).await;
     assert_eq!(out.instrument_conflicts, 2);
     assert_eq!(out.recreations, 0);
@@ -518,7 +518,7 @@ pub async fn error_status_and_error_events(store: &dyn Store) {
     let mut bad_op = operation("ok-1", "flaky", "op-flaky", 10);
     bad_op.status = Status::Error;
     let mut err_op = operation("ok-2", "check", "op-check", 10);
-    err_op.events = vec![event_on_operation(&err_op, "helix.error", 0, 11)];
+    err_op.events = vec![event_on_operation(&err_op, ERROR_EVENT, 0, 11)];
     write(
         store,
         vec![
@@ -548,14 +548,14 @@ pub async fn events_oldest_first_with_own_timestamps(store: &dyn Store) {
         vec![event_on_creation(&c, "helix.event.late", 0, 30), event_on_creation(&c, "helix.event.early", 1, 10)];
     let mut o = operation("ev-1", "check", "op-ev", 15);
     // The same event name and message twice: every occurrence is kept.
-    o.events = vec![event_on_operation(&o, "helix.error", 0, 20), event_on_operation(&o, "helix.error", 1, 20)];
+    o.events = vec![event_on_operation(&o, ERROR_EVENT, 0, 20), event_on_operation(&o, ERROR_EVENT, 1, 20)];
     write(store, vec![created(c), op(o)]).await;
     assert_eq!(
         all_event_names(store, "ev-1").await,
         vec![
             ("helix.event.early".to_owned(), T0 + 10),
-            ("helix.error".to_owned(), T0 + 20),
-            ("helix.error".to_owned(), T0 + 20),
+            (ERROR_EVENT.to_owned(), T0 + 20),
+            (ERROR_EVENT.to_owned(), T0 + 20),
             ("helix.event.late".to_owned(), T0 + 30),
         ]
     );
@@ -1270,20 +1270,20 @@ pub async fn instrument_events_newest_first_filtered_and_paged(store: &dyn Store
     let mut records = Vec::new();
     for i in 0..5i64 {
         let mut c = creation(&format!("ie-{i}"), &[], i * 1_000);
-        let name = if i % 2 == 0 { "helix.error" } else { "helix.event.classified" };
+        let name = if i % 2 == 0 { ERROR_EVENT } else { "helix.event.classified" };
         c.events.push(event_on_creation(&c, name, 0, i * 1_000 + 10));
         records.push(created(c));
     }
     let mut foreign = creation("ie-x", &[], 500);
     foreign.instrument_id = "OTHER".into();
-    let mut e = event_on_creation(&foreign, "helix.error", 0, 600);
+    let mut e = event_on_creation(&foreign, ERROR_EVENT, 0, 600);
     e.instrument_id = "OTHER".into();
     foreign.events.push(e);
     records.push(created(foreign));
     write(store, records).await;
 
     let errors =
-        EventQuery { instrument_id: Some(INST.into()), event_name: Some("helix.error".into()), ..Default::default() };
+        EventQuery { instrument_id: Some(INST.into()), event_name: Some(ERROR_EVENT.into()), ..Default::default() };
     let page = store.instrument_events(&errors, &PageRequest::first(100)).await.unwrap();
     let ids: Vec<&str> = page.items.iter().map(|e| e.entity_id.as_str()).collect();
     assert_eq!(ids, ["ie-4", "ie-2", "ie-0"]);

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::conformance::{creation, event, log, operation, span_of, trace_of, INST, T0};
-use helix_model::{EntityCreated, OperationRecorded, Status};
+use helix_model::{EntityCreated, ERROR_EVENT, OperationRecorded, Status};
 
 fn md(pairs: &[(&str, &str)]) -> Metadata {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -98,13 +98,13 @@ fn cases() -> Vec<Case> {
     failed.status = Status::Error;
     let archive = operation("cand", "archive", "op-1", 50);
     let mut failing_op = operation("cand", "archive", "op-err", 60);
-    failing_op.events = vec![event("cand", &failing_op.trace_id, &failing_op.span_id, "helix.error", 0, 61)];
+    failing_op.events = vec![event("cand", &failing_op.trace_id, &failing_op.span_id, ERROR_EVENT, 0, 61)];
     let mut status_only_op = operation("cand", "archive", "op-status", 70);
     status_only_op.status = Status::Error;
     let mut evented = creation("evented", &[], 30);
     evented.events = vec![
         event("evented", &evented.trace_id, &evented.span_id, "helix.event.classified", 0, 31),
-        event("evented", &evented.trace_id, &evented.span_id, "helix.error", 1, 32),
+        event("evented", &evented.trace_id, &evented.span_id, ERROR_EVENT, 1, 32),
     ];
     let placeholder_op = operation("late", "archive", "op-late", 5);
     let mut late = with_parents(creation("late", &["p1"], 100), &["p1", "p2"]);
