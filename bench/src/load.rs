@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use helix_model::interpret::{interpret_traces, SpanClass};
+use helix_model::span_count;
 use helix_store::WriteRecord;
-use herald::simulate::{span_count, Telescope};
+use herald::simulate::Telescope;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 

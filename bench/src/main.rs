@@ -16,11 +16,12 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use helix_model::interpret::{interpret_traces, SpanClass};
+use helix_model::span_count;
 use helix_model::{EntityCreated, Metadata, Status};
 use helix_store::{Direction, LineageQuery, SqliteStore, Store, WriteBatch, WriteRecord};
 use herald::metrics::Metrics;
 use herald::resolve::Resolver;
-use herald::simulate::{span_count, Telescope};
+use herald::simulate::Telescope;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use rand::{Rng, SeedableRng};

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Subcommand;
+use helix_model::span_count;
 use helix_store::postgres::tokio_postgres::{self, binary_copy::BinaryCopyInWriter, types::Type, Client, NoTls};
 use helix_store::{Direction, LineageQuery, PostgresOptions, PostgresStore, Store, WriteBatch, WriteRecord};
-use herald::simulate::span_count;
 use rand::{Rng, SeedableRng};
 
 use crate::dag;

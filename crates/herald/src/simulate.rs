@@ -11,6 +11,7 @@
 //! integration does. [`Telescope::new`] keeps the benchmarks' mix: the same entity spans and
 //! timing, two child spans per block, no infrastructure traces and no logs.
 
+use helix_model::{span_count, ERROR_EVENT};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use helix_model::ids::to_hex;
@@ -751,7 +752,7 @@ fn entity_span(
 /// An error the code reports itself (`token.error({...})`): `helix.error`, status ERROR.
 fn fail(span: &mut Span, at_ns: u64, message: &str, stage: &str, detail: &str) {
     span.events.push(Event {
-        name: "helix.error".into(),
+        name: ERROR_EVENT.into(),
         time_unix_nano: at_ns,
         attributes: vec![kv("message", s(message)), kv("stage", s(stage)), kv("detail", s(detail))],
         ..Default::default()
@@ -773,17 +774,12 @@ fn raise(span: &mut Span, at_ns: u64, exception: &str, stage: &str, detail: &str
         ..Default::default()
     });
     span.events.push(Event {
-        name: "helix.error".into(),
+        name: ERROR_EVENT.into(),
         time_unix_nano: at_ns,
         attributes: vec![kv("message", s(exception)), kv("exception.message", s(detail)), kv("stage", s(stage))],
         ..Default::default()
     });
     span.status = Some(Status { code: StatusCode::Error as i32, message: format!("{exception}: {detail}") });
-}
-
-/// Count of spans in a request.
-pub fn span_count(request: &ExportTraceServiceRequest) -> usize {
-    request.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum()
 }
 
 /// Count of entity spans (creations and operations) in a request.
@@ -939,7 +935,7 @@ mod tests {
                         if !e.name.starts_with("helix.") {
                             plain_events += 1;
                         }
-                        if e.name == "helix.error" {
+                        if e.name == ERROR_EVENT {
                             errors += 1;
                         }
                     }
