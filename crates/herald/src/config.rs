@@ -254,4 +254,57 @@ mod tests {
             Some(Command::Demo { duration: Some(d), .. }) if d == Duration::from_secs(5)
         ));
     }
+
+    /// Help text with its line wrapping undone.
+    fn flat(help: impl std::fmt::Display) -> String {
+        help.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
+    #[test]
+    fn every_help_with_the_serve_options_ends_with_the_address_footer() {
+        use clap::CommandFactory;
+        let footer = flat(ADDRESS_HELP);
+        let mut cli = Cli::command();
+        assert!(flat(cli.render_long_help()).contains(&footer), "herald --help");
+        for sub in ["serve", "demo"] {
+            let help = flat(cli.find_subcommand_mut(sub).unwrap().render_long_help());
+            assert!(help.contains(&footer), "herald {sub} --help lacks the footer:\n{help}");
+            assert!(help.contains("--shutdown-timeout"), "herald {sub} --help");
+        }
+        let demo = flat(cli.find_subcommand_mut("demo").unwrap().render_long_help());
+        assert!(demo.contains("temporary") && demo.contains("deleted on exit"), "demo says which store: {demo}");
+    }
+
+    #[test]
+    fn db_url_is_absent_unless_given_and_shutdown_timeout_parses_durations() {
+        let serve = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).unwrap();
+            match cli.command {
+                Some(Command::Demo { serve, .. }) | Some(Command::Serve(serve)) => serve,
+                _ => cli.serve,
+            }
+        };
+        // (DB_URL from the environment is covered end to end: tests/cli.rs.)
+        if std::env::var_os("DB_URL").is_none() {
+            assert_eq!(serve(&["herald"]).db_url, None);
+            assert_eq!(serve(&["herald"]).db_url(), DEFAULT_DB_URL);
+            assert_eq!(serve(&["herald", "demo"]).db_url, None, "the demo then uses a temporary store");
+        }
+        assert_eq!(serve(&["herald", "demo", "--db-url", "sqlite://d.db"]).db_url(), "sqlite://d.db");
+        if std::env::var_os("HELIX_SHUTDOWN_TIMEOUT").is_none() {
+            assert_eq!(serve(&["herald"]).shutdown_timeout, Duration::from_secs(10));
+        }
+        assert_eq!(
+            serve(&["herald", "serve", "--shutdown-timeout", "1m30s"]).shutdown_timeout,
+            Duration::from_secs(90)
+        );
+        assert!(Cli::try_parse_from(["herald", "--shutdown-timeout", "soon"]).is_err());
+    }
+
+    #[test]
+    fn store_locations_are_shown_without_passwords() {
+        assert_eq!(parse_db_url("sqlite://./x/h.db").unwrap().shown(), "./x/h.db");
+        let shown = parse_db_url("postgres://u:secret@h/db").unwrap().shown();
+        assert!(!shown.contains("secret") && shown.contains("h/db"), "{shown}");
+    }
 }
