@@ -21,6 +21,7 @@ from playwright.sync_api import Page, sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
+import trace_seed  # noqa: E402
 from harness import HOSTILE_ID, HOSTILE_MESSAGE, INSTRUMENT, TARGET  # noqa: E402
 
 SHOTS = harness.REPO / "artifacts" / "screenshots"
@@ -425,6 +426,267 @@ EDGE_TESTS: list[Callable[[Session], None]] = [
 ]
 
 
+# ---- a third herald: traces sent by the OpenTelemetry SDK (tests/browser/trace_seed.py) --------
+
+def wf_rows(s: Session) -> list[dict[str, Any]]:
+    """The waterfall rows in the DOM, top to bottom."""
+    return s.page.evaluate("""() => [...document.querySelectorAll('#waterfall .wf-row')]
+        .sort((a, b) => a.dataset.index - b.dataset.index)
+        .map((r) => ({ id: r.dataset.spanId, parent: r.dataset.parentSpanId, depth: Number(r.dataset.depth),
+                       index: Number(r.dataset.index), name: r.querySelector('.wf-name').textContent,
+                       indent: parseFloat(r.querySelector('.wf-toggle').style.marginLeft) || 0,
+                       error: r.classList.contains('error'), events: r.querySelectorAll('.wf-event').length }))""")
+
+
+def open_trace(s: Session, trace_id: str, span: str | None = None) -> Page:
+    page = s.open("/trace/" + trace_id + ("?span=" + span if span else ""))
+    page.locator("#waterfall .wf-row").first.wait_for(timeout=10_000)
+    return page
+
+
+def row(s: Session, name: str) -> Any:
+    return s.page.locator("#waterfall .wf-row", has=s.page.locator(".wf-name", has_text=name)).first
+
+
+def expect_whole(s: Session, selector: str) -> None:
+    bad = broken_values(s, selector)
+    expect(not bad, f"{selector}: {bad}")
+
+
+def test_waterfall_rows_and_nesting(s: Session, seeded: trace_seed.Seeded) -> None:
+    page = open_trace(s, seeded.observe)
+    summary = page.locator("#trace-summary")
+    expect(summary.get_attribute("data-spans") == str(len(seeded.order)), f"span count: {summary.text_content()}")
+    expect(summary.get_attribute("data-errors") == "1", "one error span")
+    rows = wf_rows(s)
+    expect([r["name"] for r in rows] == seeded.order, f"depth-first order by start: {[r['name'] for r in rows]}")
+    by_id = {r["id"]: r for r in rows}
+    for r in rows:
+        if r["name"] == "observe":
+            expect(r["depth"] == 0 and r["parent"] == "", "the root has no parent")
+            continue
+        parent = by_id[r["parent"]]
+        expect(parent["index"] < r["index"], f"{r['name']} comes after its parent")
+        expect(r["depth"] == parent["depth"] + 1 and r["indent"] > parent["indent"], f"{r['name']} is indented under {parent['name']}")
+    expect(by_id[seeded.spans["filter"]]["parent"] == seeded.spans["ingest"], "filter under ingest")
+    expect(by_id[seeded.spans["fft"]]["parent"] == seeded.spans["search"], "fft under search")
+    expect([r["name"] for r in rows if r["error"]] == ["dedisperse"], "the error span is marked")
+    expect(by_id[seeded.spans["ingest"]]["events"] == 1 and by_id[seeded.spans["dedisperse"]]["events"] == 1, "event markers on the bars")
+    services = (row(s, "archive").text_content() or "")
+    expect(trace_seed.ARCHIVE_SVC in services and "TRACETEL/archive" in services, f"service and process shown: {services}")
+    bar = row(s, "search").locator(".wf-bar").bounding_box()
+    root_bar = row(s, "observe").locator(".wf-bar").bounding_box()
+    assert bar is not None and root_bar is not None
+    # search runs 450..1350 ms of a 2 s trace: its bar starts 22.5 % and spans 45 % of the axis.
+    expect(abs((bar["x"] - root_bar["x"]) / root_bar["width"] - 0.225) < 0.01, "bar placed on the shared axis")
+    expect(abs(bar["width"] / root_bar["width"] - 0.45) < 0.01, "bar length is the duration")
+    expect("900.0 ms" in (row(s, "search").text_content() or ""), "duration shown")
+    # Collapse the ingest subtree, then expand it again.
+    row(s, "ingest").locator("button.wf-toggle").click()
+    names = [r["name"] for r in wf_rows(s)]
+    expect("filter" not in names and "transform" not in names and "ingest" in names, f"subtree collapsed: {names}")
+    row(s, "ingest").locator("button.wf-toggle").click()
+    expect(len(wf_rows(s)) == len(seeded.order), "subtree expanded")
+    expect_whole(s, "#waterfall")
+    s.shot("trace-waterfall")
+    s.check_clean()
+
+
+def test_span_details_panel(s: Session, seeded: trace_seed.Seeded) -> None:
+    page = open_trace(s, seeded.observe)
+    row(s, "search").click()
+    detail = page.locator("#span-detail")
+    expect(detail.get_attribute("data-span-id") == seeded.spans["search"], "the clicked span is shown")
+    expect(page.locator("#span-name").text_content() == "search", "span name")
+    identity = page.locator("#span-identity").text_content() or ""
+    for want in (seeded.spans["search"], trace_seed.SEARCH_SVC, "TRACETEL/search", trace_seed.INSTRUMENT, "900.0 ms", "+450.0 ms", "creation"):
+        expect(want in identity, f"{want!r} in the identity: {identity}")
+    attrs = page.locator("#span-attributes").text_content() or ""
+    expect("snr" in attrs and "17.5" in attrs and "512.25" in attrs and trace_seed.HOSTILE_VALUE in attrs, f"attributes: {attrs}")
+    events = page.locator("#span-events").text_content() or ""
+    expect("helix.event.classified" in events and "+850.0 ms" in events and "frb" in events, f"events: {events}")
+    resource = page.locator("#span-resource").text_content() or ""
+    expect("service.name" in resource and trace_seed.SEARCH_SVC in resource and "browser-test" in resource, f"resource: {resource}")
+    expect("No links." in (page.locator("#span-links").text_content() or ""), "no links said so")
+    sentence = page.locator("#span-entity").text_content() or ""
+    expect(sentence.startswith("During trace ") and "created entity " + trace_seed.CAND in sentence, sentence)
+    expect("span=" + seeded.spans["search"] in page.url, f"the URL names the span: {page.url}")
+    expect_whole(s, "#span-detail")
+    s.shot("trace-span-detail")
+    # The error span: status and its error event.
+    row(s, "dedisperse").click()
+    expect("GPU out of memory" in (page.locator("#span-identity").text_content() or ""), "status message")
+    expect(page.locator("#span-events tr.span-event.error").count() == 1, "error event marked")
+    expect(page.locator("#span-entity").count() == 0, "a plain span names no entity")
+    # A link to another trace opens it, focused on the linked span.
+    row(s, "archive").click()
+    link = page.locator("#span-links a.trace-link")
+    expect(link.count() == 1 and link.get_attribute("data-trace-id") == seeded.publish, "link to PUBLISH")
+    expect("published by" in (page.locator("#span-links").text_content() or ""), "link attributes")
+    link.click()
+    s.ready()
+    page.locator("#span-detail[data-span-id]").wait_for(timeout=10_000)
+    expect(page.url.split("?")[0].endswith("/trace/" + seeded.publish), page.url)
+    expect(page.locator("#span-detail").get_attribute("data-span-id") == seeded.publish_span, "focused on the linked span")
+    expect(page.locator("#waterfall .wf-row.selected").get_attribute("data-span-id") == seeded.publish_span, "row selected")
+    back = page.locator("#span-links a.trace-link")
+    expect(back.count() == 1 and back.get_attribute("data-trace-id") == seeded.observe, "and PUBLISH links back")
+    s.check_clean()
+
+
+def test_entity_and_trace_link_both_ways(s: Session, seeded: trace_seed.Seeded) -> None:
+    page = s.open(eid(trace_seed.CAND))
+    rows = page.locator("#operation-traces tr.op-trace")
+    expect(rows.count() == 3, f"creation, archive and publish rows, got {rows.count()}")
+    traces = [rows.nth(i).get_attribute("data-trace-id") for i in range(3)]
+    expect(traces == [seeded.observe, seeded.observe, seeded.publish], f"each row names its trace: {traces}")
+    text = page.locator("#operation-traces").text_content() or ""
+    expect("the pipeline created entity " + trace_seed.CAND in text and "the pipeline operated on entity " + trace_seed.CAND in text, text)
+    expect(page.locator("#identity a.trace-link").get_attribute("data-trace-id") == seeded.observe, "identity links the creation trace")
+    expect_whole(s, "#operations")
+    rows.nth(1).locator("a.trace-link").click()
+    s.ready()
+    page.locator("#span-detail[data-span-id]").wait_for(timeout=10_000)
+    expect(page.url.split("?")[0].endswith("/trace/" + seeded.observe), page.url)
+    expect(page.locator("#span-name").text_content() == "archive", "the operation's span is focused")
+    page.locator("#span-entity a.entity-link").click()
+    s.ready()
+    expect(page.locator("#entity-id").text_content() == trace_seed.CAND, "the span opens its entity")
+    page = open_trace(s, seeded.observe)
+    entities = page.locator("#trace-entities a.entity-link").all_text_contents()
+    expect(entities == [trace_seed.BLOCK, trace_seed.CAND], f"the trace lists its entities: {entities}")
+    s.check_clean()
+
+
+def test_traces_search(s: Session, seeded: trace_seed.Seeded) -> None:
+    def found(query: dict[str, str]) -> list[str]:
+        page = s.open("/traces?" + urllib.parse.urlencode(query))
+        page.locator("#trace-count").wait_for(timeout=10_000)
+        return [page.locator("#traces-table tr.trace").nth(i).get_attribute("data-trace-id") or ""
+                for i in range(page.locator("#traces-table tr.trace").count())]
+
+    everything = found({})
+    expect(everything == [seeded.big, seeded.publish, seeded.observe], f"newest first: {everything}")
+    table = s.page.locator("#traces-table").text_content() or ""
+    for want in ("observe", "big-run", trace_seed.SEARCH_SVC, "10000", "2.00 s", trace_seed.CAND):
+        expect(want in table, f"{want!r} in the results")
+    expect_whole(s, "#trace-results")
+    s.shot("traces-search")
+    expect(found({"service": trace_seed.ARCHIVE_SVC}) == [seeded.publish, seeded.observe], "service filter")
+    expect(found({"name": "fft"}) == [seeded.observe], "span name filter")
+    expect(found({"instrument": trace_seed.INSTRUMENT}) == everything, "instrument filter")
+    expect(found({"entity_id": trace_seed.BLOCK}) == [seeded.observe], "entity filter")
+    expect(found({"status": "error"}) == [seeded.observe], "errors only")
+    expect(found({"min_duration": "3s"}) == [seeded.big], "minimum duration")
+    expect(found({"from": "2100-01-01T00:00"}) == [], "time window")
+    expect("No trace matches" in (s.page.locator("#trace-count").text_content() or ""), "an empty result says so")
+    # The form sends what it shows.
+    page = s.open("/traces")
+    page.fill("#traces-name", "fft")
+    page.check("#traces-errors")
+    page.click("#traces-submit")
+    s.ready()
+    expect("name=fft" in page.url and "status=error" in page.url, page.url)
+    expect(page.locator("#traces-errors").is_checked(), "the checkbox keeps its state")
+    # Paging with next_cursor.
+    expect(found({"limit": "2"}) == everything[:2], "first page")
+    s.page.click("#traces-more")
+    s.page.locator("#traces-table tr.trace").nth(2).wait_for(timeout=10_000)
+    expect(s.page.locator("#traces-table tr.trace").nth(2).get_attribute("data-trace-id") == seeded.observe, "next page appended")
+    s.page.locator("#traces-table a.trace-root", has_text="observe").click()
+    s.ready()
+    expect(s.page.url.endswith("/trace/" + seeded.observe), s.page.url)
+    s.check_clean()
+
+
+def test_big_trace_is_virtualised(s: Session, seeded: trace_seed.Seeded) -> None:
+    started = time.time()
+    page = open_trace(s, seeded.big)
+    opened = time.time() - started
+    expect(page.locator("#trace-summary").get_attribute("data-spans") == "10000", "all 10 000 spans read")
+    expect(page.locator("#waterfall").get_attribute("data-rows") == "10000", "10 000 rows in the list")
+    in_dom = page.locator("#waterfall .wf-row").count()
+    expect(0 < in_dom < 200, f"only the visible rows exist: {in_dom}")
+    expect(opened < 10, f"opened in {opened:.1f} s")
+    last = f"item-{trace_seed.BATCHES - 1:03d}-{trace_seed.ITEMS - 1:03d}"
+    expect(row(s, last).count() == 0, "the last span is not rendered before scrolling")
+    page.locator("#waterfall").hover()
+    for _ in range(20):
+        page.mouse.wheel(0, 4000)
+    page.evaluate("document.getElementById('waterfall').scrollTop = 1e9")
+    row(s, last).wait_for(timeout=5_000)
+    expect(page.locator("#waterfall .wf-row").count() < 200, "still a window of rows after scrolling")
+    expect(row(s, "item-000-000").count() == 0, "the first rows left the DOM")
+    box = row(s, last).bounding_box()
+    view = page.locator("#waterfall").bounding_box()
+    assert box is not None and view is not None
+    expect(view["y"] <= box["y"] and box["y"] + box["height"] <= view["y"] + view["height"] + 1, "the last row is in view")
+    row(s, last).click()
+    expect(page.locator("#span-name").text_content() == last, "a late span opens its details")
+    expect_whole(s, "#waterfall")
+    s.shot("trace-10000-spans")
+    page.click("#collapse-all")
+    expect(page.locator("#waterfall").get_attribute("data-rows") == str(1 + trace_seed.BATCHES), "collapse all leaves the root and its batches")
+    page.click("#expand-all")
+    expect(page.locator("#waterfall").get_attribute("data-rows") == "10000", "expand all")
+    s.check_clean()
+
+
+def test_hostile_span_names_stay_text(s: Session, seeded: trace_seed.Seeded) -> None:
+    page = open_trace(s, seeded.observe)
+    names = page.locator("#waterfall .wf-name").all_text_contents()
+    expect(trace_seed.HOSTILE_NAME in names, f"hostile name as text: {names}")
+    row(s, "<img src=x").click()
+    expect(page.locator("#span-name").text_content() == trace_seed.HOSTILE_NAME, "detail heading is the name, as text")
+    expect(trace_seed.HOSTILE_VALUE in (page.locator("#span-attributes").text_content() or ""), "attribute value as text")
+    events = page.locator("#span-events").text_content() or ""
+    expect(trace_seed.HOSTILE_NAME in events and trace_seed.HOSTILE_VALUE in events, "event name and attribute as text")
+    s.shot("trace-hostile")
+    page = s.open("/traces?" + urllib.parse.urlencode({"name": trace_seed.HOSTILE_NAME}))
+    expect(page.locator("#traces-name").input_value() == trace_seed.HOSTILE_NAME, "query echoed as a value")
+    page = s.open("/trace/" + urllib.parse.quote("<img src=x onerror=alert(8)>", safe=""))
+    expect(page.locator("#trace-id").text_content() == "<img src=x onerror=alert(8)>", "a junk trace ID is shown as text")
+    expect((page.locator("#trace-missing").text_content() or "") != "", "and refused with the API's reason")
+    s.check_clean()
+
+
+def test_unknown_trace(s: Session, seeded: trace_seed.Seeded) -> None:
+    page = s.open("/trace/" + "ab" * 16)
+    expect("not found" in (page.locator("#trace-missing").text_content() or ""), "404 explained")
+    expect(page.locator("#waterfall").count() == 0, "no empty waterfall")
+    expect_whole(s, "main")
+    s.check_clean()
+
+
+TRACE_TESTS: list[Callable[[Session, trace_seed.Seeded], None]] = [
+    test_waterfall_rows_and_nesting,
+    test_span_details_panel,
+    test_entity_and_trace_link_both_ways,
+    test_traces_search,
+    test_big_trace_is_virtualised,
+    test_hostile_span_names_stay_text,
+    test_unknown_trace,
+]
+
+
+def run_trace_tests(context: Any) -> tuple[int, int]:
+    herald = harness.Herald()
+    passed = failed = 0
+    try:
+        seeded = trace_seed.seed(herald.otlp)
+        trace_seed.wait_stored(herald, seeded)
+        for test in TRACE_TESTS:
+            page = context.new_page()
+            try:
+                ok = run(test, page, Session(page, herald.api), seeded)
+            finally:
+                page.close()
+            passed, failed = passed + ok, failed + (not ok)
+    finally:
+        herald.stop()
+    return passed, failed
+
+
 def run(test: Callable[..., None], page: Page, *args: Any) -> bool:
     """Runs `test(*args)` on `page`; on failure prints the traceback and keeps a screenshot."""
     name = test.__name__
@@ -486,6 +748,8 @@ def main() -> int:
                 print(f"FAIL test_grafana_links\n{traceback.format_exc()}", flush=True)
             edge_passed, edge_failed = run_edge_tests(context)
             passed, failed = passed + edge_passed, failed + edge_failed
+            trace_passed, trace_failed = run_trace_tests(context)
+            passed, failed = passed + trace_passed, failed + trace_failed
             context.close()
     finally:
         herald.stop()

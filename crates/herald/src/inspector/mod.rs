@@ -44,7 +44,9 @@ pub fn router_with(config: InspectorConfig) -> Router<ApiState> {
         .route("/errors", page.clone())
         .route("/monitor", page.clone())
         .route("/instruments", page.clone())
-        .route("/instrument/{*name}", page)
+        .route("/instrument/{*name}", page.clone())
+        .route("/traces", page.clone())
+        .route("/trace/{*id}", page)
         .route("/ui/app.js", get(|| async { asset(SCRIPT, "text/javascript; charset=utf-8") }))
         .route("/ui/app.css", get(|| async { asset(STYLE, "text/css; charset=utf-8") }))
         .route("/favicon.ico", get(|| async { asset(ICON, "image/svg+xml") }))
@@ -119,6 +121,9 @@ mod tests {
             "/monitor",
             "/instruments",
             "/instrument/SIMTEL",
+            "/traces?service=x&status=error",
+            "/trace/4bf92f3577b34da6a3ce929d0e0e4736?span=00f067aa0ba902b7",
+            "/trace/%3Cimg%20src%3Dx%3E",
         ] {
             let (status, headers, body) = get_page(InspectorConfig::default(), uri).await;
             assert_eq!(status, StatusCode::OK, "{uri}");

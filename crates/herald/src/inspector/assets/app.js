@@ -160,6 +160,12 @@
 
   // ---- router ------------------------------------------------------------------------------
 
+  // The rest of the path after `prefix`, percent-decoded (as typed when it does not decode).
+  function pathTail(path, prefix) {
+    const raw = path.slice(prefix.length);
+    try { return decodeURIComponent(raw); } catch (e) { return raw; }
+  }
+
   function route() {
     if (liveTimer) { clearInterval(liveTimer); liveTimer = null; }
     const path = location.pathname;
@@ -167,21 +173,25 @@
     let nav = 'search';
     let page;
     if (path.startsWith('/entity/')) {
-      let id;
-      try { id = decodeURIComponent(path.slice('/entity/'.length)); } catch (e) { id = path.slice('/entity/'.length); }
+      const id = pathTail(path, '/entity/');
       page = () => entityPage(id, params);
     } else if (path === '/errors') { nav = 'errors'; page = () => errorsPage(params); }
     else if (path === '/monitor') { nav = 'monitor'; page = () => monitorPage(params); }
     else if (path === '/instruments') { nav = 'instruments'; page = () => instrumentsPage(); }
+    else if (path === '/traces') { nav = 'traces'; page = () => tracesPage(params); }
+    else if (path.startsWith('/trace/')) {
+      nav = 'traces';
+      const id = pathTail(path, '/trace/');
+      page = () => tracePage(id, params);
+    }
     else if (path.startsWith('/instrument/')) {
       nav = 'instruments';
-      let name;
-      try { name = decodeURIComponent(path.slice('/instrument/'.length)); } catch (e) { name = path.slice('/instrument/'.length); }
+      const name = pathTail(path, '/instrument/');
       page = () => instrumentPage(name, params);
     } else { page = () => searchPage(params); }
     for (const a of document.querySelectorAll('header nav a')) a.classList.toggle('active', a.dataset.nav === nav);
     clear(app);
-    document.body.dataset.page = nav === 'search' && path.startsWith('/entity/') ? 'entity' : nav;
+    document.body.dataset.page = nav === 'search' && path.startsWith('/entity/') ? 'entity' : path.startsWith('/trace/') ? 'trace' : nav;
     page().then(() => { document.body.dataset.ready = 'true'; }, (err) => {
       app.appendChild(errorBox(err));
       document.body.dataset.ready = 'true';
@@ -324,7 +334,7 @@
     row('placeholder', e.placeholder ? 'yes (no creation span received yet)' : 'no');
     row('parents', String((e.parent_ids || []).length));
     row('children', String(e.children_count));
-    row('trace', e.trace_id ? h('span', { class: 'id' }, e.trace_id) : '–');
+    row('trace', e.trace_id ? traceLink(e.trace_id, e.span_id, e.trace_id) : '–');
     row('ingested', e.created_at || '–');
     const links = grafanaLinks(e, view.operations || []);
     const grid = h('div', { class: 'grid2' },
@@ -348,14 +358,18 @@
     if (e.trace_id) traces.push(['creation', e.trace_id]);
     for (const op of operations) if (op.trace_id && !traces.some((t) => t[1] === op.trace_id)) traces.push([op.operation, op.trace_id]);
     if (!traces.length) return null;
+    return h('div', { id: 'grafana-links' }, h('h2', null, 'Traces in Grafana'),
+      h('ul', null, traces.slice(0, 20).map(([what, trace]) => h('li', null, h('a', { href: tempoHref(trace), target: '_blank', rel: 'noopener noreferrer' }, what + ' · ' + trace)))));
+  }
+
+  // Grafana Explore on the Tempo data source: the trace when given, else an empty TraceQL
+  // query. Null without a Grafana URL in the settings.
+  function tempoHref(traceId) {
+    if (!SETTINGS.grafana_url) return null;
     const base = SETTINGS.grafana_url.replace(/\/+$/, '');
     const ds = SETTINGS.tempo_datasource || 'tempo';
-    return h('div', { id: 'grafana-links' }, h('h2', null, 'Traces in Grafana'),
-      h('ul', null, traces.slice(0, 20).map(([what, trace]) => {
-        const pane = { datasource: ds, queries: [{ refId: 'A', datasource: { type: 'tempo', uid: ds }, queryType: 'traceql', query: trace }], range: { from: 'now-30d', to: 'now' } };
-        const href = base + '/explore?schemaVersion=1&panes=' + encodeURIComponent(JSON.stringify({ a: pane }));
-        return h('li', null, h('a', { href: href, target: '_blank', rel: 'noopener noreferrer' }, what + ' · ' + trace));
-      })));
+    const pane = { datasource: ds, queries: [{ refId: 'A', datasource: { type: 'tempo', uid: ds }, queryType: 'traceql', query: traceId || '' }], range: { from: 'now-30d', to: 'now' } };
+    return base + '/explore?schemaVersion=1&panes=' + encodeURIComponent(JSON.stringify({ a: pane }));
   }
 
   // Provenance DAG: ancestors to the left, descendants to the right, layered by depth.
@@ -558,9 +572,9 @@
     const failedSpans = new Set(events.filter((ev) => ev.event_name === ERROR_EVENT).map((ev) => ev.span_id));
     const rows = [];
     if (!e.placeholder) {
-      rows.push({ name: 'creation' + (e.stage ? ' (' + e.stage + ')' : ''), at: e.timestamp_ns, dur: e.end_ns ? Math.max(0, nsSince(e.end_ns, e.timestamp_ns)) : 0, failed: failedSpans.has(e.span_id), creation: true });
+      rows.push({ name: 'creation' + (e.stage ? ' (' + e.stage + ')' : ''), at: e.timestamp_ns, dur: e.end_ns ? Math.max(0, nsSince(e.end_ns, e.timestamp_ns)) : 0, failed: failedSpans.has(e.span_id), creation: true, trace: e.trace_id, span: e.span_id });
     }
-    for (const op of operations) rows.push({ name: op.operation, at: op.timestamp_ns, dur: Math.max(0, Number(op.duration_ns)), failed: op.status === 'error' || failedSpans.has(op.span_id), creation: false });
+    for (const op of operations) rows.push({ name: op.operation, at: op.timestamp_ns, dur: Math.max(0, Number(op.duration_ns)), failed: op.status === 'error' || failedSpans.has(op.span_id), creation: false, trace: op.trace_id, span: op.span_id });
     const failed = rows.filter((r) => r.failed).length;
     section.appendChild(h('h2', null, 'Operation timeline'));
     section.appendChild(h('p', { class: 'muted', id: 'operations-count', 'data-operations': operations.length, 'data-failed': failed },
@@ -591,6 +605,20 @@
         s('text', { class: 'bar-label', x: Math.min(bx + bw + 4, W - RIGHT + 4), y: y + 14 }, fmtDur(r.dur))));
     });
     section.appendChild(svg);
+    section.appendChild(operationTraces(e, rows));
+  }
+
+  // The timeline's rows once more, each with the trace it happened in, linked to the trace page
+  // focused on the row's span.
+  function operationTraces(e, rows) {
+    return h('table', { class: 'op-traces', id: 'operation-traces' },
+      h('thead', null, h('tr', null, ['row', 'started', 'duration', 'trace'].map((c) => h('th', null, c)))),
+      h('tbody', null, rows.map((r) => h('tr', { class: 'op-trace' + (r.failed ? ' failed' : ''), 'data-operation': r.name, 'data-trace-id': r.trace || '' },
+        h('td', null, (r.failed ? '✖ ' : '') + r.name),
+        h('td', null, fmtTime(r.at)), h('td', null, fmtDur(r.dur)),
+        h('td', null, r.trace
+          ? entitySentence(r.trace, r.span, r.creation ? 'creation' : 'operation', e.id, r.creation ? null : r.name)
+          : h('span', { class: 'muted' }, 'no trace recorded'))))));
   }
 
   // Events timeline: markers on an axis plus each event with its metadata. Offsets from the
@@ -814,6 +842,344 @@
         err ? s('rect', { class: 'bar error', x: i * bw, y: H - err, width: Math.max(1, bw - 1), height: err }) : null));
     });
     return svg;
+  }
+
+  // ---- 6. traces ---------------------------------------------------------------------------
+
+  function traceHref(traceId, spanId) { return '/trace/' + encodeURIComponent(traceId) + (spanId ? query({ span: spanId }) : ''); }
+  function traceLink(traceId, spanId, text) {
+    return h('a', { href: traceHref(traceId, spanId), class: 'id trace-link', 'data-trace-id': traceId }, text === undefined ? shortId(traceId, 13) : text);
+  }
+  // What a span is to the provenance model, as a sentence about its trace.
+  function entitySentence(traceId, spanId, role, entityId, spanName) {
+    if (!entityId || (role !== 'creation' && role !== 'operation')) return null;
+    return ['During trace ', traceLink(traceId, spanId), ' the pipeline ', role === 'creation' ? 'created' : 'operated on', ' entity ',
+      entityLink(entityId), role === 'operation' && spanName ? ' (' + spanName + ')' : '', '.'];
+  }
+  // A value of a plain-attributes object as text: strings as they are, anything else as JSON.
+  function attrText(v) { return typeof v === 'string' ? v : JSON.stringify(v); }
+  function attrTable(attrs, empty, id) {
+    const keys = Object.keys(attrs || {}).sort();
+    if (!keys.length) return h('p', { class: 'muted', id: id }, empty);
+    return h('table', { class: 'kv', id: id }, h('tbody', null, keys.map((k) => h('tr', null, h('td', null, k), h('td', null, attrText(attrs[k]))))));
+  }
+  // "250ms", "1.5 s", "20us", "3m", "100ns"; a bare number is milliseconds. Null when unreadable.
+  function parseDuration(text) {
+    const m = /^\s*(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s|m|min|h)?\s*$/.exec(text || '');
+    if (!m) return null;
+    const unit = { ns: 1, us: 1e3, 'µs': 1e3, ms: 1e6, s: 1e9, m: 60e9, min: 60e9, h: 3600e9 }[m[2] || 'ms'];
+    return Math.round(Number(m[1]) * unit);
+  }
+  // Without a span store here, the traces live in Tempo: the page says so and links there.
+  function noSpanStore(err, traceId) {
+    const out = [h('p', { class: e404(err) ? 'muted' : 'error-text', id: 'trace-missing' }, err.message)];
+    const href = tempoHref(traceId);
+    if (e404(err) && href) out.push(h('p', null, h('a', { href: href, target: '_blank', rel: 'noopener noreferrer', id: 'trace-in-grafana' }, traceId ? 'Open trace ' + traceId + ' in Grafana' : 'Search traces in Grafana')));
+    return out;
+  }
+  function e404(err) { return err && err.status === 404; }
+
+  async function tracesPage(params) {
+    document.title = 'Traces · Entity Inspector';
+    const instruments = await instrumentsList();
+    const errorsOnly = params.get('status') === 'error';
+    const winSel = h('select', { name: 'window' }, h('option', { value: '' }, 'any time'), Object.keys(WINDOWS).map((w) => h('option', { value: w }, 'last ' + w)));
+    winSel.value = WINDOWS[params.get('window')] ? params.get('window') : '';
+    const form = h('form', { class: 'filters card', method: 'get', action: '/traces', id: 'traces-form' },
+      h('label', null, 'service', h('input', { name: 'service', value: params.get('service') || '', size: 14, id: 'traces-service' })),
+      h('label', null, 'span name', h('input', { name: 'name', value: params.get('name') || '', size: 14, id: 'traces-name' })),
+      h('label', null, 'instrument', instrumentSelect('instrument', instruments, params.get('instrument') || '', true)),
+      h('label', null, 'entity ID', h('input', { name: 'entity_id', value: params.get('entity_id') || '', size: 16, id: 'traces-entity' })),
+      h('label', null, 'window', winSel),
+      h('label', null, 'from (UTC)', h('input', { name: 'from', type: 'datetime-local', value: params.get('from') || '' })),
+      h('label', null, 'to (UTC)', h('input', { name: 'to', type: 'datetime-local', value: params.get('to') || '' })),
+      h('label', null, 'min duration', h('input', { name: 'min_duration', value: params.get('min_duration') || '', size: 8, placeholder: '250ms, 2s', id: 'traces-min-duration' })),
+      h('label', { class: 'check' }, h('input', { type: 'checkbox', name: 'status', value: 'error', id: 'traces-errors', checked: errorsOnly ? 'checked' : null }), 'errors only'),
+      h('button', { type: 'submit', id: 'traces-submit' }, 'Search'));
+    app.appendChild(h('h1', null, 'Traces'));
+    app.appendChild(form);
+    const apiParams = { service: params.get('service'), name: params.get('name'), instrument: params.get('instrument'), entity_id: params.get('entity_id'), status: errorsOnly ? 'error' : null, limit: Math.min(1000, Math.max(1, Number(params.get('limit')) || 50)) };
+    const minText = params.get('min_duration');
+    if (minText) {
+      const min = parseDuration(minText);
+      if (min === null) { app.appendChild(h('p', { class: 'error-text', id: 'traces-bad-duration' }, 'Not a duration: ', minText, ' (try 250ms, 1.5s or 2m).')); return; }
+      apiParams.min_duration_ns = min;
+    }
+    const from = parseLocalTime(params.get('from'));
+    const to = parseLocalTime(params.get('to'));
+    if (from !== null) apiParams.from_ns = from;
+    else if (WINDOWS[params.get('window')]) apiParams.from_ns = Math.floor(nowNs() - WINDOWS[params.get('window')]);
+    if (to !== null) apiParams.to_ns = to;
+    const results = h('section', { id: 'trace-results' });
+    app.appendChild(results);
+    const tbody = h('tbody');
+    const count = h('p', { class: 'muted', id: 'trace-count' });
+    const more = h('button', { class: 'secondary', type: 'button', id: 'traces-more' }, 'Load more');
+    more.hidden = true;
+    let cursor = null, total = 0, tableShown = false;
+    async function load() {
+      more.disabled = true;
+      let page;
+      try { page = await api('/api/v1/traces', Object.assign({}, apiParams, { cursor: cursor }), { exactNs: true }); } catch (e) {
+        append(results, noSpanStore(e, null));
+        more.hidden = true;
+        return;
+      }
+      if (!tableShown) {
+        tableShown = true;
+        append(results, [count, h('table', { class: 'traces', id: 'traces-table' },
+          h('thead', null, h('tr', null, h('th', null, 'root span'), h('th', null, 'service'), h('th', null, 'trace'), h('th', null, 'start'),
+            h('th', { class: 'num' }, 'duration'), h('th', { class: 'num' }, 'spans'), h('th', { class: 'num' }, 'errors'), h('th', null, 'entities'))), tbody), more]);
+      }
+      page.traces.forEach((t) => tbody.appendChild(traceRow(t)));
+      total += page.traces.length;
+      cursor = page.next_cursor;
+      count.textContent = total ? total + (cursor ? '+ traces, newest first' : (total === 1 ? ' trace' : ' traces') + ', newest first') : 'No trace matches.';
+      count.dataset.traces = String(total);
+      more.hidden = !cursor;
+      more.disabled = false;
+    }
+    more.addEventListener('click', () => { load().then(() => { document.body.dataset.ready = 'true'; }); });
+    await load();
+  }
+
+  function traceRow(t) {
+    const ids = t.entity_ids || [];
+    return h('tr', { class: 'trace' + (t.error_count ? ' error' : ''), 'data-trace-id': t.trace_id },
+      h('td', null, h('a', { href: traceHref(t.trace_id), class: 'trace-root' }, t.root_name || '(unnamed)')),
+      h('td', null, t.root_service || '–'),
+      h('td', null, traceLink(t.trace_id)),
+      h('td', null, fmtTime(t.start_ns)),
+      h('td', { class: 'num' }, fmtDur(t.duration_ns)),
+      h('td', { class: 'num' }, String(t.span_count)),
+      h('td', { class: 'num' }, t.error_count ? h('span', { class: 'badge error' }, String(t.error_count)) : '0'),
+      h('td', null, ids.length ? [ids.slice(0, 3).map((id) => h('div', null, entityLink(id, shortId(id, 32)))), ids.length > 3 ? h('div', { class: 'muted' }, '+' + (ids.length - 3) + ' more') : null] : h('span', { class: 'muted' }, 'none')));
+  }
+
+  // The waterfall: spans as rows in depth-first order (children by start, as the API sends
+  // them), each indented under its parent with a bar on one time axis. Offsets are exact
+  // (`nsSince` on the digits); only the rows in view exist in the DOM, so a trace of 10 000
+  // spans scrolls as lightly as one of ten.
+  const WF_ROW = 24;
+  const WF_OVERSCAN = 12;
+
+  async function tracePage(traceId, params) {
+    document.title = 'Trace ' + shortId(traceId, 13) + ' · Entity Inspector';
+    app.appendChild(h('h1', null, 'Trace ', h('span', { class: 'id', id: 'trace-id' }, traceId)));
+    let data;
+    try { data = await api('/api/v1/trace/' + encodeURIComponent(traceId), null, { exactNs: true }); } catch (e) {
+      append(app, noSpanStore(e, traceId));
+      return;
+    }
+    const spans = data.spans || [];
+    const byId = new Map();
+    for (const sp of spans) byId.set(sp.span_id, { span: sp, children: [], parent: null, depth: 0 });
+    const roots = [];
+    for (const node of byId.values()) {
+      const p = node.span.parent_span_id ? byId.get(node.span.parent_span_id) : null;
+      if (p && p !== node) { node.parent = p; p.children.push(node); } else roots.push(node);
+    }
+    const t0 = spans.length ? earliest(spans.map((sp) => sp.start_ns)) : '0';
+    for (const node of byId.values()) {
+      node.start = nsSince(node.span.start_ns, t0);
+      node.dur = Math.max(0, Number(node.span.duration_ns));
+      node.error = node.span.status && node.span.status.code === 'error';
+    }
+    const total = Math.max(0, ...[...byId.values()].map((n) => n.start + n.dur));
+    const errors = [...byId.values()].filter((n) => n.error).length;
+    const services = new Set(spans.map((sp) => sp.service_name).filter(Boolean));
+    // Depths without recursion: a chain of 10 000 spans must not overflow the stack.
+    const stack = roots.slice();
+    while (stack.length) { const n = stack.pop(); for (const c of n.children) { c.depth = n.depth + 1; stack.push(c); } }
+
+    const entities = data.entities || [];
+    app.appendChild(h('p', { class: 'muted', id: 'trace-summary', 'data-spans': spans.length, 'data-errors': errors },
+      spans.length + ' span' + (spans.length === 1 ? '' : 's') + ' from ' + services.size + ' service' + (services.size === 1 ? '' : 's') +
+      ', ' + errors + ' with errors · started ' + fmtTime(t0) + ' · lasted ' + fmtDur(total) +
+      (data.partial ? ' · only the first ' + spans.length + ' spans (by start time) are shown' : '')));
+    if (entities.length) {
+      app.appendChild(h('p', { id: 'trace-entities' }, 'During this trace the pipeline worked on ' + entities.length + ' entit' + (entities.length === 1 ? 'y' : 'ies') + ': ',
+        entities.slice(0, 12).map((id, i) => [i ? ', ' : '', entityLink(id, shortId(id, 40))]), entities.length > 12 ? ' and ' + (entities.length - 12) + ' more' : ''));
+    }
+    if (!spans.length) { app.appendChild(h('p', { class: 'muted' }, 'This trace has no spans.')); return; }
+
+    const collapsed = new Set();
+    let rows = [];
+    let selected = null;
+    function flatten() {
+      rows = [];
+      const todo = roots.slice().reverse();
+      while (todo.length) {
+        const n = todo.pop();
+        rows.push(n);
+        if (!collapsed.has(n)) for (let i = n.children.length - 1; i >= 0; i--) todo.push(n.children[i]);
+      }
+    }
+    const pct = (offset) => (total > 0 ? (offset / total) * 100 : 0);
+
+    const tools = h('div', { class: 'graph-tools' });
+    const collapseAll = h('button', { type: 'button', class: 'secondary', id: 'collapse-all' }, 'collapse all');
+    const expandAll = h('button', { type: 'button', class: 'secondary', id: 'expand-all' }, 'expand all');
+    const shown = h('span', { class: 'muted', id: 'rows-shown' });
+    append(tools, [collapseAll, expandAll, shown]);
+    const axis = h('div', { class: 'wf-axis' }, h('div', { class: 'wf-label' }, 'span · service · process'),
+      h('div', { class: 'wf-track' }, [0, 0.25, 0.5, 0.75, 1].map((f) => {
+        const tick = h('span', { class: 'wf-tick' + (f === 1 ? ' end' : '') }, f ? '+' + fmtDur(f * total) : (total ? '0' : 'all in one instant'));
+        tick.style.left = f * 100 + '%';
+        return tick;
+      })));
+    const spacer = h('div', { class: 'wf-spacer' });
+    const scroller = h('div', { id: 'waterfall', class: 'wf-scroll', tabindex: 0 }, spacer);
+    const detail = h('aside', { class: 'card wf-detail', id: 'span-detail' }, h('p', { class: 'muted' }, 'Click a span to see its attributes, events, links and resource.'));
+    app.appendChild(tools);
+    app.appendChild(h('div', { class: 'wf-layout' }, h('section', { class: 'card wf-main' }, axis, scroller), detail));
+    app.appendChild(h('p', { class: 'legend' }, 'Rows are spans, indented under their parent; ▾/▸ collapses or expands a subtree. Red bars and ✖ mark error status, purple ticks are span events, ◆ marks a span that created or operated on an entity. Arrow keys move the selection.'));
+
+    function rowEl(n, index) {
+      const sp = n.span;
+      const indent = Math.min(n.depth, 40) * 14;
+      const toggle = n.children.length
+        ? h('button', { type: 'button', class: 'wf-toggle', title: (collapsed.has(n) ? 'expand ' : 'collapse ') + n.children.length + ' child span' + (n.children.length === 1 ? '' : 's') }, collapsed.has(n) ? '▸' : '▾')
+        : h('span', { class: 'wf-toggle none' });
+      if (n.children.length) toggle.addEventListener('click', (ev) => { ev.stopPropagation(); if (collapsed.has(n)) collapsed.delete(n); else collapsed.add(n); refresh(); });
+      const label = h('div', { class: 'wf-label' }, toggle,
+        n.error ? h('span', { class: 'wf-err' }, '✖ ') : null,
+        sp.entity_id && sp.role !== 'span' ? h('span', { class: 'wf-entity', title: sp.role + ' of ' + sp.entity_id }, '◆ ') : null,
+        h('span', { class: 'wf-name' }, sp.name),
+        h('span', { class: 'wf-svc' }, ' ' + [sp.service_name, sp.process_name].filter(Boolean).join(' · ')),
+        collapsed.has(n) ? h('span', { class: 'wf-hidden' }, ' +' + n.children.length) : null);
+      label.firstChild.style.marginLeft = indent + 'px';
+      const bar = h('div', { class: 'wf-bar' });
+      bar.style.left = pct(n.start) + '%';
+      bar.style.width = pct(n.dur) + '%';
+      const endPct = pct(n.start + n.dur);
+      const dur = h('span', { class: 'wf-dur' }, fmtDur(n.dur));
+      // After the bar when there is room, else before it, else inside its end.
+      if (endPct <= 80) dur.style.left = endPct + '%';
+      else if (pct(n.start) >= 12) dur.style.right = (100 - pct(n.start)) + '%';
+      else { dur.classList.add('inside'); dur.style.right = (100 - endPct) + '%'; }
+      const track = h('div', { class: 'wf-track' }, bar, dur);
+      for (const ev of sp.events || []) {
+        const mark = h('span', { class: 'wf-event' + (ev.name === ERROR_EVENT ? ' error' : ''), title: ev.name + ' · +' + fmtDur(nsSince(ev.timestamp_ns, sp.start_ns)) });
+        mark.style.left = pct(nsSince(ev.timestamp_ns, t0)) + '%';
+        track.appendChild(mark);
+      }
+      const row = h('div', { class: 'wf-row' + (n.error ? ' error' : '') + (n === selected ? ' selected' : ''), 'data-span-id': sp.span_id, 'data-parent-span-id': n.parent ? n.parent.span.span_id : '', 'data-depth': n.depth, 'data-index': index,
+        title: sp.name + ' · ' + fmtDur(n.dur) + ' · starts at +' + fmtDur(n.start) + (sp.status && sp.status.message ? ' · ' + sp.status.message : '') }, label, track);
+      row.style.top = index * WF_ROW + 'px';
+      row.addEventListener('click', () => select(n, false));
+      return row;
+    }
+
+    let frame = 0;
+    function paint() {
+      frame = 0;
+      const first = Math.max(0, Math.floor(scroller.scrollTop / WF_ROW) - WF_OVERSCAN);
+      const last = Math.min(rows.length, Math.ceil((scroller.scrollTop + scroller.clientHeight) / WF_ROW) + WF_OVERSCAN);
+      clear(spacer);
+      for (let i = first; i < last; i++) spacer.appendChild(rowEl(rows[i], i));
+      scroller.dataset.first = String(first);
+      scroller.dataset.last = String(last);
+    }
+    function refresh() {
+      flatten();
+      spacer.style.height = rows.length * WF_ROW + 'px';
+      scroller.dataset.rows = String(rows.length);
+      shown.textContent = rows.length === spans.length ? rows.length + ' rows' : rows.length + ' of ' + spans.length + ' rows shown';
+      paint();
+    }
+    scroller.addEventListener('scroll', () => { if (!frame) frame = requestAnimationFrame(paint); });
+    collapseAll.addEventListener('click', () => { for (const n of byId.values()) if (n.children.length && n.parent) collapsed.add(n); refresh(); });
+    expandAll.addEventListener('click', () => { collapsed.clear(); refresh(); });
+    scroller.addEventListener('keydown', (ev) => {
+      if (ev.key !== 'ArrowDown' && ev.key !== 'ArrowUp') return;
+      ev.preventDefault();
+      const at = selected ? rows.indexOf(selected) : -1;
+      const next = rows[Math.max(0, Math.min(rows.length - 1, at + (ev.key === 'ArrowDown' ? 1 : -1)))];
+      if (next) select(next, true);
+    });
+
+    // Selecting opens the span's details; `reveal` expands its ancestors and scrolls it into view.
+    function select(n, reveal) {
+      selected = n;
+      if (reveal) {
+        for (let p = n.parent; p; p = p.parent) collapsed.delete(p);
+        flatten();
+        const at = rows.indexOf(n);
+        const top = at * WF_ROW;
+        if (top < scroller.scrollTop || top + WF_ROW > scroller.scrollTop + scroller.clientHeight) scroller.scrollTop = Math.max(0, top - scroller.clientHeight / 3);
+      }
+      refresh();
+      showDetail(n);
+      history.replaceState(null, '', traceHref(traceId, n.span.span_id));
+    }
+
+    function showDetail(n) {
+      const sp = n.span;
+      clear(detail);
+      detail.dataset.spanId = sp.span_id;
+      const dl = h('dl', { class: 'identity', id: 'span-identity' });
+      const row = (k, v) => append(dl, [h('dt', null, k), h('dd', null, v)]);
+      row('span', h('span', { class: 'id' }, sp.span_id));
+      row('parent', n.parent ? h('a', { href: traceHref(traceId, n.parent.span.span_id), class: 'id span-jump', 'data-span-id': n.parent.span.span_id }, n.parent.span.name) : sp.parent_span_id ? h('span', { class: 'id' }, sp.parent_span_id + ' (not in this trace)') : 'none (root)');
+      row('children', String(n.children.length));
+      row('service', sp.service_name || '–');
+      row('process', sp.process_name || '–');
+      row('instrument', sp.instrument_id ? h('a', { href: '/instrument/' + encodeURIComponent(sp.instrument_id) }, sp.instrument_id) : '–');
+      row('kind', sp.kind || '–');
+      row('status', [statusBadge(n.error ? 'error' : (sp.status && sp.status.code) || 'unset'), sp.status && sp.status.message ? ' ' + sp.status.message : '']);
+      row('start', fmtTime(sp.start_ns) + ' (+' + fmtDur(n.start) + ')');
+      row('duration', fmtDur(n.dur));
+      row('role', sp.role || 'span');
+      const sentence = entitySentence(traceId, sp.span_id, sp.role, sp.entity_id, sp.name);
+      append(detail, [
+        h('h2', { class: 'wf-detail-name', id: 'span-name' }, sp.name),
+        sentence ? h('p', { id: 'span-entity', class: 'entity-sentence' }, sentence) : null,
+        dl,
+        h('h3', null, 'Attributes'), attrTable(sp.attributes, 'No attributes.', 'span-attributes'),
+        h('h3', null, 'Events'), spanEvents(sp),
+        h('h3', null, 'Links'), spanLinks(sp),
+        h('h3', null, 'Resource'), attrTable(sp.resource, 'No resource attributes.', 'span-resource'),
+      ]);
+      for (const a of detail.querySelectorAll('a.span-jump')) {
+        a.addEventListener('click', (ev) => {
+          const target = byId.get(a.dataset.spanId);
+          if (!target) return;
+          ev.preventDefault();
+          select(target, true);
+        });
+      }
+    }
+
+    function spanEvents(sp) {
+      const events = sp.events || [];
+      if (!events.length) return h('p', { class: 'muted', id: 'span-events' }, 'No events.');
+      return h('table', { class: 'events-table', id: 'span-events' },
+        h('thead', null, h('tr', null, h('th', null, 'at'), h('th', null, 'event'), h('th', null, 'attributes'))),
+        h('tbody', null, events.map((ev) => h('tr', { class: 'span-event' + (ev.name === ERROR_EVENT ? ' error' : '') },
+          h('td', null, '+' + fmtDur(nsSince(ev.timestamp_ns, sp.start_ns))),
+          h('td', null, h('span', { class: 'badge' + (ev.name === ERROR_EVENT ? ' error' : '') }, ev.name)),
+          h('td', null, Object.keys(ev.attributes || {}).sort().map((k) => h('div', null, h('span', { class: 'muted' }, k + ': '), attrText(ev.attributes[k]))))))));
+    }
+
+    function spanLinks(sp) {
+      const links = sp.links || [];
+      if (!links.length) return h('p', { class: 'muted', id: 'span-links' }, 'No links.');
+      return h('ul', { class: 'span-links', id: 'span-links' }, links.map((l) => {
+        const here = l.trace_id === traceId;
+        const a = h('a', { href: traceHref(l.trace_id, l.span_id), class: 'id ' + (here ? 'span-jump' : 'trace-link'), 'data-trace-id': l.trace_id, 'data-span-id': l.span_id },
+          (here ? 'this trace' : 'trace ' + shortId(l.trace_id, 13)) + ' · span ' + l.span_id);
+        const attrs = Object.keys(l.attributes || {}).sort();
+        return h('li', null, a, attrs.length ? h('div', { class: 'muted' }, attrs.map((k) => k + '=' + attrText(l.attributes[k])).join(', ')) : null);
+      }));
+    }
+
+    refresh();
+    const focus = params.get('span');
+    const target = focus && byId.get(focus);
+    if (target) select(target, true);
+    else if (focus) app.insertBefore(h('p', { class: 'muted', id: 'span-missing' }, 'Span ', h('span', { class: 'id' }, focus), ' is not in this trace.'), tools);
+    else select(roots[0], false);
   }
 
   route();
