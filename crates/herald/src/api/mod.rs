@@ -12,6 +12,7 @@ pub mod instruments;
 pub mod lineage;
 pub mod monitor;
 pub mod openapi;
+pub mod otlp_json;
 pub mod params;
 pub mod search;
 pub mod stages;
