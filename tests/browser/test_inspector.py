@@ -507,14 +507,20 @@ def test_span_details_panel(s: Session, seeded: trace_seed.Seeded) -> None:
     expect("helix.event.classified" in events and "+850.0 ms" in events and "frb" in events, f"events: {events}")
     resource = page.locator("#span-resource").text_content() or ""
     expect("service.name" in resource and trace_seed.SEARCH_SVC in resource and "browser-test" in resource, f"resource: {resource}")
-    expect("No links." in (page.locator("#span-links").text_content() or ""), "no links said so")
+    # The herald links a creation to its parents' creation spans: here ingest, in this trace.
+    jump = page.locator("#span-links a.span-jump")
+    expect(jump.count() == 1 and jump.get_attribute("data-span-id") == seeded.spans["ingest"], "link to the parent's creation")
+    expect("this trace" in (jump.text_content() or ""), "a link within the trace says so")
     sentence = page.locator("#span-entity").text_content() or ""
     expect(sentence.startswith("During trace ") and "created entity " + trace_seed.CAND in sentence, sentence)
     expect("span=" + seeded.spans["search"] in page.url, f"the URL names the span: {page.url}")
     expect_whole(s, "#span-detail")
     s.shot("trace-span-detail")
+    jump.click()
+    expect(page.locator("#span-name").text_content() == "ingest", "following it selects the linked span in place")
     # The error span: status and its error event.
     row(s, "dedisperse").click()
+    expect("No links." in (page.locator("#span-links").text_content() or ""), "no links said so")
     expect("GPU out of memory" in (page.locator("#span-identity").text_content() or ""), "status message")
     expect(page.locator("#span-events tr.span-event.error").count() == 1, "error event marked")
     expect(page.locator("#span-entity").count() == 0, "a plain span names no entity")

@@ -1099,8 +1099,9 @@
       if (next) select(next, true);
     });
 
-    // Selecting opens the span's details; `reveal` expands its ancestors and scrolls it into view.
-    function select(n, reveal) {
+    // Selecting opens the span's details; `reveal` expands its ancestors and scrolls it into
+    // view; the URL names the span unless `quiet` (the root shown by default is not a choice).
+    function select(n, reveal, quiet) {
       selected = n;
       if (reveal) {
         for (let p = n.parent; p; p = p.parent) collapsed.delete(p);
@@ -1111,7 +1112,7 @@
       }
       refresh();
       showDetail(n);
-      history.replaceState(null, '', traceHref(traceId, n.span.span_id));
+      if (!quiet) history.replaceState(null, '', traceHref(traceId, n.span.span_id));
     }
 
     function showDetail(n) {
@@ -1179,7 +1180,7 @@
     const target = focus && byId.get(focus);
     if (target) select(target, true);
     else if (focus) app.insertBefore(h('p', { class: 'muted', id: 'span-missing' }, 'Span ', h('span', { class: 'id' }, focus), ' is not in this trace.'), tools);
-    else select(roots[0], false);
+    else select(roots[0], false, true);
   }
 
   route();
