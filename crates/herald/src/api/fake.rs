@@ -119,6 +119,16 @@ impl Store for FakeStore {
     async fn monitor_points(&self, _query: &helix_store::MonitorQuery) -> StoreResult<helix_store::MonitorPoints> {
         self.answer(helix_store::MonitorPoints::default())
     }
+    async fn trace(&self, _trace_id: &str, _max_spans: usize) -> StoreResult<Option<helix_store::StoredTrace>> {
+        self.answer(None)
+    }
+    async fn traces(
+        &self,
+        _filter: &helix_store::TraceFilter,
+        _page: &PageRequest,
+    ) -> StoreResult<Page<helix_store::TraceSummary>> {
+        self.answer(empty_page())
+    }
     async fn stage_histogram(
         &self,
         _query: &helix_store::StageHistogramQuery,

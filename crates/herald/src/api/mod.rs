@@ -16,6 +16,8 @@ pub mod otlp_json;
 pub mod params;
 pub mod search;
 pub mod stages;
+pub mod tempo;
+pub mod traces;
 pub mod window;
 
 use std::sync::Arc;
@@ -64,6 +66,8 @@ pub const RESOURCES: &[Resource] = &[
     Resource { name: "stages", routes: stages::routes },
     Resource { name: "events", routes: events::routes },
     Resource { name: "monitor", routes: monitor::routes },
+    Resource { name: "traces", routes: traces::routes },
+    Resource { name: "tempo", routes: tempo::routes },
     Resource { name: "health", routes: health::routes },
     Resource { name: "openapi", routes: openapi::routes },
 ];

@@ -253,7 +253,10 @@ mod tests {
 
     /// Fills a path template with a hostile but valid ID and the required query parameters.
     fn concrete_uri(doc: &Value, path: &str, method: &str) -> String {
-        let mut uri = path.replace("{id}", "a%2Fb%20%3Cscript%3E");
+        let mut uri = path
+            .replace("{id}", "a%2Fb%20%3Cscript%3E")
+            .replace("{trace_id}", "4bf92f3577b34da6a3ce929d0e0e4736")
+            .replace("{traceID}", "4bf92f3577b34da6a3ce929d0e0e4736");
         let operation = &doc["paths"][path][method];
         let required: Vec<String> = operation["parameters"]
             .as_array()
