@@ -48,7 +48,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 /// Serve and feed the simulated telescope over loopback: on the store `--db-url` / `DB_URL`
 /// names (the data stays there), else on a temporary one deleted on exit.
-async fn demo(mut args: ServeArgs, rate: u32, duration: Option<std::time::Duration>) -> anyhow::Result<()> {
+async fn demo(mut args: ServeArgs, rate: u32, duration: Option<Duration>) -> anyhow::Result<()> {
     install_tracing(&args.log_format);
     // Held until the end of the demo: dropping it deletes the temporary store.
     let mut temporary = None;

@@ -172,10 +172,11 @@ pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationTo
     ];
     if let Some(l) = listeners.metrics {
         let only_metrics =
-            axum::Router::new().route("/metrics", axum::routing::get(crate::api::health::metrics)).with_state(state);
+            axum::Router::new().route("/metrics", axum::routing::get(api::health::metrics)).with_state(state.clone());
         receivers.push(receiver("metrics", &stop, serve_http(l, only_metrics, stop.clone())));
     }
-    drop(ingest);
+    // From here only the tasks and `store` (released last) hold store handles.
+    drop((ingest, state));
 
     stop.cancelled().await;
     let mut reports = Vec::new();
