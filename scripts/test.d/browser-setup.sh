@@ -15,8 +15,12 @@ fi
 if [ ! -x "$browser_root/.venv/bin/python" ]; then
     python3 -m venv "$browser_root/.venv"
 fi
-"$browser_root/.venv/bin/python" -c 'import playwright' 2>/dev/null \
-    || "$browser_root/.venv/bin/python" -m pip install --quiet -r "$browser_root/requirements.txt"
+# Reinstall when requirements.txt changed since the last install (a stamp in the venv), so an
+# existing venv picks up packages added later.
+if ! cmp -s "$browser_root/requirements.txt" "$browser_root/.venv/requirements.installed"; then
+    "$browser_root/.venv/bin/python" -m pip install --quiet -r "$browser_root/requirements.txt"
+    cp "$browser_root/requirements.txt" "$browser_root/.venv/requirements.installed"
+fi
 export BROWSER_PYTHON="$browser_root/.venv/bin/python"
 CHROMIUM_BIN="$(command -v chromium)"
 export CHROMIUM_BIN
