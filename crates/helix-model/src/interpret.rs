@@ -67,14 +67,14 @@ impl Interpretation {
 
 /// Resource-level fallbacks shared by every span (or log record) under one resource.
 #[derive(Debug, Clone, Default, PartialEq)]
-struct ResourceContext {
-    service_name: Option<String>,
-    instrument_id: Option<String>,
-    process_name: Option<String>,
+pub(crate) struct ResourceContext {
+    pub(crate) service_name: Option<String>,
+    pub(crate) instrument_id: Option<String>,
+    pub(crate) process_name: Option<String>,
 }
 
 impl ResourceContext {
-    fn of(resource: Option<&Resource>) -> Self {
+    pub(crate) fn of(resource: Option<&Resource>) -> Self {
         let attrs = resource.map(|r| r.attributes.as_slice()).unwrap_or_default();
         ResourceContext {
             service_name: string_attr(attrs, SERVICE_NAME).map(str::to_owned),
@@ -255,7 +255,7 @@ fn find_attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
     attrs.iter().rev().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref())
 }
 
-fn string_attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
+pub(crate) fn string_attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
     match find_attr(attrs, key).and_then(|v| v.value.as_ref()) {
         Some(Value::StringValue(s)) => Some(s.as_str()),
         _ => None,
@@ -263,7 +263,7 @@ fn string_attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
 }
 
 /// OTLP times are u64 ns; the tables hold i64 (valid until 2262).
-fn clamp_ns(ns: u64) -> i64 {
+pub(crate) fn clamp_ns(ns: u64) -> i64 {
     i64::try_from(ns).unwrap_or(i64::MAX)
 }
 

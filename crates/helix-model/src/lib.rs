@@ -14,4 +14,4 @@ pub use interpret::{
     MAX_ENTITY_ID_BYTES,
 };
 pub use records::*;
-pub use span::{SpanRecorded, SpanRole};
+pub use span::{span_records, SpanRecorded, SpanRole};

@@ -14,11 +14,14 @@ use std::any::Any;
 use std::collections::HashSet;
 use std::ops::Deref;
 
-use helix_model::{EntityCreated, ERROR_EVENT, EntityEvent, LogRecorded, Metadata, OperationRecorded, Status};
+use helix_model::{
+    EntityCreated, EntityEvent, LogRecorded, Metadata, OperationRecorded, SpanRecorded, SpanRole, Status, ERROR_EVENT,
+};
 
 use crate::{
     Direction, Edge, Entity, EntityFilter, EventQuery, GraphQuery, Lineage, LineageQuery, MonitorQuery, PageRequest,
-    StageBucket, StageHistogramQuery, Store, StoreError, WriteBatch, WriteOutcome, WriteRecord,
+    StageBucket, StageHistogramQuery, Store, StoreError, TraceFilter, TraceSummary, WriteBatch, WriteOutcome,
+    WriteRecord,
 };
 
 /// A fresh store plus whatever must live as long as it (a temporary directory, a schema).
@@ -85,6 +88,10 @@ macro_rules! conformance_tests {
             numeric_fields_lists_keys_with_numeric_values,
             monitor_points_numeric_only_newest_first,
             stage_histogram_counts_per_stage_and_bucket,
+            spans_round_trip_byte_exact_in_order,
+            spans_rewritten_add_nothing,
+            traces_search_by_each_filter,
+            traces_paging_walks_all,
         );
     };
 }
@@ -201,6 +208,36 @@ pub fn log(offset_ns: i64, body: &str, trace_id: Option<&str>, entity_id: Option
         source: Some("python".to_owned()),
         attributes: md(&[("logger", "x")]),
     }
+}
+
+/// A plain span `name` of the trace `trace_seed` at `T0 + offset_ns`, lasting 1 µs, under
+/// `parent` (a span seed); its span and resource bytes are made up and must come back as is.
+pub fn span(trace_seed: &str, span_seed: &str, parent: Option<&str>, name: &str, offset_ns: i64) -> SpanRecorded {
+    SpanRecorded {
+        trace_id: trace_of(trace_seed),
+        span_id: span_of(span_seed),
+        parent_span_id: parent.map(span_of),
+        name: name.to_owned(),
+        kind: 1,
+        start_ns: T0 + offset_ns,
+        end_ns: T0 + offset_ns + 1_000,
+        status_code: 0,
+        status_message: String::new(),
+        service_name: Some("svc".to_owned()),
+        process_name: Some("CHIME/pipe".to_owned()),
+        instrument_id: Some(INST.to_owned()),
+        entity_id: None,
+        role: SpanRole::Span,
+        // Zero bytes and every byte value: the store must not treat these as text.
+        span_proto: [span_seed.as_bytes(), &[0, 255, 10, 0], name.as_bytes()].concat(),
+        resource_proto: vec![0x0a, 0, 0xff, b'r'],
+        scope_name: "helix".to_owned(),
+        scope_version: "0.1".to_owned(),
+    }
+}
+
+fn span_rec(s: SpanRecorded) -> WriteRecord {
+    WriteRecord::Span(s)
 }
 
 pub fn batch(records: Vec<WriteRecord>) -> WriteBatch {
@@ -357,6 +394,7 @@ pub async fn concurrent_duplicate_batches_write_once(store: &dyn Store) {
         records.push(created(c));
         records.push(op(operation(&id, "check", &format!("op-{i}"), i + 1)));
         records.push(WriteRecord::Log(log(i, &format!("log {i}"), None, Some(&id))));
+        records.push(span_rec(span("cc-trace", &format!("cc-{i}"), None, "step", i)));
     }
     let b = batch(records);
     let (a, b2) = tokio::join!(store.write(&b), store.write(&b));
@@ -366,6 +404,12 @@ pub async fn concurrent_duplicate_batches_write_once(store: &dyn Store) {
     assert_eq!(a.events_inserted.len() + b2.events_inserted.len(), 50);
     assert_eq!(a.logs_inserted + b2.logs_inserted, 50);
     assert_eq!(a.recreations + b2.recreations, 0);
+    assert_eq!(a.spans_inserted + b2.spans_inserted, 50);
+    let trace = store.trace(&trace_of("cc-trace"), 1_000).await.unwrap().expect("stored trace");
+    assert_eq!(trace.spans.len(), 50);
+    let listed = store.traces(&TraceFilter::default(), &PageRequest::first(10)).await.unwrap().items;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].span_count, 50, "the summary counts each span once");
 
     let all = store.search(&EntityFilter::default(), &PageRequest::first(1000)).await.unwrap();
     assert_eq!(all.items.len(), 50);
@@ -1271,7 +1315,8 @@ pub async fn instrument_events_newest_first_filtered_and_paged(store: &dyn Store
     for i in 0..5i64 {
         let mut c = creation(&format!("ie-{i}"), &[], i * 1_000);
         let name = if i % 2 == 0 { ERROR_EVENT } else { "helix.event.classified" };
-        c.events.push(event_on_creation(&c, name, 0, i * 1_000 + 10));
+        let e = event_on_creation(&c, name, 0, i * 1_000 + 10);
+        c.events.push(e);
         records.push(created(c));
     }
     let mut foreign = creation("ie-x", &[], 500);
@@ -1429,6 +1474,7 @@ pub async fn failed_batch_leaves_no_partial_rows(store: &dyn Store) {
         records: vec![
             WriteRecord::Created(failing),
             WriteRecord::Created(creation("a2", &["a1"], 1)),
+            span_rec(span("a-trace", "a-span", None, "root", 0)),
             WriteRecord::Operation(operation("a2", "boom", "boom-op", 2)),
         ],
     };
@@ -1438,7 +1484,210 @@ pub async fn failed_batch_leaves_no_partial_rows(store: &dyn Store) {
     assert!(store.entity("a2").await.unwrap().is_none());
     assert_eq!(store.children_count("a1").await.unwrap(), 0);
     assert!(store.instruments().await.unwrap().is_empty());
+    assert_eq!(store.trace(&trace_of("a-trace"), 10).await.unwrap(), None, "no span of a failed batch");
+    assert!(store.traces(&TraceFilter::default(), &PageRequest::first(10)).await.unwrap().items.is_empty());
     // The writer is still usable, and the same records without the rejected one go in.
-    let ok = WriteBatch { records: batch.records[..2].to_vec() };
-    assert_eq!(store.write(&ok).await.unwrap().entities_created.len(), 2);
+    let ok = WriteBatch { records: batch.records[..3].to_vec() };
+    let out = store.write(&ok).await.unwrap();
+    assert_eq!((out.entities_created.len(), out.spans_inserted), (2, 1));
+    assert_eq!(store.trace(&trace_of("a-trace"), 10).await.unwrap().expect("stored").spans.len(), 1);
+}
+
+// ---- the span store ---------------------------------------------------------------------------
+
+pub async fn spans_round_trip_byte_exact_in_order(store: &dyn Store) {
+    let root = span("rt", "rt-root", None, "process", 0);
+    let mut child_b = span("rt", "rt-b", Some("rt-root"), "filter", 100);
+    child_b.status_code = 2;
+    child_b.status_message = "bad 'input' \"ü\" %_".into();
+    child_b.kind = 3;
+    let child_a = SpanRecorded { span_id: span_of("rt-a"), name: "write".into(), ..child_b.clone() };
+    let mut creation_span = span("rt", "rt-c", Some("rt-root"), "detect", 50);
+    creation_span.role = SpanRole::Creation;
+    creation_span.entity_id = Some("cand-rt".into());
+    creation_span.service_name = None;
+    creation_span.process_name = None;
+    creation_span.instrument_id = None;
+    creation_span.resource_proto = Vec::new();
+    let mut op_span = span("rt", "rt-o", None, "archive", 200);
+    op_span.role = SpanRole::Operation;
+    op_span.entity_id = Some("cand-rt".into());
+    op_span.scope_name = String::new();
+    op_span.scope_version = String::new();
+    let other = span("rt-other", "rt-x", None, "elsewhere", 10);
+    // Out of order and over two batches; child_a and child_b start at the same time.
+    let first = write(store, vec![span_rec(op_span.clone()), span_rec(child_b.clone()), span_rec(other.clone())]).await;
+    assert_eq!(first.spans_inserted, 3);
+    let second =
+        write(store, vec![span_rec(child_a.clone()), span_rec(root.clone()), span_rec(creation_span.clone())]).await;
+    assert_eq!(second.spans_inserted, 3);
+    assert_eq!(second, WriteOutcome { spans_inserted: 3, ..Default::default() }, "spans alone make no entity rows");
+
+    let mut want = vec![root, creation_span, child_a, child_b, op_span];
+    // Same start: by span ID.
+    if want[2].span_id > want[3].span_id {
+        want.swap(2, 3);
+    }
+    let got = store.trace(&trace_of("rt"), 100).await.unwrap().expect("stored trace");
+    assert!(!got.partial);
+    assert_eq!(got.spans, want, "byte-exact, ordered by start then span ID");
+    let cut = store.trace(&trace_of("rt"), 2).await.unwrap().expect("stored trace");
+    assert!(cut.partial);
+    assert_eq!(cut.spans, want[..2].to_vec());
+    assert_eq!(store.trace(&trace_of("rt-other"), 10).await.unwrap().expect("other").spans, vec![other]);
+    assert_eq!(store.trace(&trace_of("never"), 10).await.unwrap(), None);
+    assert_eq!(store.trace("not-hex", 10).await.unwrap(), None);
+}
+
+pub async fn spans_rewritten_add_nothing(store: &dyn Store) {
+    let spans: Vec<WriteRecord> =
+        (0..4).map(|i| span_rec(span("rw", &format!("rw-{i}"), None, "step", i * 10))).collect();
+    let mut records = spans.clone();
+    // The same span twice in one batch counts once.
+    records.push(spans[0].clone());
+    assert_eq!(write(store, records).await.spans_inserted, 4);
+    assert_eq!(write(store, spans.clone()).await, WriteOutcome::default(), "a re-sent export adds nothing");
+    // A retry together with one new span adds that span only.
+    let mut retry = spans;
+    retry.push(span_rec(span("rw", "rw-new", None, "late", 500)));
+    assert_eq!(write(store, retry).await.spans_inserted, 1);
+    assert_eq!(store.trace(&trace_of("rw"), 100).await.unwrap().expect("trace").spans.len(), 5);
+    let summary = &store.traces(&TraceFilter::default(), &PageRequest::first(10)).await.unwrap().items;
+    assert_eq!(summary.len(), 1);
+    assert_eq!((summary[0].span_count, summary[0].duration_ns), (5, 1_500));
+}
+
+async fn trace_ids(store: &dyn Store, filter: TraceFilter) -> Vec<String> {
+    let page = store.traces(&filter, &PageRequest::first(100)).await.expect("traces");
+    assert!(page.next_cursor.is_none());
+    page.items.into_iter().map(|t| t.trace_id).collect()
+}
+
+pub async fn traces_search_by_each_filter(store: &dyn Store) {
+    // t1: a creation trace at 0 with a failing child, 3 µs long.
+    let mut c1 = span("t1", "t1-c", None, "detect", 0);
+    c1.role = SpanRole::Creation;
+    c1.entity_id = Some("cand-1".into());
+    let mut f1 = span("t1", "t1-f", Some("t1-c"), "filter", 2_000);
+    f1.status_code = 2;
+    // t2: a plain trace at 10 µs from another service and instrument.
+    let mut p2 = span("t2", "t2-p", None, "process-request", 10_000);
+    p2.service_name = Some("web".into());
+    p2.instrument_id = Some("OTHER".into());
+    // t3: an operation on cand-1 at 20 µs whose earliest span has a parent outside the export.
+    let mut early = span("t3", "t3-e", Some("t3-remote"), "upload", 20_000);
+    early.service_name = Some("web".into());
+    let mut o3 = span("t3", "t3-o", None, "archive", 20_500);
+    o3.role = SpanRole::Operation;
+    o3.entity_id = Some("cand-1".into());
+    let mut c3 = span("t3", "t3-c", Some("t3-o"), "checksum", 21_000);
+    c3.role = SpanRole::Creation;
+    c3.entity_id = Some("cand-0".into());
+    write(store, vec![span_rec(f1), span_rec(p2), span_rec(early), span_rec(c3)]).await;
+    write(store, vec![span_rec(c1), span_rec(o3)]).await;
+    let (t1, t2, t3) = (trace_of("t1"), trace_of("t2"), trace_of("t3"));
+
+    let all = store.traces(&TraceFilter::default(), &PageRequest::first(100)).await.unwrap().items;
+    let want = |trace_id: &str,
+                root: &str,
+                service: &str,
+                start: i64,
+                duration: i64,
+                spans: u64,
+                errors: u64,
+                entities: &[&str]| TraceSummary {
+        trace_id: trace_id.to_owned(),
+        root_name: root.to_owned(),
+        root_service: Some(service.to_owned()),
+        start_ns: T0 + start,
+        duration_ns: duration,
+        span_count: spans,
+        error_count: errors,
+        entity_ids: strings(entities),
+    };
+    assert_eq!(
+        all,
+        [
+            want(&t3, "archive", "svc", 20_000, 2_000, 3, 0, &["cand-0", "cand-1"]),
+            want(&t2, "process-request", "web", 10_000, 1_000, 1, 0, &[]),
+            want(&t1, "detect", "svc", 0, 3_000, 2, 1, &["cand-1"]),
+        ],
+        "newest first; the root is the earliest parentless span"
+    );
+
+    let f = TraceFilter::default;
+    assert_eq!(
+        trace_ids(store, TraceFilter { service_name: Some("web".into()), ..f() }).await,
+        [t3.clone(), t2.clone()]
+    );
+    assert_eq!(trace_ids(store, TraceFilter { span_name: Some("filter".into()), ..f() }).await, [t1.clone()]);
+    assert_eq!(trace_ids(store, TraceFilter { instrument_id: Some("OTHER".into()), ..f() }).await, [t2.clone()]);
+    assert_eq!(
+        trace_ids(store, TraceFilter { entity_id: Some("cand-1".into()), ..f() }).await,
+        [t3.clone(), t1.clone()]
+    );
+    assert_eq!(trace_ids(store, TraceFilter { entity_id: Some("cand-0".into()), ..f() }).await, [t3.clone()]);
+    assert!(trace_ids(store, TraceFilter { entity_id: Some("nobody".into()), ..f() }).await.is_empty());
+    assert_eq!(trace_ids(store, TraceFilter { errors_only: true, ..f() }).await, [t1.clone()]);
+    assert_eq!(trace_ids(store, TraceFilter { min_duration_ns: Some(2_000), ..f() }).await, [t3.clone(), t1.clone()]);
+    assert_eq!(trace_ids(store, TraceFilter { max_duration_ns: Some(2_000), ..f() }).await, [t3.clone(), t2.clone()]);
+    assert_eq!(
+        trace_ids(store, TraceFilter { from_ns: Some(T0 + 10_000), to_ns: Some(T0 + 20_000), ..f() }).await,
+        [t2.clone()]
+    );
+    // Span-level filters must hold on one span: t3 has a "web" span and a cand-1 span, not one that is both.
+    assert!(trace_ids(
+        store,
+        TraceFilter { service_name: Some("web".into()), entity_id: Some("cand-1".into()), ..f() }
+    )
+    .await
+    .is_empty());
+    assert_eq!(
+        trace_ids(store, TraceFilter { service_name: Some("svc".into()), entity_id: Some("cand-1".into()), ..f() })
+            .await,
+        [t3.clone(), t1.clone()]
+    );
+    assert_eq!(
+        trace_ids(store, TraceFilter { span_name: Some("upload".into()), service_name: Some("web".into()), ..f() })
+            .await,
+        [t3.clone()]
+    );
+}
+
+pub async fn traces_paging_walks_all(store: &dyn Store) {
+    let mut records = Vec::new();
+    for i in 0..7i64 {
+        // Two traces share each start time: the trace ID breaks the tie.
+        let seed = format!("pg-{i}");
+        records.push(span_rec(span(&seed, &seed, None, "step", (i / 2) * 1_000)));
+        records.push(span_rec(span(&seed, &format!("{seed}-child"), Some(&seed), "child", (i / 2) * 1_000 + 10)));
+    }
+    write(store, records).await;
+    let all = store.traces(&TraceFilter::default(), &PageRequest::first(100)).await.unwrap().items;
+    assert_eq!(all.len(), 7);
+    let mut keys: Vec<(i64, String)> = all.iter().map(|t| (-t.start_ns, t.trace_id.clone())).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        all.iter().map(|t| (-t.start_ns, t.trace_id.clone())).collect::<Vec<_>>(),
+        "newest first, then ID"
+    );
+    for size in [1, 2, 3] {
+        let mut seen = Vec::new();
+        let mut request = PageRequest::first(size);
+        loop {
+            let page = store.traces(&TraceFilter::default(), &request).await.unwrap();
+            assert!(page.items.len() <= size);
+            seen.extend(page.items);
+            match page.next_cursor {
+                Some(c) => request.cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(seen, all, "pages of {size} walk every trace once, in order");
+    }
+    let bad = store.traces(&TraceFilter::default(), &PageRequest { limit: 2, cursor: Some("zz".into()) }).await;
+    assert!(matches!(bad, Err(StoreError::BadCursor(_))));
+    let search_cursor = store.search(&EntityFilter::default(), &PageRequest::first(1)).await.unwrap().next_cursor;
+    assert!(search_cursor.is_none(), "spans make no entities");
 }

@@ -31,6 +31,14 @@ pub(crate) const EVENTS: &str = "events";
 /// The cursor kind of an instrument's events, newest first.
 pub(crate) const INSTRUMENT_EVENTS: &str = "instrument_events";
 
+/// The cursor kind of the trace search, newest first.
+pub(crate) const TRACES: &str = "traces";
+
+/// The cursor after `t` in the trace search, ordered by (start descending, trace ID).
+pub(crate) fn after_trace(t: &crate::TraceSummary) -> String {
+    encode(TRACES, vec![Value::from(t.start_ns), Value::from(t.trace_id.clone())])
+}
+
 /// The cursor after `e` in an event list ordered by (timestamp, span, ordinal), either way.
 pub(crate) fn after_event(kind: &str, e: &EntityEvent) -> String {
     encode(kind, vec![Value::from(e.timestamp_ns), Value::from(e.span_id.clone()), Value::from(e.ordinal)])

@@ -2,7 +2,7 @@
 //! clauses with `?` placeholders and backend-neutral parameters; each backend numbers the
 //! placeholders its own way and adds what it spells differently (metadata matching).
 
-use crate::{cursor, EntityFilter, EventQuery, StoreResult};
+use crate::{cursor, EntityFilter, EventQuery, StoreResult, TraceFilter};
 
 /// A parameter of a shared clause.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,6 +34,63 @@ pub(crate) fn event_clauses(q: &EventQuery, after: Option<&str>) -> StoreResult<
         out.push((
             "(timestamp_ns, span_id, ordinal) < (?, ?, ?)",
             vec![Param::Int(ts), Param::Text(span), Param::Int32(ord)],
+        ));
+    }
+    Ok(out)
+}
+
+/// The clauses of a trace search over `traces AS t` (newest first) and of its page cursor,
+/// ANDed by the caller, who orders by `t.start_ns DESC, t.trace_id ASC`. Span-level filters
+/// must hold on one span of the trace; an entity filter also narrows the traces through the
+/// entity index first, so a search for one entity never walks the whole trace table.
+pub(crate) fn trace_clauses(f: &TraceFilter, after: Option<&str>) -> StoreResult<Vec<(String, Vec<Param>)>> {
+    let mut out: Vec<(String, Vec<Param>)> = Vec::new();
+    if let Some(from) = f.from_ns {
+        out.push(("t.start_ns >= ?".into(), vec![Param::Int(from)]));
+    }
+    if let Some(to) = f.to_ns {
+        out.push(("t.start_ns < ?".into(), vec![Param::Int(to)]));
+    }
+    if f.errors_only {
+        out.push(("t.error_count > 0".into(), vec![]));
+    }
+    if let Some(min) = f.min_duration_ns {
+        out.push(("t.end_ns - t.start_ns >= ?".into(), vec![Param::Int(min)]));
+    }
+    if let Some(max) = f.max_duration_ns {
+        out.push(("t.end_ns - t.start_ns <= ?".into(), vec![Param::Int(max)]));
+    }
+    if let Some(e) = &f.entity_id {
+        out.push((
+            "t.trace_id IN (SELECT trace_id FROM spans WHERE entity_id = ?)".into(),
+            vec![Param::Text(e.clone())],
+        ));
+    }
+    let mut span_level: Vec<(&str, &String)> = Vec::new();
+    for (column, value) in [
+        ("service_name", &f.service_name),
+        ("name", &f.span_name),
+        ("instrument_id", &f.instrument_id),
+        ("entity_id", &f.entity_id),
+    ] {
+        if let Some(v) = value {
+            span_level.push((column, v));
+        }
+    }
+    // One entity filter alone is already exact; with others they must hold on one span.
+    if span_level.len() > 1 || (span_level.len() == 1 && f.entity_id.is_none()) {
+        let conditions: Vec<String> = span_level.iter().map(|(c, _)| format!("s.{c} = ?")).collect();
+        out.push((
+            format!("EXISTS (SELECT 1 FROM spans AS s WHERE s.trace_id = t.trace_id AND {})", conditions.join(" AND ")),
+            span_level.iter().map(|(_, v)| Param::Text((*v).clone())).collect(),
+        ));
+    }
+    if let Some(c) = after {
+        let p = cursor::decode(cursor::TRACES, c, 2)?;
+        let (ts, id) = (cursor::part_i64(&p, 0)?, cursor::part_str(&p, 1)?);
+        out.push((
+            "(t.start_ns < ? OR (t.start_ns = ? AND t.trace_id > ?))".into(),
+            vec![Param::Int(ts), Param::Int(ts), Param::Text(id)],
         ));
     }
     Ok(out)

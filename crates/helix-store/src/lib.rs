@@ -104,4 +104,22 @@ pub trait Store: Send + Sync + 'static {
     /// Non-empty (stage, bucket) cells of the instrument's non-placeholder entities with a
     /// stage, sorted by stage then bucket.
     async fn stage_histogram(&self, query: &StageHistogramQuery) -> StoreResult<Vec<StageBucket>>;
+
+    // ---- the span store
+
+    /// The stored spans of a trace, ordered by start time then span ID, at most `max_spans`
+    /// (`partial` when there are more); `None` for a trace with no stored span.
+    ///
+    /// The default is for test doubles that keep no spans; both backends implement it.
+    async fn trace(&self, trace_id: &str, max_spans: usize) -> StoreResult<Option<StoredTrace>> {
+        let _ = (trace_id, max_spans);
+        Err(StoreError::bug(format!("the {} store keeps no spans", self.backend())))
+    }
+
+    /// Traces matching the filter, newest first (trace start descending, then trace ID
+    /// ascending), paged. The default is for test doubles, like `trace`.
+    async fn traces(&self, filter: &TraceFilter, page: &PageRequest) -> StoreResult<Page<TraceSummary>> {
+        let _ = (filter, page);
+        Err(StoreError::bug(format!("the {} store keeps no spans", self.backend())))
+    }
 }

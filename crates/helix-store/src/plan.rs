@@ -4,9 +4,9 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use helix_model::{EntityCreated, EntityEvent, LogRecorded, Metadata, OperationRecorded, Status};
+use helix_model::{EntityCreated, EntityEvent, LogRecorded, Metadata, OperationRecorded, SpanRecorded, Status};
 
-use crate::rows::{append_new_parents, unique_in_order, worst};
+use crate::rows::{append_new_parents, resource_hash, unique_in_order, worst};
 use crate::{Entity, EntityCount, WriteBatch, WriteOutcome, WriteRecord};
 
 /// The keys of the stored rows a batch touches: what a backend loads before planning.
@@ -28,7 +28,7 @@ impl<'b> Touched<'b> {
                     t.entity_ids.push(&o.entity_id);
                     t.operation_spans.push(&o.span_id);
                 }
-                WriteRecord::Log(_) => {}
+                WriteRecord::Log(_) | WriteRecord::Span(_) => {}
             }
         }
         for keys in [&mut t.entity_ids, &mut t.operation_spans] {
@@ -91,6 +91,15 @@ pub(crate) struct WritePlan<'b> {
     /// Logs are idempotent by the store's unique key (no row of theirs is loaded), so all are
     /// offered and the backend counts `outcome.logs_inserted`.
     pub logs: Vec<&'b LogRecorded>,
+    /// Spans for the span store, unique by (trace, span) (the first of a batch wins), sorted by
+    /// that key. Like logs they are idempotent by the store's unique key: all are offered, and
+    /// the backend counts `outcome.spans_inserted` and folds the inserted ones into the trace
+    /// summaries with [`merge_traces`].
+    pub spans: Vec<&'b SpanRecorded>,
+    /// The `span_resources` key of each of `spans` (same index).
+    pub span_resource_ids: Vec<i64>,
+    /// The distinct resources of `spans`, by key, sorted: one row each, not one per span.
+    pub span_resources: Vec<(i64, &'b [u8])>,
     /// Instruments that sent applied data (the empty fallback `""` excluded), sorted.
     pub instruments: Vec<String>,
     pub outcome: WriteOutcome,
@@ -116,6 +125,7 @@ pub(crate) fn plan<'b>(batch: &'b WriteBatch, stored: Stored) -> WritePlan<'b> {
                 p.note_instrument(l.instrument_id.as_deref().unwrap_or(""));
                 p.out.logs.push(l);
             }
+            WriteRecord::Span(s) => p.out.spans.push(s),
         }
     }
     p.finish()
@@ -331,8 +341,109 @@ impl<'b> Planner<'b> {
         out.new_operations.sort_unstable_by(|a, b| a.span_id.cmp(&b.span_id));
         out.new_events.sort_unstable_by(|a, b| (&a.span_id, a.ordinal).cmp(&(&b.span_id, b.ordinal)));
         out.instruments = std::mem::take(&mut self.instruments).into_iter().collect();
+        // Stable sort: the first of two records of one span stays first and is the one kept.
+        out.spans.sort_by(|a, b| (&a.trace_id, &a.span_id).cmp(&(&b.trace_id, &b.span_id)));
+        out.spans.dedup_by(|a, b| a.trace_id == b.trace_id && a.span_id == b.span_id);
+        let mut resources = std::collections::BTreeMap::new();
+        for s in &out.spans {
+            let id = resource_hash(&s.resource_proto);
+            resources.entry(id).or_insert(s.resource_proto.as_slice());
+            out.span_resource_ids.push(id);
+        }
+        out.span_resources = resources.into_iter().collect();
         out
     }
+}
+
+/// A `traces` row: the summary of one trace, kept up to date as its spans arrive.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TraceRow {
+    pub trace_id: String,
+    /// Earliest start and latest end over the trace's spans.
+    pub start_ns: i64,
+    pub end_ns: i64,
+    pub span_count: i64,
+    pub error_count: i64,
+    /// The root span is the least (rank, start, span ID): rank 0 for a span without a parent,
+    /// so the earliest parentless span wins, and the earliest span when there is none.
+    pub root_rank: i32,
+    pub root_start_ns: i64,
+    pub root_span_id: String,
+    pub root_name: String,
+    pub root_service: Option<String>,
+}
+
+impl TraceRow {
+    fn of(s: &SpanRecorded) -> TraceRow {
+        TraceRow {
+            trace_id: s.trace_id.clone(),
+            start_ns: s.start_ns,
+            end_ns: s.end_ns,
+            span_count: 1,
+            error_count: i64::from(s.is_error()),
+            root_rank: i32::from(s.parent_span_id.is_some()),
+            root_start_ns: s.start_ns,
+            root_span_id: s.span_id.clone(),
+            root_name: s.name.clone(),
+            root_service: s.service_name.clone(),
+        }
+    }
+
+    fn add(&mut self, s: &SpanRecorded) {
+        let candidate = TraceRow::of(s);
+        self.start_ns = self.start_ns.min(s.start_ns);
+        self.end_ns = self.end_ns.max(s.end_ns);
+        self.span_count += 1;
+        self.error_count += candidate.error_count;
+        let root = |r: &TraceRow| (r.root_rank, r.root_start_ns, r.root_span_id.clone());
+        if root(&candidate) < root(self) {
+            self.root_rank = candidate.root_rank;
+            self.root_start_ns = candidate.root_start_ns;
+            self.root_span_id = candidate.root_span_id;
+            self.root_name = candidate.root_name;
+            self.root_service = candidate.root_service;
+        }
+    }
+}
+
+/// What the newly inserted spans change in the trace summaries.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct TraceWrites {
+    /// Traces seen for the first time, sorted by ID.
+    pub new: Vec<TraceRow>,
+    /// Stored traces with their final values, sorted by ID (the lock order).
+    pub changed: Vec<TraceRow>,
+}
+
+/// Fold the spans the database reported as newly inserted (a retried span is not among them,
+/// so nothing is counted twice) into the stored summaries of their traces.
+pub(crate) fn merge_traces(mut stored: HashMap<String, TraceRow>, inserted: &[&SpanRecorded]) -> TraceWrites {
+    let mut new: HashMap<String, TraceRow> = HashMap::new();
+    let mut changed = BTreeSet::new();
+    for s in inserted {
+        if let Some(row) = stored.get_mut(&s.trace_id) {
+            row.add(s);
+            changed.insert(s.trace_id.clone());
+        } else if let Some(row) = new.get_mut(&s.trace_id) {
+            row.add(s);
+        } else {
+            new.insert(s.trace_id.clone(), TraceRow::of(s));
+        }
+    }
+    let mut out = TraceWrites {
+        new: new.into_values().collect(),
+        changed: changed.into_iter().filter_map(|id| stored.remove(&id)).collect(),
+    };
+    out.new.sort_unstable_by(|a, b| a.trace_id.cmp(&b.trace_id));
+    out
+}
+
+/// Traces of `spans`, sorted, unique: the summaries to load before `merge_traces`.
+pub(crate) fn trace_ids<'s>(spans: &[&'s SpanRecorded]) -> Vec<&'s str> {
+    let mut ids: Vec<&str> = spans.iter().map(|s| s.trace_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }
 
 #[cfg(test)]

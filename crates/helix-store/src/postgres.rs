@@ -8,6 +8,7 @@ mod migrate;
 mod read;
 mod retention;
 mod timescale;
+mod traces;
 mod window;
 mod write;
 
@@ -24,7 +25,7 @@ use tokio_postgres::NoTls;
 use crate::{
     DbCause, Entity, EntityFilter, EventQuery, Graph, GraphQuery, Lineage, LineageQuery, MonitorPoints, MonitorQuery,
     Operation, Page, PageRequest, StageBucket, StageHistogramQuery, StageSummary, Store, StoreError, StoreResult,
-    WriteBatch, WriteOutcome,
+    StoredTrace, TraceFilter, TraceSummary, WriteBatch, WriteOutcome,
 };
 pub use migrate::SCHEMA_VERSION;
 pub use retention::{RetentionConfig, RetentionReport};
@@ -361,6 +362,14 @@ impl Store for PostgresStore {
 
     async fn stage_histogram(&self, query: &StageHistogramQuery) -> StoreResult<Vec<StageBucket>> {
         window::stage_histogram(&self.client().await?, query).await.map_err(|e| e.during("stage_histogram"))
+    }
+
+    async fn trace(&self, trace_id: &str, max_spans: usize) -> StoreResult<Option<StoredTrace>> {
+        traces::trace(&self.client().await?, trace_id, max_spans).await.map_err(|e| e.during("trace"))
+    }
+
+    async fn traces(&self, filter: &TraceFilter, page: &PageRequest) -> StoreResult<Page<TraceSummary>> {
+        traces::traces(&self.client().await?, filter, page).await.map_err(|e| e.during("traces"))
     }
 }
 

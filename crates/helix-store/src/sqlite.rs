@@ -4,6 +4,7 @@
 
 mod migrate;
 mod read;
+mod traces;
 mod window;
 mod write;
 
@@ -22,7 +23,7 @@ use migrate::{current_version, prepare_schema};
 use crate::{
     DbCause, Entity, EntityFilter, EventQuery, Graph, GraphQuery, Lineage, LineageQuery, MonitorPoints, MonitorQuery,
     Operation, Page, PageRequest, StageBucket, StageHistogramQuery, StageSummary, Store, StoreError, StoreResult,
-    WriteBatch, WriteOutcome,
+    StoredTrace, TraceFilter, TraceSummary, WriteBatch, WriteOutcome,
 };
 
 /// How to open a database.
@@ -324,5 +325,15 @@ impl Store for SqliteStore {
     async fn stage_histogram(&self, query: &StageHistogramQuery) -> StoreResult<Vec<StageBucket>> {
         let query = query.clone();
         self.read(move |c| window::stage_histogram(c, &query)).await.map_err(|e| e.during("stage_histogram"))
+    }
+
+    async fn trace(&self, trace_id: &str, max_spans: usize) -> StoreResult<Option<StoredTrace>> {
+        let id = trace_id.to_owned();
+        self.read(move |c| traces::trace(c, &id, max_spans)).await.map_err(|e| e.during("trace"))
+    }
+
+    async fn traces(&self, filter: &TraceFilter, page: &PageRequest) -> StoreResult<Page<TraceSummary>> {
+        let (filter, page) = (filter.clone(), page.clone());
+        self.read(move |c| traces::traces(c, &filter, &page)).await.map_err(|e| e.during("traces"))
     }
 }

@@ -9,6 +9,8 @@ pub enum WriteRecord {
     Created(EntityCreated),
     Operation(OperationRecorded),
     Log(LogRecorded),
+    /// Any acknowledged span, for the span store; idempotent by (trace, span).
+    Span(SpanRecorded),
 }
 
 /// Everything the writer commits in one transaction.
@@ -34,6 +36,8 @@ pub struct WriteOutcome {
     pub instrument_conflicts: u64,
     /// Newly inserted log records.
     pub logs_inserted: u64,
+    /// Newly inserted spans (a re-sent span counts nothing).
+    pub spans_inserted: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -29,19 +29,22 @@ fn open_creates_directories_and_records_migrations() {
     let path = db_path(&dir);
     let store = open(&path).unwrap();
     assert!(path.exists());
-    assert_eq!(recorded_versions(&path), vec![(1, "core".to_owned()), (2, "logs".to_owned())]);
-    assert_eq!(SCHEMA_VERSION, 2);
+    assert_eq!(
+        recorded_versions(&path),
+        vec![(1, "core".to_owned()), (2, "logs".to_owned()), (3, "spans".to_owned())]
+    );
+    assert_eq!(SCHEMA_VERSION, 3);
     drop(store);
     // Re-opening applies nothing more.
     open(&path).unwrap();
-    assert_eq!(recorded_versions(&path).len(), 2);
+    assert_eq!(recorded_versions(&path).len(), 3);
 }
 
 #[test]
 fn migrate_subcommand_applies_pending_versions_once() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
-    assert_eq!(migrate(&path).unwrap(), vec![1, 2]);
+    assert_eq!(migrate(&path).unwrap(), vec![1, 2, 3]);
     assert_eq!(migrate(&path).unwrap(), Vec::<u32>::new());
     let no_migrate = SqliteOptions { migrate: false, ..Default::default() };
     SqliteStore::open(&path, no_migrate).expect("a current schema opens without migrating");

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use helix_model::interpret::{interpret_logs, interpret_traces, SpanClass};
+use helix_model::span_records;
 use helix_store::WriteRecord;
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
@@ -65,7 +66,10 @@ impl Ingest {
         }
 
         let created = Resolver::creations(&interpretation);
-        let mut records = Vec::with_capacity(interpretation.spans.len());
+        // Every kept span, as resolved (with its links), commits with the entity rows of its
+        // export: an acknowledged export has both or neither.
+        let spans = span_records(&request, &interpretation);
+        let mut records = Vec::with_capacity(interpretation.spans.len() + spans.len());
         let mut rejected = Vec::new();
         let mut passthrough = 0u64;
         for at in interpretation.spans {
@@ -76,6 +80,7 @@ impl Ingest {
                 SpanClass::Rejected(why) => rejected.push(why),
             }
         }
+        records.extend(spans.into_iter().map(WriteRecord::Span));
         let committed = match self.writer.write(records).await {
             Ok(committed) => committed,
             Err(e) => {

@@ -19,6 +19,9 @@ enum Kind {
     Sql(&'static str),
     /// Hypertables and retention policies when TimescaleDB can be enabled; nothing otherwise.
     Timescale,
+    /// Plain tables, then the second script when TimescaleDB is enabled in the database
+    /// (turning some of them into hypertables).
+    SqlWithHypertables(&'static str, &'static str),
 }
 
 /// Every migration this binary knows, oldest first. Never edit a released one: add a new file.
@@ -26,10 +29,18 @@ const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "core", kind: Kind::Sql(include_str!("../../migrations/postgres/001_core.sql")) },
     Migration { version: 2, name: "logs", kind: Kind::Sql(include_str!("../../migrations/postgres/002_logs.sql")) },
     Migration { version: 3, name: "timescale", kind: Kind::Timescale },
+    Migration {
+        version: 4,
+        name: "spans",
+        kind: Kind::SqlWithHypertables(
+            include_str!("../../migrations/postgres/004_spans.sql"),
+            include_str!("../../migrations/postgres/004_spans_timescale.sql"),
+        ),
+    },
 ];
 
 /// The schema version this binary expects.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Highest version recorded in `schema_migrations` of the current schema, 0 without the table.
 async fn current_version(client: &tokio_postgres::Client) -> StoreResult<u32> {
@@ -121,6 +132,15 @@ async fn prepare_locked(client: &mut Object, url: &str, schema: Option<&str>, mi
                     "timescale".to_owned()
                 } else {
                     "timescale (extension not available: plain tables)".to_owned()
+                }
+            }
+            Kind::SqlWithHypertables(sql, hypertables) => {
+                tx.batch_execute(sql).await.map_err(fail)?;
+                if timescale::enabled(&tx).await.map_err(fail)? {
+                    tx.batch_execute(hypertables).await.map_err(fail)?;
+                    format!("{} (hypertables)", m.name)
+                } else {
+                    m.name.to_owned()
                 }
             }
         };

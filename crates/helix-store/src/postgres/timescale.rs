@@ -30,6 +30,12 @@ pub(super) async fn enable(tx: &mut Transaction<'_>) -> Result<bool, tokio_postg
     Ok(true)
 }
 
+/// Whether TimescaleDB is enabled in this database (migration 3 created the extension):
+/// later migrations then make their time-series tables hypertables too.
+pub(super) async fn enabled(tx: &Transaction<'_>) -> Result<bool, tokio_postgres::Error> {
+    Ok(tx.query_one("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')", &[]).await?.get(0))
+}
+
 /// Whether `table` of the current schema is a hypertable.
 pub(super) async fn is_hypertable(client: &tokio_postgres::Client, table: &str) -> crate::StoreResult<bool> {
     let has_catalog: bool = client

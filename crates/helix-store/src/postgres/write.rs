@@ -22,13 +22,15 @@ use std::pin::pin;
 use std::time::Duration;
 
 use deadpool_postgres::{Object, Transaction};
-use helix_model::{EntityEvent, LogRecorded, OperationRecorded};
+use std::collections::{HashMap, HashSet};
+
+use helix_model::{EntityEvent, LogRecorded, OperationRecorded, SpanRecorded};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{Json, Type};
 
 use super::map_pg;
 use super::read::{entity_columns, entity_from_row};
-use crate::plan::{self, NewEdge, Stored, Touched, WritePlan};
+use crate::plan::{self, NewEdge, Stored, Touched, TraceRow, WritePlan};
 use crate::rows::{log_hash, to_json};
 use crate::{DbCause, Entity, StoreError, StoreResult, WriteBatch, WriteOutcome};
 
@@ -145,6 +147,11 @@ async fn try_apply(client: &mut Object, batch: &WriteBatch) -> Result<Option<Wri
     let tx = client.transaction().await?;
     let stored = load(&tx, batch).await?;
     let mut plan = plan::plan(batch, stored);
+    // Spans first: nothing else depends on them, and a later failure must take them back too.
+    match write_spans(&tx, &plan).await? {
+        Some(n) => plan.outcome.spans_inserted = n,
+        None => return Ok(None),
+    }
     write_entities(&tx, &plan).await?;
     if !write_creations(&tx, &plan).await? {
         return Ok(None);
@@ -489,6 +496,205 @@ async fn write_logs(tx: &Transaction<'_>, logs: &[&LogRecorded]) -> Result<u64, 
         )
         .await?;
     Ok(n)
+}
+
+/// Columns of `traces`, in the order `trace_from_row` reads.
+const TRACE_COLUMNS: &str = "trace_id, start_ns, end_ns, span_count, error_count, root_rank, root_start_ns, \
+     root_span_id, root_name, root_service";
+
+fn trace_from_row(r: &tokio_postgres::Row) -> TraceRow {
+    TraceRow {
+        trace_id: r.get(0),
+        start_ns: r.get(1),
+        end_ns: r.get(2),
+        span_count: r.get(3),
+        error_count: r.get(4),
+        root_rank: r.get(5),
+        root_start_ns: r.get(6),
+        root_span_id: r.get(7),
+        root_name: r.get(8),
+        root_service: r.get(9),
+    }
+}
+
+/// Spans (idempotent by their unique key), their resources, and the summaries of the traces
+/// that got new spans: a fixed number of statements whatever the batch size. Returns how many
+/// spans were new; `None` when a concurrent writer created one of the same traces first.
+async fn write_spans(tx: &Transaction<'_>, plan: &WritePlan<'_>) -> Result<Option<u64>, TxError> {
+    if plan.spans.is_empty() {
+        return Ok(Some(0));
+    }
+    let resource_ids: Vec<i64> = plan.span_resources.iter().map(|r| r.0).collect();
+    let resources: Vec<&[u8]> = plan.span_resources.iter().map(|r| r.1).collect();
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO span_resources (id, resource) SELECT * FROM unnest($1::int8[], $2::bytea[])
+             ON CONFLICT DO NOTHING",
+        )
+        .await?;
+    tx.execute(&stmt, &[&resource_ids, &resources]).await?;
+
+    let n = plan.spans.len();
+    let mut trace_id = Vec::with_capacity(n);
+    let mut span_id = Vec::with_capacity(n);
+    let mut parent = Vec::with_capacity(n);
+    let mut name = Vec::with_capacity(n);
+    let mut kind = Vec::with_capacity(n);
+    let mut start = Vec::with_capacity(n);
+    let mut end = Vec::with_capacity(n);
+    let mut code = Vec::with_capacity(n);
+    let mut message = Vec::with_capacity(n);
+    let mut service = Vec::with_capacity(n);
+    let mut process = Vec::with_capacity(n);
+    let mut instrument = Vec::with_capacity(n);
+    let mut entity = Vec::with_capacity(n);
+    let mut role = Vec::with_capacity(n);
+    let mut scope_name = Vec::with_capacity(n);
+    let mut scope_version = Vec::with_capacity(n);
+    let mut proto = Vec::with_capacity(n);
+    for s in &plan.spans {
+        trace_id.push(s.trace_id.as_str());
+        span_id.push(s.span_id.as_str());
+        parent.push(s.parent_span_id.as_deref());
+        name.push(s.name.as_str());
+        kind.push(s.kind);
+        start.push(s.start_ns);
+        end.push(s.end_ns);
+        code.push(s.status_code);
+        message.push(s.status_message.as_str());
+        service.push(s.service_name.as_deref());
+        process.push(s.process_name.as_deref());
+        instrument.push(s.instrument_id.as_deref());
+        entity.push(s.entity_id.as_deref());
+        role.push(s.role.as_str());
+        scope_name.push(s.scope_name.as_str());
+        scope_version.push(s.scope_version.as_str());
+        proto.push(s.span_proto.as_slice());
+    }
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO spans (trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, status_code,
+                 status_message, service_name, process_name, instrument_id, entity_id, role, resource_id,
+                 scope_name, scope_version, span_proto)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int4[], $6::int8[],
+                 $7::int8[], $8::int4[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
+                 $14::text[], $15::int8[], $16::text[], $17::text[], $18::bytea[])
+             ON CONFLICT DO NOTHING
+             RETURNING trace_id, span_id",
+        )
+        .await?;
+    let rows = tx
+        .query(
+            &stmt,
+            &[
+                &trace_id,
+                &span_id,
+                &parent,
+                &name,
+                &kind,
+                &start,
+                &end,
+                &code,
+                &message,
+                &service,
+                &process,
+                &instrument,
+                &entity,
+                &role,
+                &plan.span_resource_ids,
+                &scope_name,
+                &scope_version,
+                &proto,
+            ],
+        )
+        .await?;
+    let new_keys: HashSet<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let inserted: Vec<&SpanRecorded> =
+        plan.spans.iter().copied().filter(|s| new_keys.contains(&(s.trace_id.clone(), s.span_id.clone()))).collect();
+    if inserted.is_empty() {
+        return Ok(Some(0));
+    }
+
+    // The summaries: stored ones locked in ID order, merged by the plan, written back.
+    let ids = plan::trace_ids(&inserted);
+    let sql =
+        format!("SELECT {TRACE_COLUMNS} FROM traces WHERE trace_id = ANY($1::text[]) ORDER BY trace_id FOR UPDATE");
+    let stmt = tx.prepare_cached(&sql).await?;
+    let stored: HashMap<String, TraceRow> =
+        tx.query(&stmt, &[&ids]).await?.iter().map(trace_from_row).map(|t| (t.trace_id.clone(), t)).collect();
+    let traces = plan::merge_traces(stored, &inserted);
+    if !traces.new.is_empty() {
+        let c = TraceColumns::of(&traces.new);
+        let sql = format!("INSERT INTO traces ({TRACE_COLUMNS}) SELECT * FROM {UNNEST_TRACES} ON CONFLICT DO NOTHING");
+        let stmt = tx.prepare_cached(&sql).await?;
+        if tx.execute(&stmt, &c.params()).await? != traces.new.len() as u64 {
+            // Another writer created one of these traces since we looked: plan again.
+            return Ok(None);
+        }
+    }
+    if !traces.changed.is_empty() {
+        let c = TraceColumns::of(&traces.changed);
+        let sql = format!(
+            "UPDATE traces AS t SET start_ns = u.start_ns, end_ns = u.end_ns, span_count = u.span_count,
+                 error_count = u.error_count, root_rank = u.root_rank, root_start_ns = u.root_start_ns,
+                 root_span_id = u.root_span_id, root_name = u.root_name, root_service = u.root_service
+             FROM {UNNEST_TRACES} WHERE t.trace_id = u.trace_id"
+        );
+        let stmt = tx.prepare_cached(&sql).await?;
+        tx.execute(&stmt, &c.params()).await?;
+    }
+    Ok(Some(inserted.len() as u64))
+}
+
+const UNNEST_TRACES: &str = "unnest($1::text[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::int4[],
+            $7::int8[], $8::text[], $9::text[], $10::text[])
+     AS u(trace_id, start_ns, end_ns, span_count, error_count, root_rank, root_start_ns, root_span_id,
+          root_name, root_service)";
+
+/// Columns of one `traces` write, as parallel arrays.
+struct TraceColumns<'a> {
+    trace_id: Vec<&'a str>,
+    start_ns: Vec<i64>,
+    end_ns: Vec<i64>,
+    span_count: Vec<i64>,
+    error_count: Vec<i64>,
+    root_rank: Vec<i32>,
+    root_start_ns: Vec<i64>,
+    root_span_id: Vec<&'a str>,
+    root_name: Vec<&'a str>,
+    root_service: Vec<Option<&'a str>>,
+}
+
+impl<'a> TraceColumns<'a> {
+    fn of(rows: &'a [TraceRow]) -> TraceColumns<'a> {
+        TraceColumns {
+            trace_id: rows.iter().map(|t| t.trace_id.as_str()).collect(),
+            start_ns: rows.iter().map(|t| t.start_ns).collect(),
+            end_ns: rows.iter().map(|t| t.end_ns).collect(),
+            span_count: rows.iter().map(|t| t.span_count).collect(),
+            error_count: rows.iter().map(|t| t.error_count).collect(),
+            root_rank: rows.iter().map(|t| t.root_rank).collect(),
+            root_start_ns: rows.iter().map(|t| t.root_start_ns).collect(),
+            root_span_id: rows.iter().map(|t| t.root_span_id.as_str()).collect(),
+            root_name: rows.iter().map(|t| t.root_name.as_str()).collect(),
+            root_service: rows.iter().map(|t| t.root_service.as_deref()).collect(),
+        }
+    }
+
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 10] {
+        [
+            &self.trace_id,
+            &self.start_ns,
+            &self.end_ns,
+            &self.span_count,
+            &self.error_count,
+            &self.root_rank,
+            &self.root_start_ns,
+            &self.root_span_id,
+            &self.root_name,
+            &self.root_service,
+        ]
+    }
 }
 
 #[cfg(test)]

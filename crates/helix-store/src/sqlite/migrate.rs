@@ -19,10 +19,11 @@ struct Migration {
 const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "core", sql: include_str!("../../migrations/sqlite/001_core.sql") },
     Migration { version: 2, name: "logs", sql: include_str!("../../migrations/sqlite/002_logs.sql") },
+    Migration { version: 3, name: "spans", sql: include_str!("../../migrations/sqlite/003_spans.sql") },
 ];
 
 /// The schema version this binary expects.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Highest version recorded in `schema_migrations`, 0 for a database without one.
 pub(super) fn current_version(conn: &Connection) -> StoreResult<u32> {

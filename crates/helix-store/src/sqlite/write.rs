@@ -5,7 +5,11 @@
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use super::read::{entity_rows_where, json_keys};
-use crate::plan::{self, Stored, Touched, WritePlan};
+use std::collections::HashMap;
+
+use helix_model::SpanRecorded;
+
+use crate::plan::{self, Stored, Touched, TraceRow, WritePlan};
 use crate::rows::{log_hash, to_json};
 use crate::{StoreResult, WriteBatch, WriteOutcome};
 
@@ -50,8 +54,11 @@ fn load(tx: &Transaction<'_>, batch: &WriteBatch) -> StoreResult<Stored> {
     Ok(stored)
 }
 
-/// Write the plan's rows; counts the logs actually inserted into its outcome.
+/// Write the plan's rows; counts the logs and spans actually inserted into its outcome.
 fn write(tx: &Transaction<'_>, plan: &mut WritePlan<'_>, now: &str) -> StoreResult<()> {
+    if !plan.spans.is_empty() {
+        plan.outcome.spans_inserted = write_spans(tx, plan)?;
+    }
     if !plan.new_entities.is_empty() {
         // Plain INSERT (entities and operations): under the write lock the plan's "new" is exact,
         // so a conflict is a bug worth failing on. Edges, creations and events are keyed by
@@ -194,4 +201,93 @@ fn write(tx: &Transaction<'_>, plan: &mut WritePlan<'_>, now: &str) -> StoreResu
         }
     }
     Ok(())
+}
+
+const TRACE_COLUMNS: &str = "trace_id, start_ns, end_ns, span_count, error_count, root_rank, root_start_ns, \
+     root_span_id, root_name, root_service";
+
+/// Spans (idempotent by their unique key), their resources, and the summaries of the traces
+/// that got new spans. Returns how many spans were new.
+fn write_spans(tx: &Transaction<'_>, plan: &WritePlan<'_>) -> StoreResult<u64> {
+    let mut stmt = tx.prepare_cached("INSERT OR IGNORE INTO span_resources (id, resource) VALUES (?1, ?2)")?;
+    for (id, resource) in &plan.span_resources {
+        stmt.execute((id, resource))?;
+    }
+    let mut stmt = tx.prepare_cached(
+        "INSERT OR IGNORE INTO spans (trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns,
+             status_code, status_message, service_name, process_name, instrument_id, entity_id, role,
+             resource_id, scope_name, scope_version, span_proto)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+    )?;
+    let mut inserted: Vec<&SpanRecorded> = Vec::with_capacity(plan.spans.len());
+    for (s, resource_id) in plan.spans.iter().zip(&plan.span_resource_ids) {
+        let n = stmt.execute(rusqlite::params![
+            s.trace_id,
+            s.span_id,
+            s.parent_span_id,
+            s.name,
+            s.kind,
+            s.start_ns,
+            s.end_ns,
+            s.status_code,
+            s.status_message,
+            s.service_name,
+            s.process_name,
+            s.instrument_id,
+            s.entity_id,
+            s.role.as_str(),
+            resource_id,
+            s.scope_name,
+            s.scope_version,
+            s.span_proto,
+        ])?;
+        if n == 1 {
+            inserted.push(s);
+        }
+    }
+    if inserted.is_empty() {
+        return Ok(0);
+    }
+    let ids = plan::trace_ids(&inserted);
+    let sql = format!("SELECT {TRACE_COLUMNS} FROM traces WHERE trace_id IN (SELECT value FROM json_each(?1))");
+    let stored: HashMap<String, TraceRow> = tx
+        .prepare_cached(&sql)?
+        .query_map([json_keys(&ids)?], trace_row)?
+        .map(|r| r.map(|t| (t.trace_id.clone(), t)))
+        .collect::<rusqlite::Result<_>>()?;
+    let traces = plan::merge_traces(stored, &inserted);
+    let sql =
+        format!("INSERT OR REPLACE INTO traces ({TRACE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
+    let mut stmt = tx.prepare_cached(&sql)?;
+    for t in traces.new.iter().chain(&traces.changed) {
+        stmt.execute(rusqlite::params![
+            t.trace_id,
+            t.start_ns,
+            t.end_ns,
+            t.span_count,
+            t.error_count,
+            t.root_rank,
+            t.root_start_ns,
+            t.root_span_id,
+            t.root_name,
+            t.root_service,
+        ])?;
+    }
+    Ok(inserted.len() as u64)
+}
+
+/// A `traces` row selected as `TRACE_COLUMNS`.
+pub(super) fn trace_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TraceRow> {
+    Ok(TraceRow {
+        trace_id: r.get(0)?,
+        start_ns: r.get(1)?,
+        end_ns: r.get(2)?,
+        span_count: r.get(3)?,
+        error_count: r.get(4)?,
+        root_rank: r.get(5)?,
+        root_start_ns: r.get(6)?,
+        root_span_id: r.get(7)?,
+        root_name: r.get(8)?,
+        root_service: r.get(9)?,
+    })
 }

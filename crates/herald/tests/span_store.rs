@@ -1,0 +1,83 @@
+//! The span store end to end: every span a real herald acknowledges — creations, their child
+//! spans, plain traces — is in its store after the export, and a retried export adds nothing.
+
+mod support;
+
+use helix_model::builders::{pipeline_resource, traces, SpanBuilder};
+use helix_model::SpanRole;
+use helix_store::{PageRequest, SqliteOptions, SqliteStore, Store, TraceFilter};
+use support::*;
+
+/// The herald's database, opened once the herald has stopped (nothing else writes it then).
+fn stored(herald: &mut Herald) -> SqliteStore {
+    herald.stop();
+    SqliteStore::open(&herald.db_path(), SqliteOptions { migrate: false, ..Default::default() }).expect("open store")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creation_children_and_plain_traces_are_all_stored() {
+    let mut herald = Herald::start();
+    let p = Pipeline::new(&herald, Transport::Grpc, "telescope", "CHIME");
+    let entity = p.create("dedisperse", "block-7", &[]);
+    let fft = p.plain("fft", Some(&entity));
+    let write = p.plain("write", Some(&entity));
+    let request = p.plain("process-request", None);
+    p.flush().await;
+    p.shutdown().await;
+
+    let store = stored(&mut herald);
+    let (trace_id, entity_span) = hex(&entity);
+    let trace = store.trace(&trace_id, 100).await.unwrap().expect("the creation's trace is stored");
+    assert!(!trace.partial);
+    let mut got: Vec<(String, &str, Option<String>)> =
+        trace.spans.iter().map(|s| (s.span_id.clone(), s.role.as_str(), s.parent_span_id.clone())).collect();
+    got.sort();
+    let mut want = vec![
+        (entity_span.clone(), "creation", None),
+        (hex(&fft).1, "span", Some(entity_span.clone())),
+        (hex(&write).1, "span", Some(entity_span.clone())),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+    let creation = trace.spans.iter().find(|s| s.role == SpanRole::Creation).unwrap();
+    assert_eq!(creation.entity_id.as_deref(), Some("block-7"));
+    assert_eq!(creation.name, "dedisperse");
+    assert_eq!(creation.service_name.as_deref(), Some("telescope"));
+    assert!(trace.spans.iter().all(|s| s.instrument_id.as_deref() == Some("CHIME")), "the resource's instrument");
+    assert!(trace.spans.iter().all(|s| !s.span_proto.is_empty() && !s.resource_proto.is_empty()));
+
+    let plain = store.trace(&hex(&request).0, 100).await.unwrap().expect("the plain trace is stored");
+    assert_eq!(plain.spans.len(), 1);
+    assert_eq!((plain.spans[0].name.as_str(), plain.spans[0].role), ("process-request", SpanRole::Span));
+
+    let listed = store.traces(&TraceFilter::default(), &PageRequest::first(10)).await.unwrap().items;
+    assert_eq!(listed.len(), 2);
+    let summary = listed.iter().find(|t| t.trace_id == trace_id).unwrap();
+    assert_eq!((summary.root_name.as_str(), summary.span_count), ("dedisperse", 3));
+    assert_eq!(summary.entity_ids, ["block-7"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_export_adds_no_span() {
+    let mut herald = Herald::start();
+    let parent = SpanBuilder::creation("ingest", "raw-1", 1).build();
+    let child = SpanBuilder::creation("search", "cand-1", 2).parents("raw-1").trace(parent.trace_id.clone()).build();
+    let plain = SpanBuilder::new("read", 3).build();
+    let request = traces(pipeline_resource("svc", "CHIME"), vec![parent.clone(), child, plain]);
+    let mut client = raw_client(&herald).await;
+    client.export(request.clone()).await.expect("first export");
+    client.export(request.clone()).await.expect("the retry is acknowledged too");
+    let store = stored(&mut herald);
+
+    let trace_id = helix_model::ids::to_hex(&parent.trace_id);
+    let trace = store.trace(&trace_id, 100).await.unwrap().expect("stored");
+    assert_eq!(trace.spans.len(), 2, "each span once");
+    let listed = store.traces(&TraceFilter::default(), &PageRequest::first(10)).await.unwrap().items;
+    assert_eq!(listed.iter().map(|t| t.span_count).sum::<u64>(), 3, "summaries count each span once");
+    // The stored creation carries the link the herald resolved to its parent's creation span.
+    let cand = trace.spans.iter().find(|s| s.entity_id.as_deref() == Some("cand-1")).unwrap();
+    let span = <opentelemetry_proto::tonic::trace::v1::Span as prost::Message>::decode(cand.span_proto.as_slice())
+        .expect("a stored span decodes");
+    assert_eq!(span.links.len(), 1);
+    assert_eq!(span.links[0].span_id, parent.span_id);
+}
