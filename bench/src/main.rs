@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use helix_model::interpret::{interpret_traces, SpanClass};
 use helix_model::span_count;
-use helix_model::{EntityCreated, Metadata, Status};
+use helix_model::{EntityCreated, EntitySpan, Metadata, Status};
 use helix_store::{Direction, LineageQuery, SqliteStore, Store, WriteBatch, WriteRecord};
 use herald::metrics::Metrics;
 use herald::resolve::Resolver;
@@ -206,10 +206,10 @@ pub fn dag(n: usize) -> (Vec<Vec<WriteRecord>>, Vec<String>, Vec<String>) {
     let mut products = Vec::new();
     let mut blocks = Vec::new();
     let make = |id: String, stage: &str, parents: Vec<String>, t: i64| {
-        WriteRecord::Created(EntityCreated {
+        WriteRecord::Created(EntityCreated(EntitySpan {
             entity_id: id,
             instrument_id: "BENCH".into(),
-            stage: stage.into(),
+            name: stage.into(),
             trace_id: format!("{:032x}", t + 1),
             span_id: format!("{:016x}", t + 1),
             start_ns: 1_700_000_000_000_000_000 + t,
@@ -220,7 +220,7 @@ pub fn dag(n: usize) -> (Vec<Vec<WriteRecord>>, Vec<String>, Vec<String>) {
             process_name: None,
             status: Status::Ok,
             events: vec![],
-        })
+        }))
     };
     for g in 0..groups {
         let t0 = (g * (per_group + 1)) as i64;

@@ -138,7 +138,7 @@ async fn copy_batch(client: &mut Client, records: &[WriteRecord]) {
                         &c.parent_ids,
                         &json(&c.metadata),
                         &c.span_id,
-                        &c.stage,
+                        &c.name,
                         &c.service_name,
                         &c.process_name,
                         &c.end_ns,
@@ -190,10 +190,10 @@ async fn copy_batch(client: &mut Client, records: &[WriteRecord]) {
                     .write(&[
                         &o.entity_id,
                         &o.instrument_id,
-                        &o.operation,
+                        &o.name,
                         &o.trace_id,
                         &o.start_ns,
-                        &o.duration_ns,
+                        &o.duration_ns(),
                         &json(&o.metadata),
                         &o.span_id,
                         &o.status.as_str(),
@@ -219,7 +219,7 @@ async fn copy_batch(client: &mut Client, records: &[WriteRecord]) {
             let events = match r {
                 WriteRecord::Created(c) => &c.events,
                 WriteRecord::Operation(o) => &o.events,
-                WriteRecord::Log(_) => continue,
+                WriteRecord::Log(_) | WriteRecord::Span(_) => continue,
             };
             for e in events {
                 w.as_mut()
@@ -265,7 +265,7 @@ async fn old_herald_record(client: &Client, r: &WriteRecord) {
             let claimed = client
                 .query_opt(
                     "SELECT 1 FROM entity_operations WHERE entity_id = $1 AND operation = $2 AND trace_id = $3",
-                    &[&o.entity_id, &o.operation, &o.trace_id],
+                    &[&o.entity_id, &o.name, &o.trace_id],
                 )
                 .await
                 .unwrap();
@@ -278,10 +278,10 @@ async fn old_herald_record(client: &Client, r: &WriteRecord) {
                         &[
                             &o.entity_id,
                             &o.instrument_id,
-                            &o.operation,
+                            &o.name,
                             &o.trace_id,
                             &o.start_ns,
-                            &o.duration_ns,
+                            &o.duration_ns(),
                             &json(&o.metadata),
                             &o.span_id,
                         ],
@@ -294,7 +294,7 @@ async fn old_herald_record(client: &Client, r: &WriteRecord) {
                         "DELETE FROM entity_operations WHERE entity_id = $1 AND operation = $2 AND span_id NOT IN (
                              SELECT span_id FROM entity_operations WHERE entity_id = $1 AND operation = $2
                              ORDER BY timestamp_ns DESC LIMIT 10)",
-                        &[&o.entity_id, &o.operation],
+                        &[&o.entity_id, &o.name],
                     )
                     .await
                     .unwrap();
@@ -303,7 +303,8 @@ async fn old_herald_record(client: &Client, r: &WriteRecord) {
                 old_event(client, e).await;
             }
         }
-        WriteRecord::Log(_) => {}
+        // The older herald kept no spans (it only forwarded them).
+        WriteRecord::Log(_) | WriteRecord::Span(_) => {}
     }
 }
 

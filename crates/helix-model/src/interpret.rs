@@ -9,7 +9,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{span::Link, status::StatusCode, Span};
 
 use crate::ids::to_hex;
-use crate::records::{EntityCreated, EntityEvent, LogRecorded, OperationRecorded, SpanRef, Status};
+use crate::records::{EntityCreated, EntityEvent, EntitySpan, LogRecorded, OperationRecorded, SpanRef, Status};
 use crate::render::{render_attributes, render_value};
 
 pub const ENTITY_ID: &str = "helix.entity.id";
@@ -144,38 +144,25 @@ fn classify(context: &ResourceContext, span: &Span) -> SpanClass {
 
     let common_metadata = render_attributes(attrs, &NOT_METADATA);
     let parent_ids = parent_ids(find_attr(attrs, PARENT_IDS));
+    let fields = EntitySpan {
+        entity_id: entity_id.to_owned(),
+        instrument_id,
+        name: span.name.clone(),
+        trace_id,
+        span_id,
+        start_ns,
+        end_ns,
+        parent_ids,
+        metadata: common_metadata,
+        service_name: context.service_name.clone(),
+        process_name,
+        status,
+        events,
+    };
     if is_operation(find_attr(attrs, IS_OPERATION)) {
-        SpanClass::Operation(OperationRecorded {
-            entity_id: entity_id.to_owned(),
-            instrument_id,
-            operation: span.name.clone(),
-            trace_id,
-            span_id,
-            start_ns,
-            duration_ns: end_ns - start_ns,
-            parent_ids,
-            metadata: common_metadata,
-            service_name: context.service_name.clone(),
-            process_name,
-            status,
-            events,
-        })
+        SpanClass::Operation(OperationRecorded(fields))
     } else {
-        SpanClass::Creation(EntityCreated {
-            entity_id: entity_id.to_owned(),
-            instrument_id,
-            stage: span.name.clone(),
-            trace_id,
-            span_id,
-            start_ns,
-            end_ns,
-            parent_ids,
-            metadata: common_metadata,
-            service_name: context.service_name.clone(),
-            process_name,
-            status,
-            events,
-        })
+        SpanClass::Creation(EntityCreated(fields))
     }
 }
 

@@ -64,18 +64,19 @@ impl EntityEvent {
     }
 }
 
-/// A creation span: brings an entity into existence (or upgrades/re-creates it).
+/// What a creation span and an operation span both say about the entity they name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EntityCreated {
+pub struct EntitySpan {
     pub entity_id: String,
     pub instrument_id: String,
-    /// The span name.
-    pub stage: String,
+    /// The span name: a creation's stage, an operation's name.
+    pub name: String,
     pub trace_id: String,
     pub span_id: String,
     pub start_ns: i64,
     pub end_ns: i64,
-    /// All parents in caller order, trimmed, de-duplicated, no empties.
+    /// All parents in caller order, trimmed, de-duplicated, no empties. A creation's become
+    /// provenance edges; an operation's are resolved to links only.
     pub parent_ids: Vec<String>,
     pub metadata: Metadata,
     pub service_name: Option<String>,
@@ -84,29 +85,61 @@ pub struct EntityCreated {
     pub status: Status,
     pub events: Vec<EntityEvent>,
 }
+
+/// A creation span: brings an entity into existence (or upgrades/re-creates it). Reads its
+/// fields through `Deref` to the shared [`EntitySpan`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EntityCreated(pub EntitySpan);
 
 /// An operation span: work on an existing (or not yet known) entity.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OperationRecorded {
-    pub entity_id: String,
-    pub instrument_id: String,
-    /// The span name.
-    pub operation: String,
-    pub trace_id: String,
-    pub span_id: String,
-    pub start_ns: i64,
-    pub duration_ns: i64,
-    /// Parents named by the operation: resolved to links, never stored as provenance.
-    pub parent_ids: Vec<String>,
-    pub metadata: Metadata,
-    pub service_name: Option<String>,
-    pub process_name: Option<String>,
-    /// `Error` when the span status is ERROR or any `helix.error` event is present.
-    pub status: Status,
-    pub events: Vec<EntityEvent>,
+#[serde(transparent)]
+pub struct OperationRecorded(pub EntitySpan);
+
+impl std::ops::Deref for EntityCreated {
+    type Target = EntitySpan;
+    fn deref(&self) -> &EntitySpan {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for EntityCreated {
+    fn deref_mut(&mut self) -> &mut EntitySpan {
+        &mut self.0
+    }
+}
+
+impl std::ops::Deref for OperationRecorded {
+    type Target = EntitySpan;
+    fn deref(&self) -> &EntitySpan {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for OperationRecorded {
+    fn deref_mut(&mut self) -> &mut EntitySpan {
+        &mut self.0
+    }
+}
+
+impl EntityCreated {
+    /// The stage: the creation span's name.
+    pub fn stage(&self) -> &str {
+        &self.name
+    }
 }
 
 impl OperationRecorded {
+    /// The operation: the span's name.
+    pub fn operation(&self) -> &str {
+        &self.name
+    }
+
+    pub fn duration_ns(&self) -> i64 {
+        self.end_ns - self.start_ns
+    }
+
     /// A `helix.error` event on an operation marks the operated entity as failed.
     pub fn marks_entity_error(&self) -> bool {
         self.events.iter().any(EntityEvent::is_error)

@@ -76,7 +76,7 @@ fn s04_operate() {
     let (created, ops, _) = classes(&traces("s04_operate", "004-traces"));
     assert!(created.is_empty());
     assert_eq!(ops.len(), 2);
-    assert_eq!(ops[0].operation, "archive");
+    assert_eq!(ops[0].operation(), "archive");
     let e8 = ops.iter().find(|o| o.entity_id == "event-8").unwrap();
     assert_eq!(e8.metadata["size_mb"], "12.5");
     assert!(e8.metadata.contains_key("path"));
@@ -91,7 +91,7 @@ fn s05_errors() {
     let e9 = created.iter().find(|c| c.entity_id == "event-9").unwrap();
     assert_eq!(e9.status, Status::Error);
     assert_eq!(e9.events.iter().find(|e| e.is_error()).unwrap().metadata["exception.message"], "boom 123");
-    let op = ops.iter().find(|o| o.operation == "write-header").unwrap();
+    let op = ops.iter().find(|o| o.operation() == "write-header").unwrap();
     assert_eq!(op.entity_id, "event-7");
     assert!(op.marks_entity_error());
     let err = &op.events[0];

@@ -87,7 +87,7 @@ fn deferred_operation_without_id_is_passthrough() {
 fn creation_carries_stage_ids_times_and_hex_ids() {
     let c = creation(SpanBuilder::creation("search", "cand-1", 3).times(100, 250));
     assert_eq!(c.entity_id, "cand-1");
-    assert_eq!(c.stage, "search");
+    assert_eq!(c.stage(), "search");
     assert_eq!((c.start_ns, c.end_ns), (100, 250));
     assert_eq!(c.trace_id.len(), 32);
     assert_eq!(c.span_id, "0000000000000004");
@@ -117,19 +117,19 @@ fn no_parents_is_an_empty_list() {
 #[test]
 fn operation_marker_accepts_string_true_and_boolean_true() {
     let by_string = SpanBuilder::operation("archive", "e", 1);
-    assert_eq!(operation(by_string).operation, "archive");
+    assert_eq!(operation(by_string).operation(), "archive");
     let by_bool = SpanBuilder::creation("archive", "e", 1).attr("helix.entity.is_operation", boolean(true));
     assert_eq!(operation(by_bool).entity_id, "e");
     // Anything else is a creation.
     let not_op = SpanBuilder::creation("ingest", "e", 1).attr("helix.entity.is_operation", string("false"));
-    assert_eq!(creation(not_op).stage, "ingest");
+    assert_eq!(creation(not_op).stage(), "ingest");
 }
 
 #[test]
 fn operation_keeps_parents_for_links_and_its_duration() {
     let o = operation(SpanBuilder::operation("convert", "e", 1).parents("p1,p2").times(1_000, 4_500));
     assert_eq!(o.parent_ids, vec!["p1", "p2"]);
-    assert_eq!(o.duration_ns, 3_500);
+    assert_eq!(o.duration_ns(), 3_500);
     assert_eq!(o.start_ns, 1_000);
 }
 

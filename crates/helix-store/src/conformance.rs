@@ -15,7 +15,8 @@ use std::collections::HashSet;
 use std::ops::Deref;
 
 use helix_model::{
-    EntityCreated, EntityEvent, LogRecorded, Metadata, OperationRecorded, SpanRecorded, SpanRole, Status, ERROR_EVENT,
+    EntityCreated, EntityEvent, EntitySpan, LogRecorded, Metadata, OperationRecorded, SpanRecorded, SpanRole, Status,
+    ERROR_EVENT,
 };
 
 use crate::{
@@ -136,10 +137,10 @@ fn md(pairs: &[(&str, &str)]) -> Metadata {
 
 /// A creation of `id` by `INST` at `T0 + offset_ns` with `parents`, stage `ingest`.
 pub fn creation(id: &str, parents: &[&str], offset_ns: i64) -> EntityCreated {
-    EntityCreated {
+    EntityCreated(EntitySpan {
         entity_id: id.to_owned(),
         instrument_id: INST.to_owned(),
-        stage: "ingest".to_owned(),
+        name: "ingest".to_owned(),
         trace_id: trace_of(id),
         span_id: span_of(id),
         start_ns: T0 + offset_ns,
@@ -150,26 +151,26 @@ pub fn creation(id: &str, parents: &[&str], offset_ns: i64) -> EntityCreated {
         process_name: Some("CHIME/pipe/ingest".to_owned()),
         status: Status::Ok,
         events: Vec::new(),
-    }
+    })
 }
 
 /// An operation `name` on `id` by `INST`, its span derived from `span_seed`.
 pub fn operation(id: &str, name: &str, span_seed: &str, offset_ns: i64) -> OperationRecorded {
-    OperationRecorded {
+    OperationRecorded(EntitySpan {
         entity_id: id.to_owned(),
         instrument_id: INST.to_owned(),
-        operation: name.to_owned(),
+        name: name.to_owned(),
         trace_id: trace_of(span_seed),
         span_id: span_of(span_seed),
         start_ns: T0 + offset_ns,
-        duration_ns: 9_000,
+        end_ns: T0 + offset_ns + 9_000,
         parent_ids: Vec::new(),
         metadata: Metadata::new(),
         service_name: Some("svc".to_owned()),
         process_name: None,
         status: Status::Ok,
         events: Vec::new(),
-    }
+    })
 }
 
 /// Event number `ordinal` of the span (`trace_id`, `span_id`) on `entity_id`.
@@ -457,7 +458,7 @@ pub async fn placeholder_is_upgraded_by_creation(store: &dyn Store) {
     assert_eq!(get(store, "u-1").await.status, Status::Error, "helix.error on an operation marks the entity");
 
     let mut c = creation("u-1", &["par-1", "par-2"], 1_000);
-    c.stage = "detect".to_owned();
+    c.name = "detect".to_owned();
     c.metadata = md(&[("snr", "12")]);
     let out = write(store, vec![created(c.clone()), created(creation("par-1", &[], 0))]).await;
     assert_eq!(out.entities_created.len(), 2);
@@ -493,7 +494,7 @@ pub async fn recreation_merges_parents_and_metadata(store: &dyn Store) {
     let mut again = creation("r-1", &["p3", "p1"], 777);
     again.span_id = span_of("r-1 again");
     again.trace_id = trace_of("r-1 again");
-    again.stage = "other".to_owned();
+    again.name = "other".to_owned();
     again.metadata = md(&[("a", "2"), ("b", "3")]);
     again.events = vec![event_on_creation(&again, "helix.event.redo", 0, 800)];
     let out = write(store, vec![created(again.clone())]).await;
@@ -1024,7 +1025,7 @@ pub async fn search_filters_combine(store: &dyn Store) {
     for i in 0..12i64 {
         let mut c = creation(&format!("s-{i:02}"), &[], i * 10);
         c.instrument_id = if i % 2 == 0 { INST.to_owned() } else { "OTHER".to_owned() };
-        c.stage = if i % 3 == 0 { "detect".to_owned() } else { "ingest".to_owned() };
+        c.name = if i % 3 == 0 { "detect".to_owned() } else { "ingest".to_owned() };
         c.status = if i % 4 == 0 { Status::Error } else { Status::Ok };
         c.metadata =
             md(&[("beam", &(i % 5).to_string()), ("odd key.with \"quotes\"", if i == 7 { "yes" } else { "no" })]);
@@ -1161,7 +1162,7 @@ pub async fn stages_summarise_non_placeholders(store: &dyn Store) {
     let mut records = Vec::new();
     for i in 0..6i64 {
         let mut c = creation(&format!("st-{i}"), &[], i * 100);
-        c.stage = if i < 4 { "detect".into() } else { "classify".into() };
+        c.name = if i < 4 { "detect".into() } else { "classify".into() };
         c.status = if i == 1 || i == 2 { Status::Error } else { Status::Ok };
         records.push(created(c));
     }
@@ -1430,7 +1431,7 @@ pub async fn stage_histogram_counts_per_stage_and_bucket(store: &dyn Store) {
     .enumerate()
     {
         let mut c = creation(&format!("sh-{i}"), &[], *offset);
-        c.stage = (*stage).into();
+        c.name = (*stage).into();
         if *error {
             c.status = Status::Error;
         }

@@ -190,7 +190,7 @@ impl<'b> Planner<'b> {
                     span_id: Some(c.span_id.clone()),
                     timestamp_ns: c.start_ns,
                     end_ns: Some(c.end_ns),
-                    stage: Some(c.stage.clone()),
+                    stage: Some(c.name.clone()),
                     service_name: c.service_name.clone(),
                     process_name: c.process_name.clone(),
                     status: c.status,
@@ -204,7 +204,7 @@ impl<'b> Planner<'b> {
             self.out.outcome.entities_created.push(EntityCount {
                 entity_id: c.entity_id.clone(),
                 instrument_id: c.instrument_id.clone(),
-                stage: c.stage.clone(),
+                stage: c.name.clone(),
                 status: c.status,
             });
             self.add_events(&c.events);
@@ -241,7 +241,7 @@ impl<'b> Planner<'b> {
             row.span_id = Some(c.span_id.clone());
             row.timestamp_ns = c.start_ns;
             row.end_ns = Some(c.end_ns);
-            row.stage = Some(c.stage.clone());
+            row.stage = Some(c.name.clone());
             row.service_name = c.service_name.clone();
             row.process_name = c.process_name.clone();
             row.placeholder = false;
@@ -262,7 +262,7 @@ impl<'b> Planner<'b> {
             self.out.outcome.entities_created.push(EntityCount {
                 entity_id: c.entity_id.clone(),
                 instrument_id: c.instrument_id.clone(),
-                stage: c.stage.clone(),
+                stage: c.name.clone(),
                 status,
             });
         } else {

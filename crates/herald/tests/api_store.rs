@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::body::{to_bytes, Body};
 use axum::http::{HeaderMap, Request, StatusCode};
 use axum::Router;
-use helix_model::{EntityCreated, EntityEvent, LogRecorded, Metadata, OperationRecorded, Status};
+use helix_model::{EntityCreated, EntityEvent, EntitySpan, LogRecorded, Metadata, OperationRecorded, Status};
 use helix_store::{SqliteOptions, SqliteStore, Store, WriteBatch, WriteRecord};
 use herald::api::{app, ApiState};
 use herald::metrics::Metrics;
@@ -56,10 +56,10 @@ impl Harness {
         metadata: &[(&str, &str)],
     ) -> EntityCreated {
         let (trace_id, span_id) = self.span();
-        EntityCreated {
+        EntityCreated(EntitySpan {
             entity_id: id.to_owned(),
             instrument_id: INSTRUMENT.to_owned(),
-            stage: stage.to_owned(),
+            name: stage.to_owned(),
             trace_id,
             span_id,
             start_ns,
@@ -70,26 +70,26 @@ impl Harness {
             process_name: Some("detector".to_owned()),
             status: Status::Ok,
             events: Vec::new(),
-        }
+        })
     }
 
     fn operation(&mut self, id: &str, name: &str, start_ns: i64, metadata: &[(&str, &str)]) -> OperationRecorded {
         let (trace_id, span_id) = self.span();
-        OperationRecorded {
+        OperationRecorded(EntitySpan {
             entity_id: id.to_owned(),
             instrument_id: INSTRUMENT.to_owned(),
-            operation: name.to_owned(),
+            name: name.to_owned(),
             trace_id,
             span_id,
             start_ns,
-            duration_ns: 9_000,
+            end_ns: start_ns + 9_000,
             parent_ids: Vec::new(),
             metadata: meta(metadata),
             service_name: None,
             process_name: None,
             status: Status::Ok,
             events: Vec::new(),
-        }
+        })
     }
 
     async fn write(&self, records: Vec<WriteRecord>) {
@@ -150,14 +150,14 @@ async fn lineage_fixture() -> Harness {
     let mut h = Harness::new();
     let block = h.created("block-1", &[], "ingest", T0, &[("beam", "7")]);
     let mut cand1 = h.created("cand-1", &["block-1"], "detect", T0 + 10, &[("score", "0.97")]);
-    cand1.events.push(EntityEvent {
+    cand1.0.events.push(EntityEvent {
         entity_id: "cand-1".into(),
         instrument_id: INSTRUMENT.into(),
         event_name: "helix.event.classified".into(),
         timestamp_ns: T0 + 12,
         metadata: meta(&[("class", "frb")]),
-        trace_id: cand1.trace_id.clone(),
-        span_id: cand1.span_id.clone(),
+        trace_id: cand1.0.trace_id.clone(),
+        span_id: cand1.0.span_id.clone(),
         ordinal: 0,
     });
     let cand2 = h.created("cand-2", &["block-1"], "detect", T0 + 20, &[("score", "0.12")]);
@@ -341,14 +341,14 @@ mod api {
         let mut h = Harness::new();
         let mut created = h.created("e", &[], "make", T0, &[]);
         for i in 0..7u32 {
-            created.events.push(EntityEvent {
+            created.0.events.push(EntityEvent {
                 entity_id: "e".into(),
                 instrument_id: INSTRUMENT.into(),
                 event_name: format!("helix.event.n{i}"),
                 timestamp_ns: T0 + i64::from(i),
                 metadata: Metadata::new(),
-                trace_id: created.trace_id.clone(),
-                span_id: created.span_id.clone(),
+                trace_id: created.0.trace_id.clone(),
+                span_id: created.0.span_id.clone(),
                 ordinal: i,
             });
         }

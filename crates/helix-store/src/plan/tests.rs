@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::conformance::{creation, event, log, operation, span_of, trace_of, INST, T0};
-use helix_model::{EntityCreated, ERROR_EVENT, OperationRecorded, Status};
+use helix_model::{EntityCreated, OperationRecorded, Status, ERROR_EVENT};
 
 fn md(pairs: &[(&str, &str)]) -> Metadata {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -18,7 +18,7 @@ fn stored_entity(c: &EntityCreated) -> Entity {
         span_id: Some(c.span_id.clone()),
         timestamp_ns: c.start_ns,
         end_ns: Some(c.end_ns),
-        stage: Some(c.stage.clone()),
+        stage: Some(c.name.clone()),
         service_name: c.service_name.clone(),
         process_name: c.process_name.clone(),
         status: c.status,
@@ -66,7 +66,7 @@ fn recreation(id: &str, seed: &str, parents: &[&str]) -> EntityCreated {
     let mut c = creation(id, parents, 1_000);
     c.span_id = span_of(seed);
     c.trace_id = trace_of(seed);
-    c.stage = "again".into();
+    c.name = "again".into();
     c
 }
 

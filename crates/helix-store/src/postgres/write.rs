@@ -373,10 +373,10 @@ async fn write_operations(tx: &Transaction<'_>, ops: &[&OperationRecorded]) -> R
             .write(&[
                 &o.entity_id,
                 &o.instrument_id,
-                &o.operation,
+                &o.name,
                 &o.trace_id,
                 &o.start_ns,
-                &o.duration_ns,
+                &o.duration_ns(),
                 &Json(&o.metadata),
                 &o.span_id,
                 &o.status.as_str(),

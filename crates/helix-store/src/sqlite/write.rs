@@ -136,10 +136,10 @@ fn write(tx: &Transaction<'_>, plan: &mut WritePlan<'_>, now: &str) -> StoreResu
             stmt.execute(rusqlite::params![
                 o.entity_id,
                 o.instrument_id,
-                o.operation,
+                o.name,
                 o.trace_id,
                 o.start_ns,
-                o.duration_ns,
+                o.duration_ns(),
                 to_json(&o.metadata)?,
                 now,
                 o.span_id,
