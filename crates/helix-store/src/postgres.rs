@@ -49,6 +49,8 @@ pub struct PostgresOptions {
     pub connect_timeout: Duration,
     /// Retention job for plain PostgreSQL; `None` disables it. Ignored for hypertables.
     pub retention: Option<RetentionConfig>,
+    /// Age and size limits of the span store (applied by the retention job).
+    pub span_retention: crate::SpanRetention,
 }
 
 impl Default for PostgresOptions {
@@ -59,6 +61,7 @@ impl Default for PostgresOptions {
             pool_size: 16,
             connect_timeout: Duration::from_secs(5),
             retention: Some(RetentionConfig::default()),
+            span_retention: crate::SpanRetention::default(),
         }
     }
 }

@@ -36,11 +36,18 @@ pub struct SqliteOptions {
     pub read_connections: usize,
     /// How long a statement waits for a lock before failing as `Unavailable`.
     pub busy_timeout: Duration,
+    /// Age and size limits of the span store.
+    pub span_retention: crate::SpanRetention,
 }
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        SqliteOptions { migrate: true, read_connections: 4, busy_timeout: Duration::from_secs(5) }
+        SqliteOptions {
+            migrate: true,
+            read_connections: 4,
+            busy_timeout: Duration::from_secs(5),
+            span_retention: crate::SpanRetention::default(),
+        }
     }
 }
 

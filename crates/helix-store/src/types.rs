@@ -255,3 +255,20 @@ pub struct TraceSummary {
     /// Entities named by the trace's creation and operation spans, sorted, unique.
     pub entity_ids: Vec<String>,
 }
+
+/// How long spans are kept and how much room they may take; older (or, over the budget, oldest)
+/// spans are removed by the store's retention job in small batches. Entity, operation and event
+/// rows are never touched by span retention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpanRetention {
+    /// Spans of traces that started longer ago than this are removed; `None` keeps them.
+    pub max_age: Option<std::time::Duration>,
+    /// Approximate bytes the stored spans may take; `None`: no budget.
+    pub max_bytes: Option<u64>,
+}
+
+impl Default for SpanRetention {
+    fn default() -> Self {
+        SpanRetention { max_age: Some(std::time::Duration::from_secs(7 * 86_400)), max_bytes: None }
+    }
+}

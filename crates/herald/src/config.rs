@@ -111,6 +111,19 @@ pub struct ServeArgs {
     #[arg(long = "shutdown-timeout", env = "HELIX_SHUTDOWN_TIMEOUT", default_value = "10s",
           value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
+    /// Keep every acknowledged span in the store (the trace API and waterfall read them). A site
+    /// that forwards to Tempo and wants no second copy sets --store-spans=false.
+    #[arg(long = "store-spans", env = "HELIX_STORE_SPANS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub store_spans: bool,
+    /// Spans of traces older than this are removed (0 keeps them); entities, operations and
+    /// events are not affected.
+    #[arg(long = "span-retention", env = "HELIX_SPAN_RETENTION", default_value = "7d",
+          value_parser = humantime::parse_duration)]
+    pub span_retention: Duration,
+    /// Optional budget of the span store in bytes (e.g. 20000000000); over it the oldest spans
+    /// are removed first.
+    #[arg(long = "span-retention-bytes", env = "HELIX_SPAN_RETENTION_BYTES")]
+    pub span_retention_bytes: Option<u64>,
 }
 
 /// Where the store lives.
@@ -197,6 +210,14 @@ impl ServeArgs {
     pub fn db_url(&self) -> &str {
         self.db_url.as_deref().unwrap_or(DEFAULT_DB_URL)
     }
+    /// The span store's age and size limits (`--span-retention 0` keeps spans forever).
+    pub fn span_retention(&self) -> helix_store::SpanRetention {
+        helix_store::SpanRetention {
+            max_age: (!self.span_retention.is_zero()).then_some(self.span_retention),
+            max_bytes: self.span_retention_bytes,
+        }
+    }
+
     pub fn batch(&self) -> BatchConfig {
         BatchConfig { queue_records: self.write_queue_records.max(1), max_batch_records: self.batch_max_records.max(1) }
     }

@@ -47,6 +47,8 @@ pub struct Ingest {
     pub writer: Writer,
     pub forwarder: Option<Forwarder>,
     pub metrics: Arc<Metrics>,
+    /// Keep every span in the store (`--store-spans`); off, only entity rows are written.
+    pub store_spans: bool,
 }
 
 impl Ingest {
@@ -68,7 +70,7 @@ impl Ingest {
         let created = Resolver::creations(&interpretation);
         // Every kept span, as resolved (with its links), commits with the entity rows of its
         // export: an acknowledged export has both or neither.
-        let spans = span_records(&request, &interpretation);
+        let spans = if self.store_spans { span_records(&request, &interpretation) } else { Vec::new() };
         let mut records = Vec::with_capacity(interpretation.spans.len() + spans.len());
         let mut rejected = Vec::new();
         let mut passthrough = 0u64;

@@ -62,7 +62,7 @@ impl Listeners {
 
 /// What a DB_URL is opened for.
 enum Purpose {
-    Serve,
+    Serve(helix_store::SpanRetention),
     Migrate,
 }
 
@@ -76,8 +76,9 @@ async fn open_location(db_url: &str, purpose: Purpose) -> Result<Opened, RunErro
     let blocking_failed = |e: tokio::task::JoinError| RunError::Config(format!("store open task failed: {e}"));
     match parse_db_url(db_url).map_err(RunError::Config)? {
         StoreLocation::Sqlite(path) => match purpose {
-            Purpose::Serve => {
-                let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path, Default::default()))
+            Purpose::Serve(span_retention) => {
+                let opts = helix_store::SqliteOptions { span_retention, ..Default::default() };
+                let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path, opts))
                     .await
                     .map_err(blocking_failed)??;
                 Ok(Opened::Serving(Arc::new(store)))
@@ -89,10 +90,11 @@ async fn open_location(db_url: &str, purpose: Purpose) -> Result<Opened, RunErro
             )),
         },
         StoreLocation::Postgres(url) => match purpose {
-            Purpose::Serve => {
+            Purpose::Serve(span_retention) => {
                 let retention = helix_store::postgres::RetentionConfig::from_lookup(|k| std::env::var(k).ok())
                     .map_err(|e| RunError::Config(format!("retention: {e}")))?;
-                let opts = helix_store::PostgresOptions { retention: Some(retention), ..Default::default() };
+                let opts =
+                    helix_store::PostgresOptions { retention: Some(retention), span_retention, ..Default::default() };
                 Ok(Opened::Serving(Arc::new(helix_store::PostgresStore::open(&url, opts).await?)))
             }
             Purpose::Migrate => Ok(Opened::Migrated(helix_store::postgres::migrate(&url, None).await?)),
@@ -101,8 +103,8 @@ async fn open_location(db_url: &str, purpose: Purpose) -> Result<Opened, RunErro
 }
 
 /// Open the store named by a DB_URL (migrations applied).
-pub async fn open_store(db_url: &str) -> Result<Arc<dyn Store>, RunError> {
-    match open_location(db_url, Purpose::Serve).await? {
+pub async fn open_store(db_url: &str, span_retention: helix_store::SpanRetention) -> Result<Arc<dyn Store>, RunError> {
+    match open_location(db_url, Purpose::Serve(span_retention)).await? {
         Opened::Serving(store) => Ok(store),
         Opened::Migrated(_) => unreachable!("opened to serve"),
     }
@@ -120,7 +122,7 @@ pub async fn migrate_store(db_url: &str) -> Result<Vec<u32>, RunError> {
 /// stages, each bounded by `--shutdown-timeout`. Returns once every task has ended or been
 /// aborted; the error names the first task that failed.
 pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationToken) -> Result<(), RunError> {
-    let store = open_store(args.db_url()).await?;
+    let store = open_store(args.db_url(), args.span_retention()).await?;
     let metrics = Arc::new(Metrics::new());
     let deadline = args.shutdown_timeout;
 
@@ -143,11 +145,12 @@ pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationTo
         writer,
         forwarder,
         metrics: metrics.clone(),
+        store_spans: args.store_spans,
     });
 
     announce(&listeners, args.db_url());
     signal_ready(&listeners, args.ready_file.as_deref())?;
-    let state = ApiState { store: store.clone(), metrics: metrics.clone() };
+    let state = ApiState { store: store.clone(), metrics: metrics.clone(), spans_stored: args.store_spans };
     let app = api::app(state.clone())
         .merge(
             inspector::router_with(inspector::InspectorConfig {

@@ -81,3 +81,28 @@ async fn a_retried_export_adds_no_span() {
     assert_eq!(span.links.len(), 1);
     assert_eq!(span.links[0].span_id, parent.span_id);
 }
+
+/// `--store-spans=false` (a site that forwards to Tempo and wants no second copy): entity rows
+/// are stored as always, no span is, and every trace read says why instead of "unknown trace".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_store_spans_off_entities_are_stored_and_trace_reads_say_spans_are_not_kept() {
+    let mut herald =
+        Herald::start_with(HeraldOptions { args: vec!["--store-spans=false".into()], ..Default::default() });
+    let pipeline = Pipeline::new(&herald, Transport::Grpc, "spans-off", "OFF");
+    let created = pipeline.create("ingest", "off-block-1", &[]);
+    pipeline.plain("housekeeping", None);
+    pipeline.flush().await;
+    let (trace_id, _) = hex(&created);
+
+    let entity = herald.get_ok("/api/v1/entity/off-block-1").await;
+    assert_eq!(entity["entity"]["trace_id"], trace_id.as_str(), "the entity row is stored: {entity}");
+    for path in [format!("/api/v1/trace/{trace_id}"), "/api/v1/traces".to_owned(), format!("/api/traces/{trace_id}")] {
+        let (status, body) = herald.get_text(&path).await;
+        assert_eq!(status, 404, "{path}: {body}");
+        assert!(body.contains("--store-spans=false") && body.contains("Tempo"), "{path}: {body}");
+    }
+    pipeline.shutdown().await;
+    let store = stored(&mut herald);
+    assert!(store.trace(&trace_id, 100).await.unwrap().is_none(), "no span of the trace is stored");
+    assert!(store.traces(&TraceFilter::default(), &PageRequest::first(10)).await.unwrap().items.is_empty());
+}

@@ -38,7 +38,7 @@ impl FakeStore {
     }
 
     pub fn state(self) -> ApiState {
-        ApiState { store: Arc::new(self), metrics: Arc::new(Metrics::new()) }
+        ApiState { store: Arc::new(self), metrics: Arc::new(Metrics::new()), spans_stored: true }
     }
 
     /// `Ok(value)` when empty, the configured error otherwise.

@@ -37,6 +37,8 @@ use crate::metrics::Metrics;
 pub struct ApiState {
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
+    /// False when the herald runs with `--store-spans=false`: the trace endpoints then say so.
+    pub spans_stored: bool,
 }
 
 /// One registered endpoint. Each resource module lists its endpoints as `Route`s; the router,

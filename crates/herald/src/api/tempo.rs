@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use super::otlp_json;
 use super::params::QueryParams;
-use super::traces::{corrupt, unknown_trace, MAX_TRACE_SPANS};
+use super::traces::{corrupt, require_spans, unknown_trace, MAX_TRACE_SPANS};
 use super::{ApiError, ApiResult, ApiState, Route};
 
 const TRACE_PARAMS: &[&str] = &["start", "end"];
@@ -86,6 +86,7 @@ async fn load(
     state: &ApiState,
     trace_id: &str,
 ) -> ApiResult<(opentelemetry_proto::tonic::trace::v1::TracesData, bool)> {
+    require_spans(state)?;
     let stored = state.store.trace(trace_id, MAX_TRACE_SPANS).await?.ok_or_else(|| unknown_trace(trace_id))?;
     let data = otlp_json::traces_data(&stored.spans).map_err(corrupt)?;
     Ok((data, stored.partial))
@@ -385,6 +386,7 @@ pub fn search_request(params: &QueryParams) -> ApiResult<(TraceFilter, usize)> {
 /// `{"traces": [{"traceID", "rootServiceName", "rootTraceName", "startTimeUnixNano", "durationMs"}]}`,
 /// newest first.
 async fn search(State(state): State<ApiState>, params: QueryParams) -> ApiResult<Json<Value>> {
+    require_spans(&state)?;
     let params = params.allow_extra(SEARCH_PARAMS)?;
     let (filter, limit) = search_request(&params)?;
     let page = state.store.traces(&filter, &PageRequest::first(limit)).await?;

@@ -143,11 +143,25 @@ pub(super) fn unknown_trace(trace_id: &str) -> ApiError {
     ))
 }
 
+/// A herald started with `--store-spans=false` keeps no spans: every trace read says so
+/// instead of answering "unknown trace".
+pub(super) fn require_spans(state: &ApiState) -> ApiResult<()> {
+    if state.spans_stored {
+        return Ok(());
+    }
+    Err(ApiError::NotFound(
+        "spans are not stored by this herald (it runs with --store-spans=false): open the trace in the \
+         site's Tempo or Grafana, where the herald forwards them"
+            .into(),
+    ))
+}
+
 async fn trace(
     State(state): State<ApiState>,
     TraceId(trace_id): TraceId,
     params: QueryParams,
 ) -> ApiResult<Json<Value>> {
+    require_spans(&state)?;
     params.allow(&[])?;
     let stored = state.store.trace(&trace_id, MAX_TRACE_SPANS).await?.ok_or_else(|| unknown_trace(&trace_id))?;
     Ok(Json(trace_view(&trace_id, &stored).map_err(corrupt)?))
@@ -200,6 +214,7 @@ fn filter(params: &QueryParams) -> ApiResult<TraceFilter> {
 
 /// `{"traces": [...], "next_cursor": "…" | null}`, newest first.
 async fn traces(State(state): State<ApiState>, params: QueryParams) -> ApiResult<Json<Value>> {
+    require_spans(&state)?;
     let params = params.allow(TRACES_PARAMS)?;
     let filter = filter(&params)?;
     let page_request = params.page(DEFAULT_PAGE, MAX_PAGE)?;
