@@ -150,6 +150,253 @@ pub fn span_records(request: &ExportTraceServiceRequest, interpretation: &Interp
     out
 }
 
+/// The form of a stored span: `role | WHOLE | STATUS` in one small integer column.
+pub mod stored {
+    use super::{SpanRecorded, SpanRole};
+    use crate::ids::{from_hex, to_hex};
+    use opentelemetry_proto::tonic::trace::v1::{Span, Status};
+    use prost::Message;
+
+    /// `span_rest` is the span exactly as received (it could not be split losslessly).
+    pub const WHOLE: i64 = 4;
+    /// The span had a `status` message (absent and default-valued are different encodings).
+    pub const STATUS: i64 = 8;
+
+    pub fn role_code(role: SpanRole) -> i64 {
+        match role {
+            SpanRole::Span => 0,
+            SpanRole::Creation => 1,
+            SpanRole::Operation => 2,
+        }
+    }
+
+    pub fn role_of(form: i64) -> Option<SpanRole> {
+        match form & 3 {
+            0 => Some(SpanRole::Span),
+            1 => Some(SpanRole::Creation),
+            2 => Some(SpanRole::Operation),
+            _ => None,
+        }
+    }
+
+    /// Raw bytes of a hex ID of `len` bytes.
+    pub fn id_bytes(hex: &str, len: usize) -> Option<Vec<u8>> {
+        from_hex(hex).filter(|b| b.len() == len)
+    }
+
+    /// Raw bytes of a hex ID of exactly `N` bytes, without allocating (the write path).
+    pub fn id_array<const N: usize>(hex: &str) -> Option<[u8; N]> {
+        let digit = |c: u8| -> Option<u8> {
+            match c {
+                b'0'..=b'9' => Some(c - b'0'),
+                b'a'..=b'f' => Some(c - b'a' + 10),
+                b'A'..=b'F' => Some(c - b'A' + 10),
+                _ => None,
+            }
+        };
+        let hex = hex.as_bytes();
+        if hex.len() != 2 * N {
+            return None;
+        }
+        let mut out = [0u8; N];
+        for (i, pair) in hex.chunks_exact(2).enumerate() {
+            out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+        }
+        Some(out)
+    }
+
+    pub fn id_hex(bytes: &[u8]) -> String {
+        to_hex(bytes)
+    }
+
+    /// A protobuf varint at the start of `b`: (value, length).
+    fn varint(b: &[u8]) -> Option<(u64, usize)> {
+        let mut v = 0u64;
+        for (i, byte) in b.iter().enumerate().take(10) {
+            v |= u64::from(byte & 0x7f) << (7 * i);
+            if byte & 0x80 == 0 {
+                return Some((v, i + 1));
+            }
+        }
+        None
+    }
+
+    /// One field of an encoded message: (number, wire type, value bytes, whole field bytes).
+    struct Field<'a> {
+        number: u64,
+        wire: u64,
+        value: &'a [u8],
+        len: usize,
+    }
+
+    fn field(b: &[u8]) -> Option<Field<'_>> {
+        let (tag, n) = varint(b)?;
+        let rest = &b[n..];
+        let (value, used) = match tag & 7 {
+            0 => {
+                let (_, m) = varint(rest)?;
+                (&rest[..m], m)
+            }
+            1 => (rest.get(..8)?, 8),
+            2 => {
+                let (l, m) = varint(rest)?;
+                let l = usize::try_from(l).ok()?;
+                (rest.get(m..m.checked_add(l)?)?, m + l)
+            }
+            5 => (rest.get(..4)?, 4),
+            _ => return None,
+        };
+        Some(Field { number: tag >> 3, wire: tag & 7, value, len: n + used })
+    }
+
+    fn fixed64(v: &[u8]) -> u64 {
+        u64::from_le_bytes(v.try_into().unwrap_or([0; 8]))
+    }
+
+    /// Whether an encoded `Status` is exactly (code, message) with each field at most once.
+    fn status_matches(b: &[u8], code: i32, message: &str) -> bool {
+        let (mut got_code, mut got_message, mut seen) = (0i64, &b""[..], 0u8);
+        let mut at = 0;
+        while at < b.len() {
+            let Some(f) = field(&b[at..]) else { return false };
+            let bit = match (f.number, f.wire) {
+                (2, 2) => {
+                    got_message = f.value;
+                    1
+                }
+                (3, 0) => {
+                    got_code = varint(f.value).map_or(i64::MIN, |(v, _)| v as i64);
+                    2
+                }
+                _ => return false,
+            };
+            if seen & bit != 0 {
+                return false;
+            }
+            seen |= bit;
+            at += f.len;
+        }
+        got_code == i64::from(code) && got_message == message.as_bytes()
+    }
+
+    /// Split a span for storage: the encoded span without the fields its columns hold (IDs,
+    /// parent, name, kind, times, status), appended to `rest`, and its form bits. When the
+    /// columns cannot give those fields back exactly (a NUL in the name, clamped times, an
+    /// unknown field, bytes that are not a span), the whole span is kept and `WHOLE` is set.
+    pub fn split_into(s: &SpanRecorded, rest: &mut Vec<u8>) -> i64 {
+        let start = rest.len();
+        match split(s, rest) {
+            Some(form) => form | role_code(s.role),
+            None => {
+                rest.truncate(start);
+                rest.extend_from_slice(&s.span_proto);
+                WHOLE | role_code(s.role)
+            }
+        }
+    }
+
+    fn split(s: &SpanRecorded, rest: &mut Vec<u8>) -> Option<i64> {
+        let b = s.span_proto.as_slice();
+        let trace = id_bytes(&s.trace_id, 16)?;
+        let span = id_bytes(&s.span_id, 8)?;
+        let parent = match &s.parent_span_id {
+            Some(p) => id_bytes(p, 8)?,
+            None => Vec::new(),
+        };
+        let (mut seen, mut form) = (0u32, 0i64);
+        // Values of the column fields as the span has them (absent = default).
+        let (mut t, mut sp, mut pa, mut name) = (&b""[..], &b""[..], &b""[..], &b""[..]);
+        let (mut kind, mut st, mut en) = (0i64, 0u64, 0u64);
+        let mut at = 0;
+        while at < b.len() {
+            let f = field(&b[at..])?;
+            let whole = &b[at..at + f.len];
+            at += f.len;
+            match (f.number, f.wire) {
+                (1, 2) => t = f.value,
+                (2, 2) => sp = f.value,
+                (4, 2) => pa = f.value,
+                (5, 2) => name = f.value,
+                (6, 0) => kind = varint(f.value)?.0 as i64,
+                (7, 1) => st = fixed64(f.value),
+                (8, 1) => en = fixed64(f.value),
+                (15, 2) => {
+                    if !status_matches(f.value, s.status_code, &s.status_message) {
+                        return None;
+                    }
+                    form |= STATUS;
+                }
+                // Kept fields: trace_state, attributes, events, links, their dropped counts, flags.
+                (3 | 9 | 11 | 13, 2) | (10 | 12 | 14, 0) | (16, 5) => {
+                    rest.extend_from_slice(whole);
+                    continue;
+                }
+                _ => return None,
+            }
+            // A column field given twice merges or overrides: not worth reproducing.
+            let bit = 1u32 << f.number;
+            if seen & bit != 0 {
+                return None;
+            }
+            seen |= bit;
+        }
+        let exact = t == trace.as_slice()
+            && sp == span.as_slice()
+            && pa == parent.as_slice()
+            && name == s.name.as_bytes()
+            && kind == i64::from(s.kind)
+            && i64::try_from(st).ok() == Some(s.start_ns)
+            && i64::try_from(en).ok() == Some(s.end_ns)
+            && (form & STATUS != 0 || (s.status_code == 0 && s.status_message.is_empty()));
+        exact.then_some(form)
+    }
+
+    /// The encoded span a stored row stands for: `rest` with the column fields put back
+    /// (the same bytes as the span the herald received, for spans it encoded itself).
+    pub fn join(s: &SpanRecorded, form: i64, rest: &[u8]) -> Result<Vec<u8>, prost::DecodeError> {
+        if form & WHOLE != 0 {
+            return Ok(rest.to_vec());
+        }
+        let mut span = Span::decode(rest)?;
+        span.trace_id = id_bytes(&s.trace_id, 16).unwrap_or_default();
+        span.span_id = id_bytes(&s.span_id, 8).unwrap_or_default();
+        span.parent_span_id = s.parent_span_id.as_deref().and_then(|p| id_bytes(p, 8)).unwrap_or_default();
+        span.name = s.name.clone();
+        span.kind = s.kind;
+        span.start_time_unix_nano = s.start_ns as u64;
+        span.end_time_unix_nano = s.end_ns as u64;
+        span.status = (form & STATUS != 0).then(|| Status { code: s.status_code, message: s.status_message.clone() });
+        Ok(span.encode_to_vec())
+    }
+
+    /// Stable 64-bit FNV-1a over the columns a process repeats on every span (service,
+    /// process, instrument, scope, resource): the key of its one `span_sources` row. Fields
+    /// are length-prefixed so text moving between them changes the key. Stored: fixed function.
+    pub fn source_id(s: &SpanRecorded) -> i64 {
+        let mut h = 0xcbf2_9ce4_8422_2325u64;
+        let mut feed = |bytes: &[u8]| {
+            for b in bytes {
+                h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
+        for v in [s.service_name.as_deref(), s.process_name.as_deref(), s.instrument_id.as_deref()] {
+            match v {
+                None => feed(&[0]),
+                Some(v) => {
+                    feed(&[1]);
+                    feed(&(v.len() as u64).to_le_bytes());
+                    feed(v.as_bytes());
+                }
+            }
+        }
+        for v in [s.scope_name.as_bytes(), s.scope_version.as_bytes(), &s.resource_proto] {
+            feed(&(v.len() as u64).to_le_bytes());
+            feed(v);
+        }
+        h as i64
+    }
+}
+
 /// A query column's text: NUL, which PostgreSQL text cannot hold (and which would fail the
 /// whole export there), becomes U+FFFD. The stored span keeps the original bytes.
 fn column_text(s: &str) -> String {

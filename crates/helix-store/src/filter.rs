@@ -39,58 +39,132 @@ pub(crate) fn event_clauses(q: &EventQuery, after: Option<&str>) -> StoreResult<
     Ok(out)
 }
 
+/// A parameter of a trace-search clause (trace keys are raw bytes in both backends).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum TraceParam {
+    Text(String),
+    Int(i64),
+    Bytes(Vec<u8>),
+}
+
+/// What a trace search walks first. Newest-first over every trace is fast when matches are
+/// common; a rare value is faster found through its own index and sorted afterwards. The
+/// backend counts matches up to [`RARE`] to choose (`choose_driver`).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum TraceDriver {
+    /// `traces` newest first (errors-only: the partial index of error traces).
+    Newest,
+    /// The traces of one entity (the partial entity index of spans).
+    Entity(String),
+    /// The traces with one search term (`trace_terms`).
+    Term(i64),
+}
+
+/// Fewer matches than this and a search starts from them rather than from the newest trace.
+pub(crate) const RARE: i64 = 2_000;
+
+/// The search terms (hashes) of a filter's service, span name and instrument.
+pub(crate) fn trace_terms(f: &TraceFilter) -> Vec<i64> {
+    use crate::plan::{term_hash, TERM_INSTRUMENT, TERM_NAME, TERM_SERVICE};
+    let mut out = Vec::new();
+    for (kind, v) in [(TERM_SERVICE, &f.service_name), (TERM_NAME, &f.span_name), (TERM_INSTRUMENT, &f.instrument_id)] {
+        if let Some(v) = v {
+            out.push(term_hash(kind, v));
+        }
+    }
+    out
+}
+
+/// The driver for a filter, given how many traces each term has (counted up to `RARE`).
+pub(crate) fn choose_driver(f: &TraceFilter, term_counts: &[(i64, i64)]) -> TraceDriver {
+    if let Some(e) = &f.entity_id {
+        return TraceDriver::Entity(e.clone());
+    }
+    match term_counts.iter().min_by_key(|(_, n)| *n) {
+        Some((term, n)) if *n < RARE => TraceDriver::Term(*term),
+        _ => TraceDriver::Newest,
+    }
+}
+
+/// The FROM clause of a trace search with `driver`, as `traces AS t` (plus `m`).
+pub(crate) fn trace_from(driver: &TraceDriver) -> (&'static str, Vec<TraceParam>) {
+    match driver {
+        TraceDriver::Newest => ("traces AS t", vec![]),
+        TraceDriver::Entity(e) => (
+            "(SELECT DISTINCT trace_id FROM spans WHERE entity_id = ?) AS m JOIN traces AS t ON t.trace_id = m.trace_id",
+            vec![TraceParam::Text(e.clone())],
+        ),
+        TraceDriver::Term(term) => (
+            "(SELECT trace_id FROM trace_terms WHERE term = ?) AS m JOIN traces AS t ON t.trace_id = m.trace_id",
+            vec![TraceParam::Int(*term)],
+        ),
+    }
+}
+
 /// The clauses of a trace search over `traces AS t` (newest first) and of its page cursor,
 /// ANDed by the caller, who orders by `t.start_ns DESC, t.trace_id ASC`. Span-level filters
-/// must hold on one span of the trace; an entity filter also narrows the traces through the
-/// entity index first, so a search for one entity never walks the whole trace table.
-pub(crate) fn trace_clauses(f: &TraceFilter, after: Option<&str>) -> StoreResult<Vec<(String, Vec<Param>)>> {
-    let mut out: Vec<(String, Vec<Param>)> = Vec::new();
+/// must hold on one span of the trace (checked exactly on its spans); their terms let a walk
+/// over the newest traces skip the others with one key lookup.
+pub(crate) fn trace_clauses(
+    f: &TraceFilter,
+    driver: &TraceDriver,
+    after: Option<&str>,
+) -> StoreResult<Vec<(String, Vec<TraceParam>)>> {
+    let mut out: Vec<(String, Vec<TraceParam>)> = Vec::new();
     if let Some(from) = f.from_ns {
-        out.push(("t.start_ns >= ?".into(), vec![Param::Int(from)]));
+        out.push(("t.start_ns >= ?".into(), vec![TraceParam::Int(from)]));
     }
     if let Some(to) = f.to_ns {
-        out.push(("t.start_ns < ?".into(), vec![Param::Int(to)]));
+        out.push(("t.start_ns < ?".into(), vec![TraceParam::Int(to)]));
     }
     if f.errors_only {
         out.push(("t.error_count > 0".into(), vec![]));
     }
     if let Some(min) = f.min_duration_ns {
-        out.push(("t.end_ns - t.start_ns >= ?".into(), vec![Param::Int(min)]));
+        out.push(("t.end_ns - t.start_ns >= ?".into(), vec![TraceParam::Int(min)]));
     }
     if let Some(max) = f.max_duration_ns {
-        out.push(("t.end_ns - t.start_ns <= ?".into(), vec![Param::Int(max)]));
+        out.push(("t.end_ns - t.start_ns <= ?".into(), vec![TraceParam::Int(max)]));
     }
-    if let Some(e) = &f.entity_id {
-        out.push((
-            "t.trace_id IN (SELECT trace_id FROM spans WHERE entity_id = ?)".into(),
-            vec![Param::Text(e.clone())],
-        ));
+    for term in trace_terms(f) {
+        if *driver != TraceDriver::Term(term) {
+            out.push((
+                "EXISTS (SELECT 1 FROM trace_terms AS k WHERE k.term = ? AND k.trace_id = t.trace_id)".into(),
+                vec![TraceParam::Int(term)],
+            ));
+        }
     }
     let mut span_level: Vec<(&str, &String)> = Vec::new();
     for (column, value) in [
-        ("service_name", &f.service_name),
-        ("name", &f.span_name),
-        ("instrument_id", &f.instrument_id),
-        ("entity_id", &f.entity_id),
+        ("src.service_name", &f.service_name),
+        ("s.name", &f.span_name),
+        ("src.instrument_id", &f.instrument_id),
+        ("s.entity_id", &f.entity_id),
     ] {
         if let Some(v) = value {
             span_level.push((column, v));
         }
     }
-    // One entity filter alone is already exact; with others they must hold on one span.
+    // An entity filter alone is exact through its driver; anything else is checked on the spans.
     if span_level.len() > 1 || (span_level.len() == 1 && f.entity_id.is_none()) {
-        let conditions: Vec<String> = span_level.iter().map(|(c, _)| format!("s.{c} = ?")).collect();
+        let conditions: Vec<String> = span_level.iter().map(|(c, _)| format!("{c} = ?")).collect();
         out.push((
-            format!("EXISTS (SELECT 1 FROM spans AS s WHERE s.trace_id = t.trace_id AND {})", conditions.join(" AND ")),
-            span_level.iter().map(|(_, v)| Param::Text((*v).clone())).collect(),
+            format!(
+                "EXISTS (SELECT 1 FROM spans AS s JOIN span_sources AS src ON src.id = s.source_id
+                 WHERE s.trace_id = t.trace_id AND {})",
+                conditions.join(" AND ")
+            ),
+            span_level.iter().map(|(_, v)| TraceParam::Text((*v).clone())).collect(),
         ));
     }
     if let Some(c) = after {
         let p = cursor::decode(cursor::TRACES, c, 2)?;
         let (ts, id) = (cursor::part_i64(&p, 0)?, cursor::part_str(&p, 1)?);
+        let id = helix_model::span::stored::id_bytes(&id, 16)
+            .ok_or_else(|| crate::StoreError::BadCursor("not a trace cursor".into()))?;
         out.push((
             "(t.start_ns < ? OR (t.start_ns = ? AND t.trace_id > ?))".into(),
-            vec![Param::Int(ts), Param::Int(ts), Param::Text(id)],
+            vec![TraceParam::Int(ts), TraceParam::Int(ts), TraceParam::Bytes(id)],
         ));
     }
     Ok(out)

@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use helix_model::{EntityCreated, EntityEvent, LogRecorded, Metadata, OperationRecorded, SpanRecorded, Status};
 
-use crate::rows::{append_new_parents, resource_hash, unique_in_order, worst};
+use crate::rows::{append_new_parents, unique_in_order, worst};
 use crate::{Entity, EntityCount, WriteBatch, WriteOutcome, WriteRecord};
 
 /// The keys of the stored rows a batch touches: what a backend loads before planning.
@@ -96,10 +96,11 @@ pub(crate) struct WritePlan<'b> {
     /// the backend counts `outcome.spans_inserted` and folds the inserted ones into the trace
     /// summaries with [`merge_traces`].
     pub spans: Vec<&'b SpanRecorded>,
-    /// The `span_resources` key of each of `spans` (same index).
-    pub span_resource_ids: Vec<i64>,
-    /// The distinct resources of `spans`, by key, sorted: one row each, not one per span.
-    pub span_resources: Vec<(i64, &'b [u8])>,
+    /// The `span_sources` key of each of `spans` (same index).
+    pub span_source_ids: Vec<i64>,
+    /// The distinct sources of `spans`, by key, sorted, each with a span that has it: one row
+    /// each, not one per span.
+    pub span_sources: Vec<(i64, &'b SpanRecorded)>,
     /// Instruments that sent applied data (the empty fallback `""` excluded), sorted.
     pub instruments: Vec<String>,
     pub outcome: WriteOutcome,
@@ -344,18 +345,20 @@ impl<'b> Planner<'b> {
         // Stable sort: the first of two records of one span stays first and is the one kept.
         out.spans.sort_by(|a, b| (&a.trace_id, &a.span_id).cmp(&(&b.trace_id, &b.span_id)));
         out.spans.dedup_by(|a, b| a.trace_id == b.trace_id && a.span_id == b.span_id);
-        let mut resources = std::collections::BTreeMap::new();
+        let mut sources = std::collections::BTreeMap::new();
+        out.span_source_ids.reserve(out.spans.len());
         for s in &out.spans {
-            let id = resource_hash(&s.resource_proto);
-            resources.entry(id).or_insert(s.resource_proto.as_slice());
-            out.span_resource_ids.push(id);
+            let id = helix_model::span::stored::source_id(s);
+            sources.entry(id).or_insert(*s);
+            out.span_source_ids.push(id);
         }
-        out.span_resources = resources.into_iter().collect();
+        out.span_sources = sources.into_iter().collect();
         out
     }
 }
 
-/// A `traces` row: the summary of one trace, kept up to date as its spans arrive.
+/// A `traces` row: the summary of one trace, kept up to date as its spans arrive. The
+/// backends upsert the batch's rows with the same merge ([`TraceRow::merge`]) spelled in SQL.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct TraceRow {
     pub trace_id: String,
@@ -371,10 +374,12 @@ pub(crate) struct TraceRow {
     pub root_span_id: String,
     pub root_name: String,
     pub root_service: Option<String>,
+    /// Stored bytes of the trace's spans (the backend's estimate of each row).
+    pub bytes: i64,
 }
 
 impl TraceRow {
-    fn of(s: &SpanRecorded) -> TraceRow {
+    pub(crate) fn of(s: &SpanRecorded, bytes: i64) -> TraceRow {
         TraceRow {
             trace_id: s.trace_id.clone(),
             start_ns: s.start_ns,
@@ -386,64 +391,84 @@ impl TraceRow {
             root_span_id: s.span_id.clone(),
             root_name: s.name.clone(),
             root_service: s.service_name.clone(),
+            bytes,
         }
     }
 
-    fn add(&mut self, s: &SpanRecorded) {
-        let candidate = TraceRow::of(s);
-        self.start_ns = self.start_ns.min(s.start_ns);
-        self.end_ns = self.end_ns.max(s.end_ns);
-        self.span_count += 1;
-        self.error_count += candidate.error_count;
-        let root = |r: &TraceRow| (r.root_rank, r.root_start_ns, r.root_span_id.clone());
-        if root(&candidate) < root(self) {
-            self.root_rank = candidate.root_rank;
-            self.root_start_ns = candidate.root_start_ns;
-            self.root_span_id = candidate.root_span_id;
-            self.root_name = candidate.root_name;
-            self.root_service = candidate.root_service;
+    fn root(&self) -> (i32, i64, &str) {
+        (self.root_rank, self.root_start_ns, &self.root_span_id)
+    }
+
+    /// Fold another summary of the same trace (spans not counted in `self`) into this one.
+    pub(crate) fn merge(&mut self, other: TraceRow) {
+        self.start_ns = self.start_ns.min(other.start_ns);
+        self.end_ns = self.end_ns.max(other.end_ns);
+        self.span_count += other.span_count;
+        self.error_count += other.error_count;
+        self.bytes += other.bytes;
+        if other.root() < self.root() {
+            self.root_rank = other.root_rank;
+            self.root_start_ns = other.root_start_ns;
+            self.root_span_id = other.root_span_id;
+            self.root_name = other.root_name;
+            self.root_service = other.root_service;
         }
     }
 }
 
-/// What the newly inserted spans change in the trace summaries.
-#[derive(Debug, Default, PartialEq)]
-pub(crate) struct TraceWrites {
-    /// Traces seen for the first time, sorted by ID.
-    pub new: Vec<TraceRow>,
-    /// Stored traces with their final values, sorted by ID (the lock order).
-    pub changed: Vec<TraceRow>,
-}
-
-/// Fold the spans the database reported as newly inserted (a retried span is not among them,
-/// so nothing is counted twice) into the stored summaries of their traces.
-pub(crate) fn merge_traces(mut stored: HashMap<String, TraceRow>, inserted: &[&SpanRecorded]) -> TraceWrites {
-    let mut new: HashMap<String, TraceRow> = HashMap::new();
-    let mut changed = BTreeSet::new();
-    for s in inserted {
-        if let Some(row) = stored.get_mut(&s.trace_id) {
-            row.add(s);
-            changed.insert(s.trace_id.clone());
-        } else if let Some(row) = new.get_mut(&s.trace_id) {
-            row.add(s);
-        } else {
-            new.insert(s.trace_id.clone(), TraceRow::of(s));
+/// The summaries of the spans the database reported as newly inserted (a retried span is not
+/// among them, so nothing is counted twice), one per trace, sorted by trace ID (the lock
+/// order): what the backend upserts into `traces` with [`TraceRow::merge`]'s rule.
+pub(crate) fn merge_traces(inserted: &[(&SpanRecorded, i64)]) -> Vec<TraceRow> {
+    let mut by_trace: std::collections::BTreeMap<&str, TraceRow> = std::collections::BTreeMap::new();
+    for (s, bytes) in inserted {
+        let row = TraceRow::of(s, *bytes);
+        match by_trace.get_mut(s.trace_id.as_str()) {
+            Some(t) => t.merge(row),
+            None => {
+                by_trace.insert(&s.trace_id, row);
+            }
         }
     }
-    let mut out = TraceWrites {
-        new: new.into_values().collect(),
-        changed: changed.into_iter().filter_map(|id| stored.remove(&id)).collect(),
-    };
-    out.new.sort_unstable_by(|a, b| a.trace_id.cmp(&b.trace_id));
+    by_trace.into_values().collect()
+}
+
+/// What a span row takes on disk, roughly: its values, the record and cell headers, and its
+/// entity index entry. The unit of a trace's `bytes` (exact enough for a budget, and cheap).
+pub(crate) fn row_bytes(s: &SpanRecorded, rest_len: usize) -> i64 {
+    let entity = s.entity_id.as_ref().map_or(0, |e| 2 * e.len() + 40);
+    (70 + s.name.len() + s.status_message.len() + rest_len + entity) as i64
+}
+
+/// Search term kinds of `trace_terms`.
+pub(crate) const TERM_SERVICE: u8 = 1;
+pub(crate) const TERM_NAME: u8 = 2;
+pub(crate) const TERM_INSTRUMENT: u8 = 3;
+
+/// Stable 64-bit FNV-1a of a search term: its kind, then its text. Stored: a fixed function.
+pub(crate) fn term_hash(kind: u8, value: &str) -> i64 {
+    let h = std::iter::once(kind)
+        .chain(value.bytes())
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
+    h as i64
+}
+
+/// The (term, trace) pairs of newly inserted spans, sorted, unique: every service, span name
+/// and instrument a trace's spans have, for the trace search's term lookups.
+pub(crate) fn trace_terms<'s>(inserted: &[(&'s SpanRecorded, i64)]) -> Vec<(i64, &'s str)> {
+    let mut out = Vec::with_capacity(inserted.len() * 2);
+    for (s, _) in inserted {
+        out.push((term_hash(TERM_NAME, &s.name), s.trace_id.as_str()));
+        if let Some(v) = &s.service_name {
+            out.push((term_hash(TERM_SERVICE, v), s.trace_id.as_str()));
+        }
+        if let Some(v) = &s.instrument_id {
+            out.push((term_hash(TERM_INSTRUMENT, v), s.trace_id.as_str()));
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
     out
-}
-
-/// Traces of `spans`, sorted, unique: the summaries to load before `merge_traces`.
-pub(crate) fn trace_ids<'s>(spans: &[&'s SpanRecorded]) -> Vec<&'s str> {
-    let mut ids: Vec<&str> = spans.iter().map(|s| s.trace_id.as_str()).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    ids
 }
 
 #[cfg(test)]

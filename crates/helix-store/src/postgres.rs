@@ -242,11 +242,17 @@ impl PostgresStore {
             let mut client = pool.get().await.map_err(|e| connect_error(url, e))?;
             migrate::prepare_schema(&mut client, &redacted, opts.schema.as_deref(), opts.migrate).await?;
         }
-        let retention_task = opts
-            .retention
-            .clone()
-            .filter(RetentionConfig::enabled)
-            .map(|cfg| tokio::spawn(retention::run(pool.clone(), cfg)));
+        let spans = opts.span_retention;
+        let span_limits = spans.max_age.is_some() || spans.max_bytes.is_some();
+        let cfg = opts.retention.clone().filter(RetentionConfig::enabled);
+        let retention_task = match (cfg, span_limits) {
+            (Some(cfg), _) => Some(tokio::spawn(retention::run(pool.clone(), cfg, spans))),
+            (None, true) => {
+                let off = RetentionConfig { operations: None, events: None, logs: None, ..Default::default() };
+                Some(tokio::spawn(retention::run(pool.clone(), off, spans)))
+            }
+            (None, false) => None,
+        };
         Ok(PostgresStore { inner: Arc::new(Inner { pool, redacted_url: redacted, retention_task }) })
     }
 
@@ -373,6 +379,11 @@ impl Store for PostgresStore {
 
     async fn traces(&self, filter: &TraceFilter, page: &PageRequest) -> StoreResult<Page<TraceSummary>> {
         traces::traces(&self.client().await?, filter, page).await.map_err(|e| e.during("traces"))
+    }
+    async fn prune_spans(&self, limits: &crate::SpanRetention, now_ns: i64) -> StoreResult<u64> {
+        retention::span_pass(&self.inner.pool, limits, now_ns, Duration::from_millis(1))
+            .await
+            .map_err(|e| e.during("prune_spans"))
     }
 }
 

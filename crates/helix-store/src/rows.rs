@@ -86,12 +86,3 @@ pub(crate) fn log_hash(l: &LogRecorded, attributes_json: &str) -> i64 {
     // Stored as a signed 64-bit integer; the bit pattern is what matters.
     h as i64
 }
-
-/// Stable 64-bit FNV-1a of a span's encoded resource: the key of its `span_resources` row, so
-/// a resource shared by thousands of spans is stored once. Stored, hence a fixed function.
-pub(crate) fn resource_hash(resource_proto: &[u8]) -> i64 {
-    let h = resource_proto
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3));
-    h as i64
-}

@@ -4,6 +4,7 @@
 
 mod migrate;
 mod read;
+mod retention;
 mod traces;
 mod window;
 mod write;
@@ -178,15 +179,18 @@ impl SqliteStore {
         ensure_parent_dir(path)?;
         let mut writer = connect(path, opts.busy_timeout, false)?;
         prepare_schema(&mut writer, path, opts.migrate)?;
-        Ok(SqliteStore {
-            inner: Arc::new(Inner {
-                path: path.to_owned(),
-                busy_timeout: opts.busy_timeout,
-                max_readers: opts.read_connections.max(1),
-                writer: Mutex::new(writer),
-                readers: Mutex::new(Vec::new()),
-            }),
-        })
+        let inner = Arc::new(Inner {
+            path: path.to_owned(),
+            busy_timeout: opts.busy_timeout,
+            max_readers: opts.read_connections.max(1),
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+        });
+        let limits = opts.span_retention;
+        if limits.max_age.is_some() || limits.max_bytes.is_some() {
+            retention::spawn(Arc::downgrade(&inner), limits);
+        }
+        Ok(SqliteStore { inner })
     }
 
     /// The database file.
@@ -342,5 +346,13 @@ impl Store for SqliteStore {
     async fn traces(&self, filter: &TraceFilter, page: &PageRequest) -> StoreResult<Page<TraceSummary>> {
         let (filter, page) = (filter.clone(), page.clone());
         self.read(move |c| traces::traces(c, &filter, &page)).await.map_err(|e| e.during("traces"))
+    }
+
+    async fn prune_spans(&self, limits: &crate::SpanRetention, now_ns: i64) -> StoreResult<u64> {
+        let (inner, limits) = (self.inner.clone(), *limits);
+        tokio::task::spawn_blocking(move || retention::pass(&inner, &limits, now_ns))
+            .await
+            .map_err(|e| StoreError::bug(format!("retention task failed: {e}")))?
+            .map_err(|e| e.during("prune_spans"))
     }
 }

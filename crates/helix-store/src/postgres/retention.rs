@@ -3,13 +3,15 @@
 //! each batch its own short transaction on a pooled connection, so ingest is never blocked for
 //! long. Entities and edges are kept (provenance outlives its detail). Tables that are
 //! TimescaleDB hypertables are skipped: their retention policies drop whole chunks instead.
+//! The span store's retention (`span_pass`) removes whole traces, hypertable or not.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use deadpool_postgres::Pool;
 
 use super::{map_pg, map_pool, timescale};
-use crate::{StoreError, StoreResult};
+use crate::plan::{term_hash, TERM_INSTRUMENT, TERM_NAME, TERM_SERVICE};
+use crate::{SpanRetention, StoreError, StoreResult};
 
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -127,19 +129,135 @@ pub(super) async fn pass(pool: &Pool, cfg: &RetentionConfig) -> StoreResult<Rete
     Ok(report)
 }
 
-/// The periodic job: a pass right away, then one every `interval`; failures (e.g. the
-/// database is down) are logged and the next pass tries again.
-pub(super) async fn run(pool: Pool, cfg: RetentionConfig) {
+/// The periodic job: a pass over the entity tables right away, then every `interval` the
+/// span store's pass and the next entity pass; failures (e.g. the database is down) are
+/// logged and the next pass tries again.
+pub(super) async fn run(pool: Pool, cfg: RetentionConfig, spans: SpanRetention) {
     loop {
-        match pass(&pool, &cfg).await {
-            Ok(_) => {}
-            Err(e @ StoreError::Unavailable { .. }) => {
-                tracing::warn!(error = %e, "retention pass skipped: database unavailable")
+        if cfg.enabled() {
+            match pass(&pool, &cfg).await {
+                Ok(_) => {}
+                Err(e @ StoreError::Unavailable { .. }) => {
+                    tracing::warn!(error = %e, "retention pass skipped: database unavailable")
+                }
+                Err(e) => tracing::error!(error = %e, "retention pass failed"),
             }
-            Err(e) => tracing::error!(error = %e, "retention pass failed"),
         }
         tokio::time::sleep(cfg.interval).await;
+        if let Err(e) = span_pass(&pool, &spans, now_ns(), cfg.pause).await {
+            tracing::warn!(error = %e, "span retention pass failed; the next one tries again");
+        }
     }
+}
+
+/// Traces removed per transaction (≈ 10 spans each in the telescope mix).
+const SPAN_BATCH_TRACES: i64 = 200;
+
+/// Span retention (docs/storage.md "Span retention"): whole traces that started before
+/// `now - max_age`, then, while the traces' stored bytes exceed the budget, the oldest ones;
+/// one short transaction per batch with `pause` between them. Returns the spans removed.
+pub(super) async fn span_pass(pool: &Pool, limits: &SpanRetention, now_ns: i64, pause: Duration) -> StoreResult<u64> {
+    let mut removed = 0;
+    if let Some(age) = limits.max_age {
+        let cutoff = now_ns.saturating_sub(i64::try_from(age.as_nanos()).unwrap_or(i64::MAX));
+        loop {
+            let (traces, spans, _) = remove_traces(pool, Victims::StartedBefore(cutoff)).await?;
+            removed += spans;
+            if traces < SPAN_BATCH_TRACES as u64 {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+        }
+    }
+    if let Some(budget) = limits.max_bytes {
+        let budget = i64::try_from(budget).unwrap_or(i64::MAX);
+        let mut total: i64 = {
+            let client = pool.get().await.map_err(map_pool)?;
+            client.query_one("SELECT coalesce(sum(bytes), 0)::int8 FROM traces", &[]).await.map_err(map_pg)?.get(0)
+        };
+        while total > budget {
+            let (traces, spans, freed) = remove_traces(pool, Victims::Bytes(total - budget)).await?;
+            removed += spans;
+            total -= freed;
+            if traces == 0 {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+        }
+    }
+    if removed > 0 {
+        tracing::info!(spans = removed, "span retention: removed old traces");
+    }
+    Ok(removed)
+}
+
+#[derive(Clone, Copy)]
+enum Victims {
+    StartedBefore(i64),
+    /// The oldest traces, as many as it takes to free this many bytes (at most a batch).
+    Bytes(i64),
+}
+
+/// One batch: the victims' summaries locked (a writer adding a span to one waits, then
+/// starts its summary afresh), their search terms, spans and summaries deleted.
+async fn remove_traces(pool: &Pool, victims: Victims) -> StoreResult<(u64, u64, i64)> {
+    let mut client = pool.get().await.map_err(map_pool)?;
+    let tx = client.transaction().await.map_err(map_pg)?;
+    let rows = tx
+        .query(
+            "SELECT trace_id, start_ns, bytes FROM traces ORDER BY start_ns, trace_id LIMIT $1 FOR UPDATE",
+            &[&SPAN_BATCH_TRACES],
+        )
+        .await
+        .map_err(map_pg)?;
+    let (mut ids, mut freed): (Vec<Vec<u8>>, i64) = (Vec::new(), 0);
+    for r in &rows {
+        let (start, bytes): (i64, i64) = (r.get(1), r.get(2));
+        match victims {
+            Victims::StartedBefore(cutoff) if start >= cutoff => break,
+            Victims::Bytes(excess) if freed >= excess => break,
+            _ => {}
+        }
+        freed += bytes;
+        ids.push(r.get(0));
+    }
+    if ids.is_empty() {
+        return Ok((0, 0, 0));
+    }
+    let found = tx
+        .query(
+            "SELECT DISTINCT s.trace_id, s.name, src.service_name, src.instrument_id
+             FROM spans AS s JOIN span_sources AS src ON src.id = s.source_id WHERE s.trace_id = ANY($1)",
+            &[&ids],
+        )
+        .await
+        .map_err(map_pg)?;
+    let (mut terms, mut term_traces): (Vec<i64>, Vec<Vec<u8>>) = (Vec::new(), Vec::new());
+    for r in &found {
+        let trace: Vec<u8> = r.get(0);
+        let (name, service, instrument): (&str, Option<&str>, Option<&str>) = (r.get(1), r.get(2), r.get(3));
+        let mut push = |t: i64| {
+            terms.push(t);
+            term_traces.push(trace.clone());
+        };
+        push(term_hash(TERM_NAME, name));
+        if let Some(v) = service {
+            push(term_hash(TERM_SERVICE, v));
+        }
+        if let Some(v) = instrument {
+            push(term_hash(TERM_INSTRUMENT, v));
+        }
+    }
+    tx.execute(
+        "DELETE FROM trace_terms WHERE (term, trace_id) IN (SELECT * FROM unnest($1::int8[], $2::bytea[]))",
+        &[&terms, &term_traces],
+    )
+    .await
+    .map_err(map_pg)?;
+    let spans = tx.execute("DELETE FROM spans WHERE trace_id = ANY($1)", &[&ids]).await.map_err(map_pg)?;
+    tx.execute("DELETE FROM traces WHERE trace_id = ANY($1)", &[&ids]).await.map_err(map_pg)?;
+    tx.commit().await.map_err(map_pg)?;
+    Ok((ids.len() as u64, spans, freed))
 }
 
 #[cfg(test)]

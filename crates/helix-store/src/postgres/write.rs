@@ -22,7 +22,9 @@ use std::pin::pin;
 use std::time::Duration;
 
 use deadpool_postgres::{Object, Transaction};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+use helix_model::span::stored;
 
 use helix_model::{EntityEvent, LogRecorded, OperationRecorded, SpanRecorded};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -498,87 +500,71 @@ async fn write_logs(tx: &Transaction<'_>, logs: &[&LogRecorded]) -> Result<u64, 
     Ok(n)
 }
 
-/// Columns of `traces`, in the order `trace_from_row` reads.
-const TRACE_COLUMNS: &str = "trace_id, start_ns, end_ns, span_count, error_count, root_rank, root_start_ns, \
-     root_span_id, root_name, root_service";
-
-fn trace_from_row(r: &tokio_postgres::Row) -> TraceRow {
-    TraceRow {
-        trace_id: r.get(0),
-        start_ns: r.get(1),
-        end_ns: r.get(2),
-        span_count: r.get(3),
-        error_count: r.get(4),
-        root_rank: r.get(5),
-        root_start_ns: r.get(6),
-        root_span_id: r.get(7),
-        root_name: r.get(8),
-        root_service: r.get(9),
-    }
-}
-
-/// Spans (idempotent by their unique key), their resources, and the summaries of the traces
-/// that got new spans: a fixed number of statements whatever the batch size. Returns how many
-/// spans were new; `None` when a concurrent writer created one of the same traces first.
+/// Spans (idempotent by their key), their sources, and the summaries and search terms of the
+/// traces that got new spans: a fixed number of statements whatever the batch size. Returns
+/// how many spans were new (`Some` always: the summaries are upserted, so a concurrent
+/// writer of the same trace waits for us instead of making the plan stale).
 async fn write_spans(tx: &Transaction<'_>, plan: &WritePlan<'_>) -> Result<Option<u64>, TxError> {
     if plan.spans.is_empty() {
         return Ok(Some(0));
     }
-    let resource_ids: Vec<i64> = plan.span_resources.iter().map(|r| r.0).collect();
-    let resources: Vec<&[u8]> = plan.span_resources.iter().map(|r| r.1).collect();
+    let sources = &plan.span_sources;
+    let ids: Vec<i64> = sources.iter().map(|r| r.0).collect();
+    let service: Vec<Option<&str>> = sources.iter().map(|r| r.1.service_name.as_deref()).collect();
+    let process: Vec<Option<&str>> = sources.iter().map(|r| r.1.process_name.as_deref()).collect();
+    let instrument: Vec<Option<&str>> = sources.iter().map(|r| r.1.instrument_id.as_deref()).collect();
+    let scope_name: Vec<&str> = sources.iter().map(|r| r.1.scope_name.as_str()).collect();
+    let scope_version: Vec<&str> = sources.iter().map(|r| r.1.scope_version.as_str()).collect();
+    let resource: Vec<&[u8]> = sources.iter().map(|r| r.1.resource_proto.as_slice()).collect();
     let stmt = tx
         .prepare_cached(
-            "INSERT INTO span_resources (id, resource) SELECT * FROM unnest($1::int8[], $2::bytea[])
+            "INSERT INTO span_sources (id, service_name, process_name, instrument_id, scope_name, scope_version,
+                 resource)
+             SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                 $7::bytea[])
              ON CONFLICT DO NOTHING",
         )
         .await?;
-    tx.execute(&stmt, &[&resource_ids, &resources]).await?;
+    tx.execute(&stmt, &[&ids, &service, &process, &instrument, &scope_name, &scope_version, &resource]).await?;
 
     let n = plan.spans.len();
-    let mut trace_id = Vec::with_capacity(n);
-    let mut span_id = Vec::with_capacity(n);
-    let mut parent = Vec::with_capacity(n);
-    let mut name = Vec::with_capacity(n);
-    let mut kind = Vec::with_capacity(n);
-    let mut start = Vec::with_capacity(n);
-    let mut end = Vec::with_capacity(n);
-    let mut code = Vec::with_capacity(n);
-    let mut message = Vec::with_capacity(n);
-    let mut service = Vec::with_capacity(n);
-    let mut process = Vec::with_capacity(n);
-    let mut instrument = Vec::with_capacity(n);
-    let mut entity = Vec::with_capacity(n);
-    let mut role = Vec::with_capacity(n);
-    let mut scope_name = Vec::with_capacity(n);
-    let mut scope_version = Vec::with_capacity(n);
-    let mut proto = Vec::with_capacity(n);
+    let bad_key = || TxError::Store(StoreError::bug("a span key is not hex of the OTLP length"));
+    // Keys and remainders of every span in two buffers, sliced below: no allocation per span.
+    let mut keys: Vec<SpanKey> = Vec::with_capacity(n);
+    let mut arena: Vec<u8> = Vec::with_capacity(n * 256);
+    let mut ends = Vec::with_capacity(n);
+    let mut form = Vec::with_capacity(n);
     for s in &plan.spans {
-        trace_id.push(s.trace_id.as_str());
-        span_id.push(s.span_id.as_str());
-        parent.push(s.parent_span_id.as_deref());
-        name.push(s.name.as_str());
-        kind.push(s.kind);
-        start.push(s.start_ns);
-        end.push(s.end_ns);
-        code.push(s.status_code);
-        message.push(s.status_message.as_str());
-        service.push(s.service_name.as_deref());
-        process.push(s.process_name.as_deref());
-        instrument.push(s.instrument_id.as_deref());
-        entity.push(s.entity_id.as_deref());
-        role.push(s.role.as_str());
-        scope_name.push(s.scope_name.as_str());
-        scope_version.push(s.scope_version.as_str());
-        proto.push(s.span_proto.as_slice());
+        let parent = match &s.parent_span_id {
+            Some(p) => Some(stored::id_array(p).ok_or_else(bad_key)?),
+            None => None,
+        };
+        keys.push((
+            stored::id_array(&s.trace_id).ok_or_else(bad_key)?,
+            stored::id_array(&s.span_id).ok_or_else(bad_key)?,
+            parent,
+        ));
+        form.push(stored::split_into(s, &mut arena) as i16);
+        ends.push(arena.len());
     }
+    let rest: Vec<&[u8]> = ends.iter().scan(0, |at, &end| Some(&arena[std::mem::replace(at, end)..end])).collect();
+    let trace_id: Vec<&[u8]> = keys.iter().map(|k| &k.0[..]).collect();
+    let span_id: Vec<&[u8]> = keys.iter().map(|k| &k.1[..]).collect();
+    let parent: Vec<Option<&[u8]>> = keys.iter().map(|k| k.2.as_ref().map(|p| &p[..])).collect();
+    let start: Vec<i64> = plan.spans.iter().map(|s| s.start_ns).collect();
+    let duration: Vec<i64> = plan.spans.iter().map(|s| s.duration_ns()).collect();
+    // OTLP kinds and status codes are small enums; anything else is clamped into the column.
+    let kind: Vec<i16> = plan.spans.iter().map(|s| s.kind.clamp(0, i16::MAX.into()) as i16).collect();
+    let code: Vec<i16> = plan.spans.iter().map(|s| s.status_code.clamp(0, i16::MAX.into()) as i16).collect();
+    let name: Vec<&str> = plan.spans.iter().map(|s| s.name.as_str()).collect();
+    let message: Vec<&str> = plan.spans.iter().map(|s| s.status_message.as_str()).collect();
+    let entity: Vec<Option<&str>> = plan.spans.iter().map(|s| s.entity_id.as_deref()).collect();
     let stmt = tx
         .prepare_cached(
-            "INSERT INTO spans (trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, status_code,
-                 status_message, service_name, process_name, instrument_id, entity_id, role, resource_id,
-                 scope_name, scope_version, span_proto)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int4[], $6::int8[],
-                 $7::int8[], $8::int4[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
-                 $14::text[], $15::int8[], $16::text[], $17::text[], $18::bytea[])
+            "INSERT INTO spans (trace_id, span_id, start_ns, duration_ns, source_id, kind, status_code, form,
+                 parent_span_id, name, status_message, entity_id, span_rest)
+             SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::int8[], $4::int8[], $5::int8[], $6::int2[],
+                 $7::int2[], $8::int2[], $9::bytea[], $10::text[], $11::text[], $12::text[], $13::bytea[])
              ON CONFLICT DO NOTHING
              RETURNING trace_id, span_id",
         )
@@ -589,99 +575,119 @@ async fn write_spans(tx: &Transaction<'_>, plan: &WritePlan<'_>) -> Result<Optio
             &[
                 &trace_id,
                 &span_id,
+                &start,
+                &duration,
+                &plan.span_source_ids,
+                &kind,
+                &code,
+                &form,
                 &parent,
                 &name,
-                &kind,
-                &start,
-                &end,
-                &code,
                 &message,
-                &service,
-                &process,
-                &instrument,
                 &entity,
-                &role,
-                &plan.span_resource_ids,
-                &scope_name,
-                &scope_version,
-                &proto,
+                &rest,
             ],
         )
         .await?;
-    let new_keys: HashSet<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-    let inserted: Vec<&SpanRecorded> =
-        plan.spans.iter().copied().filter(|s| new_keys.contains(&(s.trace_id.clone(), s.span_id.clone()))).collect();
+    let new_keys: HashSet<(&[u8], &[u8])> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let inserted: Vec<(&SpanRecorded, i64)> = plan
+        .spans
+        .iter()
+        .zip(&keys)
+        .zip(&rest)
+        .filter(|((_, k), _)| new_keys.contains(&(&k.0[..], &k.1[..])))
+        .map(|((s, _), r)| (*s, plan::row_bytes(s, r.len())))
+        .collect();
     if inserted.is_empty() {
         return Ok(Some(0));
     }
 
-    // The summaries: stored ones locked in ID order, merged by the plan, written back.
-    let ids = plan::trace_ids(&inserted);
-    let sql =
-        format!("SELECT {TRACE_COLUMNS} FROM traces WHERE trace_id = ANY($1::text[]) ORDER BY trace_id FOR UPDATE");
+    let traces = plan::merge_traces(&inserted);
+    let mut trace_keys = Vec::with_capacity(traces.len());
+    for t in &traces {
+        let key: [u8; 16] = stored::id_array(&t.trace_id).ok_or_else(bad_key)?;
+        let root: [u8; 8] = stored::id_array(&t.root_span_id).ok_or_else(bad_key)?;
+        trace_keys.push((key, root));
+    }
+    let c = TraceColumns::of(&traces, &trace_keys);
+    // The merge of `TraceRow::merge`: the proposed row is `excluded`.
+    let pick = |column: &str| {
+        format!(
+            "{column} = CASE WHEN (excluded.root_rank, excluded.root_start_ns, excluded.root_span_id)
+                 < (t.root_rank, t.root_start_ns, t.root_span_id) THEN excluded.{column} ELSE t.{column} END"
+        )
+    };
+    let sql = format!(
+        "INSERT INTO traces AS t ({TRACE_COLUMNS}) SELECT * FROM {UNNEST_TRACES}
+         ON CONFLICT (trace_id) DO UPDATE SET start_ns = least(t.start_ns, excluded.start_ns),
+             end_ns = greatest(t.end_ns, excluded.end_ns), span_count = t.span_count + excluded.span_count,
+             error_count = t.error_count + excluded.error_count, bytes = t.bytes + excluded.bytes, {}",
+        ["root_rank", "root_start_ns", "root_span_id", "root_name", "root_service"].map(pick).join(", ")
+    );
     let stmt = tx.prepare_cached(&sql).await?;
-    let stored: HashMap<String, TraceRow> =
-        tx.query(&stmt, &[&ids]).await?.iter().map(trace_from_row).map(|t| (t.trace_id.clone(), t)).collect();
-    let traces = plan::merge_traces(stored, &inserted);
-    if !traces.new.is_empty() {
-        let c = TraceColumns::of(&traces.new);
-        let sql = format!("INSERT INTO traces ({TRACE_COLUMNS}) SELECT * FROM {UNNEST_TRACES} ON CONFLICT DO NOTHING");
-        let stmt = tx.prepare_cached(&sql).await?;
-        if tx.execute(&stmt, &c.params()).await? != traces.new.len() as u64 {
-            // Another writer created one of these traces since we looked: plan again.
-            return Ok(None);
-        }
+    tx.execute(&stmt, &c.params()).await?;
+
+    let terms = plan::trace_terms(&inserted);
+    let term: Vec<i64> = terms.iter().map(|t| t.0).collect();
+    let mut term_keys: Vec<[u8; 16]> = Vec::with_capacity(terms.len());
+    for (_, id) in &terms {
+        term_keys.push(stored::id_array(id).ok_or_else(bad_key)?);
     }
-    if !traces.changed.is_empty() {
-        let c = TraceColumns::of(&traces.changed);
-        let sql = format!(
-            "UPDATE traces AS t SET start_ns = u.start_ns, end_ns = u.end_ns, span_count = u.span_count,
-                 error_count = u.error_count, root_rank = u.root_rank, root_start_ns = u.root_start_ns,
-                 root_span_id = u.root_span_id, root_name = u.root_name, root_service = u.root_service
-             FROM {UNNEST_TRACES} WHERE t.trace_id = u.trace_id"
-        );
-        let stmt = tx.prepare_cached(&sql).await?;
-        tx.execute(&stmt, &c.params()).await?;
-    }
+    let term_trace: Vec<&[u8]> = term_keys.iter().map(|k| &k[..]).collect();
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO trace_terms (term, trace_id) SELECT * FROM unnest($1::int8[], $2::bytea[])
+             ON CONFLICT DO NOTHING",
+        )
+        .await?;
+    tx.execute(&stmt, &[&term, &term_trace]).await?;
     Ok(Some(inserted.len() as u64))
 }
 
-const UNNEST_TRACES: &str = "unnest($1::text[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::int4[],
-            $7::int8[], $8::text[], $9::text[], $10::text[])
+/// A span's trace, span and parent IDs as raw bytes.
+type SpanKey = ([u8; 16], [u8; 8], Option<[u8; 8]>);
+
+const TRACE_COLUMNS: &str = "trace_id, start_ns, end_ns, span_count, error_count, root_rank, root_start_ns, \
+     root_span_id, root_name, root_service, bytes";
+
+const UNNEST_TRACES: &str = "unnest($1::bytea[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::int4[],
+            $7::int8[], $8::bytea[], $9::text[], $10::text[], $11::int8[])
      AS u(trace_id, start_ns, end_ns, span_count, error_count, root_rank, root_start_ns, root_span_id,
-          root_name, root_service)";
+          root_name, root_service, bytes)";
 
 /// Columns of one `traces` write, as parallel arrays.
 struct TraceColumns<'a> {
-    trace_id: Vec<&'a str>,
+    trace_id: Vec<&'a [u8]>,
     start_ns: Vec<i64>,
     end_ns: Vec<i64>,
     span_count: Vec<i64>,
     error_count: Vec<i64>,
     root_rank: Vec<i32>,
     root_start_ns: Vec<i64>,
-    root_span_id: Vec<&'a str>,
+    root_span_id: Vec<&'a [u8]>,
     root_name: Vec<&'a str>,
     root_service: Vec<Option<&'a str>>,
+    bytes: Vec<i64>,
 }
 
 impl<'a> TraceColumns<'a> {
-    fn of(rows: &'a [TraceRow]) -> TraceColumns<'a> {
+    fn of(rows: &'a [TraceRow], keys: &'a [([u8; 16], [u8; 8])]) -> TraceColumns<'a> {
         TraceColumns {
-            trace_id: rows.iter().map(|t| t.trace_id.as_str()).collect(),
+            trace_id: keys.iter().map(|k| &k.0[..]).collect(),
             start_ns: rows.iter().map(|t| t.start_ns).collect(),
             end_ns: rows.iter().map(|t| t.end_ns).collect(),
             span_count: rows.iter().map(|t| t.span_count).collect(),
             error_count: rows.iter().map(|t| t.error_count).collect(),
             root_rank: rows.iter().map(|t| t.root_rank).collect(),
             root_start_ns: rows.iter().map(|t| t.root_start_ns).collect(),
-            root_span_id: rows.iter().map(|t| t.root_span_id.as_str()).collect(),
+            root_span_id: keys.iter().map(|k| &k.1[..]).collect(),
             root_name: rows.iter().map(|t| t.root_name.as_str()).collect(),
             root_service: rows.iter().map(|t| t.root_service.as_deref()).collect(),
+            bytes: rows.iter().map(|t| t.bytes).collect(),
         }
     }
 
-    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 10] {
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 11] {
         [
             &self.trace_id,
             &self.start_ns,
@@ -693,6 +699,7 @@ impl<'a> TraceColumns<'a> {
             &self.root_span_id,
             &self.root_name,
             &self.root_service,
+            &self.bytes,
         ]
     }
 }

@@ -1,112 +1,139 @@
-//! The SQLite reads of the span store: one trace's spans, and the newest-first trace search
-//! over the `traces` summaries (`crate::filter::trace_clauses`).
+//! The SQLite reads of the span store: one trace's spans (a key-prefix scan of `spans`, the
+//! stored remainders joined back into OTLP spans), and the newest-first trace search over the
+//! `traces` summaries (`crate::filter::trace_clauses`), started from a rare value's index
+//! when the filter has one.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
-use helix_model::{SpanRecorded, SpanRole};
+use helix_model::span::stored;
+use helix_model::SpanRecorded;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, Row};
 
-use super::read::{json_keys, sql_value, Query};
+use super::read::Query;
 use crate::cursor::{self, fetch_limit, page_limit, split_page};
-use crate::filter::trace_clauses;
+use crate::filter::{choose_driver, trace_clauses, trace_from, trace_terms, TraceParam, RARE};
 use crate::{Page, PageRequest, StoreError, StoreResult, StoredTrace, TraceFilter, TraceSummary};
 
-/// `spans AS s` joined to its resource, in the order `span_row` reads.
-const SPAN_SELECT: &str = "SELECT s.trace_id, s.span_id, s.parent_span_id, s.name, s.kind, s.start_ns, s.end_ns,
-         s.status_code, s.status_message, s.service_name, s.process_name, s.instrument_id, s.entity_id,
-         s.role, s.span_proto, r.resource, s.scope_name, s.scope_version
-     FROM spans AS s JOIN span_resources AS r ON r.id = s.resource_id";
+/// `spans AS s` joined to its source, in the order `span_row` reads.
+const SPAN_SELECT: &str = "SELECT s.trace_id, s.span_id, s.parent_span_id, s.name, s.kind, s.start_ns, s.duration_ns,
+         s.status_code, s.status_message, src.service_name, src.process_name, src.instrument_id, s.entity_id,
+         s.form, s.span_rest, src.resource, src.scope_name, src.scope_version
+     FROM spans AS s JOIN span_sources AS src ON src.id = s.source_id";
 
-/// A span row with its role still as stored text (row closures cannot fail with our error).
-fn span_row(r: &Row<'_>) -> rusqlite::Result<(SpanRecorded, String)> {
+/// A span row as stored: the record with its span not yet joined, its form and remainder.
+fn span_row(r: &Row<'_>) -> rusqlite::Result<(SpanRecorded, i64, Vec<u8>)> {
+    let start_ns: i64 = r.get(5)?;
+    let parent: Option<Vec<u8>> = r.get(2)?;
     Ok((
         SpanRecorded {
-            trace_id: r.get(0)?,
-            span_id: r.get(1)?,
-            parent_span_id: r.get(2)?,
+            trace_id: stored::id_hex(&r.get::<_, Vec<u8>>(0)?),
+            span_id: stored::id_hex(&r.get::<_, Vec<u8>>(1)?),
+            parent_span_id: parent.map(|p| stored::id_hex(&p)),
             name: r.get(3)?,
             kind: r.get(4)?,
-            start_ns: r.get(5)?,
-            end_ns: r.get(6)?,
+            start_ns,
+            end_ns: start_ns.saturating_add(r.get(6)?),
             status_code: r.get(7)?,
             status_message: r.get(8)?,
             service_name: r.get(9)?,
             process_name: r.get(10)?,
             instrument_id: r.get(11)?,
             entity_id: r.get(12)?,
-            role: SpanRole::Span,
-            span_proto: r.get(14)?,
+            role: helix_model::SpanRole::Span,
+            span_proto: Vec::new(),
             resource_proto: r.get(15)?,
             scope_name: r.get(16)?,
             scope_version: r.get(17)?,
         },
         r.get(13)?,
+        r.get(14)?,
     ))
 }
 
-fn with_role((mut s, role): (SpanRecorded, String)) -> StoreResult<SpanRecorded> {
-    s.role = SpanRole::parse(&role).ok_or_else(|| StoreError::corrupt(format!("span role {role:?}")))?;
+/// The record a stored row stands for: role from its form, the span joined back.
+pub(super) fn finish_span((mut s, form, rest): (SpanRecorded, i64, Vec<u8>)) -> StoreResult<SpanRecorded> {
+    s.role = stored::role_of(form).ok_or_else(|| StoreError::corrupt(format!("span form {form}")))?;
+    s.span_proto = stored::join(&s, form, &rest).map_err(|e| StoreError::corrupt(format!("stored span: {e}")))?;
     Ok(s)
 }
 
 pub(super) fn trace(conn: &Connection, trace_id: &str, max_spans: usize) -> StoreResult<Option<StoredTrace>> {
+    let Some(key) = stored::id_bytes(trace_id, 16) else { return Ok(None) };
     let sql = format!("{SPAN_SELECT} WHERE s.trace_id = ?1 ORDER BY s.start_ns, s.span_id LIMIT ?2");
     let rows = conn
         .prepare_cached(&sql)?
-        .query_map(rusqlite::params![trace_id, fetch_limit(max_spans)], span_row)?
+        .query_map(rusqlite::params![key, fetch_limit(max_spans)], span_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     if rows.is_empty() {
         return Ok(None);
     }
     let partial = rows.len() > max_spans;
-    let spans = rows.into_iter().take(max_spans).map(with_role).collect::<StoreResult<Vec<_>>>()?;
+    let spans = rows.into_iter().take(max_spans).map(finish_span).collect::<StoreResult<Vec<_>>>()?;
     Ok(Some(StoredTrace { spans, partial }))
+}
+
+fn value(p: TraceParam) -> SqlValue {
+    match p {
+        TraceParam::Text(t) => SqlValue::Text(t),
+        TraceParam::Int(i) => SqlValue::Integer(i),
+        TraceParam::Bytes(b) => SqlValue::Blob(b),
+    }
 }
 
 pub(super) fn traces(conn: &Connection, f: &TraceFilter, page: &PageRequest) -> StoreResult<Page<TraceSummary>> {
     let limit = page_limit(page);
-    let mut q = Query::new(
-        "SELECT t.trace_id, t.root_name, t.root_service, t.start_ns, t.end_ns - t.start_ns, t.span_count,
-             t.error_count
-         FROM traces AS t WHERE 1 = 1"
-            .to_owned(),
-    );
-    for (clause, params) in trace_clauses(f, page.cursor.as_deref())? {
-        q.and(&clause, params.into_iter().map(sql_value).collect());
-    }
-    q.then(" ORDER BY t.start_ns DESC, t.trace_id ASC LIMIT ?", vec![SqlValue::Integer(fetch_limit(limit))]);
-    let mut rows: Vec<TraceSummary> = conn
-        .prepare_cached(&q.sql)?
-        .query_map(rusqlite::params_from_iter(q.args), |r| {
-            Ok(TraceSummary {
-                trace_id: r.get(0)?,
-                root_name: r.get(1)?,
-                root_service: r.get(2)?,
-                start_ns: r.get(3)?,
-                duration_ns: r.get(4)?,
-                // Counts are never negative.
-                span_count: r.get::<_, i64>(5)?.max(0) as u64,
-                error_count: r.get::<_, i64>(6)?.max(0) as u64,
-                entity_ids: Vec::new(),
-            })
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    let ids: Vec<&str> = rows.iter().map(|t| t.trace_id.as_str()).collect();
-    let mut entities: HashMap<String, BTreeSet<String>> = HashMap::new();
-    if !ids.is_empty() {
-        let mut stmt = conn.prepare_cached(
-            "SELECT trace_id, entity_id FROM spans
-             WHERE trace_id IN (SELECT value FROM json_each(?1)) AND entity_id IS NOT NULL",
-        )?;
-        let pairs = stmt.query_map([json_keys(&ids)?], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-        for pair in pairs {
-            let (trace, entity) = pair?;
-            entities.entry(trace).or_default().insert(entity);
+    // How common each term is, counted no further than it takes to call it common.
+    let mut counts = Vec::new();
+    if f.entity_id.is_none() {
+        let mut stmt =
+            conn.prepare_cached("SELECT count(*) FROM (SELECT 1 FROM trace_terms WHERE term = ?1 LIMIT ?2)")?;
+        for term in trace_terms(f) {
+            counts.push((term, stmt.query_row(rusqlite::params![term, RARE], |r| r.get::<_, i64>(0))?));
         }
     }
-    for t in &mut rows {
-        t.entity_ids = entities.remove(&t.trace_id).map(|s| s.into_iter().collect()).unwrap_or_default();
+    let driver = choose_driver(f, &counts);
+    let (from, from_params) = trace_from(&driver);
+    // CROSS JOIN: SQLite keeps the written order, so a rare value's index drives the search.
+    let mut q = Query::new(String::new());
+    q.then(
+        &format!(
+            "SELECT t.trace_id, t.root_name, t.root_service, t.start_ns, t.end_ns - t.start_ns, t.span_count,
+                 t.error_count
+             FROM {} WHERE 1 = 1",
+            from.replace(" JOIN traces", " CROSS JOIN traces")
+        ),
+        from_params.into_iter().map(value).collect(),
+    );
+    for (clause, params) in trace_clauses(f, &driver, page.cursor.as_deref())? {
+        q.and(&clause, params.into_iter().map(value).collect());
     }
-    Ok(split_page(rows, limit, cursor::after_trace))
+    q.then(" ORDER BY t.start_ns DESC, t.trace_id ASC LIMIT ?", vec![SqlValue::Integer(fetch_limit(limit))]);
+    let mut rows: Vec<(Vec<u8>, TraceSummary)> = conn
+        .prepare_cached(&q.sql)?
+        .query_map(rusqlite::params_from_iter(q.args), |r| {
+            let key: Vec<u8> = r.get(0)?;
+            Ok((
+                key.clone(),
+                TraceSummary {
+                    trace_id: stored::id_hex(&key),
+                    root_name: r.get(1)?,
+                    root_service: r.get(2)?,
+                    start_ns: r.get(3)?,
+                    duration_ns: r.get(4)?,
+                    // Counts are never negative.
+                    span_count: r.get::<_, i64>(5)?.max(0) as u64,
+                    error_count: r.get::<_, i64>(6)?.max(0) as u64,
+                    entity_ids: Vec::new(),
+                },
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut stmt =
+        conn.prepare_cached("SELECT DISTINCT entity_id FROM spans WHERE trace_id = ?1 AND entity_id IS NOT NULL")?;
+    for (key, t) in &mut rows {
+        let ids: BTreeSet<String> = stmt.query_map([&*key], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+        t.entity_ids = ids.into_iter().collect();
+    }
+    Ok(split_page(rows.into_iter().map(|(_, t)| t).collect(), limit, cursor::after_trace))
 }

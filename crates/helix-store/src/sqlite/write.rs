@@ -5,13 +5,12 @@
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use super::read::{entity_rows_where, json_keys};
-use std::collections::HashMap;
-
+use helix_model::span::stored;
 use helix_model::SpanRecorded;
 
-use crate::plan::{self, Stored, Touched, TraceRow, WritePlan};
+use crate::plan::{self, Stored, Touched, WritePlan};
 use crate::rows::{log_hash, to_json};
-use crate::{StoreResult, WriteBatch, WriteOutcome};
+use crate::{StoreError, StoreResult, WriteBatch, WriteOutcome};
 
 /// Apply `batch` atomically. On any error the transaction is dropped, i.e. rolled back, so no
 /// partial batch is ever visible.
@@ -59,16 +58,22 @@ fn write(tx: &Transaction<'_>, plan: &mut WritePlan<'_>, now: &str) -> StoreResu
     if !plan.spans.is_empty() {
         plan.outcome.spans_inserted = write_spans(tx, plan)?;
     }
-    if !plan.new_entities.is_empty() {
-        // Plain INSERT (entities and operations): under the write lock the plan's "new" is exact,
-        // so a conflict is a bug worth failing on. Edges, creations and events are keyed by
-        // client-chosen span IDs that a buggy client may reuse: those ignore a duplicate.
+    if !plan.new_entities.is_empty() || !plan.changed_entities.is_empty() {
+        // One statement for new and changed rows: the plan has the final values of both, and
+        // `created_at` (ingest time) is set only when the row is inserted. Edges, creations and
+        // events are keyed by client-chosen span IDs that a buggy client may reuse: those
+        // ignore a duplicate.
         let mut stmt = tx.prepare_cached(
             "INSERT INTO entities (id, instrument_id, trace_id, timestamp_ns, parent_ids, metadata,
                  created_at, span_id, stage, service_name, process_name, end_ns, status, placeholder)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+             ON CONFLICT (id) DO UPDATE SET trace_id = excluded.trace_id, timestamp_ns = excluded.timestamp_ns,
+                 parent_ids = excluded.parent_ids, metadata = excluded.metadata, span_id = excluded.span_id,
+                 stage = excluded.stage, service_name = excluded.service_name,
+                 process_name = excluded.process_name, end_ns = excluded.end_ns, status = excluded.status,
+                 placeholder = excluded.placeholder",
         )?;
-        for e in &plan.new_entities {
+        for e in plan.new_entities.iter().chain(&plan.changed_entities) {
             stmt.execute(rusqlite::params![
                 e.id,
                 e.instrument_id,
@@ -77,30 +82,6 @@ fn write(tx: &Transaction<'_>, plan: &mut WritePlan<'_>, now: &str) -> StoreResu
                 to_json(&e.parent_ids)?,
                 to_json(&e.metadata)?,
                 now,
-                e.span_id,
-                e.stage,
-                e.service_name,
-                e.process_name,
-                e.end_ns,
-                e.status.as_str(),
-                e.placeholder,
-            ])?;
-        }
-    }
-    if !plan.changed_entities.is_empty() {
-        let mut stmt = tx.prepare_cached(
-            "UPDATE entities SET trace_id = ?2, timestamp_ns = ?3, parent_ids = ?4, metadata = ?5,
-                 span_id = ?6, stage = ?7, service_name = ?8, process_name = ?9, end_ns = ?10,
-                 status = ?11, placeholder = ?12
-             WHERE id = ?1",
-        )?;
-        for e in &plan.changed_entities {
-            stmt.execute(rusqlite::params![
-                e.id,
-                e.trace_id,
-                e.timestamp_ns,
-                to_json(&e.parent_ids)?,
-                to_json(&e.metadata)?,
                 e.span_id,
                 e.stage,
                 e.service_name,
@@ -203,91 +184,111 @@ fn write(tx: &Transaction<'_>, plan: &mut WritePlan<'_>, now: &str) -> StoreResu
     Ok(())
 }
 
-const TRACE_COLUMNS: &str = "trace_id, start_ns, end_ns, span_count, error_count, root_rank, root_start_ns, \
-     root_span_id, root_name, root_service";
-
-/// Spans (idempotent by their unique key), their resources, and the summaries of the traces
-/// that got new spans. Returns how many spans were new.
+/// Spans (idempotent by their key), their sources, the summaries and search terms of the
+/// traces that got new spans, and the span store's byte total. Returns how many spans were new.
 fn write_spans(tx: &Transaction<'_>, plan: &WritePlan<'_>) -> StoreResult<u64> {
-    let mut stmt = tx.prepare_cached("INSERT OR IGNORE INTO span_resources (id, resource) VALUES (?1, ?2)")?;
-    for (id, resource) in &plan.span_resources {
-        stmt.execute((id, resource))?;
-    }
     let mut stmt = tx.prepare_cached(
-        "INSERT OR IGNORE INTO spans (trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns,
-             status_code, status_message, service_name, process_name, instrument_id, entity_id, role,
-             resource_id, scope_name, scope_version, span_proto)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+        "INSERT OR IGNORE INTO span_sources (id, service_name, process_name, instrument_id, scope_name,
+             scope_version, resource)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
-    let mut inserted: Vec<&SpanRecorded> = Vec::with_capacity(plan.spans.len());
-    for (s, resource_id) in plan.spans.iter().zip(&plan.span_resource_ids) {
-        let n = stmt.execute(rusqlite::params![
-            s.trace_id,
-            s.span_id,
-            s.parent_span_id,
-            s.name,
-            s.kind,
-            s.start_ns,
-            s.end_ns,
-            s.status_code,
-            s.status_message,
+    for (id, s) in &plan.span_sources {
+        stmt.execute(rusqlite::params![
+            id,
             s.service_name,
             s.process_name,
             s.instrument_id,
-            s.entity_id,
-            s.role.as_str(),
-            resource_id,
             s.scope_name,
             s.scope_version,
-            s.span_proto,
+            s.resource_proto
+        ])?;
+    }
+    let mut stmt = tx.prepare_cached(
+        "INSERT OR IGNORE INTO spans (trace_id, span_id, parent_span_id, start_ns, duration_ns, name, kind,
+             status_code, status_message, source_id, form, entity_id, span_rest)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?;
+    // One buffer for every span's stored remainder: no allocation per span.
+    let mut rest = Vec::with_capacity(1024);
+    let mut inserted: Vec<(&SpanRecorded, i64)> = Vec::with_capacity(plan.spans.len());
+    for (s, source_id) in plan.spans.iter().zip(&plan.span_source_ids) {
+        let key = |hex: &str| StoreError::bug(format!("span key {hex:?} is not hex of the OTLP length"));
+        let trace: [u8; 16] = stored::id_array(&s.trace_id).ok_or_else(|| key(&s.trace_id))?;
+        let span: [u8; 8] = stored::id_array(&s.span_id).ok_or_else(|| key(&s.span_id))?;
+        let parent: Option<[u8; 8]> = match &s.parent_span_id {
+            Some(p) => Some(stored::id_array(p).ok_or_else(|| key(p))?),
+            None => None,
+        };
+        rest.clear();
+        let form = stored::split_into(s, &mut rest);
+        let n = stmt.execute(rusqlite::params![
+            &trace[..],
+            &span[..],
+            parent.as_ref().map(|p| &p[..]),
+            s.start_ns,
+            s.duration_ns(),
+            s.name,
+            s.kind,
+            s.status_code,
+            s.status_message,
+            source_id,
+            form,
+            s.entity_id,
+            rest,
         ])?;
         if n == 1 {
-            inserted.push(s);
+            inserted.push((s, plan::row_bytes(s, rest.len())));
         }
     }
     if inserted.is_empty() {
         return Ok(0);
     }
-    let ids = plan::trace_ids(&inserted);
-    let sql = format!("SELECT {TRACE_COLUMNS} FROM traces WHERE trace_id IN (SELECT value FROM json_each(?1))");
-    let stored: HashMap<String, TraceRow> = tx
-        .prepare_cached(&sql)?
-        .query_map([json_keys(&ids)?], trace_row)?
-        .map(|r| r.map(|t| (t.trace_id.clone(), t)))
-        .collect::<rusqlite::Result<_>>()?;
-    let traces = plan::merge_traces(stored, &inserted);
-    let sql =
-        format!("INSERT OR REPLACE INTO traces ({TRACE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
-    let mut stmt = tx.prepare_cached(&sql)?;
-    for t in traces.new.iter().chain(&traces.changed) {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO traces (trace_id, start_ns, end_ns, span_count, error_count, root_rank, root_start_ns,
+             root_span_id, root_name, root_service, bytes)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+         ON CONFLICT (trace_id) DO UPDATE SET
+             start_ns = min(start_ns, excluded.start_ns),
+             end_ns = max(end_ns, excluded.end_ns),
+             span_count = span_count + excluded.span_count,
+             error_count = error_count + excluded.error_count,
+             bytes = bytes + excluded.bytes,
+             root_rank = iif(excluded.root_key < root_key, excluded.root_rank, root_rank),
+             root_start_ns = iif(excluded.root_key < root_key, excluded.root_start_ns, root_start_ns),
+             root_span_id = iif(excluded.root_key < root_key, excluded.root_span_id, root_span_id),
+             root_name = iif(excluded.root_key < root_key, excluded.root_name, root_name),
+             root_service = iif(excluded.root_key < root_key, excluded.root_service, root_service)"
+            .replace("excluded.root_key", "(excluded.root_rank, excluded.root_start_ns, excluded.root_span_id)")
+            .replace("root_key", "(root_rank, root_start_ns, root_span_id)")
+            .as_str(),
+    )?;
+    let mut total = 0i64;
+    for t in plan::merge_traces(&inserted) {
+        let (trace, root): ([u8; 16], [u8; 8]) =
+            match (stored::id_array(&t.trace_id), stored::id_array(&t.root_span_id)) {
+                (Some(a), Some(b)) => (a, b),
+                _ => return Err(StoreError::bug("a stored span key is not hex")),
+            };
+        total += t.bytes;
         stmt.execute(rusqlite::params![
-            t.trace_id,
+            &trace[..],
             t.start_ns,
             t.end_ns,
             t.span_count,
             t.error_count,
             t.root_rank,
             t.root_start_ns,
-            t.root_span_id,
+            &root[..],
             t.root_name,
             t.root_service,
+            t.bytes,
         ])?;
     }
+    let mut stmt = tx.prepare_cached("INSERT OR IGNORE INTO trace_terms (term, trace_id) VALUES (?1, ?2)")?;
+    for (term, trace_id) in plan::trace_terms(&inserted) {
+        let trace: [u8; 16] = stored::id_array(trace_id).ok_or_else(|| StoreError::bug("a span key is not hex"))?;
+        stmt.execute(rusqlite::params![term, &trace[..]])?;
+    }
+    tx.prepare_cached("UPDATE span_totals SET bytes = bytes + ?1 WHERE id = 0")?.execute([total])?;
     Ok(inserted.len() as u64)
-}
-
-/// A `traces` row selected as `TRACE_COLUMNS`.
-pub(super) fn trace_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TraceRow> {
-    Ok(TraceRow {
-        trace_id: r.get(0)?,
-        start_ns: r.get(1)?,
-        end_ns: r.get(2)?,
-        span_count: r.get(3)?,
-        error_count: r.get(4)?,
-        root_rank: r.get(5)?,
-        root_start_ns: r.get(6)?,
-        root_span_id: r.get(7)?,
-        root_name: r.get(8)?,
-        root_service: r.get(9)?,
-    })
 }
