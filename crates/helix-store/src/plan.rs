@@ -132,6 +132,48 @@ pub(crate) fn plan<'b>(batch: &'b WriteBatch, stored: Stored) -> WritePlan<'b> {
     p.finish()
 }
 
+/// The row a creation of an unknown ID inserts (`parents`: its parents without repeats);
+/// `created_at` is left for the backend to set.
+pub(crate) fn created_row(c: &EntityCreated, parents: Vec<String>) -> Entity {
+    Entity {
+        id: c.entity_id.clone(),
+        instrument_id: c.instrument_id.clone(),
+        trace_id: Some(c.trace_id.clone()),
+        span_id: Some(c.span_id.clone()),
+        timestamp_ns: c.start_ns,
+        end_ns: Some(c.end_ns),
+        stage: Some(c.name.clone()),
+        service_name: c.service_name.clone(),
+        process_name: c.process_name.clone(),
+        status: c.status,
+        placeholder: false,
+        parent_ids: parents,
+        metadata: c.metadata.clone(),
+        created_at: String::new(),
+    }
+}
+
+/// The placeholder an operation on an unknown entity inserts: no trace, span or parents,
+/// owned by the operation's instrument.
+pub(crate) fn placeholder_row(o: &OperationRecorded, status: Status) -> Entity {
+    Entity {
+        id: o.entity_id.clone(),
+        instrument_id: o.instrument_id.clone(),
+        trace_id: None,
+        span_id: None,
+        timestamp_ns: o.start_ns,
+        end_ns: None,
+        stage: None,
+        service_name: o.service_name.clone(),
+        process_name: o.process_name.clone(),
+        status,
+        placeholder: true,
+        parent_ids: Vec::new(),
+        metadata: Metadata::new(),
+        created_at: String::new(),
+    }
+}
+
 struct Planner<'b> {
     rows: HashMap<String, Entity>,
     /// Entities that were stored before the batch (the others are inserted).
@@ -182,25 +224,7 @@ impl<'b> Planner<'b> {
             // Rule: a brand-new entity is inserted with its creation.
             let parents = unique_in_order(&c.parent_ids);
             self.add_edges(&c.entity_id, &parents, 0);
-            self.rows.insert(
-                c.entity_id.clone(),
-                Entity {
-                    id: c.entity_id.clone(),
-                    instrument_id: c.instrument_id.clone(),
-                    trace_id: Some(c.trace_id.clone()),
-                    span_id: Some(c.span_id.clone()),
-                    timestamp_ns: c.start_ns,
-                    end_ns: Some(c.end_ns),
-                    stage: Some(c.name.clone()),
-                    service_name: c.service_name.clone(),
-                    process_name: c.process_name.clone(),
-                    status: c.status,
-                    placeholder: false,
-                    parent_ids: parents,
-                    metadata: c.metadata.clone(),
-                    created_at: String::new(),
-                },
-            );
+            self.rows.insert(c.entity_id.clone(), created_row(c, parents));
             self.note_instrument(&c.instrument_id);
             self.out.outcome.entities_created.push(EntityCount {
                 entity_id: c.entity_id.clone(),
@@ -294,25 +318,7 @@ impl<'b> Planner<'b> {
             None => {
                 // Rule: an operation on an unknown entity creates a placeholder, owned by the
                 // operation's instrument.
-                self.rows.insert(
-                    o.entity_id.clone(),
-                    Entity {
-                        id: o.entity_id.clone(),
-                        instrument_id: o.instrument_id.clone(),
-                        trace_id: None,
-                        span_id: None,
-                        timestamp_ns: o.start_ns,
-                        end_ns: None,
-                        stage: None,
-                        service_name: o.service_name.clone(),
-                        process_name: o.process_name.clone(),
-                        status: entity_status,
-                        placeholder: true,
-                        parent_ids: Vec::new(),
-                        metadata: Metadata::new(),
-                        created_at: String::new(),
-                    },
-                );
+                self.rows.insert(o.entity_id.clone(), placeholder_row(o, entity_status));
                 self.out.outcome.placeholders_created += 1;
             }
             Some(row) => {

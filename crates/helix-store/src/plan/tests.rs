@@ -11,42 +11,12 @@ fn md(pairs: &[(&str, &str)]) -> Metadata {
 
 /// The stored row a creation would have produced.
 fn stored_entity(c: &EntityCreated) -> Entity {
-    Entity {
-        id: c.entity_id.clone(),
-        instrument_id: c.instrument_id.clone(),
-        trace_id: Some(c.trace_id.clone()),
-        span_id: Some(c.span_id.clone()),
-        timestamp_ns: c.start_ns,
-        end_ns: Some(c.end_ns),
-        stage: Some(c.name.clone()),
-        service_name: c.service_name.clone(),
-        process_name: c.process_name.clone(),
-        status: c.status,
-        placeholder: false,
-        parent_ids: c.parent_ids.clone(),
-        metadata: c.metadata.clone(),
-        created_at: "2024-05-20T00:00:00.000Z".into(),
-    }
+    Entity { created_at: "2024-05-20T00:00:00.000Z".into(), ..created_row(c, c.parent_ids.clone()) }
 }
 
 /// The stored placeholder an operation would have produced.
 fn stored_placeholder(o: &OperationRecorded) -> Entity {
-    Entity {
-        id: o.entity_id.clone(),
-        instrument_id: o.instrument_id.clone(),
-        trace_id: None,
-        span_id: None,
-        timestamp_ns: o.start_ns,
-        end_ns: None,
-        stage: None,
-        service_name: o.service_name.clone(),
-        process_name: o.process_name.clone(),
-        status: Status::Ok,
-        placeholder: true,
-        parent_ids: Vec::new(),
-        metadata: Metadata::new(),
-        created_at: "2024-05-20T00:00:00.000Z".into(),
-    }
+    Entity { created_at: "2024-05-20T00:00:00.000Z".into(), ..placeholder_row(o, Status::Ok) }
 }
 
 fn stored(entities: Vec<Entity>, operation_spans: &[&str], creations: &[(&str, &str)]) -> Stored {
