@@ -29,10 +29,7 @@ fn open_creates_directories_and_records_migrations() {
     let path = db_path(&dir);
     let store = open(&path).unwrap();
     assert!(path.exists());
-    assert_eq!(
-        recorded_versions(&path),
-        vec![(1, "core".to_owned()), (2, "logs".to_owned()), (3, "spans".to_owned())]
-    );
+    assert_eq!(recorded_versions(&path), vec![(1, "core".to_owned()), (2, "logs".to_owned()), (3, "spans".to_owned())]);
     assert_eq!(SCHEMA_VERSION, 3);
     drop(store);
     // Re-opening applies nothing more.
