@@ -1,25 +1,25 @@
 //! OTLP/gRPC receiver (traces and logs, gzip accepted). Answers only after the commit:
 //! OK, UNAVAILABLE (retry), INVALID_ARGUMENT (malformed) or INTERNAL.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{LogsService, LogsServiceServer};
 use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use prost::Message;
 use tokio_util::sync::CancellationToken;
-use tonic::codec::CompressionEncoding;
-use tonic::{Request, Response, Status};
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings};
+use tonic::server::{Grpc, NamedService, UnaryService};
+use tonic::Status;
+use tonic_prost::ProstEncoder;
 
 use crate::config::ReceiveConfig;
 use crate::ingest::Ingest;
 use crate::write::WriteError;
-
-/// The gRPC face of `Ingest`.
-#[derive(Clone)]
-pub struct OtlpGrpc {
-    ingest: Arc<Ingest>,
-}
 
 /// Map a failed write to the status an OTLP exporter understands: retryable ones are
 /// UNAVAILABLE, which every OTLP SDK retries with backoff.
@@ -31,25 +31,151 @@ pub fn status_of(e: &WriteError) -> Status {
     }
 }
 
-#[tonic::async_trait]
-impl TraceService for OtlpGrpc {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let accepted = self.ingest.traces(request.into_inner(), "grpc").await.map_err(|e| status_of(&e))?;
-        Ok(Response::new(accepted.trace_response()))
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// One OTLP export method: its protobuf messages, gRPC names and how ingest handles it.
+pub trait Export: Send + Sync + 'static {
+    type Request: Message + Default + Send + 'static;
+    type Response: Message + Send + 'static;
+    /// The gRPC service name (`NamedService`).
+    const SERVICE: &'static str;
+    /// The one method's path.
+    const PATH: &'static str;
+    fn handle(ingest: Arc<Ingest>, request: Self::Request) -> BoxFuture<Result<Self::Response, Status>>;
+}
+
+/// `opentelemetry.proto.collector.trace.v1.TraceService/Export`.
+pub struct Traces;
+
+impl Export for Traces {
+    type Request = ExportTraceServiceRequest;
+    type Response = ExportTraceServiceResponse;
+    const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    const PATH: &'static str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+    fn handle(ingest: Arc<Ingest>, request: Self::Request) -> BoxFuture<Result<Self::Response, Status>> {
+        Box::pin(async move {
+            let accepted = ingest.traces(request, "grpc").await.map_err(|e| status_of(&e))?;
+            Ok(accepted.trace_response())
+        })
     }
 }
 
-#[tonic::async_trait]
-impl LogsService for OtlpGrpc {
-    async fn export(
-        &self,
-        request: Request<ExportLogsServiceRequest>,
-    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        let accepted = self.ingest.logs(request.into_inner()).await.map_err(|e| status_of(&e))?;
-        Ok(Response::new(accepted.logs_response()))
+/// `opentelemetry.proto.collector.logs.v1.LogsService/Export`.
+pub struct Logs;
+
+impl Export for Logs {
+    type Request = ExportLogsServiceRequest;
+    type Response = ExportLogsServiceResponse;
+    const SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+    const PATH: &'static str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+    fn handle(ingest: Arc<Ingest>, request: Self::Request) -> BoxFuture<Result<Self::Response, Status>> {
+        Box::pin(async move {
+            let accepted = ingest.logs(request).await.map_err(|e| status_of(&e))?;
+            Ok(accepted.logs_response())
+        })
+    }
+}
+
+/// The protobuf codec of an export whose decoder answers a body that is not the method's
+/// message with INVALID_ARGUMENT: the client's data is at fault and retrying cannot help
+/// (tonic's own decoder calls it INTERNAL).
+struct OtlpCodec<E>(PhantomData<E>);
+
+struct OtlpDecoder<T>(PhantomData<T>);
+
+impl<T: Message + Default> Decoder for OtlpDecoder<T> {
+    type Item = T;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<T>, Status> {
+        T::decode(buf)
+            .map(Some)
+            .map_err(|e| Status::invalid_argument(format!("the request is not a valid OTLP protobuf message: {e}")))
+    }
+}
+
+impl<E: Export> Codec for OtlpCodec<E> {
+    type Encode = E::Response;
+    type Decode = E::Request;
+    type Encoder = ProstEncoder<E::Response>;
+    type Decoder = OtlpDecoder<E::Request>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstEncoder::default()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        OtlpDecoder(PhantomData)
+    }
+}
+
+/// The unary handler tonic's `Grpc` calls with the decoded request.
+struct Handler<E>(Arc<Ingest>, PhantomData<E>);
+
+impl<E: Export> UnaryService<E::Request> for Handler<E> {
+    type Response = E::Response;
+    type Future = BoxFuture<Result<tonic::Response<E::Response>, Status>>;
+
+    fn call(&mut self, request: tonic::Request<E::Request>) -> Self::Future {
+        let handled = E::handle(self.0.clone(), request.into_inner());
+        Box::pin(async move { handled.await.map(tonic::Response::new) })
+    }
+}
+
+/// The gRPC service of one export method, gzip accepted and sent, bounded request size.
+pub struct OtlpService<E> {
+    ingest: Arc<Ingest>,
+    max_request_bytes: usize,
+    _export: PhantomData<E>,
+}
+
+impl<E> Clone for OtlpService<E> {
+    fn clone(&self) -> Self {
+        OtlpService { ingest: self.ingest.clone(), max_request_bytes: self.max_request_bytes, _export: PhantomData }
+    }
+}
+
+impl<E: Export> OtlpService<E> {
+    pub fn new(ingest: Arc<Ingest>, config: &ReceiveConfig) -> Self {
+        OtlpService { ingest, max_request_bytes: config.max_request_bytes, _export: PhantomData }
+    }
+}
+
+impl<E: Export> NamedService for OtlpService<E> {
+    const NAME: &'static str = E::SERVICE;
+}
+
+impl<E, B> tower::Service<http::Request<B>> for OtlpService<E>
+where
+    E: Export,
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.uri().path() != E::PATH {
+            return Box::pin(async {
+                Ok(Status::unimplemented("this OTLP service has one method: Export").into_http())
+            });
+        }
+        let handler = Handler::<E>(self.ingest.clone(), PhantomData);
+        let max = self.max_request_bytes;
+        Box::pin(async move {
+            let mut gzip = EnabledCompressionEncodings::default();
+            gzip.enable(CompressionEncoding::Gzip);
+            // Oversized requests are refused by the framing with OUT_OF_RANGE, before decoding.
+            let mut grpc = Grpc::new(OtlpCodec::<E>(PhantomData))
+                .apply_compression_config(gzip, gzip)
+                .apply_max_message_size_config(Some(max), None);
+            Ok(grpc.unary(handler, request).await)
+        })
     }
 }
 
@@ -60,37 +186,11 @@ pub async fn serve(
     config: ReceiveConfig,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
-    let service = OtlpGrpc { ingest };
-    let traces = TraceServiceServer::new(service.clone())
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(config.max_request_bytes);
-    let logs = LogsServiceServer::new(service)
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(config.max_request_bytes);
     tonic::transport::Server::builder()
-        .layer(tower::util::MapResponseLayer::new(malformed_is_invalid_argument))
-        .add_service(traces)
-        .add_service(logs)
+        .add_service(OtlpService::<Traces>::new(ingest.clone(), &config))
+        .add_service(OtlpService::<Logs>::new(ingest, &config))
         .serve_with_incoming_shutdown(tokio_stream_from(listener), async move { shutdown.cancelled().await })
         .await
-}
-
-/// tonic answers a body that does not decode as protobuf with INTERNAL; for the client it is
-/// INVALID_ARGUMENT (its data is at fault, retrying cannot help). Our handlers never answer
-/// INTERNAL with this message, so the rewrite only touches decode failures.
-fn malformed_is_invalid_argument<B>(mut response: http::Response<B>) -> http::Response<B> {
-    let headers = response.headers_mut();
-    let internal = headers.get("grpc-status").is_some_and(|v| v.as_bytes() == b"13");
-    let decode = headers
-        .get("grpc-message")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|m| m.starts_with("failed%20to%20decode") || m.starts_with("failed to decode"));
-    if internal && decode {
-        headers.insert("grpc-status", http::HeaderValue::from_static("3"));
-    }
-    response
 }
 
 /// Accepted connections with Nagle off: exports are small request/response exchanges.
