@@ -109,27 +109,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// The stored spans of a trace, ordered by start time then span ID, at most `max_spans`
     /// (`partial` when there are more); `None` for a trace with no stored span.
-    ///
-    /// The default is for test doubles that keep no spans; both backends implement it.
-    async fn trace(&self, trace_id: &str, max_spans: usize) -> StoreResult<Option<StoredTrace>> {
-        let _ = (trace_id, max_spans);
-        Err(StoreError::bug(format!("the {} store keeps no spans", self.backend())))
-    }
+    async fn trace(&self, trace_id: &str, max_spans: usize) -> StoreResult<Option<StoredTrace>>;
 
     /// Traces matching the filter, newest first (trace start descending, then trace ID
-    /// ascending), paged. The default is for test doubles, like `trace`.
-    async fn traces(&self, filter: &TraceFilter, page: &PageRequest) -> StoreResult<Page<TraceSummary>> {
-        let _ = (filter, page);
-        Err(StoreError::bug(format!("the {} store keeps no spans", self.backend())))
-    }
+    /// ascending), paged.
+    async fn traces(&self, filter: &TraceFilter, page: &PageRequest) -> StoreResult<Page<TraceSummary>>;
 
     /// One span retention pass as of `now_ns` (the store's job runs them periodically):
     /// whole traces that started before `now_ns - max_age`, then, while the spans' stored
     /// bytes exceed `max_bytes`, the oldest traces; in small transactions that leave ingest
     /// room between them. Entity, operation, event and log rows are not touched. Returns the
-    /// spans removed. The default is for test doubles, like `trace`.
-    async fn prune_spans(&self, limits: &SpanRetention, now_ns: i64) -> StoreResult<u64> {
-        let _ = (limits, now_ns);
-        Err(StoreError::bug(format!("the {} store keeps no spans", self.backend())))
-    }
+    /// spans removed.
+    async fn prune_spans(&self, limits: &SpanRetention, now_ns: i64) -> StoreResult<u64>;
 }

@@ -386,6 +386,19 @@ mod tests {
         async fn stage_histogram(&self, _: &StageHistogramQuery) -> StoreResult<Vec<StageBucket>> {
             no_reads()
         }
+        async fn trace(&self, _: &str, _: usize) -> StoreResult<Option<helix_store::StoredTrace>> {
+            no_reads()
+        }
+        async fn traces(
+            &self,
+            _: &helix_store::TraceFilter,
+            _: &PageRequest,
+        ) -> StoreResult<Page<helix_store::TraceSummary>> {
+            no_reads()
+        }
+        async fn prune_spans(&self, _: &helix_store::SpanRetention, _: i64) -> StoreResult<u64> {
+            no_reads()
+        }
     }
 
     struct Harness {

@@ -135,4 +135,8 @@ impl Store for FakeStore {
     ) -> StoreResult<Vec<helix_store::StageBucket>> {
         self.answer(Vec::new())
     }
+
+    async fn prune_spans(&self, _limits: &helix_store::SpanRetention, _now_ns: i64) -> StoreResult<u64> {
+        self.answer(0)
+    }
 }
