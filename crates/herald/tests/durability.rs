@@ -67,12 +67,26 @@ async fn sigkill_mid_stream_loses_no_acknowledged_span() {
     // Reopen the same database (as the restarted herald would) and check every acked span.
     let store = SqliteStore::open(&herald.db_path(), Default::default()).expect("reopen after SIGKILL");
     let mut missing = Vec::new();
+    let mut spans_missing = Vec::new();
     let ids: Vec<String> =
         acked.iter().flat_map(|b| (0..PER_REQUEST).map(move |i| format!("e-{}", b * PER_REQUEST + i))).collect();
     for chunk in ids.chunks(500) {
         let found = store.span_refs(chunk).await.expect("query");
         missing.extend(chunk.iter().filter(|id| !found.contains_key(*id)).cloned());
+        // The span store commits with the entity rows: every acknowledged span is there too.
+        for (id, at) in &found {
+            let trace = store.trace(&at.trace_id, 1_000).await.expect("trace query");
+            if !trace.is_some_and(|t| t.spans.iter().any(|s| s.span_id == at.span_id)) {
+                spans_missing.push(id.clone());
+            }
+        }
     }
+    assert!(
+        spans_missing.is_empty(),
+        "{} acknowledged spans missing from the span store after SIGKILL, e.g. {:?}",
+        spans_missing.len(),
+        &spans_missing[..spans_missing.len().min(5)]
+    );
     assert!(
         missing.is_empty(),
         "{} acknowledged spans lost after SIGKILL, e.g. {:?}",
