@@ -13,6 +13,7 @@ pub struct Metrics {
     pub spans_received: IntCounterVec,
     pub spans_passthrough: IntCounter,
     pub spans_rejected: IntCounter,
+    pub spans_stored: IntCounter,
     pub logs_received: IntCounter,
     pub parent_resolution: IntCounterVec,
     pub trace_store_lookups: IntCounterVec,
@@ -75,7 +76,12 @@ impl Metrics {
             spans_passthrough: counter(
                 &r,
                 "helix_spans_passthrough_total",
-                "Spans without an entity ID: forwarded, not stored.",
+                "Spans without an entity ID: no entity rows (kept in the span store when it is on, and forwarded).",
+            ),
+            spans_stored: counter(
+                &r,
+                "helix_spans_stored_total",
+                "Spans newly stored in the span store (each counted once, however often it was sent).",
             ),
             spans_rejected: counter(
                 &r,

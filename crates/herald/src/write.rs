@@ -230,6 +230,7 @@ fn record_outcome(metrics: &Metrics, outcome: &WriteOutcome) {
         }
     }
     metrics.operations.inc_by(outcome.operations_inserted);
+    metrics.spans_stored.inc_by(outcome.spans_inserted);
     metrics.recreations.inc_by(outcome.recreations);
     metrics.instrument_conflicts.inc_by(outcome.instrument_conflicts);
 }
