@@ -72,8 +72,9 @@ pub async fn through_herald(
     requests: Arc<Vec<ExportTraceServiceRequest>>,
     clients: usize,
     limit: Duration,
+    extra_flags: &[&str],
 ) -> HeraldRun {
-    let args = herald::config::Cli::try_parse_from([
+    let mut flags = vec![
         "herald",
         "--otlp-grpc-addr",
         "127.0.0.1:0",
@@ -85,9 +86,9 @@ pub async fn through_herald(
         "127.0.0.1:0",
         "--db-url",
         db_url,
-    ])
-    .expect("static herald flags")
-    .serve;
+    ];
+    flags.extend_from_slice(extra_flags);
+    let args = herald::config::Cli::try_parse_from(flags).expect("static herald flags").serve;
     let listeners = herald::server::Listeners::bind(&args).await.expect("loopback ports");
     let grpc = format!("http://{}", listeners.grpc.local_addr().expect("bound"));
     let shutdown = tokio_util::sync::CancellationToken::new();

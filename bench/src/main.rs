@@ -9,6 +9,7 @@
 
 mod load;
 mod postgres;
+mod traces;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -57,6 +58,18 @@ enum Bench {
         #[arg(long, default_value_t = 8)]
         ticks_per_request: usize,
     },
+    /// Trace reads on a large span store (SQLite): one 100-span trace, and trace searches.
+    /// The 10 M-span run of docs/benchmarks.md: `helix-bench traces --spans 10000000`.
+    Traces {
+        /// Spans to load (telescope mix) before the timed reads.
+        #[arg(long, default_value_t = 1_000_000)]
+        spans: usize,
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+        /// Keep the database file here instead of a temporary directory.
+        #[arg(long)]
+        db: Option<std::path::PathBuf>,
+    },
     /// Lineage queries on a large DAG in SQLite.
     Lineage {
         #[arg(long, default_value_t = 1_000_000)]
@@ -80,6 +93,7 @@ fn main() {
             rt.block_on(ingest(seconds, clients, ticks_per_request))
         }
         Bench::Lineage { entities, queries } => rt.block_on(lineage(entities, queries)),
+        Bench::Traces { spans, queries, db } => rt.block_on(traces::run(spans, queries, db)),
         Bench::Postgres { what } => rt.block_on(postgres::run(what)),
     }
 }
@@ -160,13 +174,37 @@ async fn ingest(seconds: u64, clients: usize, ticks_per_request: usize) {
     let direct_time = t.elapsed();
     drop(direct);
 
-    // The herald, in-process, on loopback.
-    let dir = tempfile::tempdir().unwrap();
+    // The herald, in-process, on loopback: spans not stored (the baseline), then stored.
     let requests = Arc::new(requests);
-    let db_url = format!("sqlite://{}", dir.path().join("herald.db").display());
-    let HeraldRun { acked_spans: acked, refused_requests: refused, latencies, elapsed } =
-        through_herald(&db_url, requests.clone(), clients, Duration::from_secs(seconds)).await;
+    let limit = Duration::from_secs(seconds);
+    let off_dir = tempfile::tempdir().unwrap();
+    let off_url = format!("sqlite://{}", off_dir.path().join("herald.db").display());
+    let off = through_herald(&off_url, requests.clone(), clients, limit, &["--store-spans", "false"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let on_path = dir.path().join("herald.db");
+    let db_url = format!("sqlite://{}", on_path.display());
+    let on = through_herald(&db_url, requests.clone(), clients, limit, &[]).await;
+    let (stored_spans, span_bytes) = span_store_bytes(&on_path);
 
+    // Retention deleting while ingest runs: a store holding spans older than the age limit is
+    // pruned by the herald's retention job (batch by batch) during a spans-stored run.
+    let ret_dir = tempfile::tempdir().unwrap();
+    let ret_path = ret_dir.path().join("herald.db");
+    let old = prefill_old_spans(&ret_path, &requests).await;
+    let ret_url = format!("sqlite://{}", ret_path.display());
+    // The herald's own retention job (default 7 days), its first pass one second after start.
+    std::env::set_var("HELIX_RETENTION_INTERVAL_SECS", "1");
+    let ret = through_herald(&ret_url, requests.clone(), clients, limit, &[]).await;
+    std::env::remove_var("HELIX_RETENTION_INTERVAL_SECS");
+    let left: i64 = rusqlite::Connection::open(&ret_path)
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM spans WHERE span_id > x'0000000000000000' AND start_ns < ?1",
+            [now_ns() - 7 * 86_400_000_000_000],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let pruned = old as i64 - left;
     println!("### Sustained durable ingest into SQLite (telescope mix)\n");
     println!(
         "{clients} concurrent gRPC exporters on loopback, {ticks_per_request} telescope ticks per request \
@@ -174,22 +212,98 @@ async fn ingest(seconds: u64, clients: usize, ticks_per_request: usize) {
          acknowledged = committed with `synchronous=FULL`.\n",
         span_count(&requests[0])
     );
+    let row = |name: &str, r: &HeraldRun| {
+        println!(
+            "| {name} | {:.0} | {} spans acked in {:.2?}, {} requests refused (retryable); ack p50 {:.2?}, p99 {:.2?} |",
+            rate(r.acked_spans, r.elapsed),
+            r.acked_spans,
+            r.elapsed,
+            r.refused_requests,
+            percentile(&r.latencies, 0.5),
+            percentile(&r.latencies, 0.99)
+        )
+    };
     println!("| path | spans/s | notes |\n|---|---:|---|");
     println!(
-        "| baseline: same records straight into the store (one writer, 20 000-record batches, no network) | {:.0} | {direct_spans} spans in {direct_time:.2?} |",
+        "| baseline: same entity records straight into the store (one writer, 20 000-record batches, no network) | {:.0} | {direct_spans} spans in {direct_time:.2?} |",
         rate(direct_spans, direct_time)
     );
+    row("herald over gRPC, `--store-spans=false` (decode, interpret, resolve, batch, commit, ack)", &off);
+    row("herald over gRPC, spans stored (every span in the span store, same transaction)", &on);
+    row("herald, spans stored, while retention removes older spans", &ret);
     println!(
-        "| herald over gRPC (decode, interpret, resolve, batch, commit, ack) | {:.0} | {acked} spans acked in {elapsed:.2?}, {refused} requests refused (retryable) |",
-        rate(acked, elapsed)
+        "\nRatio spans stored / spans not stored: {:.2}. Ratio spans not stored / direct store: {:.2}.",
+        rate(on.acked_spans, on.elapsed) / rate(off.acked_spans, off.elapsed),
+        rate(off.acked_spans, off.elapsed) / rate(direct_spans, direct_time),
     );
     println!(
-        "\nRatio herald / direct store: {:.2}. Ack latency per request: p50 {:.2?}, p99 {:.2?}, max {:.2?}.\n",
-        rate(acked, elapsed) / rate(direct_spans, direct_time),
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.99),
-        latencies.last().copied().unwrap_or_default()
+        "Span store on disk: {stored_spans} spans, {span_bytes} bytes (tables and indexes, after VACUUM) = {:.0} bytes/span.",
+        span_bytes as f64 / stored_spans.max(1) as f64
     );
+    println!(
+        "Retention during ingest: {pruned} of {old} prefilled spans older than 7 days removed while the exporters ran \
+         ({:.0} spans/s); ack p99 {:.2?} vs {:.2?} without retention.\n",
+        rate(pruned.max(0) as usize, ret.elapsed),
+        percentile(&ret.latencies, 0.99),
+        percentile(&on.latencies, 0.99)
+    );
+}
+
+fn now_ns() -> i64 {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    d.as_nanos() as i64
+}
+
+/// Spans stored in the database at `path` and the bytes the span store's tables and indexes
+/// take after VACUUM (SQLite's `dbstat`).
+fn span_store_bytes(path: &std::path::Path) -> (i64, i64) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let spans: i64 =
+        conn.query_row("SELECT count(*) FROM spans WHERE span_id > x'0000000000000000'", [], |r| r.get(0)).unwrap();
+    conn.execute_batch("VACUUM").unwrap();
+    let bytes: i64 = conn
+        .query_row(
+            "SELECT sum(pgsize) FROM dbstat WHERE name IN ('spans', 'span_sources', 'trace_terms', 'spans_entity',
+                 'traces_start', 'traces_errors')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    (spans, bytes)
+}
+
+/// Store the spans of a tenth of `requests`, 8 days in the past (for
+/// the retention run). Returns the spans stored.
+async fn prefill_old_spans(path: &std::path::Path, requests: &[ExportTraceServiceRequest]) -> usize {
+    const SHIFT: u64 = 8 * 86_400 * 1_000_000_000;
+    let store = SqliteStore::open(path, Default::default()).unwrap();
+    let mut n = 0;
+    let mut batch = WriteBatch::default();
+    for r in &requests[..requests.len() / 10] {
+        let mut r = r.clone();
+        for rs in &mut r.resource_spans {
+            for ss in &mut rs.scope_spans {
+                for s in &mut ss.spans {
+                    s.start_time_unix_nano -= SHIFT;
+                    s.end_time_unix_nano -= SHIFT;
+                    // Other IDs than the live traffic's, which the run sends again.
+                    s.trace_id[0] ^= 0x80;
+                    if !s.parent_span_id.is_empty() {
+                        s.parent_span_id[0] ^= 0x80;
+                    }
+                    s.span_id[0] ^= 0x80;
+                }
+            }
+        }
+        let spans = helix_model::span_records(&r, &interpret_traces(&r));
+        n += spans.len();
+        batch.records.extend(spans.into_iter().map(WriteRecord::Span));
+        if batch.records.len() >= 20_000 {
+            store.write(&std::mem::take(&mut batch)).await.unwrap();
+        }
+    }
+    store.write(&batch).await.unwrap();
+    n
 }
 
 /// A telescope-shaped DAG of about `n` entities and 2 edges per entity: blocks → candidates

@@ -399,10 +399,25 @@ async fn ingest(server: &str, seconds: u64, clients: usize, ticks_per_request: u
     drop_db(server, "helix_bench_old").await;
 
     // 3. The herald, in-process, over loopback gRPC, on its own database.
-    let herald_url = fresh_db(server, "helix_bench_herald").await;
+    //    First with spans not stored (the span store's baseline), then stored.
     let requests = Arc::new(requests);
+    let off_url = fresh_db(server, "helix_bench_herald_nospans").await;
+    let off = through_herald(&off_url, requests.clone(), clients, limit, &["--store-spans", "false"]).await;
+    drop_db(server, "helix_bench_herald_nospans").await;
+    let herald_url = fresh_db(server, "helix_bench_herald").await;
     let HeraldRun { acked_spans: acked, refused_requests: refused, latencies, elapsed } =
-        through_herald(&herald_url, requests.clone(), clients, limit).await;
+        through_herald(&herald_url, requests.clone(), clients, limit, &[]).await;
+    let span_bytes: i64 = connect(&herald_url)
+        .await
+        .query_one(
+            "SELECT (pg_total_relation_size('spans') + pg_total_relation_size('traces')
+                 + pg_total_relation_size('trace_terms') + pg_total_relation_size('span_sources'))::int8
+                 / greatest(count(*), 1) FROM spans",
+            &[],
+        )
+        .await
+        .map(|r| r.get(0))
+        .unwrap_or_default();
     drop_db(server, "helix_bench_herald").await;
 
     let herald_rate = rate(acked, elapsed);
@@ -428,6 +443,13 @@ async fn ingest(server: &str, seconds: u64, clients: usize, ticks_per_request: u
         "| **herald over gRPC** (decode, interpret, resolve, batch, set-wise idempotent write, commit, ack) | **{herald_rate:.0}** | {acked} spans acked in {elapsed:.2?}, {refused} requests refused (retryable) |"
     );
     println!(
+        "| herald over gRPC, `--store-spans=false` | {:.0} | {} spans acked in {:.2?}, ack p99 {:.2?} |",
+        rate(off.acked_spans, off.elapsed),
+        off.acked_spans,
+        off.elapsed,
+        percentile(&off.latencies, 0.99)
+    );
+    println!(
         "| baseline: older herald's writes (NOT EXISTS insert per entity, claim + insert + prune per operation, insert per event; autocommit, 16 connections) | {old_rate:.0} | {old_spans} spans in {old_time:.2?} |"
     );
     println!(
@@ -437,6 +459,10 @@ async fn ingest(server: &str, seconds: u64, clients: usize, ticks_per_request: u
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99),
         latencies.last().copied().unwrap_or_default()
+    );
+    println!(
+        "Spans stored / spans not stored: {:.2}. Span store on disk: {span_bytes} bytes/span (tables, indexes, TOAST).\n",
+        herald_rate / rate(off.acked_spans, off.elapsed)
     );
 }
 

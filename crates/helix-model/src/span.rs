@@ -154,6 +154,8 @@ pub fn span_records(request: &ExportTraceServiceRequest, interpretation: &Interp
 pub mod stored {
     use super::{SpanRecorded, SpanRole};
     use crate::ids::{from_hex, to_hex};
+    use crate::interpret::{ENTITY_ID, INSTRUMENT_ID};
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
     use opentelemetry_proto::tonic::trace::v1::{Span, Status};
     use prost::Message;
 
@@ -161,6 +163,11 @@ pub mod stored {
     pub const WHOLE: i64 = 4;
     /// The span had a `status` message (absent and default-valued are different encodings).
     pub const STATUS: i64 = 8;
+    /// Where the span's `helix.entity.id` and `helix.instrument.id` attributes were, when they
+    /// equal the entity and instrument columns and are left out of the stored span: position
+    /// + 1 in the attribute list, 8 bits each from these shifts (0: not left out).
+    const ENTITY_AT: u32 = 5;
+    const INSTRUMENT_AT: u32 = 13;
 
     pub fn role_code(role: SpanRole) -> i64 {
         match role {
@@ -304,6 +311,10 @@ pub mod stored {
             None => Vec::new(),
         };
         let (mut seen, mut form) = (0u32, 0i64);
+        // The attributes the columns give back, encoded as the herald's decoder would re-encode them.
+        let entity_attr = s.entity_id.as_deref().map(|v| string_attribute(ENTITY_ID, v));
+        let instrument_attr = s.instrument_id.as_deref().map(|v| string_attribute(INSTRUMENT_ID, v));
+        let mut attribute = 0i64;
         // Values of the column fields as the span has them (absent = default).
         let (mut t, mut sp, mut pa, mut name) = (&b""[..], &b""[..], &b""[..], &b""[..]);
         let (mut kind, mut st, mut en) = (0i64, 0u64, 0u64);
@@ -326,8 +337,23 @@ pub mod stored {
                     }
                     form |= STATUS;
                 }
-                // Kept fields: trace_state, attributes, events, links, their dropped counts, flags.
-                (3 | 9 | 11 | 13, 2) | (10 | 12 | 14, 0) | (16, 5) => {
+                (9, 2) => {
+                    attribute += 1;
+                    let slot = if form >> ENTITY_AT & 0xff == 0 && entity_attr.as_deref() == Some(f.value) {
+                        Some(ENTITY_AT)
+                    } else if form >> INSTRUMENT_AT & 0xff == 0 && instrument_attr.as_deref() == Some(f.value) {
+                        Some(INSTRUMENT_AT)
+                    } else {
+                        None
+                    };
+                    match slot {
+                        Some(shift) if attribute < 256 => form |= attribute << shift,
+                        _ => rest.extend_from_slice(whole),
+                    }
+                    continue;
+                }
+                // Kept fields: trace_state, events, links, the dropped counts, flags.
+                (3 | 11 | 13, 2) | (10 | 12 | 14, 0) | (16, 5) => {
                     rest.extend_from_slice(whole);
                     continue;
                 }
@@ -366,7 +392,32 @@ pub mod stored {
         span.start_time_unix_nano = s.start_ns as u64;
         span.end_time_unix_nano = s.end_ns as u64;
         span.status = (form & STATUS != 0).then(|| Status { code: s.status_code, message: s.status_message.clone() });
+        // Back in their places, the earlier one first so the later position stays right.
+        let mut put_back: Vec<(usize, &str, &str)> = Vec::new();
+        for (shift, key, value) in
+            [(ENTITY_AT, ENTITY_ID, &s.entity_id), (INSTRUMENT_AT, INSTRUMENT_ID, &s.instrument_id)]
+        {
+            let at = (form >> shift & 0xff) as usize;
+            if at > 0 {
+                put_back.push((at - 1, key, value.as_deref().unwrap_or_default()));
+            }
+        }
+        put_back.sort_unstable();
+        for (at, key, value) in put_back {
+            let kv = KeyValue::decode(string_attribute(key, value).as_slice())?;
+            span.attributes.insert(at.min(span.attributes.len()), kv);
+        }
         Ok(span.encode_to_vec())
+    }
+
+    /// The encoding of a string attribute, as prost writes `KeyValue { key, value: string }`.
+    fn string_attribute(key: &str, value: &str) -> Vec<u8> {
+        KeyValue {
+            key: key.to_owned(),
+            value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.to_owned())) }),
+            ..Default::default()
+        }
+        .encode_to_vec()
     }
 
     /// Stable 64-bit FNV-1a over the columns a process repeats on every span (service,
@@ -467,6 +518,32 @@ mod tests {
         assert_eq!(Span::decode(got[3].span_proto.as_slice()).unwrap(), plain);
         let resource = Resource::decode(got[1].resource_proto.as_slice()).unwrap();
         assert_eq!(Some(resource), request.resource_spans[0].resource);
+    }
+
+    #[test]
+    fn stored_spans_split_and_join_back_to_the_same_bytes() {
+        let creation = SpanBuilder::creation("detect", "cand-1", 1).instrument("CHIME").error_status().build();
+        let operation = SpanBuilder::operation("archive", "cand-1", 2).build();
+        let mut nul = SpanBuilder::new("a\0b", 3).build();
+        nul.parent_span_id = creation.span_id.clone();
+        let request = traces(pipeline_resource("svc", "CHIME"), vec![creation, operation, nul]);
+        for r in records(&request) {
+            let mut rest = Vec::new();
+            let form = stored::split_into(&r, &mut rest);
+            assert_eq!(stored::role_of(form), Some(r.role));
+            assert_eq!(stored::join(&r, form, &rest).unwrap(), r.span_proto, "{} comes back exactly", r.name);
+            if r.entity_id.is_some() {
+                assert_eq!(form & stored::WHOLE, 0);
+                assert!(rest.len() + 30 < r.span_proto.len(), "IDs, times and the entity attribute left out");
+            } else {
+                assert_ne!(form & stored::WHOLE, 0, "a NUL in the name: the span is kept whole");
+            }
+        }
+        let mut garbage = records(&request).remove(0);
+        garbage.span_proto = vec![0xff, 0x01, 0x00];
+        let mut rest = Vec::new();
+        let form = stored::split_into(&garbage, &mut rest);
+        assert_eq!((form & stored::WHOLE, rest.as_slice()), (stored::WHOLE, &[0xff, 0x01, 0x00][..]));
     }
 
     #[test]

@@ -58,6 +58,16 @@ pub(crate) enum TraceDriver {
     Entity(String),
     /// The traces with one search term (`trace_terms`).
     Term(i64),
+    /// The traces lasting at least this long (a duration index; SQLite).
+    Long(i64),
+}
+
+/// What the backends spell differently in a trace search.
+pub(crate) struct TraceSql {
+    /// `EXISTS (…)` with one `?` (the term): the trace `t` has that term.
+    pub term_probe: &'static str,
+    /// The driver's rows for `TraceDriver::Long`, one `?` (the minimum duration).
+    pub long_traces: &'static str,
 }
 
 /// Fewer matches than this and a search starts from them rather than from the newest trace.
@@ -75,30 +85,36 @@ pub(crate) fn trace_terms(f: &TraceFilter) -> Vec<i64> {
     out
 }
 
-/// The driver for a filter, given how many traces each term has (counted up to `RARE`).
-pub(crate) fn choose_driver(f: &TraceFilter, term_counts: &[(i64, i64)]) -> TraceDriver {
+/// The driver for a filter, given how many traces each term has and how many last at least
+/// the minimum duration (counted up to `RARE`; `None` where the backend cannot tell).
+pub(crate) fn choose_driver(f: &TraceFilter, term_counts: &[(i64, i64)], long: Option<i64>) -> TraceDriver {
     if let Some(e) = &f.entity_id {
         return TraceDriver::Entity(e.clone());
     }
-    match term_counts.iter().min_by_key(|(_, n)| *n) {
-        Some((term, n)) if *n < RARE => TraceDriver::Term(*term),
+    let term = term_counts.iter().min_by_key(|(_, n)| *n).copied();
+    match (term, long.zip(f.min_duration_ns)) {
+        (Some((term, n)), Some((l, _))) if n < RARE && n <= l => TraceDriver::Term(term),
+        (_, Some((l, min))) if l < RARE => TraceDriver::Long(min),
+        (Some((term, n)), _) if n < RARE => TraceDriver::Term(term),
         _ => TraceDriver::Newest,
     }
 }
 
 /// The FROM clause of a trace search with `driver`, as `traces AS t` (plus `m`).
-pub(crate) fn trace_from(driver: &TraceDriver) -> (&'static str, Vec<TraceParam>) {
-    match driver {
+pub(crate) fn trace_from(driver: &TraceDriver, sql: &TraceSql) -> (String, Vec<TraceParam>) {
+    let (from, params): (&str, Vec<TraceParam>) = match driver {
         TraceDriver::Newest => ("traces AS t", vec![]),
         TraceDriver::Entity(e) => (
             "(SELECT DISTINCT trace_id FROM spans WHERE entity_id = ?) AS m JOIN traces AS t ON t.trace_id = m.trace_id",
             vec![TraceParam::Text(e.clone())],
         ),
         TraceDriver::Term(term) => (
-            "(SELECT trace_id FROM trace_terms WHERE term = ?) AS m JOIN traces AS t ON t.trace_id = m.trace_id",
+            "(SELECT DISTINCT trace_id FROM trace_terms WHERE term = ?) AS m JOIN traces AS t ON t.trace_id = m.trace_id",
             vec![TraceParam::Int(*term)],
         ),
-    }
+        TraceDriver::Long(min) => (sql.long_traces, vec![TraceParam::Int(*min)]),
+    };
+    (from.to_owned(), params)
 }
 
 /// The clauses of a trace search over `traces AS t` (newest first) and of its page cursor,
@@ -108,6 +124,7 @@ pub(crate) fn trace_from(driver: &TraceDriver) -> (&'static str, Vec<TraceParam>
 pub(crate) fn trace_clauses(
     f: &TraceFilter,
     driver: &TraceDriver,
+    sql: &TraceSql,
     after: Option<&str>,
 ) -> StoreResult<Vec<(String, Vec<TraceParam>)>> {
     let mut out: Vec<(String, Vec<TraceParam>)> = Vec::new();
@@ -128,10 +145,7 @@ pub(crate) fn trace_clauses(
     }
     for term in trace_terms(f) {
         if *driver != TraceDriver::Term(term) {
-            out.push((
-                "EXISTS (SELECT 1 FROM trace_terms AS k WHERE k.term = ? AND k.trace_id = t.trace_id)".into(),
-                vec![TraceParam::Int(term)],
-            ));
+            out.push((sql.term_probe.into(), vec![TraceParam::Int(term)]));
         }
     }
     let mut span_level: Vec<(&str, &String)> = Vec::new();

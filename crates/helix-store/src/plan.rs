@@ -380,12 +380,14 @@ pub(crate) struct TraceRow {
     pub root_span_id: String,
     pub root_name: String,
     pub root_service: Option<String>,
+    /// The root span's `span_sources` key.
+    pub root_source: i64,
     /// Stored bytes of the trace's spans (the backend's estimate of each row).
     pub bytes: i64,
 }
 
 impl TraceRow {
-    pub(crate) fn of(s: &SpanRecorded, bytes: i64) -> TraceRow {
+    pub(crate) fn of(s: &SpanRecorded, bytes: i64, source: i64) -> TraceRow {
         TraceRow {
             trace_id: s.trace_id.clone(),
             start_ns: s.start_ns,
@@ -397,6 +399,7 @@ impl TraceRow {
             root_span_id: s.span_id.clone(),
             root_name: s.name.clone(),
             root_service: s.service_name.clone(),
+            root_source: source,
             bytes,
         }
     }
@@ -418,17 +421,21 @@ impl TraceRow {
             self.root_span_id = other.root_span_id;
             self.root_name = other.root_name;
             self.root_service = other.root_service;
+            self.root_source = other.root_source;
         }
     }
 }
 
+/// A newly inserted span, its stored bytes and its `span_sources` key.
+pub(crate) type Inserted<'s> = (&'s SpanRecorded, i64, i64);
+
 /// The summaries of the spans the database reported as newly inserted (a retried span is not
 /// among them, so nothing is counted twice), one per trace, sorted by trace ID (the lock
 /// order): what the backend upserts into `traces` with [`TraceRow::merge`]'s rule.
-pub(crate) fn merge_traces(inserted: &[(&SpanRecorded, i64)]) -> Vec<TraceRow> {
+pub(crate) fn merge_traces(inserted: &[Inserted<'_>]) -> Vec<TraceRow> {
     let mut by_trace: std::collections::BTreeMap<&str, TraceRow> = std::collections::BTreeMap::new();
-    for (s, bytes) in inserted {
-        let row = TraceRow::of(s, *bytes);
+    for (s, bytes, source) in inserted {
+        let row = TraceRow::of(s, *bytes, *source);
         match by_trace.get_mut(s.trace_id.as_str()) {
             Some(t) => t.merge(row),
             None => {
@@ -461,9 +468,9 @@ pub(crate) fn term_hash(kind: u8, value: &str) -> i64 {
 
 /// The (term, trace) pairs of newly inserted spans, sorted, unique: every service, span name
 /// and instrument a trace's spans have, for the trace search's term lookups.
-pub(crate) fn trace_terms<'s>(inserted: &[(&'s SpanRecorded, i64)]) -> Vec<(i64, &'s str)> {
+pub(crate) fn trace_terms<'s>(inserted: &[Inserted<'s>]) -> Vec<(i64, &'s str)> {
     let mut out = Vec::with_capacity(inserted.len() * 2);
-    for (s, _) in inserted {
+    for (s, _, _) in inserted {
         out.push((term_hash(TERM_NAME, &s.name), s.trace_id.as_str()));
         if let Some(v) = &s.service_name {
             out.push((term_hash(TERM_SERVICE, v), s.trace_id.as_str()));

@@ -26,8 +26,9 @@ CREATE TABLE spans (
     source_id      BIGINT NOT NULL,
     kind           SMALLINT NOT NULL,
     status_code    SMALLINT NOT NULL,
-    -- role (0 span, 1 creation, 2 operation) | 4 whole span kept | 8 the span had a status.
-    form           SMALLINT NOT NULL,
+    -- role (0 span, 1 creation, 2 operation) | 4 whole span kept | 8 the span had a status,
+    -- and where the entity and instrument attributes left out of span_rest go back.
+    form           INTEGER NOT NULL,
     parent_span_id BYTEA,
     name           TEXT COLLATE "C" NOT NULL,
     status_message TEXT NOT NULL,

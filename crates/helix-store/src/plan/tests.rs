@@ -322,3 +322,78 @@ fn touched_keys_are_sorted_unique_and_recreated_ones_are_the_stored_created_ones
     let stored = stored(vec![stored_entity(&creation("c", &[], 0)), stored_entity(&creation("a", &[], 0))], &[], &[]);
     assert_eq!(Touched::recreated(&batch, &stored.entities), ["c"]);
 }
+
+// ---- the span store: trace summaries and search terms ------------------------------------------
+
+fn trace_span(trace: &str, span: &str, parent: Option<&str>, name: &str, start: i64, end: i64) -> SpanRecorded {
+    let mut s = crate::conformance::span(trace, span, parent, name, 0);
+    s.start_ns = T0 + start;
+    s.end_ns = T0 + end;
+    s
+}
+
+#[test]
+fn merge_traces_summarises_each_trace_once_sorted() {
+    let child = trace_span("m-a", "a-child", Some("a-root"), "write", 10, 50);
+    let mut failed = trace_span("m-a", "a-fail", Some("a-root"), "check", 5, 20);
+    failed.status_code = 2;
+    let root = trace_span("m-a", "a-root", None, "process", 20, 30);
+    let other = trace_span("m-b", "b-1", None, "other", 0, 1);
+    let inserted: Vec<Inserted<'_>> = vec![(&child, 100, 7), (&failed, 50, 7), (&root, 10, 9), (&other, 1, 3)];
+    let rows = merge_traces(&inserted);
+    let mut ids: Vec<String> = [trace_of("m-a"), trace_of("m-b")].into();
+    ids.sort();
+    assert_eq!(rows.iter().map(|r| r.trace_id.clone()).collect::<Vec<_>>(), ids, "one row per trace, by ID");
+    let a = rows.iter().find(|r| r.trace_id == trace_of("m-a")).unwrap();
+    assert_eq!((a.start_ns, a.end_ns), (T0 + 5, T0 + 50), "earliest start, latest end");
+    assert_eq!((a.span_count, a.error_count, a.bytes), (3, 1, 160));
+    // The parentless span is the root although others started earlier.
+    assert_eq!(
+        (a.root_rank, a.root_span_id.as_str(), a.root_name.as_str()),
+        (0, span_of("a-root").as_str(), "process")
+    );
+    assert_eq!((a.root_start_ns, a.root_source), (T0 + 20, 9));
+}
+
+#[test]
+fn trace_row_merge_is_the_rule_the_backends_spell_in_sql() {
+    // Without a parentless span the earliest span is the root; on a tie the smaller span ID.
+    let early = trace_span("m-c", "c-1", Some("elsewhere"), "early", 0, 10);
+    let tie = trace_span("m-c", "c-2", Some("elsewhere"), "tie", 0, 10);
+    let mut stored = TraceRow::of(&tie, 5, 1);
+    stored.merge(TraceRow::of(&early, 5, 2));
+    let want = if span_of("c-1") < span_of("c-2") { "early" } else { "tie" };
+    assert_eq!(stored.root_name, want);
+    assert_eq!((stored.root_rank, stored.span_count, stored.bytes), (1, 2, 10));
+    // A later parentless span still wins over parented ones; counts and bounds add up.
+    let late_root = trace_span("m-c", "c-3", None, "root", 100, 200);
+    stored.merge(TraceRow::of(&late_root, 5, 3));
+    assert_eq!((stored.root_name.as_str(), stored.root_rank, stored.root_source), ("root", 0, 3));
+    assert_eq!((stored.start_ns, stored.end_ns, stored.span_count), (T0, T0 + 200, 3));
+    // Merging an older row with a root that is not better keeps the root.
+    stored.merge(TraceRow::of(&early, 1, 2));
+    assert_eq!(stored.root_name, "root");
+    assert!(merge_traces(&[]).is_empty());
+}
+
+#[test]
+fn trace_terms_list_each_value_of_each_trace_once() {
+    let a = trace_span("t-a", "a-1", None, "step", 0, 1);
+    let b = trace_span("t-a", "a-2", Some("a-1"), "step", 0, 1);
+    let mut c = trace_span("t-b", "b-1", None, "other", 0, 1);
+    c.service_name = None;
+    let inserted: Vec<Inserted<'_>> = vec![(&a, 1, 1), (&b, 1, 1), (&c, 1, 2)];
+    let terms = trace_terms(&inserted);
+    let ta = trace_of("t-a");
+    let tb = trace_of("t-b");
+    let mut want = vec![
+        (term_hash(TERM_NAME, "step"), ta.as_str()),
+        (term_hash(TERM_SERVICE, "svc"), ta.as_str()),
+        (term_hash(TERM_INSTRUMENT, INST), ta.as_str()),
+        (term_hash(TERM_NAME, "other"), tb.as_str()),
+        (term_hash(TERM_INSTRUMENT, INST), tb.as_str()),
+    ];
+    want.sort();
+    assert_eq!(terms, want, "no service term without a service; duplicates once");
+    assert_ne!(term_hash(TERM_NAME, "x"), term_hash(TERM_SERVICE, "x"), "the kind is part of the term");
+}

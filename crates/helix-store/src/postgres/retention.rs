@@ -150,7 +150,7 @@ pub(super) async fn run(pool: Pool, cfg: RetentionConfig, spans: SpanRetention) 
     }
 }
 
-/// Traces removed per transaction (≈ 10 spans each in the telescope mix).
+/// Traces removed per transaction (1–2 spans each in the telescope mix, more elsewhere).
 const SPAN_BATCH_TRACES: i64 = 200;
 
 /// Span retention (docs/storage.md "Span retention"): whole traces that started before

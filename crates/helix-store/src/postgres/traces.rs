@@ -13,11 +13,11 @@ use tokio_postgres::Row;
 use super::map_pg;
 use super::read::{Arg, Query};
 use crate::cursor::{self, fetch_limit, page_limit, split_page};
-use crate::filter::{choose_driver, trace_clauses, trace_from, trace_terms, TraceParam, RARE};
+use crate::filter::{choose_driver, trace_clauses, trace_from, trace_terms, TraceParam, TraceSql, RARE};
 use crate::{Page, PageRequest, StoreError, StoreResult, StoredTrace, TraceFilter, TraceSummary};
 
 fn span_from_row(r: &Row) -> StoreResult<SpanRecorded> {
-    let form = i64::from(r.get::<_, i16>(13));
+    let form = i64::from(r.get::<_, i32>(13));
     let start_ns: i64 = r.get(5);
     let parent: Option<&[u8]> = r.get(2);
     let mut s = SpanRecorded {
@@ -65,6 +65,12 @@ pub(super) async fn trace(c: &Object, trace_id: &str, max_spans: usize) -> Store
     Ok(Some(StoredTrace { spans, partial }))
 }
 
+const SQL: TraceSql = TraceSql {
+    term_probe: "EXISTS (SELECT 1 FROM trace_terms AS k WHERE k.term = ? AND k.trace_id = t.trace_id)",
+    // Not a driver here (no duration index): the long traces are found walking the newest.
+    long_traces: "traces AS t",
+};
+
 fn value(p: TraceParam) -> Arg {
     match p {
         TraceParam::Text(t) => Box::new(t),
@@ -86,8 +92,8 @@ pub(super) async fn traces(c: &Object, f: &TraceFilter, page: &PageRequest) -> S
             counts.push((term, n));
         }
     }
-    let driver = choose_driver(f, &counts);
-    let (from, from_params) = trace_from(&driver);
+    let driver = choose_driver(f, &counts, None);
+    let (from, from_params) = trace_from(&driver, &SQL);
     let mut q = Query::new(String::new());
     q.then(
         &format!(
@@ -97,7 +103,7 @@ pub(super) async fn traces(c: &Object, f: &TraceFilter, page: &PageRequest) -> S
         ),
         from_params.into_iter().map(value).collect(),
     );
-    for (clause, params) in trace_clauses(f, &driver, page.cursor.as_deref())? {
+    for (clause, params) in trace_clauses(f, &driver, &SQL, page.cursor.as_deref())? {
         q.and(&clause, params.into_iter().map(value).collect());
     }
     q.then(" ORDER BY t.start_ns DESC, t.trace_id ASC LIMIT ?", vec![Box::new(fetch_limit(limit))]);

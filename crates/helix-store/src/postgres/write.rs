@@ -26,7 +26,7 @@ use std::collections::HashSet;
 
 use helix_model::span::stored;
 
-use helix_model::{EntityEvent, LogRecorded, OperationRecorded, SpanRecorded};
+use helix_model::{EntityEvent, LogRecorded, OperationRecorded};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{Json, Type};
 
@@ -544,7 +544,8 @@ async fn write_spans(tx: &Transaction<'_>, plan: &WritePlan<'_>) -> Result<Optio
             stored::id_array(&s.span_id).ok_or_else(bad_key)?,
             parent,
         ));
-        form.push(stored::split_into(s, &mut arena) as i16);
+        // Form bits fit 32 bits (role, flags, two 8-bit attribute positions).
+        form.push(stored::split_into(s, &mut arena) as i32);
         ends.push(arena.len());
     }
     let rest: Vec<&[u8]> = ends.iter().scan(0, |at, &end| Some(&arena[std::mem::replace(at, end)..end])).collect();
@@ -564,7 +565,7 @@ async fn write_spans(tx: &Transaction<'_>, plan: &WritePlan<'_>) -> Result<Optio
             "INSERT INTO spans (trace_id, span_id, start_ns, duration_ns, source_id, kind, status_code, form,
                  parent_span_id, name, status_message, entity_id, span_rest)
              SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::int8[], $4::int8[], $5::int8[], $6::int2[],
-                 $7::int2[], $8::int2[], $9::bytea[], $10::text[], $11::text[], $12::text[], $13::bytea[])
+                 $7::int2[], $8::int4[], $9::bytea[], $10::text[], $11::text[], $12::text[], $13::bytea[])
              ON CONFLICT DO NOTHING
              RETURNING trace_id, span_id",
         )
@@ -590,13 +591,14 @@ async fn write_spans(tx: &Transaction<'_>, plan: &WritePlan<'_>) -> Result<Optio
         )
         .await?;
     let new_keys: HashSet<(&[u8], &[u8])> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-    let inserted: Vec<(&SpanRecorded, i64)> = plan
+    let inserted: Vec<plan::Inserted<'_>> = plan
         .spans
         .iter()
         .zip(&keys)
         .zip(&rest)
-        .filter(|((_, k), _)| new_keys.contains(&(&k.0[..], &k.1[..])))
-        .map(|((s, _), r)| (*s, plan::row_bytes(s, r.len())))
+        .zip(&plan.span_source_ids)
+        .filter(|(((_, k), _), _)| new_keys.contains(&(&k.0[..], &k.1[..])))
+        .map(|(((s, _), r), source)| (*s, plan::row_bytes(s, r.len()), *source))
         .collect();
     if inserted.is_empty() {
         return Ok(Some(0));

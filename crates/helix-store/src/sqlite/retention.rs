@@ -13,12 +13,20 @@ use super::{lock, Inner};
 use crate::plan::{term_hash, TERM_INSTRUMENT, TERM_NAME, TERM_SERVICE};
 use crate::{SpanRetention, StoreResult};
 
-/// Traces removed per transaction (≈ 10 spans each in the telescope mix).
+/// Traces removed per transaction (1–2 spans each in the telescope mix, more elsewhere).
 const BATCH_TRACES: i64 = 200;
 /// The writer is left to ingest this long between two batches.
-const PAUSE: Duration = Duration::from_millis(20);
-/// Time between two passes of the background job.
+const PAUSE: Duration = Duration::from_millis(50);
+/// Time between two passes of the background job, unless `HELIX_RETENTION_INTERVAL_SECS`
+/// (the PostgreSQL job's setting) says otherwise.
 const INTERVAL: Duration = Duration::from_secs(60);
+
+fn interval() -> Duration {
+    std::env::var("HELIX_RETENTION_INTERVAL_SECS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(INTERVAL, |s| Duration::from_secs(s.max(1)))
+}
 
 pub(super) fn now_ns() -> i64 {
     let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -76,34 +84,42 @@ enum Victims {
 /// Returns the traces, spans and bytes removed.
 fn remove_batch(conn: &mut Connection, victims: Victims) -> StoreResult<(u64, u64, i64)> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut chosen: Vec<(Vec<u8>, i64)> = Vec::new();
+    // (trace, bytes, start, end) of each victim.
+    let mut chosen: Vec<(Vec<u8>, i64, i64, i64)> = Vec::new();
     {
         let mut stmt = tx.prepare_cached(
-            "SELECT trace_id, start_ns, bytes FROM traces INDEXED BY traces_start ORDER BY start_ns, trace_id LIMIT ?1",
+            "SELECT trace_id, start_ns, bytes, start_ns + duration_ns FROM spans INDEXED BY traces_start
+             WHERE span_id = x'0000000000000000' ORDER BY start_ns, trace_id DESC LIMIT ?1",
         )?;
         let mut rows = stmt.query([BATCH_TRACES])?;
         let mut freed = 0;
         while let Some(r) = rows.next()? {
-            let (id, start, bytes): (Vec<u8>, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            let (id, start, bytes, end): (Vec<u8>, i64, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
             match victims {
                 Victims::StartedBefore(cutoff) if start >= cutoff => break,
                 Victims::Bytes(excess) if freed >= excess => break,
                 _ => {}
             }
             freed += bytes;
-            chosen.push((id, bytes));
+            chosen.push((id, bytes, start, end));
         }
     }
     let mut spans = 0u64;
     {
         let mut terms = tx.prepare_cached(
             "SELECT DISTINCT s.name, src.service_name, src.instrument_id
-             FROM spans AS s JOIN span_sources AS src ON src.id = s.source_id WHERE s.trace_id = ?1",
+             FROM spans AS s JOIN span_sources AS src ON src.id = s.source_id
+             WHERE s.trace_id = ?1 AND s.span_id > x'0000000000000000'",
         )?;
-        let mut del_term = tx.prepare_cached("DELETE FROM trace_terms WHERE term = ?1 AND trace_id = ?2")?;
-        let mut del_spans = tx.prepare_cached("DELETE FROM spans WHERE trace_id = ?1")?;
-        let mut del_trace = tx.prepare_cached("DELETE FROM traces WHERE trace_id = ?1")?;
-        for (id, _) in &chosen {
+        // A term's entry carries the trace's start as first written: within [start, end] now.
+        let mut del_term = tx.prepare_cached(
+            "DELETE FROM trace_terms WHERE term = ?1 AND start_ns BETWEEN ?2 AND ?3 AND trace_id = ?4",
+        )?;
+        let mut del_spans =
+            tx.prepare_cached("DELETE FROM spans WHERE trace_id = ?1 AND span_id > x'0000000000000000'")?;
+        let mut del_trace =
+            tx.prepare_cached("DELETE FROM spans WHERE trace_id = ?1 AND span_id = x'0000000000000000'")?;
+        for (id, _, start, end) in &chosen {
             let found: Vec<(String, Option<String>, Option<String>)> =
                 terms.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<_>>()?;
             let mut hashes: Vec<i64> = Vec::new();
@@ -115,7 +131,7 @@ fn remove_batch(conn: &mut Connection, victims: Victims) -> StoreResult<(u64, u6
             hashes.sort_unstable();
             hashes.dedup();
             for h in hashes {
-                del_term.execute(rusqlite::params![h, id])?;
+                del_term.execute(rusqlite::params![h, start, end, id])?;
             }
             spans += del_spans.execute([id])? as u64;
             del_trace.execute([id])?;
@@ -125,13 +141,14 @@ fn remove_batch(conn: &mut Connection, victims: Victims) -> StoreResult<(u64, u6
     Ok((chosen.len() as u64, spans, chosen.iter().map(|c| c.1).sum()))
 }
 
-/// The background job: a pass every `INTERVAL`, the first one `INTERVAL` after opening (a
+/// The background job: a pass every interval, the first one an interval after opening (a
 /// herald starting up first serves), for as long as the store is open: it holds no strong
 /// reference, so closing the store ends it.
 pub(super) fn spawn(inner: Weak<Inner>, limits: SpanRetention) {
+    let every = interval();
     let job = move || loop {
         let mut slept = Duration::ZERO;
-        while slept < INTERVAL {
+        while slept < every {
             std::thread::sleep(Duration::from_millis(200));
             slept += Duration::from_millis(200);
             if inner.strong_count() == 0 {

@@ -12,7 +12,7 @@ use rusqlite::{Connection, Row};
 
 use super::read::Query;
 use crate::cursor::{self, fetch_limit, page_limit, split_page};
-use crate::filter::{choose_driver, trace_clauses, trace_from, trace_terms, TraceParam, RARE};
+use crate::filter::{choose_driver, trace_clauses, trace_from, trace_terms, TraceParam, TraceSql, RARE};
 use crate::{Page, PageRequest, StoreError, StoreResult, StoredTrace, TraceFilter, TraceSummary};
 
 /// `spans AS s` joined to its source, in the order `span_row` reads.
@@ -60,7 +60,10 @@ pub(super) fn finish_span((mut s, form, rest): (SpanRecorded, i64, Vec<u8>)) -> 
 
 pub(super) fn trace(conn: &Connection, trace_id: &str, max_spans: usize) -> StoreResult<Option<StoredTrace>> {
     let Some(key) = stored::id_bytes(trace_id, 16) else { return Ok(None) };
-    let sql = format!("{SPAN_SELECT} WHERE s.trace_id = ?1 ORDER BY s.start_ns, s.span_id LIMIT ?2");
+    // The summary row (span ID all zeros) is not a span.
+    let sql = format!(
+        "{SPAN_SELECT} WHERE s.trace_id = ?1 AND s.span_id > x'0000000000000000' ORDER BY s.start_ns, s.span_id LIMIT ?2"
+    );
     let rows = conn
         .prepare_cached(&sql)?
         .query_map(rusqlite::params![key, fetch_limit(max_spans)], span_row)?
@@ -72,6 +75,15 @@ pub(super) fn trace(conn: &Connection, trace_id: &str, max_spans: usize) -> Stor
     let spans = rows.into_iter().take(max_spans).map(finish_span).collect::<StoreResult<Vec<_>>>()?;
     Ok(Some(StoredTrace { spans, partial }))
 }
+
+/// A term entry carries its trace's start as first written, within the trace's [start, end]:
+/// the probe is a short range of the (term, start, trace) key.
+const SQL: TraceSql = TraceSql {
+    term_probe: "EXISTS (SELECT 1 FROM trace_terms AS k
+         WHERE k.term = ? AND k.start_ns BETWEEN t.start_ns AND t.end_ns AND k.trace_id = t.trace_id)",
+    long_traces: "(SELECT trace_id FROM spans INDEXED BY traces_duration
+         WHERE span_id = x'0000000000000000' AND duration_ns >= ?) AS m JOIN traces AS t ON t.trace_id = m.trace_id",
+};
 
 fn value(p: TraceParam) -> SqlValue {
     match p {
@@ -92,20 +104,30 @@ pub(super) fn traces(conn: &Connection, f: &TraceFilter, page: &PageRequest) -> 
             counts.push((term, stmt.query_row(rusqlite::params![term, RARE], |r| r.get::<_, i64>(0))?));
         }
     }
-    let driver = choose_driver(f, &counts);
-    let (from, from_params) = trace_from(&driver);
+    let long = match f.min_duration_ns {
+        Some(min) if f.entity_id.is_none() => Some(
+            conn.prepare_cached(
+                "SELECT count(*) FROM (SELECT 1 FROM spans INDEXED BY traces_duration
+             WHERE span_id = x'0000000000000000' AND duration_ns >= ?1 LIMIT ?2)",
+            )?
+            .query_row(rusqlite::params![min, RARE], |r| r.get::<_, i64>(0))?,
+        ),
+        _ => None,
+    };
+    let driver = choose_driver(f, &counts, long);
+    let (from, from_params) = trace_from(&driver, &SQL);
     // CROSS JOIN: SQLite keeps the written order, so a rare value's index drives the search.
     let mut q = Query::new(String::new());
     q.then(
         &format!(
-            "SELECT t.trace_id, t.root_name, t.root_service, t.start_ns, t.end_ns - t.start_ns, t.span_count,
-                 t.error_count
+            "SELECT t.trace_id, t.root_name, (SELECT service_name FROM span_sources WHERE id = t.root_source),
+                 t.start_ns, t.end_ns - t.start_ns, t.span_count, t.error_count
              FROM {} WHERE 1 = 1",
             from.replace(" JOIN traces", " CROSS JOIN traces")
         ),
         from_params.into_iter().map(value).collect(),
     );
-    for (clause, params) in trace_clauses(f, &driver, page.cursor.as_deref())? {
+    for (clause, params) in trace_clauses(f, &driver, &SQL, page.cursor.as_deref())? {
         q.and(&clause, params.into_iter().map(value).collect());
     }
     q.then(" ORDER BY t.start_ns DESC, t.trace_id ASC LIMIT ?", vec![SqlValue::Integer(fetch_limit(limit))]);

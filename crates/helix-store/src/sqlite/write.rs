@@ -6,7 +6,6 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use super::read::{entity_rows_where, json_keys};
 use helix_model::span::stored;
-use helix_model::SpanRecorded;
 
 use crate::plan::{self, Stored, Touched, WritePlan};
 use crate::rows::{log_hash, to_json};
@@ -184,8 +183,8 @@ fn write(tx: &Transaction<'_>, plan: &mut WritePlan<'_>, now: &str) -> StoreResu
     Ok(())
 }
 
-/// Spans (idempotent by their key), their sources, the summaries and search terms of the
-/// traces that got new spans, and the span store's byte total. Returns how many spans were new.
+/// Spans (idempotent by their key), their sources, and the summaries and search terms of the
+/// traces that got new spans. Returns how many spans were new.
 fn write_spans(tx: &Transaction<'_>, plan: &WritePlan<'_>) -> StoreResult<u64> {
     let mut stmt = tx.prepare_cached(
         "INSERT OR IGNORE INTO span_sources (id, service_name, process_name, instrument_id, scope_name,
@@ -210,7 +209,7 @@ fn write_spans(tx: &Transaction<'_>, plan: &WritePlan<'_>) -> StoreResult<u64> {
     )?;
     // One buffer for every span's stored remainder: no allocation per span.
     let mut rest = Vec::with_capacity(1024);
-    let mut inserted: Vec<(&SpanRecorded, i64)> = Vec::with_capacity(plan.spans.len());
+    let mut inserted: Vec<plan::Inserted<'_>> = Vec::with_capacity(plan.spans.len());
     for (s, source_id) in plan.spans.iter().zip(&plan.span_source_ids) {
         let key = |hex: &str| StoreError::bug(format!("span key {hex:?} is not hex of the OTLP length"));
         let trace: [u8; 16] = stored::id_array(&s.trace_id).ok_or_else(|| key(&s.trace_id))?;
@@ -237,58 +236,62 @@ fn write_spans(tx: &Transaction<'_>, plan: &WritePlan<'_>) -> StoreResult<u64> {
             rest,
         ])?;
         if n == 1 {
-            inserted.push((s, plan::row_bytes(s, rest.len())));
+            inserted.push((s, plan::row_bytes(s, rest.len()), *source_id));
         }
     }
     if inserted.is_empty() {
         return Ok(0);
     }
-    let mut stmt = tx.prepare_cached(
-        "INSERT INTO traces (trace_id, start_ns, end_ns, span_count, error_count, root_rank, root_start_ns,
-             root_span_id, root_name, root_service, bytes)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-         ON CONFLICT (trace_id) DO UPDATE SET
+    // The summary row (span ID all zeros) beside the trace's spans; `TraceRow::merge` in SQL.
+    let root_key = "(kind, root_start_ns, parent_span_id)";
+    let new_root = "(excluded.kind, excluded.root_start_ns, excluded.parent_span_id)";
+    let pick = |c: &str| format!("{c} = iif({new_root} < {root_key}, excluded.{c}, {c})");
+    let sql = format!(
+        "INSERT INTO spans (trace_id, span_id, parent_span_id, start_ns, duration_ns, name, kind, status_code,
+             status_message, source_id, form, entity_id, span_rest, span_count, root_start_ns, bytes)
+         VALUES (?1, x'0000000000000000', ?2, ?3, ?4, ?5, ?6, ?7, '', ?8, 16, NULL, x'', ?9, ?10, ?11)
+         ON CONFLICT (trace_id, span_id) DO UPDATE SET
              start_ns = min(start_ns, excluded.start_ns),
-             end_ns = max(end_ns, excluded.end_ns),
+             duration_ns = max(start_ns + duration_ns, excluded.start_ns + excluded.duration_ns)
+                 - min(start_ns, excluded.start_ns),
              span_count = span_count + excluded.span_count,
-             error_count = error_count + excluded.error_count,
+             status_code = status_code + excluded.status_code,
              bytes = bytes + excluded.bytes,
-             root_rank = iif(excluded.root_key < root_key, excluded.root_rank, root_rank),
-             root_start_ns = iif(excluded.root_key < root_key, excluded.root_start_ns, root_start_ns),
-             root_span_id = iif(excluded.root_key < root_key, excluded.root_span_id, root_span_id),
-             root_name = iif(excluded.root_key < root_key, excluded.root_name, root_name),
-             root_service = iif(excluded.root_key < root_key, excluded.root_service, root_service)"
-            .replace("excluded.root_key", "(excluded.root_rank, excluded.root_start_ns, excluded.root_span_id)")
-            .replace("root_key", "(root_rank, root_start_ns, root_span_id)")
-            .as_str(),
-    )?;
-    let mut total = 0i64;
-    for t in plan::merge_traces(&inserted) {
+             {}",
+        ["kind", "root_start_ns", "parent_span_id", "name", "source_id"].map(pick).join(", ")
+    );
+    let mut stmt = tx.prepare_cached(&sql)?;
+    let traces = plan::merge_traces(&inserted);
+    for t in &traces {
         let (trace, root): ([u8; 16], [u8; 8]) =
             match (stored::id_array(&t.trace_id), stored::id_array(&t.root_span_id)) {
                 (Some(a), Some(b)) => (a, b),
                 _ => return Err(StoreError::bug("a stored span key is not hex")),
             };
-        total += t.bytes;
         stmt.execute(rusqlite::params![
             &trace[..],
-            t.start_ns,
-            t.end_ns,
-            t.span_count,
-            t.error_count,
-            t.root_rank,
-            t.root_start_ns,
             &root[..],
+            t.start_ns,
+            t.end_ns - t.start_ns,
             t.root_name,
-            t.root_service,
+            t.root_rank,
+            t.error_count,
+            t.root_source,
+            t.span_count,
+            t.root_start_ns,
             t.bytes,
         ])?;
     }
-    let mut stmt = tx.prepare_cached("INSERT OR IGNORE INTO trace_terms (term, trace_id) VALUES (?1, ?2)")?;
+    let mut stmt =
+        tx.prepare_cached("INSERT OR IGNORE INTO trace_terms (term, start_ns, trace_id) VALUES (?1, ?2, ?3)")?;
     for (term, trace_id) in plan::trace_terms(&inserted) {
         let trace: [u8; 16] = stored::id_array(trace_id).ok_or_else(|| StoreError::bug("a span key is not hex"))?;
-        stmt.execute(rusqlite::params![term, &trace[..]])?;
+        // Sorted by trace ID, like the terms' traces: found by binary search.
+        let start = traces
+            .binary_search_by(|t| t.trace_id.as_str().cmp(trace_id))
+            .map(|i| traces[i].start_ns)
+            .map_err(|_| StoreError::bug("a term of a trace without a summary"))?;
+        stmt.execute(rusqlite::params![term, start, &trace[..]])?;
     }
-    tx.prepare_cached("UPDATE span_totals SET bytes = bytes + ?1 WHERE id = 0")?.execute([total])?;
     Ok(inserted.len() as u64)
 }
