@@ -11,11 +11,8 @@ pub fn to_hex(bytes: &[u8]) -> String {
     out
 }
 
-/// Raw bytes of a lowercase or uppercase hex ID; `None` when it is not hex of even length.
-pub fn from_hex(hex: &str) -> Option<Vec<u8>> {
-    if !hex.len().is_multiple_of(2) {
-        return None;
-    }
+/// The byte two hex digits spell (either case).
+fn hex_byte(pair: &[u8]) -> Option<u8> {
     let digit = |c: u8| -> Option<u8> {
         match c {
             b'0'..=b'9' => Some(c - b'0'),
@@ -24,7 +21,28 @@ pub fn from_hex(hex: &str) -> Option<Vec<u8>> {
             _ => None,
         }
     };
-    hex.as_bytes().chunks(2).map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?)).collect()
+    Some(digit(pair[0])? << 4 | digit(pair[1])?)
+}
+
+/// Raw bytes of a lowercase or uppercase hex ID; `None` when it is not hex of even length.
+pub fn from_hex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    hex.as_bytes().chunks(2).map(hex_byte).collect()
+}
+
+/// Raw bytes of a hex ID of exactly `N` bytes, without allocating (the span store's write path).
+pub fn from_hex_array<const N: usize>(hex: &str) -> Option<[u8; N]> {
+    let hex = hex.as_bytes();
+    if hex.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, pair) in hex.chunks_exact(2).enumerate() {
+        out[i] = hex_byte(pair)?;
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -38,5 +56,8 @@ mod tests {
         assert_eq!(from_hex("0001ABff").unwrap(), raw);
         assert_eq!(from_hex("abc"), None);
         assert_eq!(from_hex("zz"), None);
+        assert_eq!(from_hex_array::<4>("0001ABff"), Some(raw));
+        assert_eq!(from_hex_array::<4>("0001ab"), None, "wrong length");
+        assert_eq!(from_hex_array::<1>("zz"), None);
     }
 }

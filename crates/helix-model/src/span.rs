@@ -193,23 +193,7 @@ pub mod stored {
 
     /// Raw bytes of a hex ID of exactly `N` bytes, without allocating (the write path).
     pub fn id_array<const N: usize>(hex: &str) -> Option<[u8; N]> {
-        let digit = |c: u8| -> Option<u8> {
-            match c {
-                b'0'..=b'9' => Some(c - b'0'),
-                b'a'..=b'f' => Some(c - b'a' + 10),
-                b'A'..=b'F' => Some(c - b'A' + 10),
-                _ => None,
-            }
-        };
-        let hex = hex.as_bytes();
-        if hex.len() != 2 * N {
-            return None;
-        }
-        let mut out = [0u8; N];
-        for (i, pair) in hex.chunks_exact(2).enumerate() {
-            out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
-        }
-        Some(out)
+        crate::ids::from_hex_array(hex)
     }
 
     pub fn id_hex(bytes: &[u8]) -> String {

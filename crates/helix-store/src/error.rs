@@ -13,7 +13,8 @@ pub enum DbCause {
     Io(String),
     /// A stored value that cannot be decoded: a corrupt row.
     Corrupt(String),
-    /// Described in words by a caller outside the backends (test doubles).
+    /// Described in words: by a caller outside the backends (test doubles), or a failure of
+    /// ours that is not the database's (a task that died, an encoding bug).
     Other(String),
 }
 
@@ -85,7 +86,7 @@ impl StoreError {
 
     /// A failure of ours that is not the database's (a task that died, an encoding bug).
     pub(crate) fn bug(what: impl Into<String>) -> Self {
-        StoreError::Internal { op: "", cause: DbCause::Io(what.into()) }
+        StoreError::Internal { op: "", cause: DbCause::Other(what.into()) }
     }
 
     /// Name the store call the failure happened in, unless an inner call already did.
