@@ -11,17 +11,6 @@ use std::time::{Duration, Instant};
 use helix_store::{SqliteStore, Store};
 use support::*;
 
-const LOOPBACK: [&str; 8] = [
-    "--otlp-grpc-addr",
-    "127.0.0.1:0",
-    "--otlp-http-addr",
-    "127.0.0.1:0",
-    "--api-addr",
-    "127.0.0.1:0",
-    "--metrics-addr",
-    "127.0.0.1:0",
-];
-
 /// Run the herald in `cwd` with its output in `cwd/out.log`; kill it and panic if it has not
 /// exited within a minute.
 fn run_to_end(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) {

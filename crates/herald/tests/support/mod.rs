@@ -20,6 +20,18 @@ use opentelemetry_sdk::Resource;
 use serde_json::Value;
 use tempfile::TempDir;
 
+/// Every listener of a test herald on a free loopback port (the ready file says which).
+pub const LOOPBACK: [&str; 8] = [
+    "--otlp-grpc-addr",
+    "127.0.0.1:0",
+    "--otlp-http-addr",
+    "127.0.0.1:0",
+    "--api-addr",
+    "127.0.0.1:0",
+    "--metrics-addr",
+    "127.0.0.1:0",
+];
+
 /// Options for starting a herald.
 #[derive(Clone, Default)]
 pub struct HeraldOptions {
@@ -68,8 +80,7 @@ impl Herald {
         let ready_path = dir.path().join("ready.json");
         let _ = std::fs::remove_file(&ready_path);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
-        cmd.args(["--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0"])
-            .args(["--api-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
+        cmd.args(LOOPBACK)
             .args(["--db-url", &db_url])
             .arg("--ready-file")
             .arg(&ready_path)
