@@ -281,6 +281,10 @@ pub fn interpret_logs(request: &ExportLogsServiceRequest) -> Vec<LogRecorded> {
     let mut out = Vec::new();
     for resource_logs in &request.resource_logs {
         let context = ResourceContext::of(resource_logs.resource.as_ref());
+        let resource = render_attributes(
+            resource_logs.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or_default(),
+            &[],
+        );
         for scope_logs in &resource_logs.scope_logs {
             for record in &scope_logs.log_records {
                 let attrs = record.attributes.as_slice();
@@ -294,13 +298,20 @@ pub fn interpret_logs(request: &ExportLogsServiceRequest) -> Vec<LogRecorded> {
                 };
                 let time =
                     if record.time_unix_nano != 0 { record.time_unix_nano } else { record.observed_time_unix_nano };
+                let observed = if record.observed_time_unix_nano != 0 { record.observed_time_unix_nano } else { time };
+                let severity_number = match record.severity_number {
+                    n @ 1..=24 => n,
+                    _ => severity_number(&record.severity_text),
+                };
                 out.push(LogRecorded {
                     timestamp_ns: clamp_ns(time),
+                    observed_ns: clamp_ns(observed),
                     severity: if record.severity_text.is_empty() {
                         severity_name(record.severity_number).to_owned()
                     } else {
                         record.severity_text.clone()
                     },
+                    severity_number,
                     body: render_value(record.body.as_ref()),
                     trace_id: id_or(&record.trace_id, "otel_trace_id"),
                     span_id: id_or(&record.span_id, "otel_span_id"),
@@ -310,6 +321,7 @@ pub fn interpret_logs(request: &ExportLogsServiceRequest) -> Vec<LogRecorded> {
                     service_name: context.service_name.clone(),
                     source: field("helix_source"),
                     attributes: render_attributes(attrs, &[]),
+                    resource: resource.clone(),
                 });
             }
         }
@@ -317,8 +329,22 @@ pub fn interpret_logs(request: &ExportLogsServiceRequest) -> Vec<LogRecorded> {
     out
 }
 
+/// The OTLP severity number of a record that sent only a text (Python's and the common
+/// spellings): the lowest number of the range, 0 when the text names none.
+pub fn severity_number(text: &str) -> i32 {
+    match text.trim().to_ascii_uppercase().as_str() {
+        "TRACE" => 1,
+        "DEBUG" => 5,
+        "INFO" | "NOTICE" => 9,
+        "WARN" | "WARNING" => 13,
+        "ERROR" => 17,
+        "FATAL" | "CRITICAL" | "EMERGENCY" | "ALERT" => 21,
+        _ => 0,
+    }
+}
+
 /// Severity text from the OTLP severity number ranges.
-fn severity_name(number: i32) -> &'static str {
+pub fn severity_name(number: i32) -> &'static str {
     match number {
         1..=4 => "TRACE",
         5..=8 => "DEBUG",

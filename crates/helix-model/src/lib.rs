@@ -10,8 +10,8 @@ pub mod render;
 pub mod span;
 
 pub use interpret::{
-    check_entity_id, interpret_logs, interpret_traces, span_count, Interpretation, SpanAt, SpanClass, ERROR_EVENT,
-    MAX_ENTITY_ID_BYTES,
+    check_entity_id, interpret_logs, interpret_traces, severity_name, severity_number, span_count, Interpretation,
+    SpanAt, SpanClass, ERROR_EVENT, MAX_ENTITY_ID_BYTES,
 };
 pub use records::*;
 pub use span::{span_records, SpanRecorded, SpanRole};

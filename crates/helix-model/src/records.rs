@@ -150,7 +150,11 @@ impl OperationRecorded {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogRecorded {
     pub timestamp_ns: i64,
+    /// When the SDK observed the record (`observed_time_unix_nano`, the timestamp when unset).
+    pub observed_ns: i64,
     pub severity: String,
+    /// OTLP severity number (1–24; 0 unspecified): `WARN` and above are 13 and more.
+    pub severity_number: i32,
     pub body: String,
     pub trace_id: Option<String>,
     pub span_id: Option<String>,
@@ -160,4 +164,6 @@ pub struct LogRecorded {
     pub service_name: Option<String>,
     pub source: Option<String>,
     pub attributes: Metadata,
+    /// The exporting process's resource attributes, rendered like `attributes`.
+    pub resource: Metadata,
 }

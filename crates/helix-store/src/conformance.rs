@@ -20,9 +20,9 @@ use helix_model::{
 };
 
 use crate::{
-    Direction, Edge, Entity, EntityFilter, EventQuery, GraphQuery, Lineage, LineageQuery, MonitorQuery, PageRequest,
-    SpanRetention, StageBucket, StageHistogramQuery, Store, StoreError, TraceFilter, TraceSummary, WriteBatch,
-    WriteOutcome, WriteRecord,
+    Direction, Edge, Entity, EntityFilter, EventQuery, GraphQuery, Lineage, LineageQuery, LogField, LogFilter,
+    LogOrder, MonitorQuery, PageRequest, SpanRetention, StageBucket, StageHistogramQuery, Store, StoreError,
+    TraceFilter, TraceSummary, WriteBatch, WriteOutcome, WriteRecord,
 };
 
 /// A fresh store plus whatever must live as long as it (a temporary directory, a schema).
@@ -83,6 +83,8 @@ macro_rules! conformance_tests {
             instruments_are_listed_sorted,
             stages_summarise_non_placeholders,
             logs_correlate_by_entity_and_traces,
+            log_search_by_each_filter,
+            log_search_pages_both_ways,
             hostile_ids_round_trip,
             malformed_cursors_are_rejected,
             instrument_events_newest_first_filtered_and_paged,
@@ -201,7 +203,9 @@ fn event_on_operation(o: &OperationRecorded, name: &str, ordinal: u32, offset_ns
 pub fn log(offset_ns: i64, body: &str, trace_id: Option<&str>, entity_id: Option<&str>) -> LogRecorded {
     LogRecorded {
         timestamp_ns: T0 + offset_ns,
+        observed_ns: T0 + offset_ns + 1,
         severity: "INFO".to_owned(),
+        severity_number: 9,
         body: body.to_owned(),
         trace_id: trace_id.map(str::to_owned),
         span_id: None,
@@ -211,6 +215,7 @@ pub fn log(offset_ns: i64, body: &str, trace_id: Option<&str>, entity_id: Option
         service_name: None,
         source: Some("python".to_owned()),
         attributes: md(&[("logger", "x")]),
+        resource: md(&[("service.name", "conf")]),
     }
 }
 
@@ -1220,6 +1225,134 @@ pub async fn logs_correlate_by_entity_and_traces(store: &dyn Store) {
     }
     assert_eq!(walked, page.items);
     assert!(store.logs("nobody", &PageRequest::first(10)).await.unwrap().items.is_empty());
+}
+
+/// Bodies of a log search's page, in order.
+async fn log_bodies(store: &dyn Store, f: &LogFilter) -> Vec<String> {
+    store.log_search(f, &PageRequest::first(1000)).await.unwrap().items.into_iter().map(|l| l.body).collect()
+}
+
+pub async fn log_search_by_each_filter(store: &dyn Store) {
+    let c = creation("ls", &[], 0);
+    let mut warn = log(30, "WARN disk 90% full on beam-3", Some(&c.trace_id), None);
+    warn.severity = "WARNING".to_owned();
+    warn.severity_number = 13;
+    warn.span_id = Some(c.span_id.clone());
+    warn.service_name = Some("ingest".to_owned());
+    warn.process_name = Some("P/ingest".to_owned());
+    let mut err = log(40, "Traceback: block_7 failed", None, Some("ls"));
+    err.severity = "ERROR".to_owned();
+    err.severity_number = 17;
+    err.service_name = Some("search".to_owned());
+    err.instrument_id = Some("OTHER".to_owned());
+    // A word in the middle of a 64 KiB body.
+    let long = format!("{}needle-in-the-middle{}", "x".repeat(32 * 1024), "y".repeat(32 * 1024));
+    let records = vec![
+        created(c.clone()),
+        WriteRecord::Log(log(10, "plain line, no IDs", None, None)),
+        WriteRecord::Log(log(20, "Info about ls", Some(&c.trace_id), None)),
+        WriteRecord::Log(warn),
+        WriteRecord::Log(err),
+        WriteRecord::Log(log(50, &long, None, None)),
+        WriteRecord::Log(log(60, "under_score and 50% literal", None, None)),
+    ];
+    assert_eq!(write(store, records).await.logs_inserted, 6);
+    let all = LogFilter::default();
+    assert_eq!(log_bodies(store, &all).await.len(), 6);
+    let by = |f: LogFilter| async move { log_bodies(store, &f).await };
+    assert_eq!(
+        by(LogFilter { trace_id: Some(c.trace_id.clone()), ..all.clone() }).await,
+        ["Info about ls", "WARN disk 90% full on beam-3"]
+    );
+    assert_eq!(
+        by(LogFilter { span_id: Some(c.span_id.clone()), ..all.clone() }).await,
+        ["WARN disk 90% full on beam-3"]
+    );
+    assert_eq!(
+        by(LogFilter { entity_id: Some("ls".into()), ..all.clone() }).await,
+        ["Info about ls", "WARN disk 90% full on beam-3", "Traceback: block_7 failed"],
+        "the entity's own lines and its trace's lines"
+    );
+    assert_eq!(
+        by(LogFilter { instrument_id: Some("OTHER".into()), ..all.clone() }).await,
+        ["Traceback: block_7 failed"]
+    );
+    assert_eq!(
+        by(LogFilter { service_name: Some("ingest".into()), ..all.clone() }).await,
+        ["WARN disk 90% full on beam-3"]
+    );
+    assert_eq!(
+        by(LogFilter { process_name: Some("P/ingest".into()), ..all.clone() }).await,
+        ["WARN disk 90% full on beam-3"]
+    );
+    assert_eq!(
+        by(LogFilter { min_severity: Some(13), ..all.clone() }).await,
+        ["WARN disk 90% full on beam-3", "Traceback: block_7 failed"]
+    );
+    assert_eq!(by(LogFilter { min_severity: Some(17), ..all.clone() }).await, ["Traceback: block_7 failed"]);
+    assert_eq!(
+        by(LogFilter { from_ns: Some(T0 + 20), to_ns: Some(T0 + 40), ..all.clone() }).await,
+        ["Info about ls", "WARN disk 90% full on beam-3"]
+    );
+    // Text: case-insensitive substrings, short ones too; wildcards are literal.
+    let text = |t: &str| LogFilter { text: Some(t.to_owned()), ..LogFilter::default() };
+    assert_eq!(by(text("traceback")).await, ["Traceback: block_7 failed"]);
+    assert_eq!(by(text("BEAM-3")).await, ["WARN disk 90% full on beam-3"]);
+    assert_eq!(by(text("needle-in-the-middle")).await.len(), 1);
+    assert_eq!(by(text("LS")).await, ["Info about ls"]);
+    assert_eq!(by(text("50%")).await, ["under_score and 50% literal"]);
+    assert_eq!(by(text("_")).await, ["Traceback: block_7 failed", "under_score and 50% literal"]);
+    assert_eq!(by(text("0% f")).await, ["WARN disk 90% full on beam-3"]);
+    assert!(by(text("absent words")).await.is_empty());
+    assert_eq!(
+        by(LogFilter { text: Some("block".into()), min_severity: Some(17), ..all.clone() }).await,
+        ["Traceback: block_7 failed"]
+    );
+    // Everything the record carried comes back.
+    let got =
+        store.log_search(&LogFilter { min_severity: Some(13), ..all.clone() }, &PageRequest::first(1)).await.unwrap();
+    let l = &got.items[0];
+    assert_eq!((l.severity.as_str(), l.severity_number, l.observed_ns - T0), ("WARNING", 13, 31));
+    assert_eq!(l.resource, md(&[("service.name", "conf")]));
+    let services = store.log_values(LogField::Service, T0, T0 + 100, 10).await.unwrap();
+    assert_eq!(services, ["ingest", "search"]);
+    assert_eq!(store.log_values(LogField::Instrument, T0, T0 + 100, 10).await.unwrap(), [INST, "OTHER"]);
+    assert_eq!(store.log_values(LogField::Service, T0 + 35, T0 + 100, 10).await.unwrap(), ["search"]);
+}
+
+pub async fn log_search_pages_both_ways(store: &dyn Store) {
+    // Ties on the timestamp keep arrival order.
+    let records: Vec<WriteRecord> =
+        (0..25).map(|i| WriteRecord::Log(log(i / 2, &format!("line {i:02}"), None, None))).collect();
+    write(store, records).await;
+    for order in [LogOrder::Asc, LogOrder::Desc] {
+        let f = LogFilter { order, ..LogFilter::default() };
+        let mut walked = Vec::new();
+        let mut cursor = None;
+        loop {
+            let p = store.log_search(&f, &PageRequest { limit: 4, cursor }).await.unwrap();
+            assert!(p.items.len() <= 4);
+            walked.extend(p.items.into_iter().map(|l| l.body));
+            cursor = p.next_cursor;
+            if cursor.is_none() {
+                break;
+            }
+        }
+        let mut expected: Vec<String> = (0..25).map(|i| format!("line {i:02}")).collect();
+        if order == LogOrder::Desc {
+            expected.reverse();
+        }
+        assert_eq!(walked, expected, "{order:?}: every line once, in order");
+    }
+    let asc = store.log_search(&LogFilter::default(), &PageRequest::first(2)).await.unwrap();
+    let desc = LogFilter { order: LogOrder::Desc, ..LogFilter::default() };
+    assert!(
+        matches!(
+            store.log_search(&desc, &PageRequest { limit: 2, cursor: asc.next_cursor }).await,
+            Err(StoreError::BadCursor(_))
+        ),
+        "a cursor keeps the order it was made for"
+    );
 }
 
 /// IDs the API must carry unchanged: separators, quotes, markup, non-ASCII, SQL wildcards, long.

@@ -39,6 +39,25 @@ pub(crate) fn after_trace(t: &crate::TraceSummary) -> String {
     encode(TRACES, vec![Value::from(t.start_ns), Value::from(t.trace_id.clone())])
 }
 
+/// The cursor kinds of a log search, one per order (a cursor keeps the order it was made for).
+pub(crate) fn log_kind(order: crate::LogOrder) -> &'static str {
+    match order {
+        crate::LogOrder::Asc => "logs",
+        crate::LogOrder::Desc => "logs_desc",
+    }
+}
+
+/// The cursor after a log row with this (timestamp, row ID) key.
+pub(crate) fn after_log(order: crate::LogOrder, timestamp_ns: i64, id: i64) -> String {
+    encode(log_kind(order), vec![Value::from(timestamp_ns), Value::from(id)])
+}
+
+/// The (timestamp, row ID) key of a log cursor.
+pub(crate) fn log_key(order: crate::LogOrder, cursor: &str) -> Result<(i64, i64), StoreError> {
+    let p = decode(log_kind(order), cursor, 2)?;
+    Ok((part_i64(&p, 0)?, part_i64(&p, 1)?))
+}
+
 /// The cursor after `e` in an event list ordered by (timestamp, span, ordinal), either way.
 pub(crate) fn after_event(kind: &str, e: &EntityEvent) -> String {
     encode(kind, vec![Value::from(e.timestamp_ns), Value::from(e.span_id.clone()), Value::from(e.ordinal)])

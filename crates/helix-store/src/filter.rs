@@ -2,7 +2,7 @@
 //! clauses with `?` placeholders and backend-neutral parameters; each backend numbers the
 //! placeholders its own way and adds what it spells differently (metadata matching).
 
-use crate::{cursor, EntityFilter, EventQuery, StoreResult, TraceFilter};
+use crate::{cursor, EntityFilter, EventQuery, LogFilter, LogOrder, StoreResult, TraceFilter};
 
 /// A parameter of a shared clause.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +37,85 @@ pub(crate) fn event_clauses(q: &EventQuery, after: Option<&str>) -> StoreResult<
         ));
     }
     Ok(out)
+}
+
+/// The clauses of a log search over `logs` and of its page cursor, ANDed by the caller, who
+/// adds the body match (spelled per backend) and orders by `(timestamp_ns, id)` in
+/// `f.order`. The entity clause matches the lines naming the entity and every line of the
+/// traces of its creation and operations.
+pub(crate) fn log_clauses(f: &LogFilter, after: Option<&str>) -> StoreResult<Vec<(&'static str, Vec<Param>)>> {
+    let mut out = Vec::new();
+    let text = |v: &Option<String>| v.clone().map(Param::Text);
+    for (clause, value) in [
+        ("trace_id = ?", text(&f.trace_id)),
+        ("span_id = ?", text(&f.span_id)),
+        ("instrument_id = ?", text(&f.instrument_id)),
+        ("service_name = ?", text(&f.service_name)),
+        ("process_name = ?", text(&f.process_name)),
+    ] {
+        if let Some(v) = value {
+            out.push((clause, vec![v]));
+        }
+    }
+    if let Some(e) = &f.entity_id {
+        out.push((
+            "(entity_id = ? OR trace_id IN (SELECT trace_id FROM entities WHERE id = ? AND trace_id IS NOT NULL
+                 UNION SELECT trace_id FROM entity_operations WHERE entity_id = ?))",
+            vec![Param::Text(e.clone()), Param::Text(e.clone()), Param::Text(e.clone())],
+        ));
+    }
+    if let Some(n) = f.min_severity {
+        out.push(("severity_number >= ?", vec![Param::Int32(n)]));
+    }
+    if let Some(from) = f.from_ns {
+        out.push(("timestamp_ns >= ?", vec![Param::Int(from)]));
+    }
+    if let Some(to) = f.to_ns {
+        out.push(("timestamp_ns < ?", vec![Param::Int(to)]));
+    }
+    if let Some(c) = after {
+        let (ts, id) = cursor::log_key(f.order, c)?;
+        let clause = match f.order {
+            LogOrder::Asc => "(timestamp_ns, id) > (?, ?)",
+            LogOrder::Desc => "(timestamp_ns, id) < (?, ?)",
+        };
+        out.push((clause, vec![Param::Int(ts), Param::Int(id)]));
+    }
+    Ok(out)
+}
+
+/// `ORDER BY` of a log search.
+pub(crate) fn log_order(order: LogOrder) -> &'static str {
+    match order {
+        LogOrder::Asc => " ORDER BY timestamp_ns, id",
+        LogOrder::Desc => " ORDER BY timestamp_ns DESC, id DESC",
+    }
+}
+
+/// The `logs` column holding a field whose values the label endpoints list.
+pub(crate) fn log_column(field: crate::LogField) -> &'static str {
+    use crate::LogField::*;
+    match field {
+        Service => "service_name",
+        Process => "process_name",
+        Instrument => "instrument_id",
+        Severity => "severity",
+        Trace => "trace_id",
+    }
+}
+
+/// A `LIKE` pattern matching `text` anywhere, with `\` escaping the wildcards.
+pub(crate) fn like_anywhere(text: &str) -> String {
+    let mut p = String::with_capacity(text.len() + 2);
+    p.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
 }
 
 /// A parameter of a trace-search clause (trace keys are raw bytes in both backends).

@@ -78,7 +78,16 @@ pub trait Store: Send + Sync + 'static {
     async fn stages(&self, instrument_id: &str) -> StoreResult<Vec<StageSummary>>;
 
     /// Log records correlated with an entity (by `helix_entity_id` or by one of its traces), oldest first.
-    async fn logs(&self, entity_id: &str, page: &PageRequest) -> StoreResult<Page<helix_model::LogRecorded>>;
+    async fn logs(&self, entity_id: &str, page: &PageRequest) -> StoreResult<Page<helix_model::LogRecorded>> {
+        let filter = LogFilter { entity_id: Some(entity_id.to_owned()), ..LogFilter::default() };
+        self.log_search(&filter, page).await
+    }
+
+    /// Log records matching the filter in its order (timestamp, ties in arrival order), paged.
+    async fn log_search(&self, filter: &LogFilter, page: &PageRequest) -> StoreResult<Page<helix_model::LogRecorded>>;
+
+    /// Distinct values of a log field among records in `[from_ns, to_ns)`, sorted, at most `limit`.
+    async fn log_values(&self, field: LogField, from_ns: i64, to_ns: i64, limit: usize) -> StoreResult<Vec<String>>;
 
     // ---- reads over an instrument's time window (`window.rs`)
 

@@ -4,6 +4,7 @@
 //! concurrently, the shared lineage walk, and the retention job for plain PostgreSQL (with
 //! TimescaleDB, hypertable retention policies do that job instead).
 
+mod logs;
 mod migrate;
 mod read;
 mod retention;
@@ -23,9 +24,9 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
 use crate::{
-    DbCause, Entity, EntityFilter, EventQuery, Graph, GraphQuery, Lineage, LineageQuery, MonitorPoints, MonitorQuery,
-    Operation, Page, PageRequest, StageBucket, StageHistogramQuery, StageSummary, Store, StoreError, StoreResult,
-    StoredTrace, TraceFilter, TraceSummary, WriteBatch, WriteOutcome,
+    DbCause, Entity, EntityFilter, EventQuery, Graph, GraphQuery, Lineage, LineageQuery, LogField, LogFilter,
+    MonitorPoints, MonitorQuery, Operation, Page, PageRequest, StageBucket, StageHistogramQuery, StageSummary, Store,
+    StoreError, StoreResult, StoredTrace, TraceFilter, TraceSummary, WriteBatch, WriteOutcome,
 };
 pub use migrate::SCHEMA_VERSION;
 pub use retention::{RetentionConfig, RetentionReport};
@@ -345,8 +346,12 @@ impl Store for PostgresStore {
         read::stages(&self.client().await?, instrument_id).await.map_err(|e| e.during("stages"))
     }
 
-    async fn logs(&self, entity_id: &str, page: &PageRequest) -> StoreResult<Page<LogRecorded>> {
-        read::logs(&self.client().await?, entity_id, page).await.map_err(|e| e.during("logs"))
+    async fn log_search(&self, filter: &LogFilter, page: &PageRequest) -> StoreResult<Page<LogRecorded>> {
+        logs::search(&self.client().await?, filter, page).await.map_err(|e| e.during("log_search"))
+    }
+
+    async fn log_values(&self, field: LogField, from_ns: i64, to_ns: i64, limit: usize) -> StoreResult<Vec<String>> {
+        logs::values(&self.client().await?, field, from_ns, to_ns, limit).await.map_err(|e| e.during("log_values"))
     }
 
     async fn instrument_events(&self, query: &EventQuery, page: &PageRequest) -> StoreResult<Page<EntityEvent>> {

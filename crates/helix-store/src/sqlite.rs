@@ -2,6 +2,7 @@
 //! connection behind a mutex and a small pool of readers, all driven from tokio's blocking pool
 //! because rusqlite is synchronous.
 
+mod logs;
 mod migrate;
 mod read;
 mod retention;
@@ -22,9 +23,9 @@ pub use migrate::SCHEMA_VERSION;
 use migrate::{current_version, prepare_schema};
 
 use crate::{
-    DbCause, Entity, EntityFilter, EventQuery, Graph, GraphQuery, Lineage, LineageQuery, MonitorPoints, MonitorQuery,
-    Operation, Page, PageRequest, StageBucket, StageHistogramQuery, StageSummary, Store, StoreError, StoreResult,
-    StoredTrace, TraceFilter, TraceSummary, WriteBatch, WriteOutcome,
+    DbCause, Entity, EntityFilter, EventQuery, Graph, GraphQuery, Lineage, LineageQuery, LogField, LogFilter,
+    MonitorPoints, MonitorQuery, Operation, Page, PageRequest, StageBucket, StageHistogramQuery, StageSummary, Store,
+    StoreError, StoreResult, StoredTrace, TraceFilter, TraceSummary, WriteBatch, WriteOutcome,
 };
 
 /// How to open a database.
@@ -305,9 +306,13 @@ impl Store for SqliteStore {
         self.read(move |c| read::stages(c, &id)).await.map_err(|e| e.during("stages"))
     }
 
-    async fn logs(&self, entity_id: &str, page: &PageRequest) -> StoreResult<Page<LogRecorded>> {
-        let (id, page) = (entity_id.to_owned(), page.clone());
-        self.read(move |c| read::logs(c, &id, &page)).await.map_err(|e| e.during("logs"))
+    async fn log_search(&self, filter: &LogFilter, page: &PageRequest) -> StoreResult<Page<LogRecorded>> {
+        let (filter, page) = (filter.clone(), page.clone());
+        self.read(move |c| logs::search(c, &filter, &page)).await.map_err(|e| e.during("log_search"))
+    }
+
+    async fn log_values(&self, field: LogField, from_ns: i64, to_ns: i64, limit: usize) -> StoreResult<Vec<String>> {
+        self.read(move |c| logs::values(c, field, from_ns, to_ns, limit)).await.map_err(|e| e.during("log_values"))
     }
 
     async fn instrument_events(&self, query: &EventQuery, page: &PageRequest) -> StoreResult<Page<EntityEvent>> {

@@ -272,3 +272,45 @@ impl Default for SpanRetention {
         SpanRetention { max_age: Some(std::time::Duration::from_secs(7 * 86_400)), max_bytes: None }
     }
 }
+
+/// Filters of the log search; every field is optional and they combine with AND.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LogFilter {
+    pub trace_id: Option<String>,
+    pub span_id: Option<String>,
+    /// The entity's lines: those naming it (`helix_entity_id`) and every line of its
+    /// creation's and operations' traces (so lines logged before `set_entity_id()` count).
+    pub entity_id: Option<String>,
+    pub instrument_id: Option<String>,
+    pub service_name: Option<String>,
+    pub process_name: Option<String>,
+    /// Lowest OTLP severity number (`WARN` is 13).
+    pub min_severity: Option<i32>,
+    /// Case-insensitive substring of the body.
+    pub text: Option<String>,
+    /// Record timestamp lower bound, inclusive.
+    pub from_ns: Option<i64>,
+    /// Record timestamp upper bound, exclusive.
+    pub to_ns: Option<i64>,
+    pub order: LogOrder,
+}
+
+/// The order of a log search: by timestamp, ties in arrival order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogOrder {
+    /// Oldest first (an entity's or a trace's story).
+    #[default]
+    Asc,
+    /// Newest first (search, tail).
+    Desc,
+}
+
+/// A log field whose distinct values the Loki label endpoints list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogField {
+    Service,
+    Process,
+    Instrument,
+    Severity,
+    Trace,
+}

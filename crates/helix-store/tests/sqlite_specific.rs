@@ -29,22 +29,65 @@ fn open_creates_directories_and_records_migrations() {
     let path = db_path(&dir);
     let store = open(&path).unwrap();
     assert!(path.exists());
-    assert_eq!(recorded_versions(&path), vec![(1, "core".to_owned()), (2, "logs".to_owned()), (3, "spans".to_owned())]);
-    assert_eq!(SCHEMA_VERSION, 3);
+    let names: Vec<(u32, &str)> = vec![(1, "core"), (2, "logs"), (3, "spans"), (4, "log_search")];
+    let names: Vec<(u32, String)> = names.into_iter().map(|(v, n)| (v, n.to_owned())).collect();
+    assert_eq!(recorded_versions(&path), names);
+    assert_eq!(SCHEMA_VERSION as usize, names.len());
     drop(store);
     // Re-opening applies nothing more.
     open(&path).unwrap();
-    assert_eq!(recorded_versions(&path).len(), 3);
+    assert_eq!(recorded_versions(&path).len(), names.len());
 }
 
 #[test]
 fn migrate_subcommand_applies_pending_versions_once() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
-    assert_eq!(migrate(&path).unwrap(), vec![1, 2, 3]);
+    assert_eq!(migrate(&path).unwrap(), (1..=SCHEMA_VERSION).collect::<Vec<_>>());
     assert_eq!(migrate(&path).unwrap(), Vec::<u32>::new());
     let no_migrate = SqliteOptions { migrate: false, ..Default::default() };
     SqliteStore::open(&path, no_migrate).expect("a current schema opens without migrating");
+}
+
+/// Logs stored before the log search existed (schema 3) are found by severity and text after
+/// the upgrade: the migration fills in their severity numbers and indexes their bodies.
+#[tokio::test]
+async fn log_search_migration_covers_existing_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,
+             applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')));
+         INSERT INTO schema_migrations (version, name) VALUES (1, 'core'), (2, 'logs'), (3, 'spans');",
+    )
+    .unwrap();
+    for sql in [
+        include_str!("../migrations/sqlite/001_core.sql"),
+        include_str!("../migrations/sqlite/002_logs.sql"),
+        include_str!("../migrations/sqlite/003_spans.sql"),
+    ] {
+        conn.execute_batch(sql).unwrap();
+    }
+    conn.execute_batch(
+        "INSERT INTO logs (timestamp_ns, severity, body, dedup_hash) VALUES
+             (1, 'WARNING', 'legacy: Disk almost full', 1), (2, 'INFO', 'legacy: all good', 2)",
+    )
+    .unwrap();
+    drop(conn);
+    let store = open(&path).unwrap();
+    let found = |f: helix_store::LogFilter| {
+        let store = &store;
+        async move {
+            let page = store.log_search(&f, &helix_store::PageRequest::first(10)).await.unwrap();
+            page.items.into_iter().map(|l| (l.body, l.severity_number)).collect::<Vec<_>>()
+        }
+    };
+    let warn = vec![("legacy: Disk almost full".to_owned(), 13)];
+    assert_eq!(found(helix_store::LogFilter { min_severity: Some(13), ..Default::default() }).await, warn);
+    assert_eq!(found(helix_store::LogFilter { text: Some("DISK".into()), ..Default::default() }).await, warn);
+    assert_eq!(found(helix_store::LogFilter { text: Some("legacy".into()), ..Default::default() }).await.len(), 2);
 }
 
 #[test]

@@ -243,7 +243,9 @@ mod tests {
     fn log(n: i64) -> WriteRecord {
         WriteRecord::Log(LogRecorded {
             timestamp_ns: n,
+            observed_ns: n,
             severity: "INFO".into(),
+            severity_number: 9,
             body: String::new(),
             trace_id: None,
             span_id: None,
@@ -253,6 +255,7 @@ mod tests {
             service_name: None,
             source: None,
             attributes: Default::default(),
+            resource: Default::default(),
         })
     }
 
@@ -372,7 +375,10 @@ mod tests {
         async fn stages(&self, _: &str) -> StoreResult<Vec<StageSummary>> {
             no_reads()
         }
-        async fn logs(&self, _: &str, _: &PageRequest) -> StoreResult<Page<LogRecorded>> {
+        async fn log_search(&self, _: &helix_store::LogFilter, _: &PageRequest) -> StoreResult<Page<LogRecorded>> {
+            no_reads()
+        }
+        async fn log_values(&self, _: helix_store::LogField, _: i64, _: i64, _: usize) -> StoreResult<Vec<String>> {
             no_reads()
         }
         async fn instrument_events(&self, _: &EventQuery, _: &PageRequest) -> StoreResult<Page<EntityEvent>> {

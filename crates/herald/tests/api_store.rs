@@ -167,7 +167,9 @@ async fn lineage_fixture() -> Harness {
     let ghost_op = h.operation("ghost", "archive", T0 + 50, &[]);
     let log = LogRecorded {
         timestamp_ns: T0 + 11,
+        observed_ns: T0 + 11,
         severity: "INFO".into(),
+        severity_number: 9,
         body: "candidate found".into(),
         trace_id: None,
         span_id: None,
@@ -177,6 +179,7 @@ async fn lineage_fixture() -> Harness {
         service_name: None,
         source: None,
         attributes: Metadata::new(),
+        resource: Default::default(),
     };
     h.write(vec![
         WriteRecord::Created(block),

@@ -37,10 +37,15 @@ const MIGRATIONS: &[Migration] = &[
             include_str!("../../migrations/postgres/004_spans_timescale.sql"),
         ),
     },
+    Migration {
+        version: 5,
+        name: "log_search",
+        kind: Kind::Sql(include_str!("../../migrations/postgres/005_log_search.sql")),
+    },
 ];
 
 /// The schema version this binary expects.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// Highest version recorded in `schema_migrations` of the current schema, 0 without the table.
 async fn current_version(client: &tokio_postgres::Client) -> StoreResult<u32> {

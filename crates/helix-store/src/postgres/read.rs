@@ -7,7 +7,7 @@ use crate::rows::{parse_metadata, parse_status};
 use std::collections::HashMap;
 
 use deadpool_postgres::Object;
-use helix_model::{EntityEvent, LogRecorded, Metadata, SpanRef, Status};
+use helix_model::{EntityEvent, Metadata, SpanRef, Status};
 use serde_json::Value;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
@@ -391,59 +391,4 @@ pub(super) async fn stages(c: &Object, instrument_id: &str) -> StoreResult<Vec<S
             last_seen_ns: r.get(3),
         })
         .collect())
-}
-
-// ---- logs -----------------------------------------------------------------------------------
-
-const LOGS_CURSOR: &str = "logs";
-
-pub(super) async fn logs(c: &Object, entity_id: &str, page: &PageRequest) -> StoreResult<Page<LogRecorded>> {
-    let limit = page_limit(page);
-    // Identity values are positive, so (i64::MIN, 0) sorts before every row.
-    let (after_ts, after_id) = match &page.cursor {
-        None => (i64::MIN, 0),
-        Some(cur) => {
-            let p = cursor::decode(LOGS_CURSOR, cur, 2)?;
-            (cursor::part_i64(&p, 0)?, cursor::part_i64(&p, 1)?)
-        }
-    };
-    let rows = q(
-        c,
-        "SELECT timestamp_ns, severity, body, trace_id, span_id, entity_id, instrument_id, process_name,
-                    service_name, source, attributes::text, id
-             FROM logs
-             WHERE (entity_id = $1
-                    OR trace_id IN (SELECT trace_id FROM entities WHERE id = $1 AND trace_id IS NOT NULL
-                                    UNION SELECT trace_id FROM entity_operations WHERE entity_id = $1))
-               AND (timestamp_ns, id) > ($2, $3)
-             ORDER BY timestamp_ns, id LIMIT $4",
-        &[&entity_id, &after_ts, &after_id, &fetch_limit(limit)],
-    )
-    .await?;
-    let items = rows
-        .iter()
-        .map(|r| {
-            let attrs: String = r.get(10);
-            Ok((
-                LogRecorded {
-                    timestamp_ns: r.get(0),
-                    severity: r.get(1),
-                    body: r.get(2),
-                    trace_id: r.get(3),
-                    span_id: r.get(4),
-                    entity_id: r.get(5),
-                    instrument_id: r.get(6),
-                    process_name: r.get(7),
-                    service_name: r.get(8),
-                    source: r.get(9),
-                    attributes: parse_metadata(&attrs)?,
-                },
-                r.get::<_, i64>(11),
-            ))
-        })
-        .collect::<StoreResult<Vec<_>>>()?;
-    let page = split_page(items, limit, |(l, id)| {
-        cursor::encode(LOGS_CURSOR, vec![Value::from(l.timestamp_ns), Value::from(*id)])
-    });
-    Ok(Page { items: page.items.into_iter().map(|(l, _)| l).collect(), next_cursor: page.next_cursor })
 }

@@ -450,8 +450,20 @@ async fn write_logs(tx: &Transaction<'_>, logs: &[&LogRecorded]) -> Result<u64, 
     let mut source = Vec::with_capacity(n);
     let mut attributes = Vec::with_capacity(n);
     let mut hash = Vec::with_capacity(n);
+    let mut severity_number = Vec::with_capacity(n);
+    let mut observed = Vec::with_capacity(n);
+    let mut resource: Vec<String> = Vec::with_capacity(n);
+    let mut last_resource: Option<&helix_model::Metadata> = None;
     for l in logs {
         let attrs = to_json(&l.attributes)?;
+        // A process sends one resource for many records: rendered once per run of them.
+        match (last_resource, resource.last()) {
+            (Some(r), Some(json)) if r == &l.resource => resource.push(json.clone()),
+            _ => resource.push(to_json(&l.resource)?),
+        }
+        last_resource = Some(&l.resource);
+        severity_number.push(l.severity_number);
+        observed.push(l.observed_ns);
         hash.push(log_hash(l, &attrs));
         ts.push(l.timestamp_ns);
         severity.push(l.severity.as_str());
@@ -468,13 +480,16 @@ async fn write_logs(tx: &Transaction<'_>, logs: &[&LogRecorded]) -> Result<u64, 
     let stmt = tx
         .prepare_cached(
             "INSERT INTO logs (timestamp_ns, severity, body, trace_id, span_id, entity_id, instrument_id,
-                 process_name, service_name, source, attributes, dedup_hash)
+                 process_name, service_name, source, attributes, dedup_hash, severity_number, observed_ns, resource)
              SELECT timestamp_ns, severity, body, trace_id, span_id, entity_id, instrument_id,
-                 process_name, service_name, source, attributes::jsonb, dedup_hash
+                 process_name, service_name, source, attributes::jsonb, dedup_hash, severity_number, observed_ns,
+                 resource::jsonb
              FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                         $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::int8[])
+                         $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::int8[],
+                         $13::int4[], $14::int8[], $15::text[])
                   AS u(timestamp_ns, severity, body, trace_id, span_id, entity_id, instrument_id,
-                       process_name, service_name, source, attributes, dedup_hash)
+                       process_name, service_name, source, attributes, dedup_hash, severity_number,
+                       observed_ns, resource)
              ON CONFLICT DO NOTHING",
         )
         .await?;
@@ -494,6 +509,9 @@ async fn write_logs(tx: &Transaction<'_>, logs: &[&LogRecorded]) -> Result<u64, 
                 &source,
                 &attributes,
                 &hash,
+                &severity_number,
+                &observed,
+                &resource,
             ],
         )
         .await?;

@@ -20,10 +20,11 @@ const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "core", sql: include_str!("../../migrations/sqlite/001_core.sql") },
     Migration { version: 2, name: "logs", sql: include_str!("../../migrations/sqlite/002_logs.sql") },
     Migration { version: 3, name: "spans", sql: include_str!("../../migrations/sqlite/003_spans.sql") },
+    Migration { version: 4, name: "log_search", sql: include_str!("../../migrations/sqlite/004_log_search.sql") },
 ];
 
 /// The schema version this binary expects.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Highest version recorded in `schema_migrations`, 0 for a database without one.
 pub(super) fn current_version(conn: &Connection) -> StoreResult<u32> {

@@ -6,7 +6,7 @@ use crate::filter::{common_clauses, Param};
 use crate::rows::{parse_metadata, parse_status, parse_string_vec};
 use std::collections::HashMap;
 
-use helix_model::{EntityEvent, LogRecorded, Metadata, SpanRef, Status};
+use helix_model::{EntityEvent, Metadata, SpanRef, Status};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row};
 use serde_json::Value;
@@ -474,62 +474,4 @@ pub(super) fn stages(conn: &Connection, instrument_id: &str) -> StoreResult<Vec<
         })?
         .collect::<Result<_, _>>()?;
     Ok(rows)
-}
-
-// ---- logs -----------------------------------------------------------------------------------
-
-const LOGS_CURSOR: &str = "logs";
-
-pub(super) fn logs(conn: &Connection, entity_id: &str, page: &PageRequest) -> StoreResult<Page<LogRecorded>> {
-    let limit = page_limit(page);
-    // Row IDs are positive, so (i64::MIN, 0) sorts before every row: no separate first-page SQL.
-    let (after_ts, after_id) = match &page.cursor {
-        None => (i64::MIN, 0),
-        Some(c) => {
-            let p = cursor::decode(LOGS_CURSOR, c, 2)?;
-            (cursor::part_i64(&p, 0)?, cursor::part_i64(&p, 1)?)
-        }
-    };
-    let raw: Vec<(LogRecorded, String, i64)> = conn
-        .prepare_cached(
-            "SELECT timestamp_ns, severity, body, trace_id, span_id, entity_id, instrument_id, process_name,
-                    service_name, source, attributes, id
-             FROM logs
-             WHERE (entity_id = ?1
-                    OR trace_id IN (SELECT trace_id FROM entities WHERE id = ?1 AND trace_id IS NOT NULL
-                                    UNION SELECT trace_id FROM entity_operations WHERE entity_id = ?1))
-               AND (timestamp_ns, id) > (?2, ?3)
-             ORDER BY timestamp_ns, id LIMIT ?4",
-        )?
-        .query_map(rusqlite::params![entity_id, after_ts, after_id, fetch_limit(limit)], |r| {
-            Ok((
-                LogRecorded {
-                    timestamp_ns: r.get(0)?,
-                    severity: r.get(1)?,
-                    body: r.get(2)?,
-                    trace_id: r.get(3)?,
-                    span_id: r.get(4)?,
-                    entity_id: r.get(5)?,
-                    instrument_id: r.get(6)?,
-                    process_name: r.get(7)?,
-                    service_name: r.get(8)?,
-                    source: r.get(9)?,
-                    attributes: Metadata::new(),
-                },
-                r.get(10)?,
-                r.get(11)?,
-            ))
-        })?
-        .collect::<Result<_, _>>()?;
-    let rows = raw
-        .into_iter()
-        .map(|(mut l, attrs, id)| {
-            l.attributes = parse_metadata(&attrs)?;
-            Ok((l, id))
-        })
-        .collect::<StoreResult<Vec<_>>>()?;
-    let page = split_page(rows, limit, |(l, id)| {
-        cursor::encode(LOGS_CURSOR, vec![Value::from(l.timestamp_ns), Value::from(*id)])
-    });
-    Ok(Page { items: page.items.into_iter().map(|(l, _)| l).collect(), next_cursor: page.next_cursor })
 }

@@ -151,11 +151,18 @@ fn write(tx: &Transaction<'_>, plan: &mut WritePlan<'_>, now: &str) -> StoreResu
     if !plan.logs.is_empty() {
         let mut stmt = tx.prepare_cached(
             "INSERT OR IGNORE INTO logs (timestamp_ns, severity, body, trace_id, span_id, entity_id,
-                 instrument_id, process_name, service_name, source, attributes, created_at, dedup_hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                 instrument_id, process_name, service_name, source, attributes, created_at, dedup_hash,
+                 severity_number, observed_ns, resource)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         )?;
+        // A process sends one resource for many records: render it once per run of them.
+        let mut resource: Option<(&helix_model::Metadata, String)> = None;
         for l in &plan.logs {
             let attributes = to_json(&l.attributes)?;
+            if resource.as_ref().is_none_or(|(r, _)| *r != &l.resource) {
+                resource = Some((&l.resource, to_json(&l.resource)?));
+            }
+            let resource_json = resource.as_ref().map(|(_, j)| j.as_str()).unwrap_or("{}");
             plan.outcome.logs_inserted += stmt.execute(rusqlite::params![
                 l.timestamp_ns,
                 l.severity,
@@ -170,6 +177,9 @@ fn write(tx: &Transaction<'_>, plan: &mut WritePlan<'_>, now: &str) -> StoreResu
                 attributes,
                 now,
                 log_hash(l, &attributes),
+                l.severity_number,
+                l.observed_ns,
+                resource_json,
             ])? as u64;
         }
     }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use helix_model::{EntityEvent, LogRecorded, SpanRef};
 use helix_store::{
-    Entity, EntityFilter, Graph, GraphQuery, Lineage, LineageQuery, Operation, Page, PageRequest, StageSummary, Store,
-    StoreError, StoreResult, WriteBatch, WriteOutcome,
+    Entity, EntityFilter, Graph, GraphQuery, Lineage, LineageQuery, LogField, LogFilter, Operation, Page, PageRequest,
+    StageSummary, Store, StoreError, StoreResult, WriteBatch, WriteOutcome,
 };
 
 use super::ApiState;
@@ -97,8 +97,11 @@ impl Store for FakeStore {
     async fn stages(&self, _instrument_id: &str) -> StoreResult<Vec<StageSummary>> {
         self.answer(Vec::new())
     }
-    async fn logs(&self, _entity_id: &str, _page: &PageRequest) -> StoreResult<Page<LogRecorded>> {
+    async fn log_search(&self, _filter: &LogFilter, _page: &PageRequest) -> StoreResult<Page<LogRecorded>> {
         self.answer(empty_page())
+    }
+    async fn log_values(&self, _field: LogField, _from: i64, _to: i64, _limit: usize) -> StoreResult<Vec<String>> {
+        self.answer(Vec::new())
     }
     async fn instrument_events(
         &self,

@@ -203,7 +203,9 @@ mod tests {
             "LogRecord",
             &LogRecorded {
                 timestamp_ns: 0,
+                observed_ns: 0,
                 severity: "INFO".into(),
+                severity_number: 9,
                 body: String::new(),
                 trace_id: None,
                 span_id: None,
@@ -213,6 +215,7 @@ mod tests {
                 service_name: None,
                 source: None,
                 attributes: Default::default(),
+                resource: Default::default(),
             },
         );
         assert_schema_matches("Edge", &Edge { source: "a".into(), target: "b".into() });
