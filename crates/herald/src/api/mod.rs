@@ -10,6 +10,7 @@ pub mod health;
 pub mod index;
 pub mod instruments;
 pub mod lineage;
+pub mod logs;
 pub mod monitor;
 pub mod openapi;
 pub mod otlp_json;
@@ -69,6 +70,7 @@ pub const RESOURCES: &[Resource] = &[
     Resource { name: "events", routes: events::routes },
     Resource { name: "monitor", routes: monitor::routes },
     Resource { name: "traces", routes: traces::routes },
+    Resource { name: "logs", routes: logs::routes },
     Resource { name: "tempo", routes: tempo::routes },
     Resource { name: "health", routes: health::routes },
     Resource { name: "openapi", routes: openapi::routes },
