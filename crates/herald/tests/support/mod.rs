@@ -407,6 +407,90 @@ impl Pipeline {
     }
 }
 
+/// One pipeline process's logging: an OpenTelemetry SDK logger provider with the real OTLP
+/// log exporter, over gRPC or HTTP.
+pub struct LogPipeline {
+    provider: opentelemetry_sdk::logs::SdkLoggerProvider,
+    logger: opentelemetry_sdk::logs::SdkLogger,
+}
+
+impl LogPipeline {
+    /// Must be called inside a multi-threaded tokio runtime (the exporters live on it).
+    pub fn new(herald: &Herald, transport: Transport, service: &str, instrument: &str) -> LogPipeline {
+        use opentelemetry::logs::LoggerProvider as _;
+        let retry =
+            opentelemetry_otlp::RetryPolicy::default().with_max_retries(50).with_max_delay(Duration::from_millis(500));
+        let exporter = match transport {
+            Transport::Grpc => opentelemetry_otlp::LogExporter::builder()
+                .with_tonic()
+                .with_endpoint(herald.grpc_url())
+                .with_retry_policy(retry)
+                .build(),
+            Transport::HttpProtobuf | Transport::HttpJson => opentelemetry_otlp::LogExporter::builder()
+                .with_http()
+                .with_endpoint(format!("http://{}/v1/logs", herald.http))
+                .with_protocol(if matches!(transport, Transport::HttpJson) {
+                    Protocol::HttpJson
+                } else {
+                    Protocol::HttpBinary
+                })
+                .with_retry_policy(retry)
+                .build(),
+        }
+        .expect("building the OTLP log exporter");
+        let resource = Resource::builder()
+            .with_service_name(service.to_owned())
+            .with_attribute(KeyValue::new("helix.instrument.id", instrument.to_owned()))
+            .with_attribute(KeyValue::new("helix.process.name", format!("{instrument}/{service}")))
+            .build();
+        let processor = opentelemetry_sdk::logs::log_processor_with_async_runtime::BatchLogProcessor::builder(
+            exporter,
+            opentelemetry_sdk::runtime::Tokio,
+        )
+        .build();
+        let provider = opentelemetry_sdk::logs::SdkLoggerProvider::builder()
+            .with_log_processor(processor)
+            .with_resource(resource)
+            .build();
+        let logger = provider.logger("helix-test");
+        LogPipeline { provider, logger }
+    }
+
+    /// Emit one record, inside `span` when given, with extra string attributes.
+    pub fn log(
+        &self,
+        severity: opentelemetry::logs::Severity,
+        body: &str,
+        span: Option<&SpanContext>,
+        attributes: &[(&str, &str)],
+    ) {
+        use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _};
+        let mut record = self.logger.create_log_record();
+        record.set_timestamp(std::time::SystemTime::now());
+        record.set_severity_number(severity);
+        record.set_severity_text(severity.name());
+        record.set_body(AnyValue::from(body.to_owned()));
+        if let Some(sc) = span {
+            record.set_trace_context(sc.trace_id(), sc.span_id(), None);
+        }
+        for (k, v) in attributes {
+            record.add_attribute(k.to_string(), v.to_string());
+        }
+        self.logger.emit(record);
+    }
+
+    /// Export everything emitted so far; panics if the herald did not acknowledge it.
+    pub async fn flush(&self) {
+        let provider = self.provider.clone();
+        tokio::task::spawn_blocking(move || provider.force_flush()).await.unwrap().expect("log export acknowledged");
+    }
+
+    pub async fn shutdown(self) {
+        let provider = self.provider.clone();
+        tokio::task::spawn_blocking(move || provider.shutdown()).await.unwrap().expect("logger provider shutdown");
+    }
+}
+
 /// Mark a span failed the way clients do: a `helix.error` event and ERROR status.
 pub fn fail(span: &opentelemetry::trace::SpanRef<'_>, message: &str) {
     span.add_event("helix.error", vec![KeyValue::new("message", message.to_owned())]);
