@@ -85,6 +85,7 @@ macro_rules! conformance_tests {
             logs_correlate_by_entity_and_traces,
             log_search_by_each_filter,
             log_search_pages_both_ways,
+            log_retention_removes_old_records_only,
             hostile_ids_round_trip,
             malformed_cursors_are_rejected,
             instrument_events_newest_first_filtered_and_paged,
@@ -1353,6 +1354,25 @@ pub async fn log_search_pages_both_ways(store: &dyn Store) {
         ),
         "a cursor keeps the order it was made for"
     );
+}
+
+pub async fn log_retention_removes_old_records_only(store: &dyn Store) {
+    let c = creation("lr", &[], 0);
+    let mut records = vec![created(c.clone())];
+    records
+        .extend((0..12).map(|i| WriteRecord::Log(log(i * 10, &format!("aged line {i:02}"), Some(&c.trace_id), None))));
+    write(store, records).await;
+    // As of T0 + 200 with a 145 ns limit: the lines before T0 + 55 go.
+    let removed = store.prune_logs(std::time::Duration::from_nanos(145), T0 + 200).await.unwrap();
+    assert_eq!(removed, 6);
+    let left = log_bodies(store, &LogFilter::default()).await;
+    assert_eq!(left, (6..12).map(|i| format!("aged line {i:02}")).collect::<Vec<_>>());
+    assert_eq!(
+        log_bodies(store, &LogFilter { text: Some("aged line 03".into()), ..LogFilter::default() }).await.len(),
+        0
+    );
+    assert!(store.entity("lr").await.unwrap().is_some(), "entities are not touched");
+    assert_eq!(store.prune_logs(std::time::Duration::from_nanos(145), T0 + 200).await.unwrap(), 0);
 }
 
 /// IDs the API must carry unchanged: separators, quotes, markup, non-ASCII, SQL wildcards, long.

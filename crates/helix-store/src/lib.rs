@@ -86,6 +86,11 @@ pub trait Store: Send + Sync + 'static {
     /// Log records matching the filter in its order (timestamp, ties in arrival order), paged.
     async fn log_search(&self, filter: &LogFilter, page: &PageRequest) -> StoreResult<Page<helix_model::LogRecorded>>;
 
+    /// One log retention pass as of `now_ns` (the store's job runs them periodically):
+    /// records timestamped before `now_ns - max_age`, oldest first, in small transactions
+    /// that leave ingest room between them. Returns the records removed.
+    async fn prune_logs(&self, max_age: std::time::Duration, now_ns: i64) -> StoreResult<u64>;
+
     /// Distinct values of a log field among records in `[from_ns, to_ns)`, sorted, at most `limit`.
     async fn log_values(&self, field: LogField, from_ns: i64, to_ns: i64, limit: usize) -> StoreResult<Vec<String>>;
 

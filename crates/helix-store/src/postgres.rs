@@ -385,6 +385,14 @@ impl Store for PostgresStore {
     async fn traces(&self, filter: &TraceFilter, page: &PageRequest) -> StoreResult<Page<TraceSummary>> {
         traces::traces(&self.client().await?, filter, page).await.map_err(|e| e.during("traces"))
     }
+    async fn prune_logs(&self, max_age: Duration, now_ns: i64) -> StoreResult<u64> {
+        let cutoff = now_ns.saturating_sub(i64::try_from(max_age.as_nanos()).unwrap_or(i64::MAX));
+        let batch = RetentionConfig::default().batch_rows;
+        retention::delete_older(&self.inner.pool, "logs", cutoff, batch, Duration::from_millis(1))
+            .await
+            .map_err(|e| e.during("prune_logs"))
+    }
+
     async fn prune_spans(&self, limits: &crate::SpanRetention, now_ns: i64) -> StoreResult<u64> {
         retention::span_pass(&self.inner.pool, limits, now_ns, Duration::from_millis(1))
             .await

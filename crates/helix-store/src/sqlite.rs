@@ -40,6 +40,8 @@ pub struct SqliteOptions {
     pub busy_timeout: Duration,
     /// Age and size limits of the span store.
     pub span_retention: crate::SpanRetention,
+    /// Age after which log records are removed (`None` keeps them).
+    pub log_retention: Option<Duration>,
 }
 
 impl Default for SqliteOptions {
@@ -49,6 +51,7 @@ impl Default for SqliteOptions {
             read_connections: 4,
             busy_timeout: Duration::from_secs(5),
             span_retention: crate::SpanRetention::default(),
+            log_retention: None,
         }
     }
 }
@@ -190,6 +193,9 @@ impl SqliteStore {
         let limits = opts.span_retention;
         if limits.max_age.is_some() || limits.max_bytes.is_some() {
             retention::spawn(Arc::downgrade(&inner), limits);
+        }
+        if let Some(age) = opts.log_retention {
+            logs::spawn(Arc::downgrade(&inner), age);
         }
         Ok(SqliteStore { inner })
     }
@@ -351,6 +357,14 @@ impl Store for SqliteStore {
     async fn traces(&self, filter: &TraceFilter, page: &PageRequest) -> StoreResult<Page<TraceSummary>> {
         let (filter, page) = (filter.clone(), page.clone());
         self.read(move |c| traces::traces(c, &filter, &page)).await.map_err(|e| e.during("traces"))
+    }
+
+    async fn prune_logs(&self, max_age: Duration, now_ns: i64) -> StoreResult<u64> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || logs::prune(&inner, max_age, now_ns))
+            .await
+            .map_err(|e| StoreError::bug(format!("log retention task failed: {e}")))?
+            .map_err(|e| e.during("prune_logs"))
     }
 
     async fn prune_spans(&self, limits: &crate::SpanRetention, now_ns: i64) -> StoreResult<u64> {

@@ -124,6 +124,29 @@ pub struct ServeArgs {
     /// are removed first.
     #[arg(long = "span-retention-bytes", env = "HELIX_SPAN_RETENTION_BYTES")]
     pub span_retention_bytes: Option<u64>,
+    /// Log records older than this are removed (0 keeps them). Default 7d; on PostgreSQL an
+    /// existing HELIX_RETENTION_LOGS_DAYS applies when this is not given.
+    #[arg(long = "log-retention", env = "HELIX_LOG_RETENTION", value_parser = humantime::parse_duration)]
+    pub log_retention: Option<Duration>,
+}
+
+/// The default age of stored log records (`--log-retention`).
+pub const DEFAULT_LOG_RETENTION: Duration = Duration::from_secs(7 * 86_400);
+
+/// How long log records are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogRetention {
+    /// Not configured: 7 days (PostgreSQL: HELIX_RETENTION_LOGS_DAYS when set).
+    Default,
+    Keep,
+    Age(Duration),
+}
+
+/// The store's retention settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StoreRetention {
+    pub spans: helix_store::SpanRetention,
+    pub logs: LogRetention,
 }
 
 /// Where the store lives.
@@ -215,6 +238,18 @@ impl ServeArgs {
         helix_store::SpanRetention {
             max_age: (!self.span_retention.is_zero()).then_some(self.span_retention),
             max_bytes: self.span_retention_bytes,
+        }
+    }
+
+    /// What the store removes as it ages: spans and log records.
+    pub fn retention(&self) -> StoreRetention {
+        StoreRetention {
+            spans: self.span_retention(),
+            logs: match self.log_retention {
+                None => LogRetention::Default,
+                Some(age) if age.is_zero() => LogRetention::Keep,
+                Some(age) => LogRetention::Age(age),
+            },
         }
     }
 

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
-use crate::config::{parse_db_url, ServeArgs, StoreLocation};
+use crate::config::{parse_db_url, LogRetention, ServeArgs, StoreLocation, StoreRetention, DEFAULT_LOG_RETENTION};
 use crate::forward::Forwarder;
 use crate::ingest::Ingest;
 use crate::inspector;
@@ -62,7 +62,7 @@ impl Listeners {
 
 /// What a DB_URL is opened for.
 enum Purpose {
-    Serve(helix_store::SpanRetention),
+    Serve(StoreRetention),
     Migrate,
 }
 
@@ -76,8 +76,14 @@ async fn open_location(db_url: &str, purpose: Purpose) -> Result<Opened, RunErro
     let blocking_failed = |e: tokio::task::JoinError| RunError::Config(format!("store open task failed: {e}"));
     match parse_db_url(db_url).map_err(RunError::Config)? {
         StoreLocation::Sqlite(path) => match purpose {
-            Purpose::Serve(span_retention) => {
-                let opts = helix_store::SqliteOptions { span_retention, ..Default::default() };
+            Purpose::Serve(retention) => {
+                let log_retention = match retention.logs {
+                    LogRetention::Default => Some(DEFAULT_LOG_RETENTION),
+                    LogRetention::Keep => None,
+                    LogRetention::Age(age) => Some(age),
+                };
+                let opts =
+                    helix_store::SqliteOptions { span_retention: retention.spans, log_retention, ..Default::default() };
                 let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path, opts))
                     .await
                     .map_err(blocking_failed)??;
@@ -90,11 +96,21 @@ async fn open_location(db_url: &str, purpose: Purpose) -> Result<Opened, RunErro
             )),
         },
         StoreLocation::Postgres(url) => match purpose {
-            Purpose::Serve(span_retention) => {
-                let retention = helix_store::postgres::RetentionConfig::from_lookup(|k| std::env::var(k).ok())
+            Purpose::Serve(retention) => {
+                let lookup = |k: &str| std::env::var(k).ok();
+                let mut tables = helix_store::postgres::RetentionConfig::from_lookup(lookup)
                     .map_err(|e| RunError::Config(format!("retention: {e}")))?;
-                let opts =
-                    helix_store::PostgresOptions { retention: Some(retention), span_retention, ..Default::default() };
+                match retention.logs {
+                    LogRetention::Default if lookup("HELIX_RETENTION_LOGS_DAYS").is_some() => {}
+                    LogRetention::Default => tables.logs = Some(DEFAULT_LOG_RETENTION),
+                    LogRetention::Keep => tables.logs = None,
+                    LogRetention::Age(age) => tables.logs = Some(age),
+                }
+                let opts = helix_store::PostgresOptions {
+                    retention: Some(tables),
+                    span_retention: retention.spans,
+                    ..Default::default()
+                };
                 Ok(Opened::Serving(Arc::new(helix_store::PostgresStore::open(&url, opts).await?)))
             }
             Purpose::Migrate => Ok(Opened::Migrated(helix_store::postgres::migrate(&url, None).await?)),
@@ -103,8 +119,8 @@ async fn open_location(db_url: &str, purpose: Purpose) -> Result<Opened, RunErro
 }
 
 /// Open the store named by a DB_URL (migrations applied).
-pub async fn open_store(db_url: &str, span_retention: helix_store::SpanRetention) -> Result<Arc<dyn Store>, RunError> {
-    match open_location(db_url, Purpose::Serve(span_retention)).await? {
+pub async fn open_store(db_url: &str, retention: StoreRetention) -> Result<Arc<dyn Store>, RunError> {
+    match open_location(db_url, Purpose::Serve(retention)).await? {
         Opened::Serving(store) => Ok(store),
         Opened::Migrated(_) => unreachable!("opened to serve"),
     }
@@ -122,7 +138,7 @@ pub async fn migrate_store(db_url: &str) -> Result<Vec<u32>, RunError> {
 /// stages, each bounded by `--shutdown-timeout`. Returns once every task has ended or been
 /// aborted; the error names the first task that failed.
 pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationToken) -> Result<(), RunError> {
-    let store = open_store(args.db_url(), args.span_retention()).await?;
+    let store = open_store(args.db_url(), args.retention()).await?;
     let metrics = Arc::new(Metrics::new());
     let deadline = args.shutdown_timeout;
 

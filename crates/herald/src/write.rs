@@ -403,6 +403,9 @@ mod tests {
         ) -> StoreResult<Page<helix_store::TraceSummary>> {
             no_reads()
         }
+        async fn prune_logs(&self, _: std::time::Duration, _: i64) -> StoreResult<u64> {
+            no_reads()
+        }
         async fn prune_spans(&self, _: &helix_store::SpanRetention, _: i64) -> StoreResult<u64> {
             no_reads()
         }

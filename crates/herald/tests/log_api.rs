@@ -143,3 +143,41 @@ async fn a_retried_log_export_stores_each_line_once() {
     let got = herald.get_ok("/api/v1/logs?q=retried%20line").await;
     assert_eq!(bodies(&got), (0..5).map(|i| format!("retried line {i}")).collect::<Vec<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_retention_removes_old_lines_and_keeps_entities() {
+    let herald = Herald::start_with(support::HeraldOptions {
+        args: vec!["--log-retention".into(), "1h".into()],
+        env: vec![("HELIX_RETENTION_INTERVAL_SECS".into(), "1".into())],
+        ..Default::default()
+    });
+    let traces = Pipeline::new(&herald, Transport::Grpc, "keeper", "RET");
+    let block = traces.create("ingest", "kept-block", &[]);
+    traces.flush().await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let line = |body: &str, at: u64| LogRecord {
+        time_unix_nano: at,
+        body: Some(AnyValue { value: Some(any_value::Value::StringValue(body.into())) }),
+        trace_id: block.trace_id().to_bytes().to_vec(),
+        ..Default::default()
+    };
+    let request = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![line("two hours old", now - 7_200_000_000_000), line("fresh", now)],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    LogsServiceClient::connect(herald.grpc_url()).await.unwrap().export(request).await.expect("acknowledged");
+    let (trace_id, _) = hex(&block);
+    support::eventually(std::time::Duration::from_secs(20), async || {
+        let got = bodies(&herald.get_ok(&format!("/api/v1/trace/{trace_id}/logs")).await);
+        (got == ["fresh"]).then_some(())
+    })
+    .await;
+    let (status, _) = herald.get("/api/v1/entity/kept-block").await;
+    assert_eq!(status, 200, "log retention leaves entities alone");
+    traces.shutdown().await;
+}

@@ -103,30 +103,41 @@ pub(super) async fn pass(pool: &Pool, cfg: &RetentionConfig) -> StoreResult<Rete
             }
         }
         let cutoff = now_ns().saturating_sub(i64::try_from(age.as_nanos()).unwrap_or(i64::MAX));
-        // The table name comes from the fixed list above, never from input.
-        let sql = format!(
-            "DELETE FROM {table} WHERE ctid = ANY (ARRAY (
-                 SELECT ctid FROM {table} WHERE timestamp_ns < $1 LIMIT $2))"
-        );
-        let mut deleted = 0u64;
-        loop {
-            let n = {
-                let client = pool.get().await.map_err(map_pool)?;
-                let stmt = client.prepare_cached(&sql).await.map_err(map_pg)?;
-                client.execute(&stmt, &[&cutoff, &cfg.batch_rows]).await.map_err(map_pg)?
-            };
-            deleted += n;
-            if n < u64::try_from(cfg.batch_rows).unwrap_or(0) {
-                break;
-            }
-            tokio::time::sleep(cfg.pause).await;
-        }
+        let deleted = delete_older(pool, table, cutoff, cfg.batch_rows, cfg.pause).await?;
         if deleted > 0 {
             tracing::info!(table, deleted, "retention: deleted rows older than the limit");
         }
         report.deleted.push((table, deleted));
     }
     Ok(report)
+}
+
+/// Rows of `table` (one of the fixed list of the pass, never input) timestamped before
+/// `cutoff`, `batch_rows` per statement with `pause` between them. Returns the rows deleted.
+pub(super) async fn delete_older(
+    pool: &Pool,
+    table: &'static str,
+    cutoff: i64,
+    batch_rows: i64,
+    pause: Duration,
+) -> StoreResult<u64> {
+    let sql = format!(
+        "DELETE FROM {table} WHERE ctid = ANY (ARRAY (
+             SELECT ctid FROM {table} WHERE timestamp_ns < $1 LIMIT $2))"
+    );
+    let mut deleted = 0u64;
+    loop {
+        let n = {
+            let client = pool.get().await.map_err(map_pool)?;
+            let stmt = client.prepare_cached(&sql).await.map_err(map_pg)?;
+            client.execute(&stmt, &[&cutoff, &batch_rows]).await.map_err(map_pg)?
+        };
+        deleted += n;
+        if n < u64::try_from(batch_rows).unwrap_or(0) {
+            return Ok(deleted);
+        }
+        tokio::time::sleep(pause).await;
+    }
 }
 
 /// The periodic job: a pass over the entity tables right away, then every `interval` the

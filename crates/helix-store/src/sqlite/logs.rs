@@ -107,3 +107,62 @@ pub(super) fn values(
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }
+
+/// Log rows removed per transaction by retention (the trigram index entries go with them).
+const PRUNE_BATCH: i64 = 5_000;
+/// The writer is left to ingest this long between two retention batches.
+const PRUNE_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// One log retention pass: records older than `now_ns - max_age`, oldest first, in small
+/// IMMEDIATE transactions with a pause between them. Returns the records removed.
+pub(super) fn prune(inner: &super::Inner, max_age: std::time::Duration, now_ns: i64) -> StoreResult<u64> {
+    let cutoff = now_ns.saturating_sub(i64::try_from(max_age.as_nanos()).unwrap_or(i64::MAX));
+    let mut removed = 0u64;
+    loop {
+        let n = {
+            let mut conn = super::lock(&inner.writer);
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let n = tx
+                .prepare_cached(
+                    "DELETE FROM logs WHERE id IN
+                         (SELECT id FROM logs WHERE timestamp_ns < ?1 ORDER BY timestamp_ns LIMIT ?2)",
+                )?
+                .execute(rusqlite::params![cutoff, PRUNE_BATCH])?;
+            tx.commit()?;
+            n as u64
+        };
+        removed += n;
+        if n < PRUNE_BATCH as u64 {
+            break;
+        }
+        std::thread::sleep(PRUNE_PAUSE);
+    }
+    if removed > 0 {
+        tracing::info!(removed, "log retention: removed records older than the limit");
+    }
+    Ok(removed)
+}
+
+/// The background job: a pass every retention interval (the first one an interval after
+/// opening), for as long as the store is open (it holds no strong reference).
+pub(super) fn spawn(inner: std::sync::Weak<super::Inner>, max_age: std::time::Duration) {
+    let every = super::retention::interval();
+    let job = move || loop {
+        let step = std::time::Duration::from_millis(200);
+        let mut slept = std::time::Duration::ZERO;
+        while slept < every {
+            std::thread::sleep(step);
+            slept += step;
+            if inner.strong_count() == 0 {
+                return;
+            }
+        }
+        let Some(strong) = inner.upgrade() else { return };
+        if let Err(e) = prune(&strong, max_age, super::retention::now_ns()) {
+            tracing::warn!(error = %e, "log retention pass failed; the next one tries again");
+        }
+    };
+    if let Err(e) = std::thread::Builder::new().name("log-retention".into()).spawn(job) {
+        tracing::warn!(error = %e, "log retention job not started");
+    }
+}

@@ -21,7 +21,7 @@ const PAUSE: Duration = Duration::from_millis(50);
 /// (the PostgreSQL job's setting) says otherwise.
 const INTERVAL: Duration = Duration::from_secs(60);
 
-fn interval() -> Duration {
+pub(super) fn interval() -> Duration {
     std::env::var("HELIX_RETENTION_INTERVAL_SECS")
         .ok()
         .and_then(|v| v.trim().parse::<u64>().ok())

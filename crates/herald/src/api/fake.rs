@@ -139,6 +139,9 @@ impl Store for FakeStore {
         self.answer(Vec::new())
     }
 
+    async fn prune_logs(&self, _: std::time::Duration, _: i64) -> StoreResult<u64> {
+        self.answer(0)
+    }
     async fn prune_spans(&self, _limits: &helix_store::SpanRetention, _now_ns: i64) -> StoreResult<u64> {
         self.answer(0)
     }
