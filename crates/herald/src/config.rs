@@ -74,7 +74,7 @@ pub struct ServeArgs {
     /// sqlite://./helix-data/herald.db; for `demo`, a temporary store deleted on exit.
     #[arg(long = "db-url", env = "DB_URL")]
     pub db_url: Option<String>,
-    /// Forward every received span (with resolved links) to this OTLP/gRPC endpoint, e.g. http://tempo:4317.
+    /// Forward every received span (with resolved links) and log record to this OTLP/gRPC endpoint, e.g. http://collector:4317.
     #[arg(long = "collector-endpoint", env = "COLLECTOR_ENDPOINT")]
     pub collector_endpoint: Option<String>,
     /// Entities whose creation span is kept in memory for parent resolution (older ones are looked up in the store).

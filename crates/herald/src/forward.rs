@@ -1,10 +1,13 @@
-//! Forwarding to `COLLECTOR_ENDPOINT`: received spans (with the links the herald added) go to
-//! a downstream OTLP/gRPC receiver off the acknowledgement path, through a bounded buffer
-//! with retry and backoff. A slow or dead downstream costs drops (counted), never ingest.
+//! Forwarding to `COLLECTOR_ENDPOINT`: received spans (with the links the herald added) and
+//! log records go to a downstream OTLP/gRPC receiver off the acknowledgement path, through one
+//! bounded buffer with retry and backoff. A slow or dead downstream costs drops (counted),
+//! never ingest.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use tokio::sync::mpsc;
@@ -15,23 +18,68 @@ use tonic::{Code, Status};
 use crate::config::ForwardConfig;
 use crate::metrics::Metrics;
 
-/// Where forwarded requests go: the OTLP/gRPC client in the herald, a scripted double in tests.
+/// One request to forward: an export of either signal.
+#[derive(Debug, Clone)]
+pub enum Forwarded {
+    Traces(ExportTraceServiceRequest),
+    Logs(ExportLogsServiceRequest),
+}
+
+impl Forwarded {
+    /// Spans or log records it carries.
+    fn items(&self) -> u64 {
+        match self {
+            Forwarded::Traces(r) => {
+                r.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len() as u64).sum()
+            }
+            Forwarded::Logs(r) => {
+                r.resource_logs.iter().flat_map(|r| &r.scope_logs).map(|s| s.log_records.len() as u64).sum()
+            }
+        }
+    }
+
+    /// The counter of its signal, by result.
+    fn counter<'m>(&self, metrics: &'m Metrics) -> &'m prometheus::IntCounterVec {
+        match self {
+            Forwarded::Traces(_) => &metrics.forward_spans,
+            Forwarded::Logs(_) => &metrics.forward_logs,
+        }
+    }
+
+    fn what(&self) -> &'static str {
+        match self {
+            Forwarded::Traces(_) => "spans",
+            Forwarded::Logs(_) => "log records",
+        }
+    }
+}
+
+/// Where forwarded requests go: the OTLP/gRPC clients in the herald, a scripted double in tests.
 #[async_trait::async_trait]
 pub trait Downstream: Send + 'static {
-    async fn export(&mut self, request: ExportTraceServiceRequest) -> Result<(), Status>;
+    async fn export(&mut self, request: Forwarded) -> Result<(), Status>;
+}
+
+/// The downstream collector: both OTLP services on one channel.
+pub struct Collector {
+    traces: TraceServiceClient<Channel>,
+    logs: LogsServiceClient<Channel>,
 }
 
 #[async_trait::async_trait]
-impl Downstream for TraceServiceClient<Channel> {
-    async fn export(&mut self, request: ExportTraceServiceRequest) -> Result<(), Status> {
-        TraceServiceClient::export(self, request).await.map(|_| ())
+impl Downstream for Collector {
+    async fn export(&mut self, request: Forwarded) -> Result<(), Status> {
+        match request {
+            Forwarded::Traces(r) => self.traces.export(r).await.map(|_| ()),
+            Forwarded::Logs(r) => self.logs.export(r).await.map(|_| ()),
+        }
     }
 }
 
 /// The enqueue side; the task owns the channel to the downstream.
 #[derive(Clone)]
 pub struct Forwarder {
-    tx: mpsc::Sender<ExportTraceServiceRequest>,
+    tx: mpsc::Sender<Forwarded>,
     metrics: Arc<Metrics>,
 }
 
@@ -46,7 +94,9 @@ impl Forwarder {
         let endpoint = Endpoint::from_shared(config.endpoint.clone())
             .map_err(|e| format!("COLLECTOR_ENDPOINT {:?} is not a valid URL: {e}", config.endpoint))?
             .connect_timeout(Duration::from_secs(5));
-        let client = TraceServiceClient::new(endpoint.connect_lazy());
+        let channel = endpoint.connect_lazy();
+        let client =
+            Collector { traces: TraceServiceClient::new(channel.clone()), logs: LogsServiceClient::new(channel) };
         Ok(Self::spawn_to(client, config, metrics, shutdown))
     }
 
@@ -64,23 +114,20 @@ impl Forwarder {
     }
 
     /// Hand a request over without waiting; when the buffer is full it is dropped and counted.
-    pub fn enqueue(&self, request: ExportTraceServiceRequest) {
-        let spans = span_count(&request);
+    pub fn enqueue(&self, request: Forwarded) {
+        let (items, what) = (request.items(), request.what());
+        let counter = request.counter(&self.metrics).clone();
         match self.tx.try_send(request) {
             Ok(()) => self.metrics.forward_queue.inc(),
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.metrics.forward_spans.with_label_values(&["dropped_buffer_full"]).inc_by(spans);
-                tracing::warn!(spans, "forward buffer full: spans not forwarded (they are stored)");
+                counter.with_label_values(&["dropped_buffer_full"]).inc_by(items);
+                tracing::warn!(count = items, what, "forward buffer full: not forwarded (they are stored)");
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.metrics.forward_spans.with_label_values(&["dropped_shutdown"]).inc_by(spans);
+                counter.with_label_values(&["dropped_shutdown"]).inc_by(items);
             }
         }
     }
-}
-
-fn span_count(request: &ExportTraceServiceRequest) -> u64 {
-    request.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len() as u64).sum()
 }
 
 /// Whether a downstream answer is worth another attempt (the OTLP retryable codes).
@@ -123,7 +170,7 @@ pub fn next_step(code: Code, attempt: u32, config: &ForwardConfig, flushing: boo
 }
 
 async fn run(
-    mut rx: mpsc::Receiver<ExportTraceServiceRequest>,
+    mut rx: mpsc::Receiver<Forwarded>,
     mut downstream: impl Downstream,
     config: ForwardConfig,
     metrics: Arc<Metrics>,
@@ -137,13 +184,13 @@ async fn run(
         };
         let Some(request) = request else { break };
         metrics.forward_queue.dec();
-        let spans = span_count(&request);
+        let (items, what, counter) = (request.items(), request.what(), request.counter(&metrics).clone());
         let mut attempt = 1;
         loop {
             let answer = tokio::time::timeout(config.attempt_timeout, downstream.export(request.clone())).await;
             let status = match answer {
                 Ok(Ok(())) => {
-                    metrics.forward_spans.with_label_values(&["sent"]).inc_by(spans);
+                    counter.with_label_values(&["sent"]).inc_by(items);
                     break;
                 }
                 Ok(Err(status)) => status,
@@ -160,9 +207,9 @@ async fn run(
                     attempt += 1;
                 }
                 Next::GiveUp => {
-                    metrics.forward_spans.with_label_values(&["failed"]).inc_by(spans);
-                    tracing::warn!(code = ?status.code(), message = status.message(), spans, attempt,
-                        "forwarding to COLLECTOR_ENDPOINT failed; spans not forwarded (they are stored)");
+                    counter.with_label_values(&["failed"]).inc_by(items);
+                    tracing::warn!(code = ?status.code(), message = status.message(), count = items, what, attempt,
+                        "forwarding to COLLECTOR_ENDPOINT failed; not forwarded (they are stored)");
                     break;
                 }
             }
@@ -191,8 +238,22 @@ mod tests {
         }
     }
 
-    fn request(n: u64) -> ExportTraceServiceRequest {
-        traces(pipeline_resource("svc", "CHIME"), vec![SpanBuilder::creation("ingest", &format!("e-{n}"), n).build()])
+    fn request(n: u64) -> Forwarded {
+        Forwarded::Traces(traces(
+            pipeline_resource("svc", "CHIME"),
+            vec![SpanBuilder::creation("ingest", &format!("e-{n}"), n).build()],
+        ))
+    }
+
+    /// A log export of `n` records.
+    fn log_request(n: usize) -> Forwarded {
+        use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+        Forwarded::Logs(ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs { log_records: vec![LogRecord::default(); n], ..Default::default() }],
+                ..Default::default()
+            }],
+        })
     }
 
     #[derive(Clone, Copy, Debug)]
@@ -209,6 +270,7 @@ mod tests {
         script: Arc<Mutex<VecDeque<Answer>>>,
         otherwise: Answer,
         calls: Arc<Mutex<Vec<Instant>>>,
+        kinds: Arc<Mutex<Vec<&'static str>>>,
     }
 
     impl Scripted {
@@ -217,6 +279,7 @@ mod tests {
                 script: Arc::new(Mutex::new(script.iter().copied().collect())),
                 otherwise,
                 calls: Arc::default(),
+                kinds: Arc::default(),
             }
         }
 
@@ -228,8 +291,9 @@ mod tests {
 
     #[async_trait::async_trait]
     impl Downstream for Scripted {
-        async fn export(&mut self, _: ExportTraceServiceRequest) -> Result<(), Status> {
+        async fn export(&mut self, request: Forwarded) -> Result<(), Status> {
             self.calls.lock().unwrap().push(Instant::now());
+            self.kinds.lock().unwrap().push(request.what());
             let answer = self.script.lock().unwrap().pop_front().unwrap_or(self.otherwise);
             match answer {
                 Answer::Ok => Ok(()),
@@ -305,6 +369,26 @@ mod tests {
         // Request 1: one attempt. Request 2: four attempts, then given up.
         assert_eq!(downstream.calls_since(t0), [0, 0, 100, 300, 700].map(MS));
         assert_eq!((forwarded(&metrics, "sent"), forwarded(&metrics, "failed")), (0, 2));
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn log_exports_share_the_buffer_and_retries_and_are_counted_as_log_records() {
+        let downstream = Scripted::new(&[Answer::Fail(Code::Unavailable)], Answer::Ok);
+        let metrics = Arc::new(Metrics::new());
+        let shutdown = CancellationToken::new();
+        let (forwarder, task) = Forwarder::spawn_to(downstream.clone(), config(), metrics.clone(), shutdown.clone());
+        forwarder.enqueue(log_request(3));
+        forwarder.enqueue(request(1));
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(
+            *downstream.kinds.lock().unwrap(),
+            ["log records", "log records", "spans"],
+            "retried, then in order"
+        );
+        assert_eq!(metrics.forward_logs.with_label_values(&["sent"]).get(), 3);
+        assert_eq!(forwarded(&metrics, "sent"), 1, "spans are counted apart");
         shutdown.cancel();
         task.await.unwrap();
     }

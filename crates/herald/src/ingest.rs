@@ -13,7 +13,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 
-use crate::forward::Forwarder;
+use crate::forward::{Forwarded, Forwarder};
 use crate::metrics::Metrics;
 use crate::resolve::Resolver;
 use crate::write::{WriteError, Writer};
@@ -99,7 +99,7 @@ impl Ingest {
             tracing::warn!(count = rejected.len(), first = %rejected[0], "entity spans rejected as malformed");
         }
         if let Some(forwarder) = &self.forwarder {
-            forwarder.enqueue(request);
+            forwarder.enqueue(Forwarded::Traces(request));
         }
         Ok(Accepted { rejected: rejected.len() as i64, message: summarize(&rejected) })
     }
@@ -113,6 +113,9 @@ impl Ingest {
             return Err(e);
         }
         self.metrics.logs_received.inc_by(count);
+        if let Some(forwarder) = &self.forwarder {
+            forwarder.enqueue(Forwarded::Logs(request));
+        }
         Ok(Accepted::default())
     }
 

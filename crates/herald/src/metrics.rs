@@ -25,6 +25,7 @@ pub struct Metrics {
     pub write_failures: IntCounterVec,
     pub write_queue_records: IntGauge,
     pub forward_spans: IntCounterVec,
+    pub forward_logs: IntCounterVec,
     pub forward_queue: IntGauge,
 }
 
@@ -135,6 +136,12 @@ impl Metrics {
                 &r,
                 "helix_forward_spans_total",
                 "Spans handed to COLLECTOR_ENDPOINT, by result.",
+                &["result"],
+            ),
+            forward_logs: counter_vec(
+                &r,
+                "helix_forward_logs_total",
+                "Log records handed to COLLECTOR_ENDPOINT, by result.",
                 &["result"],
             ),
             forward_queue: gauge(&r, "helix_forward_queue_requests", "Requests waiting for the forwarder."),

@@ -1,5 +1,6 @@
 //! Forwarding to COLLECTOR_ENDPOINT: a capture collector stands in for Tempo and must see
-//! every span exactly once, with the parent links of docs/wire.md and no duplicated link.
+//! every span exactly once, with the parent links of docs/wire.md and no duplicated link, and
+//! every log record (a site's Loki behind a collector keeps its logs).
 
 mod support;
 
@@ -136,4 +137,31 @@ async fn links_point_at_the_first_creation_even_after_a_re_creation() {
         "the first creation's span, as the store resolves it"
     );
     assert_eq!(herald.metric("helix_entity_recreations_total", &[]).await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_records_are_forwarded_once_and_stored() {
+    let (collector, endpoint, _task) = CaptureCollector::start().await;
+    let herald = herald_forwarding_to(&endpoint);
+    let traces = Pipeline::new(&herald, Transport::Grpc, "fwd-logs", "FWD");
+    let logs = LogPipeline::new(&herald, Transport::HttpProtobuf, "fwd-logs", "FWD");
+    let block = traces.create("ingest", "fwd-block", &[]);
+    for i in 0..20 {
+        logs.log(opentelemetry::logs::Severity::Info, &format!("forwarded line {i:02}"), Some(&block), &[]);
+    }
+    traces.flush().await;
+    logs.flush().await;
+    let expected: Vec<String> = (0..20).map(|i| format!("forwarded line {i:02}")).collect();
+    let got = eventually(Duration::from_secs(10), async || {
+        let mut bodies = collector.log_bodies();
+        bodies.sort();
+        (bodies.len() >= 20).then_some(bodies)
+    })
+    .await;
+    assert_eq!(got, expected, "each record once");
+    let stored = herald.get_ok("/api/v1/logs?service=fwd-logs&limit=100").await;
+    assert_eq!(stored["logs"].as_array().unwrap().len(), 20, "and stored here too");
+    assert_eq!(herald.metric("helix_forward_logs_total", &[("result", "sent")]).await, 20.0);
+    traces.shutdown().await;
+    logs.shutdown().await;
 }

@@ -506,10 +506,26 @@ pub async fn raw_client(herald: &Herald) -> TraceServiceClient<tonic::transport:
     TraceServiceClient::connect(herald.grpc_url()).await.expect("connect to herald").max_decoding_message_size(64 << 20)
 }
 
-/// A downstream OTLP/gRPC receiver that records every request it gets (what Tempo would see).
+/// A downstream OTLP/gRPC receiver that records every request it gets (what Tempo, or the
+/// collector in front of Loki, would see).
 #[derive(Clone, Default)]
 pub struct CaptureCollector {
     pub requests: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
+    pub log_requests: Arc<Mutex<Vec<opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest>>>,
+}
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsService for CaptureCollector {
+    async fn export(
+        &self,
+        request: tonic::Request<opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest>,
+    ) -> Result<
+        tonic::Response<opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse>,
+        tonic::Status,
+    > {
+        self.log_requests.lock().unwrap().push(request.into_inner());
+        Ok(tonic::Response::new(Default::default()))
+    }
 }
 
 #[tonic::async_trait]
@@ -530,13 +546,34 @@ impl CaptureCollector {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let svc = TraceServiceServer::new(collector.clone()).max_decoding_message_size(256 << 20);
+        let logs = opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsServiceServer::new(
+            collector.clone(),
+        );
         let task = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .add_service(svc)
+                .add_service(logs)
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
                 .await;
         });
         (collector, format!("http://{addr}"), task)
+    }
+
+    /// The bodies of every log record received so far.
+    pub fn log_bodies(&self) -> Vec<String> {
+        use opentelemetry_proto::tonic::common::v1::any_value::Value;
+        self.log_requests
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r.resource_logs.iter())
+            .flat_map(|r| r.scope_logs.iter())
+            .flat_map(|s| s.log_records.iter())
+            .map(|l| match l.body.as_ref().and_then(|b| b.value.as_ref()) {
+                Some(Value::StringValue(s)) => s.clone(),
+                other => format!("{other:?}"),
+            })
+            .collect()
     }
 
     /// Every span received so far.
