@@ -46,6 +46,7 @@ pub fn router_with(config: InspectorConfig) -> Router<ApiState> {
         .route("/instruments", page.clone())
         .route("/instrument/{*name}", page.clone())
         .route("/traces", page.clone())
+        .route("/logs", page.clone())
         .route("/trace/{*id}", page)
         .route("/ui/app.js", get(|| async { asset(SCRIPT, "text/javascript; charset=utf-8") }))
         .route("/ui/app.css", get(|| async { asset(STYLE, "text/css; charset=utf-8") }))

@@ -179,6 +179,7 @@
     else if (path === '/monitor') { nav = 'monitor'; page = () => monitorPage(params); }
     else if (path === '/instruments') { nav = 'instruments'; page = () => instrumentsPage(); }
     else if (path === '/traces') { nav = 'traces'; page = () => tracesPage(params); }
+    else if (path === '/logs') { nav = 'logs'; page = () => logsPage(params); }
     else if (path.startsWith('/trace/')) {
       nav = 'traces';
       const id = pathTail(path, '/trace/');
@@ -347,9 +348,14 @@
     app.appendChild(opsSection);
     const evSection = h('section', { class: 'card', id: 'events' });
     app.appendChild(evSection);
+    const logSection = h('section', { class: 'card', id: 'entity-logs' }, h('h2', null, 'Logs'),
+      h('p', { class: 'muted' }, 'Lines naming this entity and every line of its creation\u2019s and operations\u2019 traces (so lines logged before set_entity_id() are here too).'));
+    app.appendChild(logSection);
     renderOperations(opsSection, e, view.operations || [], view.operations_next_cursor, view.events || []);
     renderEvents(evSection, view.events || [], view.events_next_cursor);
-    await provenance(graphSection, e, params);
+    const logs = logPanel({ entity_id: e.id }, { showTrace: true, empty: 'No log lines for this entity.' });
+    logSection.appendChild(logs.el);
+    await Promise.all([provenance(graphSection, e, params), logs.load()]);
   }
 
   function grafanaLinks(e, operations) {
@@ -844,6 +850,153 @@
     return svg;
   }
 
+  // ---- logs: one panel for the trace page, the entity page and /logs ----------------------
+
+  // Control characters (ANSI escapes and the like) would vanish from a text node: shown as
+  // their visible pictures instead (␛ for ESC). Newlines and tabs stay.
+  function visibleText(text) {
+    return String(text).replace(/[\u0000-\u0008\u000b-\u001f\u007f]/g, (c) => (c === '\u007f' ? '\u2421' : String.fromCharCode(0x2400 + c.charCodeAt(0))));
+  }
+  const LOG_PREVIEW_CHARS = 2000;
+  const LOG_LEVELS = [['', 'any'], ['DEBUG', 'debug+'], ['INFO', 'info+'], ['WARN', 'warn+'], ['ERROR', 'error+']];
+  function severityClass(n) { n = Number(n) || 0; return n >= 17 ? 'error' : n >= 13 ? 'warn' : n >= 9 ? 'info' : 'debug'; }
+  function logKey(l) { return l.timestamp_ns + '|' + (l.span_id || '') + '|' + l.body; }
+
+  // A list of log lines with a severity filter and a text search. `fixed` are the API filters
+  // the page owns (trace_id, entity_id, …); `showTrace` adds each line's trace link; `onLine`
+  // makes lines with a span clickable. Returns { el, load, setSpan, highlight, prepend }.
+  function logPanel(fixed, opts) {
+    opts = opts || {};
+    const state = { spanId: null, cursor: null, highlight: null, keys: new Set() };
+    const severity = h('select', { name: 'severity', class: 'log-severity' }, LOG_LEVELS.map(([v, t]) => h('option', { value: v }, t)));
+    severity.value = opts.severity || '';
+    const text = h('input', { name: 'q', class: 'log-q', size: 24, placeholder: 'text in the line', value: opts.q || '' });
+    const spanNote = h('span', { class: 'muted log-span-note' });
+    const count = h('span', { class: 'muted log-count' });
+    const list = h('div', { class: 'log-lines', role: 'log' });
+    const more = h('button', { type: 'button', class: 'secondary log-more', hidden: true }, 'older lines');
+    const form = h('form', { class: 'log-tools' }, h('label', null, 'severity ', severity), h('label', null, 'text ', text),
+      h('button', { type: 'submit' }, 'filter'), spanNote, count);
+    const el = h('div', { class: 'log-panel' }, form, opts.extraTools || null, list, more);
+    form.addEventListener('submit', (ev) => { ev.preventDefault(); load(); });
+    severity.addEventListener('change', () => load());
+    more.addEventListener('click', () => load(true));
+
+    function params(extra) {
+      return Object.assign({}, fixed, { severity: severity.value, q: text.value.trim(), span_id: state.spanId, order: opts.order, limit: opts.limit || 200 }, extra || {});
+    }
+    function lineEl(l) {
+      const body = visibleText(l.body);
+      const long = body.length > LOG_PREVIEW_CHARS;
+      const bodyEl = h('span', { class: 'log-body' }, long ? body.slice(0, LOG_PREVIEW_CHARS) : body);
+      const expand = long ? h('button', { type: 'button', class: 'secondary log-expand' }, 'show all ' + Math.round(body.length / 1024) + ' KB') : null;
+      if (expand) expand.addEventListener('click', (ev) => { ev.stopPropagation(); bodyEl.textContent = body; expand.remove(); });
+      const row = h('div', { class: 'log-line sev-' + severityClass(l.severity_number) + (l.span_id && l.span_id === state.highlight ? ' highlight' : ''), 'data-span-id': l.span_id || '', 'data-trace-id': l.trace_id || '', 'data-severity': l.severity_number },
+        h('span', { class: 'log-time' }, fmtTime(l.timestamp_ns)),
+        h('span', { class: 'badge log-level ' + severityClass(l.severity_number) }, l.severity || '–'),
+        h('span', { class: 'log-src muted' }, [l.service_name, l.process_name].filter(Boolean).join(' · ') || '–'),
+        bodyEl, expand,
+        opts.showTrace && l.trace_id ? h('span', { class: 'log-trace' }, traceLink(l.trace_id, l.span_id, 'trace ' + shortId(l.trace_id, 9))) : null,
+        opts.showTrace && l.entity_id ? h('span', { class: 'log-entity' }, entityLink(l.entity_id, shortId(l.entity_id, 24))) : null);
+      if (opts.onLine && l.span_id) {
+        row.classList.add('clickable');
+        row.title = 'show span ' + l.span_id + ' in the waterfall';
+        row.addEventListener('click', (ev) => { if (ev.target.closest('a, button')) return; opts.onLine(l); });
+      }
+      return row;
+    }
+    function showCount() {
+      const n = list.querySelectorAll('.log-line').length;
+      count.textContent = n + ' line' + (n === 1 ? '' : 's') + (state.cursor ? ' (more below)' : '');
+      el.dataset.lines = String(n);
+    }
+    async function load(older) {
+      if (!older) { clear(list); state.keys.clear(); state.cursor = null; }
+      el.dataset.loaded = 'false';
+      let page;
+      try { page = await api('/api/v1/logs', params(older ? { cursor: state.cursor } : null), { exactNs: true }); } catch (e) {
+        list.appendChild(errorBox(e)); el.dataset.loaded = 'true'; return;
+      }
+      for (const l of page.logs || []) { state.keys.add(logKey(l)); list.appendChild(lineEl(l)); }
+      state.cursor = page.next_cursor;
+      more.hidden = !state.cursor;
+      if (!list.querySelector('.log-line')) list.appendChild(h('p', { class: 'muted log-empty' }, opts.empty || 'No log lines match.'));
+      showCount();
+      el.dataset.loaded = 'true';
+    }
+    // Newer lines on top (the tail of a newest-first list); lines already shown are skipped.
+    function prepend(lines) {
+      const empty = list.querySelector('.log-empty');
+      if (empty && lines.length) empty.remove();
+      for (const l of lines.slice().reverse()) {
+        if (state.keys.has(logKey(l))) continue;
+        state.keys.add(logKey(l));
+        list.insertBefore(lineEl(l), list.firstChild);
+      }
+      showCount();
+    }
+    function setSpan(spanId, label) {
+      state.spanId = spanId;
+      clear(spanNote);
+      if (spanId) {
+        const all = h('button', { type: 'button', class: 'secondary log-all' }, 'all lines of the trace');
+        all.addEventListener('click', () => setSpan(null));
+        append(spanNote, ['only span ', h('span', { class: 'id' }, label || spanId), ' ', all]);
+      }
+      load();
+    }
+    function highlight(spanId) {
+      state.highlight = spanId;
+      for (const row of list.querySelectorAll('.log-line')) row.classList.toggle('highlight', !!spanId && row.dataset.spanId === spanId);
+    }
+    return { el, load, setSpan, highlight, prepend, params };
+  }
+
+  async function logsPage(params) {
+    document.title = 'Logs · Entity Inspector';
+    app.appendChild(h('h1', null, 'Logs'));
+    const instruments = await instrumentsList();
+    const win = params.get('window') || '1h';
+    const form = h('form', { class: 'filters card', method: 'get', action: '/logs', id: 'logs-form' },
+      h('label', null, 'instrument', instrumentSelect('instrument', instruments, params.get('instrument') || '', true)),
+      h('label', null, 'service', h('input', { name: 'service', value: params.get('service') || '', size: 14 })),
+      h('label', null, 'process', h('input', { name: 'process', value: params.get('process') || '', size: 18 })),
+      h('label', null, 'window', windowSelect(win)),
+      h('button', { type: 'submit' }, 'search'));
+    app.appendChild(form);
+    const fromNs = () => (WINDOWS[win] ? Math.floor(nowNs() - WINDOWS[win]) : null);
+    const fixed = { instrument: params.get('instrument'), service: params.get('service'), process: params.get('process'), from_ns: fromNs() };
+    const pause = h('button', { type: 'button', class: 'secondary', id: 'tail-toggle' }, 'pause live tail');
+    const tailNote = h('span', { class: 'muted', id: 'tail-state' }, 'live: new lines appear on top every 2 s');
+    const panel = logPanel(fixed, { order: 'desc', showTrace: true, severity: params.get('severity') || '', q: params.get('q') || '', extraTools: h('div', { class: 'log-tail' }, pause, ' ', tailNote), empty: 'No log lines in this window.' });
+    panel.el.id = 'logs-panel';
+    app.appendChild(h('section', { class: 'card' }, panel.el));
+    await panel.load();
+    let paused = false;
+    let newest = null;
+    async function tick() {
+      if (paused) return;
+      // Lines since the last poll (and the last second again: equal timestamps are deduplicated).
+      const since = newest !== null ? newest : Math.floor(nowNs() - 5e9);
+      let page;
+      try { page = await api('/api/v1/logs', panel.params({ from_ns: since, order: 'asc', cursor: null, limit: 500 }), { exactNs: true }); } catch (e) { tailNote.textContent = 'live tail: ' + e.message; return; }
+      const lines = page.logs || [];
+      if (lines.length) {
+        newest = lines[lines.length - 1].timestamp_ns;
+        panel.prepend(lines.slice().reverse());
+      }
+      panel.el.dataset.polls = String(Number(panel.el.dataset.polls || 0) + 1);
+    }
+    pause.addEventListener('click', () => {
+      paused = !paused;
+      pause.textContent = paused ? 'resume live tail' : 'pause live tail';
+      tailNote.textContent = paused ? 'paused: new lines are not fetched' : 'live: new lines appear on top every 2 s';
+      panel.el.dataset.paused = String(paused);
+    });
+    panel.el.dataset.paused = 'false';
+    liveTimer = setInterval(tick, 2000);
+  }
+
   // ---- 6. traces ---------------------------------------------------------------------------
 
   function traceHref(traceId, spanId) { return '/trace/' + encodeURIComponent(traceId) + (spanId ? query({ span: spanId }) : ''); }
@@ -969,6 +1122,13 @@
     let data;
     try { data = await api('/api/v1/trace/' + encodeURIComponent(traceId), null, { exactNs: true }); } catch (e) {
       append(app, noSpanStore(e, traceId));
+      // Logs are kept whether spans are or not.
+      if (e404(e)) {
+        const logs = logPanel({ trace_id: traceId }, { empty: 'No log lines in this trace either.' });
+        logs.el.id = 'trace-logs';
+        app.appendChild(h('section', { class: 'card' }, h('h2', null, 'Logs'), logs.el));
+        await logs.load();
+      }
       return;
     }
     const spans = data.spans || [];
@@ -1034,6 +1194,12 @@
     app.appendChild(tools);
     app.appendChild(h('div', { class: 'wf-layout' }, h('section', { class: 'card wf-main' }, axis, scroller), detail));
     app.appendChild(h('p', { class: 'legend' }, 'Rows are spans, indented under their parent; ▾/▸ collapses or expands a subtree. Red bars and ✖ mark error status, purple ticks are span events, ◆ marks a span that created or operated on an entity. Arrow keys move the selection.'));
+    const logs = logPanel({ trace_id: traceId }, {
+      empty: 'No log lines in this trace.',
+      onLine: (l) => { const n = byId.get(l.span_id); if (n) select(n, true, false, true); },
+    });
+    logs.el.id = 'trace-logs';
+    app.appendChild(h('section', { class: 'card' }, h('h2', null, 'Logs'), h('p', { class: 'muted' }, 'Lines of this trace in time order; click a line to select its span, select a span to see only its lines.'), logs.el));
 
     function rowEl(n, index) {
       const sp = n.span;
@@ -1101,7 +1267,7 @@
 
     // Selecting opens the span's details; `reveal` expands its ancestors and scrolls it into
     // view; the URL names the span unless `quiet` (the root shown by default is not a choice).
-    function select(n, reveal, quiet) {
+    function select(n, reveal, quiet, fromLog) {
       selected = n;
       if (reveal) {
         for (let p = n.parent; p; p = p.parent) collapsed.delete(p);
@@ -1112,6 +1278,9 @@
       }
       refresh();
       showDetail(n);
+      logs.highlight(n.span.span_id);
+      // A span chosen in the waterfall filters the lines; one chosen from a line keeps them all.
+      if (!quiet && !fromLog) logs.setSpan(n.span.span_id, n.span.name);
       if (!quiet) history.replaceState(null, '', traceHref(traceId, n.span.span_id));
     }
 
@@ -1178,6 +1347,7 @@
     refresh();
     const focus = params.get('span');
     const target = focus && byId.get(focus);
+    if (!target) logs.load();
     if (target) select(target, true);
     else if (focus) app.insertBefore(h('p', { class: 'muted', id: 'span-missing' }, 'Span ', h('span', { class: 'id' }, focus), ' is not in this trace.'), tools);
     else select(roots[0], false, true);
