@@ -664,6 +664,107 @@ def test_unknown_trace(s: Session, seeded: trace_seed.Seeded) -> None:
     s.check_clean()
 
 
+# ---- logs -------------------------------------------------------------------------------------
+
+def panel_lines(s: Session, panel: str) -> list[dict[str, Any]]:
+    """The lines of a log panel, top to bottom, once it has loaded."""
+    s.page.wait_for_selector(f"{panel}[data-loaded=true]", timeout=10_000)
+    return s.page.evaluate("""(sel) => [...document.querySelectorAll(sel + ' .log-line')].map((l) => ({
+        body: l.querySelector('.log-body').textContent, span: l.dataset.spanId, trace: l.dataset.traceId,
+        severity: Number(l.dataset.severity), highlight: l.classList.contains('highlight'),
+        expand: !!l.querySelector('.log-expand'), traceLink: !!l.querySelector('.log-trace a')}))""", panel)
+
+
+def trace_lines() -> list[str]:
+    return [b for name, _, b in trace_seed.LOG_LINES if name is not None]
+
+
+def shown(body: str) -> str:
+    """A body as the panel shows it: control characters as escapes, long ones folded."""
+    text = "".join(f"\\x{ord(c):02x}" if (ord(c) < 32 and c not in "\n\t") or ord(c) == 127 else c for c in body)
+    return text[:500]
+
+
+def test_trace_log_panel(s: Session, seeded: trace_seed.Seeded) -> None:
+    page = open_trace(s, seeded.observe)
+    lines = panel_lines(s, "#trace-logs")
+    expect([l["body"] for l in lines] == [shown(b) for b in trace_lines()], f"the trace's lines in time order: {[l['body'][:40] for l in lines]}")
+    hostile = next(l for l in lines if "alert(8)" in l["body"])
+    expect("<script>alert(8)</script>" in hostile["body"] and "\\x1b[31mred alert" in hostile["body"], f"markup and ANSI stay text: {hostile['body']}")
+    huge = next(l for l in lines if l["body"].startswith("huge-line"))
+    expect(huge["expand"] and len(huge["body"]) == 500, "a 1 MB line is folded, with a button to show it all")
+    page.locator("#trace-logs .log-severity").select_option("WARN")
+    lines = panel_lines(s, "#trace-logs")
+    expect([l["body"] for l in lines] == ["GPU out of memory in dedisperse", "fft fell back to the CPU"], f"warn and above: {lines}")
+    page.locator("#trace-logs .log-severity").select_option("")
+    panel_lines(s, "#trace-logs")
+    page.locator("#trace-logs .log-line", has_text="fft fell back").click()
+    page.wait_for_function("(id) => document.querySelector('#span-detail').dataset.spanId === id", arg=seeded.spans["fft"])
+    expect(page.locator("#span-name").text_content() == "fft", "a line selects its span")
+    lines = panel_lines(s, "#trace-logs")
+    expect(len(lines) == len(trace_lines()), "choosing a span from a line keeps every line")
+    expect([l["body"] for l in lines if l["highlight"]] == ["fft fell back to the CPU"], "the span's lines are highlighted")
+    row(s, "dedisperse").click()
+    page.wait_for_function("() => document.querySelector('#trace-logs .log-span-note').textContent.includes('dedisperse')")
+    lines = panel_lines(s, "#trace-logs")
+    expect([l["body"] for l in lines] == ["GPU out of memory in dedisperse"], f"a selected span filters its lines: {lines}")
+    page.locator("#trace-logs .log-all").click()
+    page.wait_for_function("() => !document.querySelector('#trace-logs .log-all')")
+    expect(len(panel_lines(s, "#trace-logs")) == len(trace_lines()), "back to every line")
+    s.shot("trace-logs")
+    expect_whole(s, "#trace-logs")
+    s.check_clean()
+
+
+def test_entity_logs_section(s: Session, seeded: trace_seed.Seeded) -> None:
+    page = s.open(eid(trace_seed.CAND))
+    lines = panel_lines(s, "#entity-logs")
+    expect([l["body"] for l in lines] == [shown(b) for b in trace_lines()], f"the lines of the entity's traces: {[l['body'][:30] for l in lines]}")
+    expect(all(l["traceLink"] for l in lines), "each line links to its trace")
+    href = page.locator("#entity-logs .log-trace a").first.get_attribute("href") or ""
+    expect(href.startswith("/trace/" + seeded.observe), f"to the right trace: {href}")
+    page.locator("#entity-logs .log-q").fill("wrote /data")
+    page.locator("#entity-logs .log-tools button[type=submit]").click()
+    page.wait_for_function("() => document.querySelectorAll('#entity-logs .log-line').length === 1")
+    expect([l["body"] for l in panel_lines(s, "#entity-logs")] == ["wrote /data/trace-cand-7.h5"], "text search")
+    s.shot("entity-logs")
+    expect_whole(s, "#entity-logs")
+    s.check_clean()
+
+
+def send_log(endpoint: str, body: str) -> None:
+    trace_seed.seed_logs(endpoint, {}, [(None, 20, body)])
+
+
+def test_logs_page_search_and_tail(s: Session, seeded: trace_seed.Seeded) -> None:
+    page = s.open("/logs?instrument=" + trace_seed.INSTRUMENT)
+    lines = panel_lines(s, "#logs-panel")
+    everything = [shown(b) for _, _, b in trace_seed.LOG_LINES]
+    expect([l["body"] for l in lines] == everything[::-1], "every line of the instrument, newest first")
+    idle = next(l for l in lines if l["body"] == "scheduler idle between scans")
+    expect(not idle["trace"] and not idle["traceLink"], "a line outside any span has no trace")
+    page.locator("#logs-panel .log-q").fill("SCHEDULER")
+    page.locator("#logs-panel .log-tools button[type=submit]").click()
+    page.wait_for_function("() => document.querySelectorAll('#logs-panel .log-line').length === 1")
+    page.locator("#logs-panel .log-q").fill("")
+    page.locator("#logs-panel .log-tools button[type=submit]").click()
+    page.wait_for_function("(n) => document.querySelectorAll('#logs-panel .log-line').length === n", arg=len(everything))
+    send_log(seeded.endpoint, "tail line while live")
+    page.wait_for_function("() => document.querySelector('#logs-panel .log-line .log-body').textContent === 'tail line while live'", timeout=15_000)
+    page.locator("#tail-toggle").click()
+    expect(page.locator("#logs-panel").get_attribute("data-paused") == "true", "paused")
+    polls = page.locator("#logs-panel").get_attribute("data-polls")
+    send_log(seeded.endpoint, "tail line while paused")
+    page.wait_for_timeout(4500)
+    expect(page.locator("#logs-panel").get_attribute("data-polls") == polls, "no polls while paused")
+    expect(page.locator("#logs-panel .log-line", has_text="while paused").count() == 0, "nothing new while paused")
+    page.locator("#tail-toggle").click()
+    page.wait_for_function("() => document.querySelector('#logs-panel .log-line .log-body').textContent === 'tail line while paused'", timeout=15_000)
+    s.shot("logs")
+    expect_whole(s, "#logs-panel")
+    s.check_clean()
+
+
 TRACE_TESTS: list[Callable[[Session, trace_seed.Seeded], None]] = [
     test_waterfall_rows_and_nesting,
     test_span_details_panel,
@@ -672,6 +773,9 @@ TRACE_TESTS: list[Callable[[Session, trace_seed.Seeded], None]] = [
     test_big_trace_is_virtualised,
     test_hostile_span_names_stay_text,
     test_unknown_trace,
+    test_trace_log_panel,
+    test_entity_logs_section,
+    test_logs_page_search_and_tail,
 ]
 
 

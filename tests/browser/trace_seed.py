@@ -12,8 +12,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import logging
+
 from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -27,6 +32,19 @@ CAND = "trace-cand-7"
 HOSTILE_NAME = "<img src=x onerror=alert(5)></script><b>x</b>"
 HOSTILE_VALUE = "</script><script>alert(6)</script><img src=x onerror=alert(7)>"
 BATCHES, ITEMS = 99, 100  # 1 + 99 + 99 × 100 = 10 000 spans
+HOSTILE_LOG = "<script>alert(8)</script><img src=x onerror=alert(9)> \x1b[31mred alert\x1b[0m"
+HUGE_LOG = "huge-line " + "x" * (1024 * 1024)
+# Lines the log tests expect, by the span they are logged in (None: outside any span).
+LOG_LINES = [
+    ("ingest", logging.INFO, "read 4096 bytes from beam 3"),
+    ("filter", logging.INFO, "filter kept 97 % of samples"),
+    ("dedisperse", logging.ERROR, "GPU out of memory in dedisperse"),
+    ("fft", logging.WARNING, "fft fell back to the CPU"),
+    ("archive", logging.INFO, "wrote /data/trace-cand-7.h5"),
+    (None, logging.INFO, "scheduler idle between scans"),
+    ("ingest", logging.INFO, HOSTILE_LOG),
+    ("ingest", logging.DEBUG, HUGE_LOG),
+]
 MS = 10**6
 
 
@@ -39,6 +57,7 @@ class Seeded:
     spans: dict[str, str] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)
     publish_span: str = ""
+    endpoint: str = ""
 
 
 def hex_trace(span: Any) -> str:
@@ -58,17 +77,52 @@ def provider(endpoint: str, service: str, process: str) -> TracerProvider:
     return p
 
 
+def log_provider(endpoint: str) -> LoggerProvider:
+    resource = Resource.create({"service.name": SEARCH_SVC, "helix.instrument.id": INSTRUMENT,
+                                "helix.process.name": "TRACETEL/search"})
+    p = LoggerProvider(resource=resource)
+    p.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter(endpoint=endpoint + "/v1/logs", timeout=60)))
+    return p
+
+
+def seed_logs(endpoint: str, spans: dict[str, Any], lines: list[tuple[str | None, int, str]] | None = None) -> None:
+    """Lines (LOG_LINES by default) through Python logging and the SDK's OTLP/HTTP log exporter,
+    each inside its span (the handler takes the current span's trace and span IDs), as a
+    pipeline logs."""
+    provider_ = log_provider(endpoint)
+    logger = logging.getLogger("browser-seed")
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    handler = LoggingHandler(level=logging.DEBUG, logger_provider=provider_)
+    logger.addHandler(handler)
+    try:
+        for name, level, body in LOG_LINES if lines is None else lines:
+            if name is None:
+                logger.log(level, body)
+                continue
+            with trace.use_span(spans[name], end_on_exit=False):
+                logger.log(level, body)
+            time.sleep(0.002)  # distinct timestamps keep the expected order
+    finally:
+        logger.removeHandler(handler)
+        provider_.force_flush(60_000)
+        provider_.shutdown()
+
+
 def seed(endpoint: str) -> Seeded:
     search_p = provider(endpoint, SEARCH_SVC, "TRACETEL/search")
     archive_p = provider(endpoint, ARCHIVE_SVC, "TRACETEL/archive")
     search = search_p.get_tracer("browser-seed")
     archive = archive_p.get_tracer("browser-seed")
-    out = Seeded()
+    out = Seeded(endpoint=endpoint)
     t0 = time.time_ns() - 10 * 60 * 10**9
+
+    objects: dict[str, Any] = {}
 
     def child(tracer: Any, name: str, parent: Any, start: int, dur: int, **kw: Any) -> Any:
         span = tracer.start_span(name, context=trace.set_span_in_context(parent), start_time=t0 + start, **kw)
         out.spans[name] = hex_span(span)
+        objects[name] = span
         out.order.append(name)
         return span, t0 + start + dur
 
@@ -128,17 +182,19 @@ def seed(endpoint: str) -> Seeded:
     for p in (search_p, archive_p):
         p.force_flush(120_000)
         p.shutdown()
+    seed_logs(endpoint, objects)
     return out
 
 
 def wait_stored(herald: Any, seeded: Seeded, timeout: float = 60) -> None:
-    """Until the herald serves every seeded span (the writer commits in batches)."""
+    """Until the herald serves every seeded span and log line (the writer commits in batches)."""
     want = {seeded.observe: len(seeded.order), seeded.publish: 1, seeded.big: 1 + BATCHES + BATCHES * ITEMS}
     deadline = time.time() + timeout
     last: Any = None
     while time.time() < deadline:
         try:
-            if all(len(herald.get("/api/v1/trace/" + t)["spans"]) == n for t, n in want.items()):
+            logs = herald.get("/api/v1/logs?instrument=" + INSTRUMENT + "&limit=100")["logs"]
+            if all(len(herald.get("/api/v1/trace/" + t)["spans"]) == n for t, n in want.items()) and len(logs) == len(LOG_LINES):
                 return
         except Exception as err:  # 404 until the first span of a trace is stored
             last = err

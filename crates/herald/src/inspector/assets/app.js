@@ -348,12 +348,13 @@
     app.appendChild(opsSection);
     const evSection = h('section', { class: 'card', id: 'events' });
     app.appendChild(evSection);
-    const logSection = h('section', { class: 'card', id: 'entity-logs' }, h('h2', null, 'Logs'),
+    const logSection = h('section', { class: 'card', id: 'logs' }, h('h2', null, 'Logs'),
       h('p', { class: 'muted' }, 'Lines naming this entity and every line of its creation\u2019s and operations\u2019 traces (so lines logged before set_entity_id() are here too).'));
     app.appendChild(logSection);
     renderOperations(opsSection, e, view.operations || [], view.operations_next_cursor, view.events || []);
     renderEvents(evSection, view.events || [], view.events_next_cursor);
     const logs = logPanel({ entity_id: e.id }, { showTrace: true, empty: 'No log lines for this entity.' });
+    logs.el.id = 'entity-logs';
     logSection.appendChild(logs.el);
     await Promise.all([provenance(graphSection, e, params), logs.load()]);
   }
@@ -853,11 +854,11 @@
   // ---- logs: one panel for the trace page, the entity page and /logs ----------------------
 
   // Control characters (ANSI escapes and the like) would vanish from a text node: shown as
-  // their visible pictures instead (␛ for ESC). Newlines and tabs stay.
+  // their escapes instead (`\x1b[31m`). Newlines and tabs stay.
   function visibleText(text) {
-    return String(text).replace(/[\u0000-\u0008\u000b-\u001f\u007f]/g, (c) => (c === '\u007f' ? '\u2421' : String.fromCharCode(0x2400 + c.charCodeAt(0))));
+    return String(text).replace(/[\u0000-\u0008\u000b-\u001f\u007f]/g, (c) => '\\x' + c.charCodeAt(0).toString(16).padStart(2, '0'));
   }
-  const LOG_PREVIEW_CHARS = 2000;
+  const LOG_PREVIEW_CHARS = 500;
   const LOG_LEVELS = [['', 'any'], ['DEBUG', 'debug+'], ['INFO', 'info+'], ['WARN', 'warn+'], ['ERROR', 'error+']];
   function severityClass(n) { n = Number(n) || 0; return n >= 17 ? 'error' : n >= 13 ? 'warn' : n >= 9 ? 'info' : 'debug'; }
   function logKey(l) { return l.timestamp_ns + '|' + (l.span_id || '') + '|' + l.body; }
