@@ -12,15 +12,8 @@ use crate::ids::to_hex;
 use crate::records::{EntityCreated, EntityEvent, EntitySpan, LogRecorded, OperationRecorded, SpanRef, Status};
 use crate::render::{render_attributes, render_value};
 
-pub const ENTITY_ID: &str = "helix.entity.id";
-pub const INSTRUMENT_ID: &str = "helix.instrument.id";
-pub const PARENT_IDS: &str = "helix.parent.ids";
-pub const IS_OPERATION: &str = "helix.entity.is_operation";
-pub const PROCESS_NAME: &str = "helix.process.name";
-pub const SERVICE_NAME: &str = "service.name";
-/// The event that marks a span (and the entity it names) failed; the one spelling of the name.
-pub const ERROR_EVENT: &str = "helix.error";
-const HELIX_EVENT_PREFIX: &str = "helix.";
+use crate::keys::{log, HELIX_EVENT_PREFIX};
+pub use crate::keys::{ENTITY_ID, ERROR_EVENT, INSTRUMENT_ID, IS_OPERATION, PARENT_IDS, PROCESS_NAME, SERVICE_NAME};
 
 /// Keys that steer interpretation and therefore are not metadata.
 const NOT_METADATA: [&str; 4] = [ENTITY_ID, INSTRUMENT_ID, PARENT_IDS, IS_OPERATION];
@@ -313,13 +306,13 @@ pub fn interpret_logs(request: &ExportLogsServiceRequest) -> Vec<LogRecorded> {
                     },
                     severity_number,
                     body: render_value(record.body.as_ref()),
-                    trace_id: id_or(&record.trace_id, "otel_trace_id"),
-                    span_id: id_or(&record.span_id, "otel_span_id"),
-                    entity_id: field("helix_entity_id"),
-                    instrument_id: field("helix_instrument_id").or_else(|| context.instrument_id.clone()),
-                    process_name: field("helix_process_name").or_else(|| context.process_name.clone()),
+                    trace_id: id_or(&record.trace_id, log::TRACE_ID),
+                    span_id: id_or(&record.span_id, log::SPAN_ID),
+                    entity_id: field(log::ENTITY_ID),
+                    instrument_id: field(log::INSTRUMENT_ID).or_else(|| context.instrument_id.clone()),
+                    process_name: field(log::PROCESS_NAME).or_else(|| context.process_name.clone()),
                     service_name: context.service_name.clone(),
-                    source: field("helix_source"),
+                    source: field(log::SOURCE),
                     attributes: render_attributes(attrs, &[]),
                     resource: resource.clone(),
                 });

@@ -5,6 +5,7 @@
 pub mod builders;
 pub mod ids;
 pub mod interpret;
+pub mod keys;
 pub mod records;
 pub mod render;
 pub mod span;

@@ -1,0 +1,364 @@
+//! Which span is current, on which thread, for which task — and never a finished one.
+//!
+//! OpenTelemetry keeps the current [`Context`] in a thread-local stack whose guards must be
+//! dropped on the thread that attached them. Our guards ([`crate::Token`], [`crate::SpanGuard`])
+//! are `Send`: they may be completed on another thread, and in async code the task that holds
+//! one may move between threads at every `.await`. So the OpenTelemetry guard of each
+//! attachment lives here, in a thread-local list, and is only ever dropped on its own thread:
+//!
+//! * completion on the attaching thread detaches at once (in any order: the stack supports
+//!   out-of-order removal);
+//! * completion elsewhere marks the attachment done; its thread drops it at its next helixobs
+//!   call, and until then [`caller_context`] skips it;
+//! * an attachment made inside a tokio task belongs to that task: other tasks polled on the
+//!   same thread never see it as their parent;
+//! * inside an [`InScope`] future (`in_scope`), attachments made during one poll are detached
+//!   when the poll returns and re-attached on whatever thread polls the future next, so a
+//!   guard held across `.await` stays current for that future only.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+
+use opentelemetry::trace::TraceContextExt;
+use opentelemetry::{Context, ContextGuard};
+
+/// The shared state of one tracked span: whether it is finished (also its identity in the lists
+/// below) and what a log line written while it is current carries.
+#[derive(Debug)]
+pub(crate) struct SpanState {
+    done: AtomicBool,
+    /// The entity log lines carry: the span's own entity, or the one a child span names.
+    entity: Mutex<Option<Arc<str>>>,
+    pub(crate) instrument: Arc<str>,
+    pub(crate) process: Option<Arc<str>>,
+}
+
+impl SpanState {
+    pub(crate) fn new(entity: Option<Arc<str>>, instrument: Arc<str>, process: Option<Arc<str>>) -> Arc<SpanState> {
+        Arc::new(SpanState { done: AtomicBool::new(false), entity: Mutex::new(entity), instrument, process })
+    }
+
+    /// Mark finished; true for the first caller only (completion is idempotent).
+    pub(crate) fn finish(&self) -> bool {
+        !self.done.swap(true, Ordering::AcqRel)
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn entity(&self) -> Option<Arc<str>> {
+        self.entity.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn set_entity(&self, id: Arc<str>) {
+        *self.entity.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
+    }
+}
+
+/// Who an attachment belongs to, i.e. for whom it may be the current span.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Owner {
+    /// The innermost `InScope` future being polled when it was attached.
+    Frame(u64),
+    /// A tokio task (attached outside any `InScope` future).
+    Task(tokio::task::Id),
+    /// Plain thread code, outside any tokio task.
+    Thread,
+}
+
+struct Attached {
+    owner: Owner,
+    state: Arc<SpanState>,
+    span_id: opentelemetry::trace::SpanId,
+    cx: Context,
+    // Dropping it restores OpenTelemetry's current context; only ever dropped on this thread.
+    _guard: ContextGuard,
+}
+
+thread_local! {
+    static ATTACHED: RefCell<Vec<Attached>> = const { RefCell::new(Vec::new()) };
+    /// The `InScope` frames being polled on this thread, innermost last.
+    static FRAMES: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+}
+
+static NEXT_FRAME: AtomicU64 = AtomicU64::new(1);
+
+fn current_owner() -> Owner {
+    if let Some(frame) = FRAMES.with(|f| f.borrow().last().copied()) {
+        return Owner::Frame(frame);
+    }
+    match tokio::task::try_id() {
+        Some(task) => Owner::Task(task),
+        None => Owner::Thread,
+    }
+}
+
+fn valid(a: &Attached, frames: &[u64], task: Option<tokio::task::Id>) -> bool {
+    if a.state.is_done() {
+        return false;
+    }
+    match a.owner {
+        Owner::Frame(f) => frames.contains(&f),
+        Owner::Task(t) => task == Some(t),
+        Owner::Thread => task.is_none(),
+    }
+}
+
+/// Make `cx` current on this thread for the current owner until [`detach`] (or completion).
+pub(crate) fn attach(cx: &Context, live: &Arc<SpanState>) {
+    purge();
+    let owner = current_owner();
+    let span_id = cx.span().span_context().span_id();
+    let guard = cx.clone().attach();
+    ATTACHED
+        .with(|a| a.borrow_mut().push(Attached { owner, state: live.clone(), span_id, cx: cx.clone(), _guard: guard }));
+}
+
+/// Detach `live`'s attachment if it is on this thread (no-op otherwise: its thread purges it).
+pub(crate) fn detach(live: &Arc<SpanState>) {
+    let removed = ATTACHED.with(|a| {
+        let mut list = a.borrow_mut();
+        list.iter().rposition(|x| Arc::ptr_eq(&x.state, live)).map(|i| list.remove(i))
+    });
+    // Dropped outside the borrow: restoring a context may run span destructors.
+    drop(removed);
+}
+
+/// Drop this thread's attachments that are finished. Cheap when there are none.
+fn purge() {
+    let finished: Vec<Attached> = ATTACHED.with(|a| {
+        let mut list = a.borrow_mut();
+        if list.iter().all(|x| !x.state.is_done()) {
+            return Vec::new();
+        }
+        let (done, keep): (Vec<_>, Vec<_>) = list.drain(..).partition(|x| x.state.is_done());
+        *list = keep;
+        done
+    });
+    drop(finished);
+}
+
+/// The context new spans of the calling code descend from: OpenTelemetry's current context,
+/// unless that is an attachment of ours which is finished or belongs to another task or frame
+/// — then the innermost attachment that does belong to the caller, or the empty context.
+pub(crate) fn caller_context() -> Context {
+    purge();
+    let current = Context::current();
+    ATTACHED.with(|a| {
+        let list = a.borrow();
+        if list.is_empty() {
+            return current;
+        }
+        let span_id = current.span().span_context().span_id();
+        let Some(top) = list.iter().rev().find(|x| x.span_id == span_id) else {
+            return current; // not ours: a foreign span, or nothing of ours is current
+        };
+        FRAMES.with(|f| {
+            let frames = f.borrow();
+            let task = tokio::task::try_id();
+            if valid(top, &frames, task) {
+                return current.clone();
+            }
+            list.iter().rev().find(|x| valid(x, &frames, task)).map(|x| x.cx.clone()).unwrap_or_default()
+        })
+    })
+}
+
+/// The context and helixobs state of the span the calling code runs in, for log records: the
+/// state is `None` when the current span is not one of ours (or there is none).
+pub(crate) fn current_state() -> (Context, Option<Arc<SpanState>>) {
+    purge();
+    let current = Context::current();
+    ATTACHED.with(|a| {
+        let list = a.borrow();
+        if list.is_empty() {
+            return (current, None);
+        }
+        let span_id = current.span().span_context().span_id();
+        let Some(top) = list.iter().rev().find(|x| x.span_id == span_id) else {
+            return (current, None);
+        };
+        FRAMES.with(|f| {
+            let frames = f.borrow();
+            let task = tokio::task::try_id();
+            if valid(top, &frames, task) {
+                return (current.clone(), Some(top.state.clone()));
+            }
+            match list.iter().rev().find(|x| valid(x, &frames, task)) {
+                Some(x) => (x.cx.clone(), Some(x.state.clone())),
+                None => (Context::new(), None),
+            }
+        })
+    })
+}
+
+/// An `in_scope` frame: the context it makes current during each poll, and the attachments
+/// made inside it that were still open when a poll returned.
+#[derive(Debug)]
+pub(crate) struct Frame {
+    id: u64,
+    cx: Context,
+    live: Arc<SpanState>,
+    suspended: Mutex<Vec<(Context, Arc<SpanState>)>>,
+}
+
+impl Frame {
+    pub(crate) fn new(cx: Context, live: Arc<SpanState>) -> Frame {
+        Frame { id: NEXT_FRAME.fetch_add(1, Ordering::Relaxed), cx, live, suspended: Mutex::new(Vec::new()) }
+    }
+
+    /// Enter for one poll: the frame's context, then what was open at the end of the last poll.
+    fn enter(&self) -> Entered<'_> {
+        FRAMES.with(|f| f.borrow_mut().push(self.id));
+        attach(&self.cx, &self.live);
+        let resumed = std::mem::take(&mut *self.suspended.lock().unwrap_or_else(|e| e.into_inner()));
+        for (cx, live) in resumed {
+            if !live.is_done() {
+                attach(&cx, &live);
+            }
+        }
+        Entered { frame: self }
+    }
+}
+
+/// Leaves a frame at the end of a poll (also when the poll panics).
+struct Entered<'a> {
+    frame: &'a Frame,
+}
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        let id = self.frame.id;
+        let mine: Vec<Attached> = ATTACHED.with(|a| {
+            let mut list = a.borrow_mut();
+            let (mine, keep): (Vec<_>, Vec<_>) = list.drain(..).partition(|x| x.owner == Owner::Frame(id));
+            *list = keep;
+            mine
+        });
+        let mut suspended = Vec::new();
+        for x in mine.iter().rev() {
+            // The frame's own context is attached afresh at every poll.
+            if !x.state.is_done() && !Arc::ptr_eq(&x.state, &self.frame.live) {
+                suspended.push((x.cx.clone(), x.state.clone()));
+            }
+        }
+        suspended.reverse();
+        *self.frame.suspended.lock().unwrap_or_else(|e| e.into_inner()) = suspended;
+        // Detach innermost first, so the stack unwinds in order.
+        for x in mine.into_iter().rev() {
+            drop(x);
+        }
+        FRAMES.with(|f| {
+            let mut frames = f.borrow_mut();
+            if let Some(i) = frames.iter().rposition(|&x| x == id) {
+                frames.remove(i);
+            }
+        });
+    }
+}
+
+/// What an [`InScope`] future ends when its inner future is done, dropped or panics.
+#[derive(Debug)]
+pub(crate) enum Ending {
+    /// `in_scope` of a creation or operation.
+    Token(crate::Token),
+    /// `in_scope` of a child span or plain trace.
+    Span(crate::SpanGuard),
+    /// `Token::scope`: the token stays with its owner, who completes it — unless the future
+    /// panics: then the span ends here with `helix.error`, and the token's own end is a no-op.
+    Borrowed(Context, Arc<SpanState>),
+}
+
+impl Ending {
+    fn finish(self) {
+        drop(self); // each guard completes itself on drop
+    }
+
+    fn panicked(self) {
+        match self {
+            Ending::Token(token) => token.fail_panicked(),
+            Ending::Span(span) => span.fail_panicked(),
+            Ending::Borrowed(cx, state) => {
+                if state.finish() {
+                    crate::token::record_error(&cx, crate::value::key_values(crate::panic::error_metadata()));
+                    cx.span().end();
+                    detach(&state);
+                }
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future that runs with a tracked span current at every poll, on whichever thread polls
+    /// it, and ends the span when it finishes (a panic inside records `helix.error`). Made by
+    /// `in_scope` on [`TokenBuilder`](crate::TokenBuilder), [`Token`](crate::Token) and
+    /// [`SpanGuard`](crate::SpanGuard). Dropping it before it finishes ends the span too, as
+    /// dropping a guard does.
+    #[must_use = "futures do nothing unless awaited"]
+    pub struct InScope<F> {
+        #[pin]
+        inner: F,
+        frame: Frame,
+        end: Option<Ending>,
+    }
+
+    impl<F> PinnedDrop for InScope<F> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(end) = this.project().end.take() {
+                end.finish();
+            }
+        }
+    }
+}
+
+impl<F> std::fmt::Debug for InScope<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InScope").field("frame", &self.frame.id).finish_non_exhaustive()
+    }
+}
+
+impl<F> InScope<F> {
+    pub(crate) fn new(inner: F, cx: Context, state: Arc<SpanState>, end: Ending) -> Self {
+        InScope { inner, frame: Frame::new(cx, state), end: Some(end) }
+    }
+}
+
+/// Records a panic unwinding out of a poll (the future itself is dropped later, by which time
+/// `std::thread::panicking()` is false again).
+struct PanicWatch<'a> {
+    end: &'a mut Option<Ending>,
+}
+
+impl Drop for PanicWatch<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(end) = self.end.take() {
+                end.panicked();
+            }
+        }
+    }
+}
+
+impl<F: Future> Future for InScope<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let watch = PanicWatch { end: this.end };
+        let entered = this.frame.enter();
+        let result = this.inner.poll(cx);
+        drop(entered);
+        if result.is_ready() {
+            if let Some(end) = watch.end.take() {
+                end.finish();
+            }
+        }
+        result
+    }
+}
