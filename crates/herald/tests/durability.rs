@@ -101,6 +101,83 @@ async fn sigkill_mid_stream_loses_no_acknowledged_span() {
     herald.get_ok(&format!("/api/v1/entity/{sample}")).await;
 }
 
+fn log_request(batch: u64) -> opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest {
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    let records = (0..PER_REQUEST)
+        .map(|i| {
+            let n = batch * PER_REQUEST + i;
+            LogRecord {
+                time_unix_nano: 1_700_000_000_000_000_000 + n,
+                severity_number: 9,
+                body: Some(AnyValue { value: Some(any_value::Value::StringValue(format!("line-{n:06}"))) }),
+                ..Default::default()
+            }
+        })
+        .collect();
+    opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs { log_records: records, ..Default::default() }],
+            ..Default::default()
+        }],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_stream_loses_no_acknowledged_log_record() {
+    use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+    let herald = Herald::start();
+    let acked: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let batches = TOTAL / PER_REQUEST;
+    let mut senders = Vec::new();
+    for lane in 0..4u64 {
+        let (acked, url) = (acked.clone(), herald.grpc_url());
+        senders.push(tokio::spawn(async move {
+            let Ok(mut client) = LogsServiceClient::connect(url).await else { return };
+            for batch in (lane..batches).step_by(4) {
+                match client.export(log_request(batch)).await {
+                    Ok(_) => acked.lock().unwrap().push(batch),
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    let mut herald = herald;
+    eventually(Duration::from_secs(120), async || (acked.lock().unwrap().len() as u64 >= batches / 3).then_some(()))
+        .await;
+    herald.kill9();
+    for s in senders {
+        let _ = s.await;
+    }
+    let acked: HashSet<u64> = acked.lock().unwrap().iter().copied().collect();
+    assert!((acked.len() as u64) < batches, "the kill happened mid-stream");
+    let store = SqliteStore::open(&herald.db_path(), Default::default()).expect("reopen after SIGKILL");
+    let mut stored = HashSet::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .log_search(&helix_store::LogFilter::default(), &helix_store::PageRequest { limit: 5_000, cursor })
+            .await
+            .expect("log query");
+        stored.extend(page.items.into_iter().map(|l| l.body));
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    let missing: Vec<String> = acked
+        .iter()
+        .flat_map(|b| (0..PER_REQUEST).map(move |i| format!("line-{:06}", b * PER_REQUEST + i)))
+        .filter(|body| !stored.contains(body))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged log records lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn saturated_writer_answers_retryable_errors_and_sdk_retries_deliver_everything() {
     // A tiny queue so that concurrent exporters overrun it.
