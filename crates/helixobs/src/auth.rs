@@ -131,7 +131,9 @@ impl TokenSource {
         header.set_sensitive(true);
         let now = Instant::now();
         let lifetime = Duration::from_secs_f64(lifetime);
-        let margin = lifetime.mul_f64(REFRESH_FRACTION).max(MIN_MARGIN.min(lifetime));
+        // Refresh with a fifth of the lifetime left (at least 5 s before expiry), but never in
+        // the first half of it: short-lived tokens must not turn the refresh into a busy loop.
+        let margin = lifetime.mul_f64(REFRESH_FRACTION).max(MIN_MARGIN).min(lifetime / 2);
         *self.current.write().unwrap_or_else(|e| e.into_inner()) =
             Some(Current { header, refresh_at: now + lifetime - margin, expires_at: now + lifetime });
         Ok(())

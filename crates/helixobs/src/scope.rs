@@ -77,11 +77,36 @@ struct Attached {
     span_id: opentelemetry::trace::SpanId,
     cx: Context,
     // Dropping it restores OpenTelemetry's current context; only ever dropped on this thread.
-    _guard: ContextGuard,
+    guard: Option<ContextGuard>,
+}
+
+/// This thread's attachments. When the thread exits, OpenTelemetry's own thread-local may
+/// already be gone: the guards are then forgotten, not dropped (nothing is left to restore).
+struct ThreadAttachments(Vec<Attached>);
+
+impl Drop for ThreadAttachments {
+    fn drop(&mut self) {
+        for mut a in self.0.drain(..) {
+            std::mem::forget(a.guard.take());
+        }
+    }
+}
+
+impl std::ops::Deref for ThreadAttachments {
+    type Target = Vec<Attached>;
+    fn deref(&self) -> &Vec<Attached> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ThreadAttachments {
+    fn deref_mut(&mut self) -> &mut Vec<Attached> {
+        &mut self.0
+    }
 }
 
 thread_local! {
-    static ATTACHED: RefCell<Vec<Attached>> = const { RefCell::new(Vec::new()) };
+    static ATTACHED: RefCell<ThreadAttachments> = const { RefCell::new(ThreadAttachments(Vec::new())) };
     /// The `InScope` frames being polled on this thread, innermost last.
     static FRAMES: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
 }
@@ -115,8 +140,9 @@ pub(crate) fn attach(cx: &Context, live: &Arc<SpanState>) {
     let owner = current_owner();
     let span_id = cx.span().span_context().span_id();
     let guard = cx.clone().attach();
-    ATTACHED
-        .with(|a| a.borrow_mut().push(Attached { owner, state: live.clone(), span_id, cx: cx.clone(), _guard: guard }));
+    ATTACHED.with(|a| {
+        a.borrow_mut().push(Attached { owner, state: live.clone(), span_id, cx: cx.clone(), guard: Some(guard) })
+    });
 }
 
 /// Detach `live`'s attachment if it is on this thread (no-op otherwise: its thread purges it).
@@ -137,7 +163,7 @@ fn purge() {
             return Vec::new();
         }
         let (done, keep): (Vec<_>, Vec<_>) = list.drain(..).partition(|x| x.state.is_done());
-        *list = keep;
+        **list = keep;
         done
     });
     drop(finished);
@@ -237,7 +263,7 @@ impl Drop for Entered<'_> {
         let mine: Vec<Attached> = ATTACHED.with(|a| {
             let mut list = a.borrow_mut();
             let (mine, keep): (Vec<_>, Vec<_>) = list.drain(..).partition(|x| x.owner == Owner::Frame(id));
-            *list = keep;
+            **list = keep;
             mine
         });
         let mut suspended = Vec::new();

@@ -5,6 +5,8 @@
 //! and `scripts/test.sh` build it before any test runs; alone, run `cargo build -p herald`).
 #![allow(dead_code)] // each test binary uses part of the harness
 
+pub mod capture;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
