@@ -65,54 +65,81 @@ pub struct HeraldRun {
     pub elapsed: Duration,
 }
 
-/// Start a herald in-process on loopback with `db_url`, send `requests` from `clients`
-/// concurrent gRPC exporters (each waiting for its ack) for at most `limit`, then stop it.
-pub async fn through_herald(
-    db_url: &str,
-    requests: Arc<Vec<ExportTraceServiceRequest>>,
-    clients: usize,
-    limit: Duration,
-    extra_flags: &[&str],
-) -> HeraldRun {
-    let mut flags = vec![
-        "herald",
-        "--otlp-grpc-addr",
-        "127.0.0.1:0",
-        "--otlp-http-addr",
-        "127.0.0.1:0",
-        "--api-addr",
-        "127.0.0.1:0",
-        "--metrics-addr",
-        "127.0.0.1:0",
-        "--db-url",
-        db_url,
-    ];
-    flags.extend_from_slice(extra_flags);
-    let args = herald::config::Cli::try_parse_from(flags).expect("static herald flags").serve;
-    let listeners = herald::server::Listeners::bind(&args).await.expect("loopback ports");
-    let grpc = format!("http://{}", listeners.grpc.local_addr().expect("bound"));
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let server = tokio::spawn(herald::server::run(args, listeners, shutdown.clone()));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+/// A herald running in-process on loopback (its own listeners, the given store).
+pub struct InProcessHerald {
+    pub grpc: String,
+    shutdown: tokio_util::sync::CancellationToken,
+    server: tokio::task::JoinHandle<Result<(), herald::server::RunError>>,
+}
 
+impl InProcessHerald {
+    pub async fn start(db_url: &str, extra_flags: &[&str]) -> InProcessHerald {
+        let mut flags = vec![
+            "herald",
+            "--otlp-grpc-addr",
+            "127.0.0.1:0",
+            "--otlp-http-addr",
+            "127.0.0.1:0",
+            "--api-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--db-url",
+            db_url,
+        ];
+        flags.extend_from_slice(extra_flags);
+        let args = herald::config::Cli::try_parse_from(flags).expect("static herald flags").serve;
+        let listeners = herald::server::Listeners::bind(&args).await.expect("loopback ports");
+        let grpc = format!("http://{}", listeners.grpc.local_addr().expect("bound"));
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let server = tokio::spawn(herald::server::run(args, listeners, shutdown.clone()));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        InProcessHerald { grpc, shutdown, server }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.server.await;
+    }
+}
+
+/// `clients` concurrent exporters, each taking the next of `requests` and waiting for its
+/// ack, until `deadline` or the requests run out. `export` sends one request on a client made
+/// by `connect`; `items` counts what a request carries.
+pub async fn drive<C, R>(
+    clients: usize,
+    requests: Arc<Vec<R>>,
+    deadline: Instant,
+    connect: impl Fn() -> C,
+    export: impl Fn(C, R) -> std::pin::Pin<Box<dyn std::future::Future<Output = (C, bool)> + Send>>
+        + Send
+        + Sync
+        + Clone
+        + 'static,
+    items: fn(&R) -> usize,
+) -> HeraldRun
+where
+    C: Send + 'static,
+    R: Clone + Send + Sync + 'static,
+{
     let next = Arc::new(AtomicUsize::new(0));
-    let deadline = Instant::now() + limit;
     let mut tasks = Vec::new();
     for _ in 0..clients {
-        let (requests, next, grpc) = (requests.clone(), next.clone(), grpc.clone());
+        let (requests, next, export) = (requests.clone(), next.clone(), export.clone());
+        let mut client = Some(connect());
         tasks.push(tokio::spawn(async move {
-            let mut client = TraceServiceClient::connect(grpc).await.expect("connect to the herald");
             let (mut acked, mut refused, mut latencies) = (0usize, 0usize, Vec::new());
             while Instant::now() < deadline {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(req) = requests.get(i) else { break };
                 let t = Instant::now();
-                match client.export(req.clone()).await {
-                    Ok(_) => {
-                        latencies.push(t.elapsed());
-                        acked += span_count(req);
-                    }
-                    Err(_) => refused += 1,
+                let (c, ok) = export(client.take().expect("client"), req.clone()).await;
+                client = Some(c);
+                if ok {
+                    latencies.push(t.elapsed());
+                    acked += items(req);
+                } else {
+                    refused += 1;
                 }
             }
             (acked, refused, latencies)
@@ -127,8 +154,40 @@ pub async fn through_herald(
         run.latencies.extend(l);
     }
     run.elapsed = started.elapsed();
-    shutdown.cancel();
-    let _ = server.await;
     run.latencies.sort();
+    run
+}
+
+/// Trace exporters against `grpc` (lazily connected channels).
+pub fn trace_client(grpc: &str) -> TraceServiceClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(grpc.to_owned()).expect("loopback URL").connect_lazy();
+    TraceServiceClient::new(channel)
+}
+
+/// Sends one trace export; `true` when acknowledged.
+pub fn export_traces(
+    mut client: TraceServiceClient<tonic::transport::Channel>,
+    request: ExportTraceServiceRequest,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = (TraceServiceClient<tonic::transport::Channel>, bool)> + Send>>
+{
+    Box::pin(async move {
+        let ok = client.export(request).await.is_ok();
+        (client, ok)
+    })
+}
+
+/// Start a herald in-process on loopback with `db_url`, send `requests` from `clients`
+/// concurrent gRPC exporters (each waiting for its ack) for at most `limit`, then stop it.
+pub async fn through_herald(
+    db_url: &str,
+    requests: Arc<Vec<ExportTraceServiceRequest>>,
+    clients: usize,
+    limit: Duration,
+    extra_flags: &[&str],
+) -> HeraldRun {
+    let herald = InProcessHerald::start(db_url, extra_flags).await;
+    let grpc = herald.grpc.clone();
+    let run = drive(clients, requests, Instant::now() + limit, || trace_client(&grpc), export_traces, span_count).await;
+    herald.stop().await;
     run
 }

@@ -8,6 +8,7 @@
 //! Results print as Markdown for `docs/benchmarks.md`.
 
 mod load;
+mod logs;
 mod postgres;
 mod traces;
 
@@ -77,10 +78,36 @@ enum Bench {
         #[arg(long, default_value_t = 500)]
         queries: usize,
     },
+    /// Log store: durable log ingest alone, spans alone and both at once; and log reads with
+    /// `--lines` stored (5 000 000 in docs/benchmarks.md).
+    Logs {
+        #[command(subcommand)]
+        what: LogBench,
+    },
     /// PostgreSQL: ingest vs bare COPY vs the older herald's writes; lineage vs GIN-indexed CTE.
     Postgres {
         #[command(subcommand)]
         what: postgres::PgBench,
+    },
+}
+
+#[derive(Subcommand)]
+enum LogBench {
+    Ingest {
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        #[arg(long, default_value_t = 16)]
+        log_clients: usize,
+        #[arg(long, default_value_t = 16)]
+        span_clients: usize,
+    },
+    Reads {
+        #[arg(long, default_value_t = 5_000_000)]
+        lines: usize,
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+        #[arg(long)]
+        db: Option<std::path::PathBuf>,
     },
 }
 
@@ -95,6 +122,10 @@ fn main() {
         Bench::Lineage { entities, queries } => rt.block_on(lineage(entities, queries)),
         Bench::Traces { spans, queries, db } => rt.block_on(traces::run(spans, queries, db)),
         Bench::Postgres { what } => rt.block_on(postgres::run(what)),
+        Bench::Logs { what: LogBench::Ingest { seconds, log_clients, span_clients } } => {
+            rt.block_on(logs::ingest(seconds, log_clients, span_clients))
+        }
+        Bench::Logs { what: LogBench::Reads { lines, queries, db } } => rt.block_on(logs::reads(lines, queries, db)),
     }
 }
 
