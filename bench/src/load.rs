@@ -74,19 +74,9 @@ pub struct InProcessHerald {
 
 impl InProcessHerald {
     pub async fn start(db_url: &str, extra_flags: &[&str]) -> InProcessHerald {
-        let mut flags = vec![
-            "herald",
-            "--otlp-grpc-addr",
-            "127.0.0.1:0",
-            "--otlp-http-addr",
-            "127.0.0.1:0",
-            "--api-addr",
-            "127.0.0.1:0",
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--db-url",
-            db_url,
-        ];
+        let mut flags = vec!["herald"];
+        flags.extend(herald::config::LOOPBACK_FLAGS);
+        flags.extend(["--db-url", db_url]);
         flags.extend_from_slice(extra_flags);
         let args = herald::config::Cli::try_parse_from(flags).expect("static herald flags").serve;
         let listeners = herald::server::Listeners::bind(&args).await.expect("loopback ports");

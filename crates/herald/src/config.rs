@@ -130,6 +130,18 @@ pub struct ServeArgs {
     pub log_retention: Option<Duration>,
 }
 
+/// Every listener on a free loopback port (the ready file says which): tests, benchmarks.
+pub const LOOPBACK_FLAGS: [&str; 8] = [
+    "--otlp-grpc-addr",
+    "127.0.0.1:0",
+    "--otlp-http-addr",
+    "127.0.0.1:0",
+    "--api-addr",
+    "127.0.0.1:0",
+    "--metrics-addr",
+    "127.0.0.1:0",
+];
+
 /// The default age of stored log records (`--log-retention`).
 pub const DEFAULT_LOG_RETENTION: Duration = Duration::from_secs(7 * 86_400);
 

@@ -21,16 +21,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 /// Every listener of a test herald on a free loopback port (the ready file says which).
-pub const LOOPBACK: [&str; 8] = [
-    "--otlp-grpc-addr",
-    "127.0.0.1:0",
-    "--otlp-http-addr",
-    "127.0.0.1:0",
-    "--api-addr",
-    "127.0.0.1:0",
-    "--metrics-addr",
-    "127.0.0.1:0",
-];
+pub const LOOPBACK: [&str; 8] = herald::config::LOOPBACK_FLAGS;
 
 /// Options for starting a herald.
 #[derive(Clone, Default)]
