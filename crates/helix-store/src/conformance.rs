@@ -97,6 +97,7 @@ macro_rules! conformance_tests {
             traces_search_by_each_filter,
             traces_paging_walks_all,
             spans_split_and_joined_exactly,
+            span_entities_resolve_log_places,
             span_retention_removes_old_traces_only,
             span_budget_removes_oldest_first,
         );
@@ -1965,4 +1966,56 @@ pub async fn span_budget_removes_oldest_first(store: &dyn Store) {
     let limits = SpanRetention { max_age: None, max_bytes: Some(25_000) };
     assert_eq!(store.prune_spans(&limits, T0).await.unwrap(), 1);
     assert_eq!(trace_ids(store, TraceFilter::default()).await, [trace_of("bud-c"), trace_of("bud-b")]);
+}
+
+/// The entity of a log line's place: its own span's when that is an entity span, else the
+/// trace's earliest entity span's; nothing for traces without one, unknown or non-hex IDs.
+pub async fn span_entities_resolve_log_places(store: &dyn Store) {
+    let root = span("se", "se-root", None, "ingest", 0);
+    let mut outer = span("se", "se-outer", Some("se-root"), "search", 10);
+    outer.role = SpanRole::Creation;
+    outer.entity_id = Some("block-se".into());
+    let mut inner = span("se", "se-inner", Some("se-outer"), "cluster", 20);
+    inner.role = SpanRole::Creation;
+    inner.entity_id = Some("cand-se".into());
+    let child = span("se", "se-child", Some("se-inner"), "fit", 30);
+    let mut op_span = span("se-op", "se-op", None, "archive", 40);
+    op_span.role = SpanRole::Operation;
+    op_span.entity_id = Some("cand-se".into());
+    let plain = span("se-plain", "se-plain", None, "other", 50);
+    write(store, [root, outer, inner, child, op_span, plain].into_iter().map(span_rec).collect()).await;
+
+    let key = |trace: &str, span: Option<&str>| (trace_of(trace), span.map(span_of));
+    let keys = vec![
+        key("se", Some("se-inner")),
+        key("se", Some("se-outer")),
+        key("se", Some("se-child")),
+        key("se", None),
+        key("se", Some("se-unknown")),
+        key("se-op", Some("se-op")),
+        key("se-op", None),
+        key("se-plain", Some("se-plain")),
+        key("se-never", None),
+        ("not hex".to_owned(), Some("nothex".to_owned())),
+        (trace_of("se"), Some("nothex".to_owned())),
+    ];
+    let got = store.span_entities(&keys).await.expect("span_entities");
+    let want: Vec<Option<String>> = [
+        Some("cand-se"),
+        Some("block-se"),
+        Some("block-se"),
+        Some("block-se"),
+        Some("block-se"),
+        Some("cand-se"),
+        Some("cand-se"),
+        None,
+        None,
+        None,
+        Some("block-se"),
+    ]
+    .into_iter()
+    .map(|e| e.map(str::to_owned))
+    .collect();
+    assert_eq!(got, want);
+    assert!(store.span_entities(&[]).await.expect("no keys").is_empty());
 }

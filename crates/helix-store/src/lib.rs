@@ -129,6 +129,13 @@ pub trait Store: Send + Sync + 'static {
     /// ascending), paged.
     async fn traces(&self, filter: &TraceFilter, page: &PageRequest) -> StoreResult<Page<TraceSummary>>;
 
+    /// For each (trace ID, span ID) where a log line was logged, the entity it was logged for,
+    /// from the stored spans: the entity of that span when it is a creation or operation span,
+    /// else the entity of the trace's earliest creation or operation span (ties by span ID);
+    /// `None` when no such span of the trace is stored or an ID is not hex. Answers align with
+    /// `keys`; callers keep `keys` to a page of lines.
+    async fn span_entities(&self, keys: &[(String, Option<String>)]) -> StoreResult<Vec<Option<String>>>;
+
     /// One span retention pass as of `now_ns` (the store's job runs them periodically):
     /// whole traces that started before `now_ns - max_age`, then, while the spans' stored
     /// bytes exceed `max_bytes`, the oldest traces; in small transactions that leave ingest

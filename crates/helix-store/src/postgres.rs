@@ -393,6 +393,9 @@ impl Store for PostgresStore {
             .map_err(|e| e.during("prune_logs"))
     }
 
+    async fn span_entities(&self, keys: &[(String, Option<String>)]) -> StoreResult<Vec<Option<String>>> {
+        traces::span_entities(&self.client().await?, keys).await.map_err(|e| e.during("span_entities"))
+    }
     async fn prune_spans(&self, limits: &crate::SpanRetention, now_ns: i64) -> StoreResult<u64> {
         retention::span_pass(&self.inner.pool, limits, now_ns, Duration::from_millis(1))
             .await

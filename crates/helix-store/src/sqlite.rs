@@ -367,6 +367,11 @@ impl Store for SqliteStore {
             .map_err(|e| e.during("prune_logs"))
     }
 
+    async fn span_entities(&self, keys: &[(String, Option<String>)]) -> StoreResult<Vec<Option<String>>> {
+        let keys = keys.to_vec();
+        self.read(move |c| traces::span_entities(c, &keys)).await.map_err(|e| e.during("span_entities"))
+    }
+
     async fn prune_spans(&self, limits: &crate::SpanRetention, now_ns: i64) -> StoreResult<u64> {
         let (inner, limits) = (self.inner.clone(), *limits);
         tokio::task::spawn_blocking(move || retention::pass(&inner, &limits, now_ns))

@@ -128,6 +128,10 @@ pub struct ServeArgs {
     /// existing HELIX_RETENTION_LOGS_DAYS applies when this is not given.
     #[arg(long = "log-retention", env = "HELIX_LOG_RETENTION", value_parser = humantime::parse_duration)]
     pub log_retention: Option<Duration>,
+    /// Stored log rows one Loki API request may read (`/loki/api/v1/...`); a query that needs
+    /// more answers with what it found and a warning, so no query keeps the herald busy for long.
+    #[arg(long = "loki-scan-lines", env = "HELIX_LOKI_SCAN_LINES", default_value_t = crate::api::loki::DEFAULT_SCAN_LINES)]
+    pub loki_scan_lines: usize,
 }
 
 /// Every listener on a free loopback port (the ready file says which): tests, benchmarks.

@@ -166,7 +166,12 @@ pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationTo
 
     announce(&listeners, args.db_url());
     signal_ready(&listeners, args.ready_file.as_deref())?;
-    let state = ApiState { store: store.clone(), metrics: metrics.clone(), spans_stored: args.store_spans };
+    let state = ApiState {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        spans_stored: args.store_spans,
+        loki_scan_lines: args.loki_scan_lines.max(1),
+    };
     let app = api::app(state.clone())
         .merge(
             inspector::router_with(inspector::InspectorConfig {

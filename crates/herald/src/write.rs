@@ -406,6 +406,9 @@ mod tests {
         async fn prune_logs(&self, _: std::time::Duration, _: i64) -> StoreResult<u64> {
             no_reads()
         }
+        async fn span_entities(&self, _: &[(String, Option<String>)]) -> StoreResult<Vec<Option<String>>> {
+            no_reads()
+        }
         async fn prune_spans(&self, _: &helix_store::SpanRetention, _: i64) -> StoreResult<u64> {
             no_reads()
         }

@@ -37,7 +37,12 @@ impl Harness {
     fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Arc::new(SqliteStore::open(&dir.path().join("herald.db"), SqliteOptions::default()).expect("open"));
-        let state = ApiState { store: store.clone(), metrics: Arc::new(Metrics::new()), spans_stored: true };
+        let state = ApiState {
+            store: store.clone(),
+            metrics: Arc::new(Metrics::new()),
+            spans_stored: true,
+            loki_scan_lines: herald::api::loki::DEFAULT_SCAN_LINES,
+        };
         Harness { app: app(state), store, _dir: dir, next_span: 1 }
     }
 

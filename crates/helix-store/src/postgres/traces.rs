@@ -141,3 +141,27 @@ pub(super) async fn traces(c: &Object, f: &TraceFilter, page: &PageRequest) -> S
         .collect();
     Ok(split_page(rows, limit, cursor::after_trace))
 }
+
+/// `Store::span_entities`: per line place, the span itself, else the trace's earliest entity
+/// span (key lookups of `spans`), in one statement over the unnested keys.
+pub(super) async fn span_entities(c: &Object, keys: &[(String, Option<String>)]) -> StoreResult<Vec<Option<String>>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    // IDs that are not hex match nothing: an empty key.
+    let traces: Vec<Vec<u8>> = keys.iter().map(|(t, _)| stored::id_bytes(t, 16).unwrap_or_default()).collect();
+    let spans: Vec<Vec<u8>> =
+        keys.iter().map(|(_, s)| s.as_deref().and_then(|s| stored::id_bytes(s, 8)).unwrap_or_default()).collect();
+    let stmt = c
+        .prepare_cached(
+            "SELECT COALESCE(
+                 (SELECT s.entity_id FROM spans AS s WHERE s.trace_id = k.t AND s.span_id = k.s LIMIT 1),
+                 (SELECT s.entity_id FROM spans AS s WHERE s.trace_id = k.t AND s.entity_id IS NOT NULL
+                  ORDER BY s.start_ns, s.span_id LIMIT 1))
+             FROM unnest($1::bytea[], $2::bytea[]) WITH ORDINALITY AS k(t, s, n) ORDER BY k.n",
+        )
+        .await
+        .map_err(map_pg)?;
+    let rows = c.query(&stmt, &[&traces, &spans]).await.map_err(map_pg)?;
+    Ok(rows.iter().map(|r| r.get::<_, Option<String>>(0)).collect())
+}

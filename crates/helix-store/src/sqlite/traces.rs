@@ -3,12 +3,12 @@
 //! `traces` summaries (`crate::filter::trace_clauses`), started from a rare value's index
 //! when the filter has one.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use helix_model::span::stored;
 use helix_model::SpanRecorded;
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{Connection, Row};
+use rusqlite::{Connection, OptionalExtension, Row};
 
 use super::read::Query;
 use crate::cursor::{self, fetch_limit, page_limit, split_page};
@@ -158,4 +158,39 @@ pub(super) fn traces(conn: &Connection, f: &TraceFilter, page: &PageRequest) -> 
         t.entity_ids = ids.into_iter().collect();
     }
     Ok(split_page(rows.into_iter().map(|(_, t)| t).collect(), limit, cursor::after_trace))
+}
+
+/// `Store::span_entities`: two key lookups of `spans` per line place — the span itself, else
+/// the trace's earliest entity span (a scan of that trace's keys, once per trace).
+pub(super) fn span_entities(conn: &Connection, keys: &[(String, Option<String>)]) -> StoreResult<Vec<Option<String>>> {
+    let mut own = conn.prepare_cached("SELECT entity_id FROM spans WHERE trace_id = ?1 AND span_id = ?2")?;
+    let mut first = conn.prepare_cached(
+        "SELECT entity_id FROM spans WHERE trace_id = ?1 AND entity_id IS NOT NULL ORDER BY start_ns, span_id LIMIT 1",
+    )?;
+    let mut of_trace: HashMap<Vec<u8>, Option<String>> = HashMap::new();
+    let mut out = Vec::with_capacity(keys.len());
+    for (trace_id, span_id) in keys {
+        let Some(trace) = stored::id_bytes(trace_id, 16) else {
+            out.push(None);
+            continue;
+        };
+        if let Some(span) = span_id.as_deref().and_then(|s| stored::id_bytes(s, 8)) {
+            let found: Option<Option<String>> =
+                own.query_row(rusqlite::params![trace, span], |r| r.get(0)).optional()?;
+            if let Some(Some(entity)) = found {
+                out.push(Some(entity));
+                continue;
+            }
+        }
+        let entity = match of_trace.get(&trace) {
+            Some(known) => known.clone(),
+            None => {
+                let found: Option<String> = first.query_row([&trace], |r| r.get(0)).optional()?;
+                of_trace.insert(trace, found.clone());
+                found
+            }
+        };
+        out.push(entity);
+    }
+    Ok(out)
 }

@@ -38,7 +38,12 @@ impl FakeStore {
     }
 
     pub fn state(self) -> ApiState {
-        ApiState { store: Arc::new(self), metrics: Arc::new(Metrics::new()), spans_stored: true }
+        ApiState {
+            store: Arc::new(self),
+            metrics: Arc::new(Metrics::new()),
+            spans_stored: true,
+            loki_scan_lines: super::loki::DEFAULT_SCAN_LINES,
+        }
     }
 
     /// `Ok(value)` when empty, the configured error otherwise.
@@ -121,6 +126,9 @@ impl Store for FakeStore {
     }
     async fn monitor_points(&self, _query: &helix_store::MonitorQuery) -> StoreResult<helix_store::MonitorPoints> {
         self.answer(helix_store::MonitorPoints::default())
+    }
+    async fn span_entities(&self, keys: &[(String, Option<String>)]) -> StoreResult<Vec<Option<String>>> {
+        self.answer(vec![None; keys.len()])
     }
     async fn trace(&self, _trace_id: &str, _max_spans: usize) -> StoreResult<Option<helix_store::StoredTrace>> {
         self.answer(None)

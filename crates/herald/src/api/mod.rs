@@ -10,7 +10,9 @@ pub mod health;
 pub mod index;
 pub mod instruments;
 pub mod lineage;
+pub mod logql;
 pub mod logs;
+pub mod loki;
 pub mod monitor;
 pub mod openapi;
 pub mod otlp_json;
@@ -40,6 +42,8 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// False when the herald runs with `--store-spans=false`: the trace endpoints then say so.
     pub spans_stored: bool,
+    /// Rows one Loki API request may read from the store (`--loki-scan-lines`).
+    pub loki_scan_lines: usize,
 }
 
 /// One registered endpoint. Each resource module lists its endpoints as `Route`s; the router,
@@ -72,6 +76,7 @@ pub const RESOURCES: &[Resource] = &[
     Resource { name: "traces", routes: traces::routes },
     Resource { name: "logs", routes: logs::routes },
     Resource { name: "tempo", routes: tempo::routes },
+    Resource { name: "loki", routes: loki::routes },
     Resource { name: "health", routes: health::routes },
     Resource { name: "openapi", routes: openapi::routes },
 ];
@@ -154,9 +159,10 @@ impl From<StoreError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        match &self {
+impl ApiError {
+    /// Log what the client is not told: the causes of store and encoding failures.
+    pub(crate) fn log_cause(&self) {
+        match self {
             ApiError::Internal(cause) => tracing::error!(error = %cause, "api request failed"),
             ApiError::Encode(cause) => {
                 tracing::error!(error = %cause, "api response did not serialize")
@@ -166,6 +172,12 @@ impl IntoResponse for ApiError {
             }
             ApiError::BadParam { .. } | ApiError::NotFound(_) => {}
         }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.log_cause();
         let status = self.status();
         let mut response = (status, Json(serde_json::json!({ "error": self.to_string() }))).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {

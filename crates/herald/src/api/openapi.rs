@@ -267,7 +267,15 @@ mod tests {
             .iter()
             .map(|p| resolve(doc, p))
             .filter(|p| p["in"] == "query" && p["required"] == true)
-            .map(|p| format!("{}=X", p["name"].as_str().expect("name")))
+            .map(|p| {
+                // A parameter with a syntax of its own (a LogQL query) documents an example.
+                let value = p["example"].as_str().unwrap_or("X");
+                let encoded: String = value
+                    .bytes()
+                    .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+                    .collect();
+                format!("{}={encoded}", p["name"].as_str().expect("name"))
+            })
             .collect();
         if !required.is_empty() {
             uri = format!("{uri}?{}", required.join("&"));

@@ -92,7 +92,8 @@ impl QueryParams {
                 }
                 continue;
             }
-            if self.pairs[..i].iter().any(|(earlier, _)| earlier == name) {
+            // `name[]` is a list by convention (Loki's `match[]`): it may repeat.
+            if !name.ends_with("[]") && self.pairs[..i].iter().any(|(earlier, _)| earlier == name) {
                 return Err(ApiError::bad(name.clone(), "given more than once"));
             }
             let max = if name == "cursor" { MAX_CURSOR_BYTES } else { MAX_VALUE_BYTES };
@@ -111,6 +112,11 @@ impl QueryParams {
             .find(|(key, _)| key == name)
             .map(|(_, value)| value.as_str())
             .filter(|value| !value.is_empty())
+    }
+
+    /// Every non-empty value of a repeatable `name[]` parameter, in request order.
+    pub fn list(&self, name: &str) -> Vec<&str> {
+        self.pairs.iter().filter(|(key, value)| key == name && !value.is_empty()).map(|(_, v)| v.as_str()).collect()
     }
 
     /// A required text value.
@@ -218,6 +224,8 @@ mod tests {
         let err = QueryParams::from_pairs(&[("limit", "5"), ("limit", "6")]).allow(&["limit"]).expect_err("twice");
         assert!(message(err).contains("`limit`"));
         assert!(QueryParams::from_pairs(&[("_", "123")]).allow_extra(&["limit"]).is_ok());
+        let list = QueryParams::from_pairs(&[("match[]", "a"), ("match[]", "b")]).allow(&["match[]"]).expect("a list");
+        assert_eq!(list.list("match[]"), ["a", "b"]);
     }
 
     #[test]
