@@ -94,7 +94,21 @@ async fn the_api_root_is_an_index_of_every_endpoint() {
         let needs_instrument = ["/api/v1/stages", "/api/v1/stages/timeline", "/api/v1/errors", "/api/v1/monitor"]
             .iter()
             .any(|p| href.starts_with(p));
-        let path = if needs_instrument { format!("{href}?instrument=CHIME") } else { href.clone() };
+        // Required parameters with a syntax of their own (a LogQL query) document an example.
+        let examples: Vec<String> = openapi["paths"][href.as_str()]["get"]["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["required"] == true && p["in"] == "query")
+            .filter_map(|p| Some(format!("{}={}", p["name"].as_str()?, enc(p["example"].as_str()?))))
+            .collect();
+        let path = if needs_instrument {
+            format!("{href}?instrument=CHIME")
+        } else if !examples.is_empty() {
+            format!("{href}?{}", examples.join("&"))
+        } else {
+            href.clone()
+        };
         let (status, _) = herald.get_text(&path).await;
         assert_eq!(status, 200, "GET {path}");
     }
