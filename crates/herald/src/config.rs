@@ -132,6 +132,11 @@ pub struct ServeArgs {
     /// more answers with what it found and a warning, so no query keeps the herald busy for long.
     #[arg(long = "loki-scan-lines", env = "HELIX_LOKI_SCAN_LINES", default_value_t = crate::api::loki::DEFAULT_SCAN_LINES)]
     pub loki_scan_lines: usize,
+    /// Namespace IRI of this deployment in the PROV and OpenLineage exports: entities become
+    /// NAMESPACE + `entity/` + ID (e.g. https://obs.example.org/prov/). Must be an absolute IRI.
+    #[arg(long = "prov-namespace", env = "HELIX_PROV_NAMESPACE", default_value = crate::export::DEFAULT_NAMESPACE,
+          value_parser = parse_namespace)]
+    pub prov_namespace: String,
 }
 
 /// Every listener on a free loopback port (the ready file says which): tests, benchmarks.
@@ -201,6 +206,12 @@ pub fn parse_db_url(url: &str) -> Result<StoreLocation, String> {
 }
 
 /// `HOST:PORT`, `:PORT` (all interfaces, as the older herald's env vars are written) or `PORT`.
+/// `--prov-namespace`: an absolute IRI (see [`crate::export::check_namespace`]).
+pub fn parse_namespace(s: &str) -> Result<String, String> {
+    crate::export::check_namespace(s)?;
+    Ok(s.to_owned())
+}
+
 pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     let s = s.trim();
     let with_host = if let Some(port) = s.strip_prefix(':') {

@@ -171,6 +171,7 @@ pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationTo
         metrics: metrics.clone(),
         spans_stored: args.store_spans,
         loki_scan_lines: args.loki_scan_lines.max(1),
+        prov_namespace: args.prov_namespace.as_str().into(),
     };
     let app = api::app(state.clone())
         .merge(

@@ -42,6 +42,7 @@ impl Harness {
             metrics: Arc::new(Metrics::new()),
             spans_stored: true,
             loki_scan_lines: herald::api::loki::DEFAULT_SCAN_LINES,
+            prov_namespace: herald::export::DEFAULT_NAMESPACE.into(),
         };
         Harness { app: app(state), store, _dir: dir, next_span: 1 }
     }

@@ -43,6 +43,7 @@ impl FakeStore {
             metrics: Arc::new(Metrics::new()),
             spans_stored: true,
             loki_scan_lines: super::loki::DEFAULT_SCAN_LINES,
+            prov_namespace: crate::export::DEFAULT_NAMESPACE.into(),
         }
     }
 

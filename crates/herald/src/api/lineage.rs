@@ -36,6 +36,12 @@ fn direction(params: &QueryParams) -> Result<Direction, ApiError> {
     }
 }
 
+/// The `depth` parameter of every walk: 1..=[`MAX_DEPTH`], absent for no bound.
+pub(super) fn max_depth(params: &QueryParams) -> ApiResult<Option<u32>> {
+    // The cap is far below u32::MAX, so the conversion cannot fail.
+    Ok(params.count("depth", 1, MAX_DEPTH)?.map(|d| u32::try_from(d).unwrap_or(u32::MAX)))
+}
+
 /// `{"root", "direction", "nodes", "edges", "partial", "next_cursor"}`; 404 for an unknown root.
 async fn lineage(
     State(state): State<ApiState>,
@@ -45,8 +51,7 @@ async fn lineage(
     let params = params.allow(LINEAGE_PARAMS)?;
     let query = LineageQuery {
         direction: direction(&params)?,
-        // The cap is far below u32::MAX, so the conversion cannot fail.
-        max_depth: params.count("depth", 1, MAX_DEPTH)?.map(|d| u32::try_from(d).unwrap_or(u32::MAX)),
+        max_depth: max_depth(&params)?,
         limit: params.limit(DEFAULT_NODES, MAX_NODES)?,
         cursor: params.cursor()?,
         root: id,

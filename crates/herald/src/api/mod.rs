@@ -4,6 +4,7 @@
 
 pub mod entity;
 pub mod events;
+pub mod exports;
 #[cfg(test)]
 pub(crate) mod fake;
 pub mod health;
@@ -44,6 +45,8 @@ pub struct ApiState {
     pub spans_stored: bool,
     /// Rows one Loki API request may read from the store (`--loki-scan-lines`).
     pub loki_scan_lines: usize,
+    /// Namespace IRI of this deployment in the PROV and OpenLineage exports (`--prov-namespace`).
+    pub prov_namespace: Arc<str>,
 }
 
 /// One registered endpoint. Each resource module lists its endpoints as `Route`s; the router,
@@ -68,6 +71,7 @@ pub const RESOURCES: &[Resource] = &[
     Resource { name: "index", routes: index::routes },
     Resource { name: "entity", routes: entity::routes },
     Resource { name: "lineage", routes: lineage::routes },
+    Resource { name: "exports", routes: exports::routes },
     Resource { name: "search", routes: search::routes },
     Resource { name: "instruments", routes: instruments::routes },
     Resource { name: "stages", routes: stages::routes },
