@@ -9,6 +9,7 @@ the helixobs Python client (OpenTelemetry SDK, OTLP/gRPC). Then:
 - `?format=provn` parses with `prov`'s strict PROV-N parser into the same document;
 - `/openlineage` events are accepted by `openlineage-python`'s models and carry what the
   spec requires;
+- `/impact` counts equal a reference computed from `/lineage`, and its CSV reads back;
 - bounds and bad parameters are refused with a 400 naming the parameter.
 
 Prints one line per check and a closing `N passed, N failed`.
@@ -16,6 +17,7 @@ Prints one line per check and a closing `N passed, N failed`.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -39,7 +41,7 @@ NS = "https://obs.example.org/prov/"
 
 RAW = 'raw/blk "1" <script>alert(1)</script> \\ é_-.%2F'
 HOSTILE_META = {"note": '"]); drop table x; -- \n\u0001 <b>', "k": "v\\"}
-BEAM_A, BEAM_B = "beam-A", "beam-B"
+BEAM_A, BEAM_B = "beam-A", 'beam-B "=cmd()"; x'
 CAND = "cand%2F42 'x'"
 CLASS = "class:frb"
 
@@ -272,6 +274,49 @@ def test_bounds_and_bad_parameters_are_refused(api: str) -> None:
     for path in ("/prov", "/openlineage"):
         status, body, _ = get(api, entity_path("no-such-entity", path))
         assert status == 404 and b"no-such-entity" in body, (status, body)
+
+
+def test_impact_counts_equal_a_reference_from_lineage(api: str) -> None:
+    import csv
+    from collections import Counter
+
+    lineage = get_json(api, entity_path(RAW, "/lineage"), direction="descendants")
+    reference = [n for n in lineage["nodes"] if n["id"] != RAW]
+    assert len(reference) == 4  # two beams, the candidate once (a diamond), the classification
+    impact = get_json(api, entity_path(RAW, "/impact"))
+    assert impact["root"] == RAW and impact["total"] == len(reference)
+    assert impact["by_stage"] == dict(Counter(n["stage"] for n in reference))
+    assert impact["by_status"] == dict(Counter(n["status"] for n in reference)) == {"ok": 3, "error": 1}
+    assert impact["by_instrument"] == {"CHIME": 4}
+    assert impact["oldest_ns"] == min(n["timestamp_ns"] for n in reference)
+    assert impact["newest_ns"] == max(n["timestamp_ns"] for n in reference)
+    # Pages of the list partition it; the counts are the whole radius on every page.
+    ids, cursor = [], None
+    while True:
+        page = get_json(api, entity_path(RAW, "/impact"), limit="3", **({"cursor": cursor} if cursor else {}))
+        assert page["total"] == 4
+        ids += [n["id"] for n in page["entities"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert ids == [n["id"] for n in reference]
+    shallow = get_json(api, entity_path(RAW, "/impact"), depth="1")
+    assert shallow["total"] == 2 and shallow["by_stage"] == {"beam": 2}
+    status, body, ctype = get(api, entity_path(RAW, "/impact"), format="csv")
+    assert status == 200 and ctype.startswith("text/csv"), (status, ctype)
+    rows = list(csv.DictReader(io.StringIO(body.decode())))
+    assert [r["id"] for r in rows] == [n["id"] for n in reference]
+    assert [r["status"] for r in rows] == [n["status"] for n in reference]
+    # BEAM_B's ID holds quotes (a parent ID cannot hold a comma, docs/wire.md): one quoted CSV field, read back exactly.
+    assert BEAM_B in [r["id"] for r in rows]
+    rows_cand = list(csv.DictReader(io.StringIO(get(api, entity_path(CAND, "/impact"), format="csv")[1].decode())))
+    assert [r["id"] for r in rows_cand] == [CLASS]
+    leaf = get_json(api, entity_path(CLASS, "/impact"))
+    assert leaf["total"] == 0 and leaf["entities"] == [] and leaf["oldest_ns"] is None
+    for params, param in (({"format": "xml"}, "format"), ({"format": "csv", "limit": "5"}, "format"), ({"depth": "0"}, "depth")):
+        status, body, _ = get(api, entity_path(RAW, "/impact"), **params)
+        assert status == 400 and f"`{param}`" in json.loads(body)["error"], (params, status, body)
+    assert get(api, entity_path("no-such-entity", "/impact"))[0] == 404
 
 
 def test_a_bad_namespace_stops_the_herald_with_the_reason() -> None:

@@ -8,6 +8,7 @@ pub mod exports;
 #[cfg(test)]
 pub(crate) mod fake;
 pub mod health;
+pub mod impact;
 pub mod index;
 pub mod instruments;
 pub mod lineage;
@@ -72,6 +73,7 @@ pub const RESOURCES: &[Resource] = &[
     Resource { name: "entity", routes: entity::routes },
     Resource { name: "lineage", routes: lineage::routes },
     Resource { name: "exports", routes: exports::routes },
+    Resource { name: "impact", routes: impact::routes },
     Resource { name: "search", routes: search::routes },
     Resource { name: "instruments", routes: instruments::routes },
     Resource { name: "stages", routes: stages::routes },
