@@ -9,6 +9,7 @@
 
 mod load;
 mod logs;
+mod loki;
 mod postgres;
 mod traces;
 
@@ -101,6 +102,18 @@ enum LogBench {
         #[arg(long, default_value_t = 16)]
         span_clients: usize,
     },
+    /// The Loki-compatible API's reads (selector + line filter, entity label filter, log volume)
+    /// at `--lines` stored lines, against a baseline at 1 % of that in the same run.
+    Loki {
+        #[arg(long, default_value_t = 5_000_000)]
+        lines: usize,
+        /// Interleaved rounds of every read.
+        #[arg(long, default_value_t = 50)]
+        rounds: usize,
+        /// Keep the database file here instead of a temporary directory.
+        #[arg(long)]
+        db: Option<std::path::PathBuf>,
+    },
     Reads {
         #[arg(long, default_value_t = 5_000_000)]
         lines: usize,
@@ -126,6 +139,7 @@ fn main() {
             rt.block_on(logs::ingest(seconds, log_clients, span_clients))
         }
         Bench::Logs { what: LogBench::Reads { lines, queries, db } } => rt.block_on(logs::reads(lines, queries, db)),
+        Bench::Logs { what: LogBench::Loki { lines, rounds, db } } => rt.block_on(loki::run(lines, rounds, db)),
     }
 }
 
