@@ -137,6 +137,10 @@ pub struct ServeArgs {
     #[arg(long = "prov-namespace", env = "HELIX_PROV_NAMESPACE", default_value = crate::export::DEFAULT_NAMESPACE,
           value_parser = parse_namespace)]
     pub prov_namespace: String,
+    /// OpenLineage consumer (e.g. Marquez at http://marquez:5000): each first creation is also
+    /// POSTed as its run events to URL/api/v1/lineage, off the acknowledgement path, with retry.
+    #[arg(long = "openlineage-url", env = "OPENLINEAGE_URL", value_parser = parse_http_url)]
+    pub openlineage_url: Option<String>,
 }
 
 /// Every listener on a free loopback port (the ready file says which): tests, benchmarks.
@@ -206,6 +210,17 @@ pub fn parse_db_url(url: &str) -> Result<StoreLocation, String> {
 }
 
 /// `HOST:PORT`, `:PORT` (all interfaces, as the older herald's env vars are written) or `PORT`.
+/// An `http://` or `https://` URL with a host.
+pub fn parse_http_url(s: &str) -> Result<String, String> {
+    let rest = s.strip_prefix("http://").or_else(|| s.strip_prefix("https://"));
+    match rest {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') && !s.chars().any(char::is_whitespace) => {
+            Ok(s.to_owned())
+        }
+        _ => Err(format!("`{s}` is not an http:// or https:// URL with a host")),
+    }
+}
+
 /// `--prov-namespace`: an absolute IRI (see [`crate::export::check_namespace`]).
 pub fn parse_namespace(s: &str) -> Result<String, String> {
     crate::export::check_namespace(s)?;
@@ -308,6 +323,17 @@ mod tests {
         assert_eq!(parse_addr("8080").unwrap(), "0.0.0.0:8080".parse().unwrap());
         assert_eq!(parse_addr("127.0.0.1:0").unwrap(), "127.0.0.1:0".parse().unwrap());
         assert!(parse_addr("nonsense").unwrap_err().contains("HOST:PORT"));
+    }
+
+    #[test]
+    fn openlineage_urls_must_be_http_with_a_host() {
+        assert!(parse_http_url("http://127.0.0.1:5000").is_ok());
+        assert!(parse_http_url("https://marquez.example.org/").is_ok());
+        for bad in ["", "marquez:5000", "ftp://x", "http://", "http:///x", "http://a b"] {
+            assert!(parse_http_url(bad).is_err(), "{bad:?} accepted");
+        }
+        let err = Cli::try_parse_from(["herald", "--openlineage-url", "marquez:5000"]).unwrap_err().to_string();
+        assert!(err.contains("not an http:// or https:// URL"), "{err}");
     }
 
     #[test]

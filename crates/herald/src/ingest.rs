@@ -49,6 +49,8 @@ pub struct Ingest {
     pub metrics: Arc<Metrics>,
     /// Keep every span in the store (`--store-spans`); off, only entity rows are written.
     pub store_spans: bool,
+    /// OpenLineage emission (`OPENLINEAGE_URL`), if configured.
+    pub lineage: Option<crate::emit::Emitter>,
 }
 
 impl Ingest {
@@ -92,7 +94,14 @@ impl Ingest {
         };
         // Only first creations become link targets: a re-creation's span is not the one the
         // store (and so every other replica) resolves the entity to.
-        self.resolver.remember(created.into_iter().filter(|(id, _)| committed.contains(id)).collect());
+        let created: Vec<_> = created.into_iter().filter(|(id, _)| committed.contains(id)).collect();
+        if let Some(lineage) = &self.lineage {
+            // A creation this export committed first: its run events, once (an export may
+            // repeat a creation span).
+            let ids: std::collections::BTreeSet<String> = created.iter().map(|(id, _)| id.clone()).collect();
+            lineage.created(ids);
+        }
+        self.resolver.remember(created);
         self.metrics.spans_passthrough.inc_by(passthrough);
         self.metrics.spans_rejected.inc_by(rejected.len() as u64);
         if !rejected.is_empty() {

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod config;
+pub mod emit;
 pub mod export;
 pub mod forward;
 pub mod ingest;

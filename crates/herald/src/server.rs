@@ -156,12 +156,27 @@ pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationTo
         }
         None => (None, None),
     };
+    let (lineage, lineage_task) = match &args.openlineage_url {
+        Some(url) => {
+            let (e, t) = crate::emit::Emitter::spawn(
+                url,
+                args.prov_namespace.as_str().into(),
+                store.clone(),
+                forward_stop.clone(),
+            )
+            .map_err(RunError::Config)?;
+            tracing::info!(url, "emitting OpenLineage run events");
+            (Some(e), Some(t))
+        }
+        None => (None, None),
+    };
     let ingest = Arc::new(Ingest {
         resolver: Resolver::new(args.trace_store_size, store.clone(), metrics.clone()),
         writer,
         forwarder,
         metrics: metrics.clone(),
         store_spans: args.store_spans,
+        lineage,
     });
 
     announce(&listeners, args.db_url());
@@ -220,6 +235,11 @@ pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationTo
     forward_stop.cancel();
     if let Some(t) = forward_task {
         reports.extend(stage(vec![Task::joined("forwarder", t)], deadline).await);
+    }
+    // OpenLineage emission stops with the forwarder: events not yet delivered are not sent
+    // (the entities are stored; /openlineage gives their events).
+    if let Some(t) = lineage_task {
+        reports.extend(stage(vec![Task::joined("openlineage", t)], deadline).await);
     }
     // Stage 4: release the store (SQLite may checkpoint, PostgreSQL closes its pool) off the
     // async threads. Handles still held by connections aborted above go when the process exits.
