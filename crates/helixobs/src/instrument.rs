@@ -472,7 +472,7 @@ impl Instrument {
             attributes.push(KeyValue::new(keys::LOG_ENTITY_ID, entity.to_string()));
         }
         attributes.extend(extra);
-        let state = SpanState::new(log_entity, inner.instrument_id.clone(), inner.process_name.clone());
+        let state = SpanState::new(log_entity, inner.clone());
         SpanGuard::begin(&inner.tracer, name, parent, caller, attributes, state).attached()
     }
 

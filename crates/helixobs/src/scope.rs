@@ -33,13 +33,13 @@ pub(crate) struct SpanState {
     done: AtomicBool,
     /// The entity log lines carry: the span's own entity, or the one a child span names.
     entity: Mutex<Option<Arc<str>>>,
-    pub(crate) instrument: Arc<str>,
-    pub(crate) process: Option<Arc<str>>,
+    /// The instrument that made the span (its ID and process name are on every log line).
+    pub(crate) inner: Arc<crate::instrument::Inner>,
 }
 
 impl SpanState {
-    pub(crate) fn new(entity: Option<Arc<str>>, instrument: Arc<str>, process: Option<Arc<str>>) -> Arc<SpanState> {
-        Arc::new(SpanState { done: AtomicBool::new(false), entity: Mutex::new(entity), instrument, process })
+    pub(crate) fn new(entity: Option<Arc<str>>, inner: Arc<crate::instrument::Inner>) -> Arc<SpanState> {
+        Arc::new(SpanState { done: AtomicBool::new(false), entity: Mutex::new(entity), inner })
     }
 
     /// Mark finished; true for the first caller only (completion is idempotent).
@@ -137,6 +137,11 @@ fn valid(a: &Attached, frames: &[u64], task: Option<tokio::task::Id>) -> bool {
 /// Make `cx` current on this thread for the current owner until [`detach`] (or completion).
 pub(crate) fn attach(cx: &Context, live: &Arc<SpanState>) {
     purge();
+    attach_purged(cx, live);
+}
+
+/// [`attach`] right after [`caller_context`] (which purged already).
+pub(crate) fn attach_purged(cx: &Context, live: &Arc<SpanState>) {
     let owner = current_owner();
     let span_id = cx.span().span_context().span_id();
     let guard = cx.clone().attach();

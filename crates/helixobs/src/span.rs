@@ -42,7 +42,7 @@ impl SpanGuard {
     }
 
     pub(crate) fn attached(self) -> SpanGuard {
-        scope::attach(&self.cx, &self.state);
+        scope::attach_purged(&self.cx, &self.state);
         self
     }
 

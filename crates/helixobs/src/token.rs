@@ -53,10 +53,14 @@ impl TokenBuilder {
     {
         for parent in parents {
             let parent = parent.as_ref();
-            if !parent.is_empty() {
-                if !self.parents.is_empty() {
-                    self.parents.push(',');
-                }
+            if parent.is_empty() {
+                continue;
+            }
+            if self.parents.is_empty() {
+                // Exact capacity: the usual single parent becomes the attribute without a copy.
+                self.parents = parent.to_owned();
+            } else {
+                self.parents.push(',');
                 self.parents.push_str(parent);
             }
         }
@@ -80,7 +84,7 @@ impl TokenBuilder {
     pub fn start(self) -> Token {
         let parent = scope::caller_context();
         let token = self.begin(&parent);
-        scope::attach(&token.cx, &token.state);
+        scope::attach_purged(&token.cx, &token.state);
         token
     }
 
@@ -148,11 +152,11 @@ impl TokenBuilder {
         let cx = parent.with_span(span);
         if self.kind == Kind::Create {
             if let Some(id) = &entity {
-                inner.registry.put(id.clone(), cx.span().span_context().clone());
+                inner.registry.put(id.clone(), cx.span().span_context());
             }
         }
-        let state = SpanState::new(entity, inner.instrument_id.clone(), inner.process_name.clone());
-        Token { cx, state, kind: self.kind, name: self.name, inner }
+        let state = SpanState::new(entity, inner);
+        Token { cx, state, kind: self.kind, name: self.name }
     }
 }
 
@@ -181,7 +185,6 @@ pub struct Token {
     state: Arc<SpanState>,
     kind: Kind,
     name: Cow<'static, str>,
-    inner: Arc<Inner>,
 }
 
 impl Token {
@@ -233,7 +236,7 @@ impl Token {
         span.set_attribute(KeyValue::new(keys::ENTITY_ID, Value::String(StringValue::from(id.clone()))));
         match self.kind {
             Kind::Operate => span.set_attribute(KeyValue::new(keys::IS_OPERATION, "true")),
-            Kind::Create => self.inner.registry.put(id.clone(), span.span_context().clone()),
+            Kind::Create => self.state.inner.registry.put(id.clone(), span.span_context()),
         }
         self.state.set_entity(id);
     }

@@ -87,6 +87,15 @@ impl Herald {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        // A test process that aborts (no Drop) must not leave its herald running.
+        // SAFETY: prctl only, between fork and exec.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         let mut child = cmd.spawn().expect("spawning the herald binary");
         let deadline = Instant::now() + Duration::from_secs(60);
         let ready: Value = loop {
