@@ -309,7 +309,7 @@ fn span_store_bytes(path: &std::path::Path) -> (i64, i64) {
     let bytes: i64 = conn
         .query_row(
             "SELECT sum(pgsize) FROM dbstat WHERE name IN ('spans', 'span_sources', 'trace_terms', 'spans_entity',
-                 'traces_start', 'traces_errors')",
+                 'traces_start', 'traces_errors', 'traces_duration', 'span_blocks')",
             [],
             |r| r.get(0),
         )

@@ -147,6 +147,12 @@ pub(crate) struct TraceSql {
     pub term_probe: &'static str,
     /// The driver's rows for `TraceDriver::Long`, one `?` (the minimum duration).
     pub long_traces: &'static str,
+    /// The driver's rows for `TraceDriver::Term`, one `?` (the term), joined to `traces AS t`.
+    pub term_traces: &'static str,
+    /// The driver's rows for `TraceDriver::Entity`, one `?` (the entity ID), joined to `traces AS t`.
+    pub entity_traces: &'static str,
+    /// The span `s` is one of the trace `t`'s.
+    pub same_trace: &'static str,
 }
 
 /// Fewer matches than this and a search starts from them rather than from the newest trace.
@@ -183,14 +189,8 @@ pub(crate) fn choose_driver(f: &TraceFilter, term_counts: &[(i64, i64)], long: O
 pub(crate) fn trace_from(driver: &TraceDriver, sql: &TraceSql) -> (String, Vec<TraceParam>) {
     let (from, params): (&str, Vec<TraceParam>) = match driver {
         TraceDriver::Newest => ("traces AS t", vec![]),
-        TraceDriver::Entity(e) => (
-            "(SELECT DISTINCT trace_id FROM spans WHERE entity_id = ?) AS m JOIN traces AS t ON t.trace_id = m.trace_id",
-            vec![TraceParam::Text(e.clone())],
-        ),
-        TraceDriver::Term(term) => (
-            "(SELECT DISTINCT trace_id FROM trace_terms WHERE term = ?) AS m JOIN traces AS t ON t.trace_id = m.trace_id",
-            vec![TraceParam::Int(*term)],
-        ),
+        TraceDriver::Entity(e) => (sql.entity_traces, vec![TraceParam::Text(e.clone())]),
+        TraceDriver::Term(term) => (sql.term_traces, vec![TraceParam::Int(*term)]),
         TraceDriver::Long(min) => (sql.long_traces, vec![TraceParam::Int(*min)]),
     };
     (from.to_owned(), params)
@@ -244,7 +244,8 @@ pub(crate) fn trace_clauses(
         out.push((
             format!(
                 "EXISTS (SELECT 1 FROM spans AS s JOIN span_sources AS src ON src.id = s.source_id
-                 WHERE s.trace_id = t.trace_id AND {})",
+                 WHERE {} AND {})",
+                sql.same_trace,
                 conditions.join(" AND ")
             ),
             span_level.iter().map(|(_, v)| TraceParam::Text((*v).clone())).collect(),

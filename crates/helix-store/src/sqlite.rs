@@ -2,6 +2,7 @@
 //! connection behind a mutex and a small pool of readers, all driven from tokio's blocking pool
 //! because rusqlite is synchronous.
 
+mod blocks;
 mod logs;
 mod migrate;
 mod read;
@@ -12,7 +13,7 @@ mod write;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -138,9 +139,17 @@ struct Inner {
     path: PathBuf,
     busy_timeout: Duration,
     max_readers: usize,
-    writer: Mutex<Connection>,
+    writer: Mutex<Writer>,
+    /// Which block each stored trace is in (the writer adds, retention removes, reads look up).
+    directory: RwLock<blocks::Directory>,
     /// Idle read connections; more are opened on demand and the extra ones closed after use.
     readers: Mutex<Vec<Connection>>,
+}
+
+/// The writer connection and the open span block it fills.
+struct Writer {
+    conn: Connection,
+    open: blocks::OpenBlock,
 }
 
 /// Lock a mutex even if a previous holder panicked: a panic inside a write drops (rolls back)
@@ -183,11 +192,14 @@ impl SqliteStore {
         ensure_parent_dir(path)?;
         let mut writer = connect(path, opts.busy_timeout, false)?;
         prepare_schema(&mut writer, path, opts.migrate)?;
+        let (directory, open) = blocks::load(&mut writer)?;
+        tracing::debug!(traces = directory.len(), open_block = open.block, "span store directory loaded");
         let inner = Arc::new(Inner {
             path: path.to_owned(),
             busy_timeout: opts.busy_timeout,
             max_readers: opts.read_connections.max(1),
-            writer: Mutex::new(writer),
+            writer: Mutex::new(Writer { conn: writer, open }),
+            directory: RwLock::new(directory),
             readers: Mutex::new(Vec::new()),
         });
         let limits = opts.span_retention;
@@ -208,7 +220,7 @@ impl SqliteStore {
     /// `(journal_mode, synchronous)` of the writer connection, e.g. `("wal", 2)`: 2 is FULL,
     /// the level that makes an acknowledged write survive power loss. For start-up logs and tests.
     pub fn durability(&self) -> StoreResult<(String, i64)> {
-        let conn = lock(&self.inner.writer);
+        let conn = &lock(&self.inner.writer).conn;
         let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
         let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
         Ok((mode, sync))
@@ -241,8 +253,8 @@ impl Store for SqliteStore {
         // writer lock across an await.
         let batch = batch.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = lock(&inner.writer);
-            write::apply_batch(&mut conn, &batch)
+            let mut writer = lock(&inner.writer);
+            write::apply_batch(&mut writer, &inner.directory, &batch)
         })
         .await
         .map_err(|e| StoreError::bug(format!("write task failed: {e}")))?
@@ -350,8 +362,8 @@ impl Store for SqliteStore {
     }
 
     async fn trace(&self, trace_id: &str, max_spans: usize) -> StoreResult<Option<StoredTrace>> {
-        let id = trace_id.to_owned();
-        self.read(move |c| traces::trace(c, &id, max_spans)).await.map_err(|e| e.during("trace"))
+        let (id, inner) = (trace_id.to_owned(), self.inner.clone());
+        self.read(move |c| traces::trace(c, &inner.directory, &id, max_spans)).await.map_err(|e| e.during("trace"))
     }
 
     async fn traces(&self, filter: &TraceFilter, page: &PageRequest) -> StoreResult<Page<TraceSummary>> {
@@ -368,8 +380,10 @@ impl Store for SqliteStore {
     }
 
     async fn span_entities(&self, keys: &[(String, Option<String>)]) -> StoreResult<Vec<Option<String>>> {
-        let keys = keys.to_vec();
-        self.read(move |c| traces::span_entities(c, &keys)).await.map_err(|e| e.during("span_entities"))
+        let (keys, inner) = (keys.to_vec(), self.inner.clone());
+        self.read(move |c| traces::span_entities(c, &inner.directory, &keys))
+            .await
+            .map_err(|e| e.during("span_entities"))
     }
 
     async fn prune_spans(&self, limits: &crate::SpanRetention, now_ns: i64) -> StoreResult<u64> {

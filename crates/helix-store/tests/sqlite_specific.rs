@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use helix_store::conformance::creation;
+use helix_store::conformance::{creation, span, trace_of};
 use helix_store::sqlite::{migrate, SCHEMA_VERSION};
-use helix_store::{SqliteOptions, SqliteStore, Store, StoreError, WriteBatch, WriteRecord};
+use helix_store::{PageRequest, SqliteOptions, SqliteStore, Store, StoreError, TraceFilter, WriteBatch, WriteRecord};
 use rusqlite::Connection;
 
 fn db_path(dir: &tempfile::TempDir) -> PathBuf {
@@ -29,7 +29,7 @@ fn open_creates_directories_and_records_migrations() {
     let path = db_path(&dir);
     let store = open(&path).unwrap();
     assert!(path.exists());
-    let names: Vec<(u32, &str)> = vec![(1, "core"), (2, "logs"), (3, "spans"), (4, "log_search")];
+    let names: Vec<(u32, &str)> = vec![(1, "core"), (2, "logs"), (3, "spans"), (4, "log_search"), (5, "span_blocks")];
     let names: Vec<(u32, String)> = names.into_iter().map(|(v, n)| (v, n.to_owned())).collect();
     assert_eq!(recorded_versions(&path), names);
     assert_eq!(SCHEMA_VERSION as usize, names.len());
@@ -80,7 +80,7 @@ async fn log_search_migration_covers_existing_logs() {
     let found = |f: helix_store::LogFilter| {
         let store = &store;
         async move {
-            let page = store.log_search(&f, &helix_store::PageRequest::first(10)).await.unwrap();
+            let page = store.log_search(&f, &PageRequest::first(10)).await.unwrap();
             page.items.into_iter().map(|l| (l.body, l.severity_number)).collect::<Vec<_>>()
         }
     };
@@ -188,4 +188,131 @@ async fn lock_contention_is_transient() {
     holder.execute_batch("ROLLBACK").unwrap();
     store.write(&batch).await.unwrap();
     assert!(store.entity("busy").await.unwrap().is_some());
+}
+
+/// A database the span store of schema 3 wrote (spans keyed by trace, no blocks) keeps every
+/// span through migration 5: the same traces, spans and searches as a store that wrote the
+/// same data at schema 5, and it takes new spans, retried ones included, afterwards.
+#[tokio::test]
+async fn span_blocks_migration_keeps_the_spans_of_schema_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut records = Vec::new();
+    for i in 0..30i64 {
+        let seed = format!("m-{i}");
+        records.push(WriteRecord::Span(span(&seed, &seed, None, if i % 7 == 0 { "rare" } else { "step" }, i * 1_000)));
+        records.push(WriteRecord::Span(span(&seed, &format!("{seed}-c"), Some(&seed), "child", i * 1_000 + 10)));
+    }
+    let mut entity_span = span("m-e", "m-e", None, "detect", 50_000);
+    entity_span.role = helix_model::SpanRole::Creation;
+    entity_span.entity_id = Some("cand-m".into());
+    records.push(WriteRecord::Span(entity_span));
+    // The current schema, written through the store: what the migrated database must answer.
+    let current_path = dir.path().join("current.db");
+    let current = open(&current_path).unwrap();
+    current.write(&WriteBatch { records: records.clone() }).await.unwrap();
+    drop(current);
+    // Schema 3, holding the same rows as 003's writer left them.
+    let old_path = dir.path().join("old.db");
+    {
+        let conn = Connection::open(&old_path).unwrap();
+        conn.execute_batch(include_str!("../migrations/sqlite/001_core.sql")).unwrap();
+        conn.execute_batch(include_str!("../migrations/sqlite/002_logs.sql")).unwrap();
+        conn.execute_batch(include_str!("../migrations/sqlite/003_spans.sql")).unwrap();
+        conn.execute_batch(&format!(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT);
+             INSERT INTO schema_migrations (version, name) VALUES (1, 'core'), (2, 'logs'), (3, 'spans');
+             ATTACH '{}' AS cur;
+             INSERT INTO span_sources SELECT * FROM cur.span_sources;
+             INSERT INTO spans SELECT trace_id, span_id, parent_span_id, start_ns, duration_ns, name, kind, status_code,
+                 status_message, source_id, form, entity_id, span_rest, span_count, root_start_ns, bytes FROM cur.spans;
+             INSERT INTO trace_terms SELECT k.term, s.start_ns, k.trace_id FROM cur.trace_terms AS k
+                 JOIN cur.spans AS s ON s.block = k.block AND s.trace_id = k.trace_id
+                     AND s.span_id = x'0000000000000000';
+             DETACH cur;",
+            current_path.display()
+        ))
+        .unwrap();
+    }
+    let migrated = open(&old_path).expect("schema 3 migrates");
+    assert_eq!(recorded_versions(&old_path).last().map(|v| v.0), Some(SCHEMA_VERSION));
+    let current = open(&current_path).unwrap();
+    let everything = TraceFilter::default();
+    let first = |store: SqliteStore, f: TraceFilter| async move {
+        store.traces(&f, &PageRequest::first(100)).await.unwrap().items
+    };
+    let all = first(migrated.clone(), everything.clone()).await;
+    assert_eq!(all.len(), 31);
+    assert_eq!(all, first(current.clone(), everything.clone()).await, "the same summaries, newest first");
+    for f in [
+        TraceFilter { span_name: Some("rare".into()), ..Default::default() },
+        TraceFilter { entity_id: Some("cand-m".into()), ..Default::default() },
+        TraceFilter { span_name: Some("child".into()), min_duration_ns: Some(500), ..Default::default() },
+    ] {
+        let got = first(migrated.clone(), f.clone()).await;
+        assert!(!got.is_empty());
+        assert_eq!(got, first(current.clone(), f).await);
+    }
+    for t in &all {
+        let got = migrated.trace(&t.trace_id, 100).await.unwrap().expect("every trace is found by its ID");
+        assert_eq!(got, current.trace(&t.trace_id, 100).await.unwrap().unwrap(), "byte-exact spans");
+    }
+    // A retried span adds nothing; a new span of a migrated trace joins it.
+    let again = migrated.write(&WriteBatch { records: records[..4].to_vec() }).await.unwrap();
+    assert_eq!(again.spans_inserted, 0);
+    let late = WriteRecord::Span(span("m-3", "m-3-late", Some("m-3"), "late", 3_500));
+    assert_eq!(migrated.write(&WriteBatch { records: vec![late] }).await.unwrap().spans_inserted, 1);
+    assert_eq!(migrated.trace(&trace_of("m-3"), 100).await.unwrap().unwrap().spans.len(), 3);
+    let summary = first(migrated.clone(), everything).await;
+    assert_eq!(summary.iter().find(|t| t.trace_id == trace_of("m-3")).unwrap().span_count, 3);
+}
+
+/// Past one block's worth of spans the open block is sealed: a retry of a span in the sealed
+/// block still adds nothing, a late span of one of its traces joins that trace, both after a
+/// reopen too (the directory is rebuilt from the sealed block's fingerprints), and retention
+/// removes the old block whole while the young spans stay.
+#[tokio::test]
+async fn sealed_blocks_stay_idempotent_take_late_spans_and_retire_whole() {
+    const DAY: i64 = 86_400_000_000_000;
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let store = open(&path).unwrap();
+    let old: Vec<WriteRecord> = (0..17_000i64)
+        .map(|i| WriteRecord::Span(span(&format!("s-{i}"), &format!("s-{i}"), None, "step", i)))
+        .collect();
+    store.write(&WriteBatch { records: old.clone() }).await.unwrap();
+    let young = WriteRecord::Span(span("young", "young", None, "fresh", 10 * DAY));
+    store.write(&WriteBatch { records: vec![young] }).await.unwrap();
+    let blocks = || {
+        let conn = Connection::open(&path).unwrap();
+        let rows: Vec<(i64, i64, i64)> = conn
+            .prepare("SELECT block, sealed, span_count FROM span_blocks ORDER BY block")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        rows
+    };
+    assert_eq!(blocks(), vec![(1, 1, 17_000), (2, 0, 1)], "the full block is sealed, the young trace opens the next");
+    for store in [store.clone(), {
+        drop(store);
+        open(&path).unwrap()
+    }] {
+        let retry = store.write(&WriteBatch { records: old[..100].to_vec() }).await.unwrap();
+        assert_eq!(retry.spans_inserted, 0, "spans of the sealed block are known");
+    }
+    let store = open(&path).unwrap();
+    let late = WriteRecord::Span(span("s-5", "s-5-late", Some("s-5"), "late", 7));
+    assert_eq!(store.write(&WriteBatch { records: vec![late] }).await.unwrap().spans_inserted, 1);
+    let trace = store.trace(&trace_of("s-5"), 10).await.unwrap().expect("found in the sealed block");
+    assert_eq!(trace.spans.len(), 2, "the late span joined its trace");
+    assert_eq!(blocks()[0], (1, 1, 17_001), "where the trace lives");
+    let limits = helix_store::SpanRetention { max_age: Some(Duration::from_secs(7 * 86_400)), max_bytes: None };
+    let now = helix_store::conformance::T0 + 10 * DAY;
+    assert_eq!(store.prune_spans(&limits, now).await.unwrap(), 17_001);
+    assert_eq!(blocks(), vec![(2, 0, 1)], "the old block is gone whole");
+    assert!(store.trace(&trace_of("s-5"), 10).await.unwrap().is_none());
+    assert!(store.trace(&trace_of("young"), 10).await.unwrap().is_some());
+    let listed = store.traces(&TraceFilter::default(), &PageRequest::first(10)).await.unwrap().items;
+    assert_eq!(listed.len(), 1);
 }

@@ -106,3 +106,46 @@ async fn with_store_spans_off_entities_are_stored_and_trace_reads_say_spans_are_
     assert!(store.trace(&trace_id, 100).await.unwrap().is_none(), "no span of the trace is stored");
     assert!(store.traces(&TraceFilter::default(), &PageRequest::first(10)).await.unwrap().items.is_empty());
 }
+
+/// Span retention through the real binary: with `--span-retention 1h` (and its job every
+/// second), the spans of a trace that started two hours ago disappear from the trace API
+/// while its entity, its operation and a young trace stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_older_than_the_retention_disappear_and_entities_stay() {
+    let mut herald = Herald::start_with(HeraldOptions {
+        args: vec!["--span-retention".into(), "1h".into()],
+        env: vec![("HELIX_RETENTION_INTERVAL_SECS".into(), "1".into())],
+        ..Default::default()
+    });
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let two_hours = 2 * 3_600 * 1_000_000_000;
+    let old = SpanBuilder::creation("ingest", "old-block", 1).times(now - two_hours, now - two_hours + 1_000).build();
+    let mut old_child = SpanBuilder::new("filter", 2).trace(old.trace_id.clone()).build();
+    old_child.parent_span_id = old.span_id.clone();
+    old_child.start_time_unix_nano = now - two_hours + 10;
+    old_child.end_time_unix_nano = now - two_hours + 500;
+    let op = SpanBuilder::operation("archive", "old-block", 3).times(now - two_hours, now - two_hours + 2_000).build();
+    let young = SpanBuilder::new("process-request", 4).times(now - 1_000_000, now).build();
+    let mut client = raw_client(&herald).await;
+    client
+        .export(traces(pipeline_resource("svc", "CHIME"), vec![old.clone(), old_child, op, young.clone()]))
+        .await
+        .expect("export");
+    let (old_id, young_id) = (helix_model::ids::to_hex(&old.trace_id), helix_model::ids::to_hex(&young.trace_id));
+
+    eventually(std::time::Duration::from_secs(20), async || {
+        (herald.get_text(&format!("/api/v1/trace/{old_id}")).await.0 == 404).then_some(())
+    })
+    .await;
+    let young_trace = herald.get_ok(&format!("/api/v1/trace/{young_id}")).await;
+    assert_eq!(young_trace["spans"].as_array().map(Vec::len), Some(1), "the young trace stays: {young_trace}");
+    let entity = herald.get_ok("/api/v1/entity/old-block").await;
+    assert_eq!(entity["entity"]["trace_id"], old_id.as_str(), "the entity keeps its trace ID: {entity}");
+    let ops = herald.get_ok("/api/v1/entity/old-block/operations").await;
+    assert_eq!(ops.to_string().matches("archive").count(), 1, "its operation stays: {ops}");
+    let listed = herald.get_ok("/api/v1/traces").await;
+    let ids: Vec<&str> = listed["traces"].as_array().unwrap().iter().filter_map(|t| t["trace_id"].as_str()).collect();
+    assert_eq!(ids, [young_id.as_str()], "only the young trace is listed");
+    let store = stored(&mut herald);
+    assert!(store.trace(&old_id, 10).await.unwrap().is_none(), "no span of the old trace is left");
+}

@@ -69,6 +69,11 @@ const SQL: TraceSql = TraceSql {
     term_probe: "EXISTS (SELECT 1 FROM trace_terms AS k WHERE k.term = ? AND k.trace_id = t.trace_id)",
     // Not a driver here (no duration index): the long traces are found walking the newest.
     long_traces: "traces AS t",
+    term_traces:
+        "(SELECT DISTINCT trace_id FROM trace_terms WHERE term = ?) AS m JOIN traces AS t ON t.trace_id = m.trace_id",
+    entity_traces:
+        "(SELECT DISTINCT trace_id FROM spans WHERE entity_id = ?) AS m JOIN traces AS t ON t.trace_id = m.trace_id",
+    same_trace: "s.trace_id = t.trace_id",
 };
 
 fn value(p: TraceParam) -> Arg {

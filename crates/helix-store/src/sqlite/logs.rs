@@ -120,8 +120,8 @@ pub(super) fn prune(inner: &super::Inner, max_age: std::time::Duration, now_ns: 
     let mut removed = 0u64;
     loop {
         let n = {
-            let mut conn = super::lock(&inner.writer);
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let mut writer = super::lock(&inner.writer);
+            let tx = writer.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let n = tx
                 .prepare_cached(
                     "DELETE FROM logs WHERE id IN

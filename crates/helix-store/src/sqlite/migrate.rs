@@ -21,10 +21,11 @@ const MIGRATIONS: &[Migration] = &[
     Migration { version: 2, name: "logs", sql: include_str!("../../migrations/sqlite/002_logs.sql") },
     Migration { version: 3, name: "spans", sql: include_str!("../../migrations/sqlite/003_spans.sql") },
     Migration { version: 4, name: "log_search", sql: include_str!("../../migrations/sqlite/004_log_search.sql") },
+    Migration { version: 5, name: "span_blocks", sql: include_str!("../../migrations/sqlite/005_span_blocks.sql") },
 ];
 
 /// The schema version this binary expects.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// Highest version recorded in `schema_migrations`, 0 for a database without one.
 pub(super) fn current_version(conn: &Connection) -> StoreResult<u32> {

@@ -1,22 +1,24 @@
 //! Span retention on SQLite (docs/storage.md "Span retention"): whole traces are removed —
 //! those that started before `now - max_age`, then, while the span store is over its byte
-//! budget, the oldest ones — in small IMMEDIATE transactions with a pause between them, so an
-//! ingest batch never waits for more than one of them. Entity, operation, event and log rows
-//! are not touched; span sources stay (a few rows shared by every span of a process).
+//! budget, the oldest ones. A block whose every trace is to go is deleted whole (contiguous
+//! key ranges); in the block where old and young traces meet, old traces go a batch at a
+//! time. Each block or batch is its own short IMMEDIATE transaction with a pause after it, so
+//! an ingest batch never waits for more than one. Entity, operation, event and log rows are
+//! not touched; span sources stay (a few rows shared by every span of a process).
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 use super::{lock, Inner};
 use crate::plan::{term_hash, TERM_INSTRUMENT, TERM_NAME, TERM_SERVICE};
 use crate::{SpanRetention, StoreResult};
 
-/// Traces removed per transaction (1–2 spans each in the telescope mix, more elsewhere).
-const BATCH_TRACES: i64 = 200;
-/// The writer is left to ingest this long between two batches.
-const PAUSE: Duration = Duration::from_millis(50);
+/// Traces removed per transaction inside a block (1–2 spans each in the telescope mix).
+const BATCH_TRACES: i64 = 500;
+/// The writer is left to ingest this long between two transactions.
+const PAUSE: Duration = Duration::from_millis(20);
 /// Time between two passes of the background job, unless `HELIX_RETENTION_INTERVAL_SECS`
 /// (the PostgreSQL job's setting) says otherwise.
 const INTERVAL: Duration = Duration::from_secs(60);
@@ -33,18 +35,23 @@ pub(super) fn now_ns() -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
-/// One pass: batches until nothing is left to remove. Returns the spans removed.
+/// What one step removed.
+#[derive(Default)]
+struct Removed {
+    traces: u64,
+    spans: u64,
+    bytes: i64,
+}
+
+/// One pass: steps until nothing is left to remove. Returns the spans removed.
 pub(super) fn pass(inner: &Inner, limits: &SpanRetention, now_ns: i64) -> StoreResult<u64> {
     let cutoff = limits.max_age.map(|age| now_ns.saturating_sub(i64::try_from(age.as_nanos()).unwrap_or(i64::MAX)));
     let mut removed = 0;
     if let Some(cutoff) = cutoff {
         loop {
-            let (traces, spans, _) = {
-                let mut conn = lock(&inner.writer);
-                remove_batch(&mut conn, Victims::StartedBefore(cutoff))?
-            };
-            removed += spans;
-            if traces < BATCH_TRACES as u64 {
+            let step = step(inner, Goal::StartedBefore(cutoff))?;
+            removed += step.spans;
+            if step.traces == 0 {
                 break;
             }
             std::thread::sleep(PAUSE);
@@ -52,17 +59,15 @@ pub(super) fn pass(inner: &Inner, limits: &SpanRetention, now_ns: i64) -> StoreR
     }
     if let Some(budget) = limits.max_bytes {
         let budget = i64::try_from(budget).unwrap_or(i64::MAX);
-        // Summed once (a read beside the writer); each batch then says what it freed.
-        let sum = |c: &Connection| Ok(c.query_row("SELECT coalesce(sum(bytes), 0) FROM traces", [], |r| r.get(0))?);
+        // Summed once (a read beside the writer); each step then says what it freed.
+        let sum =
+            |c: &Connection| Ok(c.query_row("SELECT coalesce(sum(bytes), 0) FROM span_blocks", [], |r| r.get(0))?);
         let mut total: i64 = inner.with_reader(sum)?;
         while total > budget {
-            let (traces, spans, freed) = {
-                let mut conn = lock(&inner.writer);
-                remove_batch(&mut conn, Victims::Bytes(total - budget))?
-            };
-            removed += spans;
-            total -= freed;
-            if traces == 0 {
+            let step = step(inner, Goal::Free(total - budget))?;
+            removed += step.spans;
+            total -= step.bytes;
+            if step.traces == 0 {
                 break;
             }
             std::thread::sleep(PAUSE);
@@ -74,71 +79,135 @@ pub(super) fn pass(inner: &Inner, limits: &SpanRetention, now_ns: i64) -> StoreR
     Ok(removed)
 }
 
-enum Victims {
+#[derive(Clone, Copy)]
+enum Goal {
     StartedBefore(i64),
-    /// The oldest traces, as many as it takes to free this many bytes (at most a batch).
-    Bytes(i64),
+    /// The oldest traces, as many as it takes to free this many bytes.
+    Free(i64),
 }
 
-/// Remove one batch of victims, their spans and search terms, in one transaction.
-/// Returns the traces, spans and bytes removed.
-fn remove_batch(conn: &mut Connection, victims: Victims) -> StoreResult<(u64, u64, i64)> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    // (trace, bytes, start, end) of each victim.
-    let mut chosen: Vec<(Vec<u8>, i64, i64, i64)> = Vec::new();
+/// One transaction: the oldest block with something to remove, whole if all of it goes,
+/// else a batch of its oldest traces.
+fn step(inner: &Inner, goal: Goal) -> StoreResult<Removed> {
+    let mut writer = lock(&inner.writer);
+    let open_block = writer.open.block;
+    let tx = writer.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let sql = match goal {
+        Goal::StartedBefore(_) => {
+            "SELECT block, min_start_ns, max_start_ns, bytes FROM span_blocks
+             WHERE min_start_ns < ?1 ORDER BY min_start_ns LIMIT 1"
+        }
+        Goal::Free(_) => {
+            "SELECT block, min_start_ns, max_start_ns, bytes FROM span_blocks
+             WHERE span_count > 0 AND ?1 = ?1 ORDER BY min_start_ns LIMIT 1"
+        }
+    };
+    let arg = match goal {
+        Goal::StartedBefore(c) => c,
+        Goal::Free(_) => 0,
+    };
+    let found: Option<(i64, i64, i64, i64)> =
+        tx.query_row(sql, [arg], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).optional()?;
+    let Some((block, _, max_start, bytes)) = found else { return Ok(Removed::default()) };
+    let whole = match goal {
+        Goal::StartedBefore(cutoff) => max_start < cutoff,
+        Goal::Free(excess) => bytes <= excess,
+    };
+    let removed = if whole {
+        let traces: i64 = tx.query_row(
+            "SELECT count(*) FROM spans WHERE block = ?1 AND span_id = x'0000000000000000'",
+            [block],
+            |r| r.get(0),
+        )?;
+        let spans = tx.execute("DELETE FROM spans WHERE block = ?1", [block])? as i64 - traces;
+        tx.execute("DELETE FROM trace_terms WHERE block = ?1", [block])?;
+        if block == open_block {
+            tx.execute(
+                "UPDATE span_blocks SET min_start_ns = NULL, max_start_ns = NULL, span_count = 0, bytes = 0
+                 WHERE block = ?1",
+                [block],
+            )?;
+        } else {
+            tx.execute("DELETE FROM span_blocks WHERE block = ?1", [block])?;
+        }
+        Removed { traces: traces.max(1) as u64, spans: spans.max(0) as u64, bytes }
+    } else {
+        oldest_traces(&tx, block, goal)?
+    };
+    tx.commit()?;
+    if whole {
+        let traces = usize::try_from(removed.traces).unwrap_or(usize::MAX);
+        if block == open_block {
+            // Its traces are gone: new spans of them start over in the open block.
+            writer.open.spans = 0;
+        } else {
+            inner.directory.write().unwrap_or_else(|p| p.into_inner()).remove_block(block, traces);
+        }
+    } else if block == open_block {
+        writer.open.spans -= i64::try_from(removed.spans).unwrap_or(0);
+    }
+    Ok(removed)
+}
+
+/// Remove a batch of the oldest traces of `block` that `goal` wants gone, their spans and
+/// search terms, and bring the block's row up to date.
+fn oldest_traces(tx: &rusqlite::Transaction<'_>, block: i64, goal: Goal) -> StoreResult<Removed> {
+    // (trace, bytes) of each victim.
+    let mut chosen: Vec<(Vec<u8>, i64)> = Vec::new();
     {
         let mut stmt = tx.prepare_cached(
-            "SELECT trace_id, start_ns, bytes, start_ns + duration_ns FROM spans INDEXED BY traces_start
-             WHERE span_id = x'0000000000000000' ORDER BY start_ns, trace_id DESC LIMIT ?1",
+            "SELECT trace_id, start_ns, bytes FROM spans
+             WHERE block = ?1 AND span_id = x'0000000000000000' ORDER BY start_ns, trace_id DESC LIMIT ?2",
         )?;
-        let mut rows = stmt.query([BATCH_TRACES])?;
+        let mut rows = stmt.query(rusqlite::params![block, BATCH_TRACES])?;
         let mut freed = 0;
         while let Some(r) = rows.next()? {
-            let (id, start, bytes, end): (Vec<u8>, i64, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
-            match victims {
-                Victims::StartedBefore(cutoff) if start >= cutoff => break,
-                Victims::Bytes(excess) if freed >= excess => break,
+            let (id, start, bytes): (Vec<u8>, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            match goal {
+                Goal::StartedBefore(cutoff) if start >= cutoff => break,
+                Goal::Free(excess) if freed >= excess => break,
                 _ => {}
             }
             freed += bytes;
-            chosen.push((id, bytes, start, end));
+            chosen.push((id, bytes));
         }
     }
     let mut spans = 0u64;
-    {
-        let mut terms = tx.prepare_cached(
-            "SELECT DISTINCT s.name, src.service_name, src.instrument_id
-             FROM spans AS s JOIN span_sources AS src ON src.id = s.source_id
-             WHERE s.trace_id = ?1 AND s.span_id > x'0000000000000000'",
-        )?;
-        // A term's entry carries the trace's start as first written: within [start, end] now.
-        let mut del_term = tx.prepare_cached(
-            "DELETE FROM trace_terms WHERE term = ?1 AND start_ns BETWEEN ?2 AND ?3 AND trace_id = ?4",
-        )?;
-        let mut del_spans =
-            tx.prepare_cached("DELETE FROM spans WHERE trace_id = ?1 AND span_id > x'0000000000000000'")?;
-        let mut del_trace =
-            tx.prepare_cached("DELETE FROM spans WHERE trace_id = ?1 AND span_id = x'0000000000000000'")?;
-        for (id, _, start, end) in &chosen {
-            let found: Vec<(String, Option<String>, Option<String>)> =
-                terms.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<_>>()?;
-            let mut hashes: Vec<i64> = Vec::new();
-            for (name, service, instrument) in &found {
-                hashes.push(term_hash(TERM_NAME, name));
-                hashes.extend(service.as_deref().map(|v| term_hash(TERM_SERVICE, v)));
-                hashes.extend(instrument.as_deref().map(|v| term_hash(TERM_INSTRUMENT, v)));
-            }
-            hashes.sort_unstable();
-            hashes.dedup();
-            for h in hashes {
-                del_term.execute(rusqlite::params![h, start, end, id])?;
-            }
-            spans += del_spans.execute([id])? as u64;
-            del_trace.execute([id])?;
+    let mut terms = tx.prepare_cached(
+        "SELECT DISTINCT s.name, src.service_name, src.instrument_id
+         FROM spans AS s JOIN span_sources AS src ON src.id = s.source_id
+         WHERE s.block = ?1 AND s.trace_id = ?2 AND s.span_id > x'0000000000000000'",
+    )?;
+    let mut del_term = tx.prepare_cached("DELETE FROM trace_terms WHERE block = ?1 AND term = ?2 AND trace_id = ?3")?;
+    let mut del_spans = tx.prepare_cached("DELETE FROM spans WHERE block = ?1 AND trace_id = ?2")?;
+    for (id, _) in &chosen {
+        let found: Vec<(String, Option<String>, Option<String>)> = terms
+            .query_map(rusqlite::params![block, id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut hashes: Vec<i64> = Vec::new();
+        for (name, service, instrument) in &found {
+            hashes.push(term_hash(TERM_NAME, name));
+            hashes.extend(service.as_deref().map(|v| term_hash(TERM_SERVICE, v)));
+            hashes.extend(instrument.as_deref().map(|v| term_hash(TERM_INSTRUMENT, v)));
         }
+        hashes.sort_unstable();
+        hashes.dedup();
+        for h in hashes {
+            del_term.execute(rusqlite::params![block, h, id])?;
+        }
+        // Its spans and its summary.
+        spans += (del_spans.execute(rusqlite::params![block, id])? as u64).saturating_sub(1);
     }
-    tx.commit()?;
-    Ok((chosen.len() as u64, spans, chosen.iter().map(|c| c.1).sum()))
+    let bytes: i64 = chosen.iter().map(|c| c.1).sum();
+    // The remaining traces' earliest start (the latest stays an upper bound).
+    tx.prepare_cached(
+        "UPDATE span_blocks SET span_count = span_count - ?2, bytes = bytes - ?3,
+             min_start_ns = (SELECT min(start_ns) FROM spans WHERE block = ?1 AND span_id = x'0000000000000000'),
+             max_start_ns = iif(span_count - ?2 > 0, max_start_ns, NULL)
+         WHERE block = ?1",
+    )?
+    .execute(rusqlite::params![block, spans, bytes])?;
+    Ok(Removed { traces: chosen.len() as u64, spans, bytes })
 }
 
 /// The background job: a pass every interval, the first one an interval after opening (a

@@ -4,12 +4,14 @@
 //! when the filter has one.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::RwLock;
 
 use helix_model::span::stored;
 use helix_model::SpanRecorded;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row};
 
+use super::blocks::{Directory, SUMMARY};
 use super::read::Query;
 use crate::cursor::{self, fetch_limit, page_limit, split_page};
 use crate::filter::{choose_driver, trace_clauses, trace_from, trace_terms, TraceParam, TraceSql, RARE};
@@ -58,15 +60,22 @@ pub(super) fn finish_span((mut s, form, rest): (SpanRecorded, i64, Vec<u8>)) -> 
     Ok(s)
 }
 
-pub(super) fn trace(conn: &Connection, trace_id: &str, max_spans: usize) -> StoreResult<Option<StoredTrace>> {
+pub(super) fn trace(
+    conn: &Connection,
+    directory: &RwLock<Directory>,
+    trace_id: &str,
+    max_spans: usize,
+) -> StoreResult<Option<StoredTrace>> {
     let Some(key) = stored::id_bytes(trace_id, 16) else { return Ok(None) };
+    let Some(block) = trace_block(conn, directory, &key)? else { return Ok(None) };
     // The summary row (span ID all zeros) is not a span.
     let sql = format!(
-        "{SPAN_SELECT} WHERE s.trace_id = ?1 AND s.span_id > x'0000000000000000' ORDER BY s.start_ns, s.span_id LIMIT ?2"
+        "{SPAN_SELECT} WHERE s.block = ?1 AND s.trace_id = ?2 AND s.span_id > x'0000000000000000'
+         ORDER BY s.start_ns, s.span_id LIMIT ?3"
     );
     let rows = conn
         .prepare_cached(&sql)?
-        .query_map(rusqlite::params![key, fetch_limit(max_spans)], span_row)?
+        .query_map(rusqlite::params![block, key, fetch_limit(max_spans)], span_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     if rows.is_empty() {
         return Ok(None);
@@ -76,13 +85,18 @@ pub(super) fn trace(conn: &Connection, trace_id: &str, max_spans: usize) -> Stor
     Ok(Some(StoredTrace { spans, partial }))
 }
 
-/// A term entry carries its trace's start as first written, within the trace's [start, end]:
-/// the probe is a short range of the (term, start, trace) key.
+/// Every key leads with the block: a driver visits each block's range (few blocks), a probe
+/// is one exact seek.
 const SQL: TraceSql = TraceSql {
-    term_probe: "EXISTS (SELECT 1 FROM trace_terms AS k
-         WHERE k.term = ? AND k.start_ns BETWEEN t.start_ns AND t.end_ns AND k.trace_id = t.trace_id)",
-    long_traces: "(SELECT trace_id FROM spans INDEXED BY traces_duration
-         WHERE span_id = x'0000000000000000' AND duration_ns >= ?) AS m JOIN traces AS t ON t.trace_id = m.trace_id",
+    term_probe: "EXISTS (SELECT 1 FROM trace_terms AS k WHERE k.block = t.block AND k.term = ? AND k.trace_id = t.trace_id)",
+    long_traces: "(SELECT s.block, s.trace_id FROM span_blocks AS b CROSS JOIN spans AS s INDEXED BY traces_duration
+         ON s.block = b.block AND s.span_id = x'0000000000000000' AND s.duration_ns >= ?) AS m
+         JOIN traces AS t ON t.block = m.block AND t.trace_id = m.trace_id",
+    term_traces: "(SELECT k.block, k.trace_id FROM span_blocks AS b CROSS JOIN trace_terms AS k
+         ON k.block = b.block AND k.term = ?) AS m JOIN traces AS t ON t.block = m.block AND t.trace_id = m.trace_id",
+    entity_traces: "(SELECT DISTINCT s.block, s.trace_id FROM span_blocks AS b CROSS JOIN spans AS s
+         ON s.block = b.block AND s.entity_id = ?) AS m JOIN traces AS t ON t.block = m.block AND t.trace_id = m.trace_id",
+    same_trace: "s.block = t.block AND s.trace_id = t.trace_id",
 };
 
 fn value(p: TraceParam) -> SqlValue {
@@ -98,8 +112,10 @@ pub(super) fn traces(conn: &Connection, f: &TraceFilter, page: &PageRequest) -> 
     // How common each term is, counted no further than it takes to call it common.
     let mut counts = Vec::new();
     if f.entity_id.is_none() {
-        let mut stmt =
-            conn.prepare_cached("SELECT count(*) FROM (SELECT 1 FROM trace_terms WHERE term = ?1 LIMIT ?2)")?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT count(*) FROM (SELECT 1 FROM span_blocks AS b CROSS JOIN trace_terms AS k
+                 ON k.block = b.block AND k.term = ?1 LIMIT ?2)",
+        )?;
         for term in trace_terms(f) {
             counts.push((term, stmt.query_row(rusqlite::params![term, RARE], |r| r.get::<_, i64>(0))?));
         }
@@ -107,8 +123,8 @@ pub(super) fn traces(conn: &Connection, f: &TraceFilter, page: &PageRequest) -> 
     let long = match f.min_duration_ns {
         Some(min) if f.entity_id.is_none() => Some(
             conn.prepare_cached(
-                "SELECT count(*) FROM (SELECT 1 FROM spans INDEXED BY traces_duration
-             WHERE span_id = x'0000000000000000' AND duration_ns >= ?1 LIMIT ?2)",
+                "SELECT count(*) FROM (SELECT 1 FROM span_blocks AS b CROSS JOIN spans AS s INDEXED BY traces_duration
+                 ON s.block = b.block AND s.span_id = x'0000000000000000' AND s.duration_ns >= ?1 LIMIT ?2)",
             )?
             .query_row(rusqlite::params![min, RARE], |r| r.get::<_, i64>(0))?,
         ),
@@ -120,7 +136,7 @@ pub(super) fn traces(conn: &Connection, f: &TraceFilter, page: &PageRequest) -> 
     let mut q = Query::new(String::new());
     q.then(
         &format!(
-            "SELECT t.trace_id, t.root_name, (SELECT service_name FROM span_sources WHERE id = t.root_source),
+            "SELECT t.trace_id, t.block, t.root_name, (SELECT service_name FROM span_sources WHERE id = t.root_source),
                  t.start_ns, t.end_ns - t.start_ns, t.span_count, t.error_count
              FROM {} WHERE 1 = 1",
             from.replace(" JOIN traces", " CROSS JOIN traces")
@@ -131,65 +147,103 @@ pub(super) fn traces(conn: &Connection, f: &TraceFilter, page: &PageRequest) -> 
         q.and(&clause, params.into_iter().map(value).collect());
     }
     q.then(" ORDER BY t.start_ns DESC, t.trace_id ASC LIMIT ?", vec![SqlValue::Integer(fetch_limit(limit))]);
-    let mut rows: Vec<(Vec<u8>, TraceSummary)> = conn
+    let mut rows: Vec<((Vec<u8>, i64), TraceSummary)> = conn
         .prepare_cached(&q.sql)?
         .query_map(rusqlite::params_from_iter(q.args), |r| {
             let key: Vec<u8> = r.get(0)?;
             Ok((
-                key.clone(),
+                (key.clone(), r.get(1)?),
                 TraceSummary {
                     trace_id: stored::id_hex(&key),
-                    root_name: r.get(1)?,
-                    root_service: r.get(2)?,
-                    start_ns: r.get(3)?,
-                    duration_ns: r.get(4)?,
+                    root_name: r.get(2)?,
+                    root_service: r.get(3)?,
+                    start_ns: r.get(4)?,
+                    duration_ns: r.get(5)?,
                     // Counts are never negative.
-                    span_count: r.get::<_, i64>(5)?.max(0) as u64,
-                    error_count: r.get::<_, i64>(6)?.max(0) as u64,
+                    span_count: r.get::<_, i64>(6)?.max(0) as u64,
+                    error_count: r.get::<_, i64>(7)?.max(0) as u64,
                     entity_ids: Vec::new(),
                 },
             ))
         })?
         .collect::<rusqlite::Result<_>>()?;
-    let mut stmt =
-        conn.prepare_cached("SELECT DISTINCT entity_id FROM spans WHERE trace_id = ?1 AND entity_id IS NOT NULL")?;
-    for (key, t) in &mut rows {
-        let ids: BTreeSet<String> = stmt.query_map([&*key], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+    // No `entity_id IS NOT NULL` here: it would let the planner walk the block's entity index.
+    let mut stmt = conn.prepare_cached("SELECT entity_id FROM spans WHERE block = ?2 AND trace_id = ?1")?;
+    for ((key, block), t) in &mut rows {
+        let ids: BTreeSet<String> = stmt
+            .query_map(rusqlite::params![&*key, *block], |r| r.get::<_, Option<String>>(0))?
+            .filter_map(Result::transpose)
+            .collect::<rusqlite::Result<_>>()?;
         t.entity_ids = ids.into_iter().collect();
     }
     Ok(split_page(rows.into_iter().map(|(_, t)| t).collect(), limit, cursor::after_trace))
 }
 
+/// The block the stored trace `key` lives in: the directory's first candidate holding its
+/// summary row.
+fn trace_block(conn: &Connection, directory: &RwLock<Directory>, key: &[u8]) -> StoreResult<Option<i64>> {
+    let candidates = {
+        let dir = directory.read().unwrap_or_else(|p| p.into_inner());
+        dir.candidates(dir.fingerprint(key))
+    };
+    let mut stmt = conn.prepare_cached("SELECT 1 FROM spans WHERE block = ?1 AND trace_id = ?2 AND span_id = ?3")?;
+    for block in candidates {
+        if stmt.exists(rusqlite::params![block, key, &SUMMARY[..]])? {
+            return Ok(Some(block));
+        }
+    }
+    Ok(None)
+}
+
 /// `Store::span_entities`: two key lookups of `spans` per line place — the span itself, else
 /// the trace's earliest entity span (a scan of that trace's keys, once per trace).
-pub(super) fn span_entities(conn: &Connection, keys: &[(String, Option<String>)]) -> StoreResult<Vec<Option<String>>> {
-    let mut own = conn.prepare_cached("SELECT entity_id FROM spans WHERE trace_id = ?1 AND span_id = ?2")?;
-    let mut first = conn.prepare_cached(
-        "SELECT entity_id FROM spans WHERE trace_id = ?1 AND entity_id IS NOT NULL ORDER BY start_ns, span_id LIMIT 1",
-    )?;
-    let mut of_trace: HashMap<Vec<u8>, Option<String>> = HashMap::new();
+pub(super) fn span_entities(
+    conn: &Connection,
+    directory: &RwLock<Directory>,
+    keys: &[(String, Option<String>)],
+) -> StoreResult<Vec<Option<String>>> {
+    let mut own =
+        conn.prepare_cached("SELECT entity_id FROM spans WHERE block = ?1 AND trace_id = ?2 AND span_id = ?3")?;
+    // No `entity_id IS NOT NULL`: it would let the planner walk the block's entity index.
+    let mut first = conn
+        .prepare_cached("SELECT entity_id FROM spans WHERE block = ?1 AND trace_id = ?2 ORDER BY start_ns, span_id")?;
+    let mut of_trace: HashMap<Vec<u8>, (Option<i64>, Option<String>)> = HashMap::new();
     let mut out = Vec::with_capacity(keys.len());
     for (trace_id, span_id) in keys {
         let Some(trace) = stored::id_bytes(trace_id, 16) else {
             out.push(None);
             continue;
         };
+        let (block, entity) = match of_trace.get(&trace) {
+            Some(known) => known.clone(),
+            None => {
+                let block = trace_block(conn, directory, &trace)?;
+                let mut found = None;
+                if let Some(b) = block {
+                    let mut rows = first.query(rusqlite::params![b, trace])?;
+                    while let Some(r) = rows.next()? {
+                        if let Some(e) = r.get::<_, Option<String>>(0)? {
+                            found = Some(e);
+                            break;
+                        }
+                    }
+                }
+                of_trace.insert(trace.clone(), (block, found.clone()));
+                (block, found)
+            }
+        };
+        let Some(block) = block else {
+            out.push(None);
+            continue;
+        };
         if let Some(span) = span_id.as_deref().and_then(|s| stored::id_bytes(s, 8)) {
             let found: Option<Option<String>> =
-                own.query_row(rusqlite::params![trace, span], |r| r.get(0)).optional()?;
+                own.query_row(rusqlite::params![block, trace, span], |r| r.get(0)).optional()?;
             if let Some(Some(entity)) = found {
                 out.push(Some(entity));
                 continue;
             }
         }
-        let entity = match of_trace.get(&trace) {
-            Some(known) => known.clone(),
-            None => {
-                let found: Option<String> = first.query_row([&trace], |r| r.get(0)).optional()?;
-                of_trace.insert(trace, found.clone());
-                found
-            }
-        };
         out.push(entity);
     }
     Ok(out)

@@ -2,9 +2,13 @@
 //! the batch touches (three set-wise lookups), asks the shared write plan (`crate::plan`) what
 //! to write, and writes it with cached prepared statements.
 
-use rusqlite::{Connection, Transaction, TransactionBehavior};
+use std::sync::RwLock;
 
+use rusqlite::{Transaction, TransactionBehavior};
+
+use super::blocks::{BlockChange, Directory, SUMMARY};
 use super::read::{entity_rows_where, json_keys};
+use super::Writer;
 use helix_model::span::stored;
 
 use crate::plan::{self, Stored, Touched, WritePlan};
@@ -13,16 +17,28 @@ use crate::{StoreError, StoreResult, WriteBatch, WriteOutcome};
 
 /// Apply `batch` atomically. On any error the transaction is dropped, i.e. rolled back, so no
 /// partial batch is ever visible.
-pub(super) fn apply_batch(conn: &mut Connection, batch: &WriteBatch) -> StoreResult<WriteOutcome> {
+pub(super) fn apply_batch(
+    writer: &mut Writer,
+    directory: &RwLock<Directory>,
+    batch: &WriteBatch,
+) -> StoreResult<WriteOutcome> {
     // IMMEDIATE takes the write lock up front: the loaded picture cannot go stale before the
     // plan is written, and a busy database fails here (transient), not half-way through.
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = writer.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // One ingest time for the whole batch, in the RFC 3339 form `created_at` uses.
     let now: String = tx.query_row("SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now')", [], |r| r.get(0))?;
     let stored = load(&tx, batch)?;
     let mut plan = plan::plan(batch, stored);
+    let mut change = BlockChange::default();
+    if !plan.spans.is_empty() {
+        let (n, c) = write_spans(&tx, &writer.open, directory, &plan)?;
+        plan.outcome.spans_inserted = n;
+        change = c;
+    }
     write(&tx, &mut plan, &now)?;
     tx.commit()?;
+    // Only a committed change moves the open block on.
+    writer.open.apply(change);
     Ok(plan.outcome)
 }
 
@@ -54,9 +70,6 @@ fn load(tx: &Transaction<'_>, batch: &WriteBatch) -> StoreResult<Stored> {
 
 /// Write the plan's rows; counts the logs and spans actually inserted into its outcome.
 fn write(tx: &Transaction<'_>, plan: &mut WritePlan<'_>, now: &str) -> StoreResult<()> {
-    if !plan.spans.is_empty() {
-        plan.outcome.spans_inserted = write_spans(tx, plan)?;
-    }
     if !plan.new_entities.is_empty() || !plan.changed_entities.is_empty() {
         // One statement for new and changed rows: the plan has the final values of both, and
         // `created_at` (ingest time) is set only when the row is inserted. Edges, creations and
@@ -193,9 +206,16 @@ fn write(tx: &Transaction<'_>, plan: &mut WritePlan<'_>, now: &str) -> StoreResu
     Ok(())
 }
 
-/// Spans (idempotent by their key), their sources, and the summaries and search terms of the
-/// traces that got new spans. Returns how many spans were new.
-fn write_spans(tx: &Transaction<'_>, plan: &WritePlan<'_>) -> StoreResult<u64> {
+/// Spans into the block their trace lives in (idempotent by their key), their sources, and
+/// the summaries and search terms of the traces that got new spans. Returns how many spans
+/// were new and what the commit changes in the open block.
+fn write_spans(
+    tx: &Transaction<'_>,
+    open: &super::blocks::OpenBlock,
+    directory: &RwLock<Directory>,
+    plan: &WritePlan<'_>,
+) -> StoreResult<(u64, BlockChange)> {
+    let (open_block, mut change) = open.prepare(tx, super::retention::now_ns())?;
     let mut stmt = tx.prepare_cached(
         "INSERT OR IGNORE INTO span_sources (id, service_name, process_name, instrument_id, scope_name,
              scope_version, resource)
@@ -212,16 +232,53 @@ fn write_spans(tx: &Transaction<'_>, plan: &WritePlan<'_>) -> StoreResult<u64> {
             s.resource_proto
         ])?;
     }
+    let key = |hex: &str| StoreError::bug(format!("span key {hex:?} is not hex of the OTLP length"));
+    // The block of each trace of the batch (spans are sorted by trace): where the directory's
+    // candidates say it is, checked by an exact seek; a trace not stored yet goes to the open block.
+    let mut trace_blocks: Vec<(&str, i64)> = Vec::new();
+    {
+        let mut exists =
+            tx.prepare_cached("SELECT 1 FROM spans WHERE block = ?1 AND trace_id = ?2 AND span_id = ?3")?;
+        let dir = directory.read().unwrap_or_else(|p| p.into_inner());
+        for s in &plan.spans {
+            if trace_blocks.last().is_some_and(|(t, _)| *t == s.trace_id) {
+                continue;
+            }
+            let trace: [u8; 16] = stored::id_array(&s.trace_id).ok_or_else(|| key(&s.trace_id))?;
+            let print = dir.fingerprint(&trace);
+            let mut block = None;
+            for b in dir.candidates(print) {
+                if exists.exists(rusqlite::params![b, &trace[..], &SUMMARY[..]])? {
+                    block = Some(b);
+                    break;
+                }
+            }
+            let block = block.unwrap_or_else(|| {
+                change.fingerprints.push(print);
+                open_block
+            });
+            trace_blocks.push((&s.trace_id, block));
+        }
+    }
+    let block_of = |trace: &str| {
+        trace_blocks
+            .binary_search_by(|(t, _)| (*t).cmp(trace))
+            .map(|i| trace_blocks[i].1)
+            .map_err(|_| StoreError::bug("a span of a trace without a block"))
+    };
     let mut stmt = tx.prepare_cached(
-        "INSERT OR IGNORE INTO spans (trace_id, span_id, parent_span_id, start_ns, duration_ns, name, kind,
+        "INSERT OR IGNORE INTO spans (block, trace_id, span_id, parent_span_id, start_ns, duration_ns, name, kind,
              status_code, status_message, source_id, form, entity_id, span_rest)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?;
     // One buffer for every span's stored remainder: no allocation per span.
     let mut rest = Vec::with_capacity(1024);
     let mut inserted: Vec<plan::Inserted<'_>> = Vec::with_capacity(plan.spans.len());
+    let mut block: (&str, i64) = ("", 0);
     for (s, source_id) in plan.spans.iter().zip(&plan.span_source_ids) {
-        let key = |hex: &str| StoreError::bug(format!("span key {hex:?} is not hex of the OTLP length"));
+        if block.0 != s.trace_id {
+            block = (&s.trace_id, block_of(&s.trace_id)?);
+        }
         let trace: [u8; 16] = stored::id_array(&s.trace_id).ok_or_else(|| key(&s.trace_id))?;
         let span: [u8; 8] = stored::id_array(&s.span_id).ok_or_else(|| key(&s.span_id))?;
         let parent: Option<[u8; 8]> = match &s.parent_span_id {
@@ -231,6 +288,7 @@ fn write_spans(tx: &Transaction<'_>, plan: &WritePlan<'_>) -> StoreResult<u64> {
         rest.clear();
         let form = stored::split_into(s, &mut rest);
         let n = stmt.execute(rusqlite::params![
+            block.1,
             &trace[..],
             &span[..],
             parent.as_ref().map(|p| &p[..]),
@@ -250,17 +308,17 @@ fn write_spans(tx: &Transaction<'_>, plan: &WritePlan<'_>) -> StoreResult<u64> {
         }
     }
     if inserted.is_empty() {
-        return Ok(0);
+        return Ok((0, change));
     }
     // The summary row (span ID all zeros) beside the trace's spans; `TraceRow::merge` in SQL.
     let root_key = "(kind, root_start_ns, parent_span_id)";
     let new_root = "(excluded.kind, excluded.root_start_ns, excluded.parent_span_id)";
     let pick = |c: &str| format!("{c} = iif({new_root} < {root_key}, excluded.{c}, {c})");
     let sql = format!(
-        "INSERT INTO spans (trace_id, span_id, parent_span_id, start_ns, duration_ns, name, kind, status_code,
+        "INSERT INTO spans (block, trace_id, span_id, parent_span_id, start_ns, duration_ns, name, kind, status_code,
              status_message, source_id, form, entity_id, span_rest, span_count, root_start_ns, bytes)
-         VALUES (?1, x'0000000000000000', ?2, ?3, ?4, ?5, ?6, ?7, '', ?8, 16, NULL, x'', ?9, ?10, ?11)
-         ON CONFLICT (trace_id, span_id) DO UPDATE SET
+         VALUES (?12, ?1, x'0000000000000000', ?2, ?3, ?4, ?5, ?6, ?7, '', ?8, 16, NULL, x'', ?9, ?10, ?11)
+         ON CONFLICT (block, trace_id, span_id) DO UPDATE SET
              start_ns = min(start_ns, excluded.start_ns),
              duration_ns = max(start_ns + duration_ns, excluded.start_ns + excluded.duration_ns)
                  - min(start_ns, excluded.start_ns),
@@ -272,12 +330,15 @@ fn write_spans(tx: &Transaction<'_>, plan: &WritePlan<'_>) -> StoreResult<u64> {
     );
     let mut stmt = tx.prepare_cached(&sql)?;
     let traces = plan::merge_traces(&inserted);
+    // Per touched block: (earliest start, latest start, spans, bytes) the batch adds.
+    let mut touched: std::collections::BTreeMap<i64, (i64, i64, i64, i64)> = std::collections::BTreeMap::new();
     for t in &traces {
         let (trace, root): ([u8; 16], [u8; 8]) =
             match (stored::id_array(&t.trace_id), stored::id_array(&t.root_span_id)) {
                 (Some(a), Some(b)) => (a, b),
                 _ => return Err(StoreError::bug("a stored span key is not hex")),
             };
+        let block = block_of(&t.trace_id)?;
         stmt.execute(rusqlite::params![
             &trace[..],
             &root[..],
@@ -290,18 +351,33 @@ fn write_spans(tx: &Transaction<'_>, plan: &WritePlan<'_>) -> StoreResult<u64> {
             t.span_count,
             t.root_start_ns,
             t.bytes,
+            block,
         ])?;
+        let e = touched.entry(block).or_insert((t.start_ns, t.start_ns, 0, 0));
+        *e = (e.0.min(t.start_ns), e.1.max(t.start_ns), e.2 + t.span_count, e.3 + t.bytes);
+    }
+    let mut stmt = tx.prepare_cached(
+        "UPDATE span_blocks SET min_start_ns = min(coalesce(min_start_ns, ?2), ?2),
+             max_start_ns = max(coalesce(max_start_ns, ?3), ?3), span_count = span_count + ?4, bytes = bytes + ?5
+         WHERE block = ?1",
+    )?;
+    for (block, (min, max, spans, bytes)) in &touched {
+        stmt.execute(rusqlite::params![block, min, max, spans, bytes])?;
+        if *block == open_block {
+            change.spans += spans;
+        }
     }
     let mut stmt =
-        tx.prepare_cached("INSERT OR IGNORE INTO trace_terms (term, start_ns, trace_id) VALUES (?1, ?2, ?3)")?;
+        tx.prepare_cached("INSERT OR IGNORE INTO trace_terms (block, term, trace_id) VALUES (?1, ?2, ?3)")?;
     for (term, trace_id) in plan::trace_terms(&inserted) {
         let trace: [u8; 16] = stored::id_array(trace_id).ok_or_else(|| StoreError::bug("a span key is not hex"))?;
-        // Sorted by trace ID, like the terms' traces: found by binary search.
-        let start = traces
-            .binary_search_by(|t| t.trace_id.as_str().cmp(trace_id))
-            .map(|i| traces[i].start_ns)
-            .map_err(|_| StoreError::bug("a term of a trace without a summary"))?;
-        stmt.execute(rusqlite::params![term, start, &trace[..]])?;
+        stmt.execute(rusqlite::params![block_of(trace_id)?, term, &trace[..]])?;
     }
-    Ok(inserted.len() as u64)
+    // Before the commit: the directory never misses a committed trace (an entry of a commit
+    // that then fails is only a candidate that the exact seek turns down).
+    let mut dir = directory.write().unwrap_or_else(|p| p.into_inner());
+    for print in &change.fingerprints {
+        dir.insert(*print, open_block);
+    }
+    Ok((inserted.len() as u64, change))
 }
