@@ -120,7 +120,7 @@ impl Loader {
                     WriteRecord::Log(line(&mut self.rng, i, ts))
                 })
                 .collect();
-            store.write(&WriteBatch { records }).await.expect("write");
+            store.write(&WriteBatch::of(records)).await.expect("write");
             self.loaded += n;
             eprint!("\rloaded {} log lines…", self.loaded);
         }
@@ -226,9 +226,11 @@ pub async fn run(target: usize, rounds: usize, db: Option<std::path::PathBuf>) {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64;
     let spacing_ns = (DAY_NS / target.max(1) as i64).max(1);
     let mut loader = Loader { rng: StdRng::seed_from_u64(10), loaded: 0, spacing_ns, first_ns: now - DAY_NS };
+    let metrics = Arc::new(herald::metrics::Metrics::new());
     let state = ApiState {
         store: store.clone(),
-        metrics: Arc::new(herald::metrics::Metrics::new()),
+        auth: Arc::new(herald::auth::Auth::off(metrics.clone())),
+        metrics,
         spans_stored: true,
         loki_scan_lines: api::loki::DEFAULT_SCAN_LINES,
         prov_namespace: herald::export::DEFAULT_NAMESPACE.into(),

@@ -444,7 +444,7 @@ async fn lineage(n: usize, queries: usize) {
     let edges = edge_count(&batches);
     let t = Instant::now();
     for (i, b) in batches.into_iter().enumerate() {
-        store.write(&WriteBatch { records: b }).await.unwrap();
+        store.write(&WriteBatch::of(b)).await.unwrap();
         if i % 20 == 0 {
             eprint!("\rloading {}/{total} entities…", (i + 1) * 10_000);
         }

@@ -476,7 +476,7 @@ async fn lineage(server: &str, n: usize, queries: usize) {
     let total: usize = batches.iter().map(Vec::len).sum();
     let t = Instant::now();
     for (i, b) in batches.into_iter().enumerate() {
-        store.write(&WriteBatch { records: b }).await.unwrap();
+        store.write(&WriteBatch::of(b)).await.unwrap();
         if i % 10 == 0 {
             eprint!("\rloading {}/{total} entities…", (i + 1) * 10_000);
         }

@@ -142,7 +142,7 @@ pub async fn run(target: usize, queries: usize, db: Option<std::path::PathBuf>) 
     let first = loader.telescope.tick();
     let template = span_records(&first[0], &interpret_traces(&first[0])).remove(0);
     let (trace_id, special) = special_spans(&template);
-    store.write(&WriteBatch { records: special.into_iter().map(WriteRecord::Span).collect() }).await.unwrap();
+    store.write(&WriteBatch::of(special.into_iter().map(WriteRecord::Span).collect())).await.unwrap();
 
     let small = (target / 100).max(20_000);
     loader.load_to(&store, small).await;

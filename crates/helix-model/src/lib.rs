@@ -1,6 +1,7 @@
 //! The helixobs wire contract (docs/wire.md) as a pure library: decoded OTLP requests in,
 //! typed provenance records out. No sockets, no SQL, no async runtime.
 
+pub mod attribution;
 #[cfg(any(test, feature = "builders"))]
 pub mod builders;
 pub mod ids;
@@ -10,6 +11,7 @@ pub mod records;
 pub mod render;
 pub mod span;
 
+pub use attribution::{attribute_logs, attribute_traces, ForeignInstrument};
 pub use interpret::{
     check_entity_id, interpret_logs, interpret_traces, severity_name, severity_number, span_count, Interpretation,
     SpanAt, SpanClass, ERROR_EVENT, MAX_ENTITY_ID_BYTES,

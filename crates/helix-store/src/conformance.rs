@@ -60,6 +60,7 @@ macro_rules! conformance_tests {
             placeholder_is_upgraded_by_creation,
             recreation_merges_parents_and_metadata,
             instrument_conflicts_are_not_applied,
+            a_batch_refusing_conflicts_writes_nothing_on_a_conflict,
             error_status_and_error_events,
             events_oldest_first_with_own_timestamps,
             events_paging_walks_all,
@@ -252,7 +253,7 @@ fn span_rec(s: SpanRecorded) -> WriteRecord {
 }
 
 pub fn batch(records: Vec<WriteRecord>) -> WriteBatch {
-    WriteBatch { records }
+    WriteBatch::of(records)
 }
 
 fn created(c: EntityCreated) -> WriteRecord {
@@ -565,6 +566,33 @@ pub async fn instrument_conflicts_are_not_applied(store: &dyn Store) {
     let out = write(store, vec![created(other)]).await;
     assert_eq!(out.instrument_conflicts, 1);
     assert!(get(store, "ph-1").await.placeholder);
+}
+
+/// With authenticated senders, a record on another instrument's entity refuses its whole
+/// batch: nothing of it is written, the error names the entity and both instruments, and the
+/// same batch without that record commits.
+pub async fn a_batch_refusing_conflicts_writes_nothing_on_a_conflict(store: &dyn Store) {
+    write(store, vec![created(creation("mine-1", &[], 0))]).await;
+    let mut foreign_op = operation("mine-1", "steal", "op-steal", 10);
+    foreign_op.instrument_id = "OTHER".to_owned();
+    let mut fresh = creation("theirs-1", &["mine-1"], 5);
+    fresh.instrument_id = "OTHER".to_owned();
+    let records = vec![created(fresh), span_rec(span("steal-trace", "steal-span", None, "steal", 10)), op(foreign_op)];
+    let refused = WriteBatch { records: records.clone(), refuse_conflicts: true };
+    match store.write(&refused).await {
+        Err(StoreError::InstrumentConflict(c)) => {
+            assert_eq!((c.entity_id.as_str(), c.owner.as_str(), c.instrument.as_str()), ("mine-1", INST, "OTHER"))
+        }
+        other => panic!("expected an instrument conflict, got {other:?}"),
+    }
+    assert!(store.entity("theirs-1").await.unwrap().is_none(), "the batch's other records are not written");
+    assert!(store.operations("mine-1", &PageRequest::first(10)).await.unwrap().items.is_empty());
+    assert_eq!(store.trace(&trace_of("steal-trace"), 10).await.unwrap(), None);
+    assert_eq!(store.instruments().await.unwrap(), strings(&[INST]));
+    // Without the conflicting record the batch commits.
+    let ok = WriteBatch { records: records[..2].to_vec(), refuse_conflicts: true };
+    let out = store.write(&ok).await.unwrap();
+    assert_eq!((out.entities_created.len(), out.spans_inserted, out.instrument_conflicts), (1, 1, 0));
 }
 
 pub async fn error_status_and_error_events(store: &dyn Store) {
@@ -1628,14 +1656,12 @@ pub async fn stage_histogram_counts_per_stage_and_bucket(store: &dyn Store) {
 pub async fn failed_batch_leaves_no_partial_rows(store: &dyn Store) {
     let mut failing = creation("a1", &["p"], 0);
     failing.status = Status::Error;
-    let batch = WriteBatch {
-        records: vec![
-            WriteRecord::Created(failing),
-            WriteRecord::Created(creation("a2", &["a1"], 1)),
-            span_rec(span("a-trace", "a-span", None, "root", 0)),
-            WriteRecord::Operation(operation("a2", "boom", "boom-op", 2)),
-        ],
-    };
+    let batch = WriteBatch::of(vec![
+        WriteRecord::Created(failing),
+        WriteRecord::Created(creation("a2", &["a1"], 1)),
+        span_rec(span("a-trace", "a-span", None, "root", 0)),
+        WriteRecord::Operation(operation("a2", "boom", "boom-op", 2)),
+    ]);
     let err = store.write(&batch).await.unwrap_err();
     assert!(matches!(err, StoreError::Internal { .. }), "{err:?}");
     assert!(store.entity("a1").await.unwrap().is_none());
@@ -1645,7 +1671,7 @@ pub async fn failed_batch_leaves_no_partial_rows(store: &dyn Store) {
     assert_eq!(store.trace(&trace_of("a-trace"), 10).await.unwrap(), None, "no span of a failed batch");
     assert!(store.traces(&TraceFilter::default(), &PageRequest::first(10)).await.unwrap().items.is_empty());
     // The writer is still usable, and the same records without the rejected one go in.
-    let ok = WriteBatch { records: batch.records[..3].to_vec() };
+    let ok = WriteBatch::of(batch.records[..3].to_vec());
     let out = store.write(&ok).await.unwrap();
     assert_eq!((out.entities_created.len(), out.spans_inserted), (2, 1));
     assert_eq!(store.trace(&trace_of("a-trace"), 10).await.unwrap().expect("stored").spans.len(), 1);

@@ -58,6 +58,10 @@ pub enum StoreError {
     /// what to fix.
     #[error("store configuration: {0}")]
     Config(String),
+    /// A batch that refuses conflicts names an entity owned by another instrument; nothing of
+    /// it was written.
+    #[error("entity {:?} belongs to instrument {:?}, not to {:?}", .0.entity_id, .0.owner, .0.instrument)]
+    InstrumentConflict(crate::InstrumentConflict),
     /// Anything else: a bug or corrupt data; logged with its cause, answered generically.
     #[error("store error{}: {cause}", during(.op))]
     Internal { op: &'static str, cause: DbCause },

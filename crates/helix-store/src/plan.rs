@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use helix_model::{EntityCreated, EntityEvent, LogRecorded, Metadata, OperationRecorded, SpanRecorded, Status};
 
 use crate::rows::{append_new_parents, unique_in_order, worst};
-use crate::{Entity, EntityCount, WriteBatch, WriteOutcome, WriteRecord};
+use crate::{Entity, EntityCount, InstrumentConflict, WriteBatch, WriteOutcome, WriteRecord};
 
 /// The keys of the stored rows a batch touches: what a backend loads before planning.
 #[derive(Debug, Default, PartialEq)]
@@ -104,6 +104,9 @@ pub(crate) struct WritePlan<'b> {
     /// Instruments that sent applied data (the empty fallback `""` excluded), sorted.
     pub instruments: Vec<String>,
     pub outcome: WriteOutcome,
+    /// In a batch that refuses conflicts, the first record on another instrument's entity:
+    /// the backend writes nothing of the plan then.
+    pub refused: Option<InstrumentConflict>,
 }
 
 /// Apply the records of `batch`, in order, to the stored picture.
@@ -116,6 +119,7 @@ pub(crate) fn plan<'b>(batch: &'b WriteBatch, stored: Stored) -> WritePlan<'b> {
         creations: stored.creations,
         events_seen: HashSet::new(),
         instruments: BTreeSet::new(),
+        refuse_conflicts: batch.refuse_conflicts,
         out: WritePlan::default(),
     };
     for r in &batch.records {
@@ -184,10 +188,24 @@ struct Planner<'b> {
     creations: HashSet<(String, String)>,
     events_seen: HashSet<(&'b str, u32)>,
     instruments: BTreeSet<String>,
+    refuse_conflicts: bool,
     out: WritePlan<'b>,
 }
 
 impl<'b> Planner<'b> {
+    /// Rule: ownership. A record on an entity of another instrument is not applied; in a
+    /// batch that refuses conflicts, the first one refuses the batch.
+    fn conflict(&mut self, entity_id: &str, owner: &str, instrument: &str) {
+        self.out.outcome.instrument_conflicts += 1;
+        if self.refuse_conflicts && self.out.refused.is_none() {
+            self.out.refused = Some(InstrumentConflict {
+                entity_id: entity_id.to_owned(),
+                owner: owner.to_owned(),
+                instrument: instrument.to_owned(),
+            });
+        }
+    }
+
     fn note_instrument(&mut self, id: &str) {
         // "" is the wire fallback for "no instrument": not worth listing.
         if !id.is_empty() && !self.instruments.contains(id) {
@@ -236,8 +254,9 @@ impl<'b> Planner<'b> {
             return;
         };
         if row.instrument_id != c.instrument_id {
-            // Rule: ownership. Not applied, and not remembered as an applied creation.
-            self.out.outcome.instrument_conflicts += 1;
+            // Not applied, and not remembered as an applied creation.
+            let owner = row.instrument_id.clone();
+            self.conflict(&c.entity_id, &owner, &c.instrument_id);
             return;
         }
         if row.span_id.as_deref() == Some(c.span_id.as_str()) {
@@ -298,9 +317,9 @@ impl<'b> Planner<'b> {
 
     fn operation(&mut self, o: &'b OperationRecorded) {
         let owner = self.rows.get(&o.entity_id).map(|r| r.instrument_id.as_str());
-        if owner.is_some_and(|i| i != o.instrument_id) {
-            // Rule: ownership.
-            self.out.outcome.instrument_conflicts += 1;
+        if let Some(owner) = owner.filter(|i| *i != o.instrument_id) {
+            let owner = owner.to_owned();
+            self.conflict(&o.entity_id, &owner, &o.instrument_id);
             return;
         }
         if !self.operation_spans.insert(o.span_id.clone()) {

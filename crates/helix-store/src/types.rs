@@ -17,6 +17,27 @@ pub enum WriteRecord {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WriteBatch {
     pub records: Vec<WriteRecord>,
+    /// Refuse the whole batch ([`crate::StoreError::InstrumentConflict`]) when a record names
+    /// an entity owned by another instrument, instead of skipping that record: the senders
+    /// are authenticated, so such a record is an attempt to write another instrument's data.
+    pub refuse_conflicts: bool,
+}
+
+impl WriteBatch {
+    /// A batch that skips (and counts) records on entities of other instruments.
+    pub fn of(records: Vec<WriteRecord>) -> WriteBatch {
+        WriteBatch { records, refuse_conflicts: false }
+    }
+}
+
+/// A record on an entity owned by another instrument, in a batch that refuses conflicts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstrumentConflict {
+    pub entity_id: String,
+    /// The instrument owning the entity.
+    pub owner: String,
+    /// The instrument the record came from.
+    pub instrument: String,
 }
 
 /// What a committed batch changed, for metrics. Re-applied (duplicate) records count nothing.

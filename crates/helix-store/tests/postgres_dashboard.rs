@@ -49,7 +49,7 @@ async fn dashboard_queries_run_unchanged_and_return_the_expected_rows() {
         .map(WriteRecord::Created)
         .chain([WriteRecord::Operation(op), WriteRecord::Operation(op2)])
         .collect();
-    store.write(&WriteBatch { records }).await.expect("seed");
+    store.write(&WriteBatch::of(records)).await.expect("seed");
 
     let client = postgres_support::raw_client(&guard.schema).await;
     let qs = queries();

@@ -128,7 +128,7 @@ async fn retention_deletes_old_operations_events_and_logs_but_keeps_entities() {
     recent.events = vec![event("old-0", &recent.trace_id, &recent.span_id, "helix.event.y", 0, shift - day)];
     records.push(WriteRecord::Operation(recent));
     records.push(WriteRecord::Log(log(shift - day, "recent", None, Some("old-0"))));
-    store.write(&WriteBatch { records }).await.unwrap();
+    store.write(&WriteBatch::of(records)).await.unwrap();
 
     let cfg = RetentionConfig {
         batch_rows: 7, // several batches per table

@@ -145,7 +145,7 @@ async fn data_survives_reopen_and_durability_pragmas_are_set() {
     let (mode, sync) = store.durability().unwrap();
     assert_eq!(mode, "wal");
     assert_eq!(sync, 2, "synchronous=FULL");
-    let batch = WriteBatch { records: vec![WriteRecord::Created(creation("keep", &["p"], 0))] };
+    let batch = WriteBatch::of(vec![WriteRecord::Created(creation("keep", &["p"], 0))]);
     store.write(&batch).await.unwrap();
     drop(store);
     let store = open(&path).unwrap();
@@ -180,7 +180,7 @@ async fn lock_contention_is_transient() {
             .unwrap();
     let holder = Connection::open(&path).unwrap();
     holder.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let batch = WriteBatch { records: vec![WriteRecord::Created(creation("busy", &[], 0))] };
+    let batch = WriteBatch::of(vec![WriteRecord::Created(creation("busy", &[], 0))]);
     let err = store.write(&batch).await.unwrap_err();
     assert!(err.is_transient(), "{err:?}");
     // Readers are not blocked by a writer in WAL mode.
@@ -209,7 +209,7 @@ async fn span_blocks_migration_keeps_the_spans_of_schema_3() {
     // The current schema, written through the store: what the migrated database must answer.
     let current_path = dir.path().join("current.db");
     let current = open(&current_path).unwrap();
-    current.write(&WriteBatch { records: records.clone() }).await.unwrap();
+    current.write(&WriteBatch::of(records.clone())).await.unwrap();
     drop(current);
     // Schema 3, holding the same rows as 003's writer left them.
     let old_path = dir.path().join("old.db");
@@ -257,10 +257,10 @@ async fn span_blocks_migration_keeps_the_spans_of_schema_3() {
         assert_eq!(got, current.trace(&t.trace_id, 100).await.unwrap().unwrap(), "byte-exact spans");
     }
     // A retried span adds nothing; a new span of a migrated trace joins it.
-    let again = migrated.write(&WriteBatch { records: records[..4].to_vec() }).await.unwrap();
+    let again = migrated.write(&WriteBatch::of(records[..4].to_vec())).await.unwrap();
     assert_eq!(again.spans_inserted, 0);
     let late = WriteRecord::Span(span("m-3", "m-3-late", Some("m-3"), "late", 3_500));
-    assert_eq!(migrated.write(&WriteBatch { records: vec![late] }).await.unwrap().spans_inserted, 1);
+    assert_eq!(migrated.write(&WriteBatch::of(vec![late])).await.unwrap().spans_inserted, 1);
     assert_eq!(migrated.trace(&trace_of("m-3"), 100).await.unwrap().unwrap().spans.len(), 3);
     let summary = first(migrated.clone(), everything).await;
     assert_eq!(summary.iter().find(|t| t.trace_id == trace_of("m-3")).unwrap().span_count, 3);
@@ -279,9 +279,9 @@ async fn sealed_blocks_stay_idempotent_take_late_spans_and_retire_whole() {
     let old: Vec<WriteRecord> = (0..17_000i64)
         .map(|i| WriteRecord::Span(span(&format!("s-{i}"), &format!("s-{i}"), None, "step", i)))
         .collect();
-    store.write(&WriteBatch { records: old.clone() }).await.unwrap();
+    store.write(&WriteBatch::of(old.clone())).await.unwrap();
     let young = WriteRecord::Span(span("young", "young", None, "fresh", 10 * DAY));
-    store.write(&WriteBatch { records: vec![young] }).await.unwrap();
+    store.write(&WriteBatch::of(vec![young])).await.unwrap();
     let blocks = || {
         let conn = Connection::open(&path).unwrap();
         let rows: Vec<(i64, i64, i64)> = conn
@@ -298,12 +298,12 @@ async fn sealed_blocks_stay_idempotent_take_late_spans_and_retire_whole() {
         drop(store);
         open(&path).unwrap()
     }] {
-        let retry = store.write(&WriteBatch { records: old[..100].to_vec() }).await.unwrap();
+        let retry = store.write(&WriteBatch::of(old[..100].to_vec())).await.unwrap();
         assert_eq!(retry.spans_inserted, 0, "spans of the sealed block are known");
     }
     let store = open(&path).unwrap();
     let late = WriteRecord::Span(span("s-5", "s-5-late", Some("s-5"), "late", 7));
-    assert_eq!(store.write(&WriteBatch { records: vec![late] }).await.unwrap().spans_inserted, 1);
+    assert_eq!(store.write(&WriteBatch::of(vec![late])).await.unwrap().spans_inserted, 1);
     let trace = store.trace(&trace_of("s-5"), 10).await.unwrap().expect("found in the sealed block");
     assert_eq!(trace.spans.len(), 2, "the late span joined its trace");
     assert_eq!(blocks()[0], (1, 1, 17_001), "where the trace lives");

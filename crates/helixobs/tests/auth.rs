@@ -15,7 +15,8 @@ use tracing_subscriber::layer::SubscriberExt;
 const SECRET: &str = "s3cr3t-credential-that-must-never-be-printed";
 
 #[test]
-fn a_herald_without_auth_fails_the_build_with_the_reason() {
+fn a_herald_without_auth_for_the_instrument_fails_the_build_with_the_reason() {
+    // No instrument file gives MY_INST an auth block: the herald refuses the sign-in.
     let herald = Herald::start();
     let err = helixobs::Instrument::builder("my-pipeline")
         .instrument_id("MY_INST")
@@ -23,11 +24,11 @@ fn a_herald_without_auth_fails_the_build_with_the_reason() {
         .credential(SECRET)
         .auth_endpoint(format!("http://{}/auth/token", herald.api))
         .build()
-        .expect_err("no token endpoint: the build must fail");
+        .expect_err("no credential configured for the instrument: the build must fail");
     let text = err.to_string();
     assert!(matches!(err, helixobs::Error::Auth(_)), "{err:?}");
-    assert!(text.contains("HTTP 404"), "{text}");
-    assert!(text.contains("is authentication enabled on this herald"), "{text}");
+    assert!(text.contains("HTTP 401"), "{text}");
+    assert!(text.contains("auth not configured for instrument"), "{text}");
     assert!(text.contains(&format!("http://{}/auth/token", herald.api)), "{text}");
     assert!(!text.contains(SECRET), "{text}");
 }

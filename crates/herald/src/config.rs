@@ -52,7 +52,40 @@ pub enum Command {
         #[arg(long, value_parser = humantime::parse_duration)]
         duration: Option<Duration>,
     },
+    /// Check the instrument files of INSTRUMENTS_DIR (and JWT_SECRET, if set) and report every
+    /// error; exits non-zero when there is one.
+    CheckConfig {
+        #[arg(long = "instruments-dir", env = "INSTRUMENTS_DIR", default_value = DEFAULT_INSTRUMENTS_DIR)]
+        instruments_dir: PathBuf,
+        #[arg(long = "jwt-secret", env = "JWT_SECRET", hide_env_values = true, hide_default_value = true)]
+        jwt_secret: Option<String>,
+    },
+    /// Tokens for people and dashboards.
+    #[command(subcommand)]
+    Token(TokenCommand),
 }
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a read-only token (it reads the API, the Tempo API and the Inspector, and cannot
+    /// write), signed with the first key of JWT_SECRET. Instruments get theirs from POST /auth/token.
+    Issue {
+        /// Issue a read-only token (the only kind issued here).
+        #[arg(long, required = true)]
+        read: bool,
+        /// Who the token is for (its subject), e.g. grafana or alice.
+        #[arg(long)]
+        name: String,
+        /// How long the token is valid, e.g. 30d or 12h.
+        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        #[arg(long = "jwt-secret", env = "JWT_SECRET", hide_env_values = true)]
+        jwt_secret: Option<String>,
+    },
+}
+
+/// Where the older herald read instrument files from, kept as the default.
+pub const DEFAULT_INSTRUMENTS_DIR: &str = "/instruments";
 
 pub const DEFAULT_DB_URL: &str = "sqlite://./helix-data/herald.db";
 
@@ -141,6 +174,34 @@ pub struct ServeArgs {
     /// POSTed as its run events to URL/api/v1/lineage, off the acknowledgement path, with retry.
     #[arg(long = "openlineage-url", env = "OPENLINEAGE_URL", value_parser = parse_http_url)]
     pub openlineage_url: Option<String>,
+    /// Comma-separated HS256 keys; the first signs tokens, every one verifies them (rotation:
+    /// prepend the new key, drop the old one 24 h later). Unset or empty: auth is off. Prefer
+    /// the environment variable: a flag's value is visible in the process list.
+    #[arg(long = "jwt-secret", env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Directory of instrument files (*.yml, *.yaml): each names an instrument and how it signs in.
+    #[arg(long = "instruments-dir", env = "INSTRUMENTS_DIR", default_value = DEFAULT_INSTRUMENTS_DIR)]
+    pub instruments_dir: PathBuf,
+    /// How often the instrument files are re-read (they are also re-read on SIGHUP).
+    #[arg(long = "instruments-reload", env = "HELIX_INSTRUMENTS_RELOAD", default_value = "30s",
+          value_parser = humantime::parse_duration)]
+    pub instruments_reload: Duration,
+    /// Failed sign-ins (POST /auth/token) allowed per instrument, and per client address,
+    /// within --auth-throttle-window; more are answered 429 until the window ends.
+    #[arg(long = "auth-throttle-failures", env = "HELIX_AUTH_THROTTLE_FAILURES", default_value_t = 10)]
+    pub auth_throttle_failures: u32,
+    #[arg(long = "auth-throttle-window", env = "HELIX_AUTH_THROTTLE_WINDOW", default_value = "1m",
+          value_parser = humantime::parse_duration)]
+    pub auth_throttle_window: Duration,
+    /// Longest wait for an instrument's token introspection endpoint (verify_url).
+    #[arg(long = "introspection-timeout", env = "HELIX_INTROSPECTION_TIMEOUT", default_value = "5s",
+          value_parser = humantime::parse_duration)]
+    pub introspection_timeout: Duration,
+    /// Behind a reverse proxy: throttle sign-ins by the client address the proxy appends to
+    /// X-Forwarded-For, not by the proxy's own address.
+    #[arg(long = "trust-forwarded-for", env = "HELIX_TRUST_FORWARDED_FOR", default_value_t = false,
+          action = clap::ArgAction::Set)]
+    pub trust_forwarded_for: bool,
 }
 
 /// Every listener on a free loopback port (the ready file says which): tests, benchmarks.
@@ -297,6 +358,18 @@ impl ServeArgs {
 
     pub fn batch(&self) -> BatchConfig {
         BatchConfig { queue_records: self.write_queue_records.max(1), max_batch_records: self.batch_max_records.max(1) }
+    }
+    /// Auth settings; auth is on exactly when JWT_SECRET names a key.
+    pub fn auth(&self) -> crate::auth::AuthConfig {
+        crate::auth::AuthConfig {
+            keys: self.jwt_secret.as_deref().and_then(crate::auth::KeySet::parse),
+            throttle: crate::auth::ThrottleConfig {
+                max_failures: self.auth_throttle_failures.max(1),
+                window: self.auth_throttle_window,
+            },
+            introspection_timeout: self.introspection_timeout,
+            trust_forwarded_for: self.trust_forwarded_for,
+        }
     }
     pub fn receive(&self) -> ReceiveConfig {
         ReceiveConfig { max_request_bytes: self.max_request_bytes }

@@ -1,11 +1,13 @@
 //! One export's path through the herald, shared by every receiver:
-//! interpret → resolve (add links) → write (durable) → forward (async) → outcome for the ack.
+//! (authorise) → interpret → resolve (add links) → write (durable) → forward (async) → outcome
+//! for the ack. With auth on, the receiver has authenticated the sender; the export must be
+//! the sender's instrument's data, checked here before anything is stored.
 
 use std::sync::Arc;
 
 use helix_model::interpret::{interpret_logs, interpret_traces, SpanClass};
-use helix_model::span_records;
-use helix_store::WriteRecord;
+use helix_model::{attribute_logs, attribute_traces, span_records, ForeignInstrument};
+use helix_store::{StoreError, WriteRecord};
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
@@ -13,6 +15,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 
+use crate::auth::{Auth, Denied};
 use crate::forward::{Forwarded, Forwarder};
 use crate::metrics::Metrics;
 use crate::resolve::Resolver;
@@ -51,15 +54,38 @@ pub struct Ingest {
     pub store_spans: bool,
     /// OpenLineage emission (`OPENLINEAGE_URL`), if configured.
     pub lineage: Option<crate::emit::Emitter>,
+    /// Who may send: the receivers authenticate each export with it.
+    pub auth: Arc<Auth>,
+}
+
+/// Why an export was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The export is not the sender's to make (PERMISSION_DENIED / 403); nothing was stored.
+    #[error(transparent)]
+    Denied(Denied),
+    #[error(transparent)]
+    Write(WriteError),
+}
+
+impl From<WriteError> for IngestError {
+    fn from(e: WriteError) -> Self {
+        IngestError::Write(e)
+    }
 }
 
 impl Ingest {
-    /// Handle one trace export. `Ok` means every storable span is committed.
+    /// Handle one trace export from `owner`'s pipeline (`None` when auth is off). `Ok` means
+    /// every storable span is committed.
     pub async fn traces(
         &self,
         mut request: ExportTraceServiceRequest,
         transport: &str,
-    ) -> Result<Accepted, WriteError> {
+        owner: Option<&str>,
+    ) -> Result<Accepted, IngestError> {
+        if let Some(owner) = owner {
+            attribute_traces(&mut request, owner).map_err(|f| self.foreign(owner, f))?;
+        }
         let interpretation = interpret_traces(&request);
         self.metrics.spans_received.with_label_values(&[transport]).inc_by(interpretation.spans.len() as u64);
 
@@ -85,13 +111,7 @@ impl Ingest {
             }
         }
         records.extend(spans.into_iter().map(WriteRecord::Span));
-        let committed = match self.writer.write(records).await {
-            Ok(committed) => committed,
-            Err(e) => {
-                self.refused(&e);
-                return Err(e);
-            }
-        };
+        let committed = self.write(records, owner).await?;
         // Only first creations become link targets: a re-creation's span is not the one the
         // store (and so every other replica) resolves the entity to.
         let created: Vec<_> = created.into_iter().filter(|(id, _)| committed.contains(id)).collect();
@@ -113,19 +133,48 @@ impl Ingest {
         Ok(Accepted { rejected: rejected.len() as i64, message: summarize(&rejected) })
     }
 
-    /// Handle one log export. `Ok` means every record is committed.
-    pub async fn logs(&self, request: ExportLogsServiceRequest) -> Result<Accepted, WriteError> {
+    /// Handle one log export from `owner`'s pipeline. `Ok` means every record is committed.
+    pub async fn logs(
+        &self,
+        mut request: ExportLogsServiceRequest,
+        owner: Option<&str>,
+    ) -> Result<Accepted, IngestError> {
+        if let Some(owner) = owner {
+            attribute_logs(&mut request, owner).map_err(|f| self.foreign(owner, f))?;
+        }
         let records: Vec<WriteRecord> = interpret_logs(&request).into_iter().map(WriteRecord::Log).collect();
         let count = records.len() as u64;
-        if let Err(e) = self.writer.write(records).await {
-            self.refused(&e);
-            return Err(e);
-        }
+        self.write(records, owner).await?;
         self.metrics.logs_received.inc_by(count);
         if let Some(forwarder) = &self.forwarder {
             forwarder.enqueue(Forwarded::Logs(request));
         }
         Ok(Accepted::default())
+    }
+
+    /// Commit an export's records; an authenticated sender's records on entities of another
+    /// instrument refuse the export whole (the store checks ownership in the commit's own
+    /// transaction, so the check costs no extra query).
+    async fn write(
+        &self,
+        records: Vec<WriteRecord>,
+        owner: Option<&str>,
+    ) -> Result<crate::write::Committed, IngestError> {
+        match self.writer.write_as(records, owner.is_some()).await {
+            Ok(committed) => Ok(committed),
+            Err(WriteError::Store(StoreError::InstrumentConflict(c))) => {
+                let token = owner.unwrap_or(&c.instrument);
+                Err(IngestError::Denied(self.auth.refuse(Denied::foreign_entity(token, &c.entity_id, &c.owner))))
+            }
+            Err(e) => {
+                self.refused(&e);
+                Err(e.into())
+            }
+        }
+    }
+
+    fn foreign(&self, owner: &str, foreign: ForeignInstrument) -> IngestError {
+        IngestError::Denied(self.auth.refuse(Denied::foreign_instrument(owner, &foreign.named)))
     }
 
     fn refused(&self, e: &WriteError) {

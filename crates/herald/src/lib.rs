@@ -2,12 +2,14 @@
 //! Data flow: receive → ingest (interpret, resolve) → write → forward; api reads the store.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod emit;
 pub mod export;
 pub mod forward;
 pub mod ingest;
 pub mod inspector;
+pub mod instruments;
 pub mod metrics;
 pub mod receive;
 pub mod resolve;

@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use clap::Parser;
-use herald::config::{parse_db_url, Cli, Command, ServeArgs};
+use herald::config::{parse_db_url, Cli, Command, ServeArgs, TokenCommand};
 use herald::server::{migrate_store, run, Listeners};
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +30,21 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Demo { serve: args, rate, duration }) => runtime.block_on(demo(args, rate, duration)),
+        Some(Command::CheckConfig { instruments_dir, jwt_secret }) => {
+            let (report, errors) = herald::instruments::check_config(&instruments_dir, jwt_secret.as_deref());
+            print!("{report}");
+            if errors > 0 {
+                eprintln!("herald check-config: {errors} error(s); nothing was changed");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Some(Command::Token(TokenCommand::Issue { read: _, name, ttl, jwt_secret })) => {
+            let token =
+                herald::auth::issue_read_token(jwt_secret.as_deref(), &name, ttl).map_err(anyhow::Error::msg)?;
+            println!("{token}");
+            Ok(())
+        }
     };
     // `run` has already bounded every stage; a blocking task it aborted (a store close stuck
     // in the kernel, say) must not hold the exit forever.

@@ -27,6 +27,8 @@ pub struct Metrics {
     pub forward_spans: IntCounterVec,
     pub forward_logs: IntCounterVec,
     pub forward_queue: IntGauge,
+    pub auth_denied: IntCounterVec,
+    pub instrument_files_invalid: IntGauge,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -145,6 +147,17 @@ impl Metrics {
                 &["result"],
             ),
             forward_queue: gauge(&r, "helix_forward_queue_requests", "Requests waiting for the forwarder."),
+            auth_denied: counter_vec(
+                &r,
+                "helix_auth_denied_total",
+                "Requests and sign-ins refused by authentication or authorisation, by reason.",
+                &["reason"],
+            ),
+            instrument_files_invalid: gauge(
+                &r,
+                "helix_instrument_files_invalid",
+                "Instrument files in INSTRUMENTS_DIR that did not load (their last good configuration stays).",
+            ),
             registry: r,
         }
     }

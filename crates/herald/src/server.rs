@@ -14,10 +14,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
+use crate::auth::Auth;
 use crate::config::{parse_db_url, LogRetention, ServeArgs, StoreLocation, StoreRetention, DEFAULT_LOG_RETENTION};
 use crate::forward::Forwarder;
 use crate::ingest::Ingest;
 use crate::inspector;
+use crate::instruments::Instruments;
 use crate::metrics::Metrics;
 use crate::receive;
 use crate::resolve::Resolver;
@@ -170,6 +172,8 @@ pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationTo
         }
         None => (None, None),
     };
+    let auth = start_auth(&args, &metrics).await?;
+    let hangup = crate::instruments::Hangup::install();
     let ingest = Arc::new(Ingest {
         resolver: Resolver::new(args.trace_store_size, store.clone(), metrics.clone()),
         writer,
@@ -177,6 +181,7 @@ pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationTo
         metrics: metrics.clone(),
         store_spans: args.store_spans,
         lineage,
+        auth: auth.clone(),
     });
 
     announce(&listeners, args.db_url());
@@ -187,16 +192,20 @@ pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationTo
         spans_stored: args.store_spans,
         loki_scan_lines: args.loki_scan_lines.max(1),
         prov_namespace: args.prov_namespace.as_str().into(),
+        auth: auth.clone(),
     };
     let app = api::app(state.clone())
         .merge(
             inspector::router_with(inspector::InspectorConfig {
                 grafana_url: args.grafana_url.clone().filter(|u| !u.trim().is_empty()),
                 tempo_datasource: args.grafana_tempo_datasource.clone(),
+                auth: auth.is_on(),
             })
             .with_state(state.clone()),
         )
-        .fallback(api::not_found);
+        .fallback(api::not_found)
+        // With auth on, every route of the listener but the open ones needs a token.
+        .layer(axum::middleware::from_fn_with_state(auth.clone(), crate::auth::session::require_token));
     let mut receivers = vec![
         receiver(
             "otlp-grpc",
@@ -209,6 +218,13 @@ pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationTo
             receive::http::serve(listeners.http, ingest.clone(), args.receive(), stop.clone()),
         ),
         receiver("api", &stop, serve_http(listeners.api, app, stop.clone())),
+        Task::spawn("instruments", {
+            let (instruments, stop, every) = (auth.instruments().clone(), stop.clone(), args.instruments_reload);
+            async move {
+                instruments.watch(every, hangup, stop).await;
+                Ok::<(), String>(())
+            }
+        }),
     ];
     if let Some(l) = listeners.metrics {
         let only_metrics =
@@ -216,7 +232,7 @@ pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationTo
         receivers.push(receiver("metrics", &stop, serve_http(l, only_metrics, stop.clone())));
     }
     // From here only the tasks and `store` (released last) hold store handles.
-    drop((ingest, state));
+    drop((ingest, state, auth));
 
     stop.cancelled().await;
     let mut reports = Vec::new();
@@ -375,8 +391,47 @@ async fn stage(tasks: Vec<Task>, deadline: Duration) -> Vec<TaskReport> {
     reports
 }
 
+/// Load the instrument files and set up auth, saying at start-up whether auth is on and what
+/// an operator may have to fix (never showing a key).
+async fn start_auth(args: &ServeArgs, metrics: &Arc<Metrics>) -> Result<Arc<Auth>, RunError> {
+    let config = args.auth();
+    let dir = args.instruments_dir.clone();
+    let metrics_for_load = metrics.clone();
+    let instruments = tokio::task::spawn_blocking(move || Instruments::load(dir, metrics_for_load))
+        .await
+        .map_err(|e| RunError::Config(format!("loading the instrument files failed: {e}")))?;
+    let loaded = instruments.snapshot().len();
+    let dir = args.instruments_dir.display().to_string();
+    match &config.keys {
+        None => tracing::warn!(
+            "auth is off: JWT_SECRET is not set, so anyone who can reach this herald can send and read \
+             every instrument's data. Set JWT_SECRET to one or more comma-separated keys \
+             (e.g. `openssl rand -hex 32`) to require tokens; see docs/operations.md"
+        ),
+        Some(keys) => {
+            tracing::info!(keys = keys.len(), instruments = loaded, instruments_dir = %dir,
+                "auth is on: exports and reads need a token");
+            for position in keys.short_keys() {
+                tracing::warn!(
+                    key = position,
+                    min_bytes = crate::auth::keys::MIN_KEY_BYTES,
+                    "JWT_SECRET key is short; use at least 32 random bytes (openssl rand -hex 32)"
+                );
+            }
+            if loaded == 0 {
+                tracing::warn!(instruments_dir = %dir,
+                    "auth is on but no instrument file is loaded: no instrument can get a token at POST /auth/token");
+            }
+        }
+    }
+    Ok(Arc::new(Auth::new(config, Arc::new(instruments), metrics.clone())))
+}
+
 async fn serve_http(listener: TcpListener, app: axum::Router, shutdown: CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+    // The peer address is what sign-ins are throttled by.
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
 }
 
 /// The one machine-readable start-up signal: a JSON line on stderr (and, when asked, the same

@@ -43,6 +43,8 @@ pub type Committed = Arc<HashSet<String>>;
 /// One export's records and the handle the writer completes after the commit.
 struct WriteJob {
     records: Vec<WriteRecord>,
+    /// The sender is authenticated: a record on another instrument's entity refuses the job.
+    refuse_conflicts: bool,
     done: oneshot::Sender<Result<Committed, StoreError>>,
     /// Holds this job's share of the queue budget until the commit is over.
     _permit: OwnedSemaphorePermit,
@@ -75,6 +77,13 @@ impl Writer {
     /// Commit `records`; returns once they are durable (or the commit failed).
     /// Refuses at once, without waiting, when the queue is full.
     pub async fn write(&self, records: Vec<WriteRecord>) -> Result<Committed, WriteError> {
+        self.write_as(records, false).await
+    }
+
+    /// [`Writer::write`] for an authenticated sender (`refuse_conflicts`): a record on an
+    /// entity of another instrument refuses this export whole
+    /// (`StoreError::InstrumentConflict`), and only this one.
+    pub async fn write_as(&self, records: Vec<WriteRecord>, refuse_conflicts: bool) -> Result<Committed, WriteError> {
         if records.is_empty() {
             return Ok(Committed::default());
         }
@@ -89,7 +98,9 @@ impl Writer {
             },
         )?;
         let (done, result) = oneshot::channel();
-        self.tx.send(WriteJob { records, done, _permit: permit }).map_err(|_| WriteError::ShuttingDown)?;
+        self.tx
+            .send(WriteJob { records, refuse_conflicts, done, _permit: permit })
+            .map_err(|_| WriteError::ShuttingDown)?;
         result.await.map_err(|_| WriteError::ShuttingDown)?.map_err(WriteError::Store)
     }
 }
@@ -112,6 +123,8 @@ impl Accumulator {
     }
 
     /// Move every job's records into one batch; `sizes` remembers where each job's records are.
+    /// The batch refuses conflicts when any job does: a refusal then isolates the jobs, and
+    /// each is retried alone under its own rule.
     fn take_batch(&mut self) -> (WriteBatch, Vec<usize>) {
         let mut records = Vec::with_capacity(self.records);
         let mut sizes = Vec::with_capacity(self.jobs.len());
@@ -119,7 +132,8 @@ impl Accumulator {
             sizes.push(job.records.len());
             records.append(&mut job.records);
         }
-        (WriteBatch { records }, sizes)
+        let refuse_conflicts = self.jobs.iter().any(|j| j.refuse_conflicts);
+        (WriteBatch { records, refuse_conflicts }, sizes)
     }
 
     /// Give each job its records back (after a failed commit), in the order `take_batch` took them.
@@ -204,6 +218,13 @@ async fn commit(store: &dyn Store, mut acc: Accumulator, metrics: &Metrics) {
                 Box::pin(commit(store, single, metrics)).await;
             }
         }
+        Err(e @ StoreError::InstrumentConflict(_)) => {
+            // A refusal of the sender's data, not a failure of the store: ingest answers it
+            // (PERMISSION_DENIED), logs and counts it.
+            for job in acc.jobs {
+                let _ = job.done.send(Err(e.clone()));
+            }
+        }
         Err(e) => {
             let kind = if e.is_transient() { "transient" } else { "permanent" };
             metrics.write_failures.with_label_values(&[kind]).inc();
@@ -261,7 +282,7 @@ mod tests {
 
     fn job(records: Vec<WriteRecord>, budget: &Arc<Semaphore>) -> WriteJob {
         let (done, _) = oneshot::channel();
-        WriteJob { records, done, _permit: budget.clone().try_acquire_owned().unwrap() }
+        WriteJob { records, refuse_conflicts: false, done, _permit: budget.clone().try_acquire_owned().unwrap() }
     }
 
     #[test]

@@ -37,12 +37,15 @@ impl Harness {
     fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Arc::new(SqliteStore::open(&dir.path().join("herald.db"), SqliteOptions::default()).expect("open"));
+        let metrics = Arc::new(Metrics::new());
+        let auth = Arc::new(herald::auth::Auth::off(metrics.clone()));
         let state = ApiState {
             store: store.clone(),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             spans_stored: true,
             loki_scan_lines: herald::api::loki::DEFAULT_SCAN_LINES,
             prov_namespace: herald::export::DEFAULT_NAMESPACE.into(),
+            auth,
         };
         Harness { app: app(state), store, _dir: dir, next_span: 1 }
     }
@@ -99,7 +102,7 @@ impl Harness {
     }
 
     async fn write(&self, records: Vec<WriteRecord>) {
-        self.store.write(&WriteBatch { records }).await.expect("write");
+        self.store.write(&WriteBatch::of(records)).await.expect("write");
     }
 
     async fn get(&self, uri: &str) -> Reply {

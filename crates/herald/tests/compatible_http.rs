@@ -86,8 +86,12 @@ async fn the_api_root_is_an_index_of_every_endpoint() {
     // Every linked path without a template answers (with its required parameter filled in).
     let openapi = herald.get_ok("/api/openapi.json").await;
     for (method, href) in &links {
-        assert_eq!(method, "GET");
-        assert!(openapi["paths"][href.as_str()]["get"].is_object(), "{href} is linked but not in the OpenAPI document");
+        let documented = &openapi["paths"][href.as_str()][method.to_lowercase()];
+        assert!(documented.is_object(), "{method} {href} is linked but not in the OpenAPI document");
+        if method != "GET" {
+            // The sign-in (POST /auth/token) is exercised in tests/auth.rs.
+            continue;
+        }
         if href.contains('{') {
             continue;
         }

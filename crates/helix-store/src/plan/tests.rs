@@ -296,7 +296,7 @@ fn cases() -> Vec<Case> {
 #[test]
 fn every_write_rule() {
     for case in cases() {
-        let batch = WriteBatch { records: case.records };
+        let batch = WriteBatch::of(case.records);
         let plan = plan(&batch, case.stored);
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (case.check)(&plan)));
         assert!(outcome.is_ok(), "rule failed: {}", case.rule);
@@ -304,16 +304,33 @@ fn every_write_rule() {
 }
 
 #[test]
+fn a_batch_refusing_conflicts_names_its_first_conflict_and_a_skipping_one_names_none() {
+    let owned = stored_entity(&creation("cand", &[], 0));
+    let mut foreign = operation("cand", "steal", "op-x", 5);
+    foreign.instrument_id = "OTHER".into();
+    let records = vec![WriteRecord::Created(creation("fresh", &[], 1)), WriteRecord::Operation(foreign)];
+    let skipping_batch = WriteBatch::of(records.clone());
+    let skipping = plan(&skipping_batch, stored(vec![owned.clone()], &[], &[]));
+    assert_eq!(skipping.refused, None);
+    assert_eq!(skipping.outcome.instrument_conflicts, 1);
+    let refusing_batch = WriteBatch { records, refuse_conflicts: true };
+    let refusing = plan(&refusing_batch, stored(vec![owned], &[], &[]));
+    let conflict = refusing.refused.expect("refused");
+    assert_eq!(
+        (conflict.entity_id.as_str(), conflict.owner.as_str(), conflict.instrument.as_str()),
+        ("cand", INST, "OTHER")
+    );
+}
+
+#[test]
 fn touched_keys_are_sorted_unique_and_recreated_ones_are_the_stored_created_ones() {
-    let batch = WriteBatch {
-        records: vec![
-            WriteRecord::Created(creation("b", &[], 0)),
-            WriteRecord::Operation(operation("a", "x", "s2", 0)),
-            WriteRecord::Operation(operation("b", "x", "s1", 0)),
-            WriteRecord::Created(creation("c", &[], 0)),
-            WriteRecord::Log(log(0, "l", None, Some("z"))),
-        ],
-    };
+    let batch = WriteBatch::of(vec![
+        WriteRecord::Created(creation("b", &[], 0)),
+        WriteRecord::Operation(operation("a", "x", "s2", 0)),
+        WriteRecord::Operation(operation("b", "x", "s1", 0)),
+        WriteRecord::Created(creation("c", &[], 0)),
+        WriteRecord::Log(log(0, "l", None, Some("z"))),
+    ]);
     let t = Touched::of(&batch);
     assert_eq!(t.entity_ids, ["a", "b", "c"]);
     let mut spans = vec![span_of("s1"), span_of("s2")];

@@ -149,6 +149,10 @@ async fn try_apply(client: &mut Object, batch: &WriteBatch) -> Result<Option<Wri
     let tx = client.transaction().await?;
     let stored = load(&tx, batch).await?;
     let mut plan = plan::plan(batch, stored);
+    if let Some(conflict) = plan.refused.take() {
+        // Dropping the transaction rolls it back (and releases the row locks).
+        return Err(TxError::Store(StoreError::InstrumentConflict(conflict)));
+    }
     // Spans first: nothing else depends on them, and a later failure must take them back too.
     match write_spans(&tx, &plan).await? {
         Some(n) => plan.outcome.spans_inserted = n,

@@ -29,6 +29,10 @@ pub(super) fn apply_batch(
     let now: String = tx.query_row("SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now')", [], |r| r.get(0))?;
     let stored = load(&tx, batch)?;
     let mut plan = plan::plan(batch, stored);
+    if let Some(conflict) = plan.refused.take() {
+        // Dropping the transaction rolls it back: nothing of the batch is written.
+        return Err(StoreError::InstrumentConflict(conflict));
+    }
     let mut change = BlockChange::default();
     if !plan.spans.is_empty() {
         let (n, c) = write_spans(&tx, &writer.open, directory, &plan)?;

@@ -38,12 +38,15 @@ impl FakeStore {
     }
 
     pub fn state(self) -> ApiState {
+        let metrics = Arc::new(Metrics::new());
+        let auth = Arc::new(crate::auth::Auth::off(metrics.clone()));
         ApiState {
             store: Arc::new(self),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             spans_stored: true,
             loki_scan_lines: super::loki::DEFAULT_SCAN_LINES,
             prov_namespace: crate::export::DEFAULT_NAMESPACE.into(),
+            auth,
         }
     }
 

@@ -2,6 +2,7 @@
 //! the routes of every resource in [`RESOURCES`]. Rendering HTML is the inspector's job, not
 //! this module's.
 
+pub mod auth;
 pub mod entity;
 pub mod events;
 pub mod exports;
@@ -48,6 +49,8 @@ pub struct ApiState {
     pub loki_scan_lines: usize,
     /// Namespace IRI of this deployment in the PROV and OpenLineage exports (`--prov-namespace`).
     pub prov_namespace: Arc<str>,
+    /// Who may read (and where tokens come from: `POST /auth/token`).
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 /// One registered endpoint. Each resource module lists its endpoints as `Route`s; the router,
@@ -84,6 +87,7 @@ pub const RESOURCES: &[Resource] = &[
     Resource { name: "tempo", routes: tempo::routes },
     Resource { name: "loki", routes: loki::routes },
     Resource { name: "health", routes: health::routes },
+    Resource { name: "auth", routes: auth::routes },
     Resource { name: "openapi", routes: openapi::routes },
 ];
 
@@ -160,7 +164,10 @@ impl From<StoreError> for ApiError {
             // Cursors are opaque to clients, so a store rejecting one is the caller's mistake.
             StoreError::BadCursor(reason) => ApiError::bad("cursor", reason),
             StoreError::Unavailable { .. } => ApiError::Unavailable(err),
-            StoreError::Schema(_) | StoreError::Config(_) | StoreError::Internal { .. } => ApiError::Internal(err),
+            StoreError::Schema(_)
+            | StoreError::Config(_)
+            | StoreError::Internal { .. }
+            | StoreError::InstrumentConflict(_) => ApiError::Internal(err),
         }
     }
 }

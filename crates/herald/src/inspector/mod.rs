@@ -10,6 +10,9 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::api::ApiState;
+use crate::auth::session::{SIGN_IN, SIGN_OUT};
+
+mod sign_in;
 
 const SHELL: &str = include_str!("assets/index.html");
 const SCRIPT: &str = include_str!("assets/app.js");
@@ -29,6 +32,9 @@ pub struct InspectorConfig {
     pub grafana_url: Option<String>,
     /// UID of that Tempo data source in Grafana.
     pub tempo_datasource: String,
+    /// Auth is on: the UI shows a sign-out button and sends people to the sign-in page when
+    /// their session ends.
+    pub auth: bool,
 }
 
 /// The UI's routes; merged with the JSON API on the API listener.
@@ -48,6 +54,8 @@ pub fn router_with(config: InspectorConfig) -> Router<ApiState> {
         .route("/traces", page.clone())
         .route("/logs", page.clone())
         .route("/trace/{*id}", page)
+        .route(SIGN_IN, get(sign_in::show).post(sign_in::sign_in))
+        .route(SIGN_OUT, axum::routing::post(sign_in::sign_out))
         .route("/ui/app.js", get(|| async { asset(SCRIPT, "text/javascript; charset=utf-8") }))
         .route("/ui/app.css", get(|| async { asset(STYLE, "text/css; charset=utf-8") }))
         .route("/favicon.ico", get(|| async { asset(ICON, "image/svg+xml") }))
@@ -62,12 +70,13 @@ fn render_shell(config: &InspectorConfig) -> String {
         "tempo_datasource": config.tempo_datasource,
         // The script marks failures by this name; handing it over keeps one spelling of it.
         "error_event": helix_model::ERROR_EVENT,
+        "auth": config.auth,
     });
     let json = settings.to_string().replace('<', "\\u003c").replace('>', "\\u003e").replace('&', "\\u0026");
     SHELL.replace("{{SETTINGS}}", &json)
 }
 
-fn security_headers(headers: &mut HeaderMap) {
+pub(super) fn security_headers(headers: &mut HeaderMap) {
     headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
@@ -75,7 +84,11 @@ fn security_headers(headers: &mut HeaderMap) {
 }
 
 fn html(body: String) -> Response {
-    let mut response = (StatusCode::OK, body).into_response();
+    html_with_status(StatusCode::OK, body)
+}
+
+pub(super) fn html_with_status(status: StatusCode, body: String) -> Response {
+    let mut response = (status, body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -140,6 +153,7 @@ mod tests {
         let config = InspectorConfig {
             grafana_url: Some("http://g/</script><script>alert(1)</script>".into()),
             tempo_datasource: "tempo".into(),
+            auth: false,
         };
         let (_, _, body) = get_page(config, "/").await;
         assert!(!body.contains("</script><script>alert"));

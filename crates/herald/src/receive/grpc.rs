@@ -1,5 +1,6 @@
-//! OTLP/gRPC receiver (traces and logs, gzip accepted). Answers only after the commit:
-//! OK, UNAVAILABLE (retry), INVALID_ARGUMENT (malformed) or INTERNAL.
+//! OTLP/gRPC receiver (traces and logs, gzip accepted). Authenticates each export before
+//! decoding it (UNAUTHENTICATED, PERMISSION_DENIED) and answers only after the commit: OK,
+//! UNAVAILABLE (retry), INVALID_ARGUMENT (malformed) or INTERNAL.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,17 +18,24 @@ use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::Status;
 use tonic_prost::ProstEncoder;
 
+use crate::auth::Denied;
 use crate::config::ReceiveConfig;
-use crate::ingest::Ingest;
-use crate::write::WriteError;
+use crate::ingest::{Ingest, IngestError};
 
-/// Map a failed write to the status an OTLP exporter understands: retryable ones are
-/// UNAVAILABLE, which every OTLP SDK retries with backoff.
-pub fn status_of(e: &WriteError) -> Status {
-    if e.is_retryable() {
-        Status::unavailable(e.to_string())
-    } else {
-        Status::internal("the herald could not store this export; see its logs")
+/// Map a refused export to the status an OTLP exporter understands: retryable ones are
+/// UNAVAILABLE, which every OTLP SDK retries with backoff; auth refusals are not retried.
+pub fn status_of(e: &IngestError) -> Status {
+    match e {
+        IngestError::Denied(denied) => denied_status(denied),
+        IngestError::Write(e) if e.is_retryable() => Status::unavailable(e.to_string()),
+        IngestError::Write(_) => Status::internal("the herald could not store this export; see its logs"),
+    }
+}
+
+pub fn denied_status(denied: &Denied) -> Status {
+    match denied {
+        Denied::Unauthenticated { message, .. } => Status::unauthenticated(message.clone()),
+        Denied::Forbidden { message, .. } => Status::permission_denied(message.clone()),
     }
 }
 
@@ -41,7 +49,12 @@ pub trait Export: Send + Sync + 'static {
     const SERVICE: &'static str;
     /// The one method's path.
     const PATH: &'static str;
-    fn handle(ingest: Arc<Ingest>, request: Self::Request) -> BoxFuture<Result<Self::Response, Status>>;
+    /// `owner`: the authenticated sender's instrument (`None` when auth is off).
+    fn handle(
+        ingest: Arc<Ingest>,
+        owner: Option<String>,
+        request: Self::Request,
+    ) -> BoxFuture<Result<Self::Response, Status>>;
 }
 
 /// `opentelemetry.proto.collector.trace.v1.TraceService/Export`.
@@ -52,9 +65,13 @@ impl Export for Traces {
     type Response = ExportTraceServiceResponse;
     const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
     const PATH: &'static str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
-    fn handle(ingest: Arc<Ingest>, request: Self::Request) -> BoxFuture<Result<Self::Response, Status>> {
+    fn handle(
+        ingest: Arc<Ingest>,
+        owner: Option<String>,
+        request: Self::Request,
+    ) -> BoxFuture<Result<Self::Response, Status>> {
         Box::pin(async move {
-            let accepted = ingest.traces(request, "grpc").await.map_err(|e| status_of(&e))?;
+            let accepted = ingest.traces(request, "grpc", owner.as_deref()).await.map_err(|e| status_of(&e))?;
             Ok(accepted.trace_response())
         })
     }
@@ -68,9 +85,13 @@ impl Export for Logs {
     type Response = ExportLogsServiceResponse;
     const SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
     const PATH: &'static str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
-    fn handle(ingest: Arc<Ingest>, request: Self::Request) -> BoxFuture<Result<Self::Response, Status>> {
+    fn handle(
+        ingest: Arc<Ingest>,
+        owner: Option<String>,
+        request: Self::Request,
+    ) -> BoxFuture<Result<Self::Response, Status>> {
         Box::pin(async move {
-            let accepted = ingest.logs(request).await.map_err(|e| status_of(&e))?;
+            let accepted = ingest.logs(request, owner.as_deref()).await.map_err(|e| status_of(&e))?;
             Ok(accepted.logs_response())
         })
     }
@@ -109,15 +130,15 @@ impl<E: Export> Codec for OtlpCodec<E> {
     }
 }
 
-/// The unary handler tonic's `Grpc` calls with the decoded request.
-struct Handler<E>(Arc<Ingest>, PhantomData<E>);
+/// The unary handler tonic's `Grpc` calls with the decoded request, and the sender's instrument.
+struct Handler<E>(Arc<Ingest>, Option<String>, PhantomData<E>);
 
 impl<E: Export> UnaryService<E::Request> for Handler<E> {
     type Response = E::Response;
     type Future = BoxFuture<Result<tonic::Response<E::Response>, Status>>;
 
     fn call(&mut self, request: tonic::Request<E::Request>) -> Self::Future {
-        let handled = E::handle(self.0.clone(), request.into_inner());
+        let handled = E::handle(self.0.clone(), self.1.take(), request.into_inner());
         Box::pin(async move { handled.await.map(tonic::Response::new) })
     }
 }
@@ -165,7 +186,12 @@ where
                 Ok(Status::unimplemented("this OTLP service has one method: Export").into_http())
             });
         }
-        let handler = Handler::<E>(self.ingest.clone(), PhantomData);
+        // Authenticated before the body is read: an unauthenticated client costs no decoding.
+        let owner = match self.ingest.auth.writer(request.headers()) {
+            Ok(owner) => owner,
+            Err(denied) => return Box::pin(async move { Ok(denied_status(&denied).into_http()) }),
+        };
+        let handler = Handler::<E>(self.ingest.clone(), owner, PhantomData);
         let max = self.max_request_bytes;
         Box::pin(async move {
             let mut gzip = EnabledCompressionEncodings::default();

@@ -1,6 +1,7 @@
 //! OTLP/HTTP receiver: `POST /v1/traces` and `/v1/logs`, protobuf or JSON, optionally gzip.
-//! Answers 200 after the commit, 503/429 with Retry-After when it cannot store now, 400 for
-//! malformed bodies, 413 above the size limit, 415 for other content types.
+//! Authenticates before reading the body (401, 403); answers 200 after the commit, 503/429
+//! with Retry-After when it cannot store now, 400 for malformed bodies, 413 above the size
+//! limit, 415 for other content types.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -17,8 +18,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use serde::{de::DeserializeOwned, Serialize};
 
+use crate::auth::Denied;
 use crate::config::ReceiveConfig;
-use crate::ingest::Ingest;
+use crate::ingest::{Ingest, IngestError};
 use crate::write::WriteError;
 
 #[derive(Clone)]
@@ -55,6 +57,17 @@ enum HttpError {
     BadJson { what: &'static str, why: String },
     #[error(transparent)]
     Write(#[from] WriteError),
+    #[error(transparent)]
+    Denied(Denied),
+}
+
+impl From<IngestError> for HttpError {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::Denied(d) => HttpError::Denied(d),
+            IngestError::Write(w) => HttpError::Write(w),
+        }
+    }
 }
 
 impl IntoResponse for HttpError {
@@ -70,6 +83,8 @@ impl IntoResponse for HttpError {
             HttpError::Write(WriteError::Overloaded { .. }) => StatusCode::TOO_MANY_REQUESTS,
             HttpError::Write(e) if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::Write(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            HttpError::Denied(Denied::Unauthenticated { .. }) => StatusCode::UNAUTHORIZED,
+            HttpError::Denied(Denied::Forbidden { .. }) => StatusCode::FORBIDDEN,
         };
         let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
             "the herald could not store this export; see its logs".to_owned()
@@ -79,6 +94,9 @@ impl IntoResponse for HttpError {
         let mut response = (status, axum::Json(serde_json::json!({ "error": message }))).into_response();
         if matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }
@@ -96,18 +114,20 @@ pub fn router(ingest: Arc<Ingest>, config: &ReceiveConfig) -> Router {
 }
 
 async fn traces(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Result<Response, HttpError> {
+    let owner = state.ingest.auth.writer(&headers).map_err(HttpError::Denied)?;
     let body = read_limited(body, state.max_bytes).await?;
     let (encoding, raw) = body_of(&headers, body, state.max_bytes)?;
     let request: ExportTraceServiceRequest = decode(encoding, &raw, "trace export")?;
-    let accepted = state.ingest.traces(request, "http").await?;
+    let accepted = state.ingest.traces(request, "http", owner.as_deref()).await?;
     Ok(encode(encoding, &accepted.trace_response()))
 }
 
 async fn logs(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Result<Response, HttpError> {
+    let owner = state.ingest.auth.writer(&headers).map_err(HttpError::Denied)?;
     let body = read_limited(body, state.max_bytes).await?;
     let (encoding, raw) = body_of(&headers, body, state.max_bytes)?;
     let request: ExportLogsServiceRequest = decode(encoding, &raw, "log export")?;
-    let accepted = state.ingest.logs(request).await?;
+    let accepted = state.ingest.logs(request, owner.as_deref()).await?;
     Ok(encode(encoding, &accepted.logs_response()))
 }
 

@@ -79,6 +79,9 @@ impl Herald {
             .env_remove("COLLECTOR_ENDPOINT")
             .env_remove("DB_URL")
             .env_remove("HELIX_READY_FILE")
+            // Auth is off unless a test turns it on.
+            .env_remove("JWT_SECRET")
+            .env_remove("INSTRUMENTS_DIR")
             // The log is a file: what the herald does there must not depend on the caller's terminal settings.
             .env_remove("NO_COLOR")
             .current_dir(dir.path())
@@ -115,6 +118,14 @@ impl Herald {
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Send `signal` (e.g. `libc::SIGHUP`) to the herald.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: signalling our own child process by its PID.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
     }
 
     /// SIGTERM and wait for the staged shutdown.

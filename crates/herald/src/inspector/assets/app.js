@@ -10,6 +10,24 @@
   const SVG_NS = 'http://www.w3.org/2000/svg';
   const app = document.getElementById('app');
   let liveTimer = null;
+  if (SETTINGS.auth) addSignOut();
+
+  // With auth on, the header offers to end the session (a same-origin form POST).
+  function addSignOut() {
+    const header = document.querySelector('header.top');
+    if (!header) return;
+    const form = document.createElement('form');
+    form.className = 'sign-out';
+    form.method = 'post';
+    form.action = '/sign-out';
+    const button = document.createElement('button');
+    button.type = 'submit';
+    button.className = 'secondary';
+    button.id = 'sign-out';
+    button.textContent = 'Sign out';
+    form.appendChild(button);
+    header.appendChild(form);
+  }
 
   function readSettings() {
     const el = document.getElementById('inspector-settings');
@@ -74,6 +92,10 @@
       const text = await res.text();
       body = JSON.parse(exact ? text.replace(NS_FIELD, '$1"$2"') : text);
     } catch (e) { body = null; }
+    if (res.status === 401 && SETTINGS.auth) {
+      // The session ended (token expired or keys rotated): sign in again, then come back here.
+      location.assign('/sign-in?next=' + encodeURIComponent(location.pathname + location.search));
+    }
     if (!res.ok) {
       const err = new Error((body && body.error) || ('HTTP ' + res.status));
       err.status = res.status;
