@@ -2,7 +2,7 @@
 # Entity Inspector browser tests: real headless Chromium against a real herald (built by
 # scripts/test.sh; HERALD_BIN or target/debug/herald). Needs scripts/test.d/browser-setup.sh to
 # have run (it installs chromium and tests/browser/.venv). Screenshots: artifacts/screenshots/.
-# Exits non-zero on failure; the last line is `N passed, N failed`.
+# Exits non-zero on failure; each script's last line is `N passed, N failed`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 python="${BROWSER_PYTHON:-$PWD/tests/browser/.venv/bin/python}"
@@ -13,4 +13,8 @@ if [ ! -x "$python" ]; then
 fi
 export HERALD_BIN="${HERALD_BIN:-$PWD/target/debug/herald}"
 [ -x "$HERALD_BIN" ] || cargo build -p herald
-exec "$python" tests/browser/test_inspector.py
+# Each script ends with its own `N passed, N failed` line (test.sh sums them).
+status=0
+"$python" tests/browser/test_inspector.py || status=1
+"$python" tests/browser/test_sign_in.py || status=1
+exit $status
