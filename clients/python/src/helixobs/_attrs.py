@@ -17,9 +17,14 @@ PROCESS_NAME = "helix.process.name"
 LOG_ENTITY_ID = "helix.log.entity_id"
 ERROR_EVENT = "helix.error"
 
+# The span attributes the log-context fields are read from (see _scope.current_log_fields).
+LOG_FIELD_KEYS = frozenset({ENTITY_ID, LOG_ENTITY_ID, INSTRUMENT_ID, PROCESS_NAME})
+
 _log = logging.getLogger("helixobs")
 
 _SCALARS = (str, bool, int, float)
+# Exact types that pass through unchanged: checked first, as a set look-up, on hot paths.
+SCALAR_TYPES = frozenset(_SCALARS)
 
 
 def to_attribute(value: Any) -> AttributeValue | None:
@@ -29,6 +34,8 @@ def to_attribute(value: Any) -> AttributeValue | None:
     (mappings, mixed sequences, objects) becomes compact JSON or ``str()`` so the
     metadata is never silently lost. ``None`` yields ``None`` (caller skips it).
     """
+    if type(value) in SCALAR_TYPES:
+        return value  # type: ignore[no-any-return]  # exactly str, bool, int or float
     if value is None:
         return None
     if isinstance(value, _SCALARS):
@@ -61,8 +68,18 @@ def to_attributes(values: Mapping[str, Any] | None) -> dict[str, AttributeValue]
     if not values:
         return {}
     out: dict[str, AttributeValue] = {}
-    for key, value in values.items():
-        converted = to_attribute(value)
-        if converted is not None:
-            out[str(key)] = converted
+    add_attributes(out, values)
     return out
+
+
+def add_attributes(out: dict[str, Any], values: Mapping[str, Any] | None) -> None:
+    """`to_attributes(values)` merged into `out` (one dict fewer on hot paths)."""
+    if not values:
+        return
+    scalars = SCALAR_TYPES
+    for key, value in values.items():
+        if type(value) not in scalars:
+            value = to_attribute(value)
+            if value is None:
+                continue
+        out[key if type(key) is str else str(key)] = value

@@ -261,13 +261,20 @@ class ForkSafeSpanProcessor(SpanProcessor):
 
     def __init__(self, factory: Callable[[], SpanProcessor]) -> None:
         self._factory = factory
-        self._inner = factory()
-        self._pid = os.getpid()
+        self._use(factory())
         _register_child_reinit(self)
 
-    def _reinit_in_child(self) -> None:
-        self._inner = self._factory()
+    def _use(self, inner: SpanProcessor) -> None:
+        self._inner = inner
         self._pid = os.getpid()
+        # The SDK calls these for every span: binding the inner processor's methods on the
+        # instance saves this wrapper's call frame on each (the methods below are what the
+        # class offers; an instance attribute takes precedence).
+        self.on_start = inner.on_start  # type: ignore[method-assign]
+        self.on_end = inner.on_end  # type: ignore[method-assign]
+
+    def _reinit_in_child(self) -> None:
+        self._use(self._factory())
 
     def on_start(self, span: SDKSpan, parent_context: Context | None = None) -> None:
         self._inner.on_start(span, parent_context=parent_context)

@@ -5,6 +5,9 @@ open it forwards to the real span; once the owner finishes it forwards to whatev
 current before it (resolved again at every call). So a context that still holds the
 wrapper after non-LIFO completion, completion from another thread, or an asyncio task
 that outlives its block, sees the enclosing live span rather than a finished one.
+
+The wrapper also caches the log-context fields of its span (`current_log_fields`), so a
+log record inside a block does not re-read span attributes and re-format IDs.
 """
 
 from __future__ import annotations
@@ -17,35 +20,75 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanContext, Status, StatusCode
 from opentelemetry.util import types
 
+from ._attrs import ENTITY_ID, INSTRUMENT_ID, LOG_ENTITY_ID, LOG_FIELD_KEYS, PROCESS_NAME
+
+# (entity, instrument, process, trace id as 32 hex, span id as 16 hex); "" where absent.
+LogFields = tuple[str, str, str, str, str]
+
+_get_current = otel_context.get_current
+_get_current_span = trace.get_current_span
+
+
+def _find_span_key() -> str:
+    """The key under which OpenTelemetry keeps the current span in a `Context`.
+
+    Found through the public API (what `set_span_in_context` adds) and checked against it,
+    so that hot paths can read the span with one dict look-up instead of
+    `get_current_span()` (which re-validates the value with an ABC isinstance check, ~7
+    times the cost) and build the context `set_span_in_context` would build.
+    """
+    probe = trace.NonRecordingSpan(trace.INVALID_SPAN_CONTEXT)
+    base = Context({"helixobs.probe": True})
+    made = trace.set_span_in_context(probe, base)
+    keys = [k for k, v in made.items() if v is probe]
+    if len(keys) == 1 and len(made) == 2:
+        key = keys[0]
+        ours = Context({**base, key: probe})
+        if ours == made and trace.get_current_span(ours) is probe:
+            return key
+    raise ImportError(
+        "helixobs: this opentelemetry-api keeps the current span in a way helixobs does not "
+        "know (opentelemetry-api 1.x expected); please report it with the installed version"
+    )
+
+
+SPAN_KEY = _find_span_key()
+
 
 class ScopedSpan(Span):
     """Forwarding view of a span that stops pointing at it once the span is closed."""
 
-    __slots__ = ("_span", "_fallback", "_closed")
+    # `_span` is None once closed. `_fields` caches the span's LogFields (None: not yet
+    # computed, or invalidated by an attribute write through this package).
+    __slots__ = ("_span", "_fallback", "_fields")
 
     def __init__(self, span: Span, fallback: Context) -> None:
         self._span: Span | None = span
         self._fallback = fallback
-        self._closed = False
+        self._fields: LogFields | None = None
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._span is None
 
     @property
     def fallback(self) -> Context:
         return self._fallback
 
     def close(self) -> None:
-        self._closed = True
-        # Drop the finished span so that stale contexts keep nothing big alive.
+        # Dropping the finished span also keeps stale contexts from holding anything big.
         self._span = None
+        self._fields = None
+
+    def invalidate_fields(self) -> None:
+        """Forget the cached log fields (an attribute they come from may have changed)."""
+        self._fields = None
 
     def target(self) -> Span:
         span = self._span
-        if span is not None and not self._closed:
+        if span is not None:
             return span
-        return trace.get_current_span(self._fallback)
+        return _get_current_span(self._fallback)
 
     # --- opentelemetry.trace.Span, forwarded -------------------------------------------
     def end(self, end_time: int | None = None) -> None:
@@ -55,9 +98,13 @@ class ScopedSpan(Span):
         return self.target().get_span_context()
 
     def set_attributes(self, attributes: Mapping[str, types.AttributeValue]) -> None:
+        if not LOG_FIELD_KEYS.isdisjoint(attributes):
+            self._fields = None
         self.target().set_attributes(attributes)
 
     def set_attribute(self, key: str, value: types.AttributeValue) -> None:
+        if key in LOG_FIELD_KEYS:
+            self._fields = None
         self.target().set_attribute(key, value)
 
     def add_event(
@@ -87,36 +134,69 @@ class ScopedSpan(Span):
         self.target().record_exception(exception, attributes, timestamp, escaped)
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
+        state = "closed" if self._span is None else "open"
         return f"ScopedSpan({state}, {self.target()!r})"
-
-
-def real_span(span: Span) -> Span:
-    """Unwrap `ScopedSpan` layers down to the live span they currently stand for."""
-    while isinstance(span, ScopedSpan):
-        span = span.target()
-    return span
 
 
 def effective_context(ctx: Context | None = None) -> Context:
     """The given (or current) context with closed wrappers peeled off the top."""
     if ctx is None:
-        ctx = otel_context.get_current()
-    span = trace.get_current_span(ctx)
-    while isinstance(span, ScopedSpan) and span.closed:
-        ctx = span.fallback
-        span = trace.get_current_span(ctx)
+        ctx = _get_current()
+    span = ctx.get(SPAN_KEY)
+    while type(span) is ScopedSpan and span._span is None:
+        ctx = span._fallback
+        span = ctx.get(SPAN_KEY)
     return ctx
 
 
-def current_real_span() -> Span:
-    return real_span(trace.get_current_span())
+def context_with(span: Span, parent: Context) -> Context:
+    """`trace.set_span_in_context(span, parent)`, without its two calls."""
+    values = parent.copy()
+    values[SPAN_KEY] = span
+    return Context(values)
 
 
-def context_with(span: Span, parent: Context) -> tuple[Context, ScopedSpan]:
-    """A context making `span` current (wrapped), falling back to `parent` when closed."""
-    scoped = ScopedSpan(span, parent)
-    return trace.set_span_in_context(scoped, parent), scoped
+def _fields_of(span: Span) -> LogFields | None:
+    sc = span.get_span_context()
+    if not sc.is_valid:
+        return None
+    attrs = getattr(span, "attributes", None) or {}
+    entity = attrs.get(ENTITY_ID) or attrs.get(LOG_ENTITY_ID) or ""
+    instrument = attrs.get(INSTRUMENT_ID) or ""
+    process = attrs.get(PROCESS_NAME) or ""
+    return (
+        str(entity),
+        str(instrument),
+        str(process),
+        format(sc.trace_id, "032x"),
+        format(sc.span_id, "016x"),
+    )
+
+
+def current_log_fields() -> LogFields | None:
+    """The LogFields of the live span current here (None outside any valid span).
+
+    Cached on our wrapper for the span's lifetime: attribute writes through this package
+    (`Token.set_attribute`, `set_entity_id`, the wrapper's own setters) invalidate it.
+    """
+    ctx = _get_current()
+    span = ctx.get(SPAN_KEY)
+    while type(span) is ScopedSpan:
+        inner = span._span
+        if inner is None:  # closed: stand for what was current before it
+            ctx = span._fallback
+            span = ctx.get(SPAN_KEY)
+            continue
+        fields = span._fields
+        if fields is None:
+            fields = _fields_of(inner)
+            span._fields = fields
+            if span._span is None:  # closed meanwhile (another thread): do not keep it
+                span._fields = None
+        return fields
+    if span is None:
+        return None
+    return _fields_of(_get_current_span(ctx))  # another instrumentation's span (validated)
 
 
 def links_for(span_contexts: Sequence[SpanContext]) -> list[Link]:

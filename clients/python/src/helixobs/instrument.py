@@ -8,7 +8,6 @@ from types import TracebackType
 from typing import Any, ClassVar
 
 from opentelemetry import context as otel_context
-from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import NonRecordingSpan, Span, StatusCode, Tracer
@@ -18,23 +17,25 @@ from ._auth import Credential, TokenSource
 from ._export import ForkSafeSpanProcessor, batch_span_processor_factory, resolve_target
 from ._registry import REGISTRY
 from ._resource import build_resource
-from ._scope import ScopedSpan, context_with, effective_context, real_span
+from ._scope import SPAN_KEY, ScopedSpan, context_with, current_log_fields, effective_context
 from .logging import flush_logs
 from .token import IdSpec, ParentsSpec, Token
 
 _log = logging.getLogger("helixobs")
+
+_get_current = otel_context.get_current
+_attach = otel_context.attach
+_detach = otel_context.detach
 
 TRACER_NAME = "helixobs"
 
 
 def current_entity_id() -> str | None:
     """The entity the current span belongs to (its ID, or the one a child span names)."""
-    span = real_span(trace.get_current_span())
-    attrs = getattr(span, "attributes", None)
-    if not attrs:
+    fields = current_log_fields()
+    if fields is None or not fields[0]:
         return None
-    value = attrs.get(A.ENTITY_ID) or attrs.get(A.LOG_ENTITY_ID)
-    return value if isinstance(value, str) and value else None
+    return fields[0]
 
 
 class _SpanBlock:
@@ -54,12 +55,18 @@ class _SpanBlock:
         self._token: object | None = None
 
     def __enter__(self) -> Span:
-        caller = effective_context()
+        caller = _get_current()
+        current = caller.get(SPAN_KEY)
+        if type(current) is ScopedSpan and current._span is None:  # closed
+            caller = effective_context(caller)
         parent = caller if self._parent is None else self._parent
         span = self._tracer.start_span(self._name, context=parent, attributes=self._attributes)
-        ctx, self._scoped = context_with(span, caller)
         self._span = span
-        self._token = otel_context.attach(ctx)
+        scoped = ScopedSpan(span, caller)
+        self._scoped = scoped
+        values = caller.copy()  # _scope.context_with(), inlined on this hot path
+        values[SPAN_KEY] = scoped
+        self._token = _attach(Context(values))
         return span
 
     def __exit__(
@@ -79,7 +86,7 @@ class _SpanBlock:
             if self._scoped is not None:
                 self._scoped.close()
             if self._token is not None:
-                otel_context.detach(self._token)  # type: ignore[arg-type]
+                _detach(self._token)  # type: ignore[arg-type]
 
     async def __aenter__(self) -> Span:
         return self.__enter__()
@@ -154,14 +161,11 @@ class Instrument:
             )
         self.token_source = token_source
         self._provider = tracer_provider
-        self._tracer = tracer_provider.get_tracer(TRACER_NAME)
+        # A plain attribute, not a property: tokens read it for every span.
+        self.tracer: Tracer = tracer_provider.get_tracer(TRACER_NAME)
         self._log_flush: Callable[[int], Any] | None = None
 
     # --- entity API ----------------------------------------------------------------------
-    @property
-    def tracer(self) -> Tracer:
-        return self._tracer
-
     @property
     def tracer_provider(self) -> TracerProvider:
         return self._provider
@@ -184,8 +188,8 @@ class Instrument:
     def trace(self, name: str, *, attributes: Mapping[str, Any] | None = None) -> _SpanBlock:
         """A plain span (no entity) for infrastructure work; context manager."""
         attrs: dict[str, Any] = {A.INSTRUMENT_ID: self.instrument_id}
-        attrs.update(A.to_attributes(attributes))
-        return _SpanBlock(self._tracer, name, None, attrs)
+        A.add_attributes(attrs, attributes)
+        return _SpanBlock(self.tracer, name, None, attrs)
 
     def child_span(
         self,
@@ -201,13 +205,13 @@ class Instrument:
             log_entity: str | None = str(parent_id)
             known = REGISTRY.get(str(parent_id))
             if known is not None:
-                parent = trace.set_span_in_context(NonRecordingSpan(known), Context())
+                parent = context_with(NonRecordingSpan(known), Context())
         else:
             log_entity = current_entity_id()
         if log_entity:
             attrs[A.LOG_ENTITY_ID] = log_entity
-        attrs.update(A.to_attributes(attributes))
-        return _SpanBlock(self._tracer, name, parent, attrs)
+        A.add_attributes(attrs, attributes)
+        return _SpanBlock(self.tracer, name, parent, attrs)
 
     # --- lifecycle -----------------------------------------------------------------------
     def flush(self, timeout_s: float = 10.0) -> bool:

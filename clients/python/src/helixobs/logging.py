@@ -10,15 +10,13 @@ import os
 import sys
 import threading
 import warnings
+from collections.abc import Callable
 from typing import Any
 
-from opentelemetry import trace
-
-from . import _attrs as A
 from ._auth import TokenSource
 from ._export import batch_log_processor_factory, fork_safe_log_processor, resolve_target
 from ._resource import build_resource
-from ._scope import real_span
+from ._scope import current_log_fields
 
 FIELDS = (
     "helix_entity_id",
@@ -49,24 +47,19 @@ def set_defaults(instrument_id: str | None, process_name: str | None) -> None:
 
 def span_fields() -> tuple[str, str, str, str, str]:
     """(entity, instrument, process, trace id, span id) of the active span, or all ""."""
-    span = real_span(trace.get_current_span())
-    sc = span.get_span_context()
-    if not sc.is_valid:
+    fields = current_log_fields()
+    if fields is None:
         return _EMPTY
-    attrs = getattr(span, "attributes", None) or {}
-    entity = attrs.get(A.ENTITY_ID) or attrs.get(A.LOG_ENTITY_ID) or ""
-    instrument = attrs.get(A.INSTRUMENT_ID) or DEFAULTS.instrument_id
-    process = attrs.get(A.PROCESS_NAME) or DEFAULTS.process_name
+    entity, instrument, process, trace_id, span_id = fields
     return (
-        str(entity),
-        str(instrument),
-        str(process),
-        format(sc.trace_id, "032x"),
-        format(sc.span_id, "016x"),
+        entity,
+        instrument or DEFAULTS.instrument_id,
+        process or DEFAULTS.process_name,
+        trace_id,
+        span_id,
     )
 
 
-@functools.lru_cache(maxsize=1024)
 def _relative(pathname: str, cwd: str) -> str:
     try:
         rel = os.path.relpath(pathname, cwd)
@@ -75,15 +68,70 @@ def _relative(pathname: str, cwd: str) -> str:
     return pathname if rel.startswith("..") else rel
 
 
-def source_of(pathname: str, lineno: int) -> str:
-    """``path#Lline``, or a GitHub permalink when GITHUB_REPO and GIT_COMMIT_SHA are set."""
-    path = _relative(pathname, os.getcwd()).replace(os.sep, "/")
-    repo = os.environ.get("GITHUB_REPO")
-    sha = os.environ.get("GIT_COMMIT_SHA")
+def _source(pathname: str, lineno: int, cwd: str, repo: str | None, sha: str | None) -> str:
+    path = _relative(pathname, cwd).replace(os.sep, "/")
     if repo and sha:
         base = repo if "://" in repo else f"https://github.com/{repo.strip('/')}"
         return f"{base.rstrip('/')}/blob/{sha}/{path.lstrip('/')}#L{lineno}"
     return f"{path}#L{lineno}"
+
+
+def _env_reader(name: str) -> Callable[[], str | None]:
+    """A zero-argument `os.environ.get(name)`, cheap enough to call on every log record.
+
+    `os.environ.get` encodes the key and, for a missing variable, raises and catches a
+    KeyError: about 0.5 µs. The mapping's own store (CPython's ``os._Environ._data``, the
+    dict every ``os.environ[...] =`` / ``del`` / ``monkeypatch.setenv`` updates) answers
+    the same question with one dict look-up. Elsewhere, the public call.
+    """
+    environ = os.environ
+    data = getattr(environ, "_data", None)
+    if not isinstance(data, dict):
+        return functools.partial(environ.get, name)
+    key = environ.encodekey(name)
+    decode = environ.decodevalue
+    lookup = data.get
+
+    def read() -> str | None:
+        raw = lookup(key)
+        return None if raw is None else decode(raw)
+
+    return read
+
+
+_github_repo = _env_reader("GITHUB_REPO")
+_git_commit_sha = _env_reader("GIT_COMMIT_SHA")
+_getcwd = os.getcwd
+
+_SOURCE_CACHE_MAX = 4096
+# ((cwd, GITHUB_REPO, GIT_COMMIT_SHA), {(pathname, lineno): source}): replaced as a whole
+# when any of the three changes, so a thread racing the change fills the old dict only.
+_sources: tuple[tuple[str, str | None, str | None], dict[tuple[str, int], str]] = (
+    ("", None, None),
+    {},
+)
+
+
+def source_of(pathname: str, lineno: int) -> str:
+    """``path#Lline``, or a GitHub permalink when GITHUB_REPO and GIT_COMMIT_SHA are set.
+
+    The working directory and both variables are read on every call, so changes at run
+    time are honoured; the string itself is built once per call site.
+    """
+    global _sources
+    setting = (_getcwd(), _github_repo(), _git_commit_sha())
+    current = _sources
+    if current[0] != setting:
+        current = _sources = (setting, {})
+    cache = current[1]
+    key = (pathname, lineno)
+    found = cache.get(key)
+    if found is None:
+        found = _source(pathname, lineno, *setting)
+        if len(cache) >= _SOURCE_CACHE_MAX:
+            cache.clear()
+        cache[key] = found
+    return found
 
 
 _factory_lock = threading.Lock()
@@ -99,15 +147,24 @@ def install_context_fields() -> None:
         previous = logging.getLogRecordFactory()
         if getattr(previous, "_helixobs", False):
             return
+        defaults = DEFAULTS
 
         def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
             record = previous(*args, **kwargs)
-            entity, instrument, process, trace_id, span_id = span_fields()
-            record.helix_entity_id = entity
-            record.helix_instrument_id = instrument
-            record.helix_process_name = process
-            record.otel_trace_id = trace_id
-            record.otel_span_id = span_id
+            fields = current_log_fields()
+            if fields is None:
+                record.helix_entity_id = ""
+                record.helix_instrument_id = ""
+                record.helix_process_name = ""
+                record.otel_trace_id = ""
+                record.otel_span_id = ""
+            else:
+                entity, instrument, process, trace_id, span_id = fields
+                record.helix_entity_id = entity
+                record.helix_instrument_id = instrument or defaults.instrument_id
+                record.helix_process_name = process or defaults.process_name
+                record.otel_trace_id = trace_id
+                record.otel_span_id = span_id
             record.helix_source = source_of(record.pathname, record.lineno)
             return record
 

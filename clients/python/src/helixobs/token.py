@@ -5,19 +5,20 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import os
 import threading
 from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Literal, Protocol, TypeVar, cast
 
 from opentelemetry import context as otel_context
-from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanContext, StatusCode, Tracer
 
 from . import _attrs as A
+from ._attrs import ENTITY_ID, INSTRUMENT_ID, IS_OPERATION, LOG_FIELD_KEYS, PARENT_IDS, PROCESS_NAME
 from ._registry import REGISTRY
-from ._scope import ScopedSpan, context_with, effective_context, links_for
+from ._scope import SPAN_KEY, ScopedSpan, effective_context
 
 _log = logging.getLogger("helixobs")
 
@@ -45,6 +46,26 @@ class SpanSource(Protocol):
     def tracer(self) -> Tracer: ...
 
 
+# Guards every token's started/finished flags and its pre-start attribute buffer: the
+# critical sections are a few attribute reads, so one lock beats allocating one per token.
+# A thread may hold it at fork time; the child gets a fresh one.
+_LOCK = threading.Lock()
+
+
+def _reinit_lock_after_fork() -> None:
+    global _LOCK
+    _LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reinit_lock_after_fork)
+
+_get_current = otel_context.get_current
+_attach = otel_context.attach
+_detach = otel_context.detach
+# Operations start a new trace: their parent is the empty context (immutable, so shared).
+_ROOT_CONTEXT = Context()
+
 _NOT_STARTED = (
     "Token.{method}() called before start(): use the token as a context manager "
     "(`with tel.create(...) as token:`), as a decorator, or call token.start() first"
@@ -56,7 +77,35 @@ def _normalise_parents(parents: Iterable[str] | str | None) -> list[str]:
         return []
     if isinstance(parents, str):
         return [parents] if parents else []
-    return [str(p) for p in parents if p is not None and str(p) != ""]
+    out = []
+    for p in parents:
+        if type(p) is not str:
+            if p is None:
+                continue
+            p = str(p)
+        if p:
+            out.append(p)
+    return out
+
+
+def _parents_of(parents: Iterable[str] | str | None) -> tuple[tuple[str, ...], str]:
+    """The parent IDs as non-empty strings, and comma-joined (``helix.parent.ids``).
+
+    The usual list of strings costs a copy and a join: the join checks the types.
+    """
+    if parents is None:
+        return (), ""
+    if isinstance(parents, str):
+        return ((parents,), parents) if parents else ((), "")
+    ids = tuple(parents)
+    try:
+        joined: str | None = ",".join(ids)
+    except TypeError:  # not all strings
+        joined = None
+    if joined is None or "" in ids:
+        ids = tuple(_normalise_parents(ids))
+        joined = ",".join(ids)
+    return ids, joined
 
 
 def exception_metadata(exc: BaseException) -> dict[str, str]:
@@ -78,14 +127,15 @@ class Token:
         "_name",
         "_id_spec",
         "_parents_spec",
+        "_dynamic",
         "_entity_id",
         "_parents",
+        "_joined",
         "_span",
         "_scoped",
         "_started",
         "_finished",
         "_pending",
-        "_lock",
         "_scope_token",
     )
 
@@ -102,15 +152,34 @@ class Token:
         self._name = name
         self._id_spec = entity_id
         self._parents_spec = parents
-        self._entity_id: str | None = None if callable(entity_id) else entity_id
-        static_parents = None if callable(parents) else parents
-        self._parents: list[str] = _normalise_parents(static_parents)
+        # _dynamic: whether start() must call a spec first (checked again there:
+        # set_entity_id may have replaced it).
+        if callable(entity_id):
+            self._entity_id: str | None = None
+            dynamic = True
+        else:
+            self._entity_id = entity_id
+            dynamic = False
+        if parents is None or callable(parents):
+            self._parents: tuple[str, ...] = ()
+            self._joined = ""
+            dynamic = dynamic or parents is not None
+        elif (type(parents) is list or type(parents) is tuple) and "" not in parents:
+            # The usual case, inline: the join checks that they are all strings.
+            ids = tuple(parents)
+            try:
+                self._joined = ",".join(ids)
+                self._parents = ids
+            except TypeError:
+                self._parents, self._joined = _parents_of(ids)
+        else:
+            self._parents, self._joined = _parents_of(parents)
+        self._dynamic = dynamic
         self._span: Span | None = None
         self._scoped: ScopedSpan | None = None
         self._started = False
         self._finished = False
-        self._pending: dict[str, Any] = {}
-        self._lock = threading.Lock()
+        self._pending: dict[str, Any] | None = None
         self._scope_token: object | None = None
 
     # --- introspection -------------------------------------------------------------------
@@ -140,7 +209,11 @@ class Token:
 
     @property
     def span(self) -> Span | None:
-        """The underlying OpenTelemetry span (``None`` before `start()`)."""
+        """The underlying OpenTelemetry span (``None`` before `start()`).
+
+        Write attributes through the token (`set_attribute`, `set_entity_id`) rather than
+        on this span, so that log records see a changed ``helix.*`` identity at once.
+        """
         return self._span
 
     @property
@@ -159,7 +232,7 @@ class Token:
         thread); after that the context falls back to the enclosing live span.
         """
         ctx = self._begin()
-        otel_context.attach(ctx)
+        _attach(ctx)
         return self
 
     def _resolve_static_specs(self) -> None:
@@ -175,7 +248,7 @@ class Token:
             self._entity_id = None if value is None else str(value)
         if callable(self._parents_spec):
             try:
-                self._parents = _normalise_parents(self._parents_spec())
+                self._parents, self._joined = _parents_of(self._parents_spec())
             except TypeError as exc:
                 raise TypeError(
                     f"{self._kind}({self._name!r}): callable parents need the decorated "
@@ -184,62 +257,81 @@ class Token:
 
     def _begin(self) -> Context:
         """Start the span; return the context that makes it current (not attached)."""
-        with self._lock:
-            if self._started:
-                raise RuntimeError(
-                    f"Token for {self._kind}({self._name!r}) was already started; "
-                    "a token tracks exactly one span (the decorator makes a fresh one per call)"
-                )
-            self._started = True
-        self._resolve_static_specs()
+        lock = _LOCK
+        lock.acquire()
+        started, self._started = self._started, True
+        lock.release()
+        if started:
+            raise RuntimeError(
+                f"Token for {self._kind}({self._name!r}) was already started; "
+                "a token tracks exactly one span (the decorator makes a fresh one per call)"
+            )
+        if self._dynamic:
+            self._resolve_static_specs()
         inst = self._instrument
-        caller_ctx = effective_context()
-        attributes: dict[str, Any] = {}
+        caller_ctx = _get_current()
+        current = caller_ctx.get(SPAN_KEY)
+        if type(current) is ScopedSpan and current._span is None:  # closed
+            caller_ctx = effective_context(caller_ctx)
+        entity_id = self._entity_id
+        if entity_id is not None and type(entity_id) is not str:
+            entity_id = str(entity_id)
         links = None
         if self._kind == "create":
-            if self._entity_id is None or str(self._entity_id) == "":
+            if not entity_id:
                 self._started = False
                 raise ValueError(f"create({self._name!r}) needs a non-empty id")
-            self._entity_id = str(self._entity_id)
-            attributes[A.ENTITY_ID] = self._entity_id
-            attributes[A.INSTRUMENT_ID] = inst.instrument_id
-            if self._parents:
-                attributes[A.PARENT_IDS] = ",".join(self._parents)
-            known = [sc for sc in map(REGISTRY.get, self._parents) if sc is not None]
-            links = links_for(known) if known else None
+            parents = self._parents
+            if parents:
+                attributes: dict[str, Any] = {
+                    ENTITY_ID: entity_id,
+                    INSTRUMENT_ID: inst.instrument_id,
+                    PARENT_IDS: self._joined,
+                }
+                links = REGISTRY.links_to(parents)
+            else:
+                attributes = {ENTITY_ID: entity_id, INSTRUMENT_ID: inst.instrument_id}
             parent_ctx = caller_ctx
         else:
-            if self._entity_id is not None and str(self._entity_id) != "":
-                self._entity_id = str(self._entity_id)
-                attributes[A.ENTITY_ID] = self._entity_id
+            if entity_id:
+                attributes = {
+                    ENTITY_ID: entity_id,
+                    INSTRUMENT_ID: inst.instrument_id,
+                    IS_OPERATION: "true",
+                }
             else:
-                self._entity_id = None
-            attributes[A.INSTRUMENT_ID] = inst.instrument_id
-            if self._entity_id is not None:
-                attributes[A.IS_OPERATION] = "true"
-            # Operations are always their own trace.
-            parent_ctx = Context()
-        if inst.process_name:
-            attributes[A.PROCESS_NAME] = inst.process_name
-        if self._pending:
-            attributes.update(self._pending)
-            self._pending.clear()
+                entity_id = None
+                attributes = {INSTRUMENT_ID: inst.instrument_id}
+            parent_ctx = _ROOT_CONTEXT
+        self._entity_id = entity_id
+        process_name = inst.process_name
+        if process_name:
+            attributes[PROCESS_NAME] = process_name
+        # No lock needed: set_attribute() buffers only while _started is False, and it was
+        # set (under the lock) above.
+        pending = self._pending
+        if pending:
+            attributes.update(pending)
+            self._pending = None
         span = inst.tracer.start_span(
             self._name, context=parent_ctx, attributes=attributes, links=links
         )
         self._span = span
-        if self._kind == "create":
-            REGISTRY.put(cast(str, self._entity_id), span.get_span_context())
-        ctx, self._scoped = context_with(span, caller_ctx)
-        return ctx
+        if entity_id is not None and self._kind == "create":
+            REGISTRY.put(entity_id, span.get_span_context())
+        scoped = ScopedSpan(span, caller_ctx)
+        self._scoped = scoped
+        values = caller_ctx.copy()  # _scope.context_with(), inlined on this hot path
+        values[SPAN_KEY] = scoped
+        return Context(values)
 
     def complete(self, metadata: Mapping[str, Any] | None = None) -> None:
         """End the span successfully; `metadata` becomes span attributes (types kept)."""
-        self._finish(metadata, error=None)
+        self._finish(metadata, None)
 
     def error(self, metadata: Mapping[str, Any] | None = None) -> None:
         """Record a ``helix.error`` event with `metadata`, set status ERROR and end the span."""
-        self._finish(None, error=dict(metadata or {}))
+        self._finish(None, dict(metadata or {}))
 
     def _finish(
         self,
@@ -247,33 +339,45 @@ class Token:
         error: Mapping[str, Any] | None,
         exc: BaseException | None = None,
     ) -> None:
-        with self._lock:
-            if not self._started:
-                method = "complete" if error is None else "error"
-                raise RuntimeError(_NOT_STARTED.format(method=method))
-            if self._finished:
-                return
+        lock = _LOCK
+        lock.acquire()
+        started, finished = self._started, self._finished
+        if started:
             self._finished = True
-        span = cast(Span, self._span)
+        lock.release()
+        if not started:
+            method = "complete" if error is None else "error"
+            raise RuntimeError(_NOT_STARTED.format(method=method))
+        if finished:
+            return
+        span, scoped = self._span, self._scoped
+        if span is None or scoped is None:  # start() failed half-way (its error was raised)
+            return
         if metadata:
-            span.set_attributes(A.to_attributes(metadata))
+            attrs = A.to_attributes(metadata)
+            if not LOG_FIELD_KEYS.isdisjoint(attrs):
+                scoped.invalidate_fields()
+            span.set_attributes(attrs)
         if error is not None:
             if exc is not None:
                 span.record_exception(exc, escaped=True)
             self._record_error(span, error)
-        if self._kind == "operate" and self._entity_id is None:
-            _log.warning(
-                "operation %r ended without entity_id; exported as a plain span "
-                "(no operation is recorded)",
-                self._name,
-            )
+        if self._entity_id is None and self._kind == "operate":
+            self._warn_without_entity()
         span.end()
-        scoped = cast(ScopedSpan, self._scoped)
         scoped.close()
-        if self._scope_token is None and trace.get_current_span() is scoped:
+        if self._scope_token is None and _get_current().get(SPAN_KEY) is scoped:
             # Explicit API finished in the context that started it: drop the wrapper there
-            # too, so contexts do not accumulate closed wrappers.
-            otel_context.attach(effective_context())
+            # too, so contexts do not accumulate closed wrappers (what was current before
+            # it, itself peeled of closed wrappers).
+            _attach(effective_context(scoped._fallback))
+
+    def _warn_without_entity(self) -> None:
+        _log.warning(
+            "operation %r ended without entity_id; exported as a plain span "
+            "(no operation is recorded)",
+            self._name,
+        )
 
     @staticmethod
     def _record_error(span: Span, metadata: Mapping[str, Any]) -> None:
@@ -290,29 +394,57 @@ class Token:
 
     def add_event(self, name: str, attributes: Mapping[str, Any] | None = None) -> None:
         """Add a span event (``helix.event.*`` names become entity events); types kept."""
-        span = self._live_span("add_event")
-        if span is not None:
-            span.add_event(name, attributes=A.to_attributes(attributes))
+        span = self._span
+        if span is None or self._finished:
+            span = self._live_span("add_event")
+            if span is None:
+                return
+        if not attributes:
+            span.add_event(name, {})
+            return
+        if type(attributes) is dict:
+            # String keys and plain scalars need no conversion (the SDK copies them into
+            # the event anyway); anything else takes the converting path.
+            scalars = A.SCALAR_TYPES
+            for key, value in attributes.items():
+                if type(key) is not str or type(value) not in scalars:
+                    attributes = A.to_attributes(attributes)
+                    break
+        else:
+            attributes = A.to_attributes(attributes)
+        span.add_event(name, attributes)
 
     def set_attribute(self, key: str, value: Any) -> None:
         """Attach metadata to the span (before start it is buffered until the span starts)."""
         converted = A.to_attribute(value)
         if converted is None:
             return
-        with self._lock:
-            if not self._started:
-                self._pending[str(key)] = converted
+        if type(key) is not str:
+            key = str(key)
+        span = self._span
+        if span is None:
+            with _LOCK:
+                if not self._started:
+                    if self._pending is None:
+                        self._pending = {}
+                    self._pending[key] = converted
+                    return
+            span = self._live_span("set_attribute")
+            if span is None:
                 return
-        span = self._live_span("set_attribute")
-        if span is not None:
-            span.set_attribute(str(key), converted)
+        elif self._finished:
+            self._live_span("set_attribute")
+            return
+        if key in LOG_FIELD_KEYS and self._scoped is not None:
+            self._scoped.invalidate_fields()
+        span.set_attribute(key, converted)
 
     def set_entity_id(self, entity_id: str) -> None:
         """Name the entity once it is known (deferred ID); later logs carry it."""
         if entity_id is None or str(entity_id) == "":
             raise ValueError("set_entity_id() needs a non-empty entity id")
         entity_id = str(entity_id)
-        with self._lock:
+        with _LOCK:
             if self._finished:
                 _log.debug("set_entity_id(%r) on a finished token ignored", entity_id)
                 return
@@ -321,11 +453,12 @@ class Token:
             if not self._started:
                 return
         span = cast(Span, self._span)
-        span.set_attribute(A.ENTITY_ID, entity_id)
+        span.set_attribute(ENTITY_ID, entity_id)
         if self._kind == "operate":
-            span.set_attribute(A.IS_OPERATION, "true")
+            span.set_attribute(IS_OPERATION, "true")
         else:
             REGISTRY.put(entity_id, span.get_span_context())
+        cast(ScopedSpan, self._scoped).invalidate_fields()
 
     def _live_span(self, method: str) -> Span | None:
         if not self._started:
@@ -337,8 +470,7 @@ class Token:
 
     # --- context manager -----------------------------------------------------------------
     def __enter__(self) -> Token:
-        ctx = self._begin()
-        self._scope_token = otel_context.attach(ctx)
+        self._scope_token = _attach(self._begin())
         return self
 
     def __exit__(
@@ -349,13 +481,28 @@ class Token:
     ) -> None:
         try:
             if exc is not None:
-                self._finish(None, error=exception_metadata(exc), exc=exc)
-            else:
-                self._finish(None, error=None)
+                self._finish(None, exception_metadata(exc), exc)
+                return
+            # `_finish(None, None)` inlined: this is the path of every `with` block.
+            lock = _LOCK
+            lock.acquire()
+            started, finished = self._started, self._finished
+            if started:
+                self._finished = True
+            lock.release()
+            if not started:
+                raise RuntimeError(_NOT_STARTED.format(method="complete"))
+            span, scoped = self._span, self._scoped
+            if finished or span is None or scoped is None:
+                return
+            if self._entity_id is None and self._kind == "operate":
+                self._warn_without_entity()
+            span.end()
+            scoped.close()
         finally:
             scope_token = self._scope_token
             if scope_token is not None:
-                otel_context.detach(scope_token)  # type: ignore[arg-type]
+                _detach(scope_token)  # type: ignore[arg-type]
 
     async def __aenter__(self) -> Token:
         return self.__enter__()
@@ -370,19 +517,17 @@ class Token:
 
     # --- decorator -----------------------------------------------------------------------
     def _spawn(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Token:
-        entity_id = self._id_spec(*args, **kwargs) if callable(self._id_spec) else self._id_spec
-        parents = (
-            self._parents_spec(*args, **kwargs)
-            if callable(self._parents_spec)
-            else self._parents_spec
-        )
-        return Token(
-            self._instrument,
-            self._kind,
-            self._name,
-            None if entity_id is None else str(entity_id),
-            _normalise_parents(parents),
-        )
+        id_spec = self._id_spec
+        entity_id = id_spec(*args, **kwargs) if callable(id_spec) else id_spec
+        parents_spec = self._parents_spec
+        # Static parents were normalised at decoration time (an immutable tuple).
+        if callable(parents_spec):
+            parents = parents_spec(*args, **kwargs)
+        else:
+            parents = self._parents or None
+        if entity_id is not None and type(entity_id) is not str:
+            entity_id = str(entity_id)
+        return Token(self._instrument, self._kind, self._name, entity_id, parents)
 
     def __call__(self, fn: F) -> F:
         """Decorate `fn`: every call is tracked by a fresh token (id/parents from its args)."""
@@ -397,34 +542,44 @@ class Token:
         return cast(F, self._wrap_sync(fn))
 
     def _wrap_sync(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        spawn = self._spawn
+
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with self._spawn(args, kwargs):
+            with spawn(args, kwargs):
                 return fn(*args, **kwargs)
 
         return wrapper
 
     def _wrap_coroutine(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        spawn = self._spawn
+
         @functools.wraps(fn)
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            # The span covers the awaited execution, not just coroutine creation.
-            async with self._spawn(args, kwargs):
+            # The span covers the awaited execution, not just coroutine creation. A plain
+            # `with` (the token's enter/exit never await) runs in this coroutine's context
+            # exactly as `async with` would, without two extra coroutine objects per call.
+            with spawn(args, kwargs):
                 return await fn(*args, **kwargs)
 
         return wrapper
 
     def _wrap_gen(self, fn: Callable[..., Generator[Any, Any, Any]]) -> Callable[..., Any]:
+        spawn = self._spawn
+
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
-            token = self._spawn(args, kwargs)
+            token = spawn(args, kwargs)
             return _traced_generator(token, fn(*args, **kwargs))
 
         return wrapper
 
     def _wrap_async_gen(self, fn: Callable[..., AsyncGenerator[Any, Any]]) -> Callable[..., Any]:
+        spawn = self._spawn
+
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
-            token = self._spawn(args, kwargs)
+            token = spawn(args, kwargs)
             return _traced_async_generator(token, fn(*args, **kwargs))
 
         return wrapper
@@ -443,10 +598,10 @@ def _traced_generator(token: Token, gen: Generator[Any, Any, Any]) -> Generator[
         try:
             item = gen.throw(to_throw) if to_throw is not None else gen.send(to_send)
         except StopIteration as stop:
-            token._finish(None, error=None)
+            token._finish(None, None)
             return stop.value
         except BaseException as exc:
-            token._finish(None, error=exception_metadata(exc), exc=exc)
+            token._finish(None, exception_metadata(exc), exc)
             raise
         finally:
             otel_context.detach(scope)
@@ -460,7 +615,7 @@ def _traced_generator(token: Token, gen: Generator[Any, Any, Any]) -> Generator[
                 gen.close()
             finally:
                 otel_context.detach(scope)
-                token._finish(None, error=None)
+                token._finish(None, None)
             raise
         except BaseException as exc:
             to_throw = exc
@@ -481,10 +636,10 @@ async def _traced_async_generator(
             else:
                 item = await agen.asend(to_send)
         except StopAsyncIteration:
-            token._finish(None, error=None)
+            token._finish(None, None)
             return
         except BaseException as exc:
-            token._finish(None, error=exception_metadata(exc), exc=exc)
+            token._finish(None, exception_metadata(exc), exc)
             raise
         finally:
             otel_context.detach(scope)
@@ -497,7 +652,7 @@ async def _traced_async_generator(
                 await agen.aclose()
             finally:
                 otel_context.detach(scope)
-                token._finish(None, error=None)
+                token._finish(None, None)
             raise
         except BaseException as exc:
             to_throw = exc
