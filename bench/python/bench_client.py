@@ -25,11 +25,14 @@ pipeline) has its tracer swapped for one of this provider and its own provider s
 before anything is measured. Row (b*) is ours through the processor stack our client builds
 for itself (``ForkSafeSpanProcessor`` around the same ``BatchSpanProcessor``).
 
-Each measurement runs N calls with the garbage collector off (``time.perf_counter_ns``),
-after ``force_flush()`` so that every one starts with an empty export queue. Per round, the
-sides of each case run back to back in an order that alternates between rounds. The table
-gives medians over the rounds (µs per call), the ratio of medians, and the median of the
-per-round ratios. Many short rounds rather than few long ones: on a shared machine, a burst
+Each measurement runs N calls with the garbage collector off, after ``force_flush()`` so
+that every one starts with an empty export queue, and is timed both as process CPU time
+(``time.process_time_ns``, all threads, so the batch processor's export thread counts too)
+and as wall-clock time. The tables report CPU time unless ``--clock wall``: on a machine
+shared with other work, a worker that the scheduler preempts is not charged for the time it
+waited. Per round, the sides of each case run back to back in an order that alternates
+between rounds. The tables give medians over the rounds (µs per call), the ratio of medians,
+and the median of the per-round ratios. Many short rounds rather than few long ones: a burst
 of load then hits all sides of a case alike.
 """
 
@@ -158,6 +161,11 @@ def _worker(run_once: tuple[str, int] | None = None) -> None:
             instrument_id=INSTRUMENT_ID,
             process_name=PROCESS_NAME,
             tracer_provider=extra_provider,
+        )
+        # (b°): without a process name, our operation spans carry the same three attributes
+        # as the published client's (it never stamps helix.process.name on operations).
+        tel_no_process = helixobs.Instrument(
+            "bench", instrument_id=INSTRUMENT_ID, tracer_provider=provider
         )
 
     ids = [f"cand-{i:06d}" for i in range(N_IDS)]
@@ -289,11 +297,14 @@ def _worker(run_once: tuple[str, int] | None = None) -> None:
 
         return run
 
-    def client_operate(n: int) -> None:
-        operate = tel.operate
-        for i in range(n):
-            with operate("archive", entity_id=ids[i & mask]):
-                pass
+    def client_operate_with(inst: Any) -> Callable[[int], None]:
+        def run(n: int) -> None:
+            operate = inst.operate
+            for i in range(n):
+                with operate("archive", entity_id=ids[i & mask]):
+                    pass
+
+        return run
 
     # Typed by hand: the script type-checks against our client, runs with either.
     sync_decorator: Callable[[Callable[[str], None]], Callable[[str], None]]
@@ -350,7 +361,7 @@ def _worker(run_once: tuple[str, int] | None = None) -> None:
         "bare:set_attribute": bare_set_attribute,
         "bare:add_event": bare_add_event,
         "client:create": client_create_with(tel),
-        "client:operate": client_operate,
+        "client:operate": client_operate_with(tel),
         "client:decorator": client_decorator,
         "client:explicit": client_explicit,
         "client:child_span": client_child_span,
@@ -370,6 +381,7 @@ def _worker(run_once: tuple[str, int] | None = None) -> None:
 
         fns["client:decorator_async"] = drive(client_afn)
         fns["client:create_own_pipeline"] = client_create_with(tel_own)
+        fns["client:operate_like_published"] = client_operate_with(tel_no_process)
 
     # ---- logging ----------------------------------------------------------------------------
     logger = logging.getLogger("bench.helixobs")
@@ -435,18 +447,19 @@ def _worker(run_once: tuple[str, int] | None = None) -> None:
 
     flushers = [provider] + ([extra_provider] if extra_provider is not None else [])
 
-    def timed(fn: Callable[[int], None], calls: int) -> float:
+    def timed(fn: Callable[[int], None], calls: int) -> dict[str, float]:
+        """ns per call, as process CPU time (all threads) and as wall-clock time."""
         for p in flushers:
             p.force_flush()
         gc.collect()
         gc.disable()
         try:
-            t0 = time.perf_counter_ns()
+            c0, t0 = time.process_time_ns(), time.perf_counter_ns()
             fn(calls)
-            t1 = time.perf_counter_ns()
+            t1, c1 = time.perf_counter_ns(), time.process_time_ns()
         finally:
             gc.enable()
-        return (t1 - t0) / calls
+        return {"cpu": (c1 - c0) / calls, "wall": (t1 - t0) / calls}
 
     if run_once is not None:
         # --run KEY N: warm up, run one case N times, exit (for profilers and valgrind).
@@ -476,7 +489,7 @@ def _worker(run_once: tuple[str, int] | None = None) -> None:
         if not cmd or cmd[0] == "quit":
             break
         key, calls = cmd[0], int(cmd[1])
-        print(json.dumps({"ns": timed(fns[key], calls)}), flush=True)
+        print(json.dumps(timed(fns[key], calls)), flush=True)
     loop.close()
     provider.shutdown()
 
@@ -500,11 +513,12 @@ class Worker:
             raise SystemExit(f"bench worker {self.label} exited (exit code {self.proc.wait()})")
         return line
 
-    def measure(self, key: str, calls: int) -> float:
+    def measure(self, key: str, calls: int) -> dict[str, float]:
+        """µs per call, by clock ("cpu", "wall")."""
         assert self.proc.stdin is not None
         self.proc.stdin.write(f"{key} {calls}\n")
         self.proc.stdin.flush()
-        return float(json.loads(self._readline())["ns"]) / 1000.0
+        return {k: float(v) / 1000.0 for k, v in json.loads(self._readline()).items()}
 
     def close(self) -> None:
         assert self.proc.stdin is not None
@@ -541,6 +555,13 @@ def main() -> None:
     ap.add_argument("--log-calls", type=int, default=5000, help="calls per log measurement")
     ap.add_argument("--json", help="also write every measurement here")
     ap.add_argument("--cases", help="comma-separated subset of the cases (default: all)")
+    ap.add_argument(
+        "--clock",
+        choices=("cpu", "wall"),
+        default="cpu",
+        help="what the tables report: process CPU time (default; a worker that the "
+        "scheduler preempts is not charged for it) or wall-clock time; --json has both",
+    )
     args = ap.parse_args()
     if args.worker or args.run:
         _worker((args.run[0], int(args.run[1])) if args.run else None)
@@ -577,12 +598,14 @@ def main() -> None:
             sides.append(("b", ours, f"client:{case}"))
             if case == "create":
                 sides.append(("b*", ours, "client:create_own_pipeline"))
+            if case == "operate":
+                sides.append(("b°", ours, "client:operate_like_published"))
             if f"client:{case}" in pub.hello["keys"]:
                 sides.append(("c", pub, f"client:{case}"))
             sides.append((BARE_PUB, pub, f"bare:{case}"))
         plan[case] = sides
 
-    results: dict[tuple[str, str], list[float]] = {}
+    by_clock: dict[str, dict[tuple[str, str], list[float]]] = {"cpu": {}, "wall": {}}
     t_start = time.monotonic()
     for r in range(args.warmup + args.rounds):
         for case, sides in plan.items():
@@ -591,7 +614,8 @@ def main() -> None:
             for column, worker, key in order:
                 us = worker.measure(key, calls)
                 if r >= args.warmup:
-                    results.setdefault((case, column), []).append(us)
+                    for clock, value in us.items():
+                        by_clock[clock].setdefault((case, column), []).append(value)
         done = r + 1 - args.warmup
         if done > 0 and (done % 5 == 0 or done == args.rounds):
             print(
@@ -601,6 +625,7 @@ def main() -> None:
     ours.close()
     pub.close()
     load_after = os.getloadavg()
+    results = by_clock[args.clock]
 
     def med(case: str, column: str) -> float | None:
         values = results.get((case, column))
@@ -618,7 +643,8 @@ def main() -> None:
         f"ours: helixobs {h['helixobs']}, published: helixobs {pub.hello['helixobs']}; "
         f"{os.cpu_count()} CPUs, {platform.machine()}; {args.rounds} rounds "
         f"(+{args.warmup} warm-up) × {args.calls} calls per span measurement, "
-        f"{args.log_calls} per log measurement; gc off while timing\n"
+        f"{args.log_calls} per log measurement; gc off while timing; "
+        f"{'process CPU' if args.clock == 'cpu' else 'wall-clock'} time\n"
         f"load average (1/5/15 min) before {'/'.join(f'{x:.2f}' for x in load_before)}, "
         f"after {'/'.join(f'{x:.2f}' for x in load_after)}\n"
     )
@@ -647,6 +673,12 @@ def main() -> None:
             f"| {fmt(med(case, BARE_PUB))} | {ratio(case, 'b', 'a')} "
             f"| {ratio(case, 'b', 'c')} | {ratio(case, 'c', BARE_PUB)} |"
         )
+        if case == "operate":
+            print(
+                "| (b°) the same with the published client's three attributes (no process "
+                f"name configured) | | {fmt(med(case, 'b°'))} | | | {ratio(case, 'b°', 'a')} "
+                f"| {ratio(case, 'b°', 'c')} | |"
+            )
         if case == "create":
             print(
                 "| (b\\*) the same through our own processor stack (ForkSafeSpanProcessor) "
@@ -700,7 +732,10 @@ def main() -> None:
                     "load_before": load_before,
                     "load_after": load_after,
                     "args": vars(args),
-                    "results": {f"{c}|{col}": v for (c, col), v in results.items()},
+                    "results": {
+                        clock: {f"{c}|{col}": v for (c, col), v in values.items()}
+                        for clock, values in by_clock.items()
+                    },
                 },
                 f,
                 indent=1,

@@ -16,7 +16,15 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanContext, StatusCode, Tracer
 
 from . import _attrs as A
-from ._attrs import ENTITY_ID, INSTRUMENT_ID, IS_OPERATION, LOG_FIELD_KEYS, PARENT_IDS, PROCESS_NAME
+from ._attrs import (
+    ENTITY_ID,
+    INSTRUMENT_ID,
+    IS_OPERATION,
+    LOG_FIELD_KEYS,
+    PARENT_IDS,
+    PROCESS_NAME,
+    SCALAR_TYPES,
+)
 from ._registry import REGISTRY
 from ._scope import SPAN_KEY, ScopedSpan, effective_context
 
@@ -111,6 +119,86 @@ def _parents_of(parents: Iterable[str] | str | None) -> tuple[tuple[str, ...], s
 def exception_metadata(exc: BaseException) -> dict[str, str]:
     """The ``helix.error`` attributes recorded for an exception escaping a block."""
     return {"message": type(exc).__name__, "exception.message": str(exc)}
+
+
+def _open_span(
+    inst: SpanSource,
+    kind: Kind,
+    name: str,
+    entity_id: Any,
+    parents: tuple[str, ...],
+    joined: str,
+    pending: dict[str, Any] | None,
+) -> tuple[Span, ScopedSpan, Context, str | None]:
+    """Start the span of a creation or operation in the current context.
+
+    Returns the span, its wrapper, the context that makes it current (not attached) and the
+    entity ID as recorded (a string, or None for an operation without one yet). Shared by
+    tokens and the per-call path of decorated functions.
+    """
+    caller_ctx = _get_current()
+    current = caller_ctx.get(SPAN_KEY)
+    if type(current) is ScopedSpan and current._span is None:  # closed
+        caller_ctx = effective_context(caller_ctx)
+    if entity_id is not None and type(entity_id) is not str:
+        entity_id = str(entity_id)
+    links = None
+    if kind == "create":
+        if not entity_id:
+            raise ValueError(f"create({name!r}) needs a non-empty id")
+        if parents:
+            attributes: dict[str, Any] = {
+                ENTITY_ID: entity_id,
+                INSTRUMENT_ID: inst.instrument_id,
+                PARENT_IDS: joined,
+            }
+            links = REGISTRY.links_to(parents)
+        else:
+            attributes = {ENTITY_ID: entity_id, INSTRUMENT_ID: inst.instrument_id}
+        parent_ctx = caller_ctx
+    else:
+        if entity_id:
+            attributes = {
+                ENTITY_ID: entity_id,
+                INSTRUMENT_ID: inst.instrument_id,
+                IS_OPERATION: "true",
+            }
+        else:
+            entity_id = None
+            attributes = {INSTRUMENT_ID: inst.instrument_id}
+        parent_ctx = _ROOT_CONTEXT  # operations are always their own trace
+    process_name = inst.process_name
+    if process_name:
+        attributes[PROCESS_NAME] = process_name
+    if pending:
+        attributes.update(pending)
+    span = inst.tracer.start_span(name, context=parent_ctx, attributes=attributes, links=links)
+    if entity_id is not None and kind == "create":
+        REGISTRY.put(entity_id, span.get_span_context())
+    scoped = ScopedSpan(span, caller_ctx)
+    values = caller_ctx.copy()  # _scope.context_with(), inlined on this hot path
+    values[SPAN_KEY] = scoped
+    return span, scoped, Context(values), entity_id
+
+
+def _record_error(span: Span, metadata: Mapping[str, Any]) -> None:
+    attrs = A.to_attributes(metadata)
+    span.add_event(A.ERROR_EVENT, attributes=attrs)
+    message = metadata.get("message") or metadata.get("exception.message")
+    span.set_status(StatusCode.ERROR, None if message is None else str(message))
+
+
+def _record_exception(span: Span, exc: BaseException) -> None:
+    """What an exception escaping a block leaves on its span."""
+    span.record_exception(exc, escaped=True)
+    _record_error(span, exception_metadata(exc))
+
+
+def _warn_without_entity(name: str) -> None:
+    _log.warning(
+        "operation %r ended without entity_id; exported as a plain span (no operation is recorded)",
+        name,
+    )
 
 
 class Token:
@@ -268,62 +356,22 @@ class Token:
             )
         if self._dynamic:
             self._resolve_static_specs()
-        inst = self._instrument
-        caller_ctx = _get_current()
-        current = caller_ctx.get(SPAN_KEY)
-        if type(current) is ScopedSpan and current._span is None:  # closed
-            caller_ctx = effective_context(caller_ctx)
-        entity_id = self._entity_id
-        if entity_id is not None and type(entity_id) is not str:
-            entity_id = str(entity_id)
-        links = None
-        if self._kind == "create":
-            if not entity_id:
-                self._started = False
-                raise ValueError(f"create({self._name!r}) needs a non-empty id")
-            parents = self._parents
-            if parents:
-                attributes: dict[str, Any] = {
-                    ENTITY_ID: entity_id,
-                    INSTRUMENT_ID: inst.instrument_id,
-                    PARENT_IDS: self._joined,
-                }
-                links = REGISTRY.links_to(parents)
-            else:
-                attributes = {ENTITY_ID: entity_id, INSTRUMENT_ID: inst.instrument_id}
-            parent_ctx = caller_ctx
-        else:
-            if entity_id:
-                attributes = {
-                    ENTITY_ID: entity_id,
-                    INSTRUMENT_ID: inst.instrument_id,
-                    IS_OPERATION: "true",
-                }
-            else:
-                entity_id = None
-                attributes = {INSTRUMENT_ID: inst.instrument_id}
-            parent_ctx = _ROOT_CONTEXT
-        self._entity_id = entity_id
-        process_name = inst.process_name
-        if process_name:
-            attributes[PROCESS_NAME] = process_name
-        # No lock needed: set_attribute() buffers only while _started is False, and it was
-        # set (under the lock) above.
-        pending = self._pending
-        if pending:
-            attributes.update(pending)
-            self._pending = None
-        span = inst.tracer.start_span(
-            self._name, context=parent_ctx, attributes=attributes, links=links
-        )
-        self._span = span
-        if entity_id is not None and self._kind == "create":
-            REGISTRY.put(entity_id, span.get_span_context())
-        scoped = ScopedSpan(span, caller_ctx)
-        self._scoped = scoped
-        values = caller_ctx.copy()  # _scope.context_with(), inlined on this hot path
-        values[SPAN_KEY] = scoped
-        return Context(values)
+        pending, self._pending = self._pending, None
+        try:
+            span, scoped, ctx, self._entity_id = _open_span(
+                self._instrument,
+                self._kind,
+                self._name,
+                self._entity_id,
+                self._parents,
+                self._joined,
+                pending,
+            )
+        except ValueError:  # no entity ID for a creation: the token did not start
+            self._started = False
+            raise
+        self._span, self._scoped = span, scoped
+        return ctx
 
     def complete(self, metadata: Mapping[str, Any] | None = None) -> None:
         """End the span successfully; `metadata` becomes span attributes (types kept)."""
@@ -361,9 +409,9 @@ class Token:
         if error is not None:
             if exc is not None:
                 span.record_exception(exc, escaped=True)
-            self._record_error(span, error)
+            _record_error(span, error)
         if self._entity_id is None and self._kind == "operate":
-            self._warn_without_entity()
+            _warn_without_entity(self._name)
         span.end()
         scoped.close()
         if self._scope_token is None and _get_current().get(SPAN_KEY) is scoped:
@@ -372,25 +420,11 @@ class Token:
             # it, itself peeled of closed wrappers).
             _attach(effective_context(scoped._fallback))
 
-    def _warn_without_entity(self) -> None:
-        _log.warning(
-            "operation %r ended without entity_id; exported as a plain span "
-            "(no operation is recorded)",
-            self._name,
-        )
-
-    @staticmethod
-    def _record_error(span: Span, metadata: Mapping[str, Any]) -> None:
-        attrs = A.to_attributes(metadata)
-        span.add_event(A.ERROR_EVENT, attributes=attrs)
-        message = metadata.get("message") or metadata.get("exception.message")
-        span.set_status(StatusCode.ERROR, None if message is None else str(message))
-
     def add_error(self, metadata: Mapping[str, Any] | None = None) -> None:
         """Record a ``helix.error`` event and status ERROR; the span stays open."""
         span = self._live_span("add_error")
         if span is not None:
-            self._record_error(span, dict(metadata or {}))
+            _record_error(span, dict(metadata or {}))
 
     def add_event(self, name: str, attributes: Mapping[str, Any] | None = None) -> None:
         """Add a span event (``helix.event.*`` names become entity events); types kept."""
@@ -405,9 +439,8 @@ class Token:
         if type(attributes) is dict:
             # String keys and plain scalars need no conversion (the SDK copies them into
             # the event anyway); anything else takes the converting path.
-            scalars = A.SCALAR_TYPES
             for key, value in attributes.items():
-                if type(key) is not str or type(value) not in scalars:
+                if type(key) is not str or type(value) not in SCALAR_TYPES:
                     attributes = A.to_attributes(attributes)
                     break
         else:
@@ -496,7 +529,7 @@ class Token:
             if finished or span is None or scoped is None:
                 return
             if self._entity_id is None and self._kind == "operate":
-                self._warn_without_entity()
+                _warn_without_entity(self._name)
             span.end()
             scoped.close()
         finally:
@@ -541,26 +574,70 @@ class Token:
             return cast(F, self._wrap_coroutine(fn))
         return cast(F, self._wrap_sync(fn))
 
+    def _call_span(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Span, ScopedSpan, Context, str | None]:
+        """Open the span of one call of a decorated function (see `_open_span`).
+
+        Plain functions and coroutines need no per-call Token: nothing else can reach it.
+        """
+        id_spec = self._id_spec
+        entity_id = id_spec(*args, **kwargs) if callable(id_spec) else id_spec
+        parents_spec = self._parents_spec
+        if callable(parents_spec):
+            parents, joined = _parents_of(parents_spec(*args, **kwargs))
+        else:
+            # Static parents were normalised at decoration time.
+            parents, joined = self._parents, self._joined
+        inst, kind, name = self._instrument, self._kind, self._name
+        return _open_span(inst, kind, name, entity_id, parents, joined, None)
+
     def _wrap_sync(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        spawn = self._spawn
+        call_span, kind, name = self._call_span, self._kind, self._name
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with spawn(args, kwargs):
-                return fn(*args, **kwargs)
+            # What `with <fresh token>: return fn(...)` does, without the token.
+            span, scoped, ctx, entity_id = call_span(args, kwargs)
+            scope = _attach(ctx)
+            try:
+                try:
+                    return fn(*args, **kwargs)
+                except BaseException as exc:
+                    _record_exception(span, exc)
+                    raise
+                finally:
+                    if entity_id is None and kind == "operate":
+                        _warn_without_entity(name)
+                    span.end()
+                    scoped.close()
+            finally:
+                _detach(scope)
 
         return wrapper
 
     def _wrap_coroutine(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        spawn = self._spawn
+        call_span, kind, name = self._call_span, self._kind, self._name
 
         @functools.wraps(fn)
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            # The span covers the awaited execution, not just coroutine creation. A plain
-            # `with` (the token's enter/exit never await) runs in this coroutine's context
-            # exactly as `async with` would, without two extra coroutine objects per call.
-            with spawn(args, kwargs):
-                return await fn(*args, **kwargs)
+            # The span covers the awaited execution, not just coroutine creation; it is
+            # current in this coroutine's context while it runs, as in `_wrap_sync`.
+            span, scoped, ctx, entity_id = call_span(args, kwargs)
+            scope = _attach(ctx)
+            try:
+                try:
+                    return await fn(*args, **kwargs)
+                except BaseException as exc:
+                    _record_exception(span, exc)
+                    raise
+                finally:
+                    if entity_id is None and kind == "operate":
+                        _warn_without_entity(name)
+                    span.end()
+                    scoped.close()
+            finally:
+                _detach(scope)
 
         return wrapper
 
