@@ -18,7 +18,8 @@ use rand::{Rng, SeedableRng};
 use tonic::transport::Channel;
 
 use crate::load::{
-    drive, export_traces, percentile, rate, telescope_requests, trace_client, HeraldRun, InProcessHerald,
+    drive, export_traces, load_average, now_ns, percentile, rate, telescope_requests, trace_client, HeraldRun,
+    InProcessHerald,
 };
 
 const PROCESSES: usize = 24;
@@ -112,10 +113,6 @@ impl LogTraffic {
     }
 }
 
-fn log_count(r: &ExportLogsServiceRequest) -> usize {
-    helix_model::interpret::interpret_logs(r).len()
-}
-
 fn log_client(grpc: &str) -> LogsServiceClient<Channel> {
     LogsServiceClient::new(
         tonic::transport::Endpoint::from_shared(grpc.to_owned()).expect("loopback URL").connect_lazy(),
@@ -132,14 +129,9 @@ fn export_logs(
     })
 }
 
-fn now_ns() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
+/// Now in ns, as the unsigned OTLP timestamps want it.
+fn now_u64() -> u64 {
+    u64::try_from(now_ns()).unwrap_or_default()
 }
 
 fn line(name: &str, run: &HeraldRun, what: &str) -> String {
@@ -156,7 +148,7 @@ fn line(name: &str, run: &HeraldRun, what: &str) -> String {
 
 pub async fn ingest(seconds: u64, log_clients: usize, span_clients: usize) {
     let limit = Duration::from_secs(seconds);
-    let mut traffic = LogTraffic::new(7, now_ns() - 3_600_000_000_000);
+    let mut traffic = LogTraffic::new(7, now_u64() - 3_600_000_000_000);
     // 100 lines per request; more than any path takes in `seconds`.
     let logs: Arc<Vec<ExportLogsServiceRequest>> =
         Arc::new((0..(1_500 * seconds as usize)).map(|_| traffic.request(100 / LINES_PER_TRACE, false)).collect());
@@ -167,8 +159,15 @@ pub async fn ingest(seconds: u64, log_clients: usize, span_clients: usize) {
     let d1 = tempfile::tempdir().unwrap();
     let h = InProcessHerald::start(&run_logs(&d1), &[]).await;
     let grpc = h.grpc.clone();
-    let logs_alone =
-        drive(log_clients, logs.clone(), Instant::now() + limit, || log_client(&grpc), export_logs, log_count).await;
+    let logs_alone = drive(
+        log_clients,
+        logs.clone(),
+        Instant::now() + limit,
+        || log_client(&grpc),
+        export_logs,
+        helix_model::log_count,
+    )
+    .await;
     h.stop().await;
 
     let d2 = tempfile::tempdir().unwrap();
@@ -190,7 +189,7 @@ pub async fn ingest(seconds: u64, log_clients: usize, span_clients: usize) {
     let (g1, g2) = (h.grpc.clone(), h.grpc.clone());
     let deadline = Instant::now() + limit;
     let (both_logs, both_spans) = tokio::join!(
-        drive(log_clients, logs.clone(), deadline, move || log_client(&g1), export_logs, log_count),
+        drive(log_clients, logs.clone(), deadline, move || log_client(&g1), export_logs, helix_model::log_count),
         drive(span_clients, spans.clone(), deadline, move || trace_client(&g2), export_traces, helix_model::span_count),
     );
     h.stop().await;
@@ -227,7 +226,7 @@ pub async fn reads(lines: usize, queries: usize, db: Option<std::path::PathBuf>)
     let path = db.unwrap_or_else(|| dir.path().join("logs.db"));
     let store = SqliteStore::open(&path, Default::default()).expect("store");
     // Spread over the last 24 h, oldest first, as ingest writes them.
-    let t0 = now_ns() - 86_000_000_000_000;
+    let t0 = now_u64() - 86_000_000_000_000;
     let mut traffic = LogTraffic::new(11, t0);
     let per_request = 400;
     let requests = lines / per_request;
@@ -271,11 +270,7 @@ pub async fn reads(lines: usize, queries: usize, db: Option<std::path::PathBuf>)
         bytes as f64 / written as f64,
         load_average()
     );
-    let day = LogFilter {
-        from_ns: Some((now_ns() - 86_400_000_000_000) as i64),
-        order: LogOrder::Desc,
-        ..Default::default()
-    };
+    let day = LogFilter { from_ns: Some(now_ns() - 86_400_000_000_000), order: LogOrder::Desc, ..Default::default() };
     let mut rng = rand::rngs::StdRng::seed_from_u64(3);
     let cases: Vec<(&str, FilterOf)> = vec![
         ("logs of one trace (5 lines), oldest first", {

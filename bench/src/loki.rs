@@ -213,17 +213,11 @@ async fn time_reads(app: &axum::Router, reads: &[(&'static str, String)], rounds
     out
 }
 
-fn uptime() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
 pub async fn run(target: usize, rounds: usize, db: Option<std::path::PathBuf>) {
     let dir = tempfile::tempdir().unwrap();
     let path = db.unwrap_or_else(|| dir.path().join("logs.db"));
     let store = Arc::new(SqliteStore::open(&path, helix_store::SqliteOptions::default()).unwrap());
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64;
+    let now = crate::load::now_ns();
     let spacing_ns = (DAY_NS / target.max(1) as i64).max(1);
     let mut loader = Loader { rng: StdRng::seed_from_u64(10), loaded: 0, spacing_ns, first_ns: now - DAY_NS };
     let metrics = Arc::new(herald::metrics::Metrics::new());
@@ -243,7 +237,7 @@ pub async fn run(target: usize, rounds: usize, db: Option<std::path::PathBuf>) {
     loader.load_to(&store, small).await;
     let (from, to) = window(&loader);
     let base_reads = reads(from, to, middle(&loader));
-    let load_before = uptime();
+    let load_before = crate::load::load_average();
     let base = time_reads(&app, &base_reads, rounds).await;
     let t = Instant::now();
     loader.load_to(&store, target).await;
@@ -253,7 +247,7 @@ pub async fn run(target: usize, rounds: usize, db: Option<std::path::PathBuf>) {
     // Warm the page cache the way a running herald's is, then interleave the timed rounds.
     let _ = time_reads(&app, &full_reads, 1).await;
     let full = time_reads(&app, &full_reads, rounds).await;
-    let load_after = uptime();
+    let load_after = crate::load::load_average();
     let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
 
     println!("### Loki query_range at {} lines (SQLite)\n", loader.loaded);

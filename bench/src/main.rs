@@ -29,7 +29,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use rand::{Rng, SeedableRng};
 
-use load::{percentile, rate, records_of, telescope_requests, through_herald, HeraldRun};
+use load::{now_ns, percentile, rate, records_of, telescope_requests, through_herald, HeraldRun};
 
 // Ingest allocates many small strings per span; mimalloc halves the time glibc's malloc takes.
 #[global_allocator]
@@ -292,11 +292,6 @@ async fn ingest(seconds: u64, clients: usize, ticks_per_request: usize) {
         percentile(&ret.latencies, 0.99),
         percentile(&on.latencies, 0.99)
     );
-}
-
-fn now_ns() -> i64 {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    d.as_nanos() as i64
 }
 
 /// Spans stored in the database at `path` and the bytes the span store's tables and indexes

@@ -82,6 +82,11 @@ pub fn span_count(request: &ExportTraceServiceRequest) -> usize {
     request.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum()
 }
 
+/// How many log records a log export holds.
+pub fn log_count(request: &ExportLogsServiceRequest) -> usize {
+    request.resource_logs.iter().flat_map(|r| &r.scope_logs).map(|s| s.log_records.len()).sum()
+}
+
 /// Classify every span of a trace export.
 pub fn interpret_traces(request: &ExportTraceServiceRequest) -> Interpretation {
     let mut spans = Vec::new();

@@ -13,8 +13,8 @@ pub mod span;
 
 pub use attribution::{attribute_logs, attribute_traces, ForeignInstrument};
 pub use interpret::{
-    check_entity_id, interpret_logs, interpret_traces, severity_name, severity_number, span_count, Interpretation,
-    SpanAt, SpanClass, ERROR_EVENT, MAX_ENTITY_ID_BYTES,
+    check_entity_id, interpret_logs, interpret_traces, log_count, severity_name, severity_number, span_count,
+    Interpretation, SpanAt, SpanClass, ERROR_EVENT, MAX_ENTITY_ID_BYTES,
 };
 pub use records::*;
 pub use span::{span_records, SpanRecorded, SpanRole};

@@ -28,14 +28,11 @@ pub enum Forwarded {
 impl Forwarded {
     /// Spans or log records it carries.
     fn items(&self) -> u64 {
-        match self {
-            Forwarded::Traces(r) => {
-                r.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len() as u64).sum()
-            }
-            Forwarded::Logs(r) => {
-                r.resource_logs.iter().flat_map(|r| &r.scope_logs).map(|s| s.log_records.len() as u64).sum()
-            }
-        }
+        let n = match self {
+            Forwarded::Traces(r) => helix_model::span_count(r),
+            Forwarded::Logs(r) => helix_model::log_count(r),
+        };
+        n as u64
     }
 
     /// The counter of its signal, by result.

@@ -11,7 +11,7 @@
 //! integration does. [`Telescope::new`] keeps the benchmarks' mix: the same entity spans and
 //! timing, two child spans per block, no infrastructure traces and no logs.
 
-use helix_model::{span_count, ERROR_EVENT};
+use helix_model::{log_count, span_count, ERROR_EVENT};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use helix_model::ids::to_hex;
@@ -794,10 +794,6 @@ pub fn entity_span_count(request: &ExportTraceServiceRequest) -> usize {
 }
 
 /// Count of log records in a request.
-pub fn log_count(request: &ExportLogsServiceRequest) -> usize {
-    request.resource_logs.iter().flat_map(|r| &r.scope_logs).map(|s| s.log_records.len()).sum()
-}
-
 /// Drive a herald with the demo telescope at about `entity_spans_per_second` entity spans
 /// (child spans, infrastructure traces and logs come on top) until `stop` fires, each
 /// simulated process over its own connection, traces then logs. Returns the number of spans

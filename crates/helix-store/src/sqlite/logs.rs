@@ -143,26 +143,7 @@ pub(super) fn prune(inner: &super::Inner, max_age: std::time::Duration, now_ns: 
     Ok(removed)
 }
 
-/// The background job: a pass every retention interval (the first one an interval after
-/// opening), for as long as the store is open (it holds no strong reference).
+/// The background job: a pass every retention interval, for as long as the store is open.
 pub(super) fn spawn(inner: std::sync::Weak<super::Inner>, max_age: std::time::Duration) {
-    let every = super::retention::interval();
-    let job = move || loop {
-        let step = std::time::Duration::from_millis(200);
-        let mut slept = std::time::Duration::ZERO;
-        while slept < every {
-            std::thread::sleep(step);
-            slept += step;
-            if inner.strong_count() == 0 {
-                return;
-            }
-        }
-        let Some(strong) = inner.upgrade() else { return };
-        if let Err(e) = prune(&strong, max_age, super::retention::now_ns()) {
-            tracing::warn!(error = %e, "log retention pass failed; the next one tries again");
-        }
-    };
-    if let Err(e) = std::thread::Builder::new().name("log-retention".into()).spawn(job) {
-        tracing::warn!(error = %e, "log retention job not started");
-    }
+    super::retention::every_interval(inner, "log-retention", move |i, now| prune(i, max_age, now));
 }

@@ -214,6 +214,17 @@ fn oldest_traces(tx: &rusqlite::Transaction<'_>, block: i64, goal: Goal) -> Stor
 /// herald starting up first serves), for as long as the store is open: it holds no strong
 /// reference, so closing the store ends it.
 pub(super) fn spawn(inner: Weak<Inner>, limits: SpanRetention) {
+    every_interval(inner, "span-retention", move |i, now| pass(i, &limits, now));
+}
+
+/// Run `pass(store, now_ns)` on a thread named `name` every retention interval (the first one
+/// an interval after opening) until the store closes; a failed pass is logged and the next
+/// one tries again. Both retention jobs (spans, logs) run this way.
+pub(super) fn every_interval(
+    inner: Weak<Inner>,
+    name: &'static str,
+    pass: impl Fn(&Inner, i64) -> StoreResult<u64> + Send + 'static,
+) {
     let every = interval();
     let job = move || loop {
         let mut slept = Duration::ZERO;
@@ -225,11 +236,11 @@ pub(super) fn spawn(inner: Weak<Inner>, limits: SpanRetention) {
             }
         }
         let Some(strong): Option<Arc<Inner>> = inner.upgrade() else { return };
-        if let Err(e) = pass(&strong, &limits, now_ns()) {
-            tracing::warn!(error = %e, "span retention pass failed; the next one tries again");
+        if let Err(e) = pass(&strong, now_ns()) {
+            tracing::warn!(job = name, error = %e, "retention pass failed; the next one tries again");
         }
     };
-    if let Err(e) = std::thread::Builder::new().name("span-retention".into()).spawn(job) {
-        tracing::warn!(error = %e, "span retention job not started");
+    if let Err(e) = std::thread::Builder::new().name(name.into()).spawn(job) {
+        tracing::warn!(job = name, error = %e, "retention job not started");
     }
 }
