@@ -6,6 +6,7 @@ mod error;
 mod filter;
 mod plan;
 pub mod postgres;
+mod redact;
 mod rows;
 pub mod sqlite;
 mod types;
@@ -22,6 +23,7 @@ use helix_model::{EntityEvent, SpanRef};
 
 pub use error::{DbCause, StoreError, StoreResult};
 pub use postgres::{PostgresOptions, PostgresStore};
+pub use redact::redact_url;
 pub use sqlite::{SqliteOptions, SqliteStore};
 pub use types::*;
 pub use window::*;

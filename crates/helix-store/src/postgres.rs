@@ -23,6 +23,7 @@ use helix_model::{EntityEvent, LogRecorded, SpanRef};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
+pub use crate::redact_url;
 use crate::{
     DbCause, Entity, EntityFilter, EventQuery, Graph, GraphQuery, Lineage, LineageQuery, LogField, LogFilter,
     MonitorPoints, MonitorQuery, Operation, Page, PageRequest, StageBucket, StageHistogramQuery, StageSummary, Store,
@@ -64,25 +65,6 @@ impl Default for PostgresOptions {
             retention: Some(RetentionConfig::default()),
             span_retention: crate::SpanRetention::default(),
         }
-    }
-}
-
-/// `url` with its password replaced by `***`, for messages and logs.
-pub fn redact_url(url: &str) -> String {
-    // postgres://user:password@host/… : the password is between the first ':' after the
-    // scheme and the last '@' of the authority.
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let Some(at) = authority.rfind('@') else {
-        return url.to_owned();
-    };
-    let (userinfo, host) = authority.split_at(at);
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***{host}{tail}"),
-        None => url.to_owned(),
     }
 }
 
@@ -406,17 +388,6 @@ impl Store for PostgresStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            redact_url("postgres://helix:s3cr@t@db:5432/helix?sslmode=disable"),
-            "postgres://helix:***@db:5432/helix?sslmode=disable"
-        );
-        assert_eq!(redact_url("postgres://helix@127.0.0.1:5432/x"), "postgres://helix@127.0.0.1:5432/x");
-        assert_eq!(redact_url("postgresql://db/x"), "postgresql://db/x");
-        assert_eq!(redact_url("not a url"), "not a url");
-    }
 
     #[test]
     fn schema_names_are_checked() {

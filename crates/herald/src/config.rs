@@ -248,7 +248,7 @@ impl StoreLocation {
     pub fn shown(&self) -> String {
         match self {
             StoreLocation::Sqlite(path) => path.display().to_string(),
-            StoreLocation::Postgres(url) => helix_store::postgres::redact_url(url),
+            StoreLocation::Postgres(url) => helix_store::redact_url(url),
         }
     }
 }
@@ -278,7 +278,7 @@ pub fn parse_http_url(s: &str) -> Result<String, String> {
         Some(rest) if !rest.is_empty() && !rest.starts_with('/') && !s.chars().any(char::is_whitespace) => {
             Ok(s.to_owned())
         }
-        _ => Err(format!("`{s}` is not an http:// or https:// URL with a host")),
+        _ => Err(format!("`{}` is not an http:// or https:// URL with a host", helix_store::redact_url(s))),
     }
 }
 

@@ -101,15 +101,19 @@ async fn deliver(
     stop: &CancellationToken,
 ) -> bool {
     let mut wait = FIRST_BACKOFF;
+    // The consumer's URL may carry credentials: logs show it redacted, errors without it.
+    let shown = helix_store::redact_url(endpoint);
     loop {
         match client.post(endpoint).json(event).send().await {
             Ok(r) if r.status().is_success() => return true,
             Ok(r) if r.status().is_client_error() && !matches!(r.status().as_u16(), 408 | 429) => {
-                tracing::warn!(status = %r.status(), endpoint, "OpenLineage consumer refused a run event; not retried");
+                tracing::warn!(status = %r.status(), endpoint = %shown, "OpenLineage consumer refused a run event; not retried");
                 return true;
             }
-            Ok(r) => tracing::warn!(status = %r.status(), endpoint, "OpenLineage consumer answered; retrying"),
-            Err(e) => tracing::warn!(error = %e, endpoint, "OpenLineage consumer unreachable; retrying"),
+            Ok(r) => tracing::warn!(status = %r.status(), endpoint = %shown, "OpenLineage consumer answered; retrying"),
+            Err(e) => {
+                tracing::warn!(error = %e.without_url(), endpoint = %shown, "OpenLineage consumer unreachable; retrying")
+            }
         }
         if !pause(&mut wait, stop).await {
             return false;

@@ -89,7 +89,9 @@ impl Forwarder {
         shutdown: CancellationToken,
     ) -> Result<(Forwarder, tokio::task::JoinHandle<()>), String> {
         let endpoint = Endpoint::from_shared(config.endpoint.clone())
-            .map_err(|e| format!("COLLECTOR_ENDPOINT {:?} is not a valid URL: {e}", config.endpoint))?
+            .map_err(|e| {
+                format!("COLLECTOR_ENDPOINT {:?} is not a valid URL: {e}", helix_store::redact_url(&config.endpoint))
+            })?
             .connect_timeout(Duration::from_secs(5));
         let channel = endpoint.connect_lazy();
         let client =

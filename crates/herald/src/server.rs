@@ -151,7 +151,7 @@ pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationTo
     let (writer, writer_task) = Writer::spawn(store.clone(), args.batch(), metrics.clone(), writer_stop.clone());
     let (forwarder, forward_task) = match args.forward() {
         Some(config) => {
-            let endpoint = config.endpoint.clone();
+            let endpoint = helix_store::redact_url(&config.endpoint);
             let (f, t) = Forwarder::spawn(config, metrics.clone(), forward_stop.clone()).map_err(RunError::Config)?;
             tracing::info!(endpoint, "forwarding spans");
             (Some(f), Some(t))
@@ -167,7 +167,7 @@ pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationTo
                 forward_stop.clone(),
             )
             .map_err(RunError::Config)?;
-            tracing::info!(url, "emitting OpenLineage run events");
+            tracing::info!(url = %helix_store::redact_url(url), "emitting OpenLineage run events");
             (Some(e), Some(t))
         }
         None => (None, None),
@@ -197,7 +197,7 @@ pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationTo
     let app = api::app(state.clone())
         .merge(
             inspector::router_with(inspector::InspectorConfig {
-                grafana_url: args.grafana_url.clone().filter(|u| !u.trim().is_empty()),
+                grafana_url: args.grafana_url.as_deref().and_then(inspector::grafana_link_base),
                 tempo_datasource: args.grafana_tempo_datasource.clone(),
                 auth: auth.is_on(),
             })
@@ -474,7 +474,7 @@ fn announce(listeners: &Listeners, db_url: &str) {
         println!("herald: metrics listening on {}", show(m));
     }
     // A postgres:// URL may carry a password.
-    println!("herald: store {}", helix_store::postgres::redact_url(db_url));
+    println!("herald: store {}", helix_store::redact_url(db_url));
     if let Ok(ui) = ui {
         println!("herald: Entity Inspector and API at {ui} (try {ui}api/v1/instruments)");
     }

@@ -318,7 +318,7 @@ impl Auth {
     /// no answer in time is "unavailable", not a rejection (and not a throttled failure).
     async fn introspect(&self, instrument_id: &str, verify_url: &str, credential: &str) -> Result<bool, SignInError> {
         let unavailable = |why: &str| {
-            tracing::warn!(instrument = instrument_id, url = %redact_url(verify_url), error = why,
+            tracing::warn!(instrument = instrument_id, url = %helix_store::redact_url(verify_url), error = why,
                 "token introspection did not answer");
             SignInError::Unavailable(format!(
                 "the token introspection endpoint of instrument {instrument_id:?} did not answer; retry later"
@@ -375,20 +375,6 @@ pub fn bearer(headers: &HeaderMap) -> Result<&str, Denied> {
     Ok(token)
 }
 
-/// A URL without its query, fragment and credentials, for logs.
-pub fn redact_url(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) => {
-            u.set_query(None);
-            u.set_fragment(None);
-            let _ = u.set_password(None);
-            let _ = u.set_username("");
-            u.to_string()
-        }
-        Err(_) => "(unparsable URL)".into(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -421,10 +407,5 @@ mod tests {
         let denied = on.writer(&headers(&format!("Bearer {read}"))).unwrap_err();
         assert!(matches!(denied, Denied::Forbidden { reason: "read_only_token", .. }), "{denied:?}");
         assert_eq!(on.metrics.auth_denied.with_label_values(&["missing_token"]).get(), 2);
-    }
-
-    #[test]
-    fn redacted_urls_keep_host_and_path_only() {
-        assert_eq!(redact_url("https://u:p@sso.example/verify?key=K#f"), "https://sso.example/verify");
     }
 }

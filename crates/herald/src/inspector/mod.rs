@@ -37,6 +37,31 @@ pub struct InspectorConfig {
     pub auth: bool,
 }
 
+/// The Grafana base URL as browsers get it (`GRAFANA_URL`): without user name and password,
+/// which the Inspector never hands to a browser (people sign in to Grafana themselves). `None`,
+/// with a warning, when it is not an http(s) URL.
+pub fn grafana_link_base(url: &str) -> Option<String> {
+    let url = url.trim();
+    if url.is_empty() {
+        return None;
+    }
+    let mut parsed = match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => u,
+        _ => {
+            tracing::warn!(url = %helix_store::redact_url(url),
+                "GRAFANA_URL is not an http(s) URL with a host; the Inspector shows no Grafana links");
+            return None;
+        }
+    };
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        tracing::warn!("GRAFANA_URL carries a user name or password: the Inspector's links leave them out");
+        // Both only fail for URLs that cannot have credentials, which this one has.
+        let _ = parsed.set_username("");
+        let _ = parsed.set_password(None);
+    }
+    Some(parsed.to_string())
+}
+
 /// The UI's routes; merged with the JSON API on the API listener.
 pub fn router_with(config: InspectorConfig) -> Router<ApiState> {
     let shell = render_shell(&config);
@@ -158,6 +183,17 @@ mod tests {
         let (_, _, body) = get_page(config, "/").await;
         assert!(!body.contains("</script><script>alert"));
         assert!(body.contains("\\u003c/script\\u003e"));
+    }
+
+    #[test]
+    fn grafana_links_never_carry_credentials() {
+        assert_eq!(
+            grafana_link_base("https://admin:hunter2@grafana.example:3000/g/").as_deref(),
+            Some("https://grafana.example:3000/g/")
+        );
+        assert_eq!(grafana_link_base("http://grafana:3000").as_deref(), Some("http://grafana:3000/"));
+        assert_eq!(grafana_link_base("  "), None);
+        assert_eq!(grafana_link_base("grafana:3000"), None, "no scheme: no links rather than broken ones");
     }
 
     #[tokio::test]
