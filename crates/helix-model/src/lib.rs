@@ -4,6 +4,7 @@
 pub mod attribution;
 #[cfg(any(test, feature = "builders"))]
 pub mod builders;
+pub mod fingerprint;
 pub mod ids;
 pub mod interpret;
 pub mod keys;

@@ -1,7 +1,10 @@
 //! The herald's Prometheus metrics: one registry, names compatible with the older herald
 //! (`helix_entities_total` …) plus our own for the writer, resolver and forwarder.
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
 
 /// Owns the registry and every metric handle; shared by receivers, writer, forwarder and API.
 pub struct Metrics {
@@ -29,6 +32,7 @@ pub struct Metrics {
     pub forward_queue: IntGauge,
     pub auth_denied: IntCounterVec,
     pub instrument_files_invalid: IntGauge,
+    pub notify: NotifyMetrics,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -158,6 +162,7 @@ impl Metrics {
                 "helix_instrument_files_invalid",
                 "Instrument files in INSTRUMENTS_DIR that did not load (their last good configuration stays).",
             ),
+            notify: NotifyMetrics::register(&r),
             registry: r,
         }
     }
@@ -174,5 +179,88 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// The notification metrics, with the older herald's names and labels (`docs/notifications.md`).
+pub struct NotifyMetrics {
+    /// `instrument_id, channel_type, event_type`.
+    pub sent: IntCounterVec,
+    /// `instrument_id, channel_type, event_type`; `channel_type="silence"` for a silence.
+    pub suppressed: IntCounterVec,
+    /// `instrument_id, channel_type`.
+    pub digest_sent: IntCounterVec,
+    /// `instrument_id, channel_type`: deliveries that gave up.
+    pub errors: IntCounterVec,
+    /// `channel_type`.
+    pub send_seconds: HistogramVec,
+    /// Notifications not recorded because the outbox was full.
+    pub channel_drops: IntCounter,
+    /// `instrument_id, channel_type`: attempts after a failed one.
+    pub retries: IntCounterVec,
+    /// `instrument_id`.
+    pub silences_active: IntGaugeVec,
+    /// `instrument_id`: reloads that found an error in the file's notifications block.
+    pub config_reload_errors: IntCounterVec,
+    /// Notifications recorded and not yet delivered (or given up).
+    pub outbox_depth: IntGauge,
+}
+
+impl NotifyMetrics {
+    fn register(r: &Registry) -> NotifyMetrics {
+        let by_event = &["instrument_id", "channel_type", "event_type"];
+        let by_channel = &["instrument_id", "channel_type"];
+        let send_seconds = HistogramVec::new(
+            HistogramOpts::new("helix_notification_send_duration_seconds", "Time of one delivery attempt.")
+                .buckets(prometheus::exponential_buckets(0.005, 2.0, 12).expect("valid buckets")),
+            &["channel_type"],
+        )
+        .expect("static metric definition is valid");
+        r.register(Box::new(send_seconds.clone())).expect("each metric is registered once");
+        let silences_active =
+            IntGaugeVec::new(Opts::new("helix_notification_silences_active", "Silences in force."), &["instrument_id"])
+                .expect("static metric definition is valid");
+        r.register(Box::new(silences_active.clone())).expect("each metric is registered once");
+        NotifyMetrics {
+            sent: counter_vec(r, "helix_notifications_sent_total", "Notifications delivered.", by_event),
+            suppressed: counter_vec(
+                r,
+                "helix_notifications_suppressed_total",
+                "Notifications not sent: by a silence (channel_type=silence) or a rate limit.",
+                by_event,
+            ),
+            digest_sent: counter_vec(
+                r,
+                "helix_notifications_digest_sent_total",
+                "Digests of rate-limited notifications delivered.",
+                by_channel,
+            ),
+            errors: counter_vec(
+                r,
+                "helix_notification_errors_total",
+                "Deliveries that failed for good (a 4xx, or every retry failed).",
+                by_channel,
+            ),
+            send_seconds,
+            channel_drops: counter(
+                r,
+                "helix_notification_channel_drops_total",
+                "Notifications not recorded (the outbox was full).",
+            ),
+            retries: counter_vec(
+                r,
+                "helix_notification_retries_total",
+                "Delivery attempts after a failed one.",
+                by_channel,
+            ),
+            silences_active,
+            config_reload_errors: counter_vec(
+                r,
+                "helix_notification_config_reload_errors_total",
+                "Loads of an instrument file whose notifications block has errors.",
+                &["instrument_id"],
+            ),
+            outbox_depth: gauge(r, "helix_notification_outbox_depth", "Notifications waiting for delivery."),
+        }
     }
 }

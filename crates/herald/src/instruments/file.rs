@@ -1,18 +1,22 @@
 //! One instrument file (`INSTRUMENTS_DIR/*.yml`, `*.yaml`): its YAML parsed into the one model
 //! of an instrument's configuration, every error found reported with the key it is under.
-//! Each top-level block has its own check (`auth` here; `notifications` joins it later); keys
-//! this herald does not know are left alone, so files shared with other tools stay valid.
+//! Each top-level block has its own check (`auth` here, `notifications` in [`super::notifications`]);
+//! keys this herald does not know are left alone, so files shared with other tools stay valid.
 
 use std::fmt;
 
 use serde::Deserialize;
 
+use super::notifications::{self, Notifications};
+
 /// What one instrument file configures.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct InstrumentConfig {
     pub instrument_id: String,
     /// How the instrument signs in at `POST /auth/token`; `None`: it cannot.
     pub auth: Option<AuthBackend>,
+    /// The events that notify; its errors do not make the file unusable.
+    pub notifications: Notifications,
 }
 
 /// How a credential presented for an instrument is checked.
@@ -69,6 +73,8 @@ fn issue(key: &str, message: impl Into<String>) -> ConfigIssue {
 struct RawFile {
     instrument_id: Option<String>,
     auth: Option<RawAuth>,
+    /// Checked on its own, so that its errors leave the rest of the file usable.
+    notifications: Option<serde_norway::Value>,
 }
 
 #[derive(Deserialize)]
@@ -83,8 +89,14 @@ struct RawAuth {
 /// Longest instrument ID accepted (IDs are labels and path segments).
 pub const MAX_INSTRUMENT_ID_BYTES: usize = 256;
 
-/// Parse and check one file's text; on any error, every error found.
+/// Parse and check one file's text, with secrets from the process environment; on any error
+/// outside `notifications`, every error found.
 pub fn parse(text: &str) -> Result<InstrumentConfig, Vec<ConfigIssue>> {
+    parse_with_env(text, &|name| std::env::var(name).ok())
+}
+
+/// [`parse`] with `env` reading the environment variables the file names.
+pub fn parse_with_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<InstrumentConfig, Vec<ConfigIssue>> {
     let deserializer = serde_norway::Deserializer::from_str(text);
     let raw: RawFile = match serde_path_to_error::deserialize(deserializer) {
         Ok(raw) => raw,
@@ -115,8 +127,17 @@ pub fn parse(text: &str) -> Result<InstrumentConfig, Vec<ConfigIssue>> {
         Some(id) => id,
     };
     let auth = raw.auth.and_then(|a| auth_block(a, &mut issues));
+    let notifications = match raw.notifications {
+        None | Some(serde_norway::Value::Null) => Notifications::default(),
+        Some(value) => match serde_norway::from_value(value) {
+            Ok(block) => notifications::check(block, env),
+            Err(e) => {
+                Notifications { issues: vec![issue("notifications", yaml_message(&e))], ..Notifications::default() }
+            }
+        },
+    };
     if issues.is_empty() {
-        Ok(InstrumentConfig { instrument_id, auth })
+        Ok(InstrumentConfig { instrument_id, auth, notifications })
     } else {
         Err(issues)
     }
@@ -124,7 +145,7 @@ pub fn parse(text: &str) -> Result<InstrumentConfig, Vec<ConfigIssue>> {
 
 /// A serde/YAML error without the offending value's text where YAML would quote it (a
 /// mistyped hash or URL could be a secret); the position stays.
-fn yaml_message(e: &serde_norway::Error) -> String {
+pub(super) fn yaml_message(e: &serde_norway::Error) -> String {
     let mut message = e.to_string();
     // serde names the value it could not use as `invalid type: string "…"`; keep the kind.
     if let Some(start) = message.find(" \"") {
@@ -221,8 +242,7 @@ mod tests {
 
     #[test]
     fn unknown_top_level_keys_are_left_to_other_readers() {
-        let with_notifications =
-            "instrument_id: CHIME\nnotifications:\n  events:\n    helix.error:\n      slack: {channel: '#x'}\nteam: frb\n";
+        let with_notifications = "instrument_id: CHIME\nnotifications:\n  events: {}\nteam: frb\n";
         assert_eq!(parse(with_notifications).expect("valid").instrument_id, "CHIME");
     }
 

@@ -4,6 +4,7 @@
 //! that did parse. The parsed model of a file lives in [`file`]; this module owns the set.
 
 pub mod file;
+pub mod notifications;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub use file::{AuthBackend, ConfigIssue, InstrumentConfig};
+pub use notifications::{EventRule, GithubRule, Notifications, Recurrence, Secret, SlackRule, WebhookRule};
 
 use crate::metrics::Metrics;
 
@@ -109,7 +111,21 @@ pub fn check_config(dir: &Path, jwt_secret: Option<&str>) -> (String, usize) {
         match &f.result {
             Ok(c) => {
                 let auth = c.auth.as_ref().map(AuthBackend::kind).unwrap_or("none (cannot sign in)");
-                let _ = writeln!(out, "ok: {}: instrument {}, auth {auth}", f.path.display(), c.instrument_id);
+                let events = c.notifications.events.len();
+                let _ = writeln!(
+                    out,
+                    "ok: {}: instrument {}, auth {auth}, {events} notifying event(s)",
+                    f.path.display(),
+                    c.instrument_id
+                );
+                errors += c.notifications.issues.len();
+                for issue in &c.notifications.issues {
+                    let _ = writeln!(
+                        out,
+                        "error: {}: {issue} (this event does not notify; the rest of the file applies)",
+                        f.path.display()
+                    );
+                }
             }
             Err(issues) => {
                 for issue in issues {
@@ -242,6 +258,24 @@ impl Instruments {
             let state = files.entry(path.clone()).or_default();
             match result {
                 Ok(config) => {
+                    let previous = state.good.as_ref().map(|c| &c.notifications.issues);
+                    if previous != Some(&config.notifications.issues) && !config.notifications.issues.is_empty() {
+                        self.metrics
+                            .notify
+                            .config_reload_errors
+                            .with_label_values(&[config.instrument_id.as_str()])
+                            .inc();
+                        for issue in &config.notifications.issues {
+                            tracing::warn!(
+                                file = %path.display(),
+                                instrument = %config.instrument_id,
+                                key = %issue.key,
+                                error = %issue.message,
+                                "notification setting has an error; that event does not notify (the rest \
+                                 of the file applies)"
+                            );
+                        }
+                    }
                     if state.good.as_ref() != Some(&config) || !state.issues.is_empty() {
                         tracing::info!(
                             file = %path.display(),
