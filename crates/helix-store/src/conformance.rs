@@ -20,8 +20,8 @@ use helix_model::{
 };
 
 use crate::{
-    Direction, Edge, Entity, EntityFilter, EventQuery, GraphQuery, Lineage, LineageQuery, LogField, LogFilter,
-    LogOrder, MonitorQuery, PageRequest, SpanRetention, StageBucket, StageHistogramQuery, Store, StoreError,
+    Direction, Edge, Entity, EntityFilter, EventCount, EventQuery, GraphQuery, Lineage, LineageQuery, LogField,
+    LogFilter, LogOrder, MonitorQuery, PageRequest, SpanRetention, StageBucket, StageHistogramQuery, Store, StoreError,
     TraceFilter, TraceSummary, WriteBatch, WriteOutcome, WriteRecord,
 };
 
@@ -338,7 +338,10 @@ pub async fn creation_inserts_entity_edges_and_events(store: &dyn Store) {
     assert_eq!(out.entities_created[0].instrument_id, INST);
     assert_eq!(out.entities_created[0].stage, "ingest");
     assert_eq!(out.entities_created[0].status, Status::Ok);
-    assert_eq!(out.events_inserted, vec![(INST.to_owned(), false), (INST.to_owned(), false)]);
+    assert_eq!(
+        out.events_inserted,
+        vec![EventCount::new(INST, "helix.event.classified"), EventCount::new(INST, "helix.event.rfi_flagged")]
+    );
     assert_eq!((out.placeholders_created, out.recreations, out.instrument_conflicts), (0, 0, 0));
 
     let e = get(store, "cand-1").await;
@@ -381,7 +384,7 @@ pub async fn same_batch_twice_is_idempotent(store: &dyn Store) {
     assert_eq!(first.entities_created.len(), 1);
     assert_eq!(first.placeholders_created, 1);
     assert_eq!(first.operations_inserted, 2);
-    assert_eq!(first.events_inserted, vec![(INST.to_owned(), true), (INST.to_owned(), false)]);
+    assert_eq!(first.events_inserted, vec![EventCount::new(INST, ERROR_EVENT), EventCount::new(INST, "helix.event.x")]);
     assert_eq!(first.logs_inserted, 1);
     let second = write(store, records).await;
     assert_eq!(second, WriteOutcome::default(), "a re-sent batch changes nothing");

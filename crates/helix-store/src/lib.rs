@@ -43,6 +43,11 @@ pub trait Store: Send + Sync + 'static {
         1
     }
 
+    /// The connections this store holds right now; `None` for a backend that cannot say.
+    fn connections(&self) -> Option<Connections> {
+        None
+    }
+
     /// Apply a batch atomically: either every record is committed or none is.
     async fn write(&self, batch: &WriteBatch) -> StoreResult<WriteOutcome>;
 

@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use helix_model::{EntityCreated, EntityEvent, LogRecorded, Metadata, OperationRecorded, SpanRecorded, Status};
 
 use crate::rows::{append_new_parents, unique_in_order, worst};
-use crate::{Entity, EntityCount, InstrumentConflict, WriteBatch, WriteOutcome, WriteRecord};
+use crate::{Entity, EntityCount, EventCount, InstrumentConflict, WriteBatch, WriteOutcome, WriteRecord};
 
 /// The keys of the stored rows a batch touches: what a backend loads before planning.
 #[derive(Debug, Default, PartialEq)]
@@ -232,7 +232,7 @@ impl<'b> Planner<'b> {
         for e in events {
             if self.events_seen.insert((e.span_id.as_str(), e.ordinal)) {
                 self.out.new_events.push(e);
-                self.out.outcome.events_inserted.push((e.instrument_id.clone(), e.is_error()));
+                self.out.outcome.events_inserted.push(EventCount::new(&e.instrument_id, &e.event_name));
             }
         }
     }

@@ -272,6 +272,11 @@ impl Store for PostgresStore {
         2
     }
 
+    fn connections(&self) -> Option<crate::Connections> {
+        let status = self.inner.pool.status();
+        Some(crate::Connections { in_use: status.size.saturating_sub(status.available), open: status.size })
+    }
+
     async fn write(&self, batch: &WriteBatch) -> StoreResult<WriteOutcome> {
         if batch.records.is_empty() {
             return Ok(WriteOutcome::default());

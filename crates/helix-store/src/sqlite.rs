@@ -144,6 +144,8 @@ struct Inner {
     directory: RwLock<blocks::Directory>,
     /// Idle read connections; more are opened on demand and the extra ones closed after use.
     readers: Mutex<Vec<Connection>>,
+    /// Read connections checked out right now (for the connection gauges).
+    readers_busy: std::sync::atomic::AtomicUsize,
 }
 
 /// The writer connection and the open span block it fills.
@@ -160,12 +162,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Inner {
     fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+        use std::sync::atomic::Ordering::Relaxed;
         let idle = lock(&self.readers).pop();
         let conn = match idle {
             Some(c) => c,
             None => connect(&self.path, self.busy_timeout, true)?,
         };
+        self.readers_busy.fetch_add(1, Relaxed);
         let result = f(&conn);
+        self.readers_busy.fetch_sub(1, Relaxed);
         let mut idle = lock(&self.readers);
         if idle.len() < self.max_readers {
             idle.push(conn);
@@ -201,6 +206,7 @@ impl SqliteStore {
             writer: Mutex::new(Writer { conn: writer, open }),
             directory: RwLock::new(directory),
             readers: Mutex::new(Vec::new()),
+            readers_busy: Default::default(),
         });
         let limits = opts.span_retention;
         if limits.max_age.is_some() || limits.max_bytes.is_some() {
@@ -242,6 +248,14 @@ impl SqliteStore {
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
         "sqlite"
+    }
+
+    /// The writer connection plus the read connections (idle and checked out).
+    fn connections(&self) -> Option<crate::Connections> {
+        let busy = self.inner.readers_busy.load(std::sync::atomic::Ordering::Relaxed);
+        let idle = lock(&self.inner.readers).len();
+        let writing = usize::from(self.inner.writer.try_lock().is_err());
+        Some(crate::Connections { in_use: busy + writing, open: 1 + idle + busy })
     }
 
     async fn write(&self, batch: &WriteBatch) -> StoreResult<WriteOutcome> {

@@ -49,8 +49,8 @@ pub struct WriteOutcome {
     pub placeholders_created: u64,
     /// Newly inserted operation rows.
     pub operations_inserted: u64,
-    /// Newly inserted events, per instrument: (instrument_id, is helix.error).
-    pub events_inserted: Vec<(String, bool)>,
+    /// Newly inserted events, in record order.
+    pub events_inserted: Vec<EventCount>,
     /// Creation spans for an entity that already had a different creation span.
     pub recreations: u64,
     /// Spans naming an entity owned by another instrument: not applied.
@@ -59,6 +59,33 @@ pub struct WriteOutcome {
     pub logs_inserted: u64,
     /// Newly inserted spans (a re-sent span counts nothing).
     pub spans_inserted: u64,
+}
+
+/// One newly inserted event, as the metrics count it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventCount {
+    pub instrument_id: String,
+    pub event_name: String,
+}
+
+impl EventCount {
+    pub fn new(instrument_id: &str, event_name: &str) -> Self {
+        EventCount { instrument_id: instrument_id.to_owned(), event_name: event_name.to_owned() }
+    }
+
+    /// A `helix.error` event (the ones `helix_errors_total` counts).
+    pub fn is_error(&self) -> bool {
+        self.event_name == helix_model::interpret::ERROR_EVENT
+    }
+}
+
+/// How many database connections a store holds, for the `helix_db_connections_*` gauges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Connections {
+    /// Connections doing work right now.
+    pub in_use: usize,
+    /// Connections open (in use or idle).
+    pub open: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -83,6 +83,7 @@ impl Ingest {
         transport: &str,
         owner: Option<&str>,
     ) -> Result<Accepted, IngestError> {
+        let started = std::time::Instant::now();
         if let Some(owner) = owner {
             attribute_traces(&mut request, owner).map_err(|f| self.foreign(owner, f))?;
         }
@@ -102,16 +103,31 @@ impl Ingest {
         let mut records = Vec::with_capacity(interpretation.spans.len() + spans.len());
         let mut rejected = Vec::new();
         let mut passthrough = 0u64;
+        // Entity spans per instrument, for the processing-time histogram.
+        let mut entity_spans: std::collections::HashMap<String, u64> = Default::default();
         for at in interpretation.spans {
             match at.class {
                 SpanClass::Passthrough => passthrough += 1,
-                SpanClass::Creation(c) => records.push(WriteRecord::Created(c)),
-                SpanClass::Operation(o) => records.push(WriteRecord::Operation(o)),
+                SpanClass::Creation(c) => {
+                    *entity_spans.entry(c.instrument_id.clone()).or_default() += 1;
+                    records.push(WriteRecord::Created(c))
+                }
+                SpanClass::Operation(o) => {
+                    *entity_spans.entry(o.instrument_id.clone()).or_default() += 1;
+                    records.push(WriteRecord::Operation(o))
+                }
                 SpanClass::Rejected(why) => rejected.push(why),
             }
         }
         records.extend(spans.into_iter().map(WriteRecord::Span));
         let committed = self.write(records, owner).await?;
+        let seconds = started.elapsed().as_secs_f64();
+        for (instrument, spans) in entity_spans {
+            let histogram = self.metrics.span_processing.with_label_values(&[instrument.as_str()]);
+            for _ in 0..spans {
+                histogram.observe(seconds);
+            }
+        }
         // Only first creations become link targets: a re-creation's span is not the one the
         // store (and so every other replica) resolves the entity to.
         let created: Vec<_> = created.into_iter().filter(|(id, _)| committed.contains(id)).collect();

@@ -10,6 +10,7 @@ pub mod forward;
 pub mod ingest;
 pub mod inspector;
 pub mod instruments;
+pub mod metered;
 pub mod metrics;
 pub mod receive;
 pub mod resolve;

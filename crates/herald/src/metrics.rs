@@ -1,6 +1,9 @@
 //! The herald's Prometheus metrics: one registry, names compatible with the older herald
 //! (`helix_entities_total` …) plus our own for the writer, resolver and forwarder.
 
+use std::collections::HashSet;
+use std::sync::Mutex;
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -33,6 +36,58 @@ pub struct Metrics {
     pub auth_denied: IntCounterVec,
     pub instrument_files_invalid: IntGauge,
     pub notify: NotifyMetrics,
+    // ---- the older herald's names (docs/operations.md "Metrics")
+    pub span_processing: HistogramVec,
+    pub parent_resolution_failed: IntCounterVec,
+    pub parent_resolution_latency: HistogramVec,
+    pub trace_store_size: IntGauge,
+    pub trace_store_hits: IntCounter,
+    pub trace_store_misses: IntCounter,
+    pub trace_store_evictions: IntCounter,
+    pub trace_store_lookup: Histogram,
+    pub db_writes: IntCounterVec,
+    pub db_write_duration: HistogramVec,
+    pub db_write_errors: IntCounter,
+    pub db_connections_in_use: IntGauge,
+    pub db_connections_total: IntGauge,
+    pub db_queries: IntCounterVec,
+    pub db_query_duration: HistogramVec,
+    pub api_requests: IntCounterVec,
+    pub api_request_duration: HistogramVec,
+    /// Event names are the client's to choose: past [`EVENT_NAMES_KEPT`] distinct ones the
+    /// rest share one label value, so a buggy pipeline cannot grow the exposition without bound.
+    pub event_names: BoundedLabel,
+}
+
+/// Distinct `event_name` label values kept before the rest count as [`BoundedLabel::OTHER`].
+pub const EVENT_NAMES_KEPT: usize = 200;
+
+/// A label whose values come from clients: the first `max` distinct values are used as they
+/// are, any later one becomes `"other"`.
+pub struct BoundedLabel {
+    seen: Mutex<HashSet<String>>,
+    max: usize,
+}
+
+impl BoundedLabel {
+    pub const OTHER: &'static str = "other";
+
+    pub fn new(max: usize) -> Self {
+        BoundedLabel { seen: Mutex::new(HashSet::new()), max }
+    }
+
+    /// The label value to record for `value`.
+    pub fn value<'a>(&self, value: &'a str) -> &'a str {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.contains(value) {
+            return value;
+        }
+        if seen.len() < self.max {
+            seen.insert(value.to_owned());
+            return value;
+        }
+        Self::OTHER
+    }
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -53,6 +108,13 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     g
 }
 
+fn histogram_vec(registry: &Registry, name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .expect("static metric definition is valid");
+    registry.register(Box::new(h.clone())).expect("each metric is registered once");
+    h
+}
+
 fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
     let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
         .expect("static metric definition is valid");
@@ -70,7 +132,12 @@ impl Metrics {
                 "Entities created (first creation span stored).",
                 &["instrument_id", "stage", "status"],
             ),
-            events: counter_vec(&r, "helix_events_total", "helix.* span events stored.", &["instrument_id"]),
+            events: counter_vec(
+                &r,
+                "helix_events_total",
+                "helix.* span events stored.",
+                &["instrument_id", "event_name"],
+            ),
             errors: counter_vec(&r, "helix_errors_total", "helix.error events stored.", &["instrument_id"]),
             // Unlabelled: the store reports how many operations a batch inserted, not whose
             // (a batch mixes instruments, and re-sent operations insert nothing).
@@ -163,8 +230,112 @@ impl Metrics {
                 "Instrument files in INSTRUMENTS_DIR that did not load (their last good configuration stays).",
             ),
             notify: NotifyMetrics::register(&r),
+            span_processing: histogram_vec(
+                &r,
+                "helix_span_processing_duration_seconds",
+                "From receipt to commit of the export carrying each entity span (one observation per span).",
+                &["instrument_id"],
+                vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5],
+            ),
+            parent_resolution_failed: counter_vec(
+                &r,
+                "helix_parent_resolution_failed_total",
+                "Parent IDs that resolved to no known creation span (no link added).",
+                &["instrument_id"],
+            ),
+            parent_resolution_latency: histogram_vec(
+                &r,
+                "helix_parent_resolution_latency_seconds",
+                "Time to resolve the parents of each span with parents (an export's spans share one lookup).",
+                &["instrument_id"],
+                vec![
+                    0.000001, 0.0000025, 0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+                    0.005,
+                ],
+            ),
+            trace_store_size: gauge(&r, "helix_trace_store_size", "Entities held in the in-memory TraceStore."),
+            trace_store_hits: counter(
+                &r,
+                "helix_trace_store_hits_total",
+                "Parent lookups answered by the in-memory TraceStore.",
+            ),
+            trace_store_misses: counter(
+                &r,
+                "helix_trace_store_misses_total",
+                "Parent lookups the in-memory TraceStore could not answer (asked of the database).",
+            ),
+            trace_store_evictions: counter(
+                &r,
+                "helix_trace_store_evictions_total",
+                "Entities dropped from the full in-memory TraceStore (least recently used first).",
+            ),
+            trace_store_lookup: histogram(
+                &r,
+                "helix_trace_store_lookup_duration_seconds",
+                "Time of one in-memory TraceStore lookup.",
+                vec![
+                    0.0000001, 0.00000025, 0.0000005, 0.000001, 0.0000025, 0.000005, 0.00001, 0.000025, 0.00005, 0.0001,
+                ],
+            ),
+            db_writes: counter_vec(
+                &r,
+                "helix_db_writes_total",
+                "Rows written to entities, entity_operations and entity_events, or refused with a failed commit.",
+                &["table", "status"],
+            ),
+            db_write_duration: histogram_vec(
+                &r,
+                "helix_db_write_duration_seconds",
+                "Time of each commit that wrote to the table (one transaction covers every table of a batch).",
+                &["table"],
+                prometheus::DEFAULT_BUCKETS.to_vec(),
+            ),
+            db_write_errors: counter(&r, "helix_db_write_errors_total", "Commits that failed."),
+            db_connections_in_use: gauge(&r, "helix_db_connections_in_use", "Database connections doing work."),
+            db_connections_total: gauge(&r, "helix_db_connections_total", "Database connections open."),
+            db_queries: counter_vec(
+                &r,
+                "helix_db_queries_total",
+                "Store reads, by query (the Store method) and status (success, failed).",
+                &["query", "status"],
+            ),
+            db_query_duration: histogram_vec(
+                &r,
+                "helix_db_query_duration_seconds",
+                "Time of each store read, by query.",
+                &["query"],
+                prometheus::DEFAULT_BUCKETS.to_vec(),
+            ),
+            api_requests: counter_vec(
+                &r,
+                "helix_api_requests_total",
+                "HTTP requests, by handler (one name per route) and status.",
+                &["handler", "status"],
+            ),
+            api_request_duration: histogram_vec(
+                &r,
+                "helix_api_request_duration_seconds",
+                "Time to answer an HTTP request, by handler.",
+                &["handler"],
+                prometheus::DEFAULT_BUCKETS.to_vec(),
+            ),
+            event_names: BoundedLabel::new(EVENT_NAMES_KEPT),
             registry: r,
         }
+        .with_process_collector()
+    }
+
+    /// The standard `process_*` metrics (CPU, memory, open files) of this process.
+    fn with_process_collector(self) -> Self {
+        // Only Linux has the collector; elsewhere the process metrics are absent.
+        #[cfg(target_os = "linux")]
+        {
+            let collector = prometheus::process_collector::ProcessCollector::for_self();
+            if let Err(e) = self.registry.register(Box::new(collector)) {
+                tracing::warn!(error = %e, "process metrics not available");
+            }
+        }
+        self
     }
 
     /// The Prometheus text exposition of every metric.
@@ -262,5 +433,26 @@ impl NotifyMetrics {
             ),
             outbox_depth: gauge(r, "helix_notification_outbox_depth", "Notifications waiting for delivery."),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bounded_label_keeps_the_first_values_and_folds_the_rest() {
+        let label = BoundedLabel::new(2);
+        assert_eq!(label.value("a"), "a");
+        assert_eq!(label.value("b"), "b");
+        assert_eq!(label.value("c"), BoundedLabel::OTHER);
+        assert_eq!(label.value("a"), "a", "a kept value stays itself");
+    }
+
+    #[test]
+    fn the_exposition_has_the_process_metrics() {
+        let text = Metrics::new().render();
+        assert!(text.contains("process_resident_memory_bytes"), "{text}");
+        assert!(text.contains("process_cpu_seconds_total"));
     }
 }

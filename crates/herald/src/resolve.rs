@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use helix_model::interpret::{append_parent_links, Interpretation, SpanClass};
 use helix_model::SpanRef;
@@ -34,6 +35,7 @@ impl Resolver {
         request: &mut ExportTraceServiceRequest,
         interpretation: &Interpretation,
     ) -> Result<usize, StoreError> {
+        let started = Instant::now();
         // Creations in this very request are the freshest knowledge.
         let mut known: HashMap<String, SpanRef> = HashMap::new();
         for at in &interpretation.spans {
@@ -56,11 +58,16 @@ impl Resolver {
                 if known.contains_key(*id) {
                     continue;
                 }
-                if let Some(r) = recent.get(*id) {
-                    known.insert((*id).to_owned(), r.clone());
+                let lookup = Instant::now();
+                let hit = recent.get(*id).cloned();
+                self.metrics.trace_store_lookup.observe(lookup.elapsed().as_secs_f64());
+                if let Some(r) = hit {
+                    known.insert((*id).to_owned(), r);
                     self.metrics.trace_store_lookups.with_label_values(&["memory"]).inc();
+                    self.metrics.trace_store_hits.inc();
                 } else {
                     missing.push((*id).to_owned());
+                    self.metrics.trace_store_misses.inc();
                 }
             }
         }
@@ -72,10 +79,11 @@ impl Resolver {
             self.metrics.trace_store_lookups.with_label_values(&["miss"]).inc_by((missing.len() - found.len()) as u64);
             let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
             for (id, r) in found {
-                recent.put(id.clone(), r.clone());
+                self.keep(&mut recent, id.clone(), r.clone());
                 known.insert(id, r);
             }
         }
+        let elapsed = started.elapsed().as_secs_f64();
 
         let mut added = 0;
         for at in &interpretation.spans {
@@ -94,6 +102,8 @@ impl Resolver {
                 .with_label_values(&[instrument.as_str(), "success"])
                 .inc_by(refs.len() as u64);
             self.metrics.parent_resolution.with_label_values(&[instrument.as_str(), "failed"]).inc_by(failed as u64);
+            self.metrics.parent_resolution_failed.with_label_values(&[instrument.as_str()]).inc_by(failed as u64);
+            self.metrics.parent_resolution_latency.with_label_values(&[instrument.as_str()]).observe(elapsed);
             // Interpretation indexed this span in this very request, so the path exists.
             let span = &mut request.resource_spans[at.resource].scope_spans[at.scope].spans[at.span];
             added += append_parent_links(span, &refs);
@@ -120,9 +130,19 @@ impl Resolver {
         let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         for (id, span) in created {
             if !recent.contains(&id) {
-                recent.put(id, span);
+                self.keep(&mut recent, id, span);
             }
         }
+    }
+
+    /// Put an entry in the TraceStore, counting the entry it evicts when full.
+    fn keep(&self, recent: &mut LruCache<String, SpanRef>, id: String, span: SpanRef) {
+        if let Some((evicted, _)) = recent.push(id.clone(), span) {
+            if evicted != id {
+                self.metrics.trace_store_evictions.inc();
+            }
+        }
+        self.metrics.trace_store_size.set(recent.len() as i64);
     }
 }
 

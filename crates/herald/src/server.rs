@@ -140,8 +140,9 @@ pub async fn migrate_store(db_url: &str) -> Result<Vec<u32>, RunError> {
 /// stages, each bounded by `--shutdown-timeout`. Returns once every task has ended or been
 /// aborted; the error names the first task that failed.
 pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationToken) -> Result<(), RunError> {
-    let store = open_store(args.db_url(), args.retention()).await?;
     let metrics = Arc::new(Metrics::new());
+    // Every component reads and writes through the metered store (the `helix_db_*` metrics).
+    let store = crate::metered::MeteredStore::wrap(open_store(args.db_url(), args.retention()).await?, metrics.clone());
     let deadline = args.shutdown_timeout;
 
     // Receivers stop on `stop`: the caller's signal, or one of them failing.
@@ -205,7 +206,12 @@ pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationTo
         )
         .fallback(api::not_found)
         // With auth on, every route of the listener but the open ones needs a token.
-        .layer(axum::middleware::from_fn_with_state(auth.clone(), crate::auth::session::require_token));
+        .layer(axum::middleware::from_fn_with_state(auth.clone(), crate::auth::session::require_token))
+        // Outermost, so refused requests are counted too.
+        .layer(axum::middleware::from_fn_with_state(
+            api::handler_metrics::HandlerMetrics::new(metrics.clone()),
+            api::handler_metrics::record,
+        ));
     let mut receivers = vec![
         receiver(
             "otlp-grpc",

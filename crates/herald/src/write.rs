@@ -244,10 +244,11 @@ fn record_outcome(metrics: &Metrics, outcome: &WriteOutcome) {
     for e in &outcome.entities_created {
         metrics.entities.with_label_values(&[e.instrument_id.as_str(), e.stage.as_str(), e.status.as_str()]).inc();
     }
-    for (instrument, is_error) in &outcome.events_inserted {
-        metrics.events.with_label_values(&[instrument.as_str()]).inc();
-        if *is_error {
-            metrics.errors.with_label_values(&[instrument.as_str()]).inc();
+    for event in &outcome.events_inserted {
+        let name = metrics.event_names.value(&event.event_name);
+        metrics.events.with_label_values(&[event.instrument_id.as_str(), name]).inc();
+        if event.is_error() {
+            metrics.errors.with_label_values(&[event.instrument_id.as_str()]).inc();
         }
     }
     metrics.operations.inc_by(outcome.operations_inserted);

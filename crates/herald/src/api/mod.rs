@@ -8,6 +8,7 @@ pub mod events;
 pub mod exports;
 #[cfg(test)]
 pub(crate) mod fake;
+pub mod handler_metrics;
 pub mod health;
 pub mod impact;
 pub mod index;

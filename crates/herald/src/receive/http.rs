@@ -70,6 +70,30 @@ impl From<IngestError> for HttpError {
     }
 }
 
+impl HttpError {
+    /// The `helix_exports_refused_total{reason}` of a refusal only this receiver sees; `None`
+    /// for refusals counted where they happen (the writer's, auth's).
+    fn refusal(&self) -> Option<&'static str> {
+        match self {
+            HttpError::UnsupportedType(_) | HttpError::UnsupportedEncoding(_) => Some("unsupported_media_type"),
+            HttpError::TooLarge(_) => Some("too_large"),
+            HttpError::BadBody(_)
+            | HttpError::BadGzip(_)
+            | HttpError::BadProtobuf { .. }
+            | HttpError::BadJson { .. } => Some("malformed"),
+            HttpError::Write(_) | HttpError::Denied(_) => None,
+        }
+    }
+
+    /// Count the refusal (if it is this receiver's to count) and pass it on.
+    fn counted(self, metrics: &crate::metrics::Metrics) -> Self {
+        if let Some(reason) = self.refusal() {
+            metrics.exports_refused.with_label_values(&[reason]).inc();
+        }
+        self
+    }
+}
+
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let status = match &self {
@@ -114,6 +138,11 @@ pub fn router(ingest: Arc<Ingest>, config: &ReceiveConfig) -> Router {
 }
 
 async fn traces(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Result<Response, HttpError> {
+    let metrics = state.ingest.metrics.clone();
+    export_traces(state, headers, body).await.map_err(|e| e.counted(&metrics))
+}
+
+async fn export_traces(state: HttpState, headers: HeaderMap, body: Body) -> Result<Response, HttpError> {
     let owner = state.ingest.auth.writer(&headers).map_err(HttpError::Denied)?;
     let body = read_limited(body, state.max_bytes).await?;
     let (encoding, raw) = body_of(&headers, body, state.max_bytes)?;
@@ -123,6 +152,11 @@ async fn traces(State(state): State<HttpState>, headers: HeaderMap, body: Body) 
 }
 
 async fn logs(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Result<Response, HttpError> {
+    let metrics = state.ingest.metrics.clone();
+    export_logs(state, headers, body).await.map_err(|e| e.counted(&metrics))
+}
+
+async fn export_logs(state: HttpState, headers: HeaderMap, body: Body) -> Result<Response, HttpError> {
     let owner = state.ingest.auth.writer(&headers).map_err(HttpError::Denied)?;
     let body = read_limited(body, state.max_bytes).await?;
     let (encoding, raw) = body_of(&headers, body, state.max_bytes)?;
