@@ -5,8 +5,10 @@
 //! `lineage`   — ancestors/descendants on a 1 000 000-entity DAG, vs a recursive walk over
 //!               `parent_ids` (the older herald's graph query).
 //! `postgres …` — the same questions on PostgreSQL (see `postgres.rs`).
+//! `auth`      — durable ingest with token auth on vs off, interleaved rounds (see `auth.rs`).
 //! Results print as Markdown for `docs/benchmarks.md`.
 
+mod auth;
 mod load;
 mod logs;
 mod loki;
@@ -85,6 +87,17 @@ enum Bench {
         #[command(subcommand)]
         what: LogBench,
     },
+    /// Durable ingest with auth on (a verified token on every export) vs off, interleaved rounds.
+    Auth {
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        #[arg(long, default_value_t = 8)]
+        ticks_per_request: usize,
+    },
     /// PostgreSQL: ingest vs bare COPY vs the older herald's writes; lineage vs GIN-indexed CTE.
     Postgres {
         #[command(subcommand)]
@@ -134,6 +147,9 @@ fn main() {
         }
         Bench::Lineage { entities, queries } => rt.block_on(lineage(entities, queries)),
         Bench::Traces { spans, queries, db } => rt.block_on(traces::run(spans, queries, db)),
+        Bench::Auth { seconds, rounds, clients, ticks_per_request } => {
+            rt.block_on(auth::run(seconds, rounds, clients, ticks_per_request))
+        }
         Bench::Postgres { what } => rt.block_on(postgres::run(what)),
         Bench::Logs { what: LogBench::Ingest { seconds, log_clients, span_clients } } => {
             rt.block_on(logs::ingest(seconds, log_clients, span_clients))
