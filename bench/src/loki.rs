@@ -228,6 +228,7 @@ pub async fn run(target: usize, rounds: usize, db: Option<std::path::PathBuf>) {
         spans_stored: true,
         loki_scan_lines: api::loki::DEFAULT_SCAN_LINES,
         prov_namespace: herald::export::DEFAULT_NAMESPACE.into(),
+        platform: herald::canary::PlatformStatus::disabled(),
     };
     let app = api::app(state);
     let window = |loader: &Loader| (loader.first_ns, loader.ts(loader.loaded));

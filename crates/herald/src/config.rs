@@ -144,6 +144,28 @@ pub struct ServeArgs {
     #[arg(long = "shutdown-timeout", env = "HELIX_SHUTDOWN_TIMEOUT", default_value = "10s",
           value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
+    /// Seconds between two platform checks (a canary trace and log sent through this herald
+    /// and looked for in its store, Tempo and Loki); 0 turns the check off.
+    #[arg(long = "platform-check-interval", env = "PLATFORM_CHECK_INTERVAL_SECS", default_value_t = 300)]
+    pub platform_check_interval: u64,
+    /// Seconds back from the canary's send that Tempo and Loki are searched.
+    #[arg(long = "platform-check-lookback", env = "PLATFORM_CHECK_LOOKBACK_SECS", default_value_t = 900)]
+    pub platform_check_lookback: u64,
+    /// Seconds to wait after sending the canary before asking Tempo and Loki (collector delay).
+    #[arg(long = "platform-check-delay", env = "PLATFORM_CHECK_DELAY_SECS", default_value_t = 15)]
+    pub platform_check_delay: u64,
+    /// Tempo query URL (e.g. http://tempo:3200) the platform check asks for the canary's trace.
+    #[arg(long = "tempo-query-url", env = "TEMPO_QUERY_URL")]
+    pub tempo_query_url: Option<String>,
+    /// Tempo tenant sent as X-Scope-OrgID.
+    #[arg(long = "tempo-tenant", env = "TEMPO_TENANT", default_value = "anonymous")]
+    pub tempo_tenant: String,
+    /// Loki query URL (e.g. http://loki:3100) the platform check asks for the canary's log.
+    #[arg(long = "loki-query-url", env = "LOKI_QUERY_URL")]
+    pub loki_query_url: Option<String>,
+    /// Loki tenant sent as X-Scope-OrgID.
+    #[arg(long = "loki-tenant", env = "LOKI_TENANT", default_value = "anonymous")]
+    pub loki_tenant: String,
     /// Keep every acknowledged span in the store (the trace API and waterfall read them). A site
     /// that forwards to Tempo and wants no second copy sets --store-spans=false.
     #[arg(long = "store-spans", env = "HELIX_STORE_SPANS", default_value_t = true, action = clap::ArgAction::Set)]
@@ -371,6 +393,24 @@ impl ServeArgs {
             trust_forwarded_for: self.trust_forwarded_for,
         }
     }
+    /// The platform check's settings; `None` when it is off (an interval of 0).
+    pub fn platform_check(&self) -> Option<crate::canary::PlatformConfig> {
+        let backend = |url: &Option<String>, tenant: &str| {
+            url.as_ref()
+                .filter(|u| !u.trim().is_empty())
+                .map(|u| crate::canary::Backend { url: u.trim().to_owned(), tenant: tenant.to_owned() })
+        };
+        (self.platform_check_interval > 0).then(|| crate::canary::PlatformConfig {
+            interval: Duration::from_secs(self.platform_check_interval),
+            lookback: Duration::from_secs(self.platform_check_lookback),
+            delay: Duration::from_secs(self.platform_check_delay),
+            tempo: backend(&self.tempo_query_url, &self.tempo_tenant),
+            loki: backend(&self.loki_query_url, &self.loki_tenant),
+            timeout: Duration::from_secs(10),
+            spans_stored: self.store_spans,
+        })
+    }
+
     pub fn receive(&self) -> ReceiveConfig {
         ReceiveConfig { max_request_bytes: self.max_request_bytes }
     }

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod canary;
 pub mod config;
 pub mod emit;
 pub mod export;

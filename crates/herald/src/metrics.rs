@@ -57,6 +57,7 @@ pub struct Metrics {
     /// Event names are the client's to choose: past [`EVENT_NAMES_KEPT`] distinct ones the
     /// rest share one label value, so a buggy pipeline cannot grow the exposition without bound.
     pub event_names: BoundedLabel,
+    pub platform: crate::canary::PlatformMetrics,
 }
 
 /// Distinct `event_name` label values kept before the rest count as [`BoundedLabel::OTHER`].
@@ -90,7 +91,7 @@ impl BoundedLabel {
     }
 }
 
-fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+pub(crate) fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition is valid");
     registry.register(Box::new(c.clone())).expect("each metric is registered once");
     c
@@ -320,6 +321,7 @@ impl Metrics {
                 prometheus::DEFAULT_BUCKETS.to_vec(),
             ),
             event_names: BoundedLabel::new(EVENT_NAMES_KEPT),
+            platform: crate::canary::PlatformMetrics::register(&r),
             registry: r,
         }
         .with_process_collector()

@@ -185,6 +185,26 @@ pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationTo
         auth: auth.clone(),
     });
 
+    let (platform, platform_task) = match args.platform_check() {
+        Some(config) => {
+            let status = crate::canary::PlatformStatus::every(config.interval);
+            tracing::info!(
+                interval_secs = config.interval.as_secs(),
+                tempo = config.tempo.is_some(),
+                loki = config.loki.is_some(),
+                "platform check on"
+            );
+            let run = crate::canary::run(config, ingest.clone(), store.clone(), status.clone(), stop.clone());
+            (
+                status,
+                Some(Task::spawn("platform-check", async move {
+                    run.await;
+                    Ok::<(), String>(())
+                })),
+            )
+        }
+        None => (crate::canary::PlatformStatus::disabled(), None),
+    };
     announce(&listeners, args.db_url());
     signal_ready(&listeners, args.ready_file.as_deref())?;
     let state = ApiState {
@@ -194,6 +214,7 @@ pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationTo
         loki_scan_lines: args.loki_scan_lines.max(1),
         prov_namespace: args.prov_namespace.as_str().into(),
         auth: auth.clone(),
+        platform,
     };
     let app = api::app(state.clone())
         .merge(
@@ -232,6 +253,8 @@ pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationTo
             }
         }),
     ];
+    // It sends through ingest, so it stops with the receivers.
+    receivers.extend(platform_task);
     if let Some(l) = listeners.metrics {
         let only_metrics =
             axum::Router::new().route("/metrics", axum::routing::get(api::health::metrics)).with_state(state.clone());

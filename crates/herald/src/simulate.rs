@@ -36,7 +36,7 @@ const LAG_NS: u64 = 5_000 * MS;
 /// A pulsar in the field of view: a cluster of candidates at one dispersion measure.
 const PULSAR_DM: f64 = 56.77;
 
-fn kv(key: &str, value: Value) -> KeyValue {
+pub(crate) fn kv(key: &str, value: Value) -> KeyValue {
     KeyValue { key: key.to_owned(), value: Some(AnyValue { value: Some(value) }), ..Default::default() }
 }
 fn s(v: impl Into<String>) -> Value {

@@ -46,6 +46,7 @@ impl Harness {
             loki_scan_lines: herald::api::loki::DEFAULT_SCAN_LINES,
             prov_namespace: herald::export::DEFAULT_NAMESPACE.into(),
             auth,
+            platform: herald::canary::PlatformStatus::disabled(),
         };
         Harness { app: app(state), store, _dir: dir, next_span: 1 }
     }

@@ -47,6 +47,7 @@ impl FakeStore {
             loki_scan_lines: super::loki::DEFAULT_SCAN_LINES,
             prov_namespace: crate::export::DEFAULT_NAMESPACE.into(),
             auth,
+            platform: crate::canary::PlatformStatus::disabled(),
         }
     }
 

@@ -29,12 +29,28 @@ async fn healthz() -> &'static str {
 
 /// 200 `{"status": "ready", "backend": …}` or 503 `{"error": reason}`. The reason is shown
 /// (unlike other store errors) because operators read this endpoint to learn what is wrong.
+/// The platform check's last result is shown too (`platform_check`); a canary this herald's own
+/// store could not take or return makes it not ready, while a canary missing only from Tempo or
+/// Loki does not (the herald can still store data).
 async fn readyz(State(state): State<ApiState>) -> Response {
+    let platform = state.platform.json();
+    let canary_failed = state.platform.last().filter(|r| r.store_failed);
     match state.store.check_ready().await {
-        Ok(()) => Json(json!({ "status": "ready", "backend": state.store.backend() })).into_response(),
+        Ok(()) if canary_failed.is_none() => {
+            Json(json!({ "status": "ready", "backend": state.store.backend(), "platform_check": platform }))
+                .into_response()
+        }
+        Ok(()) => {
+            let why = canary_failed.map(|r| r.problems.join("; ")).unwrap_or_default();
+            tracing::warn!(problems = %why, "not ready: the platform canary did not come through the store");
+            let error = format!("the platform check's canary did not come through this herald's store: {why}");
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": error, "platform_check": platform })))
+                .into_response()
+        }
         Err(err) => {
             tracing::warn!(error = %err, backend = state.store.backend(), "not ready");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": err.to_string() }))).into_response()
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": err.to_string(), "platform_check": platform })))
+                .into_response()
         }
     }
 }

@@ -24,5 +24,8 @@ pub fn routes() -> Vec<Route> {
 /// compatible shape is a bare array and instruments number in the tens.
 async fn instruments(State(state): State<ApiState>, params: QueryParams) -> ApiResult<Json<Vec<String>>> {
     params.allow_extra(INSTRUMENTS_PARAMS)?;
-    Ok(Json(state.store.instruments().await?))
+    let mut instruments = state.store.instruments().await?;
+    // The platform check's own records are not an instrument's data.
+    instruments.retain(|i| i != crate::canary::CANARY_INSTRUMENT);
+    Ok(Json(instruments))
 }

@@ -52,6 +52,8 @@ pub struct ApiState {
     pub prov_namespace: Arc<str>,
     /// Who may read (and where tokens come from: `POST /auth/token`).
     pub auth: Arc<crate::auth::Auth>,
+    /// The platform check's last result (`/readyz`, the health page).
+    pub platform: Arc<crate::canary::PlatformStatus>,
 }
 
 /// One registered endpoint. Each resource module lists its endpoints as `Route`s; the router,
