@@ -10,6 +10,7 @@ pub mod interpret;
 pub mod keys;
 pub mod records;
 pub mod render;
+pub mod shape;
 pub mod span;
 
 pub use attribution::{attribute_logs, attribute_traces, ForeignInstrument};

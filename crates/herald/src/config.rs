@@ -116,6 +116,28 @@ pub struct ServeArgs {
     /// Largest accepted OTLP request, in bytes (after decompression).
     #[arg(long, env = "HELIX_MAX_REQUEST_BYTES", default_value_t = 32 * 1024 * 1024)]
     pub max_request_bytes: usize,
+    /// Estimated memory of the OTLP exports being received and processed at once (decoded
+    /// form, records and stored copies, counted before decoding); an export that does not fit
+    /// now is answered "retry later", one that never fits is refused as too large.
+    #[arg(long = "max-inflight-bytes", env = "HELIX_MAX_INFLIGHT_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub max_inflight_bytes: usize,
+    /// Most attributes on one span, span event, span link or log record (also the most
+    /// entries of one map value); a span over it is rejected (OTLP partial success).
+    #[arg(long = "max-span-attributes", env = "HELIX_MAX_SPAN_ATTRIBUTES", default_value_t = helix_model::shape::ShapeLimits::DEFAULT.attributes)]
+    pub max_span_attributes: usize,
+    /// Most events on one span.
+    #[arg(long = "max-span-events", env = "HELIX_MAX_SPAN_EVENTS", default_value_t = helix_model::shape::ShapeLimits::DEFAULT.events)]
+    pub max_span_events: usize,
+    /// Most links on one span.
+    #[arg(long = "max-span-links", env = "HELIX_MAX_SPAN_LINKS", default_value_t = helix_model::shape::ShapeLimits::DEFAULT.links)]
+    pub max_span_links: usize,
+    /// Longest string or bytes value (attribute values, span and event names, log bodies).
+    #[arg(long = "max-value-bytes", env = "HELIX_MAX_VALUE_BYTES", default_value_t = helix_model::shape::ShapeLimits::DEFAULT.value_bytes)]
+    pub max_value_bytes: usize,
+    /// Most bytes of attribute keys and values on one span with its events (an entity's
+    /// metadata) or one log record.
+    #[arg(long = "max-metadata-bytes", env = "HELIX_MAX_METADATA_BYTES", default_value_t = helix_model::shape::ShapeLimits::DEFAULT.metadata_bytes)]
+    pub max_metadata_bytes: usize,
     /// Records waiting for the writer before new exports are answered "retry later".
     #[arg(long, env = "HELIX_WRITE_QUEUE_RECORDS", default_value_t = 200_000)]
     pub write_queue_records: usize,
@@ -337,6 +359,8 @@ pub struct BatchConfig {
 #[derive(Debug, Clone)]
 pub struct ReceiveConfig {
     pub max_request_bytes: usize,
+    /// The estimated bytes of exports in flight at once (`--max-inflight-bytes`).
+    pub max_inflight_bytes: usize,
 }
 
 /// Forwarder settings, from flags.
@@ -412,7 +436,17 @@ impl ServeArgs {
     }
 
     pub fn receive(&self) -> ReceiveConfig {
-        ReceiveConfig { max_request_bytes: self.max_request_bytes }
+        ReceiveConfig { max_request_bytes: self.max_request_bytes, max_inflight_bytes: self.max_inflight_bytes.max(1) }
+    }
+    /// The limits on one span or log record.
+    pub fn shape_limits(&self) -> helix_model::shape::ShapeLimits {
+        helix_model::shape::ShapeLimits {
+            attributes: self.max_span_attributes,
+            events: self.max_span_events,
+            links: self.max_span_links,
+            value_bytes: self.max_value_bytes,
+            metadata_bytes: self.max_metadata_bytes,
+        }
     }
     pub fn forward(&self) -> Option<ForwardConfig> {
         self.collector_endpoint.as_ref().filter(|e| !e.trim().is_empty()).map(|endpoint| ForwardConfig {

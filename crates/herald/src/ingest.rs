@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use helix_model::interpret::{interpret_logs, interpret_traces, SpanClass};
+use helix_model::shape::{drop_oversized_logs, drop_oversized_spans, ShapeLimits};
 use helix_model::{attribute_logs, attribute_traces, span_records, ForeignInstrument};
 use helix_store::{StoreError, WriteRecord};
 use opentelemetry_proto::tonic::collector::logs::v1::{
@@ -56,6 +57,10 @@ pub struct Ingest {
     pub lineage: Option<crate::emit::Emitter>,
     /// Who may send: the receivers authenticate each export with it.
     pub auth: Arc<Auth>,
+    /// The memory exports in flight may take; the receivers admit each export against it.
+    pub budget: crate::receive::InflightBudget,
+    /// Spans and log records over these are rejected (partial success).
+    pub limits: ShapeLimits,
 }
 
 /// Why an export was not accepted.
@@ -87,8 +92,12 @@ impl Ingest {
         if let Some(owner) = owner {
             attribute_traces(&mut request, owner).map_err(|f| self.foreign(owner, f))?;
         }
+        let oversized = drop_oversized_spans(&mut request, &self.limits);
         let interpretation = interpret_traces(&request);
-        self.metrics.spans_received.with_label_values(&[transport]).inc_by(interpretation.spans.len() as u64);
+        self.metrics
+            .spans_received
+            .with_label_values(&[transport])
+            .inc_by((interpretation.spans.len() + oversized.len()) as u64);
 
         if let Err(e) = self.resolver.link_parents(&mut request, &interpretation).await {
             // Links are an enrichment: an unreachable store fails the export only if writing
@@ -101,7 +110,7 @@ impl Ingest {
         // export: an acknowledged export has both or neither.
         let spans = if self.store_spans { span_records(&request, &interpretation) } else { Vec::new() };
         let mut records = Vec::with_capacity(interpretation.spans.len() + spans.len());
-        let mut rejected = Vec::new();
+        let mut rejected = oversized;
         let mut passthrough = 0u64;
         // Entity spans per instrument, for the processing-time histogram.
         let mut entity_spans: std::collections::HashMap<String, u64> = Default::default();
@@ -141,7 +150,7 @@ impl Ingest {
         self.metrics.spans_passthrough.inc_by(passthrough);
         self.metrics.spans_rejected.inc_by(rejected.len() as u64);
         if !rejected.is_empty() {
-            tracing::warn!(count = rejected.len(), first = %rejected[0], "entity spans rejected as malformed");
+            tracing::warn!(count = rejected.len(), first = %rejected[0], "spans rejected as malformed or over the limits");
         }
         if let Some(forwarder) = &self.forwarder {
             forwarder.enqueue(Forwarded::Traces(request));
@@ -158,14 +167,18 @@ impl Ingest {
         if let Some(owner) = owner {
             attribute_logs(&mut request, owner).map_err(|f| self.foreign(owner, f))?;
         }
+        let oversized = drop_oversized_logs(&mut request, &self.limits);
         let records: Vec<WriteRecord> = interpret_logs(&request).into_iter().map(WriteRecord::Log).collect();
         let count = records.len() as u64;
         self.write(records, owner).await?;
         self.metrics.logs_received.inc_by(count);
+        if !oversized.is_empty() {
+            tracing::warn!(count = oversized.len(), first = %oversized[0], "log records rejected: over the limits");
+        }
         if let Some(forwarder) = &self.forwarder {
             forwarder.enqueue(Forwarded::Logs(request));
         }
-        Ok(Accepted::default())
+        Ok(Accepted { rejected: oversized.len() as i64, message: summarize(&oversized) })
     }
 
     /// Commit an export's records; an authenticated sender's records on entities of another

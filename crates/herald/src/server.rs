@@ -183,6 +183,8 @@ pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationTo
         store_spans: args.store_spans,
         lineage,
         auth: auth.clone(),
+        budget: receive::InflightBudget::new(args.receive().max_inflight_bytes, metrics.clone()),
+        limits: args.shape_limits(),
     });
 
     let (platform, platform_task) = match args.platform_check() {

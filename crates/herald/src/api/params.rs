@@ -3,6 +3,7 @@
 
 use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::request::Parts;
+use helix_model::shape::MAX_KEY_BYTES;
 use helix_model::MAX_ENTITY_ID_BYTES;
 use helix_store::PageRequest;
 
@@ -13,6 +14,8 @@ pub const MAX_VALUE_BYTES: usize = 16 * 1024;
 /// Longest cursor accepted. Cursors embed the last row's sort key, which can be an entity ID
 /// of up to [`MAX_ENTITY_ID_BYTES`] (hex-encoded by the stores), so this is well above twice that.
 pub const MAX_CURSOR_BYTES: usize = 4 * MAX_ENTITY_ID_BYTES;
+/// Most `meta.KEY` filters in one request: each is a condition the store evaluates per row.
+pub const MAX_META_FILTERS: usize = 16;
 /// Stand-in in a route's parameter list for every `meta.KEY` parameter.
 pub const META_WILDCARD: &str = "meta.*";
 const META_PREFIX: &str = "meta.";
@@ -81,6 +84,28 @@ impl QueryParams {
 
     fn check(self, allowed: &[&str], strict: bool) -> ApiResult<Self> {
         let metas_allowed = allowed.contains(&META_WILDCARD);
+        if metas_allowed {
+            let metas = self.pairs.iter().filter(|(name, _)| name.starts_with(META_PREFIX)).count();
+            if metas > MAX_META_FILTERS {
+                return Err(ApiError::bad(
+                    META_WILDCARD,
+                    format!("{metas} metadata filters, more than the {MAX_META_FILTERS} allowed in one request"),
+                ));
+            }
+            // Checked before anything else reads the name: keys are short names, and a long one
+            // costs the store time for nothing.
+            if let Some((name, _)) = self.pairs.iter().find(|(name, _)| name.len() > META_PREFIX.len() + MAX_KEY_BYTES)
+            {
+                let shown: String = name.chars().take(24).collect();
+                return Err(ApiError::bad(
+                    format!("{shown}…"),
+                    format!(
+                        "metadata key is {} bytes, more than the {MAX_KEY_BYTES} allowed",
+                        name.len() - META_PREFIX.len()
+                    ),
+                ));
+            }
+        }
         for (i, (name, value)) in self.pairs.iter().enumerate() {
             let known = allowed.contains(&name.as_str()) || (metas_allowed && name.starts_with(META_PREFIX));
             if !known {
@@ -237,6 +262,20 @@ mod tests {
             params.metadata().ok(),
             Some(vec![("dm".to_owned(), "56.7".to_owned()), ("beam".to_owned(), String::new())])
         );
+    }
+
+    #[test]
+    fn metadata_filters_are_bounded_in_number_and_key_length() {
+        let long = format!("meta.{}", "k".repeat(MAX_KEY_BYTES + 1));
+        let err = message(QueryParams::from_pairs(&[(&long, "x")]).allow(&[META_WILDCARD]).expect_err("long key"));
+        assert!(err.contains("1025 bytes, more than the 1024 allowed") && err.len() < 200, "{err}");
+        let fine = format!("meta.{}", "k".repeat(MAX_KEY_BYTES));
+        assert!(QueryParams::from_pairs(&[(&fine, "x")]).allow(&[META_WILDCARD]).is_ok());
+        let names: Vec<String> = (0..=MAX_META_FILTERS).map(|i| format!("meta.k{i}")).collect();
+        let pairs: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+        let err = message(QueryParams::from_pairs(&pairs).allow(&[META_WILDCARD]).expect_err("too many"));
+        assert!(err.contains("17 metadata filters, more than the 16 allowed"), "{err}");
+        assert!(QueryParams::from_pairs(&pairs[..MAX_META_FILTERS]).allow(&[META_WILDCARD]).is_ok());
     }
 
     #[test]

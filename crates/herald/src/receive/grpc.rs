@@ -11,6 +11,7 @@ use std::task::{Context, Poll};
 
 use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use prost::bytes::Buf;
 use prost::Message;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings};
@@ -21,6 +22,7 @@ use tonic_prost::ProstEncoder;
 use crate::auth::Denied;
 use crate::config::ReceiveConfig;
 use crate::ingest::{Ingest, IngestError};
+use crate::receive::{Admission, InflightBudget, Refusal};
 
 /// Map a refused export to the status an OTLP exporter understands: retryable ones are
 /// UNAVAILABLE, which every OTLP SDK retries with backoff; auth refusals are not retried.
@@ -49,6 +51,8 @@ pub trait Export: Send + Sync + 'static {
     const SERVICE: &'static str;
     /// The one method's path.
     const PATH: &'static str;
+    /// The parts of an encoded request, counted before it is decoded (to price it).
+    fn count(body: &[u8]) -> Result<helix_model::shape::Counts, prost::DecodeError>;
     /// `owner`: the authenticated sender's instrument (`None` when auth is off).
     fn handle(
         ingest: Arc<Ingest>,
@@ -65,6 +69,9 @@ impl Export for Traces {
     type Response = ExportTraceServiceResponse;
     const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
     const PATH: &'static str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+    fn count(body: &[u8]) -> Result<helix_model::shape::Counts, prost::DecodeError> {
+        helix_model::shape::count_traces(body)
+    }
     fn handle(
         ingest: Arc<Ingest>,
         owner: Option<String>,
@@ -85,6 +92,9 @@ impl Export for Logs {
     type Response = ExportLogsServiceResponse;
     const SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
     const PATH: &'static str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+    fn count(body: &[u8]) -> Result<helix_model::shape::Counts, prost::DecodeError> {
+        helix_model::shape::count_logs(body)
+    }
     fn handle(
         ingest: Arc<Ingest>,
         owner: Option<String>,
@@ -99,47 +109,69 @@ impl Export for Logs {
 
 /// The protobuf codec of an export whose decoder answers a body that is not the method's
 /// message with INVALID_ARGUMENT: the client's data is at fault and retrying cannot help
-/// (tonic's own decoder calls it INTERNAL).
-struct OtlpCodec<E>(PhantomData<E>);
+/// (tonic's own decoder calls it INTERNAL). It prices each request before decoding it and
+/// admits it against the in-flight budget (OUT_OF_RANGE when it can never fit, UNAVAILABLE
+/// while the budget is taken).
+struct OtlpCodec<E>(InflightBudget, PhantomData<E>);
 
-struct OtlpDecoder<T>(PhantomData<T>);
+struct OtlpDecoder<E>(InflightBudget, PhantomData<E>);
 
-impl<T: Message + Default> Decoder for OtlpDecoder<T> {
-    type Item = T;
+/// A decoded request with its share of the in-flight budget, held until it is answered.
+struct Admitted<T> {
+    request: T,
+    admission: Admission,
+}
+
+fn invalid(e: prost::DecodeError) -> Status {
+    Status::invalid_argument(format!("the request is not a valid OTLP protobuf message: {e}"))
+}
+
+impl<E: Export> Decoder for OtlpDecoder<E> {
+    type Item = Admitted<E::Request>;
     type Error = Status;
 
-    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<T>, Status> {
-        T::decode(buf)
-            .map(Some)
-            .map_err(|e| Status::invalid_argument(format!("the request is not a valid OTLP protobuf message: {e}")))
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
+        // tonic hands over the whole message in one contiguous buffer.
+        let cost = E::count(buf.chunk()).map_err(invalid)?.estimated_bytes();
+        let admission = self.0.admit(cost).map_err(|refusal| match refusal {
+            Refusal::TooLarge { .. } => Status::out_of_range(refusal.to_string()),
+            Refusal::Busy { .. } => Status::unavailable(refusal.to_string()),
+        })?;
+        let request = E::Request::decode(buf).map_err(invalid)?;
+        Ok(Some(Admitted { request, admission }))
     }
 }
 
 impl<E: Export> Codec for OtlpCodec<E> {
     type Encode = E::Response;
-    type Decode = E::Request;
+    type Decode = Admitted<E::Request>;
     type Encoder = ProstEncoder<E::Response>;
-    type Decoder = OtlpDecoder<E::Request>;
+    type Decoder = OtlpDecoder<E>;
 
     fn encoder(&mut self) -> Self::Encoder {
         ProstEncoder::default()
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        OtlpDecoder(PhantomData)
+        OtlpDecoder(self.0.clone(), PhantomData)
     }
 }
 
 /// The unary handler tonic's `Grpc` calls with the decoded request, and the sender's instrument.
 struct Handler<E>(Arc<Ingest>, Option<String>, PhantomData<E>);
 
-impl<E: Export> UnaryService<E::Request> for Handler<E> {
+impl<E: Export> UnaryService<Admitted<E::Request>> for Handler<E> {
     type Response = E::Response;
     type Future = BoxFuture<Result<tonic::Response<E::Response>, Status>>;
 
-    fn call(&mut self, request: tonic::Request<E::Request>) -> Self::Future {
-        let handled = E::handle(self.0.clone(), self.1.take(), request.into_inner());
-        Box::pin(async move { handled.await.map(tonic::Response::new) })
+    fn call(&mut self, request: tonic::Request<Admitted<E::Request>>) -> Self::Future {
+        let Admitted { request, admission } = request.into_inner();
+        let handled = E::handle(self.0.clone(), self.1.take(), request);
+        Box::pin(async move {
+            let answer = handled.await.map(tonic::Response::new);
+            drop(admission);
+            answer
+        })
     }
 }
 
@@ -193,11 +225,12 @@ where
         };
         let handler = Handler::<E>(self.ingest.clone(), owner, PhantomData);
         let max = self.max_request_bytes;
+        let budget = self.ingest.budget.clone();
         Box::pin(async move {
             let mut gzip = EnabledCompressionEncodings::default();
             gzip.enable(CompressionEncoding::Gzip);
             // Oversized requests are refused by the framing with OUT_OF_RANGE, before decoding.
-            let mut grpc = Grpc::new(OtlpCodec::<E>(PhantomData))
+            let mut grpc = Grpc::new(OtlpCodec::<E>(budget, PhantomData))
                 .apply_compression_config(gzip, gzip)
                 .apply_max_message_size_config(Some(max), None);
             Ok(grpc.unary(handler, request).await)

@@ -1,7 +1,8 @@
 //! OTLP/HTTP receiver: `POST /v1/traces` and `/v1/logs`, protobuf or JSON, optionally gzip.
 //! Authenticates before reading the body (401, 403); answers 200 after the commit, 503/429
-//! with Retry-After when it cannot store now, 400 for malformed bodies, 413 above the size
-//! limit, 415 for other content types.
+//! with Retry-After when it cannot store now (or the in-flight budget is taken), 400 for
+//! malformed bodies, 413 above the size limit or an export that could never fit the in-flight
+//! budget, 415 for other content types.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::auth::Denied;
 use crate::config::ReceiveConfig;
 use crate::ingest::{Ingest, IngestError};
+use crate::receive::{Admission, Refusal, JSON_FACTOR};
 use crate::write::WriteError;
 
 #[derive(Clone)]
@@ -59,6 +61,8 @@ enum HttpError {
     Write(#[from] WriteError),
     #[error(transparent)]
     Denied(Denied),
+    #[error(transparent)]
+    Refused(#[from] Refusal),
 }
 
 impl From<IngestError> for HttpError {
@@ -81,7 +85,8 @@ impl HttpError {
             | HttpError::BadGzip(_)
             | HttpError::BadProtobuf { .. }
             | HttpError::BadJson { .. } => Some("malformed"),
-            HttpError::Write(_) | HttpError::Denied(_) => None,
+            // The in-flight budget counts its own refusals.
+            HttpError::Write(_) | HttpError::Denied(_) | HttpError::Refused(_) => None,
         }
     }
 
@@ -109,6 +114,8 @@ impl IntoResponse for HttpError {
             HttpError::Write(_) => StatusCode::INTERNAL_SERVER_ERROR,
             HttpError::Denied(Denied::Unauthenticated { .. }) => StatusCode::UNAUTHORIZED,
             HttpError::Denied(Denied::Forbidden { .. }) => StatusCode::FORBIDDEN,
+            HttpError::Refused(Refusal::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+            HttpError::Refused(Refusal::Busy { .. }) => StatusCode::SERVICE_UNAVAILABLE,
         };
         let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
             "the herald could not store this export; see its logs".to_owned()
@@ -144,9 +151,10 @@ async fn traces(State(state): State<HttpState>, headers: HeaderMap, body: Body) 
 
 async fn export_traces(state: HttpState, headers: HeaderMap, body: Body) -> Result<Response, HttpError> {
     let owner = state.ingest.auth.writer(&headers).map_err(HttpError::Denied)?;
-    let body = read_limited(body, state.max_bytes).await?;
-    let (encoding, raw) = body_of(&headers, body, state.max_bytes)?;
+    let (encoding, raw, _admission) =
+        admitted_body(&state, &headers, body, "trace export", helix_model::shape::count_traces).await?;
     let request: ExportTraceServiceRequest = decode(encoding, &raw, "trace export")?;
+    drop(raw);
     let accepted = state.ingest.traces(request, "http", owner.as_deref()).await?;
     Ok(encode(encoding, &accepted.trace_response()))
 }
@@ -158,11 +166,41 @@ async fn logs(State(state): State<HttpState>, headers: HeaderMap, body: Body) ->
 
 async fn export_logs(state: HttpState, headers: HeaderMap, body: Body) -> Result<Response, HttpError> {
     let owner = state.ingest.auth.writer(&headers).map_err(HttpError::Denied)?;
-    let body = read_limited(body, state.max_bytes).await?;
-    let (encoding, raw) = body_of(&headers, body, state.max_bytes)?;
+    let (encoding, raw, _admission) =
+        admitted_body(&state, &headers, body, "log export", helix_model::shape::count_logs).await?;
     let request: ExportLogsServiceRequest = decode(encoding, &raw, "log export")?;
+    drop(raw);
     let accepted = state.ingest.logs(request, owner.as_deref()).await?;
     Ok(encode(encoding, &accepted.logs_response()))
+}
+
+/// The body, read and decompressed within its share of the in-flight budget: first its
+/// declared length (the most allowed when it declares none), then what decoding it will cost.
+async fn admitted_body(
+    state: &HttpState,
+    headers: &HeaderMap,
+    body: Body,
+    what: &'static str,
+    count: fn(&[u8]) -> Result<helix_model::shape::Counts, prost::DecodeError>,
+) -> Result<(Encoding, Bytes, Admission), HttpError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(state.max_bytes as u64);
+    // A body declared too large is still read (and refused) by `read_limited`.
+    let declared = declared.min(state.max_bytes as u64);
+    let admission = state.ingest.budget.admit(declared)?;
+    let body = read_limited(body, state.max_bytes, declared as usize).await?;
+    let (encoding, raw) = body_of(headers, body, state.max_bytes)?;
+    let cost = match encoding {
+        Encoding::Protobuf => {
+            count(&raw).map_err(|e| HttpError::BadProtobuf { what, why: e.to_string() })?.estimated_bytes()
+        }
+        Encoding::Json => (raw.len() as u64).saturating_mul(JSON_FACTOR),
+    };
+    let admission = state.ingest.budget.grow(admission, cost)?;
+    Ok((encoding, raw, admission))
 }
 
 /// Oversized bodies are read on (and discarded) up to this many times the limit, so that an
@@ -170,9 +208,10 @@ async fn export_logs(state: HttpState, headers: HeaderMap, body: Body) -> Result
 const DRAIN_FACTOR: usize = 8;
 
 /// The request body, refused with 413 once it exceeds `max_bytes` (as sent, before decompression).
-async fn read_limited(body: Body, max_bytes: usize) -> Result<Bytes, HttpError> {
+async fn read_limited(body: Body, max_bytes: usize, expected: usize) -> Result<Bytes, HttpError> {
     let mut body = body;
-    let mut buf = bytes::BytesMut::new();
+    // Sized once for the declared length (what the budget admitted), not grown by doubling.
+    let mut buf = bytes::BytesMut::with_capacity(expected.min(max_bytes));
     let mut seen = 0usize;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| HttpError::BadBody(e.to_string()))?;

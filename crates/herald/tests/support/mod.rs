@@ -110,6 +110,22 @@ impl Herald {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A `kB` line of the herald's `/proc/PID/status` (`VmRSS`, `VmHWM` — the peak — …), in bytes.
+    pub fn memory(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("/proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(field)?.strip_prefix(':')?.trim().strip_suffix(" kB")?.trim().parse::<u64>().ok()
+            })
+            .unwrap_or_else(|| panic!("no {field} in /proc/PID/status"))
+            * 1024
+    }
+
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("herald.db")
     }
