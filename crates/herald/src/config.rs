@@ -138,6 +138,19 @@ pub struct ServeArgs {
     /// metadata) or one log record.
     #[arg(long = "max-metadata-bytes", env = "HELIX_MAX_METADATA_BYTES", default_value_t = helix_model::shape::ShapeLimits::DEFAULT.metadata_bytes)]
     pub max_metadata_bytes: usize,
+    /// Open connections each listener serves (OTLP/gRPC, OTLP/HTTP, API, metrics); beyond it a
+    /// few more still get /healthz and /readyz, the rest are closed.
+    #[arg(long = "max-connections", env = "HELIX_MAX_CONNECTIONS", default_value_t = crate::connections::ConnectionLimits::DEFAULT.max_connections)]
+    pub max_connections: usize,
+    /// An HTTP connection that sends no complete request head within this time (new, idle
+    /// between requests, or sending its headers slowly) is closed.
+    #[arg(long = "http-idle-timeout", env = "HELIX_HTTP_IDLE_TIMEOUT", default_value = "60s",
+          value_parser = humantime::parse_duration)]
+    pub http_idle_timeout: Duration,
+    /// Longest time to receive one HTTP request body.
+    #[arg(long = "http-body-timeout", env = "HELIX_HTTP_BODY_TIMEOUT", default_value = "60s",
+          value_parser = humantime::parse_duration)]
+    pub http_body_timeout: Duration,
     /// Records waiting for the writer before new exports are answered "retry later".
     #[arg(long, env = "HELIX_WRITE_QUEUE_RECORDS", default_value_t = 200_000)]
     pub write_queue_records: usize,
@@ -437,6 +450,14 @@ impl ServeArgs {
 
     pub fn receive(&self) -> ReceiveConfig {
         ReceiveConfig { max_request_bytes: self.max_request_bytes, max_inflight_bytes: self.max_inflight_bytes.max(1) }
+    }
+    /// The limits of every listener's connections.
+    pub fn connections(&self) -> crate::connections::ConnectionLimits {
+        crate::connections::ConnectionLimits {
+            max_connections: self.max_connections.max(1),
+            idle_timeout: self.http_idle_timeout.max(Duration::from_millis(100)),
+            body_timeout: self.http_body_timeout.max(Duration::from_millis(100)),
+        }
     }
     /// The limits on one span or log record.
     pub fn shape_limits(&self) -> helix_model::shape::ShapeLimits {

@@ -5,6 +5,7 @@ pub mod api;
 pub mod auth;
 pub mod canary;
 pub mod config;
+pub mod connections;
 pub mod emit;
 pub mod export;
 pub mod forward;

@@ -173,6 +173,7 @@ pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationTo
         }
         None => (None, None),
     };
+    check_file_limit(&args);
     let auth = start_auth(&args, &metrics).await?;
     let hangup = crate::instruments::Hangup::install();
     let ingest = Arc::new(Ingest {
@@ -239,14 +240,14 @@ pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationTo
         receiver(
             "otlp-grpc",
             &stop,
-            receive::grpc::serve(listeners.grpc, ingest.clone(), args.receive(), stop.clone()),
+            receive::grpc::serve(listeners.grpc, ingest.clone(), args.receive(), args.connections(), stop.clone()),
         ),
         receiver(
             "otlp-http",
             &stop,
-            receive::http::serve(listeners.http, ingest.clone(), args.receive(), stop.clone()),
+            receive::http::serve(listeners.http, ingest.clone(), args.receive(), args.connections(), stop.clone()),
         ),
-        receiver("api", &stop, serve_http(listeners.api, app, stop.clone())),
+        receiver("api", &stop, crate::connections::serve(listeners.api, app, "api", args.connections(), stop.clone())),
         Task::spawn("instruments", {
             let (instruments, stop, every) = (auth.instruments().clone(), stop.clone(), args.instruments_reload);
             async move {
@@ -260,7 +261,11 @@ pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationTo
     if let Some(l) = listeners.metrics {
         let only_metrics =
             axum::Router::new().route("/metrics", axum::routing::get(api::health::metrics)).with_state(state.clone());
-        receivers.push(receiver("metrics", &stop, serve_http(l, only_metrics, stop.clone())));
+        receivers.push(receiver(
+            "metrics",
+            &stop,
+            crate::connections::serve(l, only_metrics, "metrics", args.connections(), stop.clone()),
+        ));
     }
     // From here only the tasks and `store` (released last) hold store handles.
     drop((ingest, state, auth));
@@ -458,11 +463,16 @@ async fn start_auth(args: &ServeArgs, metrics: &Arc<Metrics>) -> Result<Arc<Auth
     Ok(Arc::new(Auth::new(config, Arc::new(instruments), metrics.clone())))
 }
 
-async fn serve_http(listener: TcpListener, app: axum::Router, shutdown: CancellationToken) -> std::io::Result<()> {
-    // The peer address is what sign-ins are throttled by.
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+/// Raise the open-files limit and warn when the connection caps could still exceed it (then
+/// the file limit, not the cap, refuses connections, and the health reserve cannot help).
+fn check_file_limit(args: &ServeArgs) {
+    let files = crate::connections::raise_file_limit();
+    let listeners = 4u64;
+    let needed = listeners * (args.connections().max_connections + crate::connections::HEALTH_RESERVE) as u64 + 256;
+    if files < needed {
+        tracing::warn!(open_files_limit = files, needed, max_connections = args.max_connections,
+            "the open-files limit is below what the connection caps allow; lower --max-connections or raise `ulimit -n`");
+    }
 }
 
 /// The one machine-readable start-up signal: a JSON line on stderr (and, when asked, the same

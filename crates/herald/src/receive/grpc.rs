@@ -238,28 +238,115 @@ where
     }
 }
 
-/// Serve OTLP/gRPC on an already-bound listener until `shutdown` fires; in-flight exports finish.
+/// Serve OTLP/gRPC on an already-bound listener until `shutdown` fires; in-flight exports
+/// finish. HTTP/2 keep-alive pings find dead peers, each connection has at most 64 exports in
+/// flight, and at most `--max-connections` connections are open (more are closed at once).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     ingest: Arc<Ingest>,
     config: ReceiveConfig,
+    limits: crate::connections::ConnectionLimits,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+        .max_concurrent_streams(Some(64))
+        .tcp_keepalive(Some(std::time::Duration::from_secs(60)))
         .add_service(OtlpService::<Traces>::new(ingest.clone(), &config))
         .add_service(OtlpService::<Logs>::new(ingest, &config))
-        .serve_with_incoming_shutdown(tokio_stream_from(listener), async move { shutdown.cancelled().await })
+        .serve_with_incoming_shutdown(
+            capped(listener, limits.max_connections),
+            async move { shutdown.cancelled().await },
+        )
         .await
 }
 
-/// Accepted connections with Nagle off: exports are small request/response exchanges.
-fn tokio_stream_from(
+/// Accepted connections, Nagle off (exports are small request/response exchanges), each
+/// holding a place under the cap; accept errors (out of file descriptors) are waited out, not
+/// passed to tonic, which would stop serving.
+fn capped(
     listener: tokio::net::TcpListener,
-) -> impl futures_core::Stream<Item = Result<tokio::net::TcpStream, std::io::Error>> {
-    use tokio_stream::StreamExt;
-    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
-        conn.inspect(|stream| {
-            let _ = stream.set_nodelay(true);
-        })
-    })
+    max: usize,
+) -> impl futures_core::Stream<Item = Result<Capped, std::io::Error>> {
+    let places = Arc::new(tokio::sync::Semaphore::new(max.max(1)));
+    futures_util::stream::unfold(
+        (listener, places, 0u64, 0u64),
+        move |(listener, places, mut errors, mut refused)| async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => match places.clone().try_acquire_owned() {
+                        Ok(place) => {
+                            let _ = stream.set_nodelay(true);
+                            return Some((Ok(Capped { stream, _place: place }), (listener, places, errors, refused)));
+                        }
+                        Err(_) => {
+                            refused += 1;
+                            if refused.is_power_of_two() {
+                                tracing::warn!(
+                                    listener = "otlp-grpc",
+                                    refused,
+                                    max_connections = max,
+                                    "connections over --max-connections closed (count since start)"
+                                );
+                            }
+                        }
+                    },
+                    Err(e) => {
+                        errors += 1;
+                        if errors.is_power_of_two() {
+                            tracing::warn!(listener = "otlp-grpc", error = %e, errors,
+                            "cannot accept connections (raise the file limit or lower --max-connections)");
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// A gRPC connection and its place under `--max-connections` (given back when it closes).
+struct Capped {
+    stream: tokio::net::TcpStream,
+    _place: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl tonic::transport::server::Connected for Capped {
+    type ConnectInfo = <tokio::net::TcpStream as tonic::transport::server::Connected>::ConnectInfo;
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl tokio::io::AsyncRead for Capped {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Capped {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
 }

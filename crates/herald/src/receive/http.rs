@@ -283,9 +283,8 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     ingest: Arc<Ingest>,
     config: ReceiveConfig,
+    limits: crate::connections::ConnectionLimits,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(ingest, &config))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    crate::connections::serve(listener, router(ingest, &config), "otlp-http", limits, shutdown).await
 }
