@@ -193,7 +193,7 @@ async fn bins(State(state): State<ApiState>, params: QueryParams) -> ApiResult<J
     let instrument = params.required("instrument")?;
     let now_ms = now_ns() / NS_PER_MS;
     let to_ms = params.i64("to_ms")?.unwrap_or(now_ms);
-    let from_ms = params.i64("from_ms")?.unwrap_or(to_ms - 3_600_000);
+    let from_ms = params.i64("from_ms")?.unwrap_or(to_ms.saturating_sub(3_600_000));
     let span = to_ms.saturating_sub(from_ms);
     if !(MIN_WINDOW_MS..=MAX_WINDOW_MS).contains(&span) {
         return Err(ApiError::bad("from_ms", "window (to_ms - from_ms) must be between 5 minutes and 24 hours"));
@@ -303,6 +303,8 @@ mod tests {
             ("/api/v1/monitor/bins?instrument=I&from_ms=0&to_ms=86400001", "`from_ms`"),
             ("/api/v1/monitor/bins?instrument=I&t_bins=0", "`t_bins`"),
             ("/api/v1/monitor/bins?instrument=I&y_min=5&y_max=1", "`y_min`"),
+            // The default window an hour before the earliest time there is: no overflow.
+            ("/api/v1/monitor/bins?instrument=I&to_ms=-9223372036854775808", "`from_ms`"),
             ("/api/v1/monitor/bins", "`instrument`"),
             ("/api/v1/monitor/fields", "`instrument`"),
         ];

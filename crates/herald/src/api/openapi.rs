@@ -133,6 +133,55 @@ mod tests {
         walk(&doc, &doc);
     }
 
+    /// The rules every handler shares, stated on every operation so a schema-driven client
+    /// (and tests/openapi's fuzzer) knows them: an empty query value is the parameter left
+    /// out, a required one therefore needs a character; the listeners' 414 and 431.
+    #[test]
+    fn shared_request_rules_are_stated_on_every_operation() {
+        let doc = doc();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, operation) in item.as_object().expect("path item") {
+                let responses = &operation["responses"];
+                for status in ["414", "431"] {
+                    assert!(responses.get(status).is_some(), "{method} {path} documents {status}");
+                }
+                for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                    let parameter = resolve(&doc, parameter);
+                    if parameter["in"] != "query" {
+                        continue;
+                    }
+                    let name = parameter["name"].as_str().expect("name");
+                    if parameter["required"] == true {
+                        let schema = &parameter["schema"];
+                        let min = schema["minLength"].as_u64().or_else(|| schema["items"]["minLength"].as_u64());
+                        assert!(min >= Some(1), "{method} {path}: required `{name}` has minLength 1");
+                    } else {
+                        assert_eq!(
+                            parameter["allowEmptyValue"], true,
+                            "{method} {path}: optional `{name}` may be empty"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn documented_cursor_and_id_patterns_are_the_server_rules() {
+        let doc = doc();
+        let parameters = &doc["components"]["parameters"];
+        assert_eq!(parameters["cursor"]["schema"]["pattern"], "^[!-~]*$", "printable ASCII, as QueryParams::cursor");
+        assert_eq!(parameters["cursor"]["schema"]["maxLength"], super::super::params::MAX_CURSOR_BYTES as u64);
+        // char::is_control is exactly Unicode's Cc: U+0000–U+001F and U+007F–U+009F.
+        assert_eq!(parameters["id"]["schema"]["pattern"], "^[^\\x00-\\x1f\\x7f-\\x9f]+$");
+        for c in ['\u{0}', '\u{1f}', '\u{7f}', '\u{9f}'] {
+            assert!(c.is_control());
+        }
+        for c in ['\u{20}', '\u{7e}', '\u{a0}'] {
+            assert!(!c.is_control());
+        }
+    }
+
     /// A documented schema lists exactly the fields the store type serializes.
     fn assert_schema_matches<T: serde::Serialize>(schema: &str, sample: &T) {
         let doc = doc();

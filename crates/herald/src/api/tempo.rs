@@ -333,6 +333,27 @@ pub fn apply_traceql(filter: &mut TraceFilter, raw: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// `start` and `end` (unix seconds, as Tempo takes them) in ns, checked in order.
+fn window(params: &QueryParams) -> ApiResult<(Option<i64>, Option<i64>)> {
+    let seconds = |name: &str| -> ApiResult<Option<i64>> {
+        match params.i64(name)? {
+            Some(s) if s < 0 => Err(ApiError::bad(name, "must not be negative (unix seconds)")),
+            Some(s) => s
+                .checked_mul(NS_PER_S)
+                .map(Some)
+                .ok_or_else(|| ApiError::bad(name, format!("at most {} (unix seconds)", i64::MAX / NS_PER_S))),
+            None => Ok(None),
+        }
+    };
+    let (start, end) = (seconds("start")?, seconds("end")?);
+    if let (Some(start), Some(end)) = (start, end) {
+        if start > end {
+            return Err(ApiError::bad("start", "must not be after `end`"));
+        }
+    }
+    Ok((start, end))
+}
+
 /// Tempo's search parameters as the store's filter and a page size.
 pub fn search_request(params: &QueryParams) -> ApiResult<(TraceFilter, usize)> {
     let mut filter = TraceFilter::default();
@@ -358,20 +379,10 @@ pub fn search_request(params: &QueryParams) -> ApiResult<(TraceFilter, usize)> {
             return Err(ApiError::bad("minDuration", "must not be above `maxDuration`"));
         }
     }
-    let seconds = |name: &str| -> ApiResult<Option<i64>> {
-        match params.i64(name)? {
-            Some(s) if s < 0 => Err(ApiError::bad(name, "must not be negative (unix seconds)")),
-            Some(s) => s.checked_mul(NS_PER_S).map(Some).ok_or_else(|| ApiError::bad(name, "too far in the future")),
-            None => Ok(None),
-        }
-    };
-    let start = seconds("start")?;
-    let end = seconds("end")?;
-    if let (Some(start), Some(end)) = (start, end) {
-        if start > end {
-            return Err(ApiError::bad("start", "must not be after `end`"));
-        }
-    }
+    let (start, end) = window(params)?;
+    // Grafana sends spans-per-span-set; every span of a trace is returned, but a value that
+    // is not a count is still an error.
+    params.count("spss", 0, u64::MAX >> 1)?;
     filter.from_ns = start;
     // `end` is a whole second and inclusive: the window runs to the end of that second.
     filter.to_ns = end.map(|end| end.saturating_add(NS_PER_S));
@@ -408,7 +419,9 @@ async fn search(State(state): State<ApiState>, params: QueryParams) -> ApiResult
 
 /// `{"tagNames": [...]}`: the tags `/api/search` understands (Grafana's tag autocompletion).
 async fn tags(params: QueryParams) -> ApiResult<Json<Value>> {
-    params.allow_extra(&["scope", "start", "end"])?;
+    let params = params.allow_extra(&["scope", "start", "end"])?;
+    // The tag names do not depend on the window, but a malformed one is still refused.
+    window(&params)?;
     Ok(Json(json!({ "tagNames": SEARCH_TAGS })))
 }
 
@@ -447,6 +460,17 @@ mod tests {
             get("/api/search?tags=service.name%3Dx&cachebuster=1").await,
             (StatusCode::OK, r#"{"traces":[]}"#.to_owned())
         );
+        // The window of the tag names and spans-per-span-set are checked like search's.
+        for (uri, named) in [
+            ("/api/search/tags?start=9223372036854775807", "`start`: at most 9223372036 (unix seconds)"),
+            ("/api/search/tags?start=5&end=4", "`start`: must not be after `end`"),
+            ("/api/search?spss=AAA", "`spss`"),
+        ] {
+            let (status, body) = get(uri).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+            assert!(body.contains(named), "{uri}: {body}");
+        }
+        assert_eq!(get("/api/search/tags?start=1&end=2&spss=3").await.0, StatusCode::OK);
         let (status, body) = get("/api/v1/trace/xyz").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(body.contains("`trace_id`"), "{body}");
