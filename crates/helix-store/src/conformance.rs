@@ -581,7 +581,7 @@ pub async fn a_batch_refusing_conflicts_writes_nothing_on_a_conflict(store: &dyn
     let mut fresh = creation("theirs-1", &["mine-1"], 5);
     fresh.instrument_id = "OTHER".to_owned();
     let records = vec![created(fresh), span_rec(span("steal-trace", "steal-span", None, "steal", 10)), op(foreign_op)];
-    let refused = WriteBatch { records: records.clone(), refuse_conflicts: true };
+    let refused = WriteBatch { records: records.clone(), refuse_conflicts: true, notify: Default::default() };
     match store.write(&refused).await {
         Err(StoreError::InstrumentConflict(c)) => {
             assert_eq!((c.entity_id.as_str(), c.owner.as_str(), c.instrument.as_str()), ("mine-1", INST, "OTHER"))
@@ -593,7 +593,7 @@ pub async fn a_batch_refusing_conflicts_writes_nothing_on_a_conflict(store: &dyn
     assert_eq!(store.trace(&trace_of("steal-trace"), 10).await.unwrap(), None);
     assert_eq!(store.instruments().await.unwrap(), strings(&[INST]));
     // Without the conflicting record the batch commits.
-    let ok = WriteBatch { records: records[..2].to_vec(), refuse_conflicts: true };
+    let ok = WriteBatch { records: records[..2].to_vec(), refuse_conflicts: true, notify: Default::default() };
     let out = store.write(&ok).await.unwrap();
     assert_eq!((out.entities_created.len(), out.spans_inserted, out.instrument_conflicts), (1, 1, 0));
 }

@@ -4,6 +4,7 @@
 mod cursor;
 mod error;
 mod filter;
+pub mod notify;
 mod plan;
 pub mod postgres;
 mod redact;
@@ -36,6 +37,11 @@ pub use window::*;
 pub trait Store: Send + Sync + 'static {
     /// Short backend name for logs and `/readyz` (`sqlite`, `postgres`).
     fn backend(&self) -> &'static str;
+
+    /// The notification tables (outbox, silences, issues), where the backend has them.
+    fn notify(&self) -> Option<&dyn notify::NotifyStore> {
+        None
+    }
 
     /// How many batches the writer may commit at the same time. One for a backend with a
     /// single writer (SQLite); more where transactions run side by side (PostgreSQL).

@@ -103,6 +103,8 @@ pub(crate) struct WritePlan<'b> {
     pub span_sources: Vec<(i64, &'b SpanRecorded)>,
     /// Instruments that sent applied data (the empty fallback `""` excluded), sorted.
     pub instruments: Vec<String>,
+    /// New events that notify (`WriteBatch::notify`), for the outbox, in `new_events` order.
+    pub outbox: Vec<crate::notify::OutboxEvent<'b>>,
     pub outcome: WriteOutcome,
     /// In a batch that refuses conflicts, the first record on another instrument's entity:
     /// the backend writes nothing of the plan then.
@@ -120,6 +122,7 @@ pub(crate) fn plan<'b>(batch: &'b WriteBatch, stored: Stored) -> WritePlan<'b> {
         events_seen: HashSet::new(),
         instruments: BTreeSet::new(),
         refuse_conflicts: batch.refuse_conflicts,
+        notify: &batch.notify,
         out: WritePlan::default(),
     };
     for r in &batch.records {
@@ -189,6 +192,7 @@ struct Planner<'b> {
     events_seen: HashSet<(&'b str, u32)>,
     instruments: BTreeSet<String>,
     refuse_conflicts: bool,
+    notify: &'b crate::notify::NotifySet,
     out: WritePlan<'b>,
 }
 
@@ -228,9 +232,15 @@ impl<'b> Planner<'b> {
     }
 
     /// Events of a span applied now; counted in record order for the metrics.
-    fn add_events(&mut self, events: &'b [EntityEvent]) {
+    /// `stage`: the span's name, the stage of events that do not name one.
+    fn add_events(&mut self, events: &'b [EntityEvent], stage: &str) {
         for e in events {
             if self.events_seen.insert((e.span_id.as_str(), e.ordinal)) {
+                if self.notify.contains(&e.instrument_id, &e.event_name) {
+                    // The entity's stage (as the alerts read it back), else the span's name.
+                    let entity_stage = self.rows.get(&e.entity_id).and_then(|r| r.stage.as_deref());
+                    self.out.outbox.push(crate::notify::OutboxEvent::of(e, entity_stage.unwrap_or(stage)));
+                }
                 self.out.new_events.push(e);
                 self.out.outcome.events_inserted.push(EventCount::new(&e.instrument_id, &e.event_name));
             }
@@ -250,7 +260,7 @@ impl<'b> Planner<'b> {
                 stage: c.name.clone(),
                 status: c.status,
             });
-            self.add_events(&c.events);
+            self.add_events(&c.events, &c.name);
             return;
         };
         if row.instrument_id != c.instrument_id {
@@ -312,7 +322,7 @@ impl<'b> Planner<'b> {
         } else {
             self.out.outcome.recreations += 1;
         }
-        self.add_events(&c.events);
+        self.add_events(&c.events, &c.name);
     }
 
     fn operation(&mut self, o: &'b OperationRecorded) {
@@ -347,7 +357,7 @@ impl<'b> Planner<'b> {
                 }
             }
         }
-        self.add_events(&o.events);
+        self.add_events(&o.events, &o.name);
     }
 
     fn finish(mut self) -> WritePlan<'b> {
@@ -366,6 +376,8 @@ impl<'b> Planner<'b> {
         out.new_edges.dedup_by(|a, b| a.child == b.child && a.parent == b.parent);
         out.new_operations.sort_unstable_by(|a, b| a.span_id.cmp(&b.span_id));
         out.new_events.sort_unstable_by(|a, b| (&a.span_id, a.ordinal).cmp(&(&b.span_id, b.ordinal)));
+        out.outbox
+            .sort_unstable_by(|a, b| (&a.event.span_id, a.event.ordinal).cmp(&(&b.event.span_id, b.event.ordinal)));
         out.instruments = std::mem::take(&mut self.instruments).into_iter().collect();
         // Stable sort: the first of two records of one span stays first and is the one kept.
         out.spans.sort_by(|a, b| (&a.trace_id, &a.span_id).cmp(&(&b.trace_id, &b.span_id)));

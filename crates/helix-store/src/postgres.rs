@@ -6,6 +6,7 @@
 
 mod logs;
 mod migrate;
+mod notify;
 mod read;
 mod retention;
 mod timescale;
@@ -264,6 +265,10 @@ impl PostgresStore {
 impl Store for PostgresStore {
     fn backend(&self) -> &'static str {
         "postgres"
+    }
+
+    fn notify(&self) -> Option<&dyn crate::notify::NotifyStore> {
+        Some(self)
     }
 
     /// Two batches in flight keep the server busy while the next batch is decoded and sent;

@@ -5,6 +5,7 @@
 mod blocks;
 mod logs;
 mod migrate;
+mod notify;
 mod read;
 mod retention;
 mod traces;
@@ -256,6 +257,10 @@ impl Store for SqliteStore {
         let idle = lock(&self.inner.readers).len();
         let writing = usize::from(self.inner.writer.try_lock().is_err());
         Some(crate::Connections { in_use: busy + writing, open: 1 + idle + busy })
+    }
+
+    fn notify(&self) -> Option<&dyn crate::notify::NotifyStore> {
+        Some(self)
     }
 
     async fn write(&self, batch: &WriteBatch) -> StoreResult<WriteOutcome> {

@@ -21,12 +21,15 @@ pub struct WriteBatch {
     /// an entity owned by another instrument, instead of skipping that record: the senders
     /// are authenticated, so such a record is an attempt to write another instrument's data.
     pub refuse_conflicts: bool,
+    /// The (instrument, event name) pairs that notify: their new events are recorded in the
+    /// notification outbox in the batch's transaction.
+    pub notify: crate::notify::NotifySet,
 }
 
 impl WriteBatch {
     /// A batch that skips (and counts) records on entities of other instruments.
     pub fn of(records: Vec<WriteRecord>) -> WriteBatch {
-        WriteBatch { records, refuse_conflicts: false }
+        WriteBatch { records, refuse_conflicts: false, notify: Default::default() }
     }
 }
 

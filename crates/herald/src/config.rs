@@ -91,6 +91,8 @@ pub const DEFAULT_DB_URL: &str = "sqlite://./helix-data/herald.db";
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    #[command(flatten)]
+    pub notify: NotifyArgs,
     /// OTLP/gRPC listen address (traces and logs).
     #[arg(long = "otlp-grpc-addr", env = "HERALD_ADDR", default_value = ":4317", value_parser = parse_addr)]
     pub grpc_addr: SocketAddr,
@@ -478,6 +480,65 @@ impl ServeArgs {
             max_backoff: Duration::from_secs(10),
             attempt_timeout: Duration::from_secs(10),
         })
+    }
+}
+
+/// How notifications are delivered (docs/notifications.md).
+#[derive(Debug, Clone, Args)]
+pub struct NotifyArgs {
+    /// Inspector base URL used in notification links (entity pages, "Manage silences").
+    #[arg(long = "ui-base-url", env = "UI_BASE_URL", default_value = "http://localhost:8081")]
+    pub ui_base_url: String,
+    /// GitHub REST API base (GitHub Enterprise: https://HOST/api/v3).
+    #[arg(long = "github-api-url", env = "GITHUB_API_URL", default_value = "https://api.github.com")]
+    pub github_api_url: String,
+    /// Waits between delivery attempts (comma-separated); one more attempt than waits.
+    #[arg(long = "notify-retry-backoff", env = "HELIX_NOTIFY_RETRY_BACKOFF", default_value = "2s,4s,8s,16s",
+          value_parser = humantime::parse_duration, value_delimiter = ',')]
+    pub notify_retry_backoff: Vec<Duration>,
+    /// Shortest Slack rate-limit window (a shorter sample_window_seconds is raised to it).
+    #[arg(long = "notify-min-window", env = "HELIX_NOTIFY_MIN_WINDOW", default_value = "5s",
+          value_parser = humantime::parse_duration)]
+    pub notify_min_window: Duration,
+    /// How often ended rate-limit windows are turned into digests.
+    #[arg(long = "notify-digest-interval", env = "HELIX_NOTIFY_DIGEST_INTERVAL", default_value = "30s",
+          value_parser = humantime::parse_duration)]
+    pub notify_digest_interval: Duration,
+    /// How long a replica holds a notification it claimed before another may take it over.
+    #[arg(long = "notify-lease", env = "HELIX_NOTIFY_LEASE", default_value = "60s",
+          value_parser = humantime::parse_duration)]
+    pub notify_lease: Duration,
+    /// How often an idle dispatcher looks at the outbox.
+    #[arg(long = "notify-poll", env = "HELIX_NOTIFY_POLL", default_value = "500ms",
+          value_parser = humantime::parse_duration)]
+    pub notify_poll: Duration,
+    /// How often GitHub issues are checked against auto_close_after_days.
+    #[arg(long = "notify-auto-close-interval", env = "HELIX_NOTIFY_AUTO_CLOSE_INTERVAL", default_value = "1h",
+          value_parser = humantime::parse_duration)]
+    pub notify_auto_close_interval: Duration,
+    /// Timeout of one Slack, GitHub or webhook request.
+    #[arg(long = "notify-timeout", env = "HELIX_NOTIFY_TIMEOUT", default_value = "10s",
+          value_parser = humantime::parse_duration)]
+    pub notify_timeout: Duration,
+}
+
+impl NotifyArgs {
+    pub fn config(&self, grafana_url: Option<&str>) -> crate::notify::NotifyConfig {
+        crate::notify::NotifyConfig {
+            backoff: self.notify_retry_backoff.clone(),
+            min_window: self.notify_min_window,
+            poll: self.notify_poll.max(Duration::from_millis(10)),
+            lease: self.notify_lease.max(Duration::from_millis(100)),
+            digest_every: self.notify_digest_interval,
+            auto_close_every: self.notify_auto_close_interval,
+            http_timeout: self.notify_timeout,
+            links: crate::notify::message::Links {
+                ui_base: self.ui_base_url.trim_end_matches('/').to_owned(),
+                grafana: grafana_url.map(|g| g.trim_end_matches('/').to_owned()),
+            },
+            github_api: self.github_api_url.trim_end_matches('/').to_owned(),
+            ..crate::notify::NotifyConfig::default()
+        }
     }
 }
 

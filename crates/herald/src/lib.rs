@@ -14,6 +14,7 @@ pub mod inspector;
 pub mod instruments;
 pub mod metered;
 pub mod metrics;
+pub mod notify;
 pub mod receive;
 pub mod resolve;
 pub mod server;

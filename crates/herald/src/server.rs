@@ -149,7 +149,13 @@ pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationTo
     let stop = shutdown.child_token();
     let writer_stop = CancellationToken::new();
     let forward_stop = CancellationToken::new();
-    let (writer, writer_task) = Writer::spawn(store.clone(), args.batch(), metrics.clone(), writer_stop.clone());
+    let auth = start_auth(&args, &metrics).await?;
+    let notify_source: crate::write::NotifySource = {
+        let instruments = auth.instruments().clone();
+        Arc::new(move || instruments.snapshot().notify_set())
+    };
+    let (writer, writer_task) =
+        Writer::spawn_notifying(store.clone(), args.batch(), metrics.clone(), writer_stop.clone(), notify_source);
     let (forwarder, forward_task) = match args.forward() {
         Some(config) => {
             let endpoint = helix_store::redact_url(&config.endpoint);
@@ -174,8 +180,16 @@ pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationTo
         None => (None, None),
     };
     check_file_limit(&args);
-    let auth = start_auth(&args, &metrics).await?;
     let hangup = crate::instruments::Hangup::install();
+    let notify_stop = CancellationToken::new();
+    let notify_task = {
+        let grafana = args.grafana_url.as_deref().and_then(inspector::grafana_link_base);
+        let config = args.notify.config(grafana.as_deref());
+        let dispatcher =
+            crate::notify::Dispatcher::new(store.clone(), auth.instruments().clone(), metrics.clone(), config)
+                .map_err(RunError::Config)?;
+        tokio::spawn(Arc::new(dispatcher).run(notify_stop.clone()))
+    };
     let ingest = Arc::new(Ingest {
         resolver: Resolver::new(args.trace_store_size, store.clone(), metrics.clone()),
         writer,
@@ -293,6 +307,9 @@ pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationTo
     if let Some(t) = lineage_task {
         reports.extend(stage(vec![Task::joined("openlineage", t)], deadline).await);
     }
+    // Notifications not delivered yet stay in the outbox for the next start (or a replica).
+    notify_stop.cancel();
+    reports.extend(stage(vec![Task::joined("notifications", notify_task)], deadline).await);
     // Stage 4: release the store (SQLite may checkpoint, PostgreSQL closes its pool) off the
     // async threads. Handles still held by connections aborted above go when the process exits.
     let closing = tokio::task::spawn_blocking(move || drop(store));

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
+use helix_store::notify::NotifySet;
 use helix_store::{Store, StoreError, WriteBatch, WriteOutcome, WriteRecord};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -36,6 +37,9 @@ impl WriteError {
     }
 }
 
+/// The notifying (instrument, event) pairs in force, asked at each commit.
+pub type NotifySource = Arc<dyn Fn() -> NotifySet + Send + Sync>;
+
 /// What a committed batch tells each export in it: the entities whose first creation it
 /// stored (the batch may hold other exports' entities too).
 pub type Committed = Arc<HashSet<String>>;
@@ -66,11 +70,23 @@ impl Writer {
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> (Writer, tokio::task::JoinHandle<()>) {
+        Writer::spawn_notifying(store, config, metrics, shutdown, Arc::new(NotifySet::default))
+    }
+
+    /// [`Writer::spawn`], recording each batch's notifying events (`notify()` at its commit) in
+    /// the outbox in the batch's transaction.
+    pub fn spawn_notifying(
+        store: Arc<dyn Store>,
+        config: BatchConfig,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+        notify: NotifySource,
+    ) -> (Writer, tokio::task::JoinHandle<()>) {
         // The channel is unbounded in jobs but bounded in records by the semaphore, which
         // is what memory is proportional to.
         let (tx, rx) = mpsc::unbounded_channel();
         let budget = Arc::new(Semaphore::new(config.queue_records));
-        let task = tokio::spawn(run(rx, store, config.clone(), metrics, shutdown, budget.clone()));
+        let task = tokio::spawn(run(rx, store, config.clone(), metrics, shutdown, budget.clone(), notify));
         (Writer { tx, budget, capacity: config.queue_records }, task)
     }
 
@@ -133,7 +149,7 @@ impl Accumulator {
             records.append(&mut job.records);
         }
         let refuse_conflicts = self.jobs.iter().any(|j| j.refuse_conflicts);
-        (WriteBatch { records, refuse_conflicts }, sizes)
+        (WriteBatch { records, refuse_conflicts, notify: Default::default() }, sizes)
     }
 
     /// Give each job its records back (after a failed commit), in the order `take_batch` took them.
@@ -152,6 +168,7 @@ async fn run(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     budget: Arc<Semaphore>,
+    notify: NotifySource,
 ) {
     // Backends that can commit batches side by side (PostgreSQL) get that many in flight;
     // while every slot is busy, new exports gather into the next batch.
@@ -181,9 +198,9 @@ async fn run(
             }
         }
         metrics.write_queue_records.set((config.queue_records - budget.available_permits()) as i64);
-        let (store, metrics) = (store.clone(), metrics.clone());
+        let (store, metrics, notify) = (store.clone(), metrics.clone(), notify());
         commits.spawn(async move {
-            commit(&*store, acc, &metrics).await;
+            commit(&*store, acc, &metrics, &notify).await;
             drop(slot);
         });
         while commits.try_join_next().is_some() {}
@@ -193,9 +210,10 @@ async fn run(
 }
 
 /// Commit one accumulated batch and complete every handle in it.
-async fn commit(store: &dyn Store, mut acc: Accumulator, metrics: &Metrics) {
+async fn commit(store: &dyn Store, mut acc: Accumulator, metrics: &Metrics, notify: &NotifySet) {
     let started = Instant::now();
-    let (batch, sizes) = acc.take_batch();
+    let (mut batch, sizes) = acc.take_batch();
+    batch.notify = notify.clone();
     let result = store.write(&batch).await;
     metrics.write_batch_seconds.observe(started.elapsed().as_secs_f64());
     match result {
@@ -215,7 +233,7 @@ async fn commit(store: &dyn Store, mut acc: Accumulator, metrics: &Metrics) {
             acc.restore(batch, &sizes);
             for job in acc.jobs {
                 let single = Accumulator { records: job.records.len(), jobs: vec![job] };
-                Box::pin(commit(store, single, metrics)).await;
+                Box::pin(commit(store, single, metrics, notify)).await;
             }
         }
         Err(e @ StoreError::InstrumentConflict(_)) => {

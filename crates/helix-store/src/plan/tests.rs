@@ -313,7 +313,7 @@ fn a_batch_refusing_conflicts_names_its_first_conflict_and_a_skipping_one_names_
     let skipping = plan(&skipping_batch, stored(vec![owned.clone()], &[], &[]));
     assert_eq!(skipping.refused, None);
     assert_eq!(skipping.outcome.instrument_conflicts, 1);
-    let refusing_batch = WriteBatch { records, refuse_conflicts: true };
+    let refusing_batch = WriteBatch { records, refuse_conflicts: true, notify: Default::default() };
     let refusing = plan(&refusing_batch, stored(vec![owned], &[], &[]));
     let conflict = refusing.refused.expect("refused");
     assert_eq!(

@@ -42,10 +42,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "log_search",
         kind: Kind::Sql(include_str!("../../migrations/postgres/005_log_search.sql")),
     },
+    Migration {
+        version: 6,
+        name: "notifications",
+        kind: Kind::Sql(include_str!("../../migrations/postgres/006_notifications.sql")),
+    },
 ];
 
 /// The schema version this binary expects.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// Highest version recorded in `schema_migrations` of the current schema, 0 without the table.
 async fn current_version(client: &tokio_postgres::Client) -> StoreResult<u32> {

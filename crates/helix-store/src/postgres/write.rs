@@ -39,7 +39,7 @@ use crate::{DbCause, Entity, StoreError, StoreResult, WriteBatch, WriteOutcome};
 /// Attempts of one batch before giving up with `Unavailable`.
 const MAX_ATTEMPTS: u32 = 8;
 
-enum TxError {
+pub(super) enum TxError {
     Pg(tokio_postgres::Error),
     Store(StoreError),
 }
@@ -167,6 +167,7 @@ async fn try_apply(client: &mut Object, batch: &WriteBatch) -> Result<Option<Wri
         return Ok(None);
     }
     write_events(&tx, &plan.new_events).await?;
+    super::notify::write_outbox(&tx, &plan.outbox).await?;
     plan.outcome.logs_inserted = write_logs(&tx, &plan.logs).await?;
     if !plan.instruments.is_empty() {
         let stmt = tx

@@ -22,10 +22,11 @@ const MIGRATIONS: &[Migration] = &[
     Migration { version: 3, name: "spans", sql: include_str!("../../migrations/sqlite/003_spans.sql") },
     Migration { version: 4, name: "log_search", sql: include_str!("../../migrations/sqlite/004_log_search.sql") },
     Migration { version: 5, name: "span_blocks", sql: include_str!("../../migrations/sqlite/005_span_blocks.sql") },
+    Migration { version: 6, name: "notifications", sql: include_str!("../../migrations/sqlite/006_notifications.sql") },
 ];
 
 /// The schema version this binary expects.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// Highest version recorded in `schema_migrations`, 0 for a database without one.
 pub(super) fn current_version(conn: &Connection) -> StoreResult<u32> {

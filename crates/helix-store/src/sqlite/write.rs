@@ -165,6 +165,29 @@ fn write(tx: &Transaction<'_>, plan: &mut WritePlan<'_>, now: &str) -> StoreResu
             ])?;
         }
     }
+    if !plan.outbox.is_empty() {
+        let mut stmt = tx.prepare_cached(
+            "INSERT OR IGNORE INTO notification_outbox (kind, instrument_id, event_name, entity_id, span_id, ordinal,
+                 stage, fingerprint, timestamp_ns, metadata, created_ns)
+             VALUES ('event', ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?;
+        let created_ns = crate::notify::now_ns();
+        for o in &plan.outbox {
+            let e = o.event;
+            stmt.execute(rusqlite::params![
+                e.instrument_id,
+                e.event_name,
+                e.entity_id,
+                e.span_id,
+                e.ordinal,
+                o.stage,
+                o.fingerprint,
+                e.timestamp_ns,
+                to_json(&e.metadata)?,
+                created_ns,
+            ])?;
+        }
+    }
     if !plan.logs.is_empty() {
         let mut stmt = tx.prepare_cached(
             "INSERT OR IGNORE INTO logs (timestamp_ns, severity, body, trace_id, span_id, entity_id,

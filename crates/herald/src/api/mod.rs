@@ -18,6 +18,7 @@ pub mod logql;
 pub mod logs;
 pub mod loki;
 pub mod monitor;
+pub mod notifications;
 pub mod openapi;
 pub mod otlp_json;
 pub mod params;
@@ -91,6 +92,7 @@ pub const RESOURCES: &[Resource] = &[
     Resource { name: "loki", routes: loki::routes },
     Resource { name: "health", routes: health::routes },
     Resource { name: "auth", routes: auth::routes },
+    Resource { name: "notifications", routes: notifications::routes },
     Resource { name: "openapi", routes: openapi::routes },
 ];
 
@@ -134,6 +136,9 @@ pub enum ApiError {
     /// The addressed resource does not exist; the message says which.
     #[error("{0}")]
     NotFound(String),
+    /// The caller's token may not do this; the message says why.
+    #[error("{0}")]
+    Forbidden(String),
     /// The store cannot serve right now; the client should retry.
     #[error("store unavailable, retry later")]
     Unavailable(#[source] StoreError),
@@ -155,6 +160,7 @@ impl ApiError {
         match self {
             ApiError::BadParam { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) | ApiError::Encode(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -186,7 +192,7 @@ impl ApiError {
             ApiError::Unavailable(cause) => {
                 tracing::warn!(error = %cause, "api request hit an unavailable store")
             }
-            ApiError::BadParam { .. } | ApiError::NotFound(_) => {}
+            ApiError::BadParam { .. } | ApiError::NotFound(_) | ApiError::Forbidden(_) => {}
         }
     }
 }

@@ -307,6 +307,7 @@ mod tests {
     fn concrete_uri(doc: &Value, path: &str, method: &str) -> String {
         let mut uri = path
             .replace("{id}", "a%2Fb%20%3Cscript%3E")
+            .replace("{silence_id}", "1")
             .replace("{trace_id}", "4bf92f3577b34da6a3ce929d0e0e4736")
             .replace("{traceID}", "4bf92f3577b34da6a3ce929d0e0e4736");
         let operation = &doc["paths"][path][method];

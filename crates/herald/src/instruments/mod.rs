@@ -160,9 +160,16 @@ pub fn check_config(dir: &Path, jwt_secret: Option<&str>) -> (String, usize) {
 #[derive(Debug, Default)]
 pub struct Snapshot {
     by_id: HashMap<String, Arc<InstrumentConfig>>,
+    /// Every (instrument, event name) that notifies, for the writer's outbox.
+    notify: helix_store::notify::NotifySet,
 }
 
 impl Snapshot {
+    /// The (instrument, event name) pairs whose events notify.
+    pub fn notify_set(&self) -> helix_store::notify::NotifySet {
+        self.notify.clone()
+    }
+
     pub fn get(&self, instrument_id: &str) -> Option<&Arc<InstrumentConfig>> {
         self.by_id.get(instrument_id)
     }
@@ -314,7 +321,12 @@ impl Instruments {
                 by_id.entry(config.instrument_id.clone()).or_insert_with(|| Arc::new(config.clone()));
             }
         }
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Snapshot { by_id });
+        let pairs = by_id
+            .values()
+            .flat_map(|c| c.notifications.events.keys().map(|e| (c.instrument_id.clone(), e.clone())))
+            .collect();
+        let notify = helix_store::notify::NotifySet::new(pairs);
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Snapshot { by_id, notify });
     }
 
     /// Reload every `interval` and on each signal of `hangup` (SIGHUP, installed by the

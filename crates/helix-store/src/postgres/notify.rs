@@ -1,0 +1,645 @@
+//! `NotifyStore` on PostgreSQL: the tables of `006_notifications.sql`. Several replicas share
+//! them: a claim takes due rows with `FOR UPDATE SKIP LOCKED` and leases them, so each row is
+//! delivered by one replica; a lease that runs out (a replica died) frees the row again.
+
+use async_trait::async_trait;
+use deadpool_postgres::Transaction;
+use tokio_postgres::Row;
+
+use super::write::TxError;
+use super::{map_pg, PostgresStore};
+use crate::notify::{
+    Delivery, IssueRecord, NewSilence, NotifyStore, OutboxEvent, OutboxItem, OutboxKind, Progress, RateDecision,
+    RateKey, Silence, DELIVERY_LOG_ROWS,
+};
+use crate::rows::to_json;
+use crate::{StoreError, StoreResult};
+
+/// The outbox columns of a batch, as parallel arrays for one `unnest` insert.
+type OutboxColumns<'a> = (
+    Vec<&'a str>,
+    Vec<&'a str>,
+    Vec<&'a str>,
+    Vec<&'a str>,
+    Vec<i32>,
+    Vec<&'a str>,
+    Vec<&'a str>,
+    Vec<i64>,
+    Vec<String>,
+);
+
+/// The outbox rows of a batch, in its transaction.
+pub(super) async fn write_outbox(tx: &Transaction<'_>, rows: &[OutboxEvent<'_>]) -> Result<(), TxError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut cols: OutboxColumns<'_> = Default::default();
+    for o in rows {
+        let e = o.event;
+        cols.0.push(&e.instrument_id);
+        cols.1.push(&e.event_name);
+        cols.2.push(&e.entity_id);
+        cols.3.push(&e.span_id);
+        cols.4.push(i32::try_from(e.ordinal).unwrap_or(i32::MAX));
+        cols.5.push(&o.stage);
+        cols.6.push(&o.fingerprint);
+        cols.7.push(e.timestamp_ns);
+        cols.8.push(to_json(&e.metadata)?);
+    }
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO notification_outbox (kind, instrument_id, event_name, entity_id, span_id, ordinal, stage,
+                 fingerprint, timestamp_ns, metadata, created_ns)
+             SELECT 'event', i, n, e, s, o, st, f, t, m::jsonb, $10
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int4[], $6::text[], $7::text[],
+                         $8::int8[], $9::text[]) AS u(i, n, e, s, o, st, f, t, m)
+             ON CONFLICT DO NOTHING",
+        )
+        .await?;
+    let now = crate::notify::now_ns();
+    tx.execute(&stmt, &[&cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5, &cols.6, &cols.7, &cols.8, &now]).await?;
+    Ok(())
+}
+
+/// The advisory lock key of outbox claims ("HXNT").
+const CLAIM_LOCK: i64 = 0x4858_4e54;
+
+const OUTBOX_COLUMNS: &str = "id, kind, instrument_id, event_name, entity_id, stage, fingerprint, timestamp_ns, \
+     metadata::text, destination, digest_count, digest_window_ns, attempts, progress::text";
+
+fn outbox_item(r: &Row) -> StoreResult<OutboxItem> {
+    Ok(OutboxItem {
+        id: r.get(0),
+        kind: OutboxKind::parse(r.get::<_, &str>(1)),
+        instrument_id: r.get(2),
+        event_name: r.get(3),
+        entity_id: r.get(4),
+        stage: r.get(5),
+        fingerprint: r.get(6),
+        timestamp_ns: r.get(7),
+        metadata: crate::rows::parse_metadata(r.get::<_, &str>(8))?,
+        destination: r.get(9),
+        digest_count: r.get::<_, i64>(10).max(0).unsigned_abs(),
+        digest_window_ns: r.get(11),
+        attempts: u32::try_from(r.get::<_, i32>(12)).unwrap_or(0),
+        progress: serde_json::from_str(r.get::<_, &str>(13))
+            .map_err(|e| StoreError::corrupt(format!("outbox progress: {e}")))?,
+    })
+}
+
+/// ns since the epoch ↔ TIMESTAMPTZ (microsecond precision).
+const TO_TS: &str = "to_timestamp(($X::int8 / 1e9)::float8)";
+fn to_ts(n: usize) -> String {
+    TO_TS.replace("$X", &format!("${n}"))
+}
+fn from_ts(col: &str) -> String {
+    format!("(extract(epoch from {col}) * 1e9)::int8")
+}
+
+fn silence_columns() -> String {
+    format!(
+        "id::int8, instrument_id, event_type, fingerprint, silenced_by, {}, {}, reason",
+        from_ts("silenced_at"),
+        from_ts("expires_at")
+    )
+}
+
+fn silence(r: &Row) -> Silence {
+    Silence {
+        id: r.get(0),
+        instrument_id: r.get(1),
+        event_type: r.get(2),
+        fingerprint: r.get(3),
+        silenced_by: r.get(4),
+        silenced_ns: r.get(5),
+        expires_ns: r.get(6),
+        reason: r.get(7),
+    }
+}
+
+fn issue_columns() -> String {
+    format!(
+        "instrument_id, error_fingerprint, github_repo, github_issue_number::int8, entity_count::int8, {}, {}, \
+         recent_entity_ids, closed, intent_ns",
+        from_ts("first_seen_at"),
+        from_ts("last_updated_at")
+    )
+}
+
+fn issue(r: &Row) -> IssueRecord {
+    IssueRecord {
+        instrument_id: r.get(0),
+        fingerprint: r.get(1),
+        repo: r.get(2),
+        issue_number: r.get(3),
+        entity_count: r.get(4),
+        first_seen_ns: r.get(5),
+        last_updated_ns: r.get(6),
+        recent_entity_ids: r.get(7),
+        closed: r.get(8),
+        intent_ns: r.get(9),
+    }
+}
+
+/// Insert the digest row of a window that suppressed messages.
+#[allow(clippy::too_many_arguments)]
+async fn insert_digest(
+    tx: &Transaction<'_>,
+    instrument_id: &str,
+    fingerprint: &str,
+    destination: &str,
+    suppressed: i64,
+    window_ns: i64,
+    last: Option<serde_json::Value>,
+    now_ns: i64,
+) -> StoreResult<()> {
+    let last = last.unwrap_or_default();
+    let text = |k: &str| last.get(k).and_then(|v| v.as_str()).unwrap_or("").to_owned();
+    let metadata = last.get("metadata").cloned().unwrap_or_else(|| serde_json::json!({}));
+    let ts = last.get("timestamp_ns").and_then(serde_json::Value::as_i64).unwrap_or(now_ns);
+    tx.execute(
+        "INSERT INTO notification_outbox (kind, instrument_id, event_name, entity_id, stage, fingerprint, timestamp_ns,
+             metadata, destination, digest_count, digest_window_ns, created_ns)
+         VALUES ('digest', $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        &[
+            &instrument_id,
+            &text("event_name"),
+            &text("entity_id"),
+            &text("stage"),
+            &fingerprint,
+            &ts,
+            &metadata,
+            &destination,
+            &suppressed,
+            &window_ns,
+            &now_ns,
+        ],
+    )
+    .await
+    .map_err(map_pg)?;
+    Ok(())
+}
+
+#[async_trait]
+impl NotifyStore for PostgresStore {
+    async fn claim_outbox(
+        &self,
+        owner: &str,
+        now_ns: i64,
+        lease_ns: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<OutboxItem>> {
+        let mut client = self.client().await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let tx = client.transaction().await.map_err(map_pg)?;
+        // Claims are serialised across replicas, so "no other replica holds a row of this
+        // class" is exact: one class (one GitHub issue) is worked on by one replica at a time.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CLAIM_LOCK]).await.map_err(map_pg)?;
+        let rows = tx
+            .query(
+                &format!(
+                    "UPDATE notification_outbox SET lease_owner = $1, lease_until_ns = $2
+                     WHERE id IN (SELECT o.id FROM notification_outbox o
+                                  WHERE o.state = 'pending' AND o.next_attempt_ns <= $3 AND o.lease_until_ns <= $3
+                                    AND NOT EXISTS (SELECT 1 FROM notification_outbox h
+                                                    WHERE h.state = 'pending' AND h.lease_until_ns > $3
+                                                      AND h.lease_owner <> $1 AND h.instrument_id = o.instrument_id
+                                                      AND h.fingerprint = o.fingerprint)
+                                  ORDER BY o.id LIMIT $4 FOR UPDATE SKIP LOCKED)
+                     RETURNING {OUTBOX_COLUMNS}"
+                ),
+                &[&owner, &now_ns.saturating_add(lease_ns), &now_ns, &limit],
+            )
+            .await
+            .map_err(map_pg)?;
+        tx.commit().await.map_err(map_pg)?;
+        let mut items = rows.iter().map(outbox_item).collect::<StoreResult<Vec<_>>>()?;
+        items.sort_by_key(|i| i.id);
+        Ok(items)
+    }
+
+    async fn save_progress(&self, id: i64, owner: &str, progress: &Progress) -> StoreResult<()> {
+        let value = serde_json::to_value(progress).map_err(|e| StoreError::bug(e.to_string()))?;
+        self.client()
+            .await?
+            .execute(
+                "UPDATE notification_outbox SET progress = $1 WHERE id = $2 AND lease_owner = $3",
+                &[&value, &id, &owner],
+            )
+            .await
+            .map_err(map_pg)?;
+        Ok(())
+    }
+
+    async fn finish_outbox(
+        &self,
+        id: i64,
+        owner: &str,
+        failed: bool,
+        error: Option<&str>,
+        now_ns: i64,
+    ) -> StoreResult<()> {
+        let state = if failed { "failed" } else { "done" };
+        self.client()
+            .await?
+            .execute(
+                "UPDATE notification_outbox SET state = $1, last_error = $2, done_ns = $3, lease_owner = NULL,
+                     lease_until_ns = 0
+                 WHERE id = $4 AND lease_owner = $5",
+                &[&state, &error, &now_ns, &id, &owner],
+            )
+            .await
+            .map_err(map_pg)?;
+        Ok(())
+    }
+
+    async fn retry_outbox(&self, id: i64, owner: &str, attempts: u32, next_ns: i64, error: &str) -> StoreResult<()> {
+        let attempts = i32::try_from(attempts).unwrap_or(i32::MAX);
+        self.client()
+            .await?
+            .execute(
+                "UPDATE notification_outbox SET attempts = $1, next_attempt_ns = $2, last_error = $3,
+                     lease_owner = NULL, lease_until_ns = 0
+                 WHERE id = $4 AND lease_owner = $5",
+                &[&attempts, &next_ns, &error, &id, &owner],
+            )
+            .await
+            .map_err(map_pg)?;
+        Ok(())
+    }
+
+    async fn outbox_depth(&self) -> StoreResult<u64> {
+        let row = self
+            .client()
+            .await?
+            .query_one("SELECT count(*) FROM notification_outbox WHERE state = 'pending'", &[])
+            .await
+            .map_err(map_pg)?;
+        Ok(row.get::<_, i64>(0).max(0).unsigned_abs())
+    }
+
+    async fn rate_take(
+        &self,
+        key: &RateKey,
+        now_ns: i64,
+        window_ns: i64,
+        max_per_window: u32,
+        last: &OutboxItem,
+    ) -> StoreResult<RateDecision> {
+        let last_json = serde_json::json!({
+            "event_name": last.event_name, "entity_id": last.entity_id, "stage": last.stage,
+            "timestamp_ns": last.timestamp_ns, "metadata": last.metadata,
+        });
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_pg)?;
+        let keys: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+            [&key.instrument_id, &key.fingerprint, &key.destination];
+        // The row lock serialises replicas counting the same window.
+        tx.execute(
+            "INSERT INTO notification_windows (instrument_id, fingerprint, destination, start_ns, window_ns, sent,
+                 suppressed)
+             VALUES ($1, $2, $3, $4, $5, 0, 0) ON CONFLICT DO NOTHING",
+            &[&key.instrument_id, &key.fingerprint, &key.destination, &now_ns, &window_ns],
+        )
+        .await
+        .map_err(map_pg)?;
+        let row = tx
+            .query_one(
+                "SELECT start_ns, window_ns, sent, suppressed, last_event FROM notification_windows
+                 WHERE instrument_id = $1 AND fingerprint = $2 AND destination = $3 FOR UPDATE",
+                &keys,
+            )
+            .await
+            .map_err(map_pg)?;
+        let (start, w, sent, suppressed): (i64, i64, i64, i64) = (row.get(0), row.get(1), row.get(2), row.get(3));
+        let last_event: Option<serde_json::Value> = row.get(4);
+        let decision = if start.saturating_add(w) > now_ns {
+            if sent < i64::from(max_per_window) {
+                tx.execute(
+                    "UPDATE notification_windows SET sent = sent + 1
+                     WHERE instrument_id = $1 AND fingerprint = $2 AND destination = $3",
+                    &keys,
+                )
+                .await
+                .map_err(map_pg)?;
+                RateDecision::Send
+            } else {
+                tx.execute(
+                    "UPDATE notification_windows SET suppressed = suppressed + 1, last_event = $4
+                     WHERE instrument_id = $1 AND fingerprint = $2 AND destination = $3",
+                    &[&key.instrument_id, &key.fingerprint, &key.destination, &last_json],
+                )
+                .await
+                .map_err(map_pg)?;
+                RateDecision::Suppress
+            }
+        } else {
+            if suppressed > 0 {
+                insert_digest(
+                    &tx,
+                    &key.instrument_id,
+                    &key.fingerprint,
+                    &key.destination,
+                    suppressed,
+                    w,
+                    last_event,
+                    now_ns,
+                )
+                .await?;
+            }
+            tx.execute(
+                "UPDATE notification_windows SET start_ns = $4, window_ns = $5, sent = 1, suppressed = 0, last_event = NULL
+                 WHERE instrument_id = $1 AND fingerprint = $2 AND destination = $3",
+                &[&key.instrument_id, &key.fingerprint, &key.destination, &now_ns, &window_ns],
+            )
+            .await
+            .map_err(map_pg)?;
+            RateDecision::Send
+        };
+        tx.commit().await.map_err(map_pg)?;
+        Ok(decision)
+    }
+
+    async fn flush_windows(&self, now_ns: i64) -> StoreResult<u64> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_pg)?;
+        let rows = tx
+            .query(
+                "DELETE FROM notification_windows WHERE start_ns + window_ns <= $1
+                 RETURNING instrument_id, fingerprint, destination, window_ns, suppressed, last_event",
+                &[&now_ns],
+            )
+            .await
+            .map_err(map_pg)?;
+        let mut digests = 0;
+        for r in &rows {
+            let suppressed: i64 = r.get(4);
+            if suppressed > 0 {
+                let (i, f, d): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+                insert_digest(&tx, &i, &f, &d, suppressed, r.get(3), r.get(5), now_ns).await?;
+                digests += 1;
+            }
+        }
+        tx.commit().await.map_err(map_pg)?;
+        Ok(digests)
+    }
+
+    async fn create_silence(&self, s: &NewSilence, now_ns: i64) -> StoreResult<Silence> {
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                &format!(
+                    "INSERT INTO notification_silences (instrument_id, event_type, fingerprint, silenced_by, silenced_at,
+                         expires_at, reason)
+                     VALUES ($1, $2, $3, $4, {}, {}, $7) RETURNING {}",
+                    to_ts(5),
+                    to_ts(6),
+                    silence_columns()
+                ),
+                &[&s.instrument_id, &s.event_type, &s.fingerprint, &s.silenced_by, &now_ns, &s.expires_ns, &s.reason],
+            )
+            .await
+            .map_err(map_pg)?;
+        Ok(silence(&row))
+    }
+
+    async fn silences(&self, instrument_id: &str) -> StoreResult<Vec<Silence>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!(
+                    "SELECT {} FROM notification_silences WHERE instrument_id = $1 ORDER BY id DESC LIMIT 10000",
+                    silence_columns()
+                ),
+                &[&instrument_id],
+            )
+            .await
+            .map_err(map_pg)?;
+        Ok(rows.iter().map(silence).collect())
+    }
+
+    async fn active_silences(&self, now_ns: i64) -> StoreResult<Vec<Silence>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!(
+                    "SELECT {} FROM notification_silences WHERE expires_at > {} ORDER BY id",
+                    silence_columns(),
+                    to_ts(1)
+                ),
+                &[&now_ns],
+            )
+            .await
+            .map_err(map_pg)?;
+        Ok(rows.iter().map(silence).collect())
+    }
+
+    async fn delete_silence(&self, id: i64) -> StoreResult<bool> {
+        let Ok(id) = i32::try_from(id) else { return Ok(false) };
+        let n = self
+            .client()
+            .await?
+            .execute("DELETE FROM notification_silences WHERE id = $1", &[&id])
+            .await
+            .map_err(map_pg)?;
+        Ok(n > 0)
+    }
+
+    async fn expire_silence(&self, id: i64, now_ns: i64) -> StoreResult<bool> {
+        let Ok(id) = i32::try_from(id) else { return Ok(false) };
+        let n = self
+            .client()
+            .await?
+            .execute(
+                &format!("UPDATE notification_silences SET expires_at = least(expires_at, {}) WHERE id = $2", to_ts(1)),
+                &[&now_ns, &id],
+            )
+            .await
+            .map_err(map_pg)?;
+        Ok(n > 0)
+    }
+
+    async fn issue(&self, instrument_id: &str, fingerprint: &str, repo: &str) -> StoreResult<Option<IssueRecord>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                &format!(
+                    "SELECT {} FROM notification_issues
+                     WHERE instrument_id = $1 AND error_fingerprint = $2 AND github_repo = $3",
+                    issue_columns()
+                ),
+                &[&instrument_id, &fingerprint, &repo],
+            )
+            .await
+            .map_err(map_pg)?;
+        Ok(row.as_ref().map(issue))
+    }
+
+    async fn put_issue(&self, r: &IssueRecord) -> StoreResult<()> {
+        let number = i32::try_from(r.issue_number).unwrap_or(0);
+        let count = i32::try_from(r.entity_count).unwrap_or(i32::MAX);
+        self.client()
+            .await?
+            .execute(
+                &format!(
+                    "INSERT INTO notification_issues (instrument_id, error_fingerprint, github_repo, github_issue_number,
+                         entity_count, first_seen_at, last_updated_at, recent_entity_ids, closed, intent_ns)
+                     VALUES ($1, $2, $3, $4, $5, {}, {}, $8, $9, $10)
+                     ON CONFLICT (instrument_id, error_fingerprint, github_repo) DO UPDATE SET
+                         github_issue_number = excluded.github_issue_number, entity_count = excluded.entity_count,
+                         first_seen_at = excluded.first_seen_at, last_updated_at = excluded.last_updated_at,
+                         recent_entity_ids = excluded.recent_entity_ids, closed = excluded.closed,
+                         intent_ns = excluded.intent_ns",
+                    to_ts(6),
+                    to_ts(7)
+                ),
+                &[
+                    &r.instrument_id,
+                    &r.fingerprint,
+                    &r.repo,
+                    &number,
+                    &count,
+                    &r.first_seen_ns,
+                    &r.last_updated_ns,
+                    &r.recent_entity_ids,
+                    &r.closed,
+                    &r.intent_ns,
+                ],
+            )
+            .await
+            .map_err(map_pg)?;
+        Ok(())
+    }
+
+    async fn begin_issue(&self, r: &IssueRecord) -> StoreResult<bool> {
+        let number = i32::try_from(r.issue_number).unwrap_or(0);
+        let count = i32::try_from(r.entity_count).unwrap_or(i32::MAX);
+        let n = self
+            .client()
+            .await?
+            .execute(
+                &format!(
+                    "INSERT INTO notification_issues (instrument_id, error_fingerprint, github_repo, github_issue_number,
+                         entity_count, first_seen_at, last_updated_at, recent_entity_ids, closed, intent_ns)
+                     VALUES ($1, $2, $3, $4, $5, {}, {}, $8, $9, $10) ON CONFLICT DO NOTHING",
+                    to_ts(6),
+                    to_ts(7)
+                ),
+                &[
+                    &r.instrument_id,
+                    &r.fingerprint,
+                    &r.repo,
+                    &number,
+                    &count,
+                    &r.first_seen_ns,
+                    &r.last_updated_ns,
+                    &r.recent_entity_ids,
+                    &r.closed,
+                    &r.intent_ns,
+                ],
+            )
+            .await
+            .map_err(map_pg)?;
+        Ok(n > 0)
+    }
+
+    async fn mark_issue_closed(
+        &self,
+        instrument_id: &str,
+        fingerprint: &str,
+        repo: &str,
+        closed: bool,
+    ) -> StoreResult<bool> {
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE notification_issues SET closed = $4
+                 WHERE instrument_id = $1 AND error_fingerprint = $2 AND github_repo = $3 AND closed <> $4",
+                &[&instrument_id, &fingerprint, &repo, &closed],
+            )
+            .await
+            .map_err(map_pg)?;
+        Ok(n > 0)
+    }
+
+    async fn delete_issue(&self, instrument_id: &str, fingerprint: &str, repo: &str) -> StoreResult<()> {
+        self.client()
+            .await?
+            .execute(
+                "DELETE FROM notification_issues WHERE instrument_id = $1 AND error_fingerprint = $2 AND github_repo = $3",
+                &[&instrument_id, &fingerprint, &repo],
+            )
+            .await
+            .map_err(map_pg)?;
+        Ok(())
+    }
+
+    async fn issues(&self, instrument_id: Option<&str>) -> StoreResult<Vec<IssueRecord>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!(
+                    "SELECT {} FROM notification_issues WHERE $1::text IS NULL OR instrument_id = $1
+                     ORDER BY last_updated_at DESC LIMIT 10000",
+                    issue_columns()
+                ),
+                &[&instrument_id],
+            )
+            .await
+            .map_err(map_pg)?;
+        Ok(rows.iter().map(issue).collect())
+    }
+
+    async fn log_delivery(&self, d: &Delivery) -> StoreResult<()> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "INSERT INTO notification_deliveries (at_ns, instrument_id, event_name, fingerprint, channel, outcome,
+                     detail)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                &[&d.at_ns, &d.instrument_id, &d.event_name, &d.fingerprint, &d.channel, &d.outcome, &d.detail],
+            )
+            .await
+            .map_err(map_pg)?;
+        let id: i64 = row.get(0);
+        if id % 100 == 0 {
+            client
+                .execute("DELETE FROM notification_deliveries WHERE id <= $1", &[&(id - DELIVERY_LOG_ROWS)])
+                .await
+                .map_err(map_pg)?;
+        }
+        Ok(())
+    }
+
+    async fn deliveries(&self, instrument_id: Option<&str>, limit: usize) -> StoreResult<Vec<Delivery>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT at_ns, instrument_id, event_name, fingerprint, channel, outcome, detail
+                 FROM notification_deliveries WHERE $1::text IS NULL OR instrument_id = $1 ORDER BY id DESC LIMIT $2",
+                &[&instrument_id, &limit],
+            )
+            .await
+            .map_err(map_pg)?;
+        Ok(rows
+            .iter()
+            .map(|r| Delivery {
+                at_ns: r.get(0),
+                instrument_id: r.get(1),
+                event_name: r.get(2),
+                fingerprint: r.get(3),
+                channel: r.get(4),
+                outcome: r.get(5),
+                detail: r.get(6),
+            })
+            .collect())
+    }
+}
