@@ -93,6 +93,10 @@ impl Store for MeteredStore {
         self.inner.connections()
     }
 
+    fn notify(&self) -> Option<&dyn helix_store::notify::NotifyStore> {
+        self.inner.notify()
+    }
+
     async fn write(&self, batch: &WriteBatch) -> StoreResult<WriteOutcome> {
         let started = Instant::now();
         let result = self.inner.write(batch).await;

@@ -505,6 +505,15 @@ async fn each_silence_scope_suppresses_exactly_its_scope_and_delete_or_expiry_re
     assert_eq!(status, 400);
     let r = reqwest::Client::new().delete(herald.api_url("/api/v1/notifications/silence/abc")).send().await.unwrap();
     assert_eq!(r.status(), 400);
+    // Counted under the older herald's handler names.
+    assert_eq!(
+        herald.metric("helix_api_requests_total", &[("handler", "create_silence"), ("status", "201")]).await,
+        3.0
+    );
+    assert_eq!(
+        herald.metric("helix_api_requests_total", &[("handler", "delete_silence"), ("status", "204")]).await,
+        1.0
+    );
 }
 
 async fn herald_delete(herald: &Herald, id: i64) -> (u16, String) {

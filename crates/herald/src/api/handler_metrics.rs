@@ -21,7 +21,7 @@ const COMPATIBLE: &[(Method, &str, &str, bool)] = &[
     (Method::GET, "/api/v1/monitor/bins", "monitor_bins", true),
     (Method::GET, "/api/v1/instruments", "list_instruments", false),
     (Method::POST, "/api/v1/notifications/silence", "create_silence", false),
-    (Method::DELETE, "/api/v1/notifications/silence/{id}", "delete_silence", false),
+    (Method::DELETE, "/api/v1/notifications/silence/{silence_id}", "delete_silence", false),
     (Method::GET, "/api/v1/notifications/silences", "list_silences", false),
     (Method::GET, "/api/v1/notifications/alerts", "list_alerts", false),
 ];

@@ -130,11 +130,6 @@ impl Herald {
         self.dir.path().join("herald.db")
     }
 
-    /// The process ID (for a test that must kill it at a precise moment).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// SIGKILL: no shutdown, no flush — what a power cut or OOM kill does.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
