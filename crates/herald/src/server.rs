@@ -149,6 +149,7 @@ pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationTo
     let stop = shutdown.child_token();
     let writer_stop = CancellationToken::new();
     let forward_stop = CancellationToken::new();
+    check_file_limit(&args);
     let auth = start_auth(&args, &metrics).await?;
     let notify_source: crate::write::NotifySource = {
         let instruments = auth.instruments().clone();
@@ -179,7 +180,6 @@ pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationTo
         }
         None => (None, None),
     };
-    check_file_limit(&args);
     let hangup = crate::instruments::Hangup::install();
     let notify_stop = CancellationToken::new();
     let notify_task = {
