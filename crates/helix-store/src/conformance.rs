@@ -20,9 +20,10 @@ use helix_model::{
 };
 
 use crate::{
-    Direction, Edge, Entity, EntityFilter, EventCount, EventQuery, GraphQuery, Lineage, LineageQuery, LogField,
-    LogFilter, LogOrder, MonitorQuery, PageRequest, SpanRetention, StageBucket, StageHistogramQuery, Store, StoreError,
-    TraceFilter, TraceSummary, WriteBatch, WriteOutcome, WriteRecord,
+    Cleared, Direction, Edge, Entity, EntityFilter, EventCount, EventQuery, Flag, FlagAdded, GraphQuery, Lineage,
+    LineageQuery, LogField, LogFilter, LogOrder, MonitorQuery, NewFlag, PageRequest, Severity, SpanRetention,
+    StageBucket, StageHistogramQuery, Store, StoreError, TraceFilter, TraceSummary, WriteBatch, WriteOutcome,
+    WriteRecord,
 };
 
 /// A fresh store plus whatever must live as long as it (a temporary directory, a schema).
@@ -101,6 +102,9 @@ macro_rules! conformance_tests {
             span_entities_resolve_log_places,
             span_retention_removes_old_traces_only,
             span_budget_removes_oldest_first,
+            flags_are_kept_with_their_history,
+            suspicion_reaches_every_descendant_and_clears_per_flag,
+            search_filters_suspect_entities,
         );
     };
 }
@@ -2047,4 +2051,122 @@ pub async fn span_entities_resolve_log_places(store: &dyn Store) {
     .collect();
     assert_eq!(got, want);
     assert!(store.span_entities(&[]).await.expect("no keys").is_empty());
+}
+
+// ---- flags and suspicion ----------------------------------------------------------------------
+
+fn new_flag(flag_id: &str, entity_id: &str, reason: &str) -> NewFlag {
+    NewFlag {
+        flag_id: flag_id.to_owned(),
+        entity_id: entity_id.to_owned(),
+        severity: Severity::Bad,
+        reason: reason.to_owned(),
+        flagged_by: "operator <ops@example.org>".to_owned(),
+        principal: Some("CHIME".to_owned()),
+    }
+}
+
+async fn flag(store: &dyn Store, flag_id: &str, entity_id: &str) -> Flag {
+    match store.add_flag(&new_flag(flag_id, entity_id, "corrupt block")).await.expect("add_flag") {
+        FlagAdded::Added(f) => f,
+        other => panic!("flag on {entity_id:?} not added: {other:?}"),
+    }
+}
+
+/// `(flag_id, path)` of each reason `id` is suspect, nearest first.
+async fn reasons(store: &dyn Store, id: &str) -> Vec<(String, Vec<String>)> {
+    let s = store.suspicion(id).await.expect("suspicion");
+    assert!(!s.partial);
+    s.because.into_iter().map(|b| (b.flag_id, b.path)).collect()
+}
+
+fn path(ids: &[&str]) -> Vec<String> {
+    ids.iter().map(|i| i.to_string()).collect()
+}
+
+pub async fn flags_are_kept_with_their_history(store: &dyn Store) {
+    create_all(store, &[("blk", &[], 0)]).await;
+    let hostile = "<script>alert(1)</script> \"'; DROP TABLE entity_flags; --";
+    let added = match store.add_flag(&new_flag("f1", "blk", hostile)).await.expect("add") {
+        FlagAdded::Added(f) => f,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((added.flag_id.as_str(), added.entity_id.as_str(), added.reason.as_str()), ("f1", "blk", hostile));
+    assert_eq!((added.severity, added.principal.as_deref()), (Severity::Bad, Some("CHIME")));
+    assert_eq!(added.flagged_by, "operator <ops@example.org>");
+    assert!(added.created_at.ends_with('Z') && added.created_at.len() == 24, "{}", added.created_at);
+    assert!(added.is_active());
+    assert_eq!(store.add_flag(&new_flag("f2", "nope", "r")).await.expect("add"), FlagAdded::UnknownEntity);
+    assert_eq!(store.clear_flag("other", "f1", "me").await.expect("clear"), Cleared::Unknown, "not its flag");
+    assert_eq!(store.clear_flag("blk", "f9", "me").await.expect("clear"), Cleared::Unknown);
+    let Cleared::Now(cleared) = store.clear_flag("blk", "f1", "shift lead").await.expect("clear") else {
+        panic!("not cleared")
+    };
+    assert_eq!(cleared.cleared_by.as_deref(), Some("shift lead"));
+    assert!(cleared.cleared_at.as_deref().is_some_and(|t| t >= added.created_at.as_str()));
+    assert_eq!(store.clear_flag("blk", "f1", "again").await.expect("clear"), Cleared::Already(cleared.clone()));
+    flag(store, "f3", "blk").await;
+    let history = store.flags(&["blk".to_owned()], false).await.expect("flags");
+    assert_eq!(history.iter().map(|f| f.flag_id.as_str()).collect::<Vec<_>>(), ["f1", "f3"]);
+    assert_eq!(history[0], cleared, "a cleared flag stays as history");
+    let active = store.flags(&["blk".to_owned()], true).await.expect("flags");
+    assert_eq!(active.iter().map(|f| f.flag_id.as_str()).collect::<Vec<_>>(), ["f3"]);
+}
+
+pub async fn suspicion_reaches_every_descendant_and_clears_per_flag(store: &dyn Store) {
+    // raw1 → c1 → e, raw1 → c2 → e (a diamond), raw2 → c2; e → x of another instrument.
+    create_all(store, &[("raw1", &[], 0), ("raw2", &[], 1), ("c1", &["raw1"], 10), ("c2", &["raw1", "raw2"], 11)])
+        .await;
+    create_all(store, &[("e", &["c1", "c2"], 20)]).await;
+    let mut x = creation("x", &["e"], 30);
+    x.0.instrument_id = "OTHER".to_owned();
+    write(store, vec![created(x)]).await;
+    assert!(reasons(store, "x").await.is_empty());
+    flag(store, "f1", "raw1").await;
+    assert_eq!(reasons(store, "raw1").await, [("f1".to_owned(), path(&["raw1"]))]);
+    assert_eq!(reasons(store, "c2").await, [("f1".to_owned(), path(&["raw1", "c2"]))]);
+    assert_eq!(reasons(store, "e").await, [("f1".to_owned(), path(&["raw1", "c1", "e"]))], "the diamond counts once");
+    assert_eq!(reasons(store, "x").await, [("f1".to_owned(), path(&["raw1", "c1", "e", "x"]))], "across instruments");
+    assert!(reasons(store, "raw2").await.is_empty());
+    // Written after the flag: suspect from its first read on.
+    create_all(store, &[("late", &["x"], 40)]).await;
+    assert_eq!(reasons(store, "late").await, [("f1".to_owned(), path(&["raw1", "c1", "e", "x", "late"]))]);
+    // A parent that arrives after its child joins the DAG with the child.
+    create_all(store, &[("orphan", &["later-parent"], 50)]).await;
+    assert!(reasons(store, "orphan").await.is_empty());
+    create_all(store, &[("later-parent", &["e"], 60)]).await;
+    assert_eq!(reasons(store, "orphan").await.len(), 1);
+
+    flag(store, "f2", "raw2").await;
+    let e: Vec<String> = reasons(store, "e").await.into_iter().map(|(f, _)| f).collect();
+    assert_eq!(e.len(), 2);
+    assert!(e.contains(&"f1".to_owned()) && e.contains(&"f2".to_owned()), "{e:?}");
+    assert!(matches!(store.clear_flag("raw1", "f1", "me").await.expect("clear"), Cleared::Now(_)));
+    assert!(reasons(store, "c1").await.is_empty(), "cleared with its only flag");
+    assert_eq!(reasons(store, "e").await, [("f2".to_owned(), path(&["raw2", "c2", "e"]))], "still suspect through f2");
+    assert!(matches!(store.clear_flag("raw2", "f2", "me").await.expect("clear"), Cleared::Now(_)));
+    for id in ["raw1", "raw2", "c1", "c2", "e", "x", "late"] {
+        assert!(reasons(store, id).await.is_empty(), "{id} restored");
+    }
+    assert!(store.suspicion("unknown").await.expect("suspicion").because.is_empty());
+}
+
+pub async fn search_filters_suspect_entities(store: &dyn Store) {
+    create_all(store, &[("a", &[], 0), ("b", &["a"], 1), ("c", &["b"], 2), ("d", &["a", "b"], 3), ("z", &[], 4)]).await;
+    let ids = |suspect: Option<bool>| async move {
+        let f = EntityFilter { suspect, ..EntityFilter::default() };
+        let page = store.search(&f, &PageRequest::first(100)).await.expect("search");
+        let mut ids: Vec<String> = page.items.into_iter().map(|e| e.id).collect();
+        ids.sort();
+        ids
+    };
+    assert!(ids(Some(true)).await.is_empty());
+    assert_eq!(ids(Some(false)).await.len(), 5);
+    let f = flag(store, "f1", "b").await;
+    assert_eq!(ids(Some(true)).await, ["b", "c", "d"]);
+    assert_eq!(ids(Some(false)).await, ["a", "z"]);
+    let both = EntityFilter { suspect: Some(true), id_prefix: Some("c".into()), ..EntityFilter::default() };
+    assert_eq!(store.search(&both, &PageRequest::first(10)).await.expect("search").items.len(), 1);
+    store.clear_flag("b", &f.flag_id, "me").await.expect("clear");
+    assert!(ids(Some(true)).await.is_empty());
 }

@@ -264,6 +264,19 @@ pub(crate) fn trace_clauses(
     Ok(out)
 }
 
+/// The suspect entities: those with an active flag and all their descendants, walked by a
+/// recursive query whose UNION visits each entity once (diamonds and cycles included).
+macro_rules! suspect_set {
+    () => {
+        "WITH RECURSIVE suspect(id) AS (
+             SELECT entity_id FROM entity_flags WHERE cleared_at IS NULL
+             UNION SELECT p.child_id FROM entity_parents p JOIN suspect s ON p.parent_id = s.id)
+         SELECT id FROM suspect"
+    };
+}
+const SUSPECT: &str = concat!("id IN (", suspect_set!(), ")");
+const NOT_SUSPECT: &str = concat!("id NOT IN (", suspect_set!(), ")");
+
 /// The clauses of every filter but `metadata`, ANDed by the caller.
 pub(crate) fn common_clauses(f: &EntityFilter) -> Vec<(&'static str, Vec<Param>)> {
     let mut out = Vec::new();
@@ -288,6 +301,11 @@ pub(crate) fn common_clauses(f: &EntityFilter) -> Vec<(&'static str, Vec<Param>)
         if let Some(upper) = prefix_upper_bound(prefix) {
             out.push(("id < ?", vec![Param::Text(upper)]));
         }
+    }
+    match f.suspect {
+        Some(true) => out.push((SUSPECT, Vec::new())),
+        Some(false) => out.push((NOT_SUSPECT, Vec::new())),
+        None => {}
     }
     out
 }

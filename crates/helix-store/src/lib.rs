@@ -10,6 +10,7 @@ pub mod postgres;
 mod redact;
 mod rows;
 pub mod sqlite;
+mod suspicion;
 mod types;
 mod walk;
 mod window;
@@ -26,8 +27,12 @@ pub use error::{DbCause, StoreError, StoreResult};
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use redact::redact_url;
 pub use sqlite::{SqliteOptions, SqliteStore};
+pub use suspicion::MAX_SUSPICION_ANCESTORS;
 pub use types::*;
 pub use window::*;
+
+/// Most flags (active and cleared) one entity may carry; more are refused.
+pub const MAX_FLAGS_PER_ENTITY: usize = 1_000;
 
 /// One backend holding entities, operations, events, edges and logs.
 ///
@@ -106,6 +111,37 @@ pub trait Store: Send + Sync + 'static {
 
     /// Distinct values of a log field among records in `[from_ns, to_ns)`, sorted, at most `limit`.
     async fn log_values(&self, field: LogField, from_ns: i64, to_ns: i64, limit: usize) -> StoreResult<Vec<String>>;
+
+    // ---- flags and suspicion (`suspicion.rs`)
+
+    /// Raise a flag on an entity, recording who and when; refused for an unknown entity and
+    /// for one that already has [`MAX_FLAGS_PER_ENTITY`] flags.
+    async fn add_flag(&self, flag: &NewFlag) -> StoreResult<FlagAdded>;
+
+    /// Clear a flag of an entity, recording who and when; the row stays as history.
+    async fn clear_flag(&self, entity_id: &str, flag_id: &str, cleared_by: &str) -> StoreResult<Cleared>;
+
+    /// Flags of the given entities, oldest first (then by flag ID); only active ones when
+    /// `active_only`. Cleared flags keep their row, so this is the audit history.
+    async fn flags(&self, entity_ids: &[String], active_only: bool) -> StoreResult<Vec<Flag>>;
+
+    /// Why `entity_id` is suspect: every active flag on it or on one of its ancestors, with
+    /// the shortest path. Empty for an unknown or unsuspected entity.
+    async fn suspicion(&self, entity_id: &str) -> StoreResult<Suspicion> {
+        let query = LineageQuery {
+            root: entity_id.to_owned(),
+            direction: Direction::Ancestors,
+            max_depth: None,
+            limit: MAX_SUSPICION_ANCESTORS,
+            cursor: None,
+        };
+        let Some(walk) = self.lineage(&query).await? else {
+            return Ok(Suspicion::default());
+        };
+        let ids: Vec<String> = walk.nodes.iter().map(|n| n.id.clone()).collect();
+        let active = self.flags(&ids, true).await?;
+        Ok(Suspicion { because: suspicion::because(&walk.nodes, &active), partial: walk.partial })
+    }
 
     // ---- reads over an instrument's time window (`window.rs`)
 

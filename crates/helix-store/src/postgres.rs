@@ -4,6 +4,7 @@
 //! concurrently, the shared lineage walk, and the retention job for plain PostgreSQL (with
 //! TimescaleDB, hypertable retention policies do that job instead).
 
+mod flags;
 mod logs;
 mod migrate;
 mod notify;
@@ -26,9 +27,10 @@ use tokio_postgres::NoTls;
 
 pub use crate::redact_url;
 use crate::{
-    DbCause, Entity, EntityFilter, EventQuery, Graph, GraphQuery, Lineage, LineageQuery, LogField, LogFilter,
-    MonitorPoints, MonitorQuery, Operation, Page, PageRequest, StageBucket, StageHistogramQuery, StageSummary, Store,
-    StoreError, StoreResult, StoredTrace, TraceFilter, TraceSummary, WriteBatch, WriteOutcome,
+    Cleared, DbCause, Entity, EntityFilter, EventQuery, Flag, FlagAdded, Graph, GraphQuery, Lineage, LineageQuery,
+    LogField, LogFilter, MonitorPoints, MonitorQuery, NewFlag, Operation, Page, PageRequest, StageBucket,
+    StageHistogramQuery, StageSummary, Store, StoreError, StoreResult, StoredTrace, TraceFilter, TraceSummary,
+    WriteBatch, WriteOutcome,
 };
 pub use migrate::SCHEMA_VERSION;
 pub use retention::{RetentionConfig, RetentionReport};
@@ -344,6 +346,20 @@ impl Store for PostgresStore {
 
     async fn log_values(&self, field: LogField, from_ns: i64, to_ns: i64, limit: usize) -> StoreResult<Vec<String>> {
         logs::values(&self.client().await?, field, from_ns, to_ns, limit).await.map_err(|e| e.during("log_values"))
+    }
+
+    async fn add_flag(&self, flag: &NewFlag) -> StoreResult<FlagAdded> {
+        flags::add(&mut self.client().await?, flag).await.map_err(|e| e.during("add_flag"))
+    }
+
+    async fn clear_flag(&self, entity_id: &str, flag_id: &str, cleared_by: &str) -> StoreResult<Cleared> {
+        flags::clear(&mut self.client().await?, entity_id, flag_id, cleared_by)
+            .await
+            .map_err(|e| e.during("clear_flag"))
+    }
+
+    async fn flags(&self, entity_ids: &[String], active_only: bool) -> StoreResult<Vec<Flag>> {
+        flags::list(&self.client().await?, entity_ids, active_only).await.map_err(|e| e.during("flags"))
     }
 
     async fn instrument_events(&self, query: &EventQuery, page: &PageRequest) -> StoreResult<Page<EntityEvent>> {

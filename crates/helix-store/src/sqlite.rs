@@ -3,6 +3,7 @@
 //! because rusqlite is synchronous.
 
 mod blocks;
+mod flags;
 mod logs;
 mod migrate;
 mod notify;
@@ -25,9 +26,10 @@ pub use migrate::SCHEMA_VERSION;
 use migrate::{current_version, prepare_schema};
 
 use crate::{
-    DbCause, Entity, EntityFilter, EventQuery, Graph, GraphQuery, Lineage, LineageQuery, LogField, LogFilter,
-    MonitorPoints, MonitorQuery, Operation, Page, PageRequest, StageBucket, StageHistogramQuery, StageSummary, Store,
-    StoreError, StoreResult, StoredTrace, TraceFilter, TraceSummary, WriteBatch, WriteOutcome,
+    Cleared, DbCause, Entity, EntityFilter, EventQuery, Flag, FlagAdded, Graph, GraphQuery, Lineage, LineageQuery,
+    LogField, LogFilter, MonitorPoints, MonitorQuery, NewFlag, Operation, Page, PageRequest, StageBucket,
+    StageHistogramQuery, StageSummary, Store, StoreError, StoreResult, StoredTrace, TraceFilter, TraceSummary,
+    WriteBatch, WriteOutcome,
 };
 
 /// How to open a database.
@@ -350,6 +352,30 @@ impl Store for SqliteStore {
 
     async fn log_values(&self, field: LogField, from_ns: i64, to_ns: i64, limit: usize) -> StoreResult<Vec<String>> {
         self.read(move |c| logs::values(c, field, from_ns, to_ns, limit)).await.map_err(|e| e.during("log_values"))
+    }
+
+    async fn add_flag(&self, flag: &NewFlag) -> StoreResult<FlagAdded> {
+        let (inner, flag) = (self.inner.clone(), flag.clone());
+        tokio::task::spawn_blocking(move || flags::add(&mut lock(&inner.writer).conn, &flag))
+            .await
+            .map_err(|e| StoreError::bug(format!("flag task failed: {e}")))?
+            .map_err(|e| e.during("add_flag"))
+    }
+
+    async fn clear_flag(&self, entity_id: &str, flag_id: &str, cleared_by: &str) -> StoreResult<Cleared> {
+        let inner = self.inner.clone();
+        let (entity_id, flag_id, cleared_by) = (entity_id.to_owned(), flag_id.to_owned(), cleared_by.to_owned());
+        tokio::task::spawn_blocking(move || {
+            flags::clear(&mut lock(&inner.writer).conn, &entity_id, &flag_id, &cleared_by)
+        })
+        .await
+        .map_err(|e| StoreError::bug(format!("flag task failed: {e}")))?
+        .map_err(|e| e.during("clear_flag"))
+    }
+
+    async fn flags(&self, entity_ids: &[String], active_only: bool) -> StoreResult<Vec<Flag>> {
+        let ids = entity_ids.to_vec();
+        self.read(move |c| flags::list(c, &ids, active_only)).await.map_err(|e| e.during("flags"))
     }
 
     async fn instrument_events(&self, query: &EventQuery, page: &PageRequest) -> StoreResult<Page<EntityEvent>> {

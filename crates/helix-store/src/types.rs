@@ -254,6 +254,9 @@ pub struct EntityFilter {
     pub id_prefix: Option<String>,
     /// `metadata[key] == value` for every pair.
     pub metadata: Vec<(String, String)>,
+    /// `Some(true)`: only suspect entities (flagged, or derived at any depth from an entity
+    /// with an active flag); `Some(false)`: only the others.
+    pub suspect: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -364,4 +367,108 @@ pub enum LogField {
     Instrument,
     Severity,
     Trace,
+}
+
+/// How bad a flagged entity is: known bad, or only suspected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Bad,
+    Suspect,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Bad => "bad",
+            Severity::Suspect => "suspect",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Severity> {
+        match s {
+            "bad" => Some(Severity::Bad),
+            "suspect" => Some(Severity::Suspect),
+            _ => None,
+        }
+    }
+}
+
+/// A flag to raise on an entity (`flag_id` is chosen by the caller, unique).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewFlag {
+    pub flag_id: String,
+    pub entity_id: String,
+    pub severity: Severity,
+    pub reason: String,
+    /// Who says so (free text from the request).
+    pub flagged_by: String,
+    /// The token's subject that raised it when auth is on (`None` with auth off).
+    pub principal: Option<String>,
+}
+
+/// An `entity_flags` row. Flags are never deleted: a cleared flag keeps its row (the audit
+/// history) with `cleared_at` and `cleared_by`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flag {
+    pub flag_id: String,
+    pub entity_id: String,
+    pub severity: Severity,
+    pub reason: String,
+    pub flagged_by: String,
+    pub principal: Option<String>,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+    pub cleared_at: Option<String>,
+    pub cleared_by: Option<String>,
+}
+
+impl Flag {
+    pub fn is_active(&self) -> bool {
+        self.cleared_at.is_none()
+    }
+}
+
+/// The outcome of raising a flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlagAdded {
+    Added(Flag),
+    UnknownEntity,
+    /// The entity already has [`crate::MAX_FLAGS_PER_ENTITY`] flags.
+    TooMany,
+}
+
+/// The outcome of clearing a flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cleared {
+    /// Cleared now.
+    Now(Flag),
+    /// It was cleared before (the row as it is).
+    Already(Flag),
+    /// No such flag on that entity.
+    Unknown,
+}
+
+/// One active flag that makes an entity suspect, and the shortest path by which it reaches it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SuspectBecause {
+    pub flag_id: String,
+    /// The flagged entity (the entity itself for its own flag).
+    pub entity_id: String,
+    pub reason: String,
+    pub flagged_by: String,
+    pub severity: Severity,
+    pub created_at: String,
+    /// Entity IDs from the flagged entity down to the suspect one, both included.
+    pub path: Vec<String>,
+}
+
+/// Why an entity is (or is not) suspect.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suspicion {
+    /// One entry per active flag on the entity or on any of its ancestors, nearest first.
+    pub because: Vec<SuspectBecause>,
+    /// True when the entity has more ancestors than one suspicion check reads
+    /// ([`crate::MAX_SUSPICION_ANCESTORS`]): flags beyond them are not seen.
+    pub partial: bool,
 }

@@ -142,6 +142,22 @@ impl Store for MeteredStore {
         self.query("children_count", self.inner.children_count(id)).await
     }
 
+    async fn add_flag(&self, flag: &helix_store::NewFlag) -> StoreResult<helix_store::FlagAdded> {
+        self.query("add_flag", self.inner.add_flag(flag)).await
+    }
+
+    async fn clear_flag(&self, entity_id: &str, flag_id: &str, cleared_by: &str) -> StoreResult<helix_store::Cleared> {
+        self.query("clear_flag", self.inner.clear_flag(entity_id, flag_id, cleared_by)).await
+    }
+
+    async fn flags(&self, entity_ids: &[String], active_only: bool) -> StoreResult<Vec<helix_store::Flag>> {
+        self.query("flags", self.inner.flags(entity_ids, active_only)).await
+    }
+
+    async fn suspicion(&self, entity_id: &str) -> StoreResult<helix_store::Suspicion> {
+        self.query("suspicion", self.inner.suspicion(entity_id)).await
+    }
+
     async fn events(&self, entity_id: &str, page: &PageRequest) -> StoreResult<Page<EntityEvent>> {
         self.query("events", self.inner.events(entity_id, page)).await
     }

@@ -421,6 +421,15 @@ mod tests {
         async fn log_values(&self, _: helix_store::LogField, _: i64, _: i64, _: usize) -> StoreResult<Vec<String>> {
             no_reads()
         }
+        async fn add_flag(&self, _: &helix_store::NewFlag) -> StoreResult<helix_store::FlagAdded> {
+            no_reads()
+        }
+        async fn clear_flag(&self, _: &str, _: &str, _: &str) -> StoreResult<helix_store::Cleared> {
+            no_reads()
+        }
+        async fn flags(&self, _: &[String], _: bool) -> StoreResult<Vec<helix_store::Flag>> {
+            no_reads()
+        }
         async fn instrument_events(&self, _: &EventQuery, _: &PageRequest) -> StoreResult<Page<EntityEvent>> {
             no_reads()
         }

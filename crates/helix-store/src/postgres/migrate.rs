@@ -47,10 +47,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "notifications",
         kind: Kind::Sql(include_str!("../../migrations/postgres/006_notifications.sql")),
     },
+    Migration { version: 7, name: "flags", kind: Kind::Sql(include_str!("../../migrations/postgres/007_flags.sql")) },
 ];
 
 /// The schema version this binary expects.
-pub const SCHEMA_VERSION: u32 = 6;
+pub const SCHEMA_VERSION: u32 = 7;
 
 /// Highest version recorded in `schema_migrations` of the current schema, 0 without the table.
 async fn current_version(client: &tokio_postgres::Client) -> StoreResult<u32> {

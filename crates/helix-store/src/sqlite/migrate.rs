@@ -23,10 +23,11 @@ const MIGRATIONS: &[Migration] = &[
     Migration { version: 4, name: "log_search", sql: include_str!("../../migrations/sqlite/004_log_search.sql") },
     Migration { version: 5, name: "span_blocks", sql: include_str!("../../migrations/sqlite/005_span_blocks.sql") },
     Migration { version: 6, name: "notifications", sql: include_str!("../../migrations/sqlite/006_notifications.sql") },
+    Migration { version: 7, name: "flags", sql: include_str!("../../migrations/sqlite/007_flags.sql") },
 ];
 
 /// The schema version this binary expects.
-pub const SCHEMA_VERSION: u32 = 6;
+pub const SCHEMA_VERSION: u32 = 7;
 
 /// Highest version recorded in `schema_migrations`, 0 for a database without one.
 pub(super) fn current_version(conn: &Connection) -> StoreResult<u32> {

@@ -59,17 +59,24 @@ async fn known_entity(state: &ApiState, id: &str) -> ApiResult<Entity> {
     state.store.entity(id).await?.ok_or_else(|| unknown_entity(id))
 }
 
-/// `GET /api/v1/entity/{id}`: every column plus `children_count`, with the first page of
-/// events and operations.
+/// `GET /api/v1/entity/{id}`: every column plus `children_count`, the suspicion and the flags,
+/// with the first page of events and operations.
 async fn entity(State(state): State<ApiState>, EntityId(id): EntityId, params: QueryParams) -> ApiResult<Json<Value>> {
     params.allow(ENTITY_PARAMS)?;
     let entity = known_entity(&state, &id).await?;
     let children_count = state.store.children_count(&id).await?;
     let events = state.store.events(&id, &PageRequest::first(EMBEDDED_ROWS)).await?;
     let operations = state.store.operations(&id, &PageRequest::first(EMBEDDED_ROWS)).await?;
+    let suspicion = state.store.suspicion(&id).await?;
+    let flags = state.store.flags(std::slice::from_ref(&id), false).await?;
     let mut entity_json = to_json(&entity)?;
     if let Value::Object(fields) = &mut entity_json {
         fields.insert("children_count".to_owned(), Value::from(children_count));
+        // Suspect: an active flag on the entity or on any ancestor (docs/api.md "Flags").
+        fields.insert("suspect".to_owned(), Value::from(!suspicion.because.is_empty()));
+        fields.insert("suspect_because".to_owned(), to_json(&suspicion.because)?);
+        fields.insert("suspicion_partial".to_owned(), Value::from(suspicion.partial));
+        fields.insert("flags".to_owned(), to_json(&flags)?);
     }
     let mut body = Map::new();
     body.insert("entity".to_owned(), entity_json);

@@ -113,6 +113,15 @@ impl Store for FakeStore {
     async fn log_values(&self, _field: LogField, _from: i64, _to: i64, _limit: usize) -> StoreResult<Vec<String>> {
         self.answer(Vec::new())
     }
+    async fn add_flag(&self, _flag: &helix_store::NewFlag) -> StoreResult<helix_store::FlagAdded> {
+        self.answer(helix_store::FlagAdded::UnknownEntity)
+    }
+    async fn clear_flag(&self, _entity: &str, _flag: &str, _by: &str) -> StoreResult<helix_store::Cleared> {
+        self.answer(helix_store::Cleared::Unknown)
+    }
+    async fn flags(&self, _ids: &[String], _active_only: bool) -> StoreResult<Vec<helix_store::Flag>> {
+        self.answer(Vec::new())
+    }
     async fn instrument_events(
         &self,
         _query: &helix_store::EventQuery,

@@ -8,6 +8,7 @@ pub mod events;
 pub mod exports;
 #[cfg(test)]
 pub(crate) mod fake;
+pub mod flags;
 pub mod handler_metrics;
 pub mod health;
 pub mod impact;
@@ -81,6 +82,7 @@ pub const RESOURCES: &[Resource] = &[
     Resource { name: "lineage", routes: lineage::routes },
     Resource { name: "exports", routes: exports::routes },
     Resource { name: "impact", routes: impact::routes },
+    Resource { name: "flags", routes: flags::routes },
     Resource { name: "search", routes: search::routes },
     Resource { name: "instruments", routes: instruments::routes },
     Resource { name: "stages", routes: stages::routes },
@@ -136,9 +138,12 @@ pub enum ApiError {
     /// The addressed resource does not exist; the message says which.
     #[error("{0}")]
     NotFound(String),
-    /// The caller's token may not do this; the message says why.
+    /// The token may not do this; the message says which token would.
     #[error("{0}")]
     Forbidden(String),
+    /// The request conflicts with what is stored (a bound reached); the message says what.
+    #[error("{0}")]
+    Conflict(String),
     /// The store cannot serve right now; the client should retry.
     #[error("store unavailable, retry later")]
     Unavailable(#[source] StoreError),
@@ -161,6 +166,7 @@ impl ApiError {
             ApiError::BadParam { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) | ApiError::Encode(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -192,7 +198,7 @@ impl ApiError {
             ApiError::Unavailable(cause) => {
                 tracing::warn!(error = %cause, "api request hit an unavailable store")
             }
-            ApiError::BadParam { .. } | ApiError::NotFound(_) | ApiError::Forbidden(_) => {}
+            ApiError::BadParam { .. } | ApiError::NotFound(_) | ApiError::Forbidden(_) | ApiError::Conflict(_) => {}
         }
     }
 }

@@ -1,5 +1,5 @@
 //! `GET /api/v1/entities`: entity search by instrument, stage, status, time window, ID
-//! prefix and metadata key=value, newest first, paginated.
+//! prefix, suspicion and metadata key=value, newest first, paginated.
 
 use axum::extract::State;
 use axum::http::Method;
@@ -17,7 +17,7 @@ const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 10_000;
 
 const SEARCH_PARAMS: &[&str] =
-    &["instrument", "stage", "status", "from_ns", "to_ns", "q", META_WILDCARD, "limit", "cursor"];
+    &["instrument", "stage", "status", "from_ns", "to_ns", "q", "suspect", META_WILDCARD, "limit", "cursor"];
 
 pub fn routes() -> Vec<Route> {
     vec![Route { method: Method::GET, path: "/api/v1/entities", query: SEARCH_PARAMS, handler: get(search) }]
@@ -38,7 +38,14 @@ fn filter(params: &QueryParams) -> ApiResult<EntityFilter> {
             return Err(ApiError::bad("from_ns", "must not be after `to_ns`"));
         }
     }
+    let suspect = match params.text("suspect") {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(other) => return Err(ApiError::bad("suspect", format!("`{other}` is not one of: true, false"))),
+    };
     Ok(EntityFilter {
+        suspect,
         instrument_id: params.text("instrument").map(str::to_owned),
         stage: params.text("stage").map(str::to_owned),
         status,
@@ -72,6 +79,7 @@ mod tests {
             ("to_ns", "2"),
             ("q", "cand-"),
             ("meta.dm", "56.7"),
+            ("suspect", "true"),
         ]);
         let filter = filter(&params).expect("valid");
         assert_eq!(
@@ -84,6 +92,7 @@ mod tests {
                 to_ns: Some(2),
                 id_prefix: Some("cand-".into()),
                 metadata: vec![("dm".into(), "56.7".into())],
+                suspect: Some(true),
             }
         );
     }
@@ -94,6 +103,8 @@ mod tests {
         assert!(err.to_string().contains("`status`"));
         let err = filter(&QueryParams::from_pairs(&[("from_ns", "5"), ("to_ns", "4")])).expect_err("window");
         assert!(err.to_string().contains("`from_ns`"));
+        let err = filter(&QueryParams::from_pairs(&[("suspect", "yes")])).expect_err("suspect");
+        assert!(err.to_string().contains("`suspect`"));
         let err = filter(&QueryParams::from_pairs(&[("to_ns", "soon")])).expect_err("to_ns");
         assert!(err.to_string().contains("`to_ns`"));
     }
