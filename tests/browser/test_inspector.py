@@ -271,6 +271,73 @@ def test_unknown_entity_and_grafana_absent(s: Session, facts: dict[str, Any]) ->
     s.check_clean()
 
 
+HOSTILE_REASON = "<img src=x onerror=alert(5)> gains <b>wrong</b> & \"saturated\""
+HOSTILE_WHO = "<b>eve</b> & co"
+
+
+def test_flag_banner_and_blast_radius(s: Session, facts: dict[str, Any]) -> None:
+    """Flag the hostile entity from its page, see the banner on its child, the suspect search,
+    the blast radius of its parent block with the CSV, then clear the flag again."""
+    def texts(selector: str) -> list[str]:
+        return s.page.locator(selector).all_text_contents()
+
+    page = s.open(eid("evt-hostile-child"))
+    expect(page.locator("#suspect-banner").count() == 0, "no banner before any flag")
+    page = s.open(eid(HOSTILE_ID))
+    page.click("#flag-as-bad")
+    page.fill("#flag-reason", HOSTILE_REASON)
+    page.fill("#flag-by", HOSTILE_WHO)
+    page.click("#flag-submit")
+    try:
+        page.wait_for_selector("#suspect-banner", timeout=10_000)
+    except Exception as e:
+        raise AssertionError(f"no banner after flagging; the form says {page.locator('#flag-status').text_content()!r}") from e
+    s.ready()
+    own = texts("#suspect-banner li.suspect-reason")
+    expect(len(own) == 1 and own[0].startswith("This entity was flagged bad by " + HOSTILE_WHO), f"own flag: {own}")
+    expect(texts("#flags td.reason") == [HOSTILE_REASON], "the flag is listed with its reason as text")
+    s.check_clean()
+
+    page = s.open(eid("evt-hostile-child"))
+    reasons = texts("#suspect-banner li.suspect-reason")
+    expect(len(reasons) == 1, f"one reason: {reasons}")
+    expect(reasons[0].startswith(f"Derived from {HOSTILE_ID}, flagged bad by {HOSTILE_WHO} on "), reasons[0])
+    expect(texts("#suspect-banner q.reason") == [HOSTILE_REASON], "the reason as text")
+    hops = s.page.evaluate("[...document.querySelectorAll('#suspect-banner .suspect-path a')].map(a => decodeURIComponent(a.pathname.slice(8)))")
+    expect(hops == [HOSTILE_ID], f"the path links the flagged entity: {hops}")
+    expect("this entity" in texts("#suspect-banner .suspect-path")[0], "the path ends here")
+    s.shot("suspect-banner")
+    s.check_clean()
+
+    page = s.open("/?suspect=true")
+    found = sorted(texts("#results a.entity-link"))
+    expect(found == sorted([HOSTILE_ID, "evt-hostile-child"]), f"suspect search: {found}")
+
+    page = s.open(eid("blk-1"))
+    page.click("#show-blast-radius")
+    page.wait_for_selector("#blast-total", timeout=15_000)
+    impact = page.request.get(s.base + "/api/v1/entity/blk-1/impact").json()
+    expect(texts("#blast-total")[0].startswith(f"{impact['total']} descendants"), texts("#blast-total")[0])
+    stages = s.page.evaluate("[...document.querySelectorAll('#blast-by-stage tr')].map(r => [r.cells[0].textContent, Number(r.cells[1].textContent)])")
+    expect(dict(stages) == {k or "(none)": v for k, v in impact["by_stage"].items()}, f"counts per stage: {stages} vs {impact['by_stage']}")
+    expect(page.locator("#blast-list tbody tr").count() == min(100, impact["total"]), "the first page of the list")
+    csv_href = page.locator("#blast-csv").get_attribute("href") or ""
+    csv = page.request.get(s.base + csv_href)
+    expect(csv.headers["content-type"].startswith("text/csv"), csv.headers["content-type"])
+    lines = csv.text().strip().splitlines()
+    expect(len(lines) == impact["total"] + 1, f"the CSV lists every descendant: {len(lines)} lines for {impact['total']}")
+    s.shot("blast-radius")
+    s.check_clean()
+
+    page = s.open(eid(HOSTILE_ID))
+    page.click("#flags button.clear-flag")
+    page.wait_for_selector("#flags tr.cleared", timeout=10_000)
+    expect(page.locator("#suspect-banner").count() == 0, "no banner once cleared")
+    page = s.open(eid("evt-hostile-child"))
+    expect(page.locator("#suspect-banner").count() == 0, "the child is no longer suspect")
+    s.check_clean()
+
+
 TESTS: list[Callable[[Session, dict[str, Any]], None]] = [
     test_search_to_entity_to_parent,
     test_exact_search,
@@ -281,6 +348,8 @@ TESTS: list[Callable[[Session, dict[str, Any]], None]] = [
     test_instrument_overview,
     test_hostile_id_is_text_everywhere,
     test_unknown_entity_and_grafana_absent,
+    # Last: it flags (and then clears) the hostile entity the tests above look at.
+    test_flag_banner_and_blast_radius,
 ]
 
 

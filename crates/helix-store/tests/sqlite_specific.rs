@@ -29,8 +29,15 @@ fn open_creates_directories_and_records_migrations() {
     let path = db_path(&dir);
     let store = open(&path).unwrap();
     assert!(path.exists());
-    let names: Vec<(u32, &str)> =
-        vec![(1, "core"), (2, "logs"), (3, "spans"), (4, "log_search"), (5, "span_blocks"), (6, "notifications"), (7, "flags")];
+    let names: Vec<(u32, &str)> = vec![
+        (1, "core"),
+        (2, "logs"),
+        (3, "spans"),
+        (4, "log_search"),
+        (5, "span_blocks"),
+        (6, "notifications"),
+        (7, "flags"),
+    ];
     let names: Vec<(u32, String)> = names.into_iter().map(|(v, n)| (v, n.to_owned())).collect();
     assert_eq!(recorded_versions(&path), names);
     assert_eq!(SCHEMA_VERSION as usize, names.len());

@@ -251,12 +251,16 @@
     matchSel.value = match;
     const statusSel = h('select', { name: 'status' }, ['', 'ok', 'error'].map((v) => h('option', { value: v }, v || 'any')));
     statusSel.value = params.get('status') || '';
+    const suspectSel = h('select', { name: 'suspect', id: 'search-suspect' }, h('option', { value: '' }, 'any'),
+      h('option', { value: 'true' }, 'suspect (flagged upstream)'), h('option', { value: 'false' }, 'not suspect'));
+    suspectSel.value = ['true', 'false'].includes(params.get('suspect')) ? params.get('suspect') : '';
     const form = h('form', { class: 'filters card', method: 'get', action: '/', id: 'search-form' },
       h('label', null, 'Entity ID', h('input', { name: 'q', value: q, size: 30, placeholder: 'cand-… or an exact ID', id: 'search-q' })),
       h('label', null, 'match', matchSel),
       h('label', null, 'instrument', instrumentSelect('instrument', instruments, params.get('instrument') || '', true)),
       h('label', null, 'stage', h('input', { name: 'stage', value: params.get('stage') || '', size: 12 })),
       h('label', null, 'status', statusSel),
+      h('label', null, 'suspicion', suspectSel),
       h('label', null, 'from (UTC)', h('input', { name: 'from', type: 'datetime-local', value: params.get('from') || '' })),
       h('label', null, 'to (UTC)', h('input', { name: 'to', type: 'datetime-local', value: params.get('to') || '' })),
       h('label', null, 'metadata key=value', h('input', { name: 'meta', value: metas[0] || '', size: 16, placeholder: 'beam=3' })),
@@ -265,7 +269,7 @@
     app.appendChild(h('h1', null, 'Find an entity'));
     app.appendChild(form);
 
-    const filtered = q || params.get('instrument') || params.get('stage') || params.get('status') || params.get('from') || params.get('to') || metas.length;
+    const filtered = q || params.get('instrument') || params.get('stage') || params.get('status') || suspectSel.value || params.get('from') || params.get('to') || metas.length;
     if (!filtered) return recentLists();
 
     const results = h('section', { id: 'results' });
@@ -280,7 +284,7 @@
       }
       return;
     }
-    const apiParams = { q: q, instrument: params.get('instrument'), stage: params.get('stage'), status: params.get('status'), limit: 50 };
+    const apiParams = { q: q, instrument: params.get('instrument'), stage: params.get('stage'), status: params.get('status'), suspect: suspectSel.value, limit: 50 };
     const from = parseLocalTime(params.get('from'));
     const to = parseLocalTime(params.get('to'));
     if (from !== null) apiParams.from_ns = from;
@@ -345,6 +349,7 @@
     }
     const e = view.entity;
     app.appendChild(h('h1', { class: 'id', id: 'entity-id' }, e.id));
+    if (e.suspect) app.appendChild(suspectBanner(e));
     const ident = h('dl', { class: 'identity', id: 'identity' });
     const row = (k, v) => append(ident, [h('dt', null, k), h('dd', null, v)]);
     row('instrument', h('a', { href: '/instrument/' + encodeURIComponent(e.instrument_id) }, e.instrument_id));
@@ -364,8 +369,10 @@
       h('section', { class: 'card' }, h('h2', null, 'Identity'), ident, links),
       h('section', { class: 'card' }, h('h2', null, 'Metadata'), metadataTable(e.metadata)));
     app.appendChild(grid);
+    app.appendChild(flagsCard(e));
     const graphSection = h('section', { class: 'card', id: 'provenance' }, h('h2', null, 'Provenance'));
     app.appendChild(graphSection);
+    app.appendChild(blastRadius(e));
     const opsSection = h('section', { class: 'card', id: 'operations' });
     app.appendChild(opsSection);
     const evSection = h('section', { class: 'card', id: 'events' });
@@ -379,6 +386,146 @@
     logs.el.id = 'entity-logs';
     logSection.appendChild(logs.el);
     await Promise.all([provenance(graphSection, e, params), logs.load()]);
+  }
+
+  // ---- flags, suspicion and blast radius (docs/inspector.md "Flags") ------------------------
+
+  // A JSON request that changes something (same-origin, so the sign-in cookie may carry it).
+  async function send(method, path, body) {
+    const init = { method: method, headers: { accept: 'application/json' } };
+    if (body !== undefined) { init.headers['content-type'] = 'application/json'; init.body = JSON.stringify(body); }
+    const res = await fetch(path, init);
+    let answer = null;
+    try { answer = await res.json(); } catch (err) { answer = null; }
+    if (!res.ok) {
+      const err = new Error((answer && answer.error) || ('HTTP ' + res.status));
+      err.status = res.status;
+      throw err;
+    }
+    return answer;
+  }
+
+  function fmtDate(rfc3339) { return rfc3339 ? String(rfc3339).replace('T', ' ').replace(/\.\d+Z$/, ' UTC').replace(/Z$/, ' UTC') : '–'; }
+
+  // "Derived from X, flagged bad by Y on D: reason", with the path from X down to this entity.
+  function suspectBanner(e) {
+    const reasons = e.suspect_because || [];
+    const banner = h('section', { class: 'suspect-banner', id: 'suspect-banner', role: 'alert' });
+    const bad = reasons.some((r) => r.severity === 'bad');
+    banner.appendChild(h('h2', null, bad ? 'Bad data upstream' : 'Suspect data upstream'));
+    const list = h('ul', { class: 'suspect-reasons' });
+    for (const r of reasons) {
+      const own = r.entity_id === e.id;
+      const line = h('li', { class: 'suspect-reason' });
+      append(line, [
+        own ? 'This entity was ' : ['Derived from ', entityLink(r.entity_id), ', '],
+        'flagged ', h('strong', null, r.severity), ' by ', h('span', { class: 'who' }, r.flagged_by),
+        ' on ', fmtDate(r.created_at), ': ', h('q', { class: 'reason' }, r.reason),
+      ]);
+      if (!own && r.path && r.path.length > 1) {
+        const path = h('div', { class: 'suspect-path' }, 'path: ');
+        r.path.forEach((id, i) => {
+          append(path, [i ? ' → ' : null, id === e.id ? h('span', { class: 'id' }, 'this entity') : entityLink(id)]);
+        });
+        line.appendChild(path);
+      }
+      list.appendChild(line);
+    }
+    banner.appendChild(list);
+    if (e.suspicion_partial) banner.appendChild(h('p', { class: 'muted' }, 'This entity has more ancestors than one check reads; flags on the farthest ones are not shown.'));
+    return banner;
+  }
+
+  // The flags raised on this entity (with their history) and the "Flag as bad" action.
+  function flagsCard(e) {
+    const card = h('section', { class: 'card', id: 'flags' }, h('h2', null, 'Flags'));
+    const flags = e.flags || [];
+    if (flags.length) {
+      card.appendChild(h('table', { class: 'flags' },
+        h('thead', null, h('tr', null, ['severity', 'reason', 'flagged by', 'raised', 'cleared', ''].map((c) => h('th', null, c)))),
+        h('tbody', null, flags.map((f) => h('tr', { class: f.cleared_at ? 'cleared' : 'active' },
+          h('td', null, f.severity), h('td', { class: 'reason' }, f.reason), h('td', null, f.flagged_by),
+          h('td', null, fmtDate(f.created_at)),
+          h('td', null, f.cleared_at ? fmtDate(f.cleared_at) + ' by ' + (f.cleared_by || '?') : '–'),
+          h('td', null, f.cleared_at ? null : h('button', {
+            type: 'button', class: 'secondary clear-flag',
+            onclick: async (ev) => {
+              ev.target.disabled = true;
+              try {
+                await send('DELETE', '/api/v1/entity/' + encodeURIComponent(e.id) + '/flags/' + encodeURIComponent(f.flag_id));
+                route();
+              } catch (err) { ev.target.disabled = false; card.appendChild(errorBox(err)); }
+            },
+          }, 'Clear')))))));
+    } else {
+      card.appendChild(h('p', { class: 'muted' }, 'No flags on this entity.'));
+    }
+    const reason = h('input', { name: 'reason', size: 40, required: 'required', maxlength: 4096, id: 'flag-reason', placeholder: 'what is wrong with it' });
+    const who = h('input', { name: 'flagged_by', size: 16, required: 'required', maxlength: 256, id: 'flag-by', placeholder: 'your name' });
+    const severity = h('select', { name: 'severity', id: 'flag-severity' }, h('option', { value: 'bad' }, 'bad'), h('option', { value: 'suspect' }, 'suspect'));
+    const status = h('span', { class: 'muted', id: 'flag-status' });
+    const form = h('form', { class: 'filters flag-form', id: 'flag-form', hidden: 'hidden' },
+      h('label', null, 'reason', reason), h('label', null, 'flagged by', who), h('label', null, 'severity', severity),
+      h('button', { type: 'submit', id: 'flag-submit' }, 'Flag'), status);
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      status.textContent = 'flagging…';
+      try {
+        await send('POST', '/api/v1/entity/' + encodeURIComponent(e.id) + '/flags', { reason: reason.value, flagged_by: who.value, severity: severity.value });
+        route();
+      } catch (err) { status.textContent = 'Not flagged: ' + err.message; }
+    });
+    const open = h('button', { type: 'button', class: 'danger', id: 'flag-as-bad', onclick: () => { form.hidden = false; open.hidden = true; reason.focus(); } }, 'Flag as bad');
+    append(card, [open, form]);
+    return card;
+  }
+
+  // What was derived from this entity: counts per stage, instrument and status, the list, CSV.
+  function blastRadius(e) {
+    const path = '/api/v1/entity/' + encodeURIComponent(e.id) + '/impact';
+    const card = h('section', { class: 'card', id: 'blast-radius' }, h('h2', null, 'Blast radius'));
+    const body = h('div', { id: 'blast-body' });
+    const show = h('button', { type: 'button', class: 'secondary', id: 'show-blast-radius' }, 'Show everything derived from this entity');
+    const csv = h('a', { href: path + '?format=csv', download: 'blast-radius.csv', id: 'blast-csv' }, 'Download CSV');
+    append(card, [h('div', { class: 'graph-tools' }, show, csv), body]);
+    show.addEventListener('click', async () => {
+      show.disabled = true;
+      clear(body).appendChild(h('p', { class: 'muted' }, 'walking the descendants…'));
+      try {
+        const first = await api(path, { limit: 100 });
+        clear(body);
+        const counts = (title, map, id) => h('div', { class: 'blast-counts' }, h('h3', null, title),
+          h('table', { id: id }, h('tbody', null, Object.keys(map).sort().map((k) => h('tr', null, h('td', null, k || '(none)'), h('td', { class: 'num' }, String(map[k])))))));
+        append(body, [
+          h('p', { id: 'blast-total' }, String(first.total) + ' descendant' + (first.total === 1 ? '' : 's'),
+            first.total ? ', created ' + fmtTime(first.oldest_ns) + ' – ' + fmtTime(first.newest_ns) : ''),
+          first.total ? h('div', { class: 'grid3' },
+            counts('per stage', first.by_stage, 'blast-by-stage'),
+            counts('per instrument', first.by_instrument, 'blast-by-instrument'),
+            counts('per status', first.by_status, 'blast-by-status')) : null,
+        ]);
+        if (!first.total) return;
+        const rows = h('tbody');
+        const table = h('table', { class: 'entities', id: 'blast-list' },
+          h('thead', null, h('tr', null, ['ID', 'depth', 'instrument', 'stage', 'status', 'created'].map((c) => h('th', null, c)))), rows);
+        const addRows = (nodes) => { for (const n of nodes) rows.appendChild(h('tr', null, h('td', null, entityLink(n.id)), h('td', { class: 'num' }, String(n.depth)), h('td', null, n.instrument_id), h('td', null, n.stage || '–'), h('td', null, statusBadge(n.status)), h('td', null, fmtTime(n.timestamp_ns)))); };
+        addRows(first.entities);
+        body.appendChild(table);
+        let cursor = first.next_cursor;
+        if (cursor) {
+          const more = h('button', { type: 'button', class: 'secondary', id: 'blast-more' }, 'more');
+          more.addEventListener('click', async () => {
+            more.disabled = true;
+            const next = await api(path, { limit: 100, cursor: cursor });
+            addRows(next.entities);
+            cursor = next.next_cursor;
+            if (cursor) more.disabled = false; else more.remove();
+          });
+          body.appendChild(more);
+        }
+      } catch (err) { clear(body).appendChild(errorBox(err)); show.disabled = false; }
+    });
+    return card;
   }
 
   function grafanaLinks(e, operations) {
