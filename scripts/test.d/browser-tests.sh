@@ -17,4 +17,5 @@ export HERALD_BIN="${HERALD_BIN:-$PWD/target/debug/herald}"
 status=0
 "$python" tests/browser/test_inspector.py || status=1
 "$python" tests/browser/test_sign_in.py || status=1
+"$python" tests/browser/test_notifications.py || status=1
 exit $status

@@ -263,6 +263,8 @@ pub trait NotifyStore: Send + Sync {
     /// Silences in force at `now_ns`, of every instrument.
     async fn active_silences(&self, now_ns: i64) -> StoreResult<Vec<Silence>>;
 
+    async fn silence(&self, id: i64) -> StoreResult<Option<Silence>>;
+
     /// Whether there was one.
     async fn delete_silence(&self, id: i64) -> StoreResult<bool>;
 

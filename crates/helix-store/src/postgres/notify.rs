@@ -437,6 +437,17 @@ impl NotifyStore for PostgresStore {
         Ok(rows.iter().map(silence).collect())
     }
 
+    async fn silence(&self, id: i64) -> StoreResult<Option<Silence>> {
+        let Ok(id) = i32::try_from(id) else { return Ok(None) };
+        let row = self
+            .client()
+            .await?
+            .query_opt(&format!("SELECT {} FROM notification_silences WHERE id = $1", silence_columns()), &[&id])
+            .await
+            .map_err(map_pg)?;
+        Ok(row.as_ref().map(silence))
+    }
+
     async fn delete_silence(&self, id: i64) -> StoreResult<bool> {
         let Ok(id) = i32::try_from(id) else { return Ok(false) };
         let n = self

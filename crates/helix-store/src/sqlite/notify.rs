@@ -378,6 +378,15 @@ impl NotifyStore for SqliteStore {
         .map_err(|e| e.during("active_silences"))
     }
 
+    async fn silence(&self, id: i64) -> StoreResult<Option<Silence>> {
+        self.read(move |c| {
+            let sql = format!("SELECT {SILENCE_COLUMNS} FROM notification_silences WHERE id = ?1");
+            Ok(c.query_row(&sql, [id], silence_row).optional()?)
+        })
+        .await
+        .map_err(|e| e.during("silence"))
+    }
+
     async fn delete_silence(&self, id: i64) -> StoreResult<bool> {
         self.notify_write("delete_silence", move |conn| {
             Ok(conn.execute("DELETE FROM notification_silences WHERE id = ?1", [id])? > 0)

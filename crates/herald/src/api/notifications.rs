@@ -22,6 +22,9 @@ use super::{ApiError, ApiResult, ApiState, Route};
 use crate::auth::Principal;
 
 const LIST_PARAMS: &[&str] = &["instrument_id"];
+const DELIVERY_PARAMS: &[&str] = &["instrument_id", "limit"];
+const DEFAULT_DELIVERIES: usize = 100;
+const MAX_DELIVERIES: usize = 1000;
 /// Longest silence accepted: a year.
 pub const MAX_SILENCE_MINUTES: f64 = 366.0 * 24.0 * 60.0;
 /// Longest text field (reason, silenced_by, event type, fingerprint).
@@ -43,6 +46,18 @@ pub fn routes() -> Vec<Route> {
             handler: delete(remove),
         },
         Route { method: Method::GET, path: "/api/v1/notifications/alerts", query: LIST_PARAMS, handler: get(alerts) },
+        Route {
+            method: Method::POST,
+            path: "/api/v1/notifications/silence/{silence_id}/expire",
+            query: &[],
+            handler: post(expire),
+        },
+        Route {
+            method: Method::GET,
+            path: "/api/v1/notifications/deliveries",
+            query: DELIVERY_PARAMS,
+            handler: get(deliveries),
+        },
     ]
 }
 
@@ -173,21 +188,51 @@ async fn list(State(state): State<ApiState>, params: QueryParams) -> ApiResult<J
     )))
 }
 
+/// The silence `id` if the caller may change it (for an instrument's token: one of its own).
+async fn changeable(store: &dyn NotifyStore, principal: Option<&Principal>, id: i64) -> ApiResult<()> {
+    let Some(silence) = store.silence(id).await? else {
+        return Err(ApiError::NotFound(format!("silence {id} not found")));
+    };
+    may_change(principal, &silence.instrument_id)
+}
+
+/// Ours: end a silence now; it stays listed, expired. `200` with the silence.
+async fn expire(
+    State(state): State<ApiState>,
+    principal: Option<Extension<Principal>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id: i64 = id.parse().map_err(|_| ApiError::bad("silence_id", "must be an integer silence ID"))?;
+    let store = store(&state)?;
+    changeable(store, principal.as_deref(), id).await?;
+    if !store.expire_silence(id, now_ns()).await? {
+        return Err(ApiError::NotFound(format!("silence {id} not found")));
+    }
+    let Some(expired) = store.silence(id).await? else {
+        return Err(ApiError::NotFound(format!("silence {id} not found")));
+    };
+    tracing::info!(id, "silence expired");
+    Ok(Json(silence_json(&expired, None)))
+}
+
+/// Ours: the newest deliveries (sent, suppressed, retried, failed), of one instrument or all.
+async fn deliveries(State(state): State<ApiState>, params: QueryParams) -> ApiResult<Json<Value>> {
+    let params = params.allow(DELIVERY_PARAMS)?;
+    let limit = params.limit(DEFAULT_DELIVERIES, MAX_DELIVERIES)?;
+    let store = store(&state)?;
+    let rows = store.deliveries(params.text("instrument_id"), limit).await?;
+    Ok(Json(serde_json::to_value(rows)?))
+}
+
 /// `204`; a silence deleted applies to the next notification.
 async fn remove(
     State(state): State<ApiState>,
     principal: Option<Extension<Principal>>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let id: i64 = id.parse().map_err(|_| ApiError::bad("id", "must be an integer silence ID"))?;
+    let id: i64 = id.parse().map_err(|_| ApiError::bad("silence_id", "must be an integer silence ID"))?;
     let store = store(&state)?;
-    if let Some(Extension(Principal::Instrument(own))) = &principal {
-        if !store.silences(own).await?.iter().any(|s| s.id == id) {
-            return Err(ApiError::Forbidden(format!("silence {id} is not one of {own}'s")));
-        }
-    } else {
-        may_change(principal.as_deref(), "")?;
-    }
+    changeable(store, principal.as_deref(), id).await?;
     if store.delete_silence(id).await? {
         tracing::info!(id, "silence deleted");
         Ok(StatusCode::NO_CONTENT)

@@ -73,6 +73,7 @@ pub fn router_with(config: InspectorConfig) -> Router<ApiState> {
         .route("/", page.clone())
         .route("/entity/{*id}", page.clone())
         .route("/errors", page.clone())
+        .route("/notifications", page.clone())
         .route("/monitor", page.clone())
         .route("/instruments", page.clone())
         .route("/instrument/{*name}", page.clone())

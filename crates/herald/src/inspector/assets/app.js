@@ -198,6 +198,7 @@
       const id = pathTail(path, '/entity/');
       page = () => entityPage(id, params);
     } else if (path === '/errors') { nav = 'errors'; page = () => errorsPage(params); }
+    else if (path === '/notifications') { nav = 'notifications'; page = () => notificationsPage(params); }
     else if (path === '/monitor') { nav = 'monitor'; page = () => monitorPage(params); }
     else if (path === '/instruments') { nav = 'instruments'; page = () => instrumentsPage(); }
     else if (path === '/traces') { nav = 'traces'; page = () => tracesPage(params); }
@@ -855,6 +856,121 @@
         h('td', { class: 'num' }, String(g.occurrences)), h('td', { class: 'num' }, String(g.entities_affected)),
         h('td', null, fmtTime(g.first_seen_ns)), h('td', null, fmtTime(g.last_seen_ns)),
         h('td', null, g.example_entities.map((id) => h('div', null, entityLink(id, shortId(id, 40))))))))));
+  }
+
+  // ---- notifications -----------------------------------------------------------------------
+
+  async function sendJson(method, path, body) {
+    const res = await fetch(path, {
+      method: method,
+      headers: { accept: 'application/json', 'content-type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    if (res.status === 401 && SETTINGS.auth) {
+      location.assign('/sign-in?next=' + encodeURIComponent(location.pathname + location.search));
+    }
+    let data = null;
+    try { data = await res.json(); } catch (e) { data = null; }
+    if (!res.ok) throw new Error((data && data.error) || ('HTTP ' + res.status));
+    return data;
+  }
+
+  function isoTime(iso) { return iso ? iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z') : '–'; }
+
+  function silenceScope(s) {
+    if (!s.event_type) return 'whole instrument';
+    return s.fingerprint ? s.event_type + ' · ' + s.fingerprint : s.event_type;
+  }
+
+  async function notificationsPage(params) {
+    document.title = 'Notifications · Entity Inspector';
+    const instruments = await instrumentsList();
+    const instrument = params.get('instrument_id') || instruments[0] || '';
+    const fingerprint = params.get('fingerprint') || '';
+    app.appendChild(h('h1', null, 'Notifications'));
+    app.appendChild(h('form', { class: 'filters card', method: 'get', action: '/notifications' },
+      h('label', null, 'instrument', instrumentSelect('instrument_id', instruments.includes(instrument) || !instrument ? instruments : [instrument].concat(instruments), instrument, false)),
+      h('button', { type: 'submit' }, 'Show')));
+    if (!instrument) { app.appendChild(h('p', { class: 'muted' }, 'No instrument has sent data yet.')); return; }
+
+    const message = h('p', { class: 'muted', id: 'silence-message', role: 'status' });
+    const form = h('form', { class: 'filters card silence-form', id: 'silence-form' },
+      h('h2', null, 'New silence'),
+      h('label', null, 'instrument', h('input', { name: 'instrument_id', value: instrument, required: 'required', size: 14 })),
+      h('label', null, 'event type', h('input', { name: 'event_type', value: params.get('event_type') || (fingerprint ? ERROR_EVENT : ''), placeholder: 'every event', size: 14 })),
+      h('label', null, 'fingerprint', h('input', { name: 'fingerprint', value: fingerprint, placeholder: 'every class', size: 18 })),
+      h('label', null, 'minutes', h('input', { name: 'duration_minutes', value: '60', type: 'number', min: '1', size: 6, required: 'required' })),
+      h('label', null, 'by', h('input', { name: 'silenced_by', value: '', required: 'required', size: 10 })),
+      h('label', null, 'reason', h('input', { name: 'reason', value: '', size: 24 })),
+      h('button', { type: 'submit' }, 'Silence'),
+      message);
+    app.appendChild(form);
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const f = new FormData(form);
+      const body = { instrument_id: f.get('instrument_id'), duration_minutes: Number(f.get('duration_minutes')), silenced_by: f.get('silenced_by') };
+      for (const k of ['event_type', 'fingerprint', 'reason']) if (String(f.get(k) || '').trim()) body[k] = String(f.get(k)).trim();
+      try {
+        const s = await sendJson('POST', '/api/v1/notifications/silence', body);
+        message.textContent = 'Silence ' + s.id + ' created, until ' + isoTime(s.expires_at) + '.';
+        await loadSilences();
+      } catch (err) { message.textContent = 'Not created: ' + err.message; }
+    });
+
+    const silences = h('section', { class: 'card', id: 'silences' }, h('h2', null, 'Silences'));
+    const alerts = h('section', { class: 'card', id: 'alerts' }, h('h2', null, 'Active alerts (last 7 days)'));
+    const log = h('section', { class: 'card', id: 'deliveries' }, h('h2', null, 'Recent deliveries'));
+    app.appendChild(silences);
+    app.appendChild(alerts);
+    app.appendChild(log);
+
+    async function act(method, path) {
+      try { await sendJson(method, path); } catch (err) { message.textContent = err.message; }
+      await loadSilences();
+    }
+
+    async function loadSilences() {
+      clear(silences).appendChild(h('h2', null, 'Silences'));
+      let list;
+      try { list = await api('/api/v1/notifications/silences', { instrument_id: instrument }); } catch (err) { silences.appendChild(errorBox(err)); return; }
+      if (!list.length) { silences.appendChild(h('p', { class: 'muted' }, 'No silences.')); return; }
+      silences.appendChild(h('table', { class: 'silences' },
+        h('thead', null, h('tr', null, h('th', null, 'id'), h('th', null, 'scope'), h('th', null, 'by'), h('th', null, 'reason'), h('th', null, 'until'), h('th', null, 'issue'), h('th', null, ''))),
+        h('tbody', null, list.map((s) => h('tr', { class: 'silence ' + (s.active ? 'active' : 'expired'), 'data-id': s.id },
+          h('td', { class: 'num' }, String(s.id)), h('td', { class: 'id' }, silenceScope(s)), h('td', null, s.silenced_by), h('td', null, s.reason || ''),
+          h('td', null, (s.active ? '' : 'expired ') + isoTime(s.expires_at)),
+          h('td', null, s.github_issue_url ? h('a', { href: s.github_issue_url, rel: 'noopener noreferrer' }, 'issue') : ''),
+          h('td', null,
+            s.active ? h('button', { type: 'button', class: 'expire', onclick: () => act('POST', '/api/v1/notifications/silence/' + s.id + '/expire') }, 'Expire') : null,
+            h('button', { type: 'button', class: 'delete', onclick: () => act('DELETE', '/api/v1/notifications/silence/' + s.id) }, 'Delete')))))));
+    }
+
+    async function loadAlerts() {
+      let list;
+      try { list = await api('/api/v1/notifications/alerts', { instrument_id: instrument }); } catch (err) { alerts.appendChild(errorBox(err)); return; }
+      if (!list.length) { alerts.appendChild(h('p', { class: 'muted' }, 'No errors in the last 7 days.')); return; }
+      alerts.appendChild(h('table', { class: 'alerts' },
+        h('thead', null, h('tr', null, h('th', null, 'class'), h('th', null, 'fingerprint'), h('th', { class: 'num' }, 'occurrences'), h('th', null, 'first seen'), h('th', null, 'last seen'), h('th', null, 'issue'), h('th', null, 'entities'), h('th', null, ''))),
+        h('tbody', null, list.map((a) => h('tr', { class: 'alert', 'data-fingerprint': a.fingerprint },
+          h('td', null, a.group_key), h('td', { class: 'id' }, a.fingerprint), h('td', { class: 'num' }, String(a.occurrence_count)),
+          h('td', null, isoTime(a.first_seen)), h('td', null, isoTime(a.last_seen)),
+          h('td', null, a.github_issue_url ? h('a', { href: a.github_issue_url, rel: 'noopener noreferrer' }, 'issue') : '–'),
+          h('td', null, a.entity_ids.slice(0, 3).map((id) => h('div', null, entityLink(id, shortId(id, 30))))),
+          h('td', null, h('a', { class: 'silence-link', href: '/notifications' + query({ instrument_id: instrument, fingerprint: a.fingerprint }) }, 'silence…')))))));
+    }
+
+    async function loadLog() {
+      let list;
+      try { list = await api('/api/v1/notifications/deliveries', { instrument_id: instrument, limit: 50 }); } catch (err) { log.appendChild(errorBox(err)); return; }
+      if (!list.length) { log.appendChild(h('p', { class: 'muted' }, 'Nothing delivered yet.')); return; }
+      log.appendChild(h('table', { class: 'deliveries' },
+        h('thead', null, h('tr', null, h('th', null, 'time'), h('th', null, 'event'), h('th', null, 'fingerprint'), h('th', null, 'channel'), h('th', null, 'outcome'), h('th', null, 'detail'))),
+        h('tbody', null, list.map((d) => h('tr', { class: 'delivery ' + d.outcome },
+          h('td', null, fmtTime(d.at_ns)), h('td', null, d.event_name), h('td', { class: 'id' }, d.fingerprint),
+          h('td', null, d.channel), h('td', null, h('span', { class: 'badge ' + (d.outcome === 'failed' ? 'error' : 'ok') }, d.outcome)), h('td', null, d.detail))))));
+    }
+
+    await Promise.all([loadSilences(), loadAlerts(), loadLog()]);
   }
 
   // ---- 4. data monitor ---------------------------------------------------------------------
