@@ -38,7 +38,8 @@ pub struct SqliteOptions {
     /// Apply pending migrations at open (default). When false, a database that is behind is
     /// refused with a message telling to run `herald migrate`.
     pub migrate: bool,
-    /// Read connections kept open for queries (WAL lets them run beside the writer).
+    /// Read connections, at most, for queries (WAL lets them run beside the writer); reads
+    /// beyond it wait for one.
     pub read_connections: usize,
     /// How long a statement waits for a lock before failing as `Unavailable`.
     pub busy_timeout: Duration,
@@ -46,6 +47,10 @@ pub struct SqliteOptions {
     pub span_retention: crate::SpanRetention,
     /// Age after which log records are removed (`None` keeps them).
     pub log_retention: Option<Duration>,
+    /// Longest a read may take, waiting for a connection included; past it the query is
+    /// interrupted and the call fails as `Unavailable`. A read whose caller goes away (the
+    /// client hung up) is interrupted at once.
+    pub query_timeout: Duration,
 }
 
 impl Default for SqliteOptions {
@@ -56,6 +61,7 @@ impl Default for SqliteOptions {
             busy_timeout: Duration::from_secs(5),
             span_retention: crate::SpanRetention::default(),
             log_retention: None,
+            query_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -149,6 +155,33 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     /// Read connections checked out right now (for the connection gauges).
     readers_busy: std::sync::atomic::AtomicUsize,
+    /// One permit per read connection: a read holds one from before it takes a connection
+    /// until its query has ended, so never more than `max_readers` exist.
+    reader_slots: Arc<tokio::sync::Semaphore>,
+    query_timeout: Duration,
+}
+
+/// Where a read is: a caller that goes away interrupts it only while it runs (an interrupt
+/// after it ended could hit the next query on the same connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadState {
+    Running,
+    Ended,
+}
+
+/// Interrupts its read when dropped before the read ended (the caller hung up or timed out).
+struct InterruptOnDrop {
+    state: Arc<Mutex<ReadState>>,
+    handle: rusqlite::InterruptHandle,
+}
+
+impl Drop for InterruptOnDrop {
+    fn drop(&mut self) {
+        let state = lock(&self.state);
+        if *state == ReadState::Running {
+            self.handle.interrupt();
+        }
+    }
 }
 
 /// The writer connection and the open span block it fills.
@@ -164,6 +197,25 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Inner {
+    /// An idle read connection, or a new one (the caller holds a reader slot).
+    fn checkout(&self) -> StoreResult<Connection> {
+        let idle = lock(&self.readers).pop();
+        let conn = match idle {
+            Some(c) => c,
+            None => connect(&self.path, self.busy_timeout, true)?,
+        };
+        self.readers_busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(conn)
+    }
+
+    fn checkin(&self, conn: Connection) {
+        self.readers_busy.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        let mut idle = lock(&self.readers);
+        if idle.len() < self.max_readers {
+            idle.push(conn);
+        }
+    }
+
     fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
         use std::sync::atomic::Ordering::Relaxed;
         let idle = lock(&self.readers).pop();
@@ -210,6 +262,8 @@ impl SqliteStore {
             directory: RwLock::new(directory),
             readers: Mutex::new(Vec::new()),
             readers_busy: Default::default(),
+            reader_slots: Arc::new(tokio::sync::Semaphore::new(opts.read_connections.max(1))),
+            query_timeout: opts.query_timeout,
         });
         let limits = opts.span_retention;
         if limits.max_age.is_some() || limits.max_bytes.is_some() {
@@ -241,9 +295,31 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.with_reader(f))
-            .await
-            .map_err(|e| StoreError::bug(format!("read task failed: {e}")))?
+        let budget = inner.query_timeout;
+        let read = async move {
+            let slot =
+                inner.reader_slots.clone().acquire_owned().await.map_err(|_| StoreError::unavailable("closing"))?;
+            let conn = inner.checkout()?;
+            let state = Arc::new(Mutex::new(ReadState::Running));
+            let _interrupt = InterruptOnDrop { state: state.clone(), handle: conn.get_interrupt_handle() };
+            let task = tokio::task::spawn_blocking(move || {
+                let result = f(&conn);
+                *lock(&state) = ReadState::Ended;
+                inner.checkin(conn);
+                drop(slot);
+                result
+            });
+            task.await.map_err(|e| StoreError::bug(format!("read task failed: {e}")))?
+        };
+        match tokio::time::timeout(budget, read).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable {
+                op: "read",
+                cause: DbCause::Other(format!(
+                    "the query ran longer than its {budget:?} budget (--query-timeout) and was stopped; narrow it"
+                )),
+            }),
+        }
     }
 }
 

@@ -153,6 +153,30 @@ pub struct ServeArgs {
     #[arg(long = "http-body-timeout", env = "HELIX_HTTP_BODY_TIMEOUT", default_value = "60s",
           value_parser = humantime::parse_duration)]
     pub http_body_timeout: Duration,
+    /// Database connections: SQLite read connections (the writer has its own), or the
+    /// PostgreSQL pool. Queries beyond it wait for one, within --query-timeout.
+    #[arg(long = "db-connections", env = "HELIX_DB_CONNECTIONS", default_value_t = 8)]
+    pub db_connections: usize,
+    /// Longest one API read may take on SQLite, waiting for a connection included; past it
+    /// the query is stopped and answered 503. A read whose client hangs up stops at once.
+    #[arg(long = "query-timeout", env = "HELIX_QUERY_TIMEOUT", default_value = "30s",
+          value_parser = humantime::parse_duration)]
+    pub query_timeout: Duration,
+    /// Lineage and impact requests served at once; more are answered 503 + Retry-After.
+    #[arg(long = "max-lineage-requests", env = "HELIX_MAX_LINEAGE_REQUESTS", default_value_t = crate::api::classes::ReadLimits::DEFAULT.lineage)]
+    pub max_lineage_requests: usize,
+    /// Graph requests (`/entity/{id}/graph`) served at once.
+    #[arg(long = "max-graph-requests", env = "HELIX_MAX_GRAPH_REQUESTS", default_value_t = crate::api::classes::ReadLimits::DEFAULT.graph)]
+    pub max_graph_requests: usize,
+    /// Search requests (entities, traces, logs, events, the Tempo and Loki APIs) served at once.
+    #[arg(long = "max-search-requests", env = "HELIX_MAX_SEARCH_REQUESTS", default_value_t = crate::api::classes::ReadLimits::DEFAULT.search)]
+    pub max_search_requests: usize,
+    /// Monitor and stage-histogram requests served at once.
+    #[arg(long = "max-monitor-requests", env = "HELIX_MAX_MONITOR_REQUESTS", default_value_t = crate::api::classes::ReadLimits::DEFAULT.monitor)]
+    pub max_monitor_requests: usize,
+    /// PROV and OpenLineage export requests served at once.
+    #[arg(long = "max-export-requests", env = "HELIX_MAX_EXPORT_REQUESTS", default_value_t = crate::api::classes::ReadLimits::DEFAULT.exports)]
+    pub max_export_requests: usize,
     /// Records waiting for the writer before new exports are answered "retry later".
     #[arg(long, env = "HELIX_WRITE_QUEUE_RECORDS", default_value_t = 200_000)]
     pub write_queue_records: usize,
@@ -292,6 +316,15 @@ pub enum LogRetention {
 pub struct StoreRetention {
     pub spans: helix_store::SpanRetention,
     pub logs: LogRetention,
+}
+
+/// How much of the database one herald may hold and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreLimits {
+    /// SQLite: read connections; PostgreSQL: the pool (reads and writes).
+    pub connections: usize,
+    /// Longest a SQLite read may take.
+    pub query_timeout: Duration,
 }
 
 /// Where the store lives.
@@ -452,6 +485,22 @@ impl ServeArgs {
 
     pub fn receive(&self) -> ReceiveConfig {
         ReceiveConfig { max_request_bytes: self.max_request_bytes, max_inflight_bytes: self.max_inflight_bytes.max(1) }
+    }
+    pub fn store_limits(&self) -> StoreLimits {
+        StoreLimits {
+            connections: self.db_connections.max(1),
+            query_timeout: self.query_timeout.max(Duration::from_millis(10)),
+        }
+    }
+    /// How many requests of each expensive class are served at once.
+    pub fn read_limits(&self) -> crate::api::classes::ReadLimits {
+        crate::api::classes::ReadLimits {
+            lineage: self.max_lineage_requests.max(1),
+            graph: self.max_graph_requests.max(1),
+            search: self.max_search_requests.max(1),
+            monitor: self.max_monitor_requests.max(1),
+            exports: self.max_export_requests.max(1),
+        }
     }
     /// The limits of every listener's connections.
     pub fn connections(&self) -> crate::connections::ConnectionLimits {

@@ -15,7 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
 use crate::auth::Auth;
-use crate::config::{parse_db_url, LogRetention, ServeArgs, StoreLocation, StoreRetention, DEFAULT_LOG_RETENTION};
+use crate::config::{
+    parse_db_url, LogRetention, ServeArgs, StoreLimits, StoreLocation, StoreRetention, DEFAULT_LOG_RETENTION,
+};
 use crate::forward::Forwarder;
 use crate::ingest::Ingest;
 use crate::inspector;
@@ -64,7 +66,7 @@ impl Listeners {
 
 /// What a DB_URL is opened for.
 enum Purpose {
-    Serve(StoreRetention),
+    Serve(StoreRetention, StoreLimits),
     Migrate,
 }
 
@@ -78,14 +80,19 @@ async fn open_location(db_url: &str, purpose: Purpose) -> Result<Opened, RunErro
     let blocking_failed = |e: tokio::task::JoinError| RunError::Config(format!("store open task failed: {e}"));
     match parse_db_url(db_url).map_err(RunError::Config)? {
         StoreLocation::Sqlite(path) => match purpose {
-            Purpose::Serve(retention) => {
+            Purpose::Serve(retention, limits) => {
                 let log_retention = match retention.logs {
                     LogRetention::Default => Some(DEFAULT_LOG_RETENTION),
                     LogRetention::Keep => None,
                     LogRetention::Age(age) => Some(age),
                 };
-                let opts =
-                    helix_store::SqliteOptions { span_retention: retention.spans, log_retention, ..Default::default() };
+                let opts = helix_store::SqliteOptions {
+                    span_retention: retention.spans,
+                    log_retention,
+                    read_connections: limits.connections,
+                    query_timeout: limits.query_timeout,
+                    ..Default::default()
+                };
                 let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path, opts))
                     .await
                     .map_err(blocking_failed)??;
@@ -98,7 +105,7 @@ async fn open_location(db_url: &str, purpose: Purpose) -> Result<Opened, RunErro
             )),
         },
         StoreLocation::Postgres(url) => match purpose {
-            Purpose::Serve(retention) => {
+            Purpose::Serve(retention, limits) => {
                 let lookup = |k: &str| std::env::var(k).ok();
                 let mut tables = helix_store::postgres::RetentionConfig::from_lookup(lookup)
                     .map_err(|e| RunError::Config(format!("retention: {e}")))?;
@@ -111,6 +118,7 @@ async fn open_location(db_url: &str, purpose: Purpose) -> Result<Opened, RunErro
                 let opts = helix_store::PostgresOptions {
                     retention: Some(tables),
                     span_retention: retention.spans,
+                    pool_size: limits.connections,
                     ..Default::default()
                 };
                 Ok(Opened::Serving(Arc::new(helix_store::PostgresStore::open(&url, opts).await?)))
@@ -121,8 +129,12 @@ async fn open_location(db_url: &str, purpose: Purpose) -> Result<Opened, RunErro
 }
 
 /// Open the store named by a DB_URL (migrations applied).
-pub async fn open_store(db_url: &str, retention: StoreRetention) -> Result<Arc<dyn Store>, RunError> {
-    match open_location(db_url, Purpose::Serve(retention)).await? {
+pub async fn open_store(
+    db_url: &str,
+    retention: StoreRetention,
+    limits: StoreLimits,
+) -> Result<Arc<dyn Store>, RunError> {
+    match open_location(db_url, Purpose::Serve(retention, limits)).await? {
         Opened::Serving(store) => Ok(store),
         Opened::Migrated(_) => unreachable!("opened to serve"),
     }
@@ -142,7 +154,10 @@ pub async fn migrate_store(db_url: &str) -> Result<Vec<u32>, RunError> {
 pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationToken) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::new());
     // Every component reads and writes through the metered store (the `helix_db_*` metrics).
-    let store = crate::metered::MeteredStore::wrap(open_store(args.db_url(), args.retention()).await?, metrics.clone());
+    let store = crate::metered::MeteredStore::wrap(
+        open_store(args.db_url(), args.retention(), args.store_limits()).await?,
+        metrics.clone(),
+    );
     let deadline = args.shutdown_timeout;
 
     // Receivers stop on `stop`: the caller's signal, or one of them failing.
@@ -233,7 +248,7 @@ pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationTo
         auth: auth.clone(),
         platform,
     };
-    let app = api::app(state.clone())
+    let app = api::app_limited(state.clone(), args.read_limits())
         .merge(
             inspector::router_with(inspector::InspectorConfig {
                 grafana_url: args.grafana_url.as_deref().and_then(inspector::grafana_link_base),

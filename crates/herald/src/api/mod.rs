@@ -3,6 +3,7 @@
 //! this module's.
 
 pub mod auth;
+pub mod classes;
 pub mod entity;
 pub mod events;
 pub mod exports;
@@ -108,7 +109,16 @@ pub fn routes() -> Vec<Route> {
 /// No fallback is installed here, so the caller can merge a UI router with its own fallback;
 /// use [`not_found`] as the listener's fallback for a JSON 404 on unknown paths.
 pub fn app(state: ApiState) -> Router {
-    routes().into_iter().fold(Router::new(), |router, route| router.route(route.path, route.handler)).with_state(state)
+    app_limited(state, classes::ReadLimits::DEFAULT)
+}
+
+/// [`app`] with the expensive endpoint classes limited to `limits` requests at once.
+pub fn app_limited(state: ApiState, limits: classes::ReadLimits) -> Router {
+    let budgets = classes::ClassBudgets::new(limits);
+    routes()
+        .into_iter()
+        .fold(Router::new(), |router, route| router.route(route.path, budgets.limit(route.path, route.handler)))
+        .with_state(state)
 }
 
 /// An endpoint of the older herald's API: like it, answers any origin

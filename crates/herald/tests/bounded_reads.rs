@@ -1,0 +1,188 @@
+//! Bounded reads against the real binary on a 120 000-descendant provenance graph: a burst of
+//! 200 concurrent lineage requests is served within the class limit (the rest 503 +
+//! Retry-After), holds no more database connections than the pool, keeps memory bounded and
+//! gives it back; a client that hangs up on a slow query stops its work.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use helix_model::builders::{pipeline_resource, traces, SpanBuilder};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use support::*;
+
+const CHILDREN: usize = 100;
+const GRANDCHILDREN: usize = 1_200;
+
+/// root → 100 children → 1 200 grandchildren each: 120 100 descendants of `root`.
+async fn build_graph(herald: &Herald) {
+    let mut client = raw_client(herald).await;
+    let export = |spans: Vec<SpanBuilder>| -> ExportTraceServiceRequest {
+        traces(pipeline_resource("svc", "BIG"), spans.into_iter().map(SpanBuilder::build).collect())
+    };
+    let mut n = 1u64;
+    let mut next = || {
+        n += 1;
+        n
+    };
+    let first: Vec<SpanBuilder> = std::iter::once(SpanBuilder::creation("ingest", "root", next()))
+        .chain((0..CHILDREN).map(|c| SpanBuilder::creation("search", &format!("c{c:03}"), next()).parents("root")))
+        .collect();
+    client.export(export(first)).await.expect("stored");
+    for c in 0..CHILDREN {
+        let spans = (0..GRANDCHILDREN)
+            .map(|g| {
+                SpanBuilder::creation("classify", &format!("c{c:03}-g{g:04}"), next()).parents(&format!("c{c:03}"))
+            })
+            .collect();
+        client.export(export(spans)).await.expect("stored");
+    }
+}
+
+/// Open descriptors of the herald on its database file itself (one per SQLite connection).
+fn database_handles(herald: &Herald) -> usize {
+    let db = herald.db_path();
+    std::fs::read_dir(format!("/proc/{}/fd", herald.pid()))
+        .map(|fds| fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok()).filter(|target| *target == db).count())
+        .unwrap_or(0)
+}
+
+/// CPU time the herald has used (user + system), from /proc/PID/stat.
+fn cpu_time(herald: &Herald) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", herald.pid())).expect("/proc/PID/stat");
+    let fields: Vec<&str> = stat.rsplit_once(')').expect("comm").1.split_whitespace().collect();
+    // Fields 14 and 15 of proc(5), counted after the command name: utime, stime in clock ticks.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_millis(ticks * 1000 / per_second)
+}
+
+/// The two tests measure the herald's CPU and memory: one at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const LINEAGE: &str = "/api/v1/entity/root/lineage?direction=descendants&limit=100000";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_lineage_requests_is_bounded_in_connections_and_memory() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let pool = 4;
+    let herald = Herald::start_with(HeraldOptions {
+        // Twice as many walks as connections, so that some wait for one (within a budget long
+        // enough for the shared machine).
+        args: [
+            "--store-spans=false",
+            "--db-connections",
+            &pool.to_string(),
+            "--max-lineage-requests",
+            "8",
+            "--query-timeout",
+            "120s",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..Default::default()
+    });
+    build_graph(&herald).await;
+    let one = herald.get_ok(LINEAGE).await;
+    assert_eq!(
+        one["nodes"].as_array().map(Vec::len),
+        Some(100_001),
+        "the root and a full page of its 120 100 descendants"
+    );
+    drop(one);
+    let baseline = herald.memory("VmRSS");
+
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let started = Instant::now();
+    let burst = futures_util::future::join_all((0..200).map(|_| {
+        let (client, url) = (&client, herald.api_url(LINEAGE));
+        async move {
+            let response = client.get(url).send().await.expect("an answer");
+            let retry_after = response.headers().contains_key("retry-after");
+            let status = response.status().as_u16();
+            let body = response.text().await.unwrap_or_default();
+            (status, retry_after, body)
+        }
+    }));
+    let watch = async {
+        let (mut peak_rss, mut peak_handles) = (0, 0);
+        while started.elapsed() < Duration::from_secs(120) {
+            peak_rss = peak_rss.max(herald.memory("VmRSS"));
+            peak_handles = peak_handles.max(database_handles(&herald));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (peak_rss, peak_handles)
+    };
+    let (outcomes, (peak_rss, peak_handles)) = tokio::select! {
+        outcomes = burst => (outcomes, (herald.memory("VmHWM"), database_handles(&herald))),
+        _ = watch => panic!("the burst took more than two minutes"),
+    };
+    let took = started.elapsed();
+    let served = outcomes.iter().filter(|(s, ..)| *s == 200).count();
+    let refused: Vec<_> = outcomes.iter().filter(|(s, ..)| *s == 503).collect();
+    eprintln!(
+        "200 lineage requests in {took:?}: {served} served, {} refused; RSS {} MB before, peak {} MB; {peak_handles} database handles",
+        refused.len(),
+        baseline / 1_000_000,
+        peak_rss / 1_000_000
+    );
+    assert_eq!(served + refused.len(), 200, "every request is served or refused");
+    assert!(served >= 8, "at least the class limit is served");
+    for (_, retry_after, body) in &refused {
+        assert!(*retry_after, "503 with Retry-After");
+        assert!(body.contains("--max-lineage-requests"), "{body}");
+    }
+    assert!(peak_rss < 1_000_000_000, "peak RSS {} MB", peak_rss / 1_000_000);
+    assert!(peak_handles <= pool + 1, "{peak_handles} handles on the database: the readers and the writer at most");
+
+    let back = eventually(Duration::from_secs(60), async || {
+        let rss = herald.memory("VmRSS");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        (rss * 5 <= baseline * 6).then_some(rss)
+    })
+    .await;
+    eprintln!("RSS back to {} MB", back / 1_000_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_stops_the_work_of_its_query() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let herald = Herald::start_with(HeraldOptions {
+        args: ["--store-spans=false"].map(String::from).to_vec(),
+        ..Default::default()
+    });
+    build_graph(&herald).await;
+    let slow = Instant::now();
+    herald.get_ok(LINEAGE).await;
+    let full = slow.elapsed();
+    eprintln!("the full walk takes {full:?}");
+
+    // Four clients that give up after 1 s, as the issue measured.
+    let impatient = reqwest::Client::builder().timeout(Duration::from_secs(1)).build().unwrap();
+    let before = cpu_time(&herald);
+    let gave_up = futures_util::future::join_all((0..4).map(|_| impatient.get(herald.api_url(LINEAGE)).send())).await;
+    assert!(gave_up.iter().all(|r| r.as_ref().is_err_and(reqwest::Error::is_timeout)), "the walks outlast 1 s");
+    // Their connections go with the client.
+    drop((gave_up, impatient));
+    let at_hang_up = cpu_time(&herald);
+    let mut slices = Vec::new();
+    for _ in 0..8 {
+        let t = cpu_time(&herald);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        slices.push(cpu_time(&herald) - t);
+    }
+    eprintln!("CPU per 250 ms after the hang-up: {slices:?}");
+    let after = cpu_time(&herald);
+    eprintln!(
+        "herald CPU: {:?} in the second before the hang-up, {:?} in the 2 s after it",
+        at_hang_up - before,
+        after - at_hang_up
+    );
+    assert!(
+        after - at_hang_up < Duration::from_millis(500),
+        "the abandoned walks stopped (CPU {:?} in the 2 s after the hang-up)",
+        after - at_hang_up
+    );
+    assert_eq!(herald.get("/healthz").await.0, 200);
+}
