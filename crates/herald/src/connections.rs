@@ -3,7 +3,8 @@
 //! request body timeout, and a cap on open connections. At the cap a small reserve
 //! of connections still answers `/healthz` and `/readyz` (and 503 to anything else), so an
 //! orchestrator does not restart a herald that is merely busy; past the reserve a connection is
-//! closed at once. Refusals are logged as a rate, never one line per socket.
+//! closed at once. Refusals are logged as a rate, never one line per socket. Every response
+//! gets `X-Content-Type-Options: nosniff` and, unless its route set one, `Cache-Control: no-store`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 /// Connections kept for health checks once the cap is reached, and how long one may take to
 /// send its request (probes send at once; an idle socket must not hold a place for long).
@@ -58,7 +60,16 @@ pub async fn serve(
     limits: ConnectionLimits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let app = app.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(limits.body_timeout));
+    let app = app
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(limits.body_timeout))
+        // Every answer (JSON included) is read as its declared type only, and — unless the
+        // route says otherwise (the Inspector's pages and assets revalidate) — never cached:
+        // API answers hold instrument data, private once auth is on.
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
     let full = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let reserve = Arc::new(Semaphore::new(HEALTH_RESERVE));
     let refused = Arc::new(AtomicU64::new(0));

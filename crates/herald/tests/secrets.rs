@@ -1,4 +1,4 @@
-//! No credential the operator configures (DB_URL, COLLECTOR_ENDPOINT, GRAFANA_URL,
+//! Security headers on every answer, and no credential the operator configures (DB_URL, COLLECTOR_ENDPOINT, GRAFANA_URL,
 //! OPENLINEAGE_URL, JWT_SECRET, an instrument's secret or verify_url) appears in anything the
 //! real herald prints or serves: its output, any API response (headers too), any Inspector page.
 
@@ -211,4 +211,27 @@ fn urlencode(value: &str) -> String {
         .bytes()
         .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
         .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_answers_are_nosniff_and_not_stored() {
+    let herald = Herald::start();
+    let client = reqwest::Client::new();
+    for url in [
+        herald.api_url("/api/v1/instruments"),
+        herald.api_url("/api/v1/entity/missing"),
+        herald.api_url("/api/v1/entities?limit=0"),
+        herald.api_url("/readyz"),
+        format!("http://{}/metrics", herald.metrics),
+        format!("http://{}/v1/traces", herald.http),
+    ] {
+        let response = client.get(&url).send().await.unwrap();
+        let headers = response.headers();
+        assert_eq!(headers.get("x-content-type-options").map(|v| v.to_str().unwrap()), Some("nosniff"), "{url}");
+        assert_eq!(headers.get("cache-control").map(|v| v.to_str().unwrap()), Some("no-store"), "{url}");
+    }
+    // The Inspector's pages keep their own policy (revalidate, not refetch).
+    let page = client.get(herald.api_url("/")).send().await.unwrap();
+    assert_eq!(page.headers()["cache-control"], "no-cache");
+    assert_eq!(page.headers()["x-content-type-options"], "nosniff");
 }
