@@ -195,6 +195,7 @@ pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationTo
         }
         None => (None, None),
     };
+    warn_plaintext(&listeners, auth.is_on());
     let hangup = crate::instruments::Hangup::install();
     let notify_stop = CancellationToken::new();
     let notify_task = {
@@ -495,6 +496,30 @@ async fn start_auth(args: &ServeArgs, metrics: &Arc<Metrics>) -> Result<Arc<Auth
     Ok(Arc::new(Auth::new(config, Arc::new(instruments), metrics.clone())))
 }
 
+/// The listeners that serve plain text beyond this host (the herald has no TLS of its own).
+fn exposed(addrs: &[(&'static str, Option<SocketAddr>)]) -> Vec<String> {
+    addrs
+        .iter()
+        .filter_map(|(what, addr)| addr.filter(|a| !a.ip().is_loopback()).map(|a| format!("{what} on {a}")))
+        .collect()
+}
+
+/// With auth on, tokens and credentials cross every non-loopback listener in clear: say so
+/// once at start-up (docs/security.md "Transport").
+fn warn_plaintext(listeners: &Listeners, auth_on: bool) {
+    let addr = |l: &TcpListener| l.local_addr().ok();
+    let exposed = exposed(&[
+        ("OTLP/gRPC", addr(&listeners.grpc)),
+        ("OTLP/HTTP", addr(&listeners.http)),
+        ("the API", addr(&listeners.api)),
+    ]);
+    if auth_on && !exposed.is_empty() {
+        tracing::warn!(listeners = %exposed.join(", "),
+            "auth is on but these listeners serve plain text beyond this host: tokens and credentials cross the \
+             network in clear; bind them to 127.0.0.1 behind a TLS-terminating proxy (docs/security.md)");
+    }
+}
+
 /// Raise the open-files limit and warn when the connection caps could still exceed it (then
 /// the file limit, not the cap, refuses connections, and the health reserve cannot help).
 fn check_file_limit(args: &ServeArgs) {
@@ -590,6 +615,19 @@ mod tests {
         assert!(reports[3].error.as_deref().unwrap_or("").contains("panic"), "{:?}", reports[3].error);
         tokio::task::yield_now().await;
         assert!(stuck_probe.is_finished(), "the task doing the work was aborted, not only its watcher");
+    }
+
+    #[test]
+    fn only_listeners_beyond_loopback_are_exposed() {
+        let on = |a: &str| Some(a.parse::<SocketAddr>().unwrap());
+        let exposed = exposed(&[
+            ("OTLP/gRPC", on("0.0.0.0:4317")),
+            ("OTLP/HTTP", on("127.0.0.1:4318")),
+            ("the API", on("10.1.2.3:8080")),
+            ("metrics", None),
+        ]);
+        assert_eq!(exposed, ["OTLP/gRPC on 0.0.0.0:4317", "the API on 10.1.2.3:8080"]);
+        assert!(super::exposed(&[("the API", on("[::1]:8080"))]).is_empty());
     }
 
     #[tokio::test(start_paused = true)]
