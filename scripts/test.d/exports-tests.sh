@@ -8,17 +8,10 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 venv="$PWD/target/exports-venv"
+# shellcheck source=scripts/test.d/venv.sh
+source scripts/test.d/venv.sh
+check_venv "$venv" -r tests/exports/requirements.txt -e ./clients/python
 python="$venv/bin/python"
-want="$(cat tests/exports/requirements.txt clients/python/pyproject.toml | cksum)"
-if [ ! -x "$python" ] || [ "$(cat "$venv/.installed" 2>/dev/null)" != "$want" ]; then
-    if ! { python3 -m venv "$venv" &&
-        "$python" -m pip install --quiet -r tests/exports/requirements.txt -e ./clients/python; } >&2; then
-        echo "exports tests: could not build $venv" >&2
-        echo "0 passed, 1 failed"
-        exit 1
-    fi
-    printf '%s\n' "$want" >"$venv/.installed"
-fi
 export HERALD_BIN="${HERALD_BIN:-$PWD/target/debug/herald}"
 [ -x "$HERALD_BIN" ] || cargo build -p herald >&2
 exec "$python" tests/exports/test_exports.py

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,8 @@ from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, R
 from prov.model import ProvDocument
 
 ROOT = Path(__file__).resolve().parents[2]
-HERALD = os.environ.get("HERALD_BIN", str(ROOT / "target" / "debug" / "herald"))
+sys.path.insert(0, str(ROOT / "tests"))
+from herald_process import HERALD, start_herald  # noqa: E402
 NS = "https://obs.example.org/prov/"
 
 RAW = 'raw/blk "1" <script>alert(1)</script> \\ é_-.%2F'
@@ -44,26 +44,6 @@ HOSTILE_META = {"note": '"]); drop table x; -- \n\u0001 <b>', "k": "v\\"}
 BEAM_A, BEAM_B = "beam-A", 'beam-B "=cmd()"; x'
 CAND = "cand%2F42 'x'"
 CLASS = "class:frb"
-
-
-def start_herald(workdir: Path, env_extra: dict[str, str]) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
-    ready = workdir / "ready.json"
-    log = open(workdir / "herald.log", "wb")
-    env = {k: v for k, v in os.environ.items() if k not in ("COLLECTOR_ENDPOINT", "DB_URL", "HELIX_READY_FILE")}
-    env.update(env_extra)
-    proc = subprocess.Popen(
-        [HERALD, "--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0",
-         "--api-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0",
-         "--db-url", f"sqlite://{workdir / 'herald.db'}", "--ready-file", str(ready)],
-        cwd=workdir, stdout=log, stderr=log, env=env,
-    )
-    deadline = time.monotonic() + 60
-    while not ready.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError("herald did not start:\n" + (workdir / "herald.log").read_text())
-        time.sleep(0.02)
-    return proc, json.loads(ready.read_text())
 
 
 def get(api: str, path: str, **params: str) -> tuple[int, bytes, str]:

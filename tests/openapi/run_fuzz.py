@@ -16,7 +16,6 @@ Prints one line per check and a closing `N passed, N failed`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -26,31 +25,11 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-HERALD = os.environ.get("HERALD_BIN", str(ROOT / "target" / "debug" / "herald"))
+sys.path.insert(0, str(ROOT / "tests"))
+from herald_process import HERALD, start_herald  # noqa: E402
 HERE = Path(__file__).resolve().parent
 # Only for this run's throwaway herald.
 JWT_SECRET = "openapi-fuzz-key-5f0e1d2c3b4a59687766554433221100"
-
-
-def start_herald(work: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
-    ready = work / "ready.json"
-    (work / "instruments").mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("COLLECTOR_ENDPOINT", "DB_URL", "HELIX_READY_FILE")}
-    env.update({"JWT_SECRET": JWT_SECRET, "INSTRUMENTS_DIR": str(work / "instruments")})
-    log = open(work / "herald.log", "wb")
-    proc = subprocess.Popen(
-        [HERALD, "demo", "--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0",
-         "--api-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0",
-         "--db-url", f"sqlite://{work / 'herald.db'}", "--ready-file", str(ready)],
-        cwd=work, stdout=log, stderr=log, env=env,
-    )
-    deadline = time.monotonic() + 60
-    while not ready.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError("herald did not start:\n" + (work / "herald.log").read_text())
-        time.sleep(0.05)
-    return proc, json.loads(ready.read_text())
 
 
 def read_token() -> str:
@@ -78,7 +57,10 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        proc, ready = start_herald(work)
+        (work / "instruments").mkdir()
+        proc, ready = start_herald(
+            work, {"JWT_SECRET": JWT_SECRET, "INSTRUMENTS_DIR": str(work / "instruments")}, command=["demo"]
+        )
         try:
             api = f"http://{ready['api']}"
             # Some data first, so the examples find entities and traces.

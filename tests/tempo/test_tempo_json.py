@@ -9,11 +9,8 @@ sent. Prints one line per check and a closing `N passed, N failed`.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import tempfile
-import time
 import traceback
 import urllib.error
 import urllib.request
@@ -30,26 +27,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 ROOT = Path(__file__).resolve().parents[2]
-HERALD = os.environ.get("HERALD_BIN", str(ROOT / "target" / "debug" / "herald"))
-
-
-def start_herald(workdir: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
-    ready = workdir / "ready.json"
-    log = open(workdir / "herald.log", "wb")
-    proc = subprocess.Popen(
-        [HERALD, "--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0",
-         "--api-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0",
-         "--db-url", f"sqlite://{workdir / 'herald.db'}", "--ready-file", str(ready)],
-        cwd=workdir, stdout=log, stderr=log,
-        env={k: v for k, v in os.environ.items() if k not in ("COLLECTOR_ENDPOINT", "DB_URL", "HELIX_READY_FILE")},
-    )
-    deadline = time.monotonic() + 60
-    while not ready.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError("herald did not start:\n" + (workdir / "herald.log").read_text())
-        time.sleep(0.02)
-    return proc, json.loads(ready.read_text())
+sys.path.insert(0, str(ROOT / "tests"))
+from herald_process import start_herald  # noqa: E402
 
 
 def get(url: str, accept: str | None = None) -> tuple[int, bytes, str]:
