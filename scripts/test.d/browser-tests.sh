@@ -15,6 +15,7 @@ export HERALD_BIN="${HERALD_BIN:-$PWD/target/debug/herald}"
 [ -x "$HERALD_BIN" ] || cargo build -p herald
 # Each script ends with its own `N passed, N failed` line (test.sh sums them).
 status=0
+"$python" tests/browser/test_health.py || status=1
 "$python" tests/browser/test_inspector.py || status=1
 "$python" tests/browser/test_sign_in.py || status=1
 "$python" tests/browser/test_notifications.py || status=1

@@ -58,6 +58,10 @@ pub struct Metrics {
     /// rest share one label value, so a buggy pipeline cannot grow the exposition without bound.
     pub event_names: BoundedLabel,
     pub platform: crate::canary::PlatformMetrics,
+    /// 1 when COLLECTOR_ENDPOINT is set (the health page tells "off" from "idle").
+    pub forward_configured: IntGauge,
+    /// When this process started (Unix seconds), for rates since start.
+    pub started: std::time::SystemTime,
 }
 
 /// Distinct `event_name` label values kept before the rest count as [`BoundedLabel::OTHER`].
@@ -322,6 +326,12 @@ impl Metrics {
             ),
             event_names: BoundedLabel::new(EVENT_NAMES_KEPT),
             platform: crate::canary::PlatformMetrics::register(&r),
+            forward_configured: gauge(
+                &r,
+                "helix_forward_configured",
+                "1 when spans and logs are forwarded to COLLECTOR_ENDPOINT.",
+            ),
+            started: std::time::SystemTime::now(),
             registry: r,
         }
         .with_process_collector()
@@ -338,6 +348,11 @@ impl Metrics {
             }
         }
         self
+    }
+
+    /// Every metric family as it stands (what `/metrics` renders), for the health summary.
+    pub fn families(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.registry.gather()
     }
 
     /// The Prometheus text exposition of every metric.

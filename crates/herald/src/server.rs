@@ -177,6 +177,7 @@ pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationTo
             let endpoint = helix_store::redact_url(&config.endpoint);
             let (f, t) = Forwarder::spawn(config, metrics.clone(), forward_stop.clone()).map_err(RunError::Config)?;
             tracing::info!(endpoint, "forwarding spans");
+            metrics.forward_configured.set(1);
             (Some(f), Some(t))
         }
         None => (None, None),

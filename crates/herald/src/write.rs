@@ -173,6 +173,7 @@ async fn run(
     // Backends that can commit batches side by side (PostgreSQL) get that many in flight;
     // while every slot is busy, new exports gather into the next batch.
     let slots = Arc::new(Semaphore::new(store.write_concurrency().max(1)));
+    let config_queue = config.queue_records;
     let mut commits = tokio::task::JoinSet::new();
     loop {
         // A slot frees only when a commit ends, so this cannot wait forever.
@@ -198,9 +199,11 @@ async fn run(
             }
         }
         metrics.write_queue_records.set((config.queue_records - budget.available_permits()) as i64);
-        let (store, metrics, notify) = (store.clone(), metrics.clone(), notify());
+        let (store, metrics, notify, budget) = (store.clone(), metrics.clone(), notify(), budget.clone());
         commits.spawn(async move {
             commit(&*store, acc, &metrics, &notify).await;
+            // The batch's permits are back: the gauge must not keep showing it while idle.
+            metrics.write_queue_records.set((config_queue - budget.available_permits()) as i64);
             drop(slot);
         });
         while commits.try_join_next().is_some() {}

@@ -288,6 +288,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_health_summary_reads_the_metrics_and_names_what_is_degraded() {
+        let state = FakeStore::empty().state();
+        state.metrics.spans_received.with_label_values(&["grpc"]).inc_by(7);
+        state.metrics.exports_refused.with_label_values(&["too_large"]).inc();
+        let (status, _, body) = get(state, "/api/v1/health").await;
+        assert_eq!(status, StatusCode::OK);
+        let v: Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(v["ingest"]["spans_received"], 7.0);
+        assert_eq!(v["refusals"]["exports"]["too_large"], 1.0);
+        assert_eq!(v["forwarder"]["configured"], false);
+        assert_eq!(v["notifications"]["configured"], true, "the outbox metric is registered");
+        assert_eq!(v["degraded"], serde_json::json!([]));
+        let (_, _, body) = get(FakeStore::failing(Behaviour::Unavailable).state(), "/api/v1/health").await;
+        let v: Value = serde_json::from_slice(&body).expect("json");
+        assert!(v["degraded"][0].as_str().unwrap().contains("not ready"), "{v}");
+        assert_eq!(v["store"]["ready"], false);
+    }
+
+    #[tokio::test]
     async fn healthz_answers_even_when_the_store_is_down() {
         let (status, _, body) = get(FakeStore::failing(Behaviour::Unavailable).state(), "/healthz").await;
         assert_eq!(status, StatusCode::OK);

@@ -79,6 +79,7 @@ pub fn router_with(config: InspectorConfig) -> Router<ApiState> {
         .route("/instrument/{*name}", page.clone())
         .route("/traces", page.clone())
         .route("/logs", page.clone())
+        .route("/health", page.clone())
         .route("/trace/{*id}", page)
         .route(SIGN_IN, get(sign_in::show).post(sign_in::sign_in))
         .route(SIGN_OUT, axum::routing::post(sign_in::sign_out))

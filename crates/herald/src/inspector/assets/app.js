@@ -203,6 +203,7 @@
     else if (path === '/instruments') { nav = 'instruments'; page = () => instrumentsPage(); }
     else if (path === '/traces') { nav = 'traces'; page = () => tracesPage(params); }
     else if (path === '/logs') { nav = 'logs'; page = () => logsPage(params); }
+    else if (path === '/health') { nav = 'health'; page = () => healthPage(); }
     else if (path.startsWith('/trace/')) {
       nav = 'traces';
       const id = pathTail(path, '/trace/');
@@ -216,6 +217,7 @@
     for (const a of document.querySelectorAll('header nav a')) a.classList.toggle('active', a.dataset.nav === nav);
     clear(app);
     document.body.dataset.page = nav === 'search' && path.startsWith('/entity/') ? 'entity' : path.startsWith('/trace/') ? 'trace' : nav;
+    if (path !== '/health') checkDegraded();
     page().then(() => { document.body.dataset.ready = 'true'; }, (err) => {
       app.appendChild(errorBox(err));
       document.body.dataset.ready = 'true';
@@ -1637,6 +1639,136 @@
     if (target) select(target, true);
     else if (focus) app.insertBefore(h('p', { class: 'muted', id: 'span-missing' }, 'Span ', h('span', { class: 'id' }, focus), ' is not in this trace.'), tools);
     else select(roots[0], false, true);
+  }
+
+
+  // ---- 7. the herald's own health ------------------------------------------------------------
+
+  // The header links to the health page, marked, while something is degraded.
+  function markDegraded(reasons) {
+    const link = document.querySelector('header nav a[data-nav="health"]');
+    if (!link) return;
+    link.classList.toggle('degraded', reasons.length > 0);
+    link.textContent = reasons.length ? 'Health ⚠' : 'Health';
+    link.title = reasons.join('\n');
+  }
+  function checkDegraded() {
+    // Not `api()`: a failed check must not send anyone to the sign-in page.
+    fetch('/api/v1/health', { headers: { accept: 'application/json' } })
+      .then((r) => (r.ok ? r.json() : null))
+      .then((b) => { if (b) markDegraded(b.degraded || []); })
+      .catch(() => {});
+  }
+
+  function fmtNum(x, digits) {
+    if (typeof x !== 'number' || !isFinite(x)) return '–';
+    return x.toLocaleString('en-US', { maximumFractionDigits: digits === undefined ? 0 : digits });
+  }
+  function fmtRate(x) { return fmtNum(x, x < 10 ? 2 : 0) + ' /s'; }
+  function sumValues(obj) { return Object.values(obj || {}).reduce((a, b) => a + Number(b || 0), 0); }
+  function fmtAge(seconds) { return seconds === null || seconds === undefined ? '–' : fmtDur(seconds * 1e9) + ' ago'; }
+
+  async function healthPage() {
+    document.title = 'Health · Entity Inspector';
+    app.appendChild(h('h1', null, 'Herald health'));
+    const note = h('p', { class: 'muted', id: 'health-note' }, 'Read from this herald’s metrics; refreshed every 2 s.');
+    const banner = h('div', { id: 'degraded', class: 'card degraded-banner', hidden: true });
+    const grid = h('div', { class: 'health-grid', id: 'health-panels' });
+    app.appendChild(note);
+    app.appendChild(banner);
+    app.appendChild(grid);
+    let prev = null;
+    let refreshes = 0;
+
+    // One panel: a title and rows of (label, value, field name for tests).
+    function panel(id, title, rows, extra) {
+      return h('section', { class: 'card health-panel', id: 'panel-' + id },
+        h('h2', null, title),
+        h('table', { class: 'kv' }, h('tbody', null, rows.map(([label, value, field]) =>
+          h('tr', null, h('td', null, label), h('td', { class: 'num', 'data-field': field || null }, value))))),
+        extra || null);
+    }
+
+    function render(cur) {
+      // Rates over the last refresh; before the second read, since the herald started.
+      const since = prev || { now: cur.started, ingest: {}, write: { commits: { count: 0, sum: 0 } }, refusals: { exports: {} } };
+      const dt = Math.max(cur.now - since.now, 1e-3);
+      const span = prev ? 'last ' + fmtNum(dt, 1) + ' s' : 'since start';
+      const rate = (k) => (cur.ingest[k] - (since.ingest[k] || 0)) / dt;
+      const commits = cur.write.commits.count - since.write.commits.count;
+      const latency = commits > 0 ? (cur.write.commits.sum - since.write.commits.sum) / commits
+        : (cur.write.commits.count > 0 ? cur.write.commits.sum / cur.write.commits.count : 0);
+      const refusedNow = sumValues(cur.refusals.exports);
+      const refusedRecent = refusedNow - sumValues(since.refusals.exports);
+      const fwd = cur.forwarder;
+      const pc = cur.platform_check;
+      const last = pc.enabled ? pc.last : null;
+      const nt = cur.notifications;
+      clear(grid);
+      append(grid, [
+        panel('ingest', 'Ingest (' + span + ')', [
+          ['spans', fmtRate(rate('spans_received')), 'spans_rate'],
+          ['log records', fmtRate(rate('logs_received')), 'logs_rate'],
+          ['entities created', fmtRate(rate('entities_created')), 'entities_rate'],
+          ['spans received, total', fmtNum(cur.ingest.spans_received), 'spans_total'],
+          ['errors (' + ERROR_EVENT + '), total', fmtNum(cur.ingest.errors), 'errors_total'],
+        ]),
+        panel('writes', 'Writes', [
+          ['commit latency (' + (commits > 0 ? span : 'mean since start') + ')', fmtDur(latency * 1e9), 'write_latency'],
+          ['commits', fmtRate(commits / dt), 'commit_rate'],
+          ['queue depth (records)', fmtNum(cur.write.queue_records), 'queue_depth'],
+          ['failed commits, total', fmtNum(sumValues(cur.write.failures)), 'write_failures'],
+        ]),
+        panel('refusals', 'Refusals', [
+          ['exports refused (' + span + ')', fmtNum(refusedRecent), 'refused_recent'],
+          ['exports refused, total', fmtNum(refusedNow), 'refused_total'],
+          ['spans rejected as malformed', fmtNum(cur.refusals.spans_rejected), 'spans_rejected'],
+          ['denied by auth', fmtNum(cur.refusals.auth_denied), 'auth_denied'],
+        ], Object.keys(cur.refusals.exports).length
+          ? h('p', { class: 'muted' }, Object.entries(cur.refusals.exports).map(([k, v]) => k + ': ' + fmtNum(v)).join(' · ')) : null),
+        panel('forwarder', 'Forwarder', fwd.configured ? [
+          ['state', sumValues({ a: fwd.spans.failed, b: fwd.logs.failed }) > 0 || fwd.queue_requests > 0 ? 'on, backlog' : 'on', 'forward_state'],
+          ['queue (requests)', fmtNum(fwd.queue_requests), 'forward_queue'],
+          ['spans sent', fmtNum(fwd.spans.sent || 0), 'forward_sent'],
+          ['spans failed or dropped', fmtNum(sumValues(fwd.spans) - (fwd.spans.sent || 0)), 'forward_lost'],
+        ] : [['state', 'off (COLLECTOR_ENDPOINT not set)', 'forward_state']]),
+        panel('store', 'Store', [
+          ['backend', cur.store.backend + (cur.store.ready ? ', ready' : ', NOT READY'), 'store_state'],
+          ['connections in use / open', fmtNum(cur.store.connections_in_use) + ' / ' + fmtNum(cur.store.connections_open), 'connections'],
+          ['TraceStore entries', fmtNum(cur.store.trace_store_size), 'trace_store_size'],
+          ['spans stored, total', fmtNum(cur.ingest.spans_stored), 'spans_stored'],
+          ['failed writes, total', fmtNum(cur.store.write_errors), 'db_write_errors'],
+        ]),
+        panel('canary', 'Platform check', pc.enabled ? [
+          ['state', last ? (last.ok ? 'ok' : 'FAILING') : 'waiting for the first check', 'canary_state'],
+          ['interval', fmtNum(pc.interval_seconds) + ' s', 'canary_interval'],
+          ['last check', last ? fmtAge(cur.now - last.checked_at) : '–', 'canary_checked'],
+          ['last success', last && last.last_success ? fmtAge(cur.now - last.last_success) : 'never', 'canary_success'],
+        ] : [['state', 'off (PLATFORM_CHECK_INTERVAL_SECS=0)', 'canary_state']],
+        last && last.problems.length ? h('ul', { class: 'problems' }, last.problems.map((p) => h('li', null, p))) : null),
+        panel('notifications', 'Notifications', nt.configured ? [
+          ['outbox depth', fmtNum(nt.outbox_depth), 'outbox_depth'],
+          ['sent, total', fmtNum(nt.sent), 'notifications_sent'],
+          ['failed, total', fmtNum(nt.errors), 'notification_errors'],
+          ['dropped (outbox full), total', fmtNum(nt.dropped), 'notifications_dropped'],
+        ] : [['outbox', 'not configured', 'outbox_depth']]),
+      ]);
+      const reasons = cur.degraded || [];
+      clear(banner);
+      banner.hidden = reasons.length === 0;
+      if (reasons.length) append(banner, [h('strong', null, 'Degraded'), h('ul', null, reasons.map((r) => h('li', null, r)))]);
+      markDegraded(reasons);
+      prev = cur;
+      refreshes += 1;
+      grid.dataset.refreshes = String(refreshes);
+    }
+
+    async function tick() {
+      try { render(await api('/api/v1/health')); note.textContent = 'Read from this herald’s metrics; refreshed every 2 s.'; }
+      catch (e) { note.textContent = 'Could not refresh: ' + e.message; }
+    }
+    await tick();
+    liveTimer = setInterval(tick, 2000);
   }
 
   route();
