@@ -76,6 +76,8 @@ def test_health_page_shows_live_numbers(s: Session, herald: harness.Herald) -> N
     expect(field(s, "forward_state").startswith("off"), field(s, "forward_state"))
     expect(field(s, "store_state") == "sqlite, ready", field(s, "store_state"))
     expect(number(field(s, "write_latency")) > 0, f"write latency {field(s, 'write_latency')}")
+    expect(field(s, "store_size").endswith(("KiB", "MiB")), f"store size {field(s, 'store_size')}")
+    expect("passes" in field(s, "retention"), f"retention {field(s, 'retention')}")
     refused_before = number(field(s, "refused_total"))
 
     # While the page stays open: more spans and a refused export.
@@ -133,7 +135,8 @@ TESTS: list[Callable[[Session, harness.Herald], None]] = [
 
 def main() -> int:
     passed = failed = 0
-    herald = harness.Herald({"PLATFORM_CHECK_INTERVAL_SECS": "1"})
+    # Retention passes every second, so the page has some to show.
+    herald = harness.Herald({"PLATFORM_CHECK_INTERVAL_SECS": "1", "HELIX_RETENTION_INTERVAL_SECS": "1"})
     try:
         harness.seed(herald)
         # The first canary (one interval after start) has been checked.

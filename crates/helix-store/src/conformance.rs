@@ -56,6 +56,7 @@ macro_rules! conformance_tests {
             empty_batch_changes_nothing,
             creation_inserts_entity_edges_and_events,
             same_batch_twice_is_idempotent,
+            size_and_connections_are_reported,
             concurrent_duplicate_batches_write_once,
             operation_on_unknown_entity_creates_placeholder,
             placeholder_is_upgraded_by_creation,
@@ -370,6 +371,14 @@ pub async fn creation_inserts_entity_edges_and_events(store: &dyn Store) {
     assert_eq!(store.children_count("block-2").await.unwrap(), 1);
     let events = store.events("cand-1", &PageRequest::first(10)).await.unwrap().items;
     assert_eq!(events, c.events);
+}
+
+pub async fn size_and_connections_are_reported(store: &dyn Store) {
+    write(store, vec![created(creation("sized", &[], 0))]).await;
+    let size = store.size_bytes().await.unwrap();
+    assert!(size.is_some_and(|b| b > 0), "{size:?}");
+    let c = store.connections().expect("both backends count their connections");
+    assert!(c.open >= 1 && c.in_use <= c.open, "{c:?}");
 }
 
 pub async fn same_batch_twice_is_idempotent(store: &dyn Store) {

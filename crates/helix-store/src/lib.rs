@@ -59,6 +59,16 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
+    /// What the retention jobs have done since the store opened; `None` without such jobs.
+    fn retention(&self) -> Option<RetentionSnapshot> {
+        None
+    }
+
+    /// The bytes the store takes (files or database); `None` when it cannot say.
+    async fn size_bytes(&self) -> StoreResult<Option<u64>> {
+        Ok(None)
+    }
+
     /// Apply a batch atomically: either every record is committed or none is.
     async fn write(&self, batch: &WriteBatch) -> StoreResult<WriteOutcome>;
 

@@ -196,6 +196,8 @@ struct Inner {
     pool: Pool,
     redacted_url: String,
     retention_task: Option<tokio::task::JoinHandle<()>>,
+    /// What the retention job did (it holds a clone).
+    progress: Arc<crate::RetentionProgress>,
 }
 
 impl Drop for Inner {
@@ -231,15 +233,16 @@ impl PostgresStore {
         let spans = opts.span_retention;
         let span_limits = spans.max_age.is_some() || spans.max_bytes.is_some();
         let cfg = opts.retention.clone().filter(RetentionConfig::enabled);
+        let progress = Arc::new(crate::RetentionProgress::default());
         let retention_task = match (cfg, span_limits) {
-            (Some(cfg), _) => Some(tokio::spawn(retention::run(pool.clone(), cfg, spans))),
+            (Some(cfg), _) => Some(tokio::spawn(retention::run(pool.clone(), cfg, spans, progress.clone()))),
             (None, true) => {
                 let off = RetentionConfig { operations: None, events: None, logs: None, ..Default::default() };
-                Some(tokio::spawn(retention::run(pool.clone(), off, spans)))
+                Some(tokio::spawn(retention::run(pool.clone(), off, spans, progress.clone())))
             }
             (None, false) => None,
         };
-        Ok(PostgresStore { inner: Arc::new(Inner { pool, redacted_url: redacted, retention_task }) })
+        Ok(PostgresStore { inner: Arc::new(Inner { pool, redacted_url: redacted, retention_task, progress }) })
     }
 
     /// The DB_URL with its password hidden.
@@ -277,6 +280,17 @@ impl Store for PostgresStore {
     /// row locks and the re-plan on a lost race keep concurrent batches correct.
     fn write_concurrency(&self) -> usize {
         2
+    }
+
+    fn retention(&self) -> Option<crate::RetentionSnapshot> {
+        self.inner.retention_task.as_ref().map(|_| self.inner.progress.snapshot())
+    }
+
+    /// The whole database (`pg_database_size`).
+    async fn size_bytes(&self) -> StoreResult<Option<u64>> {
+        let client = self.client().await?;
+        let row = client.query_one("SELECT pg_database_size(current_database())", &[]).await.map_err(map_pg)?;
+        Ok(u64::try_from(row.get::<_, i64>(0)).ok())
     }
 
     fn connections(&self) -> Option<crate::Connections> {

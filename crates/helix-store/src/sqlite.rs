@@ -159,6 +159,8 @@ struct Inner {
     /// until its query has ended, so never more than `max_readers` exist.
     reader_slots: Arc<tokio::sync::Semaphore>,
     query_timeout: Duration,
+    /// What the span and log retention jobs did.
+    retention: crate::RetentionProgress,
 }
 
 /// Where a read is: a caller that goes away interrupts it only while it runs (an interrupt
@@ -264,6 +266,7 @@ impl SqliteStore {
             readers_busy: Default::default(),
             reader_slots: Arc::new(tokio::sync::Semaphore::new(opts.read_connections.max(1))),
             query_timeout: opts.query_timeout,
+            retention: Default::default(),
         });
         let limits = opts.span_retention;
         if limits.max_age.is_some() || limits.max_bytes.is_some() {
@@ -339,6 +342,19 @@ impl Store for SqliteStore {
 
     fn notify(&self) -> Option<&dyn crate::notify::NotifyStore> {
         Some(self)
+    }
+
+    fn retention(&self) -> Option<crate::RetentionSnapshot> {
+        Some(self.inner.retention.snapshot())
+    }
+
+    /// The database file and its write-ahead log.
+    async fn size_bytes(&self) -> StoreResult<Option<u64>> {
+        let path = self.inner.path.clone();
+        let mut wal = path.clone().into_os_string();
+        wal.push("-wal");
+        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        Ok(Some(size(&path) + size(Path::new(&wal))))
     }
 
     async fn write(&self, batch: &WriteBatch) -> StoreResult<WriteOutcome> {

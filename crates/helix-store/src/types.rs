@@ -3,6 +3,8 @@
 use helix_model::{EntityCreated, LogRecorded, Metadata, OperationRecorded, SpanRecorded, Status};
 use serde::{Deserialize, Serialize};
 
+use crate::StoreResult;
+
 /// One record to apply, in arrival order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum WriteRecord {
@@ -80,6 +82,53 @@ impl EventCount {
     pub fn is_error(&self) -> bool {
         self.event_name == helix_model::interpret::ERROR_EVENT
     }
+}
+
+/// What a store's retention jobs have done since it opened, kept by the jobs themselves.
+#[derive(Debug, Default)]
+pub struct RetentionProgress {
+    passes: std::sync::atomic::AtomicU64,
+    failed: std::sync::atomic::AtomicU64,
+    removed: std::sync::atomic::AtomicU64,
+    last_pass_ns: std::sync::atomic::AtomicI64,
+}
+
+impl RetentionProgress {
+    /// One pass of a retention job ended at `now_ns`, with the rows (or spans) it removed.
+    pub fn record(&self, result: &StoreResult<u64>, now_ns: i64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        match result {
+            Ok(n) => {
+                self.passes.fetch_add(1, Relaxed);
+                self.removed.fetch_add(*n, Relaxed);
+            }
+            Err(_) => {
+                self.failed.fetch_add(1, Relaxed);
+            }
+        }
+        self.last_pass_ns.store(now_ns, Relaxed);
+    }
+
+    pub fn snapshot(&self) -> RetentionSnapshot {
+        use std::sync::atomic::Ordering::Relaxed;
+        let last = self.last_pass_ns.load(Relaxed);
+        RetentionSnapshot {
+            passes: self.passes.load(Relaxed),
+            failed_passes: self.failed.load(Relaxed),
+            removed: self.removed.load(Relaxed),
+            last_pass_ns: (last > 0).then_some(last),
+        }
+    }
+}
+
+/// [`RetentionProgress`] at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RetentionSnapshot {
+    pub passes: u64,
+    pub failed_passes: u64,
+    /// Rows and spans removed, every job together.
+    pub removed: u64,
+    pub last_pass_ns: Option<i64>,
 }
 
 /// How many database connections a store holds, for the `helix_db_connections_*` gauges.

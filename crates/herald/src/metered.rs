@@ -97,6 +97,14 @@ impl Store for MeteredStore {
         self.inner.notify()
     }
 
+    fn retention(&self) -> Option<helix_store::RetentionSnapshot> {
+        self.inner.retention()
+    }
+
+    async fn size_bytes(&self) -> StoreResult<Option<u64>> {
+        self.query("size_bytes", self.inner.size_bytes()).await
+    }
+
     async fn write(&self, batch: &WriteBatch) -> StoreResult<WriteOutcome> {
         let started = Instant::now();
         let result = self.inner.write(batch).await;

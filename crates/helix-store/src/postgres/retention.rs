@@ -143,10 +143,20 @@ pub(super) async fn delete_older(
 /// The periodic job: a pass over the entity tables right away, then every `interval` the
 /// span store's pass and the next entity pass; failures (e.g. the database is down) are
 /// logged and the next pass tries again.
-pub(super) async fn run(pool: Pool, cfg: RetentionConfig, spans: SpanRetention) {
+pub(super) async fn run(
+    pool: Pool,
+    cfg: RetentionConfig,
+    spans: SpanRetention,
+    progress: std::sync::Arc<crate::RetentionProgress>,
+) {
     loop {
         if cfg.enabled() {
-            match pass(&pool, &cfg).await {
+            let result = pass(&pool, &cfg).await;
+            progress.record(
+                &result.as_ref().map(|r| r.deleted.iter().map(|(_, n)| n).sum()).map_err(Clone::clone),
+                now_ns(),
+            );
+            match result {
                 Ok(_) => {}
                 Err(e @ StoreError::Unavailable { .. }) => {
                     tracing::warn!(error = %e, "retention pass skipped: database unavailable")
@@ -155,7 +165,9 @@ pub(super) async fn run(pool: Pool, cfg: RetentionConfig, spans: SpanRetention) 
             }
         }
         tokio::time::sleep(cfg.interval).await;
-        if let Err(e) = span_pass(&pool, &spans, now_ns(), cfg.pause).await {
+        let result = span_pass(&pool, &spans, now_ns(), cfg.pause).await;
+        progress.record(&result, now_ns());
+        if let Err(e) = result {
             tracing::warn!(error = %e, "span retention pass failed; the next one tries again");
         }
     }

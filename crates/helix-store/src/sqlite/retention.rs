@@ -236,7 +236,9 @@ pub(super) fn every_interval(
             }
         }
         let Some(strong): Option<Arc<Inner>> = inner.upgrade() else { return };
-        if let Err(e) = pass(&strong, now_ns()) {
+        let result = pass(&strong, now_ns());
+        strong.retention.record(&result, now_ns());
+        if let Err(e) = result {
             tracing::warn!(job = name, error = %e, "retention pass failed; the next one tries again");
         }
     };

@@ -118,6 +118,8 @@ fn unix_seconds(t: std::time::SystemTime) -> f64 {
 async fn summary(State(state): State<ApiState>) -> Json<Value> {
     let m = Families::of(&state.metrics);
     let ready = state.store.check_ready().await;
+    // A store that cannot say its size is no reason to fail the page.
+    let size_bytes = state.store.size_bytes().await.ok().flatten();
     let mut degraded = Vec::new();
     if let Err(e) = &ready {
         degraded.push(format!("the store is not ready: {e}"));
@@ -170,6 +172,8 @@ async fn summary(State(state): State<ApiState>) -> Json<Value> {
             "connections_open": m.total("helix_db_connections_total"),
             "trace_store_size": m.total("helix_trace_store_size"),
             "write_errors": m.total("helix_db_write_errors_total"),
+            "size_bytes": size_bytes,
+            "retention": state.store.retention(),
         },
         "platform_check": state.platform.json(),
         "notifications": notifications,

@@ -1668,6 +1668,19 @@
   function sumValues(obj) { return Object.values(obj || {}).reduce((a, b) => a + Number(b || 0), 0); }
   function fmtAge(seconds) { return seconds === null || seconds === undefined ? '–' : fmtDur(seconds * 1e9) + ' ago'; }
 
+  function fmtBytes(n) {
+    const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+    let i = 0;
+    while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
+    return fmtNum(n, i ? 1 : 0) + ' ' + units[i];
+  }
+  function retentionText(r, now) {
+    if (!r) return 'no retention job';
+    if (!r.passes && !r.failed_passes) return 'no pass yet';
+    const last = r.last_pass_ns ? ', last ' + fmtAge(now - r.last_pass_ns / 1e9) : '';
+    return fmtNum(r.passes) + ' passes, ' + fmtNum(r.removed) + ' removed' + (r.failed_passes ? ', ' + fmtNum(r.failed_passes) + ' failed' : '') + last;
+  }
+
   async function healthPage() {
     document.title = 'Health · Entity Inspector';
     app.appendChild(h('h1', null, 'Herald health'));
@@ -1738,6 +1751,8 @@
           ['TraceStore entries', fmtNum(cur.store.trace_store_size), 'trace_store_size'],
           ['spans stored, total', fmtNum(cur.ingest.spans_stored), 'spans_stored'],
           ['failed writes, total', fmtNum(cur.store.write_errors), 'db_write_errors'],
+          ['size on disk', cur.store.size_bytes === null ? 'unknown' : fmtBytes(cur.store.size_bytes), 'store_size'],
+          ['retention', retentionText(cur.store.retention, cur.now), 'retention'],
         ]),
         panel('canary', 'Platform check', pc.enabled ? [
           ['state', last ? (last.ok ? 'ok' : 'FAILING') : 'waiting for the first check', 'canary_state'],
