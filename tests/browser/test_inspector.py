@@ -188,6 +188,10 @@ def test_errors_grouped_by_class(s: Session, facts: dict[str, Any]) -> None:
     expect(first.locator("a.entity-link").count() == 5, "example entities linked")
     second = groups.nth(1)
     expect(second.get_attribute("data-occurrences") == str(facts["timeout_errors"]), "timeouts grouped")
+    page.wait_for_function("() => ![...document.querySelectorAll('#error-groups td.causes')].some(td => td.textContent.includes('looking upstream'))", timeout=15_000)
+    # The mask errors hit candidates of two of the four blocks only: those blocks are the hints.
+    hinted = first.locator("td.causes div.cause a.cause-link").all_text_contents()
+    expect(sorted(hinted) == ["blk-1", "blk-3"], f"the mask errors' blocks are hinted: {hinted}")
     s.shot("errors")
     first.locator("a.entity-link").first.click()
     s.ready()

@@ -106,6 +106,7 @@ macro_rules! conformance_tests {
             flags_are_kept_with_their_history,
             suspicion_reaches_every_descendant_and_clears_per_flag,
             search_filters_suspect_entities,
+            entities_by_id_returns_the_existing_ones,
         );
     };
 }
@@ -2178,4 +2179,14 @@ pub async fn search_filters_suspect_entities(store: &dyn Store) {
     assert_eq!(store.search(&both, &PageRequest::first(10)).await.expect("search").items.len(), 1);
     store.clear_flag("b", &f.flag_id, "me").await.expect("clear");
     assert!(ids(Some(true)).await.is_empty());
+}
+
+pub async fn entities_by_id_returns_the_existing_ones(store: &dyn Store) {
+    create_all(store, &[("e1", &[], 0), ("e2", &["e1"], 1)]).await;
+    let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let mut got = store.entities(&ids(&["e2", "missing", "e1", "e2"])).await.expect("entities");
+    got.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(got.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["e1", "e2"]);
+    assert_eq!(got[1], get(store, "e2").await, "whole rows");
+    assert!(store.entities(&[]).await.expect("entities").is_empty());
 }

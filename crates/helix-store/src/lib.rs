@@ -80,6 +80,10 @@ pub trait Store: Send + Sync + 'static {
 
     async fn entity(&self, id: &str) -> StoreResult<Option<Entity>>;
 
+    /// The existing entities among `ids`, in any order (unknown IDs are absent). Callers keep
+    /// `ids` to a bounded batch.
+    async fn entities(&self, ids: &[String]) -> StoreResult<Vec<Entity>>;
+
     /// Number of entities that name `id` as a parent.
     async fn children_count(&self, id: &str) -> StoreResult<u64>;
 

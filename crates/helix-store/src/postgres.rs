@@ -322,6 +322,10 @@ impl Store for PostgresStore {
         read::entity(&self.client().await?, id).await.map_err(|e| e.during("entity"))
     }
 
+    async fn entities(&self, ids: &[String]) -> StoreResult<Vec<Entity>> {
+        read::entities(&self.client().await?, ids).await.map_err(|e| e.during("entities"))
+    }
+
     async fn children_count(&self, id: &str) -> StoreResult<u64> {
         read::children_count(&self.client().await?, id).await.map_err(|e| e.during("children_count"))
     }

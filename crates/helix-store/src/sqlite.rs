@@ -398,6 +398,16 @@ impl Store for SqliteStore {
         self.read(move |c| read::entity(c, &id)).await.map_err(|e| e.during("entity"))
     }
 
+    async fn entities(&self, ids: &[String]) -> StoreResult<Vec<Entity>> {
+        let ids = ids.to_vec();
+        self.read(move |c| {
+            let keys: Vec<&str> = ids.iter().map(String::as_str).collect();
+            read::entity_rows_where(c, "id IN (SELECT value FROM json_each(?1))", &read::json_keys(&keys)?)
+        })
+        .await
+        .map_err(|e| e.during("entities"))
+    }
+
     async fn children_count(&self, id: &str) -> StoreResult<u64> {
         let id = id.to_owned();
         self.read(move |c| read::children_count(c, &id)).await.map_err(|e| e.during("children_count"))

@@ -146,6 +146,10 @@ impl Store for MeteredStore {
         self.query("entity", self.inner.entity(id)).await
     }
 
+    async fn entities(&self, ids: &[String]) -> StoreResult<Vec<Entity>> {
+        self.query("entities", self.inner.entities(ids)).await
+    }
+
     async fn children_count(&self, id: &str) -> StoreResult<u64> {
         self.query("children_count", self.inner.children_count(id)).await
     }

@@ -424,6 +424,9 @@ mod tests {
         async fn log_values(&self, _: helix_store::LogField, _: i64, _: i64, _: usize) -> StoreResult<Vec<String>> {
             no_reads()
         }
+        async fn entities(&self, _: &[String]) -> StoreResult<Vec<Entity>> {
+            no_reads()
+        }
         async fn add_flag(&self, _: &helix_store::NewFlag) -> StoreResult<helix_store::FlagAdded> {
             no_reads()
         }

@@ -134,6 +134,11 @@ pub(super) async fn entity(c: &Object, id: &str) -> StoreResult<Option<Entity>> 
     rows.first().map(entity_from_row).transpose()
 }
 
+pub(super) async fn entities(c: &Object, ids: &[String]) -> StoreResult<Vec<Entity>> {
+    let sql = format!("SELECT {} FROM entities WHERE id = ANY($1)", entity_columns());
+    q(c, &sql, &[&ids]).await?.iter().map(entity_from_row).collect()
+}
+
 pub(super) async fn children_count(c: &Object, id: &str) -> StoreResult<u64> {
     let rows = q(c, "SELECT count(*) FROM entity_parents WHERE parent_id = $1", &[&id]).await?;
     // count(*) always returns one row.

@@ -41,7 +41,10 @@ impl ReadClass {
 /// The class of an API path template, if it is an expensive one.
 pub fn class_of(path: &str) -> Option<ReadClass> {
     let class = match path {
-        "/api/v1/entity/{id}/lineage" | "/api/v1/entity/{id}/impact" => ReadClass::Lineage,
+        "/api/v1/entity/{id}/lineage"
+        | "/api/v1/entity/{id}/impact"
+        | "/api/v1/errors/{class}/causes"
+        | "/api/v1/causes" => ReadClass::Lineage,
         "/api/v1/entity/{id}/graph" => ReadClass::Graph,
         "/api/v1/entity/{id}/prov" | "/api/v1/entity/{id}/openlineage" => ReadClass::Exports,
         "/api/v1/monitor/fields" | "/api/v1/monitor/bins" | "/api/v1/stages" | "/api/v1/stages/timeline" => {

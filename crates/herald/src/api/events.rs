@@ -30,7 +30,7 @@ const MAX_ERRORS_SCANNED: usize = 100_000;
 const SCAN_PAGE: usize = 10_000;
 /// Example entities kept per class (the most recent ones).
 const EXAMPLES: usize = 5;
-const MAX_WINDOW_NS: i64 = 31 * 24 * HOUR_NS;
+pub(super) const MAX_WINDOW_NS: i64 = 31 * 24 * HOUR_NS;
 
 pub fn routes() -> Vec<Route> {
     vec![
@@ -133,6 +133,48 @@ pub struct ErrorGroup {
     pub example_entities: Vec<String>,
 }
 
+fn class_key(stage: &str, normalised: &str) -> String {
+    format!("{stage}: {normalised}")
+}
+
+/// The class key of an error event, as `/api/v1/errors` gives it in `class`.
+pub fn class_of(event: &EntityEvent) -> String {
+    class_key(event.metadata.get("stage").map_or("", String::as_str), &normalise_message(message_of(event)))
+}
+
+/// The error events of an instrument in `[from_ns, to_ns)` (of one stage when given), newest
+/// first, at most [`MAX_ERRORS_SCANNED`]; `true` when there were more.
+pub(super) async fn scan_errors(
+    state: &ApiState,
+    instrument: &str,
+    stage: Option<&str>,
+    from_ns: i64,
+    to_ns: i64,
+) -> ApiResult<(Vec<EntityEvent>, bool)> {
+    let query = EventQuery {
+        instrument_id: Some(instrument.to_owned()),
+        event_name: Some(ERROR_EVENT.to_owned()),
+        from_ns: Some(from_ns),
+        to_ns: Some(to_ns),
+    };
+    let mut scanned: Vec<EntityEvent> = Vec::new();
+    let mut request = PageRequest::first(SCAN_PAGE);
+    let partial = loop {
+        let page = state.store.instrument_events(&query, &request).await?;
+        scanned.extend(
+            page.items
+                .into_iter()
+                .filter(|e| stage.is_none_or(|s| e.metadata.get("stage").map(String::as_str) == Some(s))),
+        );
+        match page.next_cursor {
+            None => break false,
+            Some(_) if scanned.len() >= MAX_ERRORS_SCANNED => break true,
+            Some(c) => request.cursor = Some(c),
+        }
+    };
+    Ok((scanned, partial))
+}
+
 /// Groups error events (newest first) by class; groups sorted by occurrences (most first),
 /// then last seen (most recent first), then class.
 pub fn group_errors(events: &[EntityEvent]) -> Vec<ErrorGroup> {
@@ -142,7 +184,7 @@ pub fn group_errors(events: &[EntityEvent]) -> Vec<ErrorGroup> {
     for event in events {
         let stage = event.metadata.get("stage").map_or("", String::as_str);
         let message = normalise_message(message_of(event));
-        let class = format!("{stage}: {message}");
+        let class = class_key(stage, &message);
         let i = *index.entry(class.clone()).or_insert_with(|| {
             groups.push(ErrorGroup {
                 class,
@@ -195,27 +237,7 @@ async fn errors(State(state): State<ApiState>, params: QueryParams) -> ApiResult
     let (from_ns, to_ns) = window_ns(&params, 24 * HOUR_NS, MAX_WINDOW_NS)?;
     let limit = params.limit(DEFAULT_GROUPS_PAGE, MAX_GROUPS_PAGE)?;
     let offset = group_offset(&params)?;
-    let query = EventQuery {
-        instrument_id: Some(instrument.clone()),
-        event_name: Some(ERROR_EVENT.to_owned()),
-        from_ns: Some(from_ns),
-        to_ns: Some(to_ns),
-    };
-    let mut scanned: Vec<EntityEvent> = Vec::new();
-    let mut request = PageRequest::first(SCAN_PAGE);
-    let partial = loop {
-        let page = state.store.instrument_events(&query, &request).await?;
-        scanned.extend(
-            page.items
-                .into_iter()
-                .filter(|e| stage.as_deref().is_none_or(|s| e.metadata.get("stage").map(String::as_str) == Some(s))),
-        );
-        match page.next_cursor {
-            None => break false,
-            Some(_) if scanned.len() >= MAX_ERRORS_SCANNED => break true,
-            Some(c) => request.cursor = Some(c),
-        }
-    };
+    let (scanned, partial) = scan_errors(&state, &instrument, stage.as_deref(), from_ns, to_ns).await?;
     let groups = group_errors(&scanned);
     let total = groups.len();
     let page: Vec<ErrorGroup> = groups.into_iter().skip(offset).take(limit).collect();

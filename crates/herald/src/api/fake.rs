@@ -113,6 +113,9 @@ impl Store for FakeStore {
     async fn log_values(&self, _field: LogField, _from: i64, _to: i64, _limit: usize) -> StoreResult<Vec<String>> {
         self.answer(Vec::new())
     }
+    async fn entities(&self, _ids: &[String]) -> StoreResult<Vec<Entity>> {
+        self.answer(Vec::new())
+    }
     async fn add_flag(&self, _flag: &helix_store::NewFlag) -> StoreResult<helix_store::FlagAdded> {
         self.answer(helix_store::FlagAdded::UnknownEntity)
     }

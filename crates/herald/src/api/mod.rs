@@ -3,6 +3,7 @@
 //! this module's.
 
 pub mod auth;
+pub mod causes;
 pub mod classes;
 pub mod entity;
 pub mod events;
@@ -88,6 +89,7 @@ pub const RESOURCES: &[Resource] = &[
     Resource { name: "instruments", routes: instruments::routes },
     Resource { name: "stages", routes: stages::routes },
     Resource { name: "events", routes: events::routes },
+    Resource { name: "causes", routes: causes::routes },
     Resource { name: "monitor", routes: monitor::routes },
     Resource { name: "traces", routes: traces::routes },
     Resource { name: "logs", routes: logs::routes },

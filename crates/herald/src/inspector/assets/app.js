@@ -851,13 +851,31 @@
       data.errors_scanned + ' errors in ' + data.groups.length + ' classes between ' + fmtTime(data.from_ns) + ' and ' + fmtTime(data.to_ns) + (data.partial ? ' (newest 100 000 errors only)' : '')));
     if (!data.groups.length) return;
     app.appendChild(h('table', { class: 'error-groups', id: 'error-groups' },
-      h('thead', null, h('tr', null, h('th', null, 'stage'), h('th', null, 'error class'), h('th', { class: 'num' }, 'occurrences'), h('th', { class: 'num' }, 'entities'), h('th', null, 'first seen'), h('th', null, 'last seen'), h('th', null, 'examples'))),
-      h('tbody', null, data.groups.map((g) => h('tr', { class: 'error-group', 'data-occurrences': g.occurrences },
+      h('thead', null, h('tr', null, h('th', null, 'stage'), h('th', null, 'error class'), h('th', { class: 'num' }, 'occurrences'), h('th', { class: 'num' }, 'entities'), h('th', null, 'first seen'), h('th', null, 'last seen'), h('th', null, 'examples'), h('th', null, 'likely causes upstream'))),
+      h('tbody', null, data.groups.map((g, i) => h('tr', { class: 'error-group', 'data-occurrences': g.occurrences },
         h('td', null, g.stage ? h('a', { href: '/errors' + query({ instrument: instrument, window: win, stage: g.stage }) }, g.stage) : '–'),
         h('td', null, h('div', { class: 'error-class' }, g.message || '(no message)'), g.sample_message !== g.message ? h('div', { class: 'muted' }, 'e.g. ', g.sample_message) : null),
         h('td', { class: 'num' }, String(g.occurrences)), h('td', { class: 'num' }, String(g.entities_affected)),
         h('td', null, fmtTime(g.first_seen_ns)), h('td', null, fmtTime(g.last_seen_ns)),
-        h('td', null, g.example_entities.map((id) => h('div', null, entityLink(id, shortId(id, 40))))))))));
+        h('td', null, g.example_entities.map((id) => h('div', null, entityLink(id, shortId(id, 40))))),
+        // Hints for the ten most frequent classes: each is a comparison of its own.
+        i < 10 ? causesCell(g.class, instrument, data.from_ns, data.to_ns) : h('td', null, '–'))))));
+  }
+
+  // The top root-cause hints of an error class (GET /api/v1/errors/{class}/causes), loaded
+  // after the table is drawn.
+  function causesCell(cls, instrument, fromNs, toNs) {
+    const cell = h('td', { class: 'causes' }, h('span', { class: 'muted' }, 'looking upstream…'));
+    api('/api/v1/errors/' + encodeURIComponent(cls) + '/causes', { instrument: instrument, from_ns: fromNs, to_ns: toNs, limit: 3 }).then((r) => {
+      clear(cell);
+      if (!r.causes.length) { cell.appendChild(h('span', { class: 'muted' }, 'nothing shared stands out')); return; }
+      for (const c of r.causes) {
+        const what = c.kind === 'entity' ? h('a', { href: entityHref(c.value), class: 'id cause-link' }, shortId(c.value, 32)) : h('span', { class: 'id' }, c.value);
+        cell.appendChild(h('div', { class: 'cause', 'data-kind': c.kind }, c.kind + ' ', what, ' ',
+          h('span', { class: 'muted' }, Math.round(100 * c.failing_share) + '% of failing vs ' + Math.round(100 * c.baseline_share) + '% of ok')));
+      }
+    }, (err) => { clear(cell).appendChild(h('span', { class: 'muted' }, 'no hints: ' + err.message)); });
+    return cell;
   }
 
   // ---- notifications -----------------------------------------------------------------------
