@@ -12,6 +12,7 @@ mod auth;
 mod load;
 mod logs;
 mod loki;
+mod notify;
 mod postgres;
 mod traces;
 
@@ -98,6 +99,17 @@ enum Bench {
         #[arg(long, default_value_t = 8)]
         ticks_per_request: usize,
     },
+    /// A burst of error events across many classes with notifications on vs off (docs/benchmarks.md).
+    Notifications {
+        #[arg(long, default_value_t = 10_000)]
+        events: usize,
+        #[arg(long, default_value_t = 100)]
+        classes: usize,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+    },
     /// PostgreSQL: ingest vs bare COPY vs the older herald's writes; lineage vs GIN-indexed CTE.
     Postgres {
         #[command(subcommand)]
@@ -151,6 +163,9 @@ fn main() {
             rt.block_on(auth::run(seconds, rounds, clients, ticks_per_request))
         }
         Bench::Postgres { what } => rt.block_on(postgres::run(what)),
+        Bench::Notifications { events, classes, rounds, clients } => {
+            rt.block_on(notify::run(events, classes, rounds, clients))
+        }
         Bench::Logs { what: LogBench::Ingest { seconds, log_clients, span_clients } } => {
             rt.block_on(logs::ingest(seconds, log_clients, span_clients))
         }

@@ -308,6 +308,7 @@ impl Dispatcher {
                 let backoff = self.config.backoff.get(item.attempts as usize).copied();
                 match (&failure, backoff) {
                     (Failure::Retry(why), Some(wait)) => {
+                        let _ = store.save_progress(item.id, &self.owner, &item.progress).await;
                         self.metrics.notify.retries.with_label_values(&[&item.instrument_id, &channel]).inc();
                         self.log(store, &item, &channel, "retrying", why).await;
                         let next = now.saturating_add(i64::try_from(wait.as_nanos()).unwrap_or(i64::MAX));
@@ -366,7 +367,10 @@ impl Dispatcher {
         if let Some(slack) = rule.slack.as_ref().filter(|_| !item.progress.slack_done) {
             self.slack(store, item, slack, &text).await?;
             item.progress.slack_done = true;
-            let _ = store.save_progress(item.id, &self.owner, &item.progress).await;
+            // The last step needs no save: finishing the row follows.
+            if rule.webhook.is_some() {
+                let _ = store.save_progress(item.id, &self.owner, &item.progress).await;
+            }
         }
         if let Some(hook) = rule.webhook.as_ref().filter(|_| !item.progress.webhook_done) {
             let body = message::webhook_document(item, &text, &item.progress.issue_urls, links);
@@ -375,7 +379,6 @@ impl Dispatcher {
                 .map_err(|e| ("webhook".to_owned(), e))?;
             self.log(store, item, "webhook", "sent", "").await;
             item.progress.webhook_done = true;
-            let _ = store.save_progress(item.id, &self.owner, &item.progress).await;
         }
         Ok(())
     }
@@ -402,14 +405,14 @@ impl Dispatcher {
                     .await
                     .map_err(|e| ("slack".to_owned(), Failure::Retry(format!("store: {e}"))))?;
                 let allowed = decision == RateDecision::Send;
+                // Saved with the row's next save (a failed send saves it before the retry).
                 item.progress.slack_allowed = Some(allowed);
-                let _ = store.save_progress(item.id, &self.owner, &item.progress).await;
                 allowed
             }
         };
         if !allowed {
+            // Counted, and summed up in the window's digest (which the delivery log shows).
             self.metrics.notify.suppressed.with_label_values(&[&item.instrument_id, "slack", &item.event_name]).inc();
-            self.log(store, item, "slack", "suppressed", "rate limit; counted in the window's digest").await;
             return Ok(());
         }
         let body = message::slack_message(item, text, &item.progress.issue_urls, &self.config.links);

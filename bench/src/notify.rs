@@ -1,0 +1,219 @@
+//! `helix-bench notifications`: a burst of error events across many classes ingested with
+//! notifications on (every event is also an outbox row in its transaction; a dispatcher sends
+//! to a loopback Slack) and off, in interleaved rounds on fresh stores, then how long the
+//! outbox takes to drain once the burst is acknowledged.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use helix_store::{SqliteOptions, SqliteStore, Store};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Span};
+
+use crate::load::{drive, export_traces, load_average, now_ns, trace_client, InProcessHerald};
+
+const INSTRUMENT: &str = "BENCHNOTIFY";
+const SPANS_PER_REQUEST: usize = 100;
+
+fn kv(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.to_owned())) }),
+        ..Default::default()
+    }
+}
+
+/// A class name without digits (digits are normalised away): `aa`, `ab`, …
+fn class_word(k: usize) -> String {
+    let letters = b"abcdefghijklmnopqrstuvwxyz";
+    format!("{}{}", letters[k / 26 % 26] as char, letters[k % 26] as char)
+}
+
+/// `events` creation spans of one helix.error each, round-robin over `classes` classes.
+fn burst(events: usize, classes: usize, round: usize) -> Vec<ExportTraceServiceRequest> {
+    let now = u64::try_from(now_ns()).unwrap_or(0);
+    let spans: Vec<Span> = (0..events)
+        .map(|i| {
+            let mut id = [0u8; 16];
+            id[..8].copy_from_slice(&(round as u64).to_be_bytes());
+            id[8..].copy_from_slice(&(i as u64 + 1).to_be_bytes());
+            Span {
+                trace_id: id.to_vec(),
+                span_id: id[8..].to_vec(),
+                name: "search".into(),
+                start_time_unix_nano: now,
+                end_time_unix_nano: now + 1_000,
+                attributes: vec![kv("helix.entity.id", &format!("r{round}-cand-{i}"))],
+                events: vec![span::Event {
+                    name: "helix.error".into(),
+                    time_unix_nano: now + 500,
+                    attributes: vec![kv("message", &format!("beam {i} failed: {}", class_word(i % classes)))],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }
+        })
+        .collect();
+    spans
+        .chunks(SPANS_PER_REQUEST)
+        .map(|chunk| ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", "bench"), kv("helix.instrument.id", INSTRUMENT)],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans { spans: chunk.to_vec(), ..Default::default() }],
+                ..Default::default()
+            }],
+        })
+        .collect()
+}
+
+/// A Slack webhook on loopback counting the messages it is sent.
+async fn slack() -> (Arc<AtomicUsize>, String) {
+    let count = Arc::new(AtomicUsize::new(0));
+    let counter = count.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |_: axum::body::Bytes| {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("loopback port");
+    let url = format!("http://{}/hook", listener.local_addr().expect("bound"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (count, url)
+}
+
+struct Run {
+    ingest: Duration,
+    /// From the last acknowledgement to an empty outbox; `None` with notifications off.
+    drain: Option<Duration>,
+    messages: usize,
+}
+
+async fn one_run(on: bool, events: usize, classes: usize, round: usize, clients: usize, hook_var: &str) -> Run {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("herald.db");
+    let db_url = format!("sqlite://{}", path.display());
+    let instruments = dir.path().join("instruments");
+    std::fs::create_dir(&instruments).expect("instruments dir");
+    if on {
+        std::fs::write(
+            instruments.join("bench.yml"),
+            format!(
+                "instrument_id: {INSTRUMENT}\nnotifications:\n  slack_webhook_env: {hook_var}\n  events:\n    \
+                 helix.error:\n      slack: {{channel: \"#bench\", sample_window_seconds: 600, max_per_window: 1}}\n"
+            ),
+        )
+        .expect("instrument file");
+    }
+    let dir_flag = instruments.display().to_string();
+    let herald = InProcessHerald::start(&db_url, &["--instruments-dir", &dir_flag, "--notify-poll", "20ms"]).await;
+    let grpc = herald.grpc.clone();
+    let requests = Arc::new(burst(events, classes, round));
+    let started = Instant::now();
+    let run = drive(
+        clients,
+        requests,
+        Instant::now() + Duration::from_secs(600),
+        || trace_client(&grpc),
+        export_traces,
+        |r| r.resource_spans.iter().flat_map(|rs| &rs.scope_spans).map(|s| s.spans.len()).sum(),
+    )
+    .await;
+    let ingest = started.elapsed();
+    assert_eq!(run.refused_requests, 0, "exports were refused; the comparison would be meaningless");
+    assert_eq!(run.acked_spans, events);
+    let drain = if on {
+        let store = SqliteStore::open(&path, SqliteOptions::default()).expect("the bench store");
+        let notify = store.notify().expect("SQLite keeps notifications");
+        let acked = Instant::now();
+        loop {
+            if notify.outbox_depth().await.expect("outbox depth") == 0 {
+                break Some(acked.elapsed());
+            }
+            assert!(acked.elapsed() < Duration::from_secs(120), "the outbox did not drain in 120 s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    } else {
+        None
+    };
+    herald.stop().await;
+    Run { ingest, drain, messages: 0 }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+pub async fn run(events: usize, classes: usize, rounds: usize, clients: usize) {
+    let load_before = load_average();
+    let (count, url) = slack().await;
+    let hook_var = "HELIX_BENCH_SLACK_WEBHOOK";
+    // SAFETY (edition 2021: safe): set before any herald starts, read by its instrument loader.
+    std::env::set_var(hook_var, &url);
+    println!("### Notifications: a burst of {events} error events across {classes} classes, notifications on vs off\n");
+    println!(
+        "SQLite, an in-process herald per run on a fresh store, {clients} concurrent gRPC exporters on loopback, \
+         {SPANS_PER_REQUEST} creation spans of one `helix.error` each per request. On: the instrument's file sends \
+         `helix.error` to a loopback Slack webhook with `max_per_window: 1` (window 600 s), so every event is an \
+         outbox row written in its transaction and each class is notified once. Ingest is from the first export \
+         to the last acknowledgement; drain from then to an empty outbox. {rounds} rounds alternating which side \
+         goes first.\n"
+    );
+    println!("| round | notifications | ingest events/s | drain after the last ack | Slack messages |\n|---:|---|---:|---:|---:|");
+    let (mut ratios, mut on_rates, mut off_rates, mut drains) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let order = if round % 2 == 1 { [false, true] } else { [true, false] };
+        let mut pair = [0.0; 2];
+        for on in order {
+            let before = count.load(Ordering::SeqCst);
+            let mut r = one_run(on, events, classes, round * 2 + usize::from(on), clients, hook_var).await;
+            r.messages = count.load(Ordering::SeqCst) - before;
+            let rate = events as f64 / r.ingest.as_secs_f64();
+            println!(
+                "| {round} | {} | {rate:.0} | {} | {} |",
+                if on { "on" } else { "off" },
+                r.drain.map_or("–".into(), |d| format!("{:.2} s", d.as_secs_f64())),
+                if on { r.messages.to_string() } else { "–".into() }
+            );
+            if on {
+                assert_eq!(r.messages, classes, "each class once per window");
+                drains.push(r.drain.unwrap_or_default().as_secs_f64());
+            }
+            pair[usize::from(on)] = rate;
+        }
+        off_rates.push(pair[0]);
+        on_rates.push(pair[1]);
+        ratios.push(pair[1] / pair[0]);
+    }
+    println!(
+        "\nMedians: off {:.0} events/s, on {:.0} events/s, **on/off {:.2}** (per-round ratios {}); outbox drained \
+         {:.2} s (median; max {:.2} s) after the burst was acknowledged. Load average before {load_before}, after {}.\n",
+        median(off_rates),
+        median(on_rates),
+        median(ratios.clone()),
+        ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", "),
+        median(drains.clone()),
+        drains.iter().cloned().fold(0.0, f64::max),
+        load_average()
+    );
+}
