@@ -9,6 +9,7 @@
 //! Results print as Markdown for `docs/benchmarks.md`.
 
 mod auth;
+mod flags;
 mod load;
 mod logs;
 mod loki;
@@ -81,6 +82,16 @@ enum Bench {
         entities: usize,
         #[arg(long, default_value_t = 500)]
         queries: usize,
+    },
+    /// Flags on the lineage DAG plus a block with 100 000 descendants: flagging, the banner,
+    /// the impact walk, and ingest with 100 active flags vs none (interleaved rounds).
+    Flags {
+        #[arg(long, default_value_t = 1_000_000)]
+        entities: usize,
+        #[arg(long, default_value_t = 500)]
+        queries: usize,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
     },
     /// Log store: durable log ingest alone, spans alone and both at once; and log reads with
     /// `--lines` stored (5 000 000 in docs/benchmarks.md).
@@ -158,6 +169,7 @@ fn main() {
             rt.block_on(ingest(seconds, clients, ticks_per_request))
         }
         Bench::Lineage { entities, queries } => rt.block_on(lineage(entities, queries)),
+        Bench::Flags { entities, queries, rounds } => rt.block_on(flags::run(entities, queries, rounds)),
         Bench::Traces { spans, queries, db } => rt.block_on(traces::run(spans, queries, db)),
         Bench::Auth { seconds, rounds, clients, ticks_per_request } => {
             rt.block_on(auth::run(seconds, rounds, clients, ticks_per_request))

@@ -1,0 +1,182 @@
+//! Flags on the 1 000 000-entity DAG of the lineage benchmark plus one raw block with 100 000
+//! descendants: flagging it, the suspect banner of its descendants, its impact walk, and ingest
+//! with 100 active flags against none (interleaved rounds).
+
+use std::time::{Duration, Instant};
+
+use helix_model::{EntityCreated, EntitySpan, Metadata, Status};
+use helix_store::{
+    Cleared, Direction, FlagAdded, LineageQuery, NewFlag, Severity, SqliteStore, Store, WriteBatch, WriteRecord,
+};
+use rand::{Rng, SeedableRng};
+
+use crate::load::{load_average, percentile, rate};
+
+fn created(id: String, stage: &str, parents: Vec<String>, t: i64) -> WriteRecord {
+    WriteRecord::Created(EntityCreated(EntitySpan {
+        entity_id: id,
+        instrument_id: "BENCH".into(),
+        name: stage.into(),
+        trace_id: format!("{:032x}", t + 7_000_000_000),
+        span_id: format!("{:016x}", t + 7_000_000_000),
+        start_ns: 1_700_000_100_000_000_000 + t,
+        end_ns: 1_700_000_100_000_000_000 + t + 1000,
+        parent_ids: parents,
+        metadata: Metadata::new(),
+        service_name: None,
+        process_name: None,
+        status: Status::Ok,
+        events: vec![],
+    }))
+}
+
+fn flag(id: usize, entity: &str) -> NewFlag {
+    NewFlag {
+        flag_id: format!("bench-flag-{id}"),
+        entity_id: entity.to_owned(),
+        severity: Severity::Bad,
+        reason: "bench".into(),
+        flagged_by: "bench".into(),
+        principal: None,
+    }
+}
+
+pub async fn run(n: usize, queries: usize, rounds: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("flags.db"), Default::default()).unwrap();
+    let (batches, products, blocks) = crate::dag(n);
+    for b in batches {
+        store.write(&WriteBatch::of(b)).await.unwrap();
+    }
+    // The wide block: 1 000 candidates, each with 99 events: 100 000 descendants.
+    let mut wide = vec![created("wide-blk".into(), "ingest", vec![], 0)];
+    let mut leaves = Vec::new();
+    for c in 0..1000 {
+        let cand = format!("wide-cand-{c:04}");
+        wide.push(created(cand.clone(), "search", vec!["wide-blk".into()], 1 + c));
+        for e in 0..99 {
+            let id = format!("wide-evt-{c:04}-{e:02}");
+            wide.push(created(id.clone(), "cluster", vec![cand.clone()], 2_000 + c * 100 + e));
+            leaves.push(id);
+        }
+    }
+    for b in wide.chunks(10_000) {
+        store.write(&WriteBatch::of(b.to_vec())).await.unwrap();
+    }
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(11);
+
+    // Flagging: one row, whatever the descendants (20 flag/clear cycles).
+    let mut flagging = Vec::new();
+    for i in 0..20 {
+        let t = Instant::now();
+        assert!(matches!(store.add_flag(&flag(i, "wide-blk")).await.unwrap(), FlagAdded::Added(_)));
+        flagging.push(t.elapsed());
+        if i < 19 {
+            assert!(matches!(
+                store.clear_flag("wide-blk", &format!("bench-flag-{i}"), "b").await.unwrap(),
+                Cleared::Now(_)
+            ));
+        }
+    }
+    flagging.sort();
+
+    // The banner: suspicion (ancestors walk + active flags among them) and the entity's flags.
+    let mut banner = Vec::new();
+    let mut banner_products = Vec::new();
+    for _ in 0..queries {
+        for (pool, out) in [(&leaves, &mut banner), (&products, &mut banner_products)] {
+            let id = pool[rng.random_range(0..pool.len())].clone();
+            let t = Instant::now();
+            let s = store.suspicion(&id).await.unwrap();
+            let _ = store.flags(std::slice::from_ref(&id), false).await.unwrap();
+            out.push(t.elapsed());
+            if pool.len() == leaves.len() {
+                assert_eq!(s.because.len(), 1, "a leaf of the wide block is suspect");
+            }
+        }
+    }
+    banner.sort();
+    banner_products.sort();
+
+    // Impact: the whole descendants walk of the wide block (what /impact counts).
+    let mut impact = Vec::new();
+    for _ in 0..10 {
+        let q = LineageQuery {
+            root: "wide-blk".into(),
+            direction: Direction::Descendants,
+            max_depth: None,
+            limit: 200_000,
+            cursor: None,
+        };
+        let t = Instant::now();
+        let l = store.lineage(&q).await.unwrap().unwrap();
+        impact.push(t.elapsed());
+        assert_eq!(l.nodes.len(), 100_001);
+    }
+    impact.sort();
+
+    // Ingest: rounds of 20 batches of 1 000 new entities under random products, alternating
+    // with no flag and with 100 active flags on random raw blocks.
+    let clear_all = |store: &SqliteStore, ids: Vec<(String, String)>| {
+        let store = store.clone();
+        async move {
+            for (entity, f) in ids {
+                store.clear_flag(&entity, &f, "bench").await.unwrap();
+            }
+        }
+    };
+    store.clear_flag("wide-blk", "bench-flag-19", "b").await.unwrap();
+    let (mut none, mut hundred) = (Vec::new(), Vec::new());
+    let mut next = 0usize;
+    for round in 0..rounds * 2 {
+        let flagged = round % 2 == 1;
+        let mut active = Vec::new();
+        if flagged {
+            for k in 0..100 {
+                let b = blocks[rng.random_range(0..blocks.len())].clone();
+                let id = 1_000 + round * 100 + k;
+                store.add_flag(&flag(id, &b)).await.unwrap();
+                active.push((b, format!("bench-flag-{id}")));
+            }
+        }
+        let t = Instant::now();
+        let mut written = 0;
+        for _ in 0..20 {
+            let batch: Vec<WriteRecord> = (0..1000)
+                .map(|_| {
+                    next += 1;
+                    let parent = products[rng.random_range(0..products.len())].clone();
+                    created(format!("new-{next:08}"), "archive", vec![parent], 20_000_000 + next as i64)
+                })
+                .collect();
+            written += batch.len();
+            store.write(&WriteBatch::of(batch)).await.unwrap();
+        }
+        let r = rate(written, t.elapsed());
+        if flagged {
+            hundred.push(r);
+        } else {
+            none.push(r);
+        }
+        clear_all(&store, active).await;
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (m0, m100) = (median(&mut none), median(&mut hundred));
+
+    println!("### Flags on the {n}-entity DAG plus a block with 100 000 descendants (SQLite)\n");
+    println!("Load: {}. {queries} banner reads per pool; {rounds} rounds each of ingest with and without flags, interleaved; medians.\n", load_average());
+    println!("| measure | p50 | p95 |\n|---|---:|---:|");
+    let row =
+        |name: &str, d: &[Duration]| println!("| {name} | {:.2?} | {:.2?} |", percentile(d, 0.5), percentile(d, 0.95));
+    row("flag the block with 100 000 descendants (`Store::add_flag`)", &flagging);
+    row("banner of one of its descendants (suspicion + flags)", &banner);
+    row("banner of a product of the DAG (6–8 levels of ancestors)", &banner_products);
+    row("impact walk of the block (100 000 descendants)", &impact);
+    println!();
+    println!("| ingest (20 000 entities per round) | entities/s (median) |\n|---|---:|");
+    println!("| no active flag | {m0:.0} |\n| 100 active flags | {m100:.0} |\n");
+    println!("Ratio with 100 flags / none: {:.3}.\n", m100 / m0);
+}
