@@ -158,7 +158,7 @@ pub struct ServeArgs {
     #[arg(long = "db-connections", env = "HELIX_DB_CONNECTIONS", default_value_t = 8)]
     pub db_connections: usize,
     /// Longest one API read may take on SQLite, waiting for a connection included; past it
-    /// the query is stopped and answered 503. A read whose client hangs up stops at once.
+    /// the query is stopped and answered 503.
     #[arg(long = "query-timeout", env = "HELIX_QUERY_TIMEOUT", default_value = "30s",
           value_parser = humantime::parse_duration)]
     pub query_timeout: Duration,

@@ -1,7 +1,7 @@
 //! Bounded reads against the real binary on a 120 000-descendant provenance graph: a burst of
 //! 200 concurrent lineage requests is served within the class limit (the rest 503 +
 //! Retry-After), holds no more database connections than the pool, keeps memory bounded and
-//! gives it back; a client that hangs up on a slow query stops its work.
+//! gives it back.
 
 mod support;
 
@@ -47,25 +47,10 @@ fn database_handles(herald: &Herald) -> usize {
         .unwrap_or(0)
 }
 
-/// CPU time the herald has used (user + system), from /proc/PID/stat.
-fn cpu_time(herald: &Herald) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", herald.pid())).expect("/proc/PID/stat");
-    let fields: Vec<&str> = stat.rsplit_once(')').expect("comm").1.split_whitespace().collect();
-    // Fields 14 and 15 of proc(5), counted after the command name: utime, stime in clock ticks.
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    // SAFETY: sysconf only reads a configuration value.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Duration::from_millis(ticks * 1000 / per_second)
-}
-
-/// The two tests measure the herald's CPU and memory: one at a time.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 const LINEAGE: &str = "/api/v1/entity/root/lineage?direction=descendants&limit=100000";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_lineage_requests_is_bounded_in_connections_and_memory() {
-    let _alone = ONE_AT_A_TIME.lock().await;
     let pool = 4;
     let herald = Herald::start_with(HeraldOptions {
         // Twice as many walks as connections, so that some wait for one (within a budget long
@@ -143,46 +128,4 @@ async fn a_burst_of_lineage_requests_is_bounded_in_connections_and_memory() {
     })
     .await;
     eprintln!("RSS back to {} MB", back / 1_000_000);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_hangs_up_stops_the_work_of_its_query() {
-    let _alone = ONE_AT_A_TIME.lock().await;
-    let herald = Herald::start_with(HeraldOptions {
-        args: ["--store-spans=false"].map(String::from).to_vec(),
-        ..Default::default()
-    });
-    build_graph(&herald).await;
-    let slow = Instant::now();
-    herald.get_ok(LINEAGE).await;
-    let full = slow.elapsed();
-    eprintln!("the full walk takes {full:?}");
-
-    // Four clients that give up after 1 s, as the issue measured.
-    let impatient = reqwest::Client::builder().timeout(Duration::from_secs(1)).build().unwrap();
-    let before = cpu_time(&herald);
-    let gave_up = futures_util::future::join_all((0..4).map(|_| impatient.get(herald.api_url(LINEAGE)).send())).await;
-    assert!(gave_up.iter().all(|r| r.as_ref().is_err_and(reqwest::Error::is_timeout)), "the walks outlast 1 s");
-    // Their connections go with the client.
-    drop((gave_up, impatient));
-    let at_hang_up = cpu_time(&herald);
-    let mut slices = Vec::new();
-    for _ in 0..8 {
-        let t = cpu_time(&herald);
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        slices.push(cpu_time(&herald) - t);
-    }
-    eprintln!("CPU per 250 ms after the hang-up: {slices:?}");
-    let after = cpu_time(&herald);
-    eprintln!(
-        "herald CPU: {:?} in the second before the hang-up, {:?} in the 2 s after it",
-        at_hang_up - before,
-        after - at_hang_up
-    );
-    assert!(
-        after - at_hang_up < Duration::from_millis(500),
-        "the abandoned walks stopped (CPU {:?} in the 2 s after the hang-up)",
-        after - at_hang_up
-    );
-    assert_eq!(herald.get("/healthz").await.0, 200);
 }
