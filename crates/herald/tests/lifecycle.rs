@@ -73,7 +73,21 @@ async fn a_clean_stop_reports_every_task_once_as_ok() {
     let reports = task_reports(&herald.log());
     let mut names: Vec<&str> = reports.keys().map(String::as_str).collect();
     names.sort();
-    assert_eq!(names, ["api", "instruments", "metrics", "otlp-grpc", "otlp-http", "store", "writer"], "{reports:?}");
+    assert_eq!(
+        names,
+        [
+            "api",
+            "instruments",
+            "metrics",
+            "notifications",
+            "otlp-grpc",
+            "otlp-http",
+            "platform-check",
+            "store",
+            "writer"
+        ],
+        "{reports:?}"
+    );
     for (task, events) in &reports {
         assert_eq!(events.len(), 1, "{task} reported once: {events:?}");
         assert_eq!(events[0]["outcome"], "ok", "{task}: {events:?}");
