@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use helix_model::{EntityCreated, EntitySpan, Metadata, Status};
 use helix_store::{
     Cleared, Direction, FlagAdded, LineageQuery, NewFlag, Severity, SqliteStore, Store, WriteBatch, WriteRecord,
 };
@@ -13,21 +12,7 @@ use rand::{Rng, SeedableRng};
 use crate::load::{load_average, percentile, rate};
 
 fn created(id: String, stage: &str, parents: Vec<String>, t: i64) -> WriteRecord {
-    WriteRecord::Created(EntityCreated(EntitySpan {
-        entity_id: id,
-        instrument_id: "BENCH".into(),
-        name: stage.into(),
-        trace_id: format!("{:032x}", t + 7_000_000_000),
-        span_id: format!("{:016x}", t + 7_000_000_000),
-        start_ns: 1_700_000_100_000_000_000 + t,
-        end_ns: 1_700_000_100_000_000_000 + t + 1000,
-        parent_ids: parents,
-        metadata: Metadata::new(),
-        service_name: None,
-        process_name: None,
-        status: Status::Ok,
-        events: vec![],
-    }))
+    crate::load::created(id, stage, parents, t + 7_000_000_000, 1_700_000_100_000_000_000 + t)
 }
 
 fn flag(id: usize, entity: &str) -> NewFlag {

@@ -194,3 +194,23 @@ pub async fn through_herald(
     herald.stop().await;
     run
 }
+
+/// A creation of the synthetic DAGs (lineage, flags): instrument BENCH, span IDs from `seq`,
+/// starting at `start_ns` and lasting 1 µs.
+pub fn created(id: String, stage: &str, parents: Vec<String>, seq: i64, start_ns: i64) -> WriteRecord {
+    WriteRecord::Created(helix_model::EntityCreated(helix_model::EntitySpan {
+        entity_id: id,
+        instrument_id: "BENCH".into(),
+        name: stage.into(),
+        trace_id: format!("{seq:032x}"),
+        span_id: format!("{seq:016x}"),
+        start_ns,
+        end_ns: start_ns + 1000,
+        parent_ids: parents,
+        metadata: helix_model::Metadata::new(),
+        service_name: None,
+        process_name: None,
+        status: helix_model::Status::Ok,
+        events: vec![],
+    }))
+}

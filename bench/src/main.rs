@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use helix_model::interpret::{interpret_traces, SpanClass};
 use helix_model::span_count;
-use helix_model::{EntityCreated, EntitySpan, Metadata, Status};
 use helix_store::{Direction, LineageQuery, SqliteStore, Store, WriteBatch, WriteRecord};
 use herald::metrics::Metrics;
 use herald::resolve::Resolver;
@@ -403,21 +402,7 @@ pub fn dag(n: usize) -> (Vec<Vec<WriteRecord>>, Vec<String>, Vec<String>) {
     let mut products = Vec::new();
     let mut blocks = Vec::new();
     let make = |id: String, stage: &str, parents: Vec<String>, t: i64| {
-        WriteRecord::Created(EntityCreated(EntitySpan {
-            entity_id: id,
-            instrument_id: "BENCH".into(),
-            name: stage.into(),
-            trace_id: format!("{:032x}", t + 1),
-            span_id: format!("{:016x}", t + 1),
-            start_ns: 1_700_000_000_000_000_000 + t,
-            end_ns: 1_700_000_000_000_000_000 + t + 1000,
-            parent_ids: parents,
-            metadata: Metadata::new(),
-            service_name: None,
-            process_name: None,
-            status: Status::Ok,
-            events: vec![],
-        }))
+        load::created(id, stage, parents, t + 1, 1_700_000_000_000_000_000 + t)
     };
     for g in 0..groups {
         let t0 = (g * (per_group + 1)) as i64;
