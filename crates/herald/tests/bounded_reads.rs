@@ -1,7 +1,7 @@
 //! Bounded reads against the real binary on a 120 000-descendant provenance graph: a burst of
 //! 200 concurrent lineage requests is served within the class limit (the rest 503 +
 //! Retry-After), holds no more database connections than the pool, keeps memory bounded and
-//! gives it back.
+//! gives it back within a minute.
 
 mod support;
 
@@ -121,13 +121,25 @@ async fn a_burst_of_lineage_requests_is_bounded_in_connections_and_memory() {
     assert!(peak_rss < 1_000_000_000, "peak RSS {} MB", peak_rss / 1_000_000);
     assert!(peak_handles <= pool + 1, "{peak_handles} handles on the database: the readers and the writer at most");
 
-    // After the burst the herald keeps answering and stays under the bound.
-    // (Whether RSS returns to within 20 % of the baseline depends on when mimalloc gives idle
-    // threads' pages back: 286 MB a minute later in one run, still ~640 MB in another; the
-    // issue keeps that point open.)
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let after = herald.memory("VmRSS");
-    eprintln!("RSS 10 s after the burst: {} MB", after / 1_000_000);
-    assert!(after < 1_000_000_000, "RSS {} MB after the burst", after / 1_000_000);
+    // After the burst the herald gives the memory back: within 60 s, RSS is within 20 % of
+    // what it was before.
+    let burst_ended = Instant::now();
+    let mut after = herald.memory("VmRSS");
+    while after > baseline + baseline / 5 && burst_ended.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        after = herald.memory("VmRSS");
+    }
+    eprintln!(
+        "RSS {} MB {:?} after the burst (baseline {} MB)",
+        after / 1_000_000,
+        burst_ended.elapsed(),
+        baseline / 1_000_000
+    );
+    assert!(
+        after <= baseline + baseline / 5,
+        "RSS {} MB a minute after the burst, baseline {} MB",
+        after / 1_000_000,
+        baseline / 1_000_000
+    );
     assert_eq!(herald.get_text("/healthz").await.0, 200);
 }
