@@ -162,6 +162,60 @@ async fn eight_concurrent_30_mb_exports_stay_within_the_inflight_budget() {
     assert_eq!(herald.get("/api/v1/entity/lim-grpc").await.0, 404);
 }
 
+/// The same over gRPC, where tonic buffers each whole message before it is priced: the bytes
+/// hold their share of the budget as they arrive. (On loopback the eight mostly arrive one
+/// after another, so this asserts the bound and the outcomes, not that buffering is priced.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_concurrent_30_mb_grpc_exports_stay_within_the_inflight_budget() {
+    let herald = Herald::start();
+    raw_client(&herald).await.export(mixed("warm")).await.expect("warm-up stored");
+    let baseline = herald.memory("VmRSS");
+
+    let attributes = million_attributes("lim-grpc-attrs");
+    let value = one_huge_value("lim-grpc-value");
+    let exports = (0..8).map(|i| {
+        let request = if i % 2 == 0 { attributes.clone() } else { value.clone() };
+        let herald = &herald;
+        async move {
+            // One connection each, as eight exporters would have.
+            let mut client = raw_client(herald).await.max_encoding_message_size(64 << 20);
+            (i % 2 == 0, client.export(request).await)
+        }
+    });
+    let outcomes = futures_util::future::join_all(exports).await;
+    let peak = herald.memory("VmHWM");
+    let grown = peak.saturating_sub(baseline);
+    eprintln!("baseline RSS {} MB, peak {} MB (+{} MB)", baseline / 1_000_000, peak / 1_000_000, grown / 1_000_000);
+
+    let (mut too_large, mut stored_in_part, mut busy) = (0, 0, 0);
+    for (many_attributes, outcome) in outcomes {
+        match outcome {
+            Err(status) if status.code() == tonic::Code::OutOfRange => {
+                assert!(many_attributes, "only the million-attribute export can never fit: {status:?}");
+                assert!(status.message().contains("--max-inflight-bytes"), "{}", status.message());
+                too_large += 1;
+            }
+            Err(status) if status.code() == tonic::Code::Unavailable => {
+                assert!(status.message().contains("retry"), "{}", status.message());
+                busy += 1;
+            }
+            Ok(response) => {
+                let partial = response.into_inner().partial_success.expect("the huge value is rejected");
+                assert!(partial.error_message.contains("--max-value-bytes"), "{partial:?}");
+                stored_in_part += 1;
+            }
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    eprintln!("{stored_in_part} stored in part, {too_large} too large, {busy} told to retry");
+    assert_eq!(too_large + busy + stored_in_part, 8);
+    assert!(stored_in_part >= 1, "a 30 MB value fits the budget (busy: {busy}, too large: {too_large})");
+    let bound = INFLIGHT_BUDGET + INFLIGHT_BUDGET / 8;
+    assert!(grown < bound, "the herald grew by {} MB, more than {} MB", grown / 1_000_000, bound / 1_000_000);
+    // The budget is given back.
+    raw_client(&herald).await.export(mixed("after")).await.expect("an ordinary export after the burst");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_query_parameters_are_bounded_in_key_length_and_number() {
     let herald = Herald::start();

@@ -122,6 +122,69 @@ struct Admitted<T> {
     admission: Admission,
 }
 
+fn refused(refusal: Refusal) -> Status {
+    match refusal {
+        Refusal::TooLarge { .. } => Status::out_of_range(refusal.to_string()),
+        Refusal::Busy { .. } => Status::unavailable(refusal.to_string()),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request body whose bytes hold their share of the in-flight budget as they arrive:
+    /// tonic buffers a whole message before the decoder prices it, and eight 30 MB exports
+    /// buffered at once must not sit outside the bound. Released when tonic drops the body,
+    /// after decoding and before the export is processed.
+    struct BudgetedBody<B> {
+        #[pin]
+        inner: B,
+        budget: InflightBudget,
+        admission: Option<Admission>,
+        received: u64,
+    }
+}
+
+impl<B> tonic::codegen::Body for BudgetedBody<B>
+where
+    B: tonic::codegen::Body,
+    B::Error: Into<tonic::codegen::StdError>,
+{
+    type Data = B::Data;
+    // tonic hands a `Status` found in the error back to the client as it is (UNAVAILABLE, …).
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = match std::task::ready!(this.inner.poll_frame(cx)) {
+            None => return Poll::Ready(None),
+            Some(Err(e)) => return Poll::Ready(Some(Err(Status::from_error(e.into())))),
+            Some(Ok(frame)) => frame,
+        };
+        if let Some(data) = frame.data_ref() {
+            *this.received = this.received.saturating_add(data.remaining() as u64);
+            let admitted = match this.admission.take() {
+                None => this.budget.admit(*this.received),
+                Some(held) => this.budget.grow(held, *this.received),
+            };
+            match admitted {
+                Ok(admission) => *this.admission = Some(admission),
+                Err(refusal) => return Poll::Ready(Some(Err(refused(refusal)))),
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 fn invalid(e: prost::DecodeError) -> Status {
     Status::invalid_argument(format!("the request is not a valid OTLP protobuf message: {e}"))
 }
@@ -133,10 +196,7 @@ impl<E: Export> Decoder for OtlpDecoder<E> {
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
         // tonic hands over the whole message in one contiguous buffer.
         let cost = E::count(buf.chunk()).map_err(invalid)?.estimated_bytes();
-        let admission = self.0.admit(cost).map_err(|refusal| match refusal {
-            Refusal::TooLarge { .. } => Status::out_of_range(refusal.to_string()),
-            Refusal::Busy { .. } => Status::unavailable(refusal.to_string()),
-        })?;
+        let admission = self.0.admit(cost).map_err(refused)?;
         let request = E::Request::decode(buf).map_err(invalid)?;
         Ok(Some(Admitted { request, admission }))
     }
@@ -230,9 +290,10 @@ where
             let mut gzip = EnabledCompressionEncodings::default();
             gzip.enable(CompressionEncoding::Gzip);
             // Oversized requests are refused by the framing with OUT_OF_RANGE, before decoding.
-            let mut grpc = Grpc::new(OtlpCodec::<E>(budget, PhantomData))
+            let mut grpc = Grpc::new(OtlpCodec::<E>(budget.clone(), PhantomData))
                 .apply_compression_config(gzip, gzip)
                 .apply_max_message_size_config(Some(max), None);
+            let request = request.map(|inner| BudgetedBody { inner, budget, admission: None, received: 0 });
             Ok(grpc.unary(handler, request).await)
         })
     }
