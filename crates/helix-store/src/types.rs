@@ -64,6 +64,10 @@ pub struct WriteOutcome {
     pub logs_inserted: u64,
     /// Newly inserted spans (a re-sent span counts nothing).
     pub spans_inserted: u64,
+    /// Notifying events recorded in the outbox one by one.
+    pub notifications_recorded: u64,
+    /// Notifying events that found the outbox full: counted in their class's overflow row.
+    pub notifications_coalesced: u64,
 }
 
 /// One newly inserted event, as the metrics count it.

@@ -569,6 +569,11 @@ pub struct NotifyArgs {
     #[arg(long = "notify-timeout", env = "HELIX_NOTIFY_TIMEOUT", default_value = "10s",
           value_parser = humantime::parse_duration)]
     pub notify_timeout: Duration,
+    /// Most notifications waiting for delivery; beyond it a class's new events are counted
+    /// into one "N more" message instead of one each (docs/notifications.md).
+    #[arg(long = "notify-outbox-max", env = "HELIX_NOTIFY_OUTBOX_MAX", default_value_t = helix_store::notify::DEFAULT_OUTBOX_MAX,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub notify_outbox_max: u64,
 }
 
 impl NotifyArgs {

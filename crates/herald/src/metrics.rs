@@ -392,6 +392,8 @@ pub struct NotifyMetrics {
     pub config_reload_errors: IntCounterVec,
     /// Notifications recorded and not yet delivered (or given up).
     pub outbox_depth: IntGauge,
+    /// `--notify-outbox-max`: the depth beyond which events are coalesced.
+    pub outbox_limit: IntGauge,
 }
 
 impl NotifyMetrics {
@@ -433,7 +435,7 @@ impl NotifyMetrics {
             channel_drops: counter(
                 r,
                 "helix_notification_channel_drops_total",
-                "Notifications not recorded (the outbox was full).",
+                "Notifying events not recorded one by one (the outbox was full): counted in their class's overflow message.",
             ),
             retries: counter_vec(
                 r,
@@ -449,6 +451,11 @@ impl NotifyMetrics {
                 &["instrument_id"],
             ),
             outbox_depth: gauge(r, "helix_notification_outbox_depth", "Notifications waiting for delivery."),
+            outbox_limit: gauge(
+                r,
+                "helix_notification_outbox_limit",
+                "Notifications waiting for delivery at most; beyond it events are coalesced per class.",
+            ),
         }
     }
 }

@@ -168,7 +168,9 @@ pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationTo
     let auth = start_auth(&args, &metrics).await?;
     let notify_source: crate::write::NotifySource = {
         let instruments = auth.instruments().clone();
-        Arc::new(move || instruments.snapshot().notify_set())
+        let outbox_max = args.notify.notify_outbox_max;
+        metrics.notify.outbox_limit.set(i64::try_from(outbox_max).unwrap_or(i64::MAX));
+        Arc::new(move || instruments.snapshot().notify_set().with_outbox_max(outbox_max))
     };
     let (writer, writer_task) =
         Writer::spawn_notifying(store.clone(), args.batch(), metrics.clone(), writer_stop.clone(), notify_source);

@@ -276,6 +276,27 @@ fn record_outcome(metrics: &Metrics, outcome: &WriteOutcome) {
     metrics.spans_stored.inc_by(outcome.spans_inserted);
     metrics.recreations.inc_by(outcome.recreations);
     metrics.instrument_conflicts.inc_by(outcome.instrument_conflicts);
+    notify_overflow(metrics, outcome);
+}
+
+/// Whether notifying events are being coalesced now (logged once per such period).
+static OUTBOX_FULL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn notify_overflow(metrics: &Metrics, outcome: &WriteOutcome) {
+    use std::sync::atomic::Ordering;
+    if outcome.notifications_coalesced > 0 {
+        metrics.notify.channel_drops.inc_by(outcome.notifications_coalesced);
+        if !OUTBOX_FULL.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                limit = metrics.notify.outbox_limit.get(),
+                "the notification outbox is full: new notifying events are counted per error class and delivered \
+                 as one \"N more\" message each (helix_notification_channel_drops_total); check that Slack, GitHub \
+                 and the webhooks answer, or raise --notify-outbox-max"
+            );
+        }
+    } else if outcome.notifications_recorded > 0 && OUTBOX_FULL.swap(false, Ordering::Relaxed) {
+        tracing::info!("the notification outbox has room again: events are notified one by one");
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,6 +29,8 @@ struct Request {
     path: String,
     body: Value,
     signature: Option<String>,
+    /// What it was answered.
+    status: u16,
 }
 
 #[derive(Clone, Debug)]
@@ -47,6 +49,8 @@ struct Fake {
     issues: Mutex<BTreeMap<(String, i64), Issue>>,
     /// Status Slack webhooks answer with.
     slack_status: AtomicU16,
+    /// How long Slack webhooks take to answer, in ms.
+    slack_delay_ms: AtomicU64,
     /// SIGKILL this process once an issue is created, before answering.
     kill_on_create: AtomicI32,
     created: AtomicBool,
@@ -56,8 +60,25 @@ type Shared = Arc<Fake>;
 
 impl Fake {
     fn record(&self, method: &str, path: &str, body: Value, headers: &HeaderMap) {
+        self.record_answered(method, path, body, headers, 200);
+    }
+
+    fn record_answered(&self, method: &str, path: &str, body: Value, headers: &HeaderMap, status: u16) {
         let signature = headers.get("x-helix-signature-256").and_then(|v| v.to_str().ok()).map(str::to_owned);
-        self.requests.lock().unwrap().push(Request { method: method.into(), path: path.into(), body, signature });
+        self.requests.lock().unwrap().push(Request {
+            method: method.into(),
+            path: path.into(),
+            body,
+            signature,
+            status,
+        });
+    }
+
+    /// The Slack messages of `hook` that were answered 200.
+    fn slack_ok(&self, hook: &str) -> Vec<Value> {
+        let path = format!("/slack/{hook}");
+        let requests = self.requests.lock().unwrap();
+        requests.iter().filter(|r| r.path == path && r.status == 200).map(|r| r.body.clone()).collect()
     }
 
     fn slack(&self, hook: &str) -> Vec<Value> {
@@ -92,8 +113,10 @@ async fn slack(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> StatusCode {
-    f.record("POST", &format!("/slack/{hook}"), body, &headers);
-    StatusCode::from_u16(f.slack_status.load(Ordering::SeqCst)).unwrap()
+    let status = f.slack_status.load(Ordering::SeqCst);
+    f.record_answered("POST", &format!("/slack/{hook}"), body, &headers, status);
+    tokio::time::sleep(Duration::from_millis(f.slack_delay_ms.load(Ordering::SeqCst))).await;
+    StatusCode::from_u16(status).unwrap()
 }
 
 async fn hook(State(f): State<Shared>, headers: HeaderMap, body: axum::body::Bytes) -> StatusCode {
@@ -215,15 +238,13 @@ async fn fake() -> (Shared, String) {
 
 // ---------------------------------------------------------------- heralds and errors
 
-const FAST: [&str; 12] = [
+const FAST: [&str; 10] = [
     "--notify-retry-backoff",
     "300ms,600ms,1200ms,2400ms",
     "--notify-min-window",
     "100ms",
     "--notify-digest-interval",
     "200ms",
-    "--notify-lease",
-    "3s",
     "--notify-poll",
     "50ms",
     "--ui-base-url",
@@ -262,6 +283,9 @@ fn env(url: &str) -> Vec<(String, String)> {
 
 fn herald_with(dir: &Path, url: &str, db_url: Option<String>, extra: &[&str]) -> Herald {
     let mut args: Vec<String> = FAST.iter().map(|s| s.to_string()).collect();
+    if !extra.contains(&"--notify-lease") {
+        args.extend(["--notify-lease".to_string(), "3s".to_string()]);
+    }
     args.extend(["--instruments-dir".to_string(), dir.display().to_string()]);
     args.extend(extra.iter().map(|s| s.to_string()));
     Herald::start_with(HeraldOptions { args, env: env(url), db_url })
@@ -760,4 +784,100 @@ async fn three_replicas_on_one_postgres_deliver_each_notification_once() {
         sent += r.metric("helix_notifications_sent_total", &[("channel_type", "slack")]).await;
     }
     assert_eq!(sent, 60.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_slower_than_the_lease_is_not_taken_over_by_another_replica() {
+    let (f, url) = fake().await;
+    // Every Slack answer takes 2.5 s, the lease is 1 s: without renewal the other replica
+    // would take each row over mid-send and deliver it a second time.
+    f.slack_delay_ms.store(2500, Ordering::SeqCst);
+    let db = postgres_support::TestDb::create(&postgres_support::pg_url(), "notify_lease").await;
+    let dir = tempfile::tempdir().unwrap();
+    instrument_file(dir.path(), "chime.yml", "instrument_id: CHIME\nnotifications:\n  slack_webhook_env: HOOK_a\n  events:\n    helix.error:\n      slack: {channel: \"#x\", max_per_window: 1000}\n");
+    let lease = ["--notify-lease", "1s"];
+    let first = herald_with(dir.path(), &url, Some(db.url.clone()), &lease);
+    let second = herald_with(dir.path(), &url, Some(db.url.clone()), &lease);
+    // Two classes of two errors each: each class's second send starts after its first ended.
+    let spans = (0..4u64)
+        .map(|n| error_span("s", &format!("slow-{n}"), 700 + n, ["disk full", "no beam"][n as usize % 2]))
+        .collect();
+    send(&first, "CHIME", spans).await;
+    eventually(Duration::from_secs(30), async || (f.slack("a").len() >= 4).then_some(())).await;
+    // Three more leases: time for a takeover to show.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut entities: Vec<String> = f
+        .slack("a")
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().lines().find(|l| l.starts_with("Entity: ")).unwrap().to_owned())
+        .collect();
+    let n = entities.len();
+    entities.sort();
+    entities.dedup();
+    assert_eq!((n, entities.len()), (4, 4), "each once: {entities:?}");
+    let mut sent = 0.0;
+    for r in [&first, &second] {
+        sent += r.metric("helix_notifications_sent_total", &[("channel_type", "slack")]).await;
+    }
+    assert_eq!(sent, 4.0);
+    assert_eq!(first.metric("helix_notification_outbox_depth", &[]).await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_outbox_coalesces_new_events_per_class_and_delivers_their_count() {
+    full_outbox(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_outbox_on_postgres_coalesces_new_events_per_class_and_delivers_their_count() {
+    let db = postgres_support::TestDb::create(&postgres_support::pg_url(), "notify_full").await;
+    full_outbox(Some(db.url.clone())).await;
+}
+
+async fn full_outbox(db_url: Option<String>) {
+    let (f, url) = fake().await;
+    let dir = tempfile::tempdir().unwrap();
+    instrument_file(dir.path(), "chime.yml", "instrument_id: CHIME\nnotifications:\n  slack_webhook_env: HOOK_a\n  events:\n    helix.error:\n      slack: {channel: \"#x\", max_per_window: 1000}\n");
+    let herald = herald_with(dir.path(), &url, db_url, &["--notify-outbox-max", "5"]);
+    assert_eq!(herald.metric("helix_notification_outbox_limit", &[]).await, 5.0);
+    // Slack is down: nothing leaves the outbox while two bursts of one class arrive.
+    f.slack_status.store(503, Ordering::SeqCst);
+    let burst = |from: u64, n: u64| -> Vec<_> {
+        (from..from + n)
+            .map(|i| error_span("s", &format!("o-{i}"), 300 + i, &format!("disk full on node {i}")))
+            .collect()
+    };
+    send(&herald, "CHIME", burst(0, 20)).await;
+    send(&herald, "CHIME", burst(20, 10)).await;
+    assert_eq!(
+        herald.metric("helix_notification_channel_drops_total", &[]).await,
+        25.0,
+        "5 recorded one by one, the other 25 counted"
+    );
+    let warned = herald.log().matches("the notification outbox is full").count();
+    assert_eq!(warned, 1, "logged once: {}", herald.log());
+    // Every event is stored and acknowledged all the same.
+    let (_, alerts) = herald.get("/api/v1/notifications/alerts?instrument_id=CHIME").await;
+    assert_eq!(alerts[0]["occurrence_count"], 30, "{alerts}");
+
+    f.slack_status.store(200, Ordering::SeqCst);
+    let more = |messages: &[Value]| -> i64 {
+        messages
+            .iter()
+            .filter_map(|m| m["text"].as_str())
+            .filter(|t| t.contains("more occurrence(s) not notified one by one"))
+            .map(|t| t.split(' ').next().unwrap().parse::<i64>().unwrap())
+            .sum()
+    };
+    let single = |messages: &[Value]| -> usize {
+        messages
+            .iter()
+            .filter(|m| m["text"].as_str().is_some_and(|t| t.lines().any(|l| l.starts_with("Entity: o-"))))
+            .count()
+    };
+    let delivered = |m: &[Value]| (more(m), single(m));
+    eventually(WAIT, async || (delivered(&f.slack_ok("a")) == (25, 5)).then_some(())).await;
+    settle().await;
+    assert_eq!(delivered(&f.slack_ok("a")), (25, 5), "every acknowledged event told of, none twice");
+    assert_eq!(herald.metric("helix_notification_outbox_depth", &[]).await, 0.0);
 }

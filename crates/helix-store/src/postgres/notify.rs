@@ -4,13 +4,14 @@
 
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
+use tokio_postgres::types::Json;
 use tokio_postgres::Row;
 
 use super::write::TxError;
 use super::{map_pg, PostgresStore};
 use crate::notify::{
-    Delivery, IssueRecord, NewSilence, NotifyStore, OutboxEvent, OutboxItem, OutboxKind, Progress, RateDecision,
-    RateKey, Silence, DELIVERY_LOG_ROWS,
+    sql, Delivery, DigestRow, IssueRecord, NewSilence, NotifyStore, OutboxEvent, OutboxItem, OutboxKind, Progress,
+    RateDecision, RateKey, RoundWrites, Settle, Silence, Window, DELIVERY_LOG_ROWS,
 };
 use crate::rows::to_json;
 use crate::{StoreError, StoreResult};
@@ -28,13 +29,50 @@ type OutboxColumns<'a> = (
     Vec<String>,
 );
 
-/// The outbox rows of a batch, in its transaction.
-pub(super) async fn write_outbox(tx: &Transaction<'_>, rows: &[OutboxEvent<'_>]) -> Result<(), TxError> {
+/// The outbox rows of a batch, in its transaction: one per event while the outbox has room
+/// under `max`, the rest coalesced per class. (recorded, coalesced).
+pub(super) async fn write_outbox(
+    tx: &Transaction<'_>,
+    rows: &[OutboxEvent<'_>],
+    max: u64,
+) -> Result<(u64, u64), TxError> {
     if rows.is_empty() {
-        return Ok(());
+        return Ok((0, 0));
+    }
+    let span = tx.query_one(sql::OUTBOX_SPAN, &[]).await?;
+    let span = (span.get::<_, Option<i64>>(0), span.get::<_, Option<i64>>(1));
+    let room = if crate::notify::outbox_fits(span, rows.len(), max) {
+        rows.len()
+    } else {
+        let pending = tx.query_one(sql::DEPTH, &[]).await?.get::<_, i64>(0).max(0).unsigned_abs();
+        crate::notify::outbox_room(pending, rows.len(), max)
+    };
+    let (fit, over) = rows.split_at(room);
+    let now = crate::notify::now_ns();
+    for (o, count) in crate::notify::coalesce(over) {
+        let e = o.event;
+        let metadata = Json(&e.metadata);
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+            &e.instrument_id,
+            &e.event_name,
+            &o.fingerprint,
+            &count,
+            &e.entity_id,
+            &o.stage,
+            &e.timestamp_ns,
+            &metadata,
+        ];
+        if tx.execute(sql::ADD_OVERFLOW, &params).await? == 0 {
+            let mut with_now = params.to_vec();
+            with_now.push(&now);
+            tx.execute(sql::INSERT_OVERFLOW, &with_now).await?;
+        }
+    }
+    if fit.is_empty() {
+        return Ok((0, over.len() as u64));
     }
     let mut cols: OutboxColumns<'_> = Default::default();
-    for o in rows {
+    for o in fit {
         let e = o.event;
         cols.0.push(&e.instrument_id);
         cols.1.push(&e.event_name);
@@ -56,9 +94,8 @@ pub(super) async fn write_outbox(tx: &Transaction<'_>, rows: &[OutboxEvent<'_>])
              ON CONFLICT DO NOTHING",
         )
         .await?;
-    let now = crate::notify::now_ns();
     tx.execute(&stmt, &[&cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5, &cols.6, &cols.7, &cols.8, &now]).await?;
-    Ok(())
+    Ok((fit.len() as u64, over.len() as u64))
 }
 
 /// The advisory lock key of outbox claims ("HXNT").
@@ -141,43 +178,102 @@ fn issue(r: &Row) -> IssueRecord {
     }
 }
 
-/// Insert the digest row of a window that suppressed messages.
-#[allow(clippy::too_many_arguments)]
-async fn insert_digest(
-    tx: &Transaction<'_>,
-    instrument_id: &str,
-    fingerprint: &str,
-    destination: &str,
-    suppressed: i64,
-    window_ns: i64,
-    last: Option<serde_json::Value>,
-    now_ns: i64,
-) -> StoreResult<()> {
-    let last = last.unwrap_or_default();
-    let text = |k: &str| last.get(k).and_then(|v| v.as_str()).unwrap_or("").to_owned();
-    let metadata = last.get("metadata").cloned().unwrap_or_else(|| serde_json::json!({}));
-    let ts = last.get("timestamp_ns").and_then(serde_json::Value::as_i64).unwrap_or(now_ns);
+async fn insert_digest(tx: &Transaction<'_>, d: &DigestRow, now_ns: i64) -> StoreResult<()> {
+    let stmt = tx.prepare_cached(sql::INSERT_DIGEST).await.map_err(map_pg)?;
     tx.execute(
-        "INSERT INTO notification_outbox (kind, instrument_id, event_name, entity_id, stage, fingerprint, timestamp_ns,
-             metadata, destination, digest_count, digest_window_ns, created_ns)
-         VALUES ('digest', $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        &stmt,
         &[
-            &instrument_id,
-            &text("event_name"),
-            &text("entity_id"),
-            &text("stage"),
-            &fingerprint,
-            &ts,
-            &metadata,
-            &destination,
-            &suppressed,
-            &window_ns,
+            &d.instrument_id,
+            &d.event_name,
+            &d.entity_id,
+            &d.stage,
+            &d.fingerprint,
+            &d.timestamp_ns,
+            &d.metadata,
+            &d.destination,
+            &d.count,
+            &d.window_ns,
             &now_ns,
         ],
     )
     .await
     .map_err(map_pg)?;
     Ok(())
+}
+
+fn progress_value(progress: &Progress) -> StoreResult<serde_json::Value> {
+    serde_json::to_value(progress).map_err(|e| StoreError::bug(e.to_string()))
+}
+
+/// The verdicts of a round's takes, folded per window in one transaction. Windows are locked
+/// in key order, so two replicas' rounds never wait on each other in a cycle.
+async fn take_all(
+    tx: &Transaction<'_>,
+    owner: &str,
+    now_ns: i64,
+    writes: &RoundWrites,
+) -> StoreResult<Vec<RateDecision>> {
+    if writes.takes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut windows: std::collections::BTreeMap<(&str, &str, &str), Option<Window>> = writes
+        .takes
+        .iter()
+        .map(|t| ((t.key.instrument_id.as_str(), t.key.fingerprint.as_str(), t.key.destination.as_str()), None))
+        .collect();
+    let (ensure, select) = (
+        tx.prepare_cached(sql::ENSURE_WINDOW).await.map_err(map_pg)?,
+        tx.prepare_cached(&format!("{} FOR UPDATE", sql::WINDOW)).await.map_err(map_pg)?,
+    );
+    let first_length: std::collections::HashMap<(&str, &str, &str), i64> = writes
+        .takes
+        .iter()
+        .rev()
+        .map(|t| ((t.key.instrument_id.as_str(), t.key.fingerprint.as_str(), t.key.destination.as_str()), t.window_ns))
+        .collect();
+    for (key, slot) in windows.iter_mut() {
+        let length = first_length.get(key).copied().unwrap_or(0);
+        tx.execute(&ensure, &[&key.0, &key.1, &key.2, &now_ns, &length]).await.map_err(map_pg)?;
+        let row = tx.query_one(&select, &[&key.0, &key.1, &key.2]).await.map_err(map_pg)?;
+        *slot = Some(Window {
+            start_ns: row.get(0),
+            window_ns: row.get(1),
+            sent: row.get(2),
+            suppressed: row.get(3),
+            last_event: row.get(4),
+        });
+    }
+    let (finish, save) = (
+        tx.prepare_cached(sql::FINISH).await.map_err(map_pg)?,
+        tx.prepare_cached(sql::SAVE_PROGRESS).await.map_err(map_pg)?,
+    );
+    let mut decisions = Vec::with_capacity(writes.takes.len());
+    for t in &writes.takes {
+        let k = &t.key;
+        let id = (k.instrument_id.as_str(), k.fingerprint.as_str(), k.destination.as_str());
+        let Some(Some(window)) = windows.get_mut(&id) else {
+            return Err(StoreError::bug("a rate-limit window was not read"));
+        };
+        let (decision, digest) = window.take(k, now_ns, t.window_ns, t.max_per_window, &t.last);
+        if let Some(d) = digest {
+            insert_digest(tx, &d, now_ns).await?;
+        }
+        if decision == RateDecision::Suppress && t.finish_if_suppressed {
+            tx.execute(&finish, &[&t.id, &owner]).await.map_err(map_pg)?;
+        } else {
+            let progress = Progress { slack_allowed: Some(decision == RateDecision::Send), ..t.progress.clone() };
+            tx.execute(&save, &[&progress_value(&progress)?, &t.id, &owner]).await.map_err(map_pg)?;
+        }
+        decisions.push(decision);
+    }
+    let put = tx.prepare_cached(sql::PUT_WINDOW).await.map_err(map_pg)?;
+    for (key, w) in &windows {
+        let Some(w) = w else { continue };
+        tx.execute(&put, &[&key.0, &key.1, &key.2, &w.start_ns, &w.window_ns, &w.sent, &w.suppressed, &w.last_event])
+            .await
+            .map_err(map_pg)?;
+    }
+    Ok(decisions)
 }
 
 #[async_trait]
@@ -218,168 +314,86 @@ impl NotifyStore for PostgresStore {
         Ok(items)
     }
 
+    async fn write_round(&self, owner: &str, now_ns: i64, writes: &RoundWrites) -> StoreResult<Vec<RateDecision>> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_pg)?;
+        let decisions = take_all(&tx, owner, now_ns, writes).await?;
+        if !writes.settle.is_empty() {
+            let (finish, retry) = (
+                tx.prepare_cached(sql::FINISH).await.map_err(map_pg)?,
+                tx.prepare_cached(sql::RETRY).await.map_err(map_pg)?,
+            );
+            for s in &writes.settle {
+                match s {
+                    Settle::Finish { id } => {
+                        tx.execute(&finish, &[id, &owner]).await.map_err(map_pg)?;
+                    }
+                    Settle::Retry { id, attempts, next_ns, error, progress } => {
+                        let attempts = i32::try_from(*attempts).unwrap_or(i32::MAX);
+                        tx.execute(&retry, &[&attempts, next_ns, error, &progress_value(progress)?, id, &owner])
+                            .await
+                            .map_err(map_pg)?;
+                    }
+                }
+            }
+        }
+        if !writes.log.is_empty() {
+            let log = tx.prepare_cached(sql::LOG).await.map_err(map_pg)?;
+            for d in &writes.log {
+                tx.execute(
+                    &log,
+                    &[&d.at_ns, &d.instrument_id, &d.event_name, &d.fingerprint, &d.channel, &d.outcome, &d.detail],
+                )
+                .await
+                .map_err(map_pg)?;
+            }
+            tx.execute(sql::PRUNE_LOG, &[&DELIVERY_LOG_ROWS]).await.map_err(map_pg)?;
+        }
+        tx.commit().await.map_err(map_pg)?;
+        Ok(decisions)
+    }
+
     async fn save_progress(&self, id: i64, owner: &str, progress: &Progress) -> StoreResult<()> {
-        let value = serde_json::to_value(progress).map_err(|e| StoreError::bug(e.to_string()))?;
         self.client()
             .await?
-            .execute(
-                "UPDATE notification_outbox SET progress = $1 WHERE id = $2 AND lease_owner = $3",
-                &[&value, &id, &owner],
-            )
+            .execute(sql::SAVE_PROGRESS, &[&progress_value(progress)?, &id, &owner])
             .await
             .map_err(map_pg)?;
         Ok(())
     }
 
-    async fn finish_outbox(
-        &self,
-        id: i64,
-        owner: &str,
-        failed: bool,
-        error: Option<&str>,
-        now_ns: i64,
-    ) -> StoreResult<()> {
-        let state = if failed { "failed" } else { "done" };
-        self.client()
-            .await?
-            .execute(
-                "UPDATE notification_outbox SET state = $1, last_error = $2, done_ns = $3, lease_owner = NULL,
-                     lease_until_ns = 0
-                 WHERE id = $4 AND lease_owner = $5",
-                &[&state, &error, &now_ns, &id, &owner],
-            )
-            .await
-            .map_err(map_pg)?;
-        Ok(())
-    }
-
-    async fn retry_outbox(&self, id: i64, owner: &str, attempts: u32, next_ns: i64, error: &str) -> StoreResult<()> {
-        let attempts = i32::try_from(attempts).unwrap_or(i32::MAX);
-        self.client()
-            .await?
-            .execute(
-                "UPDATE notification_outbox SET attempts = $1, next_attempt_ns = $2, last_error = $3,
-                     lease_owner = NULL, lease_until_ns = 0
-                 WHERE id = $4 AND lease_owner = $5",
-                &[&attempts, &next_ns, &error, &id, &owner],
-            )
-            .await
-            .map_err(map_pg)?;
-        Ok(())
+    async fn renew_leases(&self, owner: &str, until_ns: i64) -> StoreResult<u64> {
+        self.client().await?.execute(sql::RENEW, &[&until_ns, &owner]).await.map_err(map_pg)
     }
 
     async fn outbox_depth(&self) -> StoreResult<u64> {
-        let row = self
-            .client()
-            .await?
-            .query_one("SELECT count(*) FROM notification_outbox WHERE state = 'pending'", &[])
-            .await
-            .map_err(map_pg)?;
+        let row = self.client().await?.query_one(sql::DEPTH, &[]).await.map_err(map_pg)?;
         Ok(row.get::<_, i64>(0).max(0).unsigned_abs())
-    }
-
-    async fn rate_take(
-        &self,
-        key: &RateKey,
-        now_ns: i64,
-        window_ns: i64,
-        max_per_window: u32,
-        last: &OutboxItem,
-    ) -> StoreResult<RateDecision> {
-        let last_json = serde_json::json!({
-            "event_name": last.event_name, "entity_id": last.entity_id, "stage": last.stage,
-            "timestamp_ns": last.timestamp_ns, "metadata": last.metadata,
-        });
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(map_pg)?;
-        let keys: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
-            [&key.instrument_id, &key.fingerprint, &key.destination];
-        // The row lock serialises replicas counting the same window.
-        tx.execute(
-            "INSERT INTO notification_windows (instrument_id, fingerprint, destination, start_ns, window_ns, sent,
-                 suppressed)
-             VALUES ($1, $2, $3, $4, $5, 0, 0) ON CONFLICT DO NOTHING",
-            &[&key.instrument_id, &key.fingerprint, &key.destination, &now_ns, &window_ns],
-        )
-        .await
-        .map_err(map_pg)?;
-        let row = tx
-            .query_one(
-                "SELECT start_ns, window_ns, sent, suppressed, last_event FROM notification_windows
-                 WHERE instrument_id = $1 AND fingerprint = $2 AND destination = $3 FOR UPDATE",
-                &keys,
-            )
-            .await
-            .map_err(map_pg)?;
-        let (start, w, sent, suppressed): (i64, i64, i64, i64) = (row.get(0), row.get(1), row.get(2), row.get(3));
-        let last_event: Option<serde_json::Value> = row.get(4);
-        let decision = if start.saturating_add(w) > now_ns {
-            if sent < i64::from(max_per_window) {
-                tx.execute(
-                    "UPDATE notification_windows SET sent = sent + 1
-                     WHERE instrument_id = $1 AND fingerprint = $2 AND destination = $3",
-                    &keys,
-                )
-                .await
-                .map_err(map_pg)?;
-                RateDecision::Send
-            } else {
-                tx.execute(
-                    "UPDATE notification_windows SET suppressed = suppressed + 1, last_event = $4
-                     WHERE instrument_id = $1 AND fingerprint = $2 AND destination = $3",
-                    &[&key.instrument_id, &key.fingerprint, &key.destination, &last_json],
-                )
-                .await
-                .map_err(map_pg)?;
-                RateDecision::Suppress
-            }
-        } else {
-            if suppressed > 0 {
-                insert_digest(
-                    &tx,
-                    &key.instrument_id,
-                    &key.fingerprint,
-                    &key.destination,
-                    suppressed,
-                    w,
-                    last_event,
-                    now_ns,
-                )
-                .await?;
-            }
-            tx.execute(
-                "UPDATE notification_windows SET start_ns = $4, window_ns = $5, sent = 1, suppressed = 0, last_event = NULL
-                 WHERE instrument_id = $1 AND fingerprint = $2 AND destination = $3",
-                &[&key.instrument_id, &key.fingerprint, &key.destination, &now_ns, &window_ns],
-            )
-            .await
-            .map_err(map_pg)?;
-            RateDecision::Send
-        };
-        tx.commit().await.map_err(map_pg)?;
-        Ok(decision)
     }
 
     async fn flush_windows(&self, now_ns: i64) -> StoreResult<u64> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(map_pg)?;
-        let rows = tx
-            .query(
-                "DELETE FROM notification_windows WHERE start_ns + window_ns <= $1
-                 RETURNING instrument_id, fingerprint, destination, window_ns, suppressed, last_event",
-                &[&now_ns],
-            )
-            .await
-            .map_err(map_pg)?;
+        let rows = tx.query(sql::END_WINDOWS, &[&now_ns]).await.map_err(map_pg)?;
         let mut digests = 0;
         for r in &rows {
-            let suppressed: i64 = r.get(4);
-            if suppressed > 0 {
-                let (i, f, d): (String, String, String) = (r.get(0), r.get(1), r.get(2));
-                insert_digest(&tx, &i, &f, &d, suppressed, r.get(3), r.get(5), now_ns).await?;
+            let key = RateKey { instrument_id: r.get(0), fingerprint: r.get(1), destination: r.get(2) };
+            let w = Window {
+                start_ns: r.get(3),
+                window_ns: r.get(4),
+                sent: r.get(5),
+                suppressed: r.get(6),
+                last_event: r.get(7),
+            };
+            if let Some(d) = DigestRow::of(&key, &w, now_ns) {
+                insert_digest(&tx, &d, now_ns).await?;
                 digests += 1;
             }
         }
+        tx.execute(sql::PRUNE_FINISHED, &[]).await.map_err(map_pg)?;
         tx.commit().await.map_err(map_pg)?;
         Ok(digests)
     }
@@ -605,27 +619,6 @@ impl NotifyStore for PostgresStore {
             .await
             .map_err(map_pg)?;
         Ok(rows.iter().map(issue).collect())
-    }
-
-    async fn log_delivery(&self, d: &Delivery) -> StoreResult<()> {
-        let client = self.client().await?;
-        let row = client
-            .query_one(
-                "INSERT INTO notification_deliveries (at_ns, instrument_id, event_name, fingerprint, channel, outcome,
-                     detail)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-                &[&d.at_ns, &d.instrument_id, &d.event_name, &d.fingerprint, &d.channel, &d.outcome, &d.detail],
-            )
-            .await
-            .map_err(map_pg)?;
-        let id: i64 = row.get(0);
-        if id % 100 == 0 {
-            client
-                .execute("DELETE FROM notification_deliveries WHERE id <= $1", &[&(id - DELIVERY_LOG_ROWS)])
-                .await
-                .map_err(map_pg)?;
-        }
-        Ok(())
     }
 
     async fn deliveries(&self, instrument_id: Option<&str>, limit: usize) -> StoreResult<Vec<Delivery>> {

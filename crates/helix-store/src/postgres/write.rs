@@ -167,7 +167,9 @@ async fn try_apply(client: &mut Object, batch: &WriteBatch) -> Result<Option<Wri
         return Ok(None);
     }
     write_events(&tx, &plan.new_events).await?;
-    super::notify::write_outbox(&tx, &plan.outbox).await?;
+    let (recorded, coalesced) = super::notify::write_outbox(&tx, &plan.outbox, batch.notify.outbox_max()).await?;
+    plan.outcome.notifications_recorded = recorded;
+    plan.outcome.notifications_coalesced = coalesced;
     plan.outcome.logs_inserted = write_logs(&tx, &plan.logs).await?;
     if !plan.instruments.is_empty() {
         let stmt = tx

@@ -7,8 +7,8 @@ use rusqlite::{Connection, OptionalExtension, Row};
 
 use super::{lock, SqliteStore};
 use crate::notify::{
-    Delivery, IssueRecord, NewSilence, NotifyStore, OutboxItem, OutboxKind, Progress, RateDecision, RateKey, Silence,
-    DELIVERY_LOG_ROWS,
+    sql, Delivery, DigestRow, IssueRecord, NewSilence, NotifyStore, OutboxEvent, OutboxItem, OutboxKind, Progress,
+    RateDecision, RateKey, RoundWrites, Settle, Silence, Window, DELIVERY_LOG_ROWS,
 };
 use crate::rows::{parse_metadata, parse_string_vec, to_json};
 use crate::{StoreError, StoreResult};
@@ -99,48 +99,151 @@ fn finish_issue((mut record, recent): (IssueRecord, String)) -> StoreResult<Issu
     Ok(record)
 }
 
-/// The JSON kept in a window for its digest: the last suppressed event.
-fn last_event_json(item: &OutboxItem) -> StoreResult<String> {
-    to_json(&serde_json::json!({
-        "event_name": item.event_name, "entity_id": item.entity_id, "stage": item.stage,
-        "timestamp_ns": item.timestamp_ns, "metadata": item.metadata,
-    }))
+/// The outbox rows of a batch, in its transaction: one per event while the outbox has room
+/// under `max`, the rest coalesced per class. (recorded, coalesced).
+pub(super) fn write_outbox(conn: &Connection, rows: &[OutboxEvent<'_>], max: u64) -> StoreResult<(u64, u64)> {
+    let span = conn.prepare_cached(sql::OUTBOX_SPAN)?.query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let room = if crate::notify::outbox_fits(span, rows.len(), max) {
+        rows.len()
+    } else {
+        let pending: i64 = conn.prepare_cached(sql::DEPTH)?.query_row([], |r| r.get(0))?;
+        crate::notify::outbox_room(pending.max(0).unsigned_abs(), rows.len(), max)
+    };
+    let (fit, over) = rows.split_at(room);
+    let mut stmt = conn.prepare_cached(
+        "INSERT OR IGNORE INTO notification_outbox (kind, instrument_id, event_name, entity_id, span_id, ordinal,
+             stage, fingerprint, timestamp_ns, metadata, created_ns)
+         VALUES ('event', ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?;
+    let created_ns = crate::notify::now_ns();
+    for o in fit {
+        let e = o.event;
+        stmt.execute(rusqlite::params![
+            e.instrument_id,
+            e.event_name,
+            e.entity_id,
+            e.span_id,
+            e.ordinal,
+            o.stage,
+            o.fingerprint,
+            e.timestamp_ns,
+            to_json(&e.metadata)?,
+            created_ns,
+        ])?;
+    }
+    for (o, count) in crate::notify::coalesce(over) {
+        let e = o.event;
+        let params = rusqlite::params![
+            e.instrument_id,
+            e.event_name,
+            o.fingerprint,
+            count,
+            e.entity_id,
+            o.stage,
+            e.timestamp_ns,
+            to_json(&e.metadata)?,
+        ];
+        if conn.prepare_cached(&q(sql::ADD_OVERFLOW))?.execute(params)? == 0 {
+            conn.prepare_cached(&q(sql::INSERT_OVERFLOW))?.execute(rusqlite::params![
+                e.instrument_id,
+                e.event_name,
+                o.fingerprint,
+                count,
+                e.entity_id,
+                o.stage,
+                e.timestamp_ns,
+                to_json(&e.metadata)?,
+                created_ns,
+            ])?;
+        }
+    }
+    Ok((fit.len() as u64, over.len() as u64))
 }
 
-/// Insert the digest row of a window that suppressed messages.
-#[allow(clippy::too_many_arguments)]
-fn insert_digest(
-    conn: &Connection,
-    instrument_id: &str,
-    fingerprint: &str,
-    destination: &str,
-    suppressed: i64,
-    window_ns: i64,
-    last: Option<String>,
-    now_ns: i64,
-) -> StoreResult<()> {
-    let last: serde_json::Value = last.and_then(|l| serde_json::from_str(&l).ok()).unwrap_or_default();
-    let text = |k: &str| last.get(k).and_then(|v| v.as_str()).unwrap_or("").to_owned();
-    let metadata = last.get("metadata").cloned().unwrap_or_else(|| serde_json::json!({}));
-    conn.execute(
-        "INSERT INTO notification_outbox (kind, instrument_id, event_name, entity_id, stage, fingerprint, timestamp_ns,
-             metadata, destination, digest_count, digest_window_ns, created_ns)
-         VALUES ('digest', ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        rusqlite::params![
-            instrument_id,
-            text("event_name"),
-            text("entity_id"),
-            text("stage"),
-            fingerprint,
-            last.get("timestamp_ns").and_then(serde_json::Value::as_i64).unwrap_or(now_ns),
-            to_json(&metadata)?,
-            destination,
-            suppressed,
-            window_ns,
-            now_ns,
-        ],
-    )?;
+/// A shared statement (`notify::sql`, `$n` parameters) in SQLite's `?n` form.
+fn q(statement: &str) -> String {
+    statement.replace('$', "?")
+}
+
+fn insert_digest(conn: &Connection, d: &DigestRow, now_ns: i64) -> StoreResult<()> {
+    conn.prepare_cached(&q(sql::INSERT_DIGEST))?.execute(rusqlite::params![
+        d.instrument_id,
+        d.event_name,
+        d.entity_id,
+        d.stage,
+        d.fingerprint,
+        d.timestamp_ns,
+        to_json(&d.metadata)?,
+        d.destination,
+        d.count,
+        d.window_ns,
+        now_ns,
+    ])?;
     Ok(())
+}
+
+fn window_row(r: &Row<'_>) -> rusqlite::Result<(Window, Option<String>)> {
+    Ok((
+        Window { start_ns: r.get(0)?, window_ns: r.get(1)?, sent: r.get(2)?, suppressed: r.get(3)?, last_event: None },
+        r.get(4)?,
+    ))
+}
+
+fn finish_window((mut w, last): (Window, Option<String>)) -> Window {
+    // A last event that does not parse only loses the digest's example, never its count.
+    w.last_event = last.and_then(|l| serde_json::from_str(&l).ok());
+    w
+}
+
+/// The verdicts of a round's takes, folded per window in one transaction.
+fn take_all(tx: &Connection, owner: &str, now_ns: i64, writes: &RoundWrites) -> StoreResult<Vec<RateDecision>> {
+    let mut decisions = Vec::with_capacity(writes.takes.len());
+    let mut windows: std::collections::HashMap<(&str, &str, &str), Window> = std::collections::HashMap::new();
+    for t in &writes.takes {
+        let k = &t.key;
+        let id = (k.instrument_id.as_str(), k.fingerprint.as_str(), k.destination.as_str());
+        let window = match windows.entry(id) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                tx.prepare_cached(&q(sql::ENSURE_WINDOW))?.execute(rusqlite::params![
+                    k.instrument_id,
+                    k.fingerprint,
+                    k.destination,
+                    now_ns,
+                    t.window_ns
+                ])?;
+                let w = tx
+                    .prepare_cached(&q(sql::WINDOW))?
+                    .query_row(rusqlite::params![k.instrument_id, k.fingerprint, k.destination], window_row)?;
+                v.insert(finish_window(w))
+            }
+        };
+        let (decision, digest) = window.take(k, now_ns, t.window_ns, t.max_per_window, &t.last);
+        if let Some(d) = digest {
+            insert_digest(tx, &d, now_ns)?;
+        }
+        if decision == RateDecision::Suppress && t.finish_if_suppressed {
+            tx.prepare_cached(&q(sql::FINISH))?.execute(rusqlite::params![t.id, owner])?;
+        } else {
+            let progress = Progress { slack_allowed: Some(decision == RateDecision::Send), ..t.progress.clone() };
+            tx.prepare_cached(&q(sql::SAVE_PROGRESS))?.execute(rusqlite::params![to_json(&progress)?, t.id, owner])?;
+        }
+        decisions.push(decision);
+    }
+    for ((instrument, fingerprint, destination), w) in windows {
+        let last = w.last_event.as_ref().map(to_json).transpose()?;
+        tx.prepare_cached(&q(sql::PUT_WINDOW))?.execute(rusqlite::params![
+            instrument,
+            fingerprint,
+            destination,
+            w.start_ns,
+            w.window_ns,
+            w.sent,
+            w.suppressed,
+            last
+        ])?;
+    }
+    Ok(decisions)
 }
 
 #[async_trait]
@@ -157,9 +260,11 @@ impl NotifyStore for SqliteStore {
             let tx = conn.transaction()?;
             let rows = {
                 let mut stmt = tx.prepare_cached(&format!(
+                    // `+`: walk the rows in id order and stop at the limit, instead of sorting
+                    // every due row of the `state, next_attempt_ns` index under the writer lock.
                     "UPDATE notification_outbox SET lease_owner = ?1, lease_until_ns = ?2
                      WHERE id IN (SELECT id FROM notification_outbox
-                                  WHERE state = 'pending' AND next_attempt_ns <= ?3 AND lease_until_ns <= ?3
+                                  WHERE +state = 'pending' AND +next_attempt_ns <= ?3 AND lease_until_ns <= ?3
                                   ORDER BY id LIMIT ?4)
                      RETURNING {OUTBOX_COLUMNS}"
                 ))?;
@@ -177,151 +282,108 @@ impl NotifyStore for SqliteStore {
         .await
     }
 
+    async fn write_round(&self, owner: &str, now_ns: i64, writes: &RoundWrites) -> StoreResult<Vec<RateDecision>> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (owner, writes) = (owner.to_owned(), writes.clone());
+        self.notify_write("write_round", move |conn| {
+            let tx = conn.transaction()?;
+            let decisions = take_all(&tx, &owner, now_ns, &writes)?;
+            for s in &writes.settle {
+                match s {
+                    Settle::Finish { id } => {
+                        tx.prepare_cached(&q(sql::FINISH))?.execute(rusqlite::params![id, owner])?;
+                    }
+                    Settle::Retry { id, attempts, next_ns, error, progress } => {
+                        tx.prepare_cached(&q(sql::RETRY))?.execute(rusqlite::params![
+                            attempts,
+                            next_ns,
+                            error,
+                            to_json(progress)?,
+                            id,
+                            owner
+                        ])?;
+                    }
+                }
+            }
+            if !writes.log.is_empty() {
+                let mut stmt = tx.prepare_cached(&q(sql::LOG))?;
+                for d in &writes.log {
+                    stmt.execute(rusqlite::params![
+                        d.at_ns,
+                        d.instrument_id,
+                        d.event_name,
+                        d.fingerprint,
+                        d.channel,
+                        d.outcome,
+                        d.detail
+                    ])?;
+                }
+                drop(stmt);
+                tx.prepare_cached(&q(sql::PRUNE_LOG))?.execute([DELIVERY_LOG_ROWS])?;
+            }
+            tx.commit()?;
+            Ok(decisions)
+        })
+        .await
+    }
+
     async fn save_progress(&self, id: i64, owner: &str, progress: &Progress) -> StoreResult<()> {
         let (owner, progress) = (owner.to_owned(), to_json(progress)?);
         self.notify_write("save_progress", move |conn| {
-            conn.execute(
-                "UPDATE notification_outbox SET progress = ?1 WHERE id = ?2 AND lease_owner = ?3",
-                rusqlite::params![progress, id, owner],
-            )?;
+            conn.prepare_cached(&q(sql::SAVE_PROGRESS))?.execute(rusqlite::params![progress, id, owner])?;
             Ok(())
         })
         .await
     }
 
-    async fn finish_outbox(
-        &self,
-        id: i64,
-        owner: &str,
-        failed: bool,
-        error: Option<&str>,
-        now_ns: i64,
-    ) -> StoreResult<()> {
-        let (owner, error) = (owner.to_owned(), error.map(str::to_owned));
-        self.notify_write("finish_outbox", move |conn| {
-            conn.execute(
-                "UPDATE notification_outbox SET state = ?1, last_error = ?2, done_ns = ?3, lease_owner = NULL,
-                     lease_until_ns = 0
-                 WHERE id = ?4 AND lease_owner = ?5",
-                rusqlite::params![if failed { "failed" } else { "done" }, error, now_ns, id, owner],
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn retry_outbox(&self, id: i64, owner: &str, attempts: u32, next_ns: i64, error: &str) -> StoreResult<()> {
-        let (owner, error) = (owner.to_owned(), error.to_owned());
-        self.notify_write("retry_outbox", move |conn| {
-            conn.execute(
-                "UPDATE notification_outbox SET attempts = ?1, next_attempt_ns = ?2, last_error = ?3,
-                     lease_owner = NULL, lease_until_ns = 0
-                 WHERE id = ?4 AND lease_owner = ?5",
-                rusqlite::params![attempts, next_ns, error, id, owner],
-            )?;
-            Ok(())
+    async fn renew_leases(&self, owner: &str, until_ns: i64) -> StoreResult<u64> {
+        let owner = owner.to_owned();
+        self.notify_write("renew_leases", move |conn| {
+            let n = conn.prepare_cached(&q(sql::RENEW))?.execute(rusqlite::params![until_ns, owner])?;
+            Ok(n as u64)
         })
         .await
     }
 
     async fn outbox_depth(&self) -> StoreResult<u64> {
         self.read(|c| {
-            let n: i64 =
-                c.query_row("SELECT count(*) FROM notification_outbox WHERE state = 'pending'", [], |r| r.get(0))?;
+            let n: i64 = c.prepare_cached(sql::DEPTH)?.query_row([], |r| r.get(0))?;
             Ok(n.max(0).unsigned_abs())
         })
         .await
         .map_err(|e| e.during("outbox_depth"))
     }
 
-    async fn rate_take(
-        &self,
-        key: &RateKey,
-        now_ns: i64,
-        window_ns: i64,
-        max_per_window: u32,
-        last: &OutboxItem,
-    ) -> StoreResult<RateDecision> {
-        let (key, last_json) = (key.clone(), last_event_json(last)?);
-        self.notify_write("rate_take", move |conn| {
-            let tx = conn.transaction()?;
-            let window: Option<(i64, i64, i64, i64, Option<String>)> = tx
-                .query_row(
-                    "SELECT start_ns, window_ns, sent, suppressed, last_event FROM notification_windows
-                     WHERE instrument_id = ?1 AND fingerprint = ?2 AND destination = ?3",
-                    rusqlite::params![key.instrument_id, key.fingerprint, key.destination],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-                )
-                .optional()?;
-            let decision = match window {
-                Some((start, w, sent, suppressed, last)) if start.saturating_add(w) > now_ns => {
-                    if sent < i64::from(max_per_window) {
-                        tx.execute(
-                            "UPDATE notification_windows SET sent = sent + 1
-                             WHERE instrument_id = ?1 AND fingerprint = ?2 AND destination = ?3",
-                            rusqlite::params![key.instrument_id, key.fingerprint, key.destination],
-                        )?;
-                        RateDecision::Send
-                    } else {
-                        let _ = (suppressed, last);
-                        tx.execute(
-                            "UPDATE notification_windows SET suppressed = suppressed + 1, last_event = ?4
-                             WHERE instrument_id = ?1 AND fingerprint = ?2 AND destination = ?3",
-                            rusqlite::params![key.instrument_id, key.fingerprint, key.destination, last_json],
-                        )?;
-                        RateDecision::Suppress
-                    }
-                }
-                ended => {
-                    if let Some((_, w, _, suppressed, last)) = ended {
-                        if suppressed > 0 {
-                            insert_digest(
-                                &tx,
-                                &key.instrument_id,
-                                &key.fingerprint,
-                                &key.destination,
-                                suppressed,
-                                w,
-                                last,
-                                now_ns,
-                            )?;
-                        }
-                    }
-                    tx.execute(
-                        "INSERT OR REPLACE INTO notification_windows
-                             (instrument_id, fingerprint, destination, start_ns, window_ns, sent, suppressed, last_event)
-                         VALUES (?1, ?2, ?3, ?4, ?5, 1, 0, NULL)",
-                        rusqlite::params![key.instrument_id, key.fingerprint, key.destination, now_ns, window_ns],
-                    )?;
-                    RateDecision::Send
-                }
-            };
-            tx.commit()?;
-            Ok(decision)
-        })
-        .await
-    }
-
     async fn flush_windows(&self, now_ns: i64) -> StoreResult<u64> {
         self.notify_write("flush_windows", move |conn| {
             let tx = conn.transaction()?;
-            let ended: Vec<(String, String, String, i64, i64, Option<String>)> = {
-                let mut stmt = tx.prepare_cached(
-                    "DELETE FROM notification_windows WHERE start_ns + window_ns <= ?1
-                     RETURNING instrument_id, fingerprint, destination, window_ns, suppressed, last_event",
-                )?;
+            let ended: Vec<(RateKey, (Window, Option<String>))> = {
+                let mut stmt = tx.prepare_cached(&q(sql::END_WINDOWS))?;
                 let rows = stmt
-                    .query_map([now_ns], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?
+                    .query_map([now_ns], |r| {
+                        let key = RateKey { instrument_id: r.get(0)?, fingerprint: r.get(1)?, destination: r.get(2)? };
+                        let w = Window {
+                            start_ns: r.get(3)?,
+                            window_ns: r.get(4)?,
+                            sent: r.get(5)?,
+                            suppressed: r.get(6)?,
+                            last_event: None,
+                        };
+                        Ok((key, (w, r.get(7)?)))
+                    })?
                     .collect::<rusqlite::Result<_>>()?;
                 rows
             };
             let mut digests = 0;
-            for (instrument, fingerprint, destination, w, suppressed, last) in ended {
-                if suppressed > 0 {
-                    insert_digest(&tx, &instrument, &fingerprint, &destination, suppressed, w, last, now_ns)?;
+            for (key, w) in ended {
+                if let Some(d) = DigestRow::of(&key, &finish_window(w), now_ns) {
+                    insert_digest(&tx, &d, now_ns)?;
                     digests += 1;
                 }
             }
+            tx.prepare_cached(sql::PRUNE_FINISHED)?.execute([])?;
             tx.commit()?;
             Ok(digests)
         })
@@ -516,23 +578,6 @@ impl NotifyStore for SqliteStore {
         })
         .await
         .map_err(|e| e.during("issues"))
-    }
-
-    async fn log_delivery(&self, d: &Delivery) -> StoreResult<()> {
-        let d = d.clone();
-        self.notify_write("log_delivery", move |conn| {
-            let id = conn.query_row(
-                "INSERT INTO notification_deliveries (at_ns, instrument_id, event_name, fingerprint, channel, outcome, detail)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
-                rusqlite::params![d.at_ns, d.instrument_id, d.event_name, d.fingerprint, d.channel, d.outcome, d.detail],
-                |r| r.get::<_, i64>(0),
-            )?;
-            if id % 100 == 0 {
-                conn.execute("DELETE FROM notification_deliveries WHERE id <= ?1", [id - DELIVERY_LOG_ROWS])?;
-            }
-            Ok(())
-        })
-        .await
     }
 
     async fn deliveries(&self, instrument_id: Option<&str>, limit: usize) -> StoreResult<Vec<Delivery>> {

@@ -39,7 +39,7 @@ pub(super) fn apply_batch(
         plan.outcome.spans_inserted = n;
         change = c;
     }
-    write(&tx, &mut plan, &now)?;
+    write(&tx, &mut plan, &now, batch.notify.outbox_max())?;
     tx.commit()?;
     // Only a committed change moves the open block on.
     writer.open.apply(change);
@@ -73,7 +73,7 @@ fn load(tx: &Transaction<'_>, batch: &WriteBatch) -> StoreResult<Stored> {
 }
 
 /// Write the plan's rows; counts the logs and spans actually inserted into its outcome.
-fn write(tx: &Transaction<'_>, plan: &mut WritePlan<'_>, now: &str) -> StoreResult<()> {
+fn write(tx: &Transaction<'_>, plan: &mut WritePlan<'_>, now: &str, outbox_max: u64) -> StoreResult<()> {
     if !plan.new_entities.is_empty() || !plan.changed_entities.is_empty() {
         // One statement for new and changed rows: the plan has the final values of both, and
         // `created_at` (ingest time) is set only when the row is inserted. Edges, creations and
@@ -166,27 +166,9 @@ fn write(tx: &Transaction<'_>, plan: &mut WritePlan<'_>, now: &str) -> StoreResu
         }
     }
     if !plan.outbox.is_empty() {
-        let mut stmt = tx.prepare_cached(
-            "INSERT OR IGNORE INTO notification_outbox (kind, instrument_id, event_name, entity_id, span_id, ordinal,
-                 stage, fingerprint, timestamp_ns, metadata, created_ns)
-             VALUES ('event', ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        )?;
-        let created_ns = crate::notify::now_ns();
-        for o in &plan.outbox {
-            let e = o.event;
-            stmt.execute(rusqlite::params![
-                e.instrument_id,
-                e.event_name,
-                e.entity_id,
-                e.span_id,
-                e.ordinal,
-                o.stage,
-                o.fingerprint,
-                e.timestamp_ns,
-                to_json(&e.metadata)?,
-                created_ns,
-            ])?;
-        }
+        let (recorded, coalesced) = super::notify::write_outbox(tx, &plan.outbox, outbox_max)?;
+        plan.outcome.notifications_recorded = recorded;
+        plan.outcome.notifications_coalesced = coalesced;
     }
     if !plan.logs.is_empty() {
         let mut stmt = tx.prepare_cached(

@@ -138,14 +138,23 @@ pub fn slack_message(item: &OutboxItem, text: &str, issue_urls: &[String], links
     })
 }
 
-/// The digest of a window's suppressed messages.
+/// A digest (a window's suppressed messages) or an overflow row (events that found the outbox
+/// full), as one Slack message.
 pub fn slack_digest(item: &OutboxItem, links: &Links) -> Value {
     let seconds = item.digest_window_ns / 1_000_000_000;
     let message = message_of_item(item);
-    let headline = format!(
-        ":zzz: *{} more occurrence(s) suppressed* in the last {seconds}s — [{}] {}",
-        item.digest_count, item.instrument_id, item.event_name
-    );
+    // An overflow row counts events that found the outbox full rather than a window's.
+    let n = item.digest_count;
+    let (headline, why) = if item.kind == helix_store::notify::OutboxKind::Overflow {
+        let why = "not notified one by one (the notification outbox was full)".to_owned();
+        (format!(":warning: *{n} more occurrence(s) not notified one by one* (the notification outbox was full)"), why)
+    } else {
+        (
+            format!(":zzz: *{n} more occurrence(s) suppressed* in the last {seconds}s"),
+            format!("suppressed in the last {seconds}s"),
+        )
+    };
+    let headline = format!("{headline} — [{}] {}", item.instrument_id, item.event_name);
     let last = format!(
         "Last: {}{}\nEntity: <{}|{}>",
         escape(message),
@@ -154,8 +163,7 @@ pub fn slack_digest(item: &OutboxItem, links: &Links) -> Value {
         escape(&item.entity_id)
     );
     json!({
-        "text": format!("{} more occurrence(s) suppressed in the last {seconds}s: [{}] {}",
-            item.digest_count, item.instrument_id, message),
+        "text": format!("{n} more occurrence(s) {why}: [{}] {}", item.instrument_id, message),
         "blocks": [
             {"type": "section", "text": {"type": "mrkdwn", "text": headline}},
             {"type": "section", "text": {"type": "mrkdwn", "text": truncate(&last, 3000)}},

@@ -8,10 +8,14 @@ pub mod github;
 pub mod message;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use helix_store::notify::{now_ns, Delivery, NotifyStore, OutboxItem, OutboxKind, RateDecision, RateKey};
+use helix_store::notify::{
+    last_event, now_ns, Delivery, NotifyStore, OutboxItem, OutboxKind, RateDecision, RateKey, RateTake, RoundWrites,
+    Settle, Silence,
+};
 use helix_store::Store;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -30,7 +34,8 @@ pub struct NotifyConfig {
     pub min_window: Duration,
     /// How often the outbox is looked at when it was empty.
     pub poll: Duration,
-    /// How long a claimed row is held before another replica may take it.
+    /// How long a claimed row is held before another replica may take it; renewed every
+    /// third of it while the row is worked on.
     pub lease: Duration,
     /// How often ended windows become digests.
     pub digest_every: Duration,
@@ -54,7 +59,7 @@ impl Default for NotifyConfig {
             digest_every: Duration::from_secs(30),
             auto_close_every: Duration::from_secs(3600),
             http_timeout: Duration::from_secs(10),
-            claim: 64,
+            claim: 1000,
             links: Links { ui_base: "http://localhost:8081".into(), grafana: None },
             github_api: "https://api.github.com".into(),
         }
@@ -140,6 +145,9 @@ pub fn sign(key: &[u8], body: &[u8]) -> String {
     format!("sha256={}", helix_model::ids::to_hex(&mac.finalize().into_bytes()))
 }
 
+/// Claimed rows with their rule (`None`: a digest).
+type Work = Vec<(OutboxItem, Option<EventRule>)>;
+
 /// Owns delivery for one herald; several heralds on one PostgreSQL database share the work.
 pub struct Dispatcher {
     store: Arc<dyn Store>,
@@ -196,11 +204,18 @@ impl Dispatcher {
         let _ = tokio::join!(digests, closer);
     }
 
-    /// One claim and its deliveries; whether anything was claimed.
+    fn lease_ns(&self) -> i64 {
+        i64::try_from(self.config.lease.as_nanos()).unwrap_or(i64::MAX)
+    }
+
+    /// One claim and its deliveries; whether anything was claimed. The round's store writes are
+    /// few whatever its size: the claim, one transaction with the rate-limit verdicts (rows
+    /// suppressed or silenced with nothing left to send are finished in it), and one with the
+    /// outcomes of the sends (more only while a round runs for longer than a second).
     async fn round(&self) -> bool {
         let Some(store) = self.notify_store() else { return false };
         let now = now_ns();
-        let lease = i64::try_from(self.config.lease.as_nanos()).unwrap_or(i64::MAX);
+        let lease = self.lease_ns();
         if let Ok(depth) = store.outbox_depth().await {
             self.metrics.notify.outbox_depth.set(i64::try_from(depth).unwrap_or(i64::MAX));
         }
@@ -214,113 +229,245 @@ impl Dispatcher {
         if items.is_empty() {
             return false;
         }
-        // One class at a time (in order), classes side by side: a burst of one error never
-        // races itself to GitHub.
-        let mut groups: BTreeMap<(String, String), Vec<OutboxItem>> = BTreeMap::new();
-        for item in items {
-            groups.entry((item.instrument_id.clone(), item.fingerprint.clone())).or_default().push(item);
-        }
-        let silences = store.active_silences(now).await;
-        let silences = match silences {
+        let leased_until = AtomicI64::new(now.saturating_add(lease));
+        let silences = match store.active_silences(now).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read silences; the claimed notifications wait");
-                for item in groups.into_values().flatten() {
-                    let _ = store.retry_outbox(item.id, &self.owner, item.attempts, now, "silences unreadable").await;
-                }
+                self.hand_back(store, items, "silences unreadable").await;
                 return false;
             }
         };
+        self.count_silences(&silences);
+        let (mut work, writes, takes) = self.plan(items, &silences, now);
+        let decisions = match store.write_round(&self.owner, now, &writes).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot record the rate limits of notifications; retrying");
+                self.hand_back(store, work.into_iter().map(|(item, _)| item).collect(), "store unavailable").await;
+                return false;
+            }
+        };
+        let mut finished = vec![false; work.len()];
+        for ((decision, take), &index) in decisions.iter().zip(&writes.takes).zip(&takes) {
+            let item = &mut work[index].0;
+            item.progress.slack_allowed = Some(*decision == RateDecision::Send);
+            if *decision == RateDecision::Suppress {
+                // Counted, and summed up in the window's digest (which the delivery log shows).
+                self.metrics
+                    .notify
+                    .suppressed
+                    .with_label_values(&[&item.instrument_id, "slack", &item.event_name])
+                    .inc();
+                finished[index] = take.finish_if_suppressed;
+            }
+        }
+        // One class at a time (in order), classes side by side: a burst of one error never
+        // races itself to GitHub.
+        let mut groups: BTreeMap<(String, String), Work> = BTreeMap::new();
+        for ((item, rule), done) in work.into_iter().zip(finished) {
+            if !done {
+                groups.entry((item.instrument_id.clone(), item.fingerprint.clone())).or_default().push((item, rule));
+            }
+        }
+        if groups.is_empty() {
+            return true;
+        }
+        let pending = Mutex::new(RoundWrites::default());
+        let (pending_ref, leased_ref) = (&pending, &leased_until);
+        let work = groups.into_values().map(|group| async move {
+            for (item, rule) in group {
+                // Never start on a row whose lease may lapse before its send ends.
+                if leased_ref.load(Ordering::SeqCst).saturating_sub(now_ns()) < lease / 2 {
+                    lock(pending_ref).settle.push(Settle::Retry {
+                        id: item.id,
+                        attempts: item.attempts,
+                        next_ns: now_ns(),
+                        error: "handed back".into(),
+                        progress: item.progress.clone(),
+                    });
+                    continue;
+                }
+                self.deliver(store, pending_ref, item, rule.as_ref()).await;
+            }
+        });
+        let mut all = std::pin::pin!(futures_util::future::join_all(work));
+        // While the sends run: their outcomes are written every second (so a crash repeats
+        // little), and the leases renewed every third of a lease (so no row is taken over
+        // mid-send, however slow its backend).
+        let tick = Duration::from_secs(1).min(self.config.lease / 3).max(Duration::from_millis(10));
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);
+        loop {
+            tokio::select! {
+                _ = &mut all => break,
+                _ = ticker.tick() => {
+                    self.flush(store, &pending).await;
+                    let until = now_ns().saturating_add(lease);
+                    match store.renew_leases(&self.owner, until).await {
+                        Ok(_) => leased_until.store(until, Ordering::SeqCst),
+                        Err(e) => tracing::warn!(error = %e, "notification leases not renewed; rows not started are handed back"),
+                    }
+                }
+            }
+        }
+        self.flush(store, &pending).await;
+        true
+    }
+
+    /// Sort claimed rows: rows finished without a send (no longer configured, silenced) go
+    /// into the writes; rows whose Slack verdict is still to take get a take (`takes[i]` is
+    /// the index in `work` of `writes.takes[i]`).
+    fn plan(&self, items: Vec<OutboxItem>, silences: &[Silence], now: i64) -> (Work, RoundWrites, Vec<usize>) {
+        let snapshot = self.instruments.snapshot();
+        let mut writes = RoundWrites::default();
+        let mut work = Vec::with_capacity(items.len());
+        let mut takes = Vec::new();
+        for item in items {
+            if item.kind == OutboxKind::Digest {
+                work.push((item, None));
+                continue;
+            }
+            let rule = snapshot.get(&item.instrument_id).and_then(|c| c.notifications.events.get(&item.event_name));
+            let Some(rule) = rule else {
+                // The file changed since: nothing to send any more.
+                writes.log.push(delivery(&item, "none", "skipped", "no longer configured"));
+                writes.settle.push(Settle::Finish { id: item.id });
+                continue;
+            };
+            if silences.iter().any(|s| s.covers(&item.instrument_id, &item.event_name, &item.fingerprint, now)) {
+                self.metrics
+                    .notify
+                    .suppressed
+                    .with_label_values(&[&item.instrument_id, "silence", &item.event_name])
+                    .inc();
+                writes.log.push(delivery(&item, "silence", "suppressed", "a silence covers it"));
+                writes.settle.push(Settle::Finish { id: item.id });
+                continue;
+            }
+            // An overflow row is the count of what was not sent: no rate limit holds it back.
+            let counted = item.kind == OutboxKind::Event;
+            if let Some(slack) = rule
+                .slack
+                .as_ref()
+                .filter(|_| counted && item.progress.slack_allowed.is_none() && !item.progress.slack_done)
+            {
+                let window = slack.sample_window.max(self.config.min_window);
+                writes.takes.push(RateTake {
+                    id: item.id,
+                    key: RateKey {
+                        instrument_id: item.instrument_id.clone(),
+                        fingerprint: item.fingerprint.clone(),
+                        destination: slack.webhook_env.clone(),
+                    },
+                    window_ns: i64::try_from(window.as_nanos()).unwrap_or(i64::MAX),
+                    max_per_window: slack.max_per_window,
+                    last: last_event(&item),
+                    progress: item.progress.clone(),
+                    finish_if_suppressed: (rule.github.is_none() || item.progress.github_done)
+                        && (rule.webhook.is_none() || item.progress.webhook_done),
+                });
+                takes.push(work.len());
+            }
+            work.push((item, Some(rule.clone())));
+        }
+        (work, writes, takes)
+    }
+
+    fn count_silences(&self, silences: &[Silence]) {
         let mut active: BTreeMap<&str, i64> = BTreeMap::new();
-        for s in &silences {
+        for s in silences {
             *active.entry(s.instrument_id.as_str()).or_default() += 1;
         }
         self.metrics.notify.silences_active.reset();
         for (instrument, n) in active {
             self.metrics.notify.silences_active.with_label_values(&[instrument]).set(n);
         }
-        let silences = &silences;
-        // Rows still waiting when half the lease is gone are handed back, so no row is ever
-        // worked on after its lease lets another replica take it.
-        let started = std::time::Instant::now();
-        let budget = self.config.lease / 2;
-        let work = groups.into_values().map(|group| async move {
-            for item in group {
-                if started.elapsed() > budget {
-                    let _ = store.retry_outbox(item.id, &self.owner, item.attempts, now_ns(), "handed back").await;
-                    continue;
-                }
-                self.deliver(store, item, silences).await;
-            }
-        });
-        futures_util::future::join_all(work).await;
-        true
     }
 
-    async fn log(&self, store: &dyn NotifyStore, item: &OutboxItem, channel: &str, outcome: &str, detail: &str) {
-        let delivery = Delivery {
-            at_ns: now_ns(),
-            instrument_id: item.instrument_id.clone(),
-            event_name: item.event_name.clone(),
-            fingerprint: item.fingerprint.clone(),
-            channel: channel.to_owned(),
-            outcome: outcome.to_owned(),
-            detail: detail.to_owned(),
-        };
-        if let Err(e) = store.log_delivery(&delivery).await {
-            tracing::debug!(error = %e, "delivery log not written");
-        }
-    }
-
-    async fn deliver(&self, store: &dyn NotifyStore, mut item: OutboxItem, silences: &[helix_store::notify::Silence]) {
+    /// Release claimed rows untouched, for the next round (or another replica).
+    async fn hand_back(&self, store: &dyn NotifyStore, items: Vec<OutboxItem>, why: &str) {
         let now = now_ns();
-        let snapshot = self.instruments.snapshot();
-        let config = snapshot.get(&item.instrument_id);
-        if item.kind == OutboxKind::Digest {
-            let result = self.digest(&item, config.map(|c| &c.notifications.events)).await;
-            return self.settle(store, item, result).await;
-        }
-        let Some(rule) = config.and_then(|c| c.notifications.events.get(&item.event_name)).cloned() else {
-            // The file changed since: nothing to send any more.
-            self.log(store, &item, "none", "skipped", "no longer configured").await;
-            let _ = store.finish_outbox(item.id, &self.owner, false, Some("no longer configured"), now).await;
-            return;
+        let writes = RoundWrites {
+            settle: items
+                .into_iter()
+                .map(|i| Settle::Retry {
+                    id: i.id,
+                    attempts: i.attempts,
+                    next_ns: now,
+                    error: why.to_owned(),
+                    progress: i.progress,
+                })
+                .collect(),
+            ..RoundWrites::default()
         };
-        if silences.iter().any(|s| s.covers(&item.instrument_id, &item.event_name, &item.fingerprint, now)) {
-            self.metrics.notify.suppressed.with_label_values(&[&item.instrument_id, "silence", &item.event_name]).inc();
-            self.log(store, &item, "silence", "suppressed", "a silence covers it").await;
-            let _ = store.finish_outbox(item.id, &self.owner, false, None, now).await;
+        // When the store refuses this too, the leases run out and free the rows.
+        let _ = store.write_round(&self.owner, now, &writes).await;
+    }
+
+    /// Write the outcomes gathered so far; kept for the next flush if the store refuses them.
+    async fn flush(&self, store: &dyn NotifyStore, pending: &Mutex<RoundWrites>) {
+        let writes = lock(pending).take();
+        if writes.is_empty() {
             return;
         }
-        let result = self.event(store, &mut item, &rule).await;
-        self.settle(store, item, result).await;
+        if let Err(e) = store.write_round(&self.owner, now_ns(), &writes).await {
+            tracing::warn!(error = %e, "notification outcomes not recorded yet; retrying");
+            let mut p = lock(pending);
+            let newer = p.take();
+            *p = writes;
+            p.settle.extend(newer.settle);
+            p.log.extend(newer.log);
+        }
+    }
+
+    async fn deliver(
+        &self,
+        store: &dyn NotifyStore,
+        pending: &Mutex<RoundWrites>,
+        mut item: OutboxItem,
+        rule: Option<&EventRule>,
+    ) {
+        let result = match rule {
+            Some(rule) if item.kind == OutboxKind::Overflow => self.overflow(pending, &mut item, rule).await,
+            Some(rule) => self.event(store, pending, &mut item, rule).await,
+            None => {
+                let snapshot = self.instruments.snapshot();
+                let rules = snapshot.get(&item.instrument_id).map(|c| &c.notifications.events);
+                self.digest(pending, &item, rules).await
+            }
+        };
+        self.settle(pending, item, result);
     }
 
     /// Finish, retry later or give up on a row after an attempt.
-    async fn settle(&self, store: &dyn NotifyStore, item: OutboxItem, result: Result<(), (String, Failure)>) {
+    fn settle(&self, pending: &Mutex<RoundWrites>, item: OutboxItem, result: Result<(), (String, Failure)>) {
         let now = now_ns();
+        let mut p = lock(pending);
         match result {
-            Ok(()) => {
-                let _ = store.finish_outbox(item.id, &self.owner, false, None, now).await;
-            }
+            Ok(()) => p.settle.push(Settle::Finish { id: item.id }),
             Err((channel, failure)) => {
                 let attempts = item.attempts + 1;
                 let backoff = self.config.backoff.get(item.attempts as usize).copied();
                 match (&failure, backoff) {
                     (Failure::Retry(why), Some(wait)) => {
-                        let _ = store.save_progress(item.id, &self.owner, &item.progress).await;
                         self.metrics.notify.retries.with_label_values(&[&item.instrument_id, &channel]).inc();
-                        self.log(store, &item, &channel, "retrying", why).await;
+                        p.log.push(delivery(&item, &channel, "retrying", why));
                         let next = now.saturating_add(i64::try_from(wait.as_nanos()).unwrap_or(i64::MAX));
-                        let _ = store.retry_outbox(item.id, &self.owner, attempts, next, why).await;
+                        p.settle.push(Settle::Retry {
+                            id: item.id,
+                            attempts,
+                            next_ns: next,
+                            error: why.clone(),
+                            progress: item.progress,
+                        });
                     }
                     _ => {
                         let why = failure.text();
                         self.metrics.notify.errors.with_label_values(&[&item.instrument_id, &channel]).inc();
-                        self.log(store, &item, &channel, "failed", why).await;
+                        p.log.push(delivery(&item, &channel, "failed", why));
                         tracing::error!(instrument = %item.instrument_id, channel = %channel, error = %why,
                             attempts, "notification not delivered; giving up (see the delivery log)");
-                        let _ = store.finish_outbox(item.id, &self.owner, true, Some(why), now).await;
+                        p.settle.push(Settle::Finish { id: item.id });
                     }
                 }
             }
@@ -332,11 +479,12 @@ impl Dispatcher {
     async fn event(
         &self,
         store: &dyn NotifyStore,
+        pending: &Mutex<RoundWrites>,
         item: &mut OutboxItem,
         rule: &EventRule,
     ) -> Result<(), (String, Failure)> {
         let links = &self.config.links;
-        let lease = i64::try_from(self.config.lease.as_nanos()).unwrap_or(i64::MAX);
+        let lease = self.lease_ns();
         if let Some(gh) = rule.github.as_ref().filter(|_| !item.progress.github_done) {
             let started = std::time::Instant::now();
             let result = github::dispatch(&self.github, store, gh, item, links, now_ns(), lease).await;
@@ -348,24 +496,25 @@ impl Dispatcher {
                         .sent
                         .with_label_values(&[&item.instrument_id, "github", &item.event_name])
                         .inc();
-                    self.log(store, item, "github", "sent", &url).await;
+                    lock(pending).log.push(delivery(item, "github", "sent", &url));
                     item.progress.issue_urls.push(url);
                 }
                 Err(Failure::Permanent(why)) => {
                     // The other backends still deliver; GitHub's refusal is logged and counted.
                     self.metrics.notify.errors.with_label_values(&[&item.instrument_id, "github"]).inc();
-                    self.log(store, item, "github", "failed", &why).await;
+                    lock(pending).log.push(delivery(item, "github", "failed", &why));
                     tracing::error!(instrument = %item.instrument_id, repo = %gh.repo, error = %why,
                         "GitHub refused the issue; check the token's repo scope and the repository");
                 }
                 Err(e) => return Err(("github".into(), e)),
             }
             item.progress.github_done = true;
+            // Saved at once: a repeated GitHub step would count the occurrence twice.
             let _ = store.save_progress(item.id, &self.owner, &item.progress).await;
         }
         let text = message::text(item, rule.message_template.as_deref(), links);
         if let Some(slack) = rule.slack.as_ref().filter(|_| !item.progress.slack_done) {
-            self.slack(store, item, slack, &text).await?;
+            self.slack(pending, item, slack, &text).await?;
             item.progress.slack_done = true;
             // The last step needs no save: finishing the row follows.
             if rule.webhook.is_some() {
@@ -377,48 +526,56 @@ impl Dispatcher {
             self.send("webhook", item, hook_url(hook), &body, hook.secret.as_ref().map(|s| s.expose().as_bytes()))
                 .await
                 .map_err(|e| ("webhook".to_owned(), e))?;
-            self.log(store, item, "webhook", "sent", "").await;
+            lock(pending).log.push(delivery(item, "webhook", "sent", ""));
             item.progress.webhook_done = true;
         }
         Ok(())
     }
 
+    /// An overflow row: one "N more" message through the rule's Slack and webhook (GitHub's
+    /// issue is updated by the class's next notified event).
+    async fn overflow(
+        &self,
+        pending: &Mutex<RoundWrites>,
+        item: &mut OutboxItem,
+        rule: &EventRule,
+    ) -> Result<(), (String, Failure)> {
+        let links = &self.config.links;
+        let more = format!("{} more (outbox full)", item.digest_count);
+        if let Some(slack) = rule.slack.as_ref().filter(|_| !item.progress.slack_done) {
+            let body = message::slack_digest(item, links);
+            self.send("slack", item, slack.webhook.expose(), &body, None).await.map_err(|e| ("slack".to_owned(), e))?;
+            self.metrics.notify.digest_sent.with_label_values(&[&item.instrument_id, "slack"]).inc();
+            lock(pending).log.push(delivery(item, "slack", "digest", &more));
+            item.progress.slack_done = true;
+        }
+        if let Some(hook) = rule.webhook.as_ref().filter(|_| !item.progress.webhook_done) {
+            let text = message::slack_digest(item, links)["text"].as_str().unwrap_or_default().to_owned();
+            let body = message::webhook_document(item, &text, &[], links);
+            self.send("webhook", item, hook_url(hook), &body, hook.secret.as_ref().map(|s| s.expose().as_bytes()))
+                .await
+                .map_err(|e| ("webhook".to_owned(), e))?;
+            lock(pending).log.push(delivery(item, "webhook", "digest", &more));
+            item.progress.webhook_done = true;
+        }
+        Ok(())
+    }
+
+    /// Send to Slack unless the round's rate-limit verdict suppressed it.
     async fn slack(
         &self,
-        store: &dyn NotifyStore,
+        pending: &Mutex<RoundWrites>,
         item: &mut OutboxItem,
         slack: &SlackRule,
         text: &str,
     ) -> Result<(), (String, Failure)> {
-        let allowed = match item.progress.slack_allowed {
-            Some(a) => a,
-            None => {
-                let key = RateKey {
-                    instrument_id: item.instrument_id.clone(),
-                    fingerprint: item.fingerprint.clone(),
-                    destination: slack.webhook_env.clone(),
-                };
-                let window = slack.sample_window.max(self.config.min_window);
-                let window_ns = i64::try_from(window.as_nanos()).unwrap_or(i64::MAX);
-                let decision = store
-                    .rate_take(&key, now_ns(), window_ns, slack.max_per_window, item)
-                    .await
-                    .map_err(|e| ("slack".to_owned(), Failure::Retry(format!("store: {e}"))))?;
-                let allowed = decision == RateDecision::Send;
-                // Saved with the row's next save (a failed send saves it before the retry).
-                item.progress.slack_allowed = Some(allowed);
-                allowed
-            }
-        };
-        if !allowed {
-            // Counted, and summed up in the window's digest (which the delivery log shows).
-            self.metrics.notify.suppressed.with_label_values(&[&item.instrument_id, "slack", &item.event_name]).inc();
+        if item.progress.slack_allowed == Some(false) {
             return Ok(());
         }
         let body = message::slack_message(item, text, &item.progress.issue_urls, &self.config.links);
         self.send("slack", item, slack.webhook.expose(), &body, None).await.map_err(|e| ("slack".to_owned(), e))?;
         self.metrics.notify.sent.with_label_values(&[&item.instrument_id, "slack", &item.event_name]).inc();
-        self.log(store, item, "slack", "sent", &slack.channel).await;
+        lock(pending).log.push(delivery(item, "slack", "sent", &slack.channel));
         Ok(())
     }
 
@@ -443,6 +600,7 @@ impl Dispatcher {
     /// instrument's current rules).
     async fn digest(
         &self,
+        pending: &Mutex<RoundWrites>,
         item: &OutboxItem,
         rules: Option<&BTreeMap<String, EventRule>>,
     ) -> Result<(), (String, Failure)> {
@@ -460,9 +618,7 @@ impl Dispatcher {
         let body = message::slack_digest(item, &self.config.links);
         self.send("slack", item, slack.webhook.expose(), &body, None).await.map_err(|e| ("slack".to_owned(), e))?;
         self.metrics.notify.digest_sent.with_label_values(&[&item.instrument_id, "slack"]).inc();
-        if let Some(store) = self.notify_store() {
-            self.log(store, item, "slack", "digest", &format!("{} more", item.digest_count)).await;
-        }
+        lock(pending).log.push(delivery(item, "slack", "digest", &format!("{} more", item.digest_count)));
         Ok(())
     }
 
@@ -521,6 +677,23 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// A line of the delivery log about `item`.
+fn delivery(item: &OutboxItem, channel: &str, outcome: &str, detail: &str) -> Delivery {
+    Delivery {
+        at_ns: now_ns(),
+        instrument_id: item.instrument_id.clone(),
+        event_name: item.event_name.clone(),
+        fingerprint: item.fingerprint.clone(),
+        channel: channel.to_owned(),
+        outcome: outcome.to_owned(),
+        detail: detail.to_owned(),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn hook_url(hook: &WebhookRule) -> &str {
