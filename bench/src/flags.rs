@@ -26,7 +26,7 @@ fn flag(id: usize, entity: &str) -> NewFlag {
     }
 }
 
-pub async fn run(n: usize, queries: usize, rounds: usize) {
+pub async fn run(n: usize, queries: usize, rounds: usize, impact_rounds: usize) {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("flags.db"), Default::default()).unwrap();
     let (batches, products, blocks) = crate::dag(n);
@@ -49,6 +49,7 @@ pub async fn run(n: usize, queries: usize, rounds: usize) {
         store.write(&WriteBatch::of(b.to_vec())).await.unwrap();
     }
     let mut rng = rand::rngs::SmallRng::seed_from_u64(11);
+    let load_before = load_average();
 
     // Flagging: one row, whatever the descendants (20 flag/clear cycles).
     let mut flagging = Vec::new();
@@ -83,9 +84,12 @@ pub async fn run(n: usize, queries: usize, rounds: usize) {
     banner.sort();
     banner_products.sort();
 
-    // Impact: the whole descendants walk of the wide block (what /impact counts).
-    let mut impact = Vec::new();
-    for _ in 0..10 {
+    // Impact of the wide block, rounds interleaved: the baseline is the full-row lineage walk
+    // /impact made before (what `/lineage?direction=descendants` still does), then the
+    // count walk alone, the endpoint (counts and the first page of 1 000) and the whole CSV.
+    let app = crate::load::api_app(std::sync::Arc::new(store.clone()));
+    let (mut walk_rows, mut walk_counts, mut impact, mut impact_csv) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..impact_rounds {
         let q = LineageQuery {
             root: "wide-blk".into(),
             direction: Direction::Descendants,
@@ -95,13 +99,29 @@ pub async fn run(n: usize, queries: usize, rounds: usize) {
         };
         let t = Instant::now();
         let l = store.lineage(&q).await.unwrap().unwrap();
-        impact.push(t.elapsed());
+        walk_rows.push(t.elapsed());
         assert_eq!(l.nodes.len(), 100_001);
+        let t = Instant::now();
+        let d = store.descendants("wide-blk", None, 200_000).await.unwrap().unwrap();
+        walk_counts.push(t.elapsed());
+        assert_eq!(d.nodes.len(), 100_000);
+        let t = Instant::now();
+        let body = crate::load::get_bytes(&app, "/api/v1/entity/wide-blk/impact").await;
+        impact.push(t.elapsed());
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!((v["total"].as_u64(), v["entities"].as_array().map(Vec::len)), (Some(100_000), Some(1_000)));
+        let t = Instant::now();
+        let csv = crate::load::get_bytes(&app, "/api/v1/entity/wide-blk/impact?format=csv").await;
+        impact_csv.push(t.elapsed());
+        assert_eq!(csv.iter().filter(|b| **b == b'\n').count(), 100_001);
     }
-    impact.sort();
+    for v in [&mut walk_rows, &mut walk_counts, &mut impact, &mut impact_csv] {
+        v.sort();
+    }
 
-    // Ingest: rounds of 20 batches of 1 000 new entities under random products, alternating
-    // with no flag and with 100 active flags on random raw blocks.
+    // Ingest: rounds of 20 batches of 1 000 new entities under random products, with no flag
+    // and with 100 active flags on random raw blocks, in pairs whose order alternates (ABBA)
+    // so the growth of the database between rounds favours neither.
     let clear_all = |store: &SqliteStore, ids: Vec<(String, String)>| {
         let store = store.clone();
         async move {
@@ -114,7 +134,7 @@ pub async fn run(n: usize, queries: usize, rounds: usize) {
     let (mut none, mut hundred) = (Vec::new(), Vec::new());
     let mut next = 0usize;
     for round in 0..rounds * 2 {
-        let flagged = round % 2 == 1;
+        let flagged = (round % 2 == 1) != (round / 2 % 2 == 1);
         let mut active = Vec::new();
         if flagged {
             for k in 0..100 {
@@ -149,19 +169,27 @@ pub async fn run(n: usize, queries: usize, rounds: usize) {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
+    let pairs: Vec<String> = none.iter().zip(&hundred).map(|(a, b)| format!("{:.2}", b / a)).collect();
     let (m0, m100) = (median(&mut none), median(&mut hundred));
 
     println!("### Flags on the {n}-entity DAG plus a block with 100 000 descendants (SQLite)\n");
-    println!("Load: {}. {queries} banner reads per pool; {rounds} rounds each of ingest with and without flags, interleaved; medians.\n", load_average());
+    println!("Load before: {load_before}; after: {}. {queries} banner reads per pool; {rounds} rounds each of ingest with and without flags, interleaved; medians.\n", load_average());
     println!("| measure | p50 | p95 |\n|---|---:|---:|");
     let row =
         |name: &str, d: &[Duration]| println!("| {name} | {:.2?} | {:.2?} |", percentile(d, 0.5), percentile(d, 0.95));
     row("flag the block with 100 000 descendants (`Store::add_flag`)", &flagging);
     row("banner of one of its descendants (suspicion + flags)", &banner);
     row("banner of a product of the DAG (6–8 levels of ancestors)", &banner_products);
-    row("impact walk of the block (100 000 descendants)", &impact);
+    row("baseline: full-row descendants walk of the block (`Store::lineage`, 100 000 nodes)", &walk_rows);
+    row("count walk of the block (`Store::descendants`)", &walk_counts);
+    row("`GET /impact` of the block (counts + first page of 1 000)", &impact);
+    row("`GET /impact?format=csv` of the block, whole body read (100 001 lines)", &impact_csv);
     println!();
+    println!(
+        "Impact p95 / baseline walk p95: {:.3} ({impact_rounds} interleaved rounds).\n",
+        percentile(&impact, 0.95).as_secs_f64() / percentile(&walk_rows, 0.95).as_secs_f64()
+    );
     println!("| ingest (20 000 entities per round) | entities/s (median) |\n|---|---:|");
     println!("| no active flag | {m0:.0} |\n| 100 active flags | {m100:.0} |\n");
-    println!("Ratio with 100 flags / none: {:.3}.\n", m100 / m0);
+    println!("Ratio with 100 flags / none (medians): {:.3}; per pair of rounds: {}.\n", m100 / m0, pairs.join(", "));
 }

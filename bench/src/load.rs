@@ -214,3 +214,29 @@ pub fn created(id: String, stage: &str, parents: Vec<String>, seq: i64, start_ns
         events: vec![],
     }))
 }
+
+/// The herald's API router over `store` (auth off, default limits), driven in-process with
+/// `tower::ServiceExt::oneshot`: the handlers' own work, without sockets.
+pub fn api_app(store: Arc<dyn helix_store::Store>) -> axum::Router {
+    let metrics = Arc::new(herald::metrics::Metrics::new());
+    herald::api::app(herald::api::ApiState {
+        store,
+        auth: Arc::new(herald::auth::Auth::off(metrics.clone())),
+        metrics,
+        spans_stored: true,
+        loki_scan_lines: herald::api::loki::DEFAULT_SCAN_LINES,
+        prov_namespace: herald::export::DEFAULT_NAMESPACE.into(),
+        platform: herald::canary::PlatformStatus::disabled(),
+    })
+}
+
+/// GET `uri` through `app`, reading the whole body; panics unless 200.
+pub async fn get_bytes(app: &axum::Router, uri: &str) -> axum::body::Bytes {
+    use tower::ServiceExt;
+    let request = axum::http::Request::builder().uri(uri).body(axum::body::Body::empty()).expect("request");
+    let response = app.clone().oneshot(request).await.expect("infallible router");
+    let status = response.status();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("body");
+    assert!(status.is_success(), "{uri}: {status} {}", String::from_utf8_lossy(&body));
+    body
+}

@@ -10,14 +10,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::http::Request;
 use helix_model::{LogRecorded, Metadata};
 use helix_store::{SqliteStore, Store, WriteBatch, WriteRecord};
-use herald::api::{self, ApiState};
+use herald::api;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tower::ServiceExt;
 
 use crate::load::{percentile, rate};
 
@@ -142,11 +139,7 @@ fn encode(text: &str) -> String {
 
 /// GET through the router; panics unless 200. Returns the body.
 async fn get(app: &axum::Router, uri: &str) -> serde_json::Value {
-    let response = app.clone().oneshot(Request::builder().uri(uri).body(Body::empty()).unwrap()).await.unwrap();
-    let status = response.status();
-    let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
-    assert!(status.is_success(), "{uri}: {status} {}", String::from_utf8_lossy(&body));
-    serde_json::from_slice(&body).unwrap()
+    serde_json::from_slice(&crate::load::get_bytes(app, uri).await).unwrap()
 }
 
 /// How many entries (log lines or samples) an answer holds.
@@ -220,17 +213,7 @@ pub async fn run(target: usize, rounds: usize, db: Option<std::path::PathBuf>) {
     let now = crate::load::now_ns();
     let spacing_ns = (DAY_NS / target.max(1) as i64).max(1);
     let mut loader = Loader { rng: StdRng::seed_from_u64(10), loaded: 0, spacing_ns, first_ns: now - DAY_NS };
-    let metrics = Arc::new(herald::metrics::Metrics::new());
-    let state = ApiState {
-        store: store.clone(),
-        auth: Arc::new(herald::auth::Auth::off(metrics.clone())),
-        metrics,
-        spans_stored: true,
-        loki_scan_lines: api::loki::DEFAULT_SCAN_LINES,
-        prov_namespace: herald::export::DEFAULT_NAMESPACE.into(),
-        platform: herald::canary::PlatformStatus::disabled(),
-    };
-    let app = api::app(state);
+    let app = crate::load::api_app(store.clone());
     let window = |loader: &Loader| (loader.first_ns, loader.ts(loader.loaded));
     let middle = |loader: &Loader| loader.loaded / 2 / GROUP;
 

@@ -9,6 +9,7 @@
 //! Results print as Markdown for `docs/benchmarks.md`.
 
 mod auth;
+mod causes;
 mod flags;
 mod load;
 mod logs;
@@ -91,6 +92,21 @@ enum Bench {
         queries: usize,
         #[arg(long, default_value_t = 5)]
         rounds: usize,
+        /// Rounds of the impact reads (baseline walk, count walk, endpoint, CSV), interleaved.
+        #[arg(long, default_value_t = 20)]
+        impact_rounds: usize,
+    },
+    /// Root-cause hints (`/api/v1/errors/{class}/causes`) over 24 h of telescope traffic with
+    /// its error events, for the most frequent classes.
+    Causes {
+        /// Telescope ticks spread over the 24 hours (8 beams; about 32 entities each).
+        #[arg(long, default_value_t = 30_000)]
+        ticks: usize,
+        /// Error classes timed (the most frequent first).
+        #[arg(long, default_value_t = 4)]
+        classes: usize,
+        #[arg(long, default_value_t = 20)]
+        queries: usize,
     },
     /// Log store: durable log ingest alone, spans alone and both at once; and log reads with
     /// `--lines` stored (5 000 000 in docs/benchmarks.md).
@@ -168,7 +184,10 @@ fn main() {
             rt.block_on(ingest(seconds, clients, ticks_per_request))
         }
         Bench::Lineage { entities, queries } => rt.block_on(lineage(entities, queries)),
-        Bench::Flags { entities, queries, rounds } => rt.block_on(flags::run(entities, queries, rounds)),
+        Bench::Causes { ticks, classes, queries } => rt.block_on(causes::run(ticks, classes, queries)),
+        Bench::Flags { entities, queries, rounds, impact_rounds } => {
+            rt.block_on(flags::run(entities, queries, rounds, impact_rounds))
+        }
         Bench::Traces { spans, queries, db } => rt.block_on(traces::run(spans, queries, db)),
         Bench::Auth { seconds, rounds, clients, ticks_per_request } => {
             rt.block_on(auth::run(seconds, rounds, clients, ticks_per_request))

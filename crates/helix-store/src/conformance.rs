@@ -79,6 +79,7 @@ macro_rules! conformance_tests {
             lineage_paging_walks_all,
             lineage_wide_level_is_cut_in_order,
             lineage_unknown_root_is_none,
+            descendants_are_the_lineage_walk_each_once,
             graph_default_view_and_limits,
             search_filters_combine,
             search_prefix_is_literal,
@@ -1023,6 +1024,102 @@ pub async fn lineage_unknown_root_is_none(store: &dyn Store) {
         assert!(store.lineage(&q).await.unwrap().is_none());
     }
     assert!(store.graph("missing", &GraphQuery::default()).await.unwrap().is_none());
+}
+
+pub async fn descendants_are_the_lineage_walk_each_once(store: &dyn Store) {
+    // A tree of fan-out 3 and depth 3 below "i" with cross edges (diamonds reached at two
+    // depths), a cycle back to the root, an error entity, another instrument, a child that
+    // arrives before its parent, a parent that never arrives, and a placeholder parent.
+    let mut records = vec![created(creation("i", &["i-039"], 0))];
+    let mut level = vec!["i".to_owned()];
+    let mut n = 0;
+    for _ in 0..3 {
+        let mut next = Vec::new();
+        for (pi, parent) in level.iter().enumerate() {
+            for k in 0..3 {
+                n += 1;
+                let id = format!("i-{n:03}");
+                let mut parents = vec![parent.clone()];
+                if k == 2 {
+                    // Also a child of a node one level up: reached at two depths.
+                    parents.push(level[(pi + 1) % level.len()].clone());
+                    parents.push("never-arrives".to_owned());
+                }
+                let refs: Vec<&str> = parents.iter().map(String::as_str).collect();
+                let mut c = creation(&id, &refs, (n % 5) as i64);
+                c.0.name = ["search", "cluster", "classify"][n % 3].to_owned();
+                if n % 7 == 0 {
+                    c.0.status = Status::Error;
+                }
+                if n % 11 == 0 {
+                    c.0.instrument_id = "OTHER".to_owned();
+                }
+                records.push(created(c));
+                next.push(id);
+            }
+        }
+        level = next;
+    }
+    records.push(created(creation("i-kid", &["i-late", "ph"], 100)));
+    write(store, records).await;
+    create_all(store, &[("i-late", &["i-005"], 90)]).await;
+    write(store, vec![op(operation("ph", "calibrate", "ph-op", 95))]).await;
+    create_all(store, &[("ph-kid", &["ph"], 96)]).await;
+
+    let light = |n: &crate::LineageNode| {
+        (n.id.clone(), n.depth, n.instrument_id.clone(), n.stage.clone(), n.status, n.timestamp_ns, n.placeholder)
+    };
+    for root in ["i", "i-001", "i-005", "i-039", "ph", "never-arrives", "missing"] {
+        for depth in [None, Some(1), Some(2), Some(3)] {
+            let got = store.descendants(root, depth, 10_000).await.expect("descendants");
+            let want = store
+                .lineage(&LineageQuery {
+                    root: root.to_owned(),
+                    direction: Direction::Descendants,
+                    max_depth: depth,
+                    limit: 10_000,
+                    cursor: None,
+                })
+                .await
+                .expect("lineage");
+            let (Some(got), Some(want)) = (got, want) else {
+                assert!(root == "missing" || root == "never-arrives", "{root}: unknown to one walk only");
+                continue;
+            };
+            assert!(!got.partial);
+            let want: Vec<_> = want.nodes.iter().skip(1).map(light).collect();
+            let got: Vec<_> = got
+                .nodes
+                .iter()
+                .map(|d| {
+                    (
+                        d.id.clone(),
+                        d.depth,
+                        d.instrument_id.clone(),
+                        d.stage.clone(),
+                        d.status,
+                        d.timestamp_ns,
+                        d.placeholder,
+                    )
+                })
+                .collect();
+            assert_eq!(got, want, "{root} to depth {depth:?}: the descendants walk, in order, each once");
+        }
+    }
+    let all = store.descendants("i", None, 10_000).await.unwrap().unwrap().nodes;
+    assert_eq!(all.len(), 41, "39 in the tree, i-late and i-kid; the root itself not (it is in its own cycle)");
+    assert!(all.iter().any(|d| d.status == Status::Error) && all.iter().any(|d| d.instrument_id == "OTHER"));
+    let ph = store.descendants("ph", None, 10).await.unwrap().unwrap().nodes;
+    assert_eq!(ph.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["ph-kid", "i-kid"]);
+
+    // More than `cap`: the complete levels that fit, marked partial.
+    let exact = store.descendants("i", None, 41).await.unwrap().unwrap();
+    assert!(!exact.partial && exact.nodes.len() == 41);
+    let cut = store.descendants("i", None, 40).await.unwrap().unwrap();
+    assert!(cut.partial);
+    assert!(cut.nodes.len() <= 40);
+    assert_eq!(cut.nodes[..], all[..cut.nodes.len()], "a prefix of the walk");
+    assert!(cut.nodes.len() == all.len() || all[cut.nodes.len()].depth > cut.nodes.last().map_or(0, |d| d.depth));
 }
 
 pub async fn graph_default_view_and_limits(store: &dyn Store) {

@@ -29,6 +29,7 @@ pub use redact::redact_url;
 pub use sqlite::{SqliteOptions, SqliteStore};
 pub use suspicion::MAX_SUSPICION_ANCESTORS;
 pub use types::*;
+pub use walk::offset_page;
 pub use window::*;
 
 /// Most flags (active and cleared) one entity may carry; more are refused.
@@ -95,6 +96,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Breadth-first walk from `query.root`; `None` when the root is unknown.
     async fn lineage(&self, query: &LineageQuery) -> StoreResult<Option<Lineage>>;
+
+    /// Every descendant of `root` within `max_depth` levels, each once, in `/lineage`'s order,
+    /// with only the columns an impact counts and lists; stops once more than `cap` are known
+    /// (`partial`). `None` when the root is unknown.
+    async fn descendants(&self, root: &str, max_depth: Option<u32>, cap: usize) -> StoreResult<Option<Descendants>>;
 
     /// The compatible `/graph` view; `None` when the entity is unknown.
     async fn graph(&self, id: &str, query: &GraphQuery) -> StoreResult<Option<Graph>>;

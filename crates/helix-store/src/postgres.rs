@@ -27,8 +27,8 @@ use tokio_postgres::NoTls;
 
 pub use crate::redact_url;
 use crate::{
-    Cleared, DbCause, Entity, EntityFilter, EventQuery, Flag, FlagAdded, Graph, GraphQuery, Lineage, LineageQuery,
-    LogField, LogFilter, MonitorPoints, MonitorQuery, NewFlag, Operation, Page, PageRequest, StageBucket,
+    Cleared, DbCause, Descendants, Entity, EntityFilter, EventQuery, Flag, FlagAdded, Graph, GraphQuery, Lineage,
+    LineageQuery, LogField, LogFilter, MonitorPoints, MonitorQuery, NewFlag, Operation, Page, PageRequest, StageBucket,
     StageHistogramQuery, StageSummary, Store, StoreError, StoreResult, StoredTrace, TraceFilter, TraceSummary,
     WriteBatch, WriteOutcome,
 };
@@ -340,6 +340,12 @@ impl Store for PostgresStore {
 
     async fn lineage(&self, query: &LineageQuery) -> StoreResult<Option<Lineage>> {
         read::lineage(self.client().await?, query.clone()).await.map_err(|e| e.during("lineage"))
+    }
+
+    async fn descendants(&self, root: &str, max_depth: Option<u32>, cap: usize) -> StoreResult<Option<Descendants>> {
+        read::descendants(self.client().await?, root.to_owned(), max_depth, cap)
+            .await
+            .map_err(|e| e.during("descendants"))
     }
 
     async fn graph(&self, id: &str, query: &GraphQuery) -> StoreResult<Option<Graph>> {

@@ -26,8 +26,8 @@ pub use migrate::SCHEMA_VERSION;
 use migrate::{current_version, prepare_schema};
 
 use crate::{
-    Cleared, DbCause, Entity, EntityFilter, EventQuery, Flag, FlagAdded, Graph, GraphQuery, Lineage, LineageQuery,
-    LogField, LogFilter, MonitorPoints, MonitorQuery, NewFlag, Operation, Page, PageRequest, StageBucket,
+    Cleared, DbCause, Descendants, Entity, EntityFilter, EventQuery, Flag, FlagAdded, Graph, GraphQuery, Lineage,
+    LineageQuery, LogField, LogFilter, MonitorPoints, MonitorQuery, NewFlag, Operation, Page, PageRequest, StageBucket,
     StageHistogramQuery, StageSummary, Store, StoreError, StoreResult, StoredTrace, TraceFilter, TraceSummary,
     WriteBatch, WriteOutcome,
 };
@@ -426,6 +426,11 @@ impl Store for SqliteStore {
     async fn lineage(&self, query: &LineageQuery) -> StoreResult<Option<Lineage>> {
         let query = query.clone();
         self.read(move |c| read::lineage(c, &query)).await.map_err(|e| e.during("lineage"))
+    }
+
+    async fn descendants(&self, root: &str, max_depth: Option<u32>, cap: usize) -> StoreResult<Option<Descendants>> {
+        let root = root.to_owned();
+        self.read(move |c| read::descendants(c, &root, max_depth, cap)).await.map_err(|e| e.during("descendants"))
     }
 
     async fn graph(&self, id: &str, query: &GraphQuery) -> StoreResult<Option<Graph>> {

@@ -262,6 +262,30 @@ pub struct Lineage {
     pub next_cursor: Option<String>,
 }
 
+/// One descendant as an impact counts and lists it: the walk's columns, without parents or
+/// metadata (an impact reads up to hundreds of thousands of them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Descendant {
+    pub id: String,
+    /// The shortest distance from the root: 1 for its children, …
+    pub depth: u32,
+    pub instrument_id: String,
+    pub stage: Option<String>,
+    pub status: Status,
+    pub timestamp_ns: i64,
+    pub placeholder: bool,
+}
+
+/// Every descendant of a root once, in the order of a descendants `/lineage` walk (depth, then
+/// timestamp, then ID), the root excluded.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Descendants {
+    /// At most the `cap` asked for.
+    pub nodes: Vec<Descendant>,
+    /// True when more than `cap` descendants exist within the depth.
+    pub partial: bool,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct GraphQuery {
     pub up: u32,

@@ -3,11 +3,12 @@
 //! only supply the two lookups of `LevelSource`.
 
 use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 
 use helix_model::Status;
 use serde_json::Value;
 
-use crate::{cursor, Direction, Edge, Lineage, LineageNode, StoreResult};
+use crate::{cursor, Descendant, Descendants, Direction, Edge, Lineage, LineageNode, StoreResult};
 
 /// The columns of an entity that walks need (no metadata: it is fetched only for `/graph`).
 #[derive(Debug, Clone)]
@@ -33,6 +34,58 @@ pub(crate) trait LevelSource {
     fn children(&mut self, ids: &[String]) -> StoreResult<Vec<(i64, String)>>;
     /// `(timestamp_ns, id)` of the existing entities among `ids`, in any order.
     fn keys(&mut self, ids: &[String]) -> StoreResult<Vec<(i64, String)>>;
+    /// The entities that name any of `ids` as a parent, with the columns an impact needs
+    /// (depth 0), in any order (duplicates allowed). Callers keep `ids` to [`LEVEL_CHUNK`].
+    fn child_rows(&mut self, ids: &[String]) -> StoreResult<Vec<Descendant>>;
+}
+
+/// Parents looked up per statement by the descendants walk: one set-wise query per chunk of a
+/// level instead of one per parent, with a bounded parameter.
+pub(crate) const LEVEL_CHUNK: usize = 10_000;
+
+/// Every descendant of `root` within `max_depth` levels, each once, in the order of
+/// [`walk`] (depth, then timestamp, then ID), the root excluded. Reads only the columns an
+/// impact counts, level by level; when more than `cap` are found the walk stops and returns
+/// the complete levels that fit, `partial`. `None` when the root is unknown.
+pub(crate) fn descendants(
+    src: &mut dyn LevelSource,
+    root: &str,
+    max_depth: Option<u32>,
+    cap: usize,
+) -> StoreResult<Option<Descendants>> {
+    if src.keys(&[root.to_owned()])?.is_empty() {
+        return Ok(None);
+    }
+    let mut visited: HashSet<String> = HashSet::from([root.to_owned()]);
+    let mut nodes: Vec<Descendant> = Vec::new();
+    let mut frontier = vec![root.to_owned()];
+    let mut depth = 0u32;
+    while !frontier.is_empty() && max_depth.is_none_or(|m| depth < m) {
+        depth += 1;
+        let mut level: Vec<Descendant> = Vec::new();
+        for chunk in frontier.chunks(LEVEL_CHUNK) {
+            level.extend(src.child_rows(chunk)?.into_iter().filter(|d| visited.insert(d.id.clone())));
+            if nodes.len() + level.len() > cap {
+                return Ok(Some(Descendants { nodes, partial: true }));
+            }
+        }
+        level.sort_by(|a, b| a.timestamp_ns.cmp(&b.timestamp_ns).then_with(|| a.id.cmp(&b.id)));
+        for d in &mut level {
+            d.depth = depth;
+        }
+        frontier = level.iter().map(|d| d.id.clone()).collect();
+        nodes.extend(level);
+    }
+    Ok(Some(Descendants { nodes, partial: false }))
+}
+
+/// The slice of a list of `len` items that a lineage cursor (or none) and `limit` select, with
+/// the cursor of the next page: `/impact` pages its descendants exactly as `/lineage` does.
+pub fn offset_page(len: usize, cursor: Option<&str>, limit: usize) -> StoreResult<(Range<usize>, Option<String>)> {
+    let offset = lineage_offset(cursor)?;
+    let end = offset.saturating_add(limit.max(1));
+    let next = (end < len).then(|| cursor::encode(LINEAGE_CURSOR, vec![Value::from(end as u64)]));
+    Ok((offset.min(len)..end.min(len), next))
 }
 
 /// Above this many candidates, when the node budget cannot take the whole level, only sort

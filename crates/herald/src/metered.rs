@@ -10,9 +10,10 @@ use std::time::Instant;
 use async_trait::async_trait;
 use helix_model::{EntityEvent, LogRecorded, SpanRef};
 use helix_store::{
-    Entity, EntityFilter, EventQuery, Graph, GraphQuery, Lineage, LineageQuery, LogField, LogFilter, MonitorPoints,
-    MonitorQuery, Operation, Page, PageRequest, SpanRetention, StageBucket, StageHistogramQuery, StageSummary, Store,
-    StoreError, StoreResult, StoredTrace, TraceFilter, TraceSummary, WriteBatch, WriteOutcome, WriteRecord,
+    Descendants, Entity, EntityFilter, EventQuery, Graph, GraphQuery, Lineage, LineageQuery, LogField, LogFilter,
+    MonitorPoints, MonitorQuery, Operation, Page, PageRequest, SpanRetention, StageBucket, StageHistogramQuery,
+    StageSummary, Store, StoreError, StoreResult, StoredTrace, TraceFilter, TraceSummary, WriteBatch, WriteOutcome,
+    WriteRecord,
 };
 
 use crate::metrics::Metrics;
@@ -180,6 +181,10 @@ impl Store for MeteredStore {
 
     async fn lineage(&self, query: &LineageQuery) -> StoreResult<Option<Lineage>> {
         self.query("lineage", self.inner.lineage(query)).await
+    }
+
+    async fn descendants(&self, root: &str, max_depth: Option<u32>, cap: usize) -> StoreResult<Option<Descendants>> {
+        self.query("descendants", self.inner.descendants(root, max_depth, cap)).await
     }
 
     async fn graph(&self, id: &str, query: &GraphQuery) -> StoreResult<Option<Graph>> {

@@ -239,6 +239,12 @@ impl Telescope {
         self.step().into_iter().map(|p| p.traces).collect()
     }
 
+    /// One tick laid out as if the wall clock read `now_ns`: benchmarks spread a day of
+    /// traffic over its hours with it.
+    pub fn tick_at(&mut self, now_ns: u64) -> Vec<ExportTraceServiceRequest> {
+        self.step_at(now_ns).into_iter().map(|p| p.traces).collect()
+    }
+
     /// One tick with logs: one export per simulated process.
     pub fn step(&mut self) -> Vec<ProcessExport> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_nanos() as u64;

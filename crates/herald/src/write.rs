@@ -351,8 +351,9 @@ mod tests {
 
     use helix_model::{EntityEvent, SpanRef, Status};
     use helix_store::{
-        Entity, EntityCount, EntityFilter, EventQuery, Graph, GraphQuery, Lineage, LineageQuery, MonitorPoints,
-        MonitorQuery, Operation, Page, PageRequest, StageBucket, StageHistogramQuery, StageSummary, StoreResult,
+        Descendants, Entity, EntityCount, EntityFilter, EventQuery, Graph, GraphQuery, Lineage, LineageQuery,
+        MonitorPoints, MonitorQuery, Operation, Page, PageRequest, StageBucket, StageHistogramQuery, StageSummary,
+        StoreResult,
     };
 
     /// What the scripted store does with one `write` call.
@@ -425,6 +426,9 @@ mod tests {
             no_reads()
         }
         async fn lineage(&self, _: &LineageQuery) -> StoreResult<Option<Lineage>> {
+            no_reads()
+        }
+        async fn descendants(&self, _: &str, _: Option<u32>, _: usize) -> StoreResult<Option<Descendants>> {
             no_reads()
         }
         async fn graph(&self, _: &str, _: &GraphQuery) -> StoreResult<Option<Graph>> {

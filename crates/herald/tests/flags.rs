@@ -263,3 +263,75 @@ async fn with_auth_on_only_a_token_of_the_entitys_instrument_may_flag_it() {
     assert_eq!((status, cleared["cleared_by"].as_str()), (200, Some("ALPHA")));
     assert_eq!(herald.metric("helix_auth_denied_total", &[("reason", "foreign_entity")]).await, 2.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_impact_is_counted_once_and_its_csv_streams_every_descendant() {
+    let herald = Herald::start();
+    let chime = Pipeline::new(&herald, Transport::Grpc, "chime-pipeline", "CHIME");
+    // 2 400 candidates of one block; 1 200 events each from two neighbouring candidates (1 200
+    // diamonds); a product on every tenth event: 3 720 descendants, several CSV chunks.
+    chime.create("raw", "big-blk", &[]);
+    chime.flush().await;
+    for c in 0..2_400 {
+        chime.create("search", &format!("big-c{c:04}"), &["big-blk"]);
+        if c % 500 == 499 {
+            chime.flush().await;
+        }
+    }
+    chime.flush().await;
+    for e in 0..1_200 {
+        let (a, b) = (format!("big-c{:04}", 2 * e), format!("big-c{:04}", (2 * e + 1) % 2_400));
+        chime.create("cluster", &format!("big-e{e:04}"), &[&a, &b]);
+        if e % 10 == 0 {
+            chime.create("classify", &format!("big-p{e:04}"), &[&format!("big-e{e:04}")]);
+        }
+        if e % 400 == 399 {
+            chime.flush().await;
+        }
+    }
+    chime.flush().await;
+
+    // The reference: /lineage's descendants, paged.
+    let mut reference: Vec<String> = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page =
+            herald.get_ok(&format!("/api/v1/entity/big-blk/lineage?direction=descendants&limit=1000{cursor}")).await;
+        reference.extend(
+            page["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|n| n["id"] != "big-blk")
+                .map(|n| n["id"].as_str().unwrap().to_owned()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={}", enc(c)),
+            None => break,
+        }
+    }
+    assert_eq!(reference.len(), 3_720);
+
+    let impact = herald.get_ok("/api/v1/entity/big-blk/impact?limit=100").await;
+    assert_eq!(impact["total"], 3_720);
+    assert_eq!(impact["by_stage"], json!({"search": 2_400, "cluster": 1_200, "classify": 120}));
+    let first: Vec<&str> = impact["entities"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap()).collect();
+    assert_eq!(first, reference[..100].iter().map(String::as_str).collect::<Vec<_>>(), "the first page");
+    let e0 = impact["entities"].as_array().unwrap().iter().find(|n| n["depth"] == 1).unwrap();
+    assert_eq!(e0["parent_ids"], json!(["big-blk"]), "listed entities carry their parents");
+
+    let response = reqwest::get(herald.api_url("/api/v1/entity/big-blk/impact?format=csv")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+    assert!(response.content_length().is_none(), "streamed: no length known up front");
+    let body = response.text().await.unwrap();
+    let lines: Vec<&str> = body.lines().collect();
+    let header = "id,depth,instrument_id,stage,status,timestamp_ns,placeholder";
+    assert_eq!(lines[0], header);
+    assert_eq!(lines.iter().filter(|l| **l == header).count(), 1, "the header once");
+    assert!(body.ends_with('\n'), "the last record is complete");
+    let ids: Vec<&str> = lines[1..].iter().map(|l| l.split(',').next().unwrap()).collect();
+    assert_eq!(ids.len() as u64, impact["total"].as_u64().unwrap(), "a row per descendant");
+    assert_eq!(ids, reference.iter().map(String::as_str).collect::<Vec<_>>(), "in walk order, each once");
+    assert!(lines[1..].iter().all(|l| l.split(',').count() == 7), "every record has the seven fields");
+}

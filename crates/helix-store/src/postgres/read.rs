@@ -15,8 +15,8 @@ use tokio_postgres::Row;
 use super::map_pg;
 use crate::walk::{self, LevelSource, WalkNode};
 use crate::{
-    cursor, Direction, Entity, EntityFilter, Graph, GraphNode, GraphQuery, Lineage, LineageQuery, Operation, Page,
-    PageRequest, StageSummary, StoreError, StoreResult,
+    cursor, Descendant, Descendants, Direction, Entity, EntityFilter, Graph, GraphNode, GraphQuery, Lineage,
+    LineageQuery, Operation, Page, PageRequest, StageSummary, StoreError, StoreResult,
 };
 
 // ---- decoding -----------------------------------------------------------------------------
@@ -281,6 +281,39 @@ impl LevelSource for Levels<'_> {
         let rows = self.query("SELECT timestamp_ns, id FROM entities WHERE id = ANY($1::text[])", ids)?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
+
+    fn child_rows(&mut self, ids: &[String]) -> StoreResult<Vec<Descendant>> {
+        let rows = self.query(
+            "SELECT e.id, e.instrument_id, e.stage, e.status, e.timestamp_ns, e.placeholder
+             FROM entity_parents AS p
+             JOIN entities AS e ON e.id = p.child_id
+             WHERE p.parent_id = ANY($1::text[])",
+            ids,
+        )?;
+        rows.iter()
+            .map(|r| {
+                let status: String = r.get(3);
+                Ok(Descendant {
+                    id: r.get(0),
+                    depth: 0,
+                    instrument_id: r.get(1),
+                    stage: r.get(2),
+                    status: parse_status(&status)?,
+                    timestamp_ns: r.get(4),
+                    placeholder: r.get(5),
+                })
+            })
+            .collect()
+    }
+}
+
+pub(super) async fn descendants(
+    client: Object,
+    root: String,
+    max_depth: Option<u32>,
+    cap: usize,
+) -> StoreResult<Option<Descendants>> {
+    with_levels(client, move |levels| walk::descendants(levels, &root, max_depth, cap)).await
 }
 
 /// Run `f` with a level source on the blocking pool.

@@ -13,8 +13,8 @@ use serde_json::Value;
 
 use crate::walk::{self, LevelSource, WalkNode};
 use crate::{
-    cursor, Direction, Entity, EntityFilter, Graph, GraphNode, GraphQuery, Lineage, LineageQuery, Operation, Page,
-    PageRequest, StageSummary, StoreResult,
+    cursor, Descendant, Descendants, Direction, Entity, EntityFilter, Graph, GraphNode, GraphQuery, Lineage,
+    LineageQuery, Operation, Page, PageRequest, StageSummary, StoreResult,
 };
 
 // ---- decoding stored values -------------------------------------------------------------
@@ -358,6 +358,45 @@ impl LevelSource for Levels<'_> {
         }
         Ok(out)
     }
+
+    fn child_rows(&mut self, ids: &[String]) -> StoreResult<Vec<Descendant>> {
+        // One statement per chunk (not per parent): most parents of a wide level have no
+        // children, and a probe inside SQLite costs far less than a statement. CROSS JOIN keeps
+        // the IDs the outer loop, so each is one probe of the parent index.
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT e.id, e.instrument_id, e.stage, e.status, e.timestamp_ns, e.placeholder
+             FROM json_each(?1) AS j
+             CROSS JOIN entity_parents AS p ON p.parent_id = j.value
+             CROSS JOIN entities AS e ON e.id = p.child_id",
+        )?;
+        let keys: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let rows = stmt.query_map([json_keys(&keys)?], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, bool>(5)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, instrument_id, stage, status, timestamp_ns, placeholder) = row?;
+            let status = parse_status(&status)?;
+            out.push(Descendant { id, depth: 0, instrument_id, stage, status, timestamp_ns, placeholder });
+        }
+        Ok(out)
+    }
+}
+
+pub(super) fn descendants(
+    conn: &Connection,
+    root: &str,
+    max_depth: Option<u32>,
+    cap: usize,
+) -> StoreResult<Option<Descendants>> {
+    walk::descendants(&mut Levels { conn }, root, max_depth, cap)
 }
 
 pub(super) fn lineage(conn: &Connection, q: &LineageQuery) -> StoreResult<Option<Lineage>> {

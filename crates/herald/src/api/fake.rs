@@ -7,8 +7,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use helix_model::{EntityEvent, LogRecorded, SpanRef};
 use helix_store::{
-    Entity, EntityFilter, Graph, GraphQuery, Lineage, LineageQuery, LogField, LogFilter, Operation, Page, PageRequest,
-    StageSummary, Store, StoreError, StoreResult, WriteBatch, WriteOutcome,
+    Descendants, Entity, EntityFilter, Graph, GraphQuery, Lineage, LineageQuery, LogField, LogFilter, Operation, Page,
+    PageRequest, StageSummary, Store, StoreError, StoreResult, WriteBatch, WriteOutcome,
 };
 
 use super::ApiState;
@@ -93,6 +93,9 @@ impl Store for FakeStore {
         self.answer(empty_page())
     }
     async fn lineage(&self, _query: &LineageQuery) -> StoreResult<Option<Lineage>> {
+        self.answer(None)
+    }
+    async fn descendants(&self, _root: &str, _depth: Option<u32>, _cap: usize) -> StoreResult<Option<Descendants>> {
         self.answer(None)
     }
     async fn graph(&self, _id: &str, _query: &GraphQuery) -> StoreResult<Option<Graph>> {
