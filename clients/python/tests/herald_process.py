@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import tempfile
 import time
@@ -81,9 +82,17 @@ def quote_id(entity_id: str) -> str:
 class Herald:
     """One herald process. Use `start()`, then `stop()` (by PID) when done."""
 
-    def __init__(self, binary: str | None = None, extra_args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        binary: str | None = None,
+        extra_args: list[str] | None = None,
+        ca_file: str | None = None,
+    ) -> None:
         self.binary = binary or herald_binary()
         self.extra_args = list(extra_args or [])
+        # The CA the API requests trust when the herald serves TLS (--tls-cert/--tls-key).
+        self.ca_file = ca_file
+        self.tls = False
         self.dir = Path(tempfile.mkdtemp(prefix="herald-e2e-"))
         self.db_path = self.dir / "herald.db"
         # Written by the herald (atomically) once every listener is bound and the store is open.
@@ -150,6 +159,7 @@ class Herald:
         missing = [name for name in LISTENERS if name not in found]
         if missing:
             raise HeraldError(f"ready file lacks {missing}: {text!r}\n{self.output()}")
+        self.tls = ready.get("tls") is True
         return found
 
     def stop(self) -> None:
@@ -190,12 +200,20 @@ class Herald:
 
     @property
     def otlp_http_endpoint(self) -> str:
-        """http://host:port of OTLP/HTTP."""
-        return f"http://{self.addrs['otlp-http']}"
+        """http(s)://host:port of OTLP/HTTP."""
+        return f"{self.scheme}://{self.addrs['otlp-http']}"
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
 
     @property
     def api_base(self) -> str:
-        return f"http://{self.addrs['api']}"
+        return f"{self.scheme}://{self.addrs['api']}"
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """What HTTPS requests to this herald trust: its test CA only."""
+        return ssl.create_default_context(cafile=self.ca_file) if self.tls else None
 
     # --- HTTP API ------------------------------------------------------------------------
     def request(self, path: str, method: str = "GET") -> tuple[int, Any]:
@@ -203,7 +221,7 @@ class Herald:
         url = self.api_base + path
         req = urllib.request.Request(url, method=method)
         try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
+            with urllib.request.urlopen(req, timeout=30, context=self.ssl_context()) as resp:
                 status, raw = resp.status, resp.read()
         except urllib.error.HTTPError as exc:
             status, raw = exc.code, exc.read()

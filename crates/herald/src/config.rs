@@ -257,6 +257,14 @@ pub struct ServeArgs {
     /// POSTed as its run events to URL/api/v1/lineage, off the acknowledgement path, with retry.
     #[arg(long = "openlineage-url", env = "OPENLINEAGE_URL", value_parser = parse_http_url)]
     pub openlineage_url: Option<String>,
+    /// PEM file with the server certificate (then its intermediates): the OTLP/gRPC, OTLP/HTTP
+    /// and API listeners then speak TLS only (the metrics listener stays plain text). Re-read,
+    /// with --tls-key, on SIGHUP.
+    #[arg(long = "tls-cert", env = "HELIX_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file with the private key of --tls-cert.
+    #[arg(long = "tls-key", env = "HELIX_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Comma-separated HS256 keys; the first signs tokens, every one verifies them (rotation:
     /// prepend the new key, drop the old one 24 h later). Unset or empty: auth is off. Prefer
     /// the environment variable: a flag's value is visible in the process list.
@@ -508,6 +516,13 @@ impl ServeArgs {
             max_connections: self.max_connections.max(1),
             idle_timeout: self.http_idle_timeout.max(Duration::from_millis(100)),
             body_timeout: self.http_body_timeout.max(Duration::from_millis(100)),
+        }
+    }
+    /// The certificate files when TLS is on (clap makes sure both or neither are given).
+    pub fn tls(&self) -> Option<crate::tls::TlsFiles> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::TlsFiles { cert: cert.clone(), key: key.clone() }),
+            _ => None,
         }
     }
     /// The limits on one span or log record.

@@ -19,6 +19,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -52,12 +53,14 @@ impl ConnectionLimits {
 }
 
 /// Serve `app` on an already-bound listener within `limits` until `shutdown` fires; then
-/// stop accepting and let the open connections finish (idle ones close at once).
+/// stop accepting and let the open connections finish (idle ones close at once). With `tls`,
+/// each connection first completes a TLS handshake (in its own task, holding its place).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     name: &'static str,
     limits: ConnectionLimits,
+    tls: Option<Arc<crate::tls::TlsListener>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let app = app
@@ -116,17 +119,26 @@ pub async fn serve(
             request.extensions_mut().insert(ConnectInfo(peer));
             request
         }));
-        // HTTP/1.1 only: hyper's automatic version detection waits for the first bytes without
-        // a timeout, so a socket that never sends would escape the header-read timeout.
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(idle)
-            .keep_alive(!health_only)
-            .serve_connection(TokioIo::new(stream), service);
-        let watched = graceful.watch(connection);
+        // Taken now, so that shutdown also waits for connections still in their TLS handshake.
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
+            let io = match tls {
+                None => Either::Left(stream),
+                Some(tls) => match tls.handshake(stream, idle).await {
+                    Some(stream) => Either::Right(stream),
+                    None => return,
+                },
+            };
+            // HTTP/1.1 only: hyper's automatic version detection waits for the first bytes without
+            // a timeout, so a socket that never sends would escape the header-read timeout.
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(idle)
+                .keep_alive(!health_only)
+                .serve_connection(TokioIo::new(io), service);
             // A connection's errors (reset, timed out, malformed) are the client's business.
-            let _ = watched.await;
+            let _ = watcher.watch(connection).await;
             drop(permit);
         });
     }

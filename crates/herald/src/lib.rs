@@ -19,4 +19,5 @@ pub mod receive;
 pub mod resolve;
 pub mod server;
 pub mod simulate;
+pub mod tls;
 pub mod write;

@@ -152,6 +152,16 @@ pub async fn migrate_store(db_url: &str) -> Result<Vec<u32>, RunError> {
 /// stages, each bounded by `--shutdown-timeout`. Returns once every task has ended or been
 /// aborted; the error names the first task that failed.
 pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationToken) -> Result<(), RunError> {
+    // Loaded first: a certificate that does not load stops the start before the store is touched.
+    let tls = match args.tls() {
+        Some(files) => Some(
+            tokio::task::spawn_blocking(move || crate::tls::Certificates::load(files))
+                .await
+                .map_err(|e| RunError::Config(format!("loading the TLS certificate failed: {e}")))?
+                .map_err(RunError::Config)?,
+        ),
+        None => None,
+    };
     let metrics = Arc::new(Metrics::new());
     // Every component reads and writes through the metered store (the `helix_db_*` metrics).
     let store = crate::metered::MeteredStore::wrap(
@@ -198,8 +208,10 @@ pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationTo
         }
         None => (None, None),
     };
-    warn_plaintext(&listeners, auth.is_on());
+    warn_plaintext(&listeners, auth.is_on(), tls.is_some());
     let hangup = crate::instruments::Hangup::install();
+    // Before the ready signal, so that no SIGHUP after it is missed.
+    let tls_hangup = tls.as_ref().map(|_| crate::instruments::Hangup::install());
     let notify_stop = CancellationToken::new();
     let notify_task = {
         let grafana = args.grafana_url.as_deref().and_then(inspector::grafana_link_base);
@@ -241,8 +253,8 @@ pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationTo
         }
         None => (crate::canary::PlatformStatus::disabled(), None),
     };
-    announce(&listeners, args.db_url());
-    signal_ready(&listeners, args.ready_file.as_deref())?;
+    announce(&listeners, args.db_url(), tls.is_some());
+    signal_ready(&listeners, args.ready_file.as_deref(), tls.is_some())?;
     let state = ApiState {
         store: store.clone(),
         metrics: metrics.clone(),
@@ -269,18 +281,44 @@ pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationTo
             api::handler_metrics::HandlerMetrics::new(metrics.clone()),
             api::handler_metrics::record,
         ));
+    let tls_for = |name, alpn| tls.as_ref().map(|certs| certs.listener(name, alpn));
     let mut receivers = vec![
         receiver(
             "otlp-grpc",
             &stop,
-            receive::grpc::serve(listeners.grpc, ingest.clone(), args.receive(), args.connections(), stop.clone()),
+            receive::grpc::serve(
+                listeners.grpc,
+                ingest.clone(),
+                args.receive(),
+                args.connections(),
+                tls_for("otlp-grpc", crate::tls::Alpn::Grpc),
+                stop.clone(),
+            ),
         ),
         receiver(
             "otlp-http",
             &stop,
-            receive::http::serve(listeners.http, ingest.clone(), args.receive(), args.connections(), stop.clone()),
+            receive::http::serve(
+                listeners.http,
+                ingest.clone(),
+                args.receive(),
+                args.connections(),
+                tls_for("otlp-http", crate::tls::Alpn::Http1),
+                stop.clone(),
+            ),
         ),
-        receiver("api", &stop, crate::connections::serve(listeners.api, app, "api", args.connections(), stop.clone())),
+        receiver(
+            "api",
+            &stop,
+            crate::connections::serve(
+                listeners.api,
+                app,
+                "api",
+                args.connections(),
+                tls_for("api", crate::tls::Alpn::Http1),
+                stop.clone(),
+            ),
+        ),
         Task::spawn("instruments", {
             let (instruments, stop, every) = (auth.instruments().clone(), stop.clone(), args.instruments_reload);
             async move {
@@ -291,13 +329,20 @@ pub async fn run(args: ServeArgs, listeners: Listeners, shutdown: CancellationTo
     ];
     // It sends through ingest, so it stops with the receivers.
     receivers.extend(platform_task);
+    if let (Some(certs), Some(hangup)) = (tls.clone(), tls_hangup) {
+        let stop = stop.clone();
+        receivers.push(Task::spawn("tls-reload", async move {
+            certs.watch(hangup, stop).await;
+            Ok::<(), String>(())
+        }));
+    }
     if let Some(l) = listeners.metrics {
         let only_metrics =
             axum::Router::new().route("/metrics", axum::routing::get(api::health::metrics)).with_state(state.clone());
         receivers.push(receiver(
             "metrics",
             &stop,
-            crate::connections::serve(l, only_metrics, "metrics", args.connections(), stop.clone()),
+            crate::connections::serve(l, only_metrics, "metrics", args.connections(), None, stop.clone()),
         ));
     }
     // From here only the tasks and `store` (released last) hold store handles.
@@ -499,7 +544,7 @@ async fn start_auth(args: &ServeArgs, metrics: &Arc<Metrics>) -> Result<Arc<Auth
     Ok(Arc::new(Auth::new(config, Arc::new(instruments), metrics.clone())))
 }
 
-/// The listeners that serve plain text beyond this host (the herald has no TLS of its own).
+/// The listeners that serve plain text beyond this host.
 fn exposed(addrs: &[(&'static str, Option<SocketAddr>)]) -> Vec<String> {
     addrs
         .iter()
@@ -507,9 +552,12 @@ fn exposed(addrs: &[(&'static str, Option<SocketAddr>)]) -> Vec<String> {
         .collect()
 }
 
-/// With auth on, tokens and credentials cross every non-loopback listener in clear: say so
-/// once at start-up (docs/security.md "Transport").
-fn warn_plaintext(listeners: &Listeners, auth_on: bool) {
+/// With auth on and no TLS, tokens and credentials cross every non-loopback listener in clear:
+/// say so once at start-up (docs/security.md "Transport").
+fn warn_plaintext(listeners: &Listeners, auth_on: bool, tls_on: bool) {
+    if tls_on {
+        return;
+    }
     let addr = |l: &TcpListener| l.local_addr().ok();
     let exposed = exposed(&[
         ("OTLP/gRPC", addr(&listeners.grpc)),
@@ -519,7 +567,8 @@ fn warn_plaintext(listeners: &Listeners, auth_on: bool) {
     if auth_on && !exposed.is_empty() {
         tracing::warn!(listeners = %exposed.join(", "),
             "auth is on but these listeners serve plain text beyond this host: tokens and credentials cross the \
-             network in clear; bind them to 127.0.0.1 behind a TLS-terminating proxy (docs/security.md)");
+             network in clear; give --tls-cert and --tls-key, or bind them to 127.0.0.1 behind a TLS-terminating \
+             proxy (docs/security.md)");
     }
 }
 
@@ -538,7 +587,7 @@ fn check_file_limit(args: &ServeArgs) {
 /// The one machine-readable start-up signal: a JSON line on stderr (and, when asked, the same
 /// object in a file written atomically) once every listener is bound and the store is open.
 /// Harnesses read this instead of parsing the human-readable lines.
-fn signal_ready(listeners: &Listeners, ready_file: Option<&std::path::Path>) -> Result<(), RunError> {
+fn signal_ready(listeners: &Listeners, ready_file: Option<&std::path::Path>, tls: bool) -> Result<(), RunError> {
     let addr = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).ok();
     let line = serde_json::json!({
         "event": "ready",
@@ -546,6 +595,8 @@ fn signal_ready(listeners: &Listeners, ready_file: Option<&std::path::Path>) -> 
         "otlp_http": addr(&listeners.http),
         "api": addr(&listeners.api),
         "metrics": listeners.metrics.as_ref().and_then(addr),
+        // The OTLP and API listeners speak TLS only.
+        "tls": tls,
     })
     .to_string();
     if let Some(path) = ready_file {
@@ -559,18 +610,20 @@ fn signal_ready(listeners: &Listeners, ready_file: Option<&std::path::Path>) -> 
 }
 
 /// Tell the operator where everything is (for people; programs read the ready line).
-fn announce(listeners: &Listeners, db_url: &str) {
+fn announce(listeners: &Listeners, db_url: &str, tls: bool) {
     let show = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+    let scheme = if tls { "https" } else { "http" };
     let ui = listeners.api.local_addr().map(|a| {
         if a.ip().is_unspecified() {
-            format!("http://localhost:{}/", a.port())
+            format!("{scheme}://localhost:{}/", a.port())
         } else {
-            format!("http://{a}/")
+            format!("{scheme}://{a}/")
         }
     });
-    println!("herald: otlp-grpc listening on {}", show(&listeners.grpc));
-    println!("herald: otlp-http listening on {}", show(&listeners.http));
-    println!("herald: api listening on {}", show(&listeners.api));
+    let with_tls = if tls { " (TLS)" } else { "" };
+    println!("herald: otlp-grpc listening on {}{with_tls}", show(&listeners.grpc));
+    println!("herald: otlp-http listening on {}{with_tls}", show(&listeners.http));
+    println!("herald: api listening on {}{with_tls}", show(&listeners.api));
     if let Some(m) = &listeners.metrics {
         println!("herald: metrics listening on {}", show(m));
     }

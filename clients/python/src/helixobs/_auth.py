@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import ssl
 import threading
 import time
 import urllib.error
@@ -75,6 +76,20 @@ class TokenSource:
             raise AuthError("helixobs: the credential (or credential callable) gave no string")
         return value
 
+    def _tls_context(self) -> ssl.SSLContext | None:
+        """An https auth endpoint is the herald's API: it trusts the CA the OTLP exports trust
+        (OTEL_EXPORTER_OTLP_CERTIFICATE) when one is set, else the system's."""
+        ca = os.environ.get("OTEL_EXPORTER_OTLP_CERTIFICATE", "").strip()
+        if not ca or not self._url.lower().startswith("https://"):
+            return None
+        try:
+            return ssl.create_default_context(cafile=ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise AuthError(
+                f"helixobs: cannot read the CA file {ca!r} (OTEL_EXPORTER_OTLP_CERTIFICATE) "
+                f"for auth endpoint {self._url}: {exc}"
+            ) from exc
+
     def _fetch(self) -> tuple[str, float]:
         body = json.dumps(
             {"instrument_id": self._instrument_id, "credential": self._credential_value()}
@@ -86,7 +101,9 @@ class TokenSource:
             headers={"content-type": "application/json", "accept": "application/json"},
         )
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout_s) as response:
+            with urllib.request.urlopen(
+                request, timeout=self._timeout_s, context=self._tls_context()
+            ) as response:
                 payload = json.loads(response.read().decode() or "{}")
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")[:200]

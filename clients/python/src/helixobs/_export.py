@@ -6,7 +6,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -122,6 +122,47 @@ def base_headers() -> dict[str, str]:
     return dict(parse_env_headers(raw, liberal=True)) if raw else {}
 
 
+def ca_file(signal: Signal) -> str | None:
+    """The CA file OTLP over TLS trusts (OTEL_EXPORTER_OTLP_[SIGNAL_]CERTIFICATE), if one is set."""
+    specific = f"OTEL_EXPORTER_OTLP_{signal.upper()}_CERTIFICATE"
+    return _env(specific, "OTEL_EXPORTER_OTLP_CERTIFICATE")
+
+
+def _http_session(signal: Signal) -> Any:
+    """A requests session for the OTLP/HTTP exporter when a CA file is configured, else None.
+
+    The exporter puts the CA file on its session, but requests lets REQUESTS_CA_BUNDLE or
+    CURL_CA_BUNDLE (often set system-wide) override a session's CA file, so the herald's
+    certificate would be refused; this session keeps its own. Not used when a credential
+    provider session is configured (that one is the user's choice).
+    """
+    providers = (
+        "OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER",
+        f"OTEL_PYTHON_EXPORTER_OTLP_HTTP_{signal.upper()}_CREDENTIAL_PROVIDER",
+    )
+    if ca_file(signal) is None or _env(*providers) is not None:
+        return None
+    import requests
+
+    class _OwnCaSession(requests.Session):
+        def merge_environment_settings(
+            self,
+            url: str | bytes | None,
+            proxies: MutableMapping[str, str] | None,
+            stream: bool | None,
+            verify: bool | str | None,
+            cert: str | tuple[str, str] | None,
+        ) -> Any:
+            settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            # The exporter never passes `verify` per request: what requests found here came
+            # from the environment, and the session's CA file must win over it.
+            if isinstance(self.verify, str):
+                settings["verify"] = self.verify
+            return settings
+
+    return _OwnCaSession()
+
+
 def span_exporter_factory(
     target: Target, headers: dict[str, str] | None = None
 ) -> Callable[[dict[str, str]], SpanExporter]:
@@ -142,7 +183,9 @@ def span_exporter_factory(
             OTLPSpanExporter as HttpSpanExporter,
         )
 
-        return HttpSpanExporter(endpoint=target.endpoint, headers=merged or None)
+        return HttpSpanExporter(
+            endpoint=target.endpoint, headers=merged or None, session=_http_session("traces")
+        )
 
     return build
 
@@ -167,7 +210,9 @@ def log_exporter_factory(
             OTLPLogExporter as HttpLogExporter,
         )
 
-        return HttpLogExporter(endpoint=target.endpoint, headers=merged or None)
+        return HttpLogExporter(
+            endpoint=target.endpoint, headers=merged or None, session=_http_session("logs")
+        )
 
     return build
 

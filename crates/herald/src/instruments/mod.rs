@@ -375,7 +375,7 @@ impl Hangup {
         Hangup {}
     }
 
-    async fn recv(&mut self) {
+    pub(crate) async fn recv(&mut self) {
         #[cfg(unix)]
         if let Some(s) = self.signal.as_mut() {
             if s.recv().await.is_some() {

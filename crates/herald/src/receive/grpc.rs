@@ -13,6 +13,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, 
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use prost::bytes::Buf;
 use prost::Message;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings};
 use tonic::server::{Grpc, NamedService, UnaryService};
@@ -302,11 +303,13 @@ where
 /// Serve OTLP/gRPC on an already-bound listener until `shutdown` fires; in-flight exports
 /// finish. HTTP/2 keep-alive pings find dead peers, each connection has at most 64 exports in
 /// flight, and at most `--max-connections` connections are open (more are closed at once).
+/// With `tls`, each connection first completes a TLS handshake.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     ingest: Arc<Ingest>,
     config: ReceiveConfig,
     limits: crate::connections::ConnectionLimits,
+    tls: Option<Arc<crate::tls::TlsListener>>,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
@@ -316,67 +319,87 @@ pub async fn serve(
         .tcp_keepalive(Some(std::time::Duration::from_secs(60)))
         .add_service(OtlpService::<Traces>::new(ingest.clone(), &config))
         .add_service(OtlpService::<Logs>::new(ingest, &config))
-        .serve_with_incoming_shutdown(
-            capped(listener, limits.max_connections),
-            async move { shutdown.cancelled().await },
-        )
+        .serve_with_incoming_shutdown(capped(listener, limits, tls), async move { shutdown.cancelled().await })
         .await
 }
 
 /// Accepted connections, Nagle off (exports are small request/response exchanges), each
 /// holding a place under the cap; accept errors (out of file descriptors) are waited out, not
-/// passed to tonic, which would stop serving.
+/// passed to tonic, which would stop serving. TLS handshakes run in their own tasks, so a slow
+/// one never holds up the accept loop.
 fn capped(
     listener: tokio::net::TcpListener,
-    max: usize,
+    limits: crate::connections::ConnectionLimits,
+    tls: Option<Arc<crate::tls::TlsListener>>,
 ) -> impl futures_core::Stream<Item = Result<Capped, std::io::Error>> {
+    let max = limits.max_connections;
     let places = Arc::new(tokio::sync::Semaphore::new(max.max(1)));
-    futures_util::stream::unfold(
-        (listener, places, 0u64, 0u64),
-        move |(listener, places, mut errors, mut refused)| async move {
-            loop {
-                match listener.accept().await {
-                    Ok((stream, _)) => match places.clone().try_acquire_owned() {
-                        Ok(place) => {
-                            let _ = stream.set_nodelay(true);
-                            return Some((Ok(Capped { stream, _place: place }), (listener, places, errors, refused)));
-                        }
-                        Err(_) => {
-                            refused += 1;
-                            if refused.is_power_of_two() {
-                                tracing::warn!(
-                                    listener = "otlp-grpc",
-                                    refused,
-                                    max_connections = max,
-                                    "connections over --max-connections closed (count since start)"
-                                );
-                            }
-                        }
-                    },
-                    Err(e) => {
-                        errors += 1;
-                        if errors.is_power_of_two() {
-                            tracing::warn!(listener = "otlp-grpc", error = %e, errors,
-                            "cannot accept connections (raise the file limit or lower --max-connections)");
-                        }
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let (ready, incoming) = tokio::sync::mpsc::channel::<Result<Capped, std::io::Error>>(64);
+    tokio::spawn(async move {
+        let (mut errors, mut refused) = (0u64, 0u64);
+        loop {
+            let accepted = tokio::select! {
+                // tonic stopped serving (shutdown): stop accepting and release the port.
+                () = ready.closed() => return,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, _)) => match places.clone().try_acquire_owned() {
+                    Ok(place) => {
+                        let _ = stream.set_nodelay(true);
+                        let info = tonic::transport::server::Connected::connect_info(&stream);
+                        let ready = ready.clone();
+                        let tls = tls.clone();
+                        tokio::spawn(async move {
+                            let stream = match tls {
+                                None => Either::Left(stream),
+                                Some(tls) => match tls.handshake(stream, limits.idle_timeout).await {
+                                    Some(stream) => Either::Right(stream),
+                                    None => return,
+                                },
+                            };
+                            let _ = ready.send(Ok(Capped { stream, info, _place: place })).await;
+                        });
                     }
+                    Err(_) => {
+                        refused += 1;
+                        if refused.is_power_of_two() {
+                            tracing::warn!(
+                                listener = "otlp-grpc",
+                                refused,
+                                max_connections = max,
+                                "connections over --max-connections closed (count since start)"
+                            );
+                        }
+                    }
+                },
+                Err(e) => {
+                    errors += 1;
+                    if errors.is_power_of_two() {
+                        tracing::warn!(listener = "otlp-grpc", error = %e, errors,
+                            "cannot accept connections (raise the file limit or lower --max-connections)");
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 }
             }
-        },
-    )
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(incoming)
 }
 
-/// A gRPC connection and its place under `--max-connections` (given back when it closes).
+type TcpConnectInfo = <tokio::net::TcpStream as tonic::transport::server::Connected>::ConnectInfo;
+
+/// A gRPC connection (TLS or not) and its place under `--max-connections` (given back when it closes).
 struct Capped {
-    stream: tokio::net::TcpStream,
+    stream: Either<tokio::net::TcpStream, tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
+    info: TcpConnectInfo,
     _place: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl tonic::transport::server::Connected for Capped {
-    type ConnectInfo = <tokio::net::TcpStream as tonic::transport::server::Connected>::ConnectInfo;
+    type ConnectInfo = TcpConnectInfo;
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
+        self.info.clone()
     }
 }
 

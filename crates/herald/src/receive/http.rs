@@ -284,7 +284,8 @@ pub async fn serve(
     ingest: Arc<Ingest>,
     config: ReceiveConfig,
     limits: crate::connections::ConnectionLimits,
+    tls: Option<Arc<crate::tls::TlsListener>>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
-    crate::connections::serve(listener, router(ingest, &config), "otlp-http", limits, shutdown).await
+    crate::connections::serve(listener, router(ingest, &config), "otlp-http", limits, tls, shutdown).await
 }
