@@ -48,10 +48,15 @@ const MIGRATIONS: &[Migration] = &[
         kind: Kind::Sql(include_str!("../../migrations/postgres/006_notifications.sql")),
     },
     Migration { version: 7, name: "flags", kind: Kind::Sql(include_str!("../../migrations/postgres/007_flags.sql")) },
+    Migration {
+        version: 8,
+        name: "log_stream_index",
+        kind: Kind::Sql(include_str!("../../migrations/postgres/008_log_stream_index.sql")),
+    },
 ];
 
 /// The schema version this binary expects.
-pub const SCHEMA_VERSION: u32 = 7;
+pub const SCHEMA_VERSION: u32 = 8;
 
 /// Highest version recorded in `schema_migrations` of the current schema, 0 without the table.
 async fn current_version(client: &tokio_postgres::Client) -> StoreResult<u32> {

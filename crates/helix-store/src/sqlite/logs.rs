@@ -59,12 +59,22 @@ fn rare(conn: &Connection, text: &str) -> StoreResult<bool> {
 
 pub(super) fn search(conn: &Connection, f: &LogFilter, page: &PageRequest) -> StoreResult<Page<LogRecorded>> {
     let limit = page_limit(page);
-    let mut query = Query::new(format!("SELECT {LOG_COLUMNS} FROM logs WHERE 1 = 1"));
+    let text = f.text.as_deref().filter(|t| !t.is_empty());
+    let rare_text = match text {
+        Some(t) if indexable(t) => rare(conn, t)?,
+        _ => false,
+    };
+    // A rare text drives through its rowids; left to itself the planner would walk a
+    // service's or process's index (`logs_service_time`) testing each row against them. A
+    // trace's or span's few lines are still found through their own index.
+    let narrow = f.trace_id.is_some() || f.span_id.is_some();
+    let from = if rare_text && !narrow { "logs NOT INDEXED" } else { "logs" };
+    let mut query = Query::new(format!("SELECT {LOG_COLUMNS} FROM {from} WHERE 1 = 1"));
     for (clause, params) in log_clauses(f, page.cursor.as_deref())? {
         query.and(clause, params.into_iter().map(sql_value).collect());
     }
-    if let Some(text) = f.text.as_deref().filter(|t| !t.is_empty()) {
-        if indexable(text) && rare(conn, text)? {
+    if let Some(text) = text {
+        if rare_text {
             query.and(
                 "id IN (SELECT rowid FROM logs_text WHERE body LIKE ?)",
                 vec![SqlValue::Text(format!("%{text}%"))],

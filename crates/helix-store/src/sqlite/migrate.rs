@@ -24,10 +24,15 @@ const MIGRATIONS: &[Migration] = &[
     Migration { version: 5, name: "span_blocks", sql: include_str!("../../migrations/sqlite/005_span_blocks.sql") },
     Migration { version: 6, name: "notifications", sql: include_str!("../../migrations/sqlite/006_notifications.sql") },
     Migration { version: 7, name: "flags", sql: include_str!("../../migrations/sqlite/007_flags.sql") },
+    Migration {
+        version: 8,
+        name: "log_stream_index",
+        sql: include_str!("../../migrations/sqlite/008_log_stream_index.sql"),
+    },
 ];
 
 /// The schema version this binary expects.
-pub const SCHEMA_VERSION: u32 = 7;
+pub const SCHEMA_VERSION: u32 = 8;
 
 /// Highest version recorded in `schema_migrations`, 0 for a database without one.
 pub(super) fn current_version(conn: &Connection) -> StoreResult<u32> {
