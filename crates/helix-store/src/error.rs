@@ -13,6 +13,9 @@ pub enum DbCause {
     Io(String),
     /// A stored value that cannot be decoded: a corrupt row.
     Corrupt(String),
+    /// A read ran past its time budget (`--query-timeout`; on PostgreSQL also the sessions'
+    /// `statement_timeout`) and was stopped. The budget, when the store knows it.
+    QueryTimeout(Option<std::time::Duration>),
     /// Described in words: by a caller outside the backends (test doubles), or a failure of
     /// ours that is not the database's (a task that died, an encoding bug).
     Other(String),
@@ -26,6 +29,12 @@ impl std::fmt::Display for DbCause {
             DbCause::Postgres { sqlstate: None, message } => write!(f, "postgres: {message}"),
             DbCause::Io(m) | DbCause::Other(m) => f.write_str(m),
             DbCause::Corrupt(m) => write!(f, "corrupt data in the database: {m}"),
+            DbCause::QueryTimeout(Some(budget)) => {
+                write!(f, "the query ran longer than its {budget:?} budget (--query-timeout) and was stopped")
+            }
+            DbCause::QueryTimeout(None) => {
+                f.write_str("the query ran longer than its budget (--query-timeout) and was stopped")
+            }
         }
     }
 }
@@ -76,6 +85,17 @@ impl StoreError {
     /// A non-transient failure described in words (test doubles and callers outside the backends).
     pub fn internal(why: impl Into<String>) -> Self {
         StoreError::Internal { op: "", cause: DbCause::Other(why.into()) }
+    }
+
+    /// A read stopped at its time budget: transient (the same query may fit when the database
+    /// is less busy), but the caller is best told to narrow it.
+    pub fn query_timeout(budget: Option<std::time::Duration>) -> Self {
+        StoreError::Unavailable { op: "", cause: DbCause::QueryTimeout(budget) }
+    }
+
+    /// Whether this is a read stopped at its time budget.
+    pub fn is_query_timeout(&self) -> bool {
+        matches!(self, StoreError::Unavailable { cause: DbCause::QueryTimeout(_), .. })
     }
 
     /// The database or its path is unreachable: transient.

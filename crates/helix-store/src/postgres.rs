@@ -52,6 +52,10 @@ pub struct PostgresOptions {
     /// How long a call waits for a free connection or for a new one to be established before
     /// failing as `Unavailable`.
     pub connect_timeout: Duration,
+    /// Longest one statement of a read may run (the sessions' `statement_timeout`; writes and
+    /// migrations lift it for their own statements). Past it the server stops the statement
+    /// and the read fails as a query timeout.
+    pub query_timeout: Duration,
     /// Retention job for plain PostgreSQL; `None` disables it. Ignored for hypertables.
     pub retention: Option<RetentionConfig>,
     /// Age and size limits of the span store (applied by the retention job).
@@ -65,6 +69,7 @@ impl Default for PostgresOptions {
             schema: None,
             pool_size: 16,
             connect_timeout: Duration::from_secs(5),
+            query_timeout: Duration::from_secs(30),
             retention: Some(RetentionConfig::default()),
             span_retention: crate::SpanRetention::default(),
         }
@@ -89,6 +94,11 @@ fn transient_state(code: &SqlState) -> bool {
 pub(crate) fn map_pg(e: tokio_postgres::Error) -> StoreError {
     if let Some(code) = e.code() {
         let message = e.as_db_error().map(|db| db.message().to_owned()).unwrap_or_else(|| e.to_string());
+        // Reads are the only statements under `statement_timeout`, so a cancelled statement
+        // is a read stopped at its budget (or an operator's pg_cancel_backend: stopped too).
+        if *code == SqlState::QUERY_CANCELED {
+            return StoreError::query_timeout(None);
+        }
         let cause = DbCause::Postgres { sqlstate: Some(code.code().to_owned()), message };
         return if transient_state(code) {
             StoreError::Unavailable { op: "", cause }
@@ -136,6 +146,9 @@ fn build_pool(url: &str, opts: &PostgresOptions) -> StoreResult<Pool> {
     // An acknowledged export must survive a server crash: force synchronous commit even if the
     // server default was relaxed.
     options.push_str(" -c synchronous_commit=on");
+    // Every statement of a session is bounded like SQLite's reads (--query-timeout), so a slow
+    // query stops on the server even when the herald has gone; writes and migrations lift it.
+    options.push_str(&format!(" -c statement_timeout={}", opts.query_timeout.as_millis().max(1)));
     if let Some(schema) = &opts.schema {
         if !valid_schema(schema) {
             return Err(StoreError::Config(format!(

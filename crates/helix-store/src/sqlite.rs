@@ -316,12 +316,7 @@ impl SqliteStore {
         };
         match tokio::time::timeout(budget, read).await {
             Ok(result) => result,
-            Err(_) => Err(StoreError::Unavailable {
-                op: "read",
-                cause: DbCause::Other(format!(
-                    "the query ran longer than its {budget:?} budget (--query-timeout) and was stopped; narrow it"
-                )),
-            }),
+            Err(_) => Err(StoreError::query_timeout(Some(budget)).during("read")),
         }
     }
 }

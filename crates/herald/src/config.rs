@@ -157,8 +157,9 @@ pub struct ServeArgs {
     /// PostgreSQL pool. Queries beyond it wait for one, within --query-timeout.
     #[arg(long = "db-connections", env = "HELIX_DB_CONNECTIONS", default_value_t = 8)]
     pub db_connections: usize,
-    /// Longest one API read may take on SQLite, waiting for a connection included; past it
-    /// the query is stopped and answered 503.
+    /// Longest one API read may take on SQLite, waiting for a connection included, and one
+    /// statement of a read on PostgreSQL (the sessions' statement_timeout); past it the query
+    /// is stopped and answered 503.
     #[arg(long = "query-timeout", env = "HELIX_QUERY_TIMEOUT", default_value = "30s",
           value_parser = humantime::parse_duration)]
     pub query_timeout: Duration,
@@ -331,7 +332,7 @@ pub struct StoreRetention {
 pub struct StoreLimits {
     /// SQLite: read connections; PostgreSQL: the pool (reads and writes).
     pub connections: usize,
-    /// Longest a SQLite read may take.
+    /// Longest a SQLite read (a PostgreSQL read statement) may take.
     pub query_timeout: Duration,
 }
 

@@ -119,6 +119,7 @@ async fn open_location(db_url: &str, purpose: Purpose) -> Result<Opened, RunErro
                     retention: Some(tables),
                     span_retention: retention.spans,
                     pool_size: limits.connections,
+                    query_timeout: limits.query_timeout,
                     ..Default::default()
                 };
                 Ok(Opened::Serving(Arc::new(helix_store::PostgresStore::open(&url, opts).await?)))

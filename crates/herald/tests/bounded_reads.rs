@@ -1,8 +1,10 @@
 //! Bounded reads against the real binary on a 120 000-descendant provenance graph: a burst of
 //! 200 concurrent lineage requests is served within the class limit (the rest 503 +
 //! Retry-After), holds no more database connections than the pool, keeps memory bounded and
-//! gives it back within a minute.
+//! gives it back within a minute. On PostgreSQL a read past `--query-timeout` is stopped by
+//! the server (the sessions' `statement_timeout`) and answered 503; writes are not bounded by it.
 
+mod postgres_support;
 mod support;
 
 use std::time::{Duration, Instant};
@@ -142,4 +144,41 @@ async fn a_burst_of_lineage_requests_is_bounded_in_connections_and_memory() {
         baseline / 1_000_000
     );
     assert_eq!(herald.get_text("/healthz").await.0, 200);
+}
+
+/// On PostgreSQL the sessions carry `--query-timeout` as `statement_timeout`: a read stuck
+/// behind a lock is stopped by the server and answered 503 + Retry-After saying to narrow it,
+/// while a write stuck behind the same lock waits it out and is acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_read_past_the_query_timeout_is_stopped_with_503_and_a_write_is_not() {
+    let db = postgres_support::TestDb::create(&postgres_support::pg_url(), "qtimeout").await;
+    let herald = Herald::start_with(HeraldOptions {
+        db_url: Some(db.url.clone()),
+        args: ["--query-timeout", "500ms"].map(String::from).to_vec(),
+        ..Default::default()
+    });
+    let export =
+        |id: &str, n: u64| traces(pipeline_resource("svc", "PG"), vec![SpanBuilder::creation("ingest", id, n).build()]);
+    let mut client = raw_client(&herald).await;
+    client.export(export("e-1", 1)).await.expect("stored");
+    herald.get_ok("/api/v1/entity/e-1").await;
+
+    // Another session holds the entities table: every statement on it waits.
+    let locker = db.client().await;
+    locker.batch_execute("BEGIN; LOCK TABLE entities IN ACCESS EXCLUSIVE MODE").await.unwrap();
+    let bounded = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let response = bounded.get(herald.api_url("/api/v1/entity/e-1")).send().await.expect("an answer, not a hang");
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"), "503 with Retry-After");
+    let body = response.text().await.unwrap();
+    assert!(body.contains("--query-timeout") && body.contains("narrow it"), "{body}");
+
+    // A write behind the same lock is not cut by the read budget: it waits, then is acknowledged.
+    let write = tokio::spawn(async move { client.export(export("e-2", 2)).await });
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(!write.is_finished(), "the write waited for the lock past the read budget: {:?}", write.await);
+    locker.batch_execute("COMMIT").await.unwrap();
+    write.await.unwrap().expect("the write is acknowledged once the lock is gone");
+    herald.get_ok("/api/v1/entity/e-2").await;
+    assert!(herald.log().contains("api query stopped at its budget"), "{}", herald.log());
 }

@@ -90,11 +90,15 @@ pub(super) async fn prepare_schema(
 ) -> StoreResult<Vec<u32>> {
     // One lock per schema: replicas of one deployment serialise, tests in other schemas don't.
     let key = format!("helix-migrate:{}", schema.unwrap_or("default"));
+    // Waiting for another replica's migrations, and a migration itself, may take longer than
+    // the read budget the sessions carry (statement_timeout): lifted here, restored after.
+    client.batch_execute("SET statement_timeout = 0").await.map_err(map_pg)?;
     client.execute("SELECT pg_advisory_lock(hashtext($1))", &[&key]).await.map_err(map_pg)?;
     let result = prepare_locked(client, url, schema, migrate).await;
     // Unlock even after a failure; if the connection itself broke, the server released the
     // session lock already.
     let _ = client.execute("SELECT pg_advisory_unlock(hashtext($1))", &[&key]).await;
+    let _ = client.batch_execute("RESET statement_timeout").await;
     result
 }
 

@@ -147,6 +147,9 @@ async fn load(tx: &Transaction<'_>, batch: &WriteBatch) -> Result<Stored, TxErro
 /// One attempt; `Ok(None)` when a concurrent writer made the plan stale (rolled back).
 async fn try_apply(client: &mut Object, batch: &WriteBatch) -> Result<Option<WriteOutcome>, TxError> {
     let tx = client.transaction().await?;
+    // An acknowledged batch must not fail for taking long (lock waits behind another replica):
+    // the read budget of the sessions (statement_timeout) does not apply to writes.
+    tx.batch_execute("SET LOCAL statement_timeout = 0").await?;
     let stored = load(&tx, batch).await?;
     let mut plan = plan::plan(batch, stored);
     if let Some(conflict) = plan.refused.take() {

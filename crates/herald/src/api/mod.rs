@@ -159,6 +159,12 @@ pub enum ApiError {
     /// The store cannot serve right now; the client should retry.
     #[error("store unavailable, retry later")]
     Unavailable(#[source] StoreError),
+    /// The query ran past its time budget and was stopped.
+    #[error(
+        "the query took longer than the herald's --query-timeout and was stopped; narrow it (a smaller limit, depth \
+         or time range, more filters) or retry when the herald is less busy"
+    )]
+    QueryTimeout(#[source] StoreError),
     /// A bug or corrupt data; the cause is only logged.
     #[error("internal error")]
     Internal(#[source] StoreError),
@@ -179,7 +185,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::QueryTimeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) | ApiError::Encode(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -190,6 +196,7 @@ impl From<StoreError> for ApiError {
         match err {
             // Cursors are opaque to clients, so a store rejecting one is the caller's mistake.
             StoreError::BadCursor(reason) => ApiError::bad("cursor", reason),
+            StoreError::Unavailable { .. } if err.is_query_timeout() => ApiError::QueryTimeout(err),
             StoreError::Unavailable { .. } => ApiError::Unavailable(err),
             StoreError::Schema(_)
             | StoreError::Config(_)
@@ -210,6 +217,7 @@ impl ApiError {
             ApiError::Unavailable(cause) => {
                 tracing::warn!(error = %cause, "api request hit an unavailable store")
             }
+            ApiError::QueryTimeout(cause) => tracing::warn!(error = %cause, "api query stopped at its budget"),
             ApiError::BadParam { .. } | ApiError::NotFound(_) | ApiError::Forbidden(_) | ApiError::Conflict(_) => {}
         }
     }
