@@ -577,6 +577,10 @@ pub struct NotifyArgs {
     #[arg(long = "notify-poll", env = "HELIX_NOTIFY_POLL", default_value = "500ms",
           value_parser = humantime::parse_duration)]
     pub notify_poll: Duration,
+    /// How long delivery waits while exports wait for the writer (ingest first; 0: never).
+    #[arg(long = "notify-give-way", env = "HELIX_NOTIFY_GIVE_WAY", default_value = "1s",
+          value_parser = humantime::parse_duration)]
+    pub notify_give_way: Duration,
     /// How often GitHub issues are checked against auto_close_after_days.
     #[arg(long = "notify-auto-close-interval", env = "HELIX_NOTIFY_AUTO_CLOSE_INTERVAL", default_value = "1h",
           value_parser = humantime::parse_duration)]
@@ -598,6 +602,7 @@ impl NotifyArgs {
             backoff: self.notify_retry_backoff.clone(),
             min_window: self.notify_min_window,
             poll: self.notify_poll.max(Duration::from_millis(10)),
+            give_way: self.notify_give_way,
             lease: self.notify_lease.max(Duration::from_millis(100)),
             digest_every: self.notify_digest_interval,
             auto_close_every: self.notify_auto_close_interval,

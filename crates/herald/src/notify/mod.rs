@@ -34,6 +34,9 @@ pub struct NotifyConfig {
     pub min_window: Duration,
     /// How often the outbox is looked at when it was empty.
     pub poll: Duration,
+    /// While exports wait for the writer, delivery waits too, at most this long (then it
+    /// runs until the outbox is empty): ingest first.
+    pub give_way: Duration,
     /// How long a claimed row is held before another replica may take it; renewed every
     /// third of it while the row is worked on.
     pub lease: Duration,
@@ -55,6 +58,7 @@ impl Default for NotifyConfig {
             backoff: [2, 4, 8, 16].map(Duration::from_secs).to_vec(),
             min_window: Duration::from_secs(5),
             poll: Duration::from_millis(500),
+            give_way: Duration::from_secs(1),
             lease: Duration::from_secs(60),
             digest_every: Duration::from_secs(30),
             auto_close_every: Duration::from_secs(3600),
@@ -189,12 +193,21 @@ impl Dispatcher {
         }
         let digests = tokio::spawn(self.clone().digest_loop(shutdown.clone()));
         let closer = tokio::spawn(self.clone().auto_close_loop(shutdown.clone()));
+        // When delivery started giving way to a busy ingest; reset once the outbox is empty.
+        let mut giving_way: Option<std::time::Instant> = None;
         loop {
+            if let Some(wait) = self.give_way(&mut giving_way) {
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => continue,
+                    () = shutdown.cancelled() => break,
+                }
+            }
             let busy = tokio::select! {
                 busy = self.round() => busy,
                 () = shutdown.cancelled() => break,
             };
             if !busy {
+                giving_way = None;
                 tokio::select! {
                     () = tokio::time::sleep(self.config.poll) => {}
                     () = shutdown.cancelled() => break,
@@ -202,6 +215,18 @@ impl Dispatcher {
             }
         }
         let _ = tokio::join!(digests, closer);
+    }
+
+    /// How long to wait before the next round: ingest comes first. While exports wait for the
+    /// writer, a burst's notifications wait (at most `give_way` in a row, then rounds run until
+    /// the outbox is empty), and are then delivered in a few large rounds instead of taking
+    /// the writer from the exports while they arrive.
+    fn give_way(&self, since: &mut Option<std::time::Instant>) -> Option<Duration> {
+        if self.config.give_way.is_zero() || self.metrics.write_queue_records.get() <= 0 {
+            return None;
+        }
+        let left = self.config.give_way.checked_sub(since.get_or_insert_with(std::time::Instant::now).elapsed())?;
+        Some(left.min(Duration::from_millis(10)))
     }
 
     fn lease_ns(&self) -> i64 {
