@@ -135,6 +135,9 @@ enum Bench {
         rounds: usize,
         #[arg(long, default_value_t = 8)]
         clients: usize,
+        /// Runs after the rounds in which Slack fails (503) until the burst is acknowledged.
+        #[arg(long, default_value_t = 0)]
+        outages: usize,
     },
     /// PostgreSQL: ingest vs bare COPY vs the older herald's writes; lineage vs GIN-indexed CTE.
     Postgres {
@@ -193,8 +196,8 @@ fn main() {
             rt.block_on(auth::run(seconds, rounds, clients, ticks_per_request))
         }
         Bench::Postgres { what } => rt.block_on(postgres::run(what)),
-        Bench::Notifications { events, classes, rounds, clients } => {
-            rt.block_on(notify::run(events, classes, rounds, clients))
+        Bench::Notifications { events, classes, rounds, clients, outages } => {
+            rt.block_on(notify::run(events, classes, rounds, clients, outages))
         }
         Bench::Logs { what: LogBench::Ingest { seconds, log_clients, span_clients } } => {
             rt.block_on(logs::ingest(seconds, log_clients, span_clients))

@@ -3,7 +3,7 @@
 //! to a loopback Slack) and off, in interleaved rounds on fresh stores, then how long the
 //! outbox takes to drain once the burst is acknowledged.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -72,17 +72,27 @@ fn burst(events: usize, classes: usize, round: usize) -> Vec<ExportTraceServiceR
         .collect()
 }
 
-/// A Slack webhook on loopback counting the messages it is sent.
-async fn slack() -> (Arc<AtomicUsize>, String) {
-    let count = Arc::new(AtomicUsize::new(0));
-    let counter = count.clone();
+/// A Slack webhook on loopback answering `status`, counting the messages it accepted.
+struct Slack {
+    accepted: Arc<AtomicUsize>,
+    status: Arc<AtomicU16>,
+    url: String,
+}
+
+async fn slack() -> Slack {
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let status = Arc::new(AtomicU16::new(200));
+    let (counter, answer) = (accepted.clone(), status.clone());
     let app = axum::Router::new().route(
         "/hook",
         axum::routing::post(move |_: axum::body::Bytes| {
-            let counter = counter.clone();
+            let (counter, answer) = (counter.clone(), answer.clone());
             async move {
-                counter.fetch_add(1, Ordering::SeqCst);
-                "ok"
+                let code = answer.load(Ordering::SeqCst);
+                if code == 200 {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+                axum::http::StatusCode::from_u16(code).unwrap_or(axum::http::StatusCode::OK)
             }
         }),
     );
@@ -91,7 +101,7 @@ async fn slack() -> (Arc<AtomicUsize>, String) {
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    (count, url)
+    Slack { accepted, status, url }
 }
 
 struct Run {
@@ -101,7 +111,18 @@ struct Run {
     messages: usize,
 }
 
-async fn one_run(on: bool, events: usize, classes: usize, round: usize, clients: usize, hook_var: &str) -> Run {
+/// `outage`: Slack answers 503 until the burst is acknowledged, then 200; the drain is then
+/// counted from that moment.
+#[allow(clippy::too_many_arguments)]
+async fn one_run(
+    on: bool,
+    events: usize,
+    classes: usize,
+    round: usize,
+    clients: usize,
+    hook_var: &str,
+    outage: Option<&AtomicU16>,
+) -> Run {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("herald.db");
     let db_url = format!("sqlite://{}", path.display());
@@ -118,6 +139,9 @@ async fn one_run(on: bool, events: usize, classes: usize, round: usize, clients:
         .expect("instrument file");
     }
     let dir_flag = instruments.display().to_string();
+    if let Some(status) = outage {
+        status.store(503, Ordering::SeqCst);
+    }
     let herald = InProcessHerald::start(&db_url, &["--instruments-dir", &dir_flag, "--notify-poll", "20ms"]).await;
     let grpc = herald.grpc.clone();
     let requests = Arc::new(burst(events, classes, round));
@@ -132,6 +156,9 @@ async fn one_run(on: bool, events: usize, classes: usize, round: usize, clients:
     )
     .await;
     let ingest = started.elapsed();
+    if let Some(status) = outage {
+        status.store(200, Ordering::SeqCst);
+    }
     assert_eq!(run.refused_requests, 0, "exports were refused; the comparison would be meaningless");
     assert_eq!(run.acked_spans, events);
     let drain = if on {
@@ -164,12 +191,13 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-pub async fn run(events: usize, classes: usize, rounds: usize, clients: usize) {
+pub async fn run(events: usize, classes: usize, rounds: usize, clients: usize, outages: usize) {
     let load_before = load_average();
-    let (count, url) = slack().await;
+    let slack = slack().await;
+    let count = slack.accepted.clone();
     let hook_var = "HELIX_BENCH_SLACK_WEBHOOK";
     // SAFETY (edition 2021: safe): set before any herald starts, read by its instrument loader.
-    std::env::set_var(hook_var, &url);
+    std::env::set_var(hook_var, &slack.url);
     println!("### Notifications: a burst of {events} error events across {classes} classes, notifications on vs off\n");
     println!(
         "SQLite, an in-process herald per run on a fresh store, {clients} concurrent gRPC exporters on loopback, \
@@ -186,7 +214,7 @@ pub async fn run(events: usize, classes: usize, rounds: usize, clients: usize) {
         let mut pair = [0.0; 2];
         for on in order {
             let before = count.load(Ordering::SeqCst);
-            let mut r = one_run(on, events, classes, round * 2 + usize::from(on), clients, hook_var).await;
+            let mut r = one_run(on, events, classes, round * 2 + usize::from(on), clients, hook_var, None).await;
             r.messages = count.load(Ordering::SeqCst) - before;
             let rate = events as f64 / r.ingest.as_secs_f64();
             println!(
@@ -212,6 +240,31 @@ pub async fn run(events: usize, classes: usize, rounds: usize, clients: usize) {
         median(on_rates),
         median(ratios.clone()),
         ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", "),
+        median(drains.clone()),
+        drains.iter().cloned().fold(0.0, f64::max),
+        load_average()
+    );
+    if outages == 0 {
+        return;
+    }
+    println!(
+        "### Notifications: the same burst while Slack answers 503, then 200\n\nSlack fails every request until the \
+         burst is acknowledged, then answers 200 (retries at 2, 4, 8, 16 s); drain from that moment to an empty \
+         outbox.\n"
+    );
+    println!("| run | ingest events/s | drain after Slack answers | Slack messages |\n|---:|---:|---:|---:|");
+    let mut drains = Vec::new();
+    for n in 1..=outages {
+        let before = count.load(Ordering::SeqCst);
+        let r = one_run(true, events, classes, 1000 + n, clients, hook_var, Some(&slack.status)).await;
+        let messages = count.load(Ordering::SeqCst) - before;
+        let drain = r.drain.unwrap_or_default().as_secs_f64();
+        println!("| {n} | {:.0} | {drain:.2} s | {messages} |", events as f64 / r.ingest.as_secs_f64());
+        assert_eq!(messages, classes, "each class once per window, after the outage too");
+        drains.push(drain);
+    }
+    println!(
+        "\nDrain after Slack answers: median {:.2} s, max {:.2} s. Load average after {}.\n",
         median(drains.clone()),
         drains.iter().cloned().fold(0.0, f64::max),
         load_average()
