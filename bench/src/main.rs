@@ -135,7 +135,7 @@ enum Bench {
         rounds: usize,
         #[arg(long, default_value_t = 8)]
         clients: usize,
-        /// Runs after the rounds in which Slack fails (503) until the burst is acknowledged.
+        /// Runs after the rounds in which Slack fails (503) until 3 s after the burst is acknowledged.
         #[arg(long, default_value_t = 0)]
         outages: usize,
     },

@@ -17,6 +17,8 @@ use crate::load::{drive, export_traces, load_average, now_ns, trace_client, InPr
 
 const INSTRUMENT: &str = "BENCHNOTIFY";
 const SPANS_PER_REQUEST: usize = 100;
+/// How long Slack keeps failing after the burst's acknowledgement in an outage run.
+const OUTAGE_AFTER_ACK: Duration = Duration::from_secs(3);
 
 fn kv(key: &str, value: &str) -> KeyValue {
     KeyValue {
@@ -111,8 +113,8 @@ struct Run {
     messages: usize,
 }
 
-/// `outage`: Slack answers 503 until the burst is acknowledged, then 200; the drain is then
-/// counted from that moment.
+/// `outage`: Slack answers 503 until `OUTAGE_AFTER_ACK` after the burst is acknowledged, then
+/// 200; the drain is then counted from that moment.
 #[allow(clippy::too_many_arguments)]
 async fn one_run(
     on: bool,
@@ -157,6 +159,9 @@ async fn one_run(
     .await;
     let ingest = started.elapsed();
     if let Some(status) = outage {
+        // Long enough for the dispatcher (which gave way during the burst) to meet the
+        // failures and schedule its retries.
+        tokio::time::sleep(OUTAGE_AFTER_ACK).await;
         status.store(200, Ordering::SeqCst);
     }
     assert_eq!(run.refused_requests, 0, "exports were refused; the comparison would be meaningless");
@@ -248,9 +253,10 @@ pub async fn run(events: usize, classes: usize, rounds: usize, clients: usize, o
         return;
     }
     println!(
-        "### Notifications: the same burst while Slack answers 503, then 200\n\nSlack fails every request until the \
-         burst is acknowledged, then answers 200 (retries at 2, 4, 8, 16 s); drain from that moment to an empty \
-         outbox.\n"
+        "### Notifications: the same burst while Slack answers 503, then 200\n\nSlack fails every request until \
+         {} s after the burst is acknowledged, then answers 200 (retries after 2, 4, 8, 16 s); drain from that \
+         moment to an empty outbox.\n",
+        OUTAGE_AFTER_ACK.as_secs()
     );
     println!("| run | ingest events/s | drain after Slack answers | Slack messages |\n|---:|---:|---:|---:|");
     let mut drains = Vec::new();
