@@ -121,6 +121,7 @@ pub async fn serve(
         }));
         // Taken now, so that shutdown also waits for connections still in their TLS handshake.
         let watcher = graceful.watcher();
+        let socket = PeerWatch::of(&stream);
         let tls = tls.clone();
         tokio::spawn(async move {
             let io = match tls {
@@ -138,7 +139,13 @@ pub async fn serve(
                 .keep_alive(!health_only)
                 .serve_connection(TokioIo::new(io), service);
             // A connection's errors (reset, timed out, malformed) are the client's business.
-            let _ = watcher.watch(connection).await;
+            // hyper does not read while a request is being answered, so a client that hangs up
+            // then is noticed here: dropping the connection drops its request, which stops its
+            // query (SQLite interrupt) and frees its class slot.
+            tokio::select! {
+                _ = watcher.watch(connection) => {}
+                () = socket.hung_up() => {}
+            }
             drop(permit);
         });
     }
@@ -146,6 +153,65 @@ pub async fn serve(
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// How often an open connection is checked for a peer that has gone.
+const HANGUP_POLL: Duration = Duration::from_millis(250);
+
+/// The kernel's view of a connection's TCP state, to notice a peer that closed or reset it
+/// while hyper is busy answering (it reads again only after the response).
+struct PeerWatch {
+    #[cfg(target_os = "linux")]
+    fd: std::os::fd::RawFd,
+}
+
+impl PeerWatch {
+    fn of(stream: &tokio::net::TcpStream) -> PeerWatch {
+        #[cfg(target_os = "linux")]
+        {
+            PeerWatch { fd: std::os::fd::AsRawFd::as_raw_fd(stream) }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = stream;
+            PeerWatch {}
+        }
+    }
+
+    /// Resolves once the peer has sent its FIN or a reset. Only polled while the connection's
+    /// own future is alive (both are in one `select!`), so the descriptor is still the socket's.
+    async fn hung_up(&self) {
+        #[cfg(target_os = "linux")]
+        loop {
+            tokio::time::sleep(HANGUP_POLL).await;
+            if self.peer_gone() {
+                return;
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        std::future::pending::<()>().await
+    }
+
+    #[cfg(target_os = "linux")]
+    fn peer_gone(&self) -> bool {
+        // TCP states of <netinet/tcp.h> (libc does not export them).
+        const TCP_CLOSE: u8 = 7;
+        const TCP_CLOSE_WAIT: u8 = 8;
+        const TCP_LAST_ACK: u8 = 9;
+        // SAFETY: getsockopt writes at most `len` bytes into the zeroed struct it is given.
+        unsafe {
+            let mut info: libc::tcp_info = std::mem::zeroed();
+            let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+            let got = libc::getsockopt(
+                self.fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            );
+            got == 0 && matches!(info.tcpi_state, TCP_CLOSE | TCP_CLOSE_WAIT | TCP_LAST_ACK)
+        }
+    }
 }
 
 /// What a connection in the health reserve is served: the health checks, 503 for the rest.

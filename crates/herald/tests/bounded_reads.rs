@@ -182,3 +182,57 @@ async fn on_postgres_a_read_past_the_query_timeout_is_stopped_with_503_and_a_wri
     herald.get_ok("/api/v1/entity/e-2").await;
     assert!(herald.log().contains("api query stopped at its budget"), "{}", herald.log());
 }
+
+/// CPU time the herald has used so far (user + system), in seconds (`/proc/PID/stat`).
+fn cpu_seconds(herald: &Herald) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", herald.pid())).expect("/proc/PID/stat");
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("stat format") + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf only reads a configuration value.
+    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// Clients that hang up on slow lineage walks after 1 s: within 2 s the herald stops working
+/// on them (hyper does not read while answering, so the listener watches the socket's state).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_hang_up_on_slow_walks_stop_their_cpu_use_within_two_seconds() {
+    let herald = Herald::start_with(HeraldOptions {
+        args: ["--store-spans=false", "--max-lineage-requests", "32", "--query-timeout", "600s"]
+            .map(String::from)
+            .to_vec(),
+        ..Default::default()
+    });
+    build_graph(&herald).await;
+    // What one walk costs when answered in full; enough walks are abandoned that, were they
+    // not stopped, they would keep both cores busy well past the 2 s.
+    let before = cpu_seconds(&herald);
+    herald.get_ok(LINEAGE).await;
+    let one_walk = cpu_seconds(&herald) - before;
+    let walks = ((12.0 / one_walk.max(0.1)).ceil() as usize).clamp(4, 32);
+
+    let sockets: Vec<std::net::TcpStream> = (0..walks)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(herald.api).unwrap();
+            std::io::Write::write_all(&mut s, format!("GET {LINEAGE} HTTP/1.1\r\nhost: herald\r\n\r\n").as_bytes())
+                .unwrap();
+            s
+        })
+        .collect();
+    let at_start = cpu_seconds(&herald);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let busy = cpu_seconds(&herald) - at_start;
+    drop(sockets);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after_grace = cpu_seconds(&herald);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = cpu_seconds(&herald) - after_grace;
+    eprintln!(
+        "one walk {one_walk:.2} CPU-s; {walks} walks: {busy:.2} CPU-s in the first second, {idle:.2} CPU-s in the 2 s \
+         starting 2 s after the hang-up"
+    );
+    assert!(busy > 0.5, "the walks were running when their clients hung up ({busy:.2} CPU-s in 1 s)");
+    assert!(idle < 0.3, "{idle:.2} CPU-s used 2-4 s after the clients hung up");
+    // The herald still answers (the abandoned walks gave their slots back).
+    herald.get_ok("/api/v1/entity/root").await;
+}
