@@ -121,7 +121,9 @@ pub async fn serve(
         }));
         // Taken now, so that shutdown also waits for connections still in their TLS handshake.
         let watcher = graceful.watcher();
-        let socket = PeerWatch::of(&stream);
+        // Not on OTLP/HTTP: an export's steps after its commit (OpenLineage events, the
+        // resolver) must run even if its client has gone; exports are short anyway.
+        let socket = (name != "otlp-http").then(|| PeerWatch::of(&stream));
         let tls = tls.clone();
         tokio::spawn(async move {
             let io = match tls {
@@ -144,7 +146,7 @@ pub async fn serve(
             // query (SQLite interrupt) and frees its class slot.
             tokio::select! {
                 _ = watcher.watch(connection) => {}
-                () = socket.hung_up() => {}
+                () = PeerWatch::hung_up(socket.as_ref()) => {}
             }
             drop(permit);
         });
@@ -178,17 +180,21 @@ impl PeerWatch {
         }
     }
 
-    /// Resolves once the peer has sent its FIN or a reset. Only polled while the connection's
-    /// own future is alive (both are in one `select!`), so the descriptor is still the socket's.
-    async fn hung_up(&self) {
+    /// Resolves once the peer has sent its FIN or a reset (never without a watch). Only polled
+    /// while the connection's own future is alive (both are in one `select!`), so the
+    /// descriptor is still the socket's.
+    async fn hung_up(watch: Option<&PeerWatch>) {
         #[cfg(target_os = "linux")]
-        loop {
-            tokio::time::sleep(HANGUP_POLL).await;
-            if self.peer_gone() {
-                return;
+        if let Some(watch) = watch {
+            loop {
+                tokio::time::sleep(HANGUP_POLL).await;
+                if watch.peer_gone() {
+                    return;
+                }
             }
         }
         #[cfg(not(target_os = "linux"))]
+        let _ = watch;
         std::future::pending::<()>().await
     }
 

@@ -14,6 +14,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use support::*;
 
 const CHILDREN: usize = 100;
+
+/// The big-graph tests run one at a time: each keeps both cores busy, and measures its herald.
+static BIG_GRAPH: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const GRANDCHILDREN: usize = 1_200;
 
 /// root → 100 children → 1 200 grandchildren each: 120 100 descendants of `root`.
@@ -53,6 +56,7 @@ const LINEAGE: &str = "/api/v1/entity/root/lineage?direction=descendants&limit=1
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_lineage_requests_is_bounded_in_connections_and_memory() {
+    let _alone = BIG_GRAPH.lock().await;
     let pool = 4;
     let herald = Herald::start_with(HeraldOptions {
         // Twice as many walks as connections, so that some wait for one (within a budget long
@@ -197,6 +201,7 @@ fn cpu_seconds(herald: &Herald) -> f64 {
 /// on them (hyper does not read while answering, so the listener watches the socket's state).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_hang_up_on_slow_walks_stop_their_cpu_use_within_two_seconds() {
+    let _alone = BIG_GRAPH.lock().await;
     let herald = Herald::start_with(HeraldOptions {
         args: ["--store-spans=false", "--max-lineage-requests", "32", "--query-timeout", "600s"]
             .map(String::from)
