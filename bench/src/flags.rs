@@ -1,7 +1,8 @@
 //! Flags on the 1 000 000-entity DAG of the lineage benchmark plus one raw block with 100 000
 //! descendants: flagging it, the suspect banner of its descendants, its impact walk, and ingest
-//! with 100 active flags against none (interleaved rounds).
+//! with 100 active flags against none (interleaved rounds). SQLite, or PostgreSQL with `--pg-url`.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use helix_store::{
@@ -26,9 +27,16 @@ fn flag(id: usize, entity: &str) -> NewFlag {
     }
 }
 
-pub async fn run(n: usize, queries: usize, rounds: usize, impact_rounds: usize) {
+/// Batches of 1 000 new entities per ingest round (about 3 s on SQLite).
+const BATCHES_PER_ROUND: usize = 50;
+const PG_DATABASE: &str = "helix_bench_flags";
+
+pub async fn run(n: usize, queries: usize, rounds: usize, impact_rounds: usize, pg_url: Option<String>) {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("flags.db"), Default::default()).unwrap();
+    let store: Arc<dyn Store> = match &pg_url {
+        None => Arc::new(SqliteStore::open(&dir.path().join("flags.db"), Default::default()).unwrap()),
+        Some(server) => Arc::new(crate::postgres::store_in(server, PG_DATABASE).await.1),
+    };
     let (batches, products, blocks) = crate::dag(n);
     for b in batches {
         store.write(&WriteBatch::of(b)).await.unwrap();
@@ -47,6 +55,13 @@ pub async fn run(n: usize, queries: usize, rounds: usize, impact_rounds: usize) 
     }
     for b in wide.chunks(10_000) {
         store.write(&WriteBatch::of(b.to_vec())).await.unwrap();
+    }
+    if let Some(server) = &pg_url {
+        // What autovacuum would have done by now on a running server: planner statistics.
+        let url = crate::postgres::with_database(server, PG_DATABASE);
+        let client = crate::postgres::connect(&url).await;
+        client.batch_execute("VACUUM ANALYZE entities").await.unwrap();
+        client.batch_execute("VACUUM ANALYZE entity_parents").await.unwrap();
     }
     let mut rng = rand::rngs::SmallRng::seed_from_u64(11);
     let load_before = load_average();
@@ -87,7 +102,7 @@ pub async fn run(n: usize, queries: usize, rounds: usize, impact_rounds: usize) 
     // Impact of the wide block, rounds interleaved: the baseline is the full-row lineage walk
     // /impact made before (what `/lineage?direction=descendants` still does), then the
     // count walk alone, the endpoint (counts and the first page of 1 000) and the whole CSV.
-    let app = crate::load::api_app(std::sync::Arc::new(store.clone()));
+    let app = crate::load::api_app(store.clone());
     let (mut walk_rows, mut walk_counts, mut impact, mut impact_csv) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..impact_rounds {
         let q = LineageQuery {
@@ -119,10 +134,10 @@ pub async fn run(n: usize, queries: usize, rounds: usize, impact_rounds: usize) 
         v.sort();
     }
 
-    // Ingest: rounds of 20 batches of 1 000 new entities under random products, with no flag
+    // Ingest: rounds of `BATCHES_PER_ROUND` batches of 1 000 new entities under random products, with no flag
     // and with 100 active flags on random raw blocks, in pairs whose order alternates (ABBA)
     // so the growth of the database between rounds favours neither.
-    let clear_all = |store: &SqliteStore, ids: Vec<(String, String)>| {
+    let clear_all = |store: &Arc<dyn Store>, ids: Vec<(String, String)>| {
         let store = store.clone();
         async move {
             for (entity, f) in ids {
@@ -146,7 +161,7 @@ pub async fn run(n: usize, queries: usize, rounds: usize, impact_rounds: usize) 
         }
         let t = Instant::now();
         let mut written = 0;
-        for _ in 0..20 {
+        for _ in 0..BATCHES_PER_ROUND {
             let batch: Vec<WriteRecord> = (0..1000)
                 .map(|_| {
                     next += 1;
@@ -169,10 +184,15 @@ pub async fn run(n: usize, queries: usize, rounds: usize, impact_rounds: usize) 
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let pairs: Vec<String> = none.iter().zip(&hundred).map(|(a, b)| format!("{:.2}", b / a)).collect();
+    let mut pairs: Vec<f64> = none.iter().zip(&hundred).map(|(a, b)| b / a).collect();
+    let listed: Vec<String> = pairs.iter().map(|r| format!("{r:.2}")).collect();
+    pairs.sort_by(f64::total_cmp);
     let (m0, m100) = (median(&mut none), median(&mut hundred));
 
-    println!("### Flags on the {n}-entity DAG plus a block with 100 000 descendants (SQLite)\n");
+    println!(
+        "### Flags on the {n}-entity DAG plus a block with 100 000 descendants ({})\n",
+        if pg_url.is_some() { "PostgreSQL" } else { "SQLite" }
+    );
     println!("Load before: {load_before}; after: {}. {queries} banner reads per pool; {rounds} rounds each of ingest with and without flags, interleaved; medians.\n", load_average());
     println!("| measure | p50 | p95 |\n|---|---:|---:|");
     let row =
@@ -189,7 +209,17 @@ pub async fn run(n: usize, queries: usize, rounds: usize, impact_rounds: usize) 
         "Impact p95 / baseline walk p95: {:.3} ({impact_rounds} interleaved rounds).\n",
         percentile(&impact, 0.95).as_secs_f64() / percentile(&walk_rows, 0.95).as_secs_f64()
     );
-    println!("| ingest (20 000 entities per round) | entities/s (median) |\n|---|---:|");
+    println!("| ingest ({BATCHES_PER_ROUND} 000 entities per round) | entities/s (median) |\n|---|---:|");
     println!("| no active flag | {m0:.0} |\n| 100 active flags | {m100:.0} |\n");
-    println!("Ratio with 100 flags / none (medians): {:.3}; per pair of rounds: {}.\n", m100 / m0, pairs.join(", "));
+    println!(
+        "Ratio with 100 flags / none: {:.3} (medians of the rates); per pair of rounds, in order: {} (median {:.3}).\n",
+        m100 / m0,
+        listed.join(", "),
+        pairs[pairs.len() / 2]
+    );
+    if let Some(server) = &pg_url {
+        drop(app);
+        drop(store);
+        crate::postgres::drop_db(server, PG_DATABASE).await;
+    }
 }

@@ -95,6 +95,9 @@ enum Bench {
         /// Rounds of the impact reads (baseline walk, count walk, endpoint, CSV), interleaved.
         #[arg(long, default_value_t = 20)]
         impact_rounds: usize,
+        /// Run on PostgreSQL: a server URL where the benchmark creates (and drops) its database.
+        #[arg(long)]
+        pg_url: Option<String>,
     },
     /// Root-cause hints (`/api/v1/errors/{class}/causes`) over 24 h of telescope traffic with
     /// its error events, for the most frequent classes.
@@ -188,8 +191,8 @@ fn main() {
         }
         Bench::Lineage { entities, queries } => rt.block_on(lineage(entities, queries)),
         Bench::Causes { ticks, classes, queries } => rt.block_on(causes::run(ticks, classes, queries)),
-        Bench::Flags { entities, queries, rounds, impact_rounds } => {
-            rt.block_on(flags::run(entities, queries, rounds, impact_rounds))
+        Bench::Flags { entities, queries, rounds, impact_rounds, pg_url } => {
+            rt.block_on(flags::run(entities, queries, rounds, impact_rounds, pg_url))
         }
         Bench::Traces { spans, queries, db } => rt.block_on(traces::run(spans, queries, db)),
         Bench::Auth { seconds, rounds, clients, ticks_per_request } => {

@@ -56,14 +56,14 @@ pub async fn run(what: PgBench) {
     }
 }
 
-async fn connect(url: &str) -> Client {
+pub(crate) async fn connect(url: &str) -> Client {
     let (client, conn) = tokio_postgres::connect(url, NoTls).await.expect("connect to PostgreSQL");
     tokio::spawn(conn);
     client
 }
 
 /// `url` with its database replaced by `db`.
-fn with_database(url: &str, db: &str) -> String {
+pub(crate) fn with_database(url: &str, db: &str) -> String {
     let (base, query) = url.split_once('?').map(|(b, q)| (b, Some(q))).unwrap_or((url, None));
     let start = base.find("://").map(|i| i + 3).unwrap_or(0);
     let host = base[start..].find('/').map(|i| &base[..start + i]).unwrap_or(base);
@@ -84,12 +84,12 @@ async fn fresh_db(server: &str, name: &str) -> String {
     with_database(server, name)
 }
 
-async fn drop_db(server: &str, name: &str) {
+pub(crate) async fn drop_db(server: &str, name: &str) {
     let _ = connect(server).await.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
 }
 
 /// A migrated, empty store (no retention job) in database `name`.
-async fn store_in(server: &str, name: &str) -> (String, PostgresStore) {
+pub(crate) async fn store_in(server: &str, name: &str) -> (String, PostgresStore) {
     let url = fresh_db(server, name).await;
     let store =
         PostgresStore::open(&url, PostgresOptions { retention: None, ..Default::default() }).await.expect("open store");

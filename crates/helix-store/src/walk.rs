@@ -35,8 +35,9 @@ pub(crate) trait LevelSource {
     /// `(timestamp_ns, id)` of the existing entities among `ids`, in any order.
     fn keys(&mut self, ids: &[String]) -> StoreResult<Vec<(i64, String)>>;
     /// The entities that name any of `ids` as a parent, with the columns an impact needs
-    /// (depth 0), in any order (duplicates allowed). Callers keep `ids` to [`LEVEL_CHUNK`].
-    fn child_rows(&mut self, ids: &[String]) -> StoreResult<Vec<Descendant>>;
+    /// (depth 0) and whether each has children itself, in any order (duplicates allowed).
+    /// Callers keep `ids` to [`LEVEL_CHUNK`].
+    fn child_rows(&mut self, ids: &[String]) -> StoreResult<Vec<(Descendant, bool)>>;
 }
 
 /// Parents looked up per statement by the descendants walk: one set-wise query per chunk of a
@@ -63,8 +64,18 @@ pub(crate) fn descendants(
     while !frontier.is_empty() && max_depth.is_none_or(|m| depth < m) {
         depth += 1;
         let mut level: Vec<Descendant> = Vec::new();
+        let mut next = Vec::new();
         for chunk in frontier.chunks(LEVEL_CHUNK) {
-            level.extend(src.child_rows(chunk)?.into_iter().filter(|d| visited.insert(d.id.clone())));
+            for (d, has_children) in src.child_rows(chunk)? {
+                if visited.insert(d.id.clone()) {
+                    // A leaf adds nothing to the next level: it is not looked up again (most
+                    // of a wide impact is leaves).
+                    if has_children {
+                        next.push(d.id.clone());
+                    }
+                    level.push(d);
+                }
+            }
             if nodes.len() + level.len() > cap {
                 return Ok(Some(Descendants { nodes, partial: true }));
             }
@@ -73,7 +84,7 @@ pub(crate) fn descendants(
         for d in &mut level {
             d.depth = depth;
         }
-        frontier = level.iter().map(|d| d.id.clone()).collect();
+        frontier = next;
         nodes.extend(level);
     }
     Ok(Some(Descendants { nodes, partial: false }))

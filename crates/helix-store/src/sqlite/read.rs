@@ -359,12 +359,13 @@ impl LevelSource for Levels<'_> {
         Ok(out)
     }
 
-    fn child_rows(&mut self, ids: &[String]) -> StoreResult<Vec<Descendant>> {
+    fn child_rows(&mut self, ids: &[String]) -> StoreResult<Vec<(Descendant, bool)>> {
         // One statement per chunk (not per parent): most parents of a wide level have no
         // children, and a probe inside SQLite costs far less than a statement. CROSS JOIN keeps
         // the IDs the outer loop, so each is one probe of the parent index.
         let mut stmt = self.conn.prepare_cached(
-            "SELECT e.id, e.instrument_id, e.stage, e.status, e.timestamp_ns, e.placeholder
+            "SELECT e.id, e.instrument_id, e.stage, e.status, e.timestamp_ns, e.placeholder,
+                    EXISTS (SELECT 1 FROM entity_parents AS c WHERE c.parent_id = e.id)
              FROM json_each(?1) AS j
              CROSS JOIN entity_parents AS p ON p.parent_id = j.value
              CROSS JOIN entities AS e ON e.id = p.child_id",
@@ -378,13 +379,17 @@ impl LevelSource for Levels<'_> {
                 r.get::<_, String>(3)?,
                 r.get::<_, i64>(4)?,
                 r.get::<_, bool>(5)?,
+                r.get::<_, bool>(6)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, instrument_id, stage, status, timestamp_ns, placeholder) = row?;
+            let (id, instrument_id, stage, status, timestamp_ns, placeholder, has_children) = row?;
             let status = parse_status(&status)?;
-            out.push(Descendant { id, depth: 0, instrument_id, stage, status, timestamp_ns, placeholder });
+            out.push((
+                Descendant { id, depth: 0, instrument_id, stage, status, timestamp_ns, placeholder },
+                has_children,
+            ));
         }
         Ok(out)
     }
