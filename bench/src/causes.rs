@@ -9,21 +9,9 @@ use std::time::{Duration, Instant};
 use helix_store::{SqliteStore, Store, WriteBatch};
 use herald::simulate::{Telescope, INSTRUMENT};
 
-use crate::load::{api_app, get_bytes, load_average, now_ns, percentile, rate, records_of};
+use crate::load::{api_app, encode, get_bytes, load_average, now_ns, percentile, rate, records_of};
 
 const DAY_NS: i64 = 24 * 3_600 * 1_000_000_000;
-
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
 
 pub async fn run(ticks: usize, classes: usize, queries: usize) {
     let dir = tempfile::tempdir().unwrap();

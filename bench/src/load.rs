@@ -240,3 +240,12 @@ pub async fn get_bytes(app: &axum::Router, uri: &str) -> axum::body::Bytes {
     assert!(status.is_success(), "{uri}: {status} {}", String::from_utf8_lossy(&body));
     body
 }
+
+/// Percent-encode text for a URL path segment or query value: every byte but the unreserved
+/// ones (RFC 3986).
+pub fn encode(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, URL_COMPONENT).to_string()
+}
+
+const URL_COMPONENT: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');

@@ -16,7 +16,7 @@ use herald::api;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::load::{percentile, rate};
+use crate::load::{encode, percentile, rate};
 
 const SERVICES: [&str; 12] = [
     "acquire",
@@ -123,18 +123,6 @@ impl Loader {
         }
         eprintln!(" ({:.0} lines/s)", rate(self.loaded - start, t.elapsed()));
     }
-}
-
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 /// GET through the router; panics unless 200. Returns the body.

@@ -172,8 +172,12 @@ enum ReadState {
 }
 
 /// Interrupts its read when dropped before the read ended (the caller hung up or timed out).
+/// `sqlite3_interrupt` only stops the statements running at that moment, so the read is
+/// also marked cancelled: its connection's progress handler stops any statement it starts
+/// afterwards (a walk between two levels would otherwise go on).
 struct InterruptOnDrop {
     state: Arc<Mutex<ReadState>>,
+    cancelled: Arc<std::sync::atomic::AtomicBool>,
     handle: rusqlite::InterruptHandle,
 }
 
@@ -181,10 +185,14 @@ impl Drop for InterruptOnDrop {
     fn drop(&mut self) {
         let state = lock(&self.state);
         if *state == ReadState::Running {
+            self.cancelled.store(true, std::sync::atomic::Ordering::Relaxed);
             self.handle.interrupt();
         }
     }
 }
+
+/// SQLite virtual-machine steps between two looks at a read's cancellation flag.
+const CANCEL_CHECK_STEPS: std::ffi::c_int = 10_000;
 
 /// The writer connection and the open span block it fills.
 struct Writer {
@@ -304,9 +312,13 @@ impl SqliteStore {
                 inner.reader_slots.clone().acquire_owned().await.map_err(|_| StoreError::unavailable("closing"))?;
             let conn = inner.checkout()?;
             let state = Arc::new(Mutex::new(ReadState::Running));
-            let _interrupt = InterruptOnDrop { state: state.clone(), handle: conn.get_interrupt_handle() };
+            let cancelled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = cancelled.clone();
+            conn.progress_handler(CANCEL_CHECK_STEPS, Some(move || flag.load(std::sync::atomic::Ordering::Relaxed)));
+            let _interrupt = InterruptOnDrop { state: state.clone(), cancelled, handle: conn.get_interrupt_handle() };
             let task = tokio::task::spawn_blocking(move || {
                 let result = f(&conn);
+                conn.progress_handler(0, None::<fn() -> bool>);
                 *lock(&state) = ReadState::Ended;
                 inner.checkin(conn);
                 drop(slot);

@@ -83,6 +83,7 @@ async fn a_burst_of_lineage_requests_is_bounded_in_connections_and_memory() {
     );
     drop(one);
     let baseline = herald.memory("VmRSS");
+    let baseline_anon = herald.memory("RssAnon");
 
     let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
     let started = Instant::now();
@@ -127,25 +128,30 @@ async fn a_burst_of_lineage_requests_is_bounded_in_connections_and_memory() {
     assert!(peak_rss < 1_000_000_000, "peak RSS {} MB", peak_rss / 1_000_000);
     assert!(peak_handles <= pool + 1, "{peak_handles} handles on the database: the readers and the writer at most");
 
-    // After the burst the herald gives the memory back: within 60 s, RSS is within 20 % of
-    // what it was before.
+    // After the burst the herald gives the memory back: within 60 s its anonymous memory (what
+    // it allocated) is within 20 % of what it was before. RSS also counts the database file's
+    // pages mapped by each reader connection (mmap), the kernel's page cache, which every
+    // reader that walked the graph keeps mapped and the kernel reclaims when it needs to.
     let burst_ended = Instant::now();
-    let mut after = herald.memory("VmRSS");
-    while after > baseline + baseline / 5 && burst_ended.elapsed() < Duration::from_secs(60) {
+    let anon_baseline = baseline_anon;
+    let mut after = herald.memory("RssAnon");
+    while after > anon_baseline + anon_baseline / 5 && burst_ended.elapsed() < Duration::from_secs(60) {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        after = herald.memory("VmRSS");
+        after = herald.memory("RssAnon");
     }
     eprintln!(
-        "RSS {} MB {:?} after the burst (baseline {} MB)",
+        "anonymous memory {} MB {:?} after the burst (baseline {} MB); RSS {} MB (baseline {} MB)",
         after / 1_000_000,
         burst_ended.elapsed(),
+        anon_baseline / 1_000_000,
+        herald.memory("VmRSS") / 1_000_000,
         baseline / 1_000_000
     );
     assert!(
-        after <= baseline + baseline / 5,
-        "RSS {} MB a minute after the burst, baseline {} MB",
+        after <= anon_baseline + anon_baseline / 5,
+        "anonymous memory {} MB a minute after the burst, baseline {} MB",
         after / 1_000_000,
-        baseline / 1_000_000
+        anon_baseline / 1_000_000
     );
     assert_eq!(herald.get_text("/healthz").await.0, 200);
 }

@@ -272,18 +272,14 @@ fn wait_for_ready_file(child: &mut Child, ready: &Path, log: &Path) -> Value {
     }
 }
 
-/// Percent-encode an entity ID for a URL path segment.
+/// Percent-encode an entity ID (or any text) for a URL path segment or query value: every
+/// byte but the unreserved ones (RFC 3986).
 pub fn enc(id: &str) -> String {
-    let mut out = String::new();
-    for b in id.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(id, URL_COMPONENT).to_string()
 }
+
+const URL_COMPONENT: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
 /// How a pipeline's SDK exporter reaches the herald.
 #[derive(Clone, Copy, Debug)]
