@@ -86,6 +86,18 @@ impl Fake {
         self.requests.lock().unwrap().iter().filter(|r| r.path == path).map(|r| r.body.clone()).collect()
     }
 
+    /// How many Slack messages `hook` got, and the distinct entities they name (sorted).
+    fn slack_entities(&self, hook: &str) -> (usize, Vec<String>) {
+        let messages = self.slack(hook);
+        let mut entities: Vec<String> = messages
+            .iter()
+            .map(|m| m["text"].as_str().unwrap().lines().find(|l| l.starts_with("Entity: ")).unwrap().to_owned())
+            .collect();
+        entities.sort();
+        entities.dedup();
+        (messages.len(), entities)
+    }
+
     fn issues(&self) -> Vec<Issue> {
         self.issues.lock().unwrap().values().cloned().collect()
     }
@@ -594,14 +606,7 @@ async fn a_sigkilled_herald_delivers_every_undelivered_notification_once_after_r
     eventually(Duration::from_secs(30), async || (f.slack("a").len() >= 50).then_some(())).await;
     settle().await;
     settle().await;
-    let mut entities: Vec<String> = f
-        .slack("a")
-        .iter()
-        .map(|m| m["text"].as_str().unwrap().lines().find(|l| l.starts_with("Entity: ")).unwrap().to_owned())
-        .collect();
-    let n = entities.len();
-    entities.sort();
-    entities.dedup();
+    let (n, entities) = f.slack_entities("a");
     assert_eq!((n, entities.len()), (50, 50), "all 50 once each");
     assert_eq!(herald.metric("helix_notification_outbox_depth", &[]).await, 0.0);
 }
@@ -756,14 +761,8 @@ async fn three_replicas_on_one_postgres_deliver_each_notification_once() {
     assert!(delivered.is_ok(), "{} of 60 delivered; replica log: {}", f.slack("a").len(), replicas[0].log());
     settle().await;
     settle().await;
-    let messages = f.slack("a");
-    let mut entities: Vec<String> = messages
-        .iter()
-        .map(|m| m["text"].as_str().unwrap().lines().find(|l| l.starts_with("Entity: ")).unwrap().to_owned())
-        .collect();
-    entities.sort();
-    entities.dedup();
-    assert_eq!((messages.len(), entities.len()), (60, 60), "each once");
+    let (n, entities) = f.slack_entities("a");
+    assert_eq!((n, entities.len()), (60, 60), "each once");
     assert_eq!(
         f.issues().len(),
         6,
@@ -806,14 +805,7 @@ async fn a_send_slower_than_the_lease_is_not_taken_over_by_another_replica() {
     eventually(Duration::from_secs(30), async || (f.slack("a").len() >= 4).then_some(())).await;
     // Three more leases: time for a takeover to show.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let mut entities: Vec<String> = f
-        .slack("a")
-        .iter()
-        .map(|m| m["text"].as_str().unwrap().lines().find(|l| l.starts_with("Entity: ")).unwrap().to_owned())
-        .collect();
-    let n = entities.len();
-    entities.sort();
-    entities.dedup();
+    let (n, entities) = f.slack_entities("a");
     assert_eq!((n, entities.len()), (4, 4), "each once: {entities:?}");
     let mut sent = 0.0;
     for r in [&first, &second] {

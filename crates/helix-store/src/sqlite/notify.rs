@@ -133,28 +133,22 @@ pub(super) fn write_outbox(conn: &Connection, rows: &[OutboxEvent<'_>], max: u64
     }
     for (o, count) in crate::notify::coalesce(over) {
         let e = o.event;
-        let params = rusqlite::params![
-            e.instrument_id,
-            e.event_name,
-            o.fingerprint,
-            count,
-            e.entity_id,
-            o.stage,
-            e.timestamp_ns,
-            to_json(&e.metadata)?,
+        let metadata = to_json(&e.metadata)?;
+        let params: [&dyn rusqlite::ToSql; 8] = [
+            &e.instrument_id,
+            &e.event_name,
+            &o.fingerprint,
+            &count,
+            &e.entity_id,
+            &o.stage,
+            &e.timestamp_ns,
+            &metadata,
         ];
-        if conn.prepare_cached(&q(sql::ADD_OVERFLOW))?.execute(params)? == 0 {
-            conn.prepare_cached(&q(sql::INSERT_OVERFLOW))?.execute(rusqlite::params![
-                e.instrument_id,
-                e.event_name,
-                o.fingerprint,
-                count,
-                e.entity_id,
-                o.stage,
-                e.timestamp_ns,
-                to_json(&e.metadata)?,
-                created_ns,
-            ])?;
+        if conn.prepare_cached(&q(sql::ADD_OVERFLOW))?.execute(&params[..])? == 0 {
+            // The class's first overflow row: the same parameters and the time it was made.
+            let mut with_now = params.to_vec();
+            with_now.push(&created_ns);
+            conn.prepare_cached(&q(sql::INSERT_OVERFLOW))?.execute(&with_now[..])?;
         }
     }
     Ok((fit.len() as u64, over.len() as u64))
