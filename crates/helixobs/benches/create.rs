@@ -7,7 +7,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, Criterion};
 use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::error::OTelSdkResult;
@@ -36,6 +36,7 @@ fn instrument() -> helixobs::Instrument {
 /// What a pipeline writes by hand to get the same span: the IDs are runtime values (owned
 /// strings), the span is made current for the step's body (as the Python benchmark's
 /// `start_as_current_span`), and ends when the step does.
+#[inline(never)]
 fn bare_current(tracer: &SdkTracer) {
     let (id, parents) = (black_box("candidate-42"), black_box("block-001"));
     let span = tracer
@@ -52,6 +53,7 @@ fn bare_current(tracer: &SdkTracer) {
     drop(black_box(guard)); // detaches; the span ends when its context is dropped
 }
 
+#[inline(never)]
 fn helixobs_create(tel: &helixobs::Instrument) {
     let (id, parents) = (black_box("candidate-42"), black_box("block-001"));
     let token = tel.create("search", id).parents([parents]).start();
@@ -59,6 +61,7 @@ fn helixobs_create(tel: &helixobs::Instrument) {
 }
 
 /// The cheapest possible span, for scale: static attribute values, never current.
+#[inline(never)]
 fn bare_static(tracer: &SdkTracer) {
     let span = tracer
         .span_builder("search")
@@ -131,5 +134,26 @@ fn paired(_: &mut Criterion) {
     tel.shutdown().expect("shutdown");
 }
 
+/// `HELIXOBS_BENCH_PROFILE=N`: run each case N times and exit, without criterion — for a
+/// profiler (`valgrind --tool=callgrind --toggle-collect='create::helixobs_create'`, `perf`);
+/// the cases are not inlined, so each one is a function of its own in the profile.
+fn profile(n: u32) {
+    let tel = instrument();
+    let tracer = tel.tracer_provider().tracer("bare");
+    for _ in 0..n {
+        bare_current(&tracer);
+        helixobs_create(&tel);
+        bare_static(&tracer);
+    }
+    tel.shutdown().expect("shutdown");
+}
+
 criterion_group!(benches, bench, paired);
-criterion_main!(benches);
+
+fn main() {
+    if let Some(n) = std::env::var("HELIXOBS_BENCH_PROFILE").ok().and_then(|n| n.parse().ok()) {
+        return profile(n);
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

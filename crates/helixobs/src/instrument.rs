@@ -1,6 +1,7 @@
 //! [`Instrument`]: one pipeline's connection to the herald, and its builder.
 
 use std::borrow::Cow;
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use crate::config::{self, Protocol, Signal, Target};
 use crate::export::{self, ExportSettings, OnRuntime};
 use crate::logs::{Correlate, HelixLayer};
 use crate::registry::Registry;
-use crate::scope::{self, SpanState};
+use crate::scope;
 use crate::span::SpanGuard;
 use crate::token::{Kind, TokenBuilder};
 use crate::value::key_values;
@@ -249,12 +250,9 @@ impl InstrumentBuilder {
 
         drop(_entered);
         crate::panic::install_hook();
-        let instrument_id: Arc<str> = Arc::from(instrument_id);
-        let process_name: Option<Arc<str>> = self.process_name.map(Arc::from);
+        let instrument_id = intern(&instrument_id);
+        let process_name = self.process_name.as_deref().map(intern);
         let inner = Arc::new(Inner {
-            // Arc-backed values: cloning them onto every span copies no string.
-            instrument_attr: KeyValue::new(keys::INSTRUMENT_ID, instrument_id.clone()),
-            process_attr: process_name.as_ref().map(|p| KeyValue::new(keys::PROCESS_NAME, p.clone())),
             instrument_id,
             process_name,
             service_name: self.service_name,
@@ -267,6 +265,23 @@ impl InstrumentBuilder {
         });
         *GLOBAL.write().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(&inner);
         Ok(Instrument { inner })
+    }
+}
+
+/// `s` as a static string, leaked once per distinct value (an instrument ID or process name, so
+/// a handful per process however many instruments are built). A static attribute value is
+/// cloned onto every span without touching a reference count — one the exporter thread would
+/// also touch when it drops each exported span.
+fn intern(s: &str) -> &'static str {
+    static INTERNED: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+    let mut interned = INTERNED.lock().unwrap_or_else(|e| e.into_inner());
+    match interned.get(s) {
+        Some(&known) => known,
+        None => {
+            let leaked: &'static str = Box::leak(s.into());
+            interned.insert(leaked);
+            leaked
+        }
     }
 }
 
@@ -302,10 +317,9 @@ pub(crate) struct Inner {
     pub(crate) tracer: SdkTracer,
     provider: SdkTracerProvider,
     logger_provider: SdkLoggerProvider,
-    pub(crate) instrument_id: Arc<str>,
-    pub(crate) process_name: Option<Arc<str>>,
-    pub(crate) instrument_attr: KeyValue,
-    pub(crate) process_attr: Option<KeyValue>,
+    /// Static strings (see [`intern`]): every span's attribute value is a pointer copy.
+    pub(crate) instrument_id: &'static str,
+    pub(crate) process_name: Option<&'static str>,
     service_name: String,
     pub(crate) registry: Registry,
     traces: Target,
@@ -467,13 +481,12 @@ impl Instrument {
     ) -> SpanGuard {
         let inner = &self.inner;
         let mut attributes = Vec::with_capacity(2 + extra.len());
-        attributes.push(inner.instrument_attr.clone());
+        attributes.push(KeyValue::new(keys::INSTRUMENT_ID, inner.instrument_id));
         if let Some(entity) = &log_entity {
             attributes.push(KeyValue::new(keys::LOG_ENTITY_ID, entity.to_string()));
         }
         attributes.extend(extra);
-        let state = SpanState::new(log_entity, inner.clone());
-        SpanGuard::begin(&inner.tracer, name, parent, caller, attributes, state).attached()
+        SpanGuard::begin(&inner.tracer, name, parent, caller, attributes, log_entity, inner).attached()
     }
 
     /// This instrument's `tracing` layer (see [`crate::tracing_layer`], which binds to the most
@@ -484,7 +497,7 @@ impl Instrument {
 
     /// The instrument ID every step carries.
     pub fn instrument_id(&self) -> &str {
-        &self.inner.instrument_id
+        self.inner.instrument_id
     }
 
     /// The tracer provider of this instrument's pipeline, for other OpenTelemetry

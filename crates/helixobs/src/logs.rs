@@ -46,8 +46,8 @@ impl ContextFields {
         let (entity_id, instrument_id, process_name) = match state {
             Some(s) => (
                 s.entity().map(|e| e.to_string()).unwrap_or_default(),
-                s.inner.instrument_id.to_string(),
-                s.inner.process_name.as_deref().unwrap_or_default().to_owned(),
+                s.instrument_id.to_owned(),
+                s.process_name.unwrap_or_default().to_owned(),
             ),
             None => Default::default(),
         };

@@ -26,20 +26,30 @@ use std::task::Poll;
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry::{Context, ContextGuard};
 
-/// The shared state of one tracked span: whether it is finished (also its identity in the lists
-/// below) and what a log line written while it is current carries.
+/// The shared state of one tracked span: its context (with the span), whether it is finished
+/// (also its identity in the lists below) and what a log line written while it is current
+/// carries. One allocation per span, shared by its guard and its attachments.
 #[derive(Debug)]
 pub(crate) struct SpanState {
+    /// The context with the span, as made current.
+    pub(crate) cx: Context,
     done: AtomicBool,
     /// The entity log lines carry: the span's own entity, or the one a child span names.
     entity: Mutex<Option<Arc<str>>>,
-    /// The instrument that made the span (its ID and process name are on every log line).
-    pub(crate) inner: Arc<crate::instrument::Inner>,
+    /// The instrument's ID and process name, which every log line carries.
+    pub(crate) instrument_id: &'static str,
+    pub(crate) process_name: Option<&'static str>,
 }
 
 impl SpanState {
-    pub(crate) fn new(entity: Option<Arc<str>>, inner: Arc<crate::instrument::Inner>) -> Arc<SpanState> {
-        Arc::new(SpanState { done: AtomicBool::new(false), entity: Mutex::new(entity), inner })
+    pub(crate) fn new(cx: Context, entity: Option<Arc<str>>, inner: &crate::instrument::Inner) -> Arc<SpanState> {
+        Arc::new(SpanState {
+            cx,
+            done: AtomicBool::new(false),
+            entity: Mutex::new(entity),
+            instrument_id: inner.instrument_id,
+            process_name: inner.process_name,
+        })
     }
 
     /// Mark finished; true for the first caller only (completion is idempotent).
@@ -75,182 +85,188 @@ struct Attached {
     owner: Owner,
     state: Arc<SpanState>,
     span_id: opentelemetry::trace::SpanId,
-    cx: Context,
     // Dropping it restores OpenTelemetry's current context; only ever dropped on this thread.
     guard: Option<ContextGuard>,
 }
 
-/// This thread's attachments. When the thread exits, OpenTelemetry's own thread-local may
-/// already be gone: the guards are then forgotten, not dropped (nothing is left to restore).
-struct ThreadAttachments(Vec<Attached>);
+/// This thread's attachments and the `InScope` frames being polled on it (innermost last), in
+/// one thread-local so that each helixobs call looks it up once. When the thread exits,
+/// OpenTelemetry's own thread-local may already be gone: the guards are then forgotten, not
+/// dropped (nothing is left to restore).
+struct ThreadScope {
+    attached: Vec<Attached>,
+    frames: Vec<u64>,
+}
 
-impl Drop for ThreadAttachments {
+impl Drop for ThreadScope {
     fn drop(&mut self) {
-        for mut a in self.0.drain(..) {
+        for mut a in self.attached.drain(..) {
             std::mem::forget(a.guard.take());
         }
     }
 }
 
-impl std::ops::Deref for ThreadAttachments {
-    type Target = Vec<Attached>;
-    fn deref(&self) -> &Vec<Attached> {
-        &self.0
+impl ThreadScope {
+    fn owner(&self) -> Owner {
+        if let Some(&frame) = self.frames.last() {
+            return Owner::Frame(frame);
+        }
+        match tokio::task::try_id() {
+            Some(task) => Owner::Task(task),
+            None => Owner::Thread,
+        }
+    }
+
+    /// Take out the attachments that are finished (no allocation when there are none); the
+    /// caller drops them once the borrow has ended, since restoring a context may run span
+    /// destructors.
+    fn take_finished(&mut self) -> Vec<Attached> {
+        if self.attached.iter().all(|x| !x.state.is_done()) {
+            return Vec::new();
+        }
+        let (done, keep): (Vec<_>, Vec<_>) = self.attached.drain(..).partition(|x| x.state.is_done());
+        self.attached = keep;
+        done
+    }
+
+    /// Which context the calling code runs in, given the span OpenTelemetry has current.
+    fn caller(&self, current: opentelemetry::trace::SpanId) -> Caller<'_> {
+        let Some(top) = self.attached.iter().rev().find(|x| x.span_id == current) else {
+            return Caller::Current(None); // not ours: a foreign span, or nothing of ours is current
+        };
+        let task = tokio::task::try_id();
+        let valid = |a: &Attached| {
+            !a.state.is_done()
+                && match a.owner {
+                    Owner::Frame(f) => self.frames.contains(&f),
+                    Owner::Task(t) => task == Some(t),
+                    Owner::Thread => task.is_none(),
+                }
+        };
+        if valid(top) {
+            return Caller::Current(Some(top));
+        }
+        match self.attached.iter().rev().find(|x| valid(x)) {
+            Some(a) => Caller::Inner(a),
+            None => Caller::Empty,
+        }
     }
 }
 
-impl std::ops::DerefMut for ThreadAttachments {
-    fn deref_mut(&mut self) -> &mut Vec<Attached> {
-        &mut self.0
-    }
+enum Caller<'a> {
+    /// OpenTelemetry's current context (with our attachment of its span, if it is ours).
+    Current(Option<&'a Attached>),
+    /// The current span is ours but not the caller's (finished, or another task's or frame's):
+    /// the innermost attachment that is the caller's.
+    Inner(&'a Attached),
+    /// The current span is not the caller's and no attachment is: no span.
+    Empty,
 }
 
 thread_local! {
-    static ATTACHED: RefCell<ThreadAttachments> = const { RefCell::new(ThreadAttachments(Vec::new())) };
-    /// The `InScope` frames being polled on this thread, innermost last.
-    static FRAMES: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+    static LOCAL: RefCell<ThreadScope> = const { RefCell::new(ThreadScope { attached: Vec::new(), frames: Vec::new() }) };
 }
 
 static NEXT_FRAME: AtomicU64 = AtomicU64::new(1);
 
-fn current_owner() -> Owner {
-    if let Some(frame) = FRAMES.with(|f| f.borrow().last().copied()) {
-        return Owner::Frame(frame);
-    }
-    match tokio::task::try_id() {
-        Some(task) => Owner::Task(task),
-        None => Owner::Thread,
-    }
-}
-
-fn valid(a: &Attached, frames: &[u64], task: Option<tokio::task::Id>) -> bool {
-    if a.state.is_done() {
-        return false;
-    }
-    match a.owner {
-        Owner::Frame(f) => frames.contains(&f),
-        Owner::Task(t) => task == Some(t),
-        Owner::Thread => task.is_none(),
-    }
-}
-
-/// Make `cx` current on this thread for the current owner until [`detach`] (or completion).
-pub(crate) fn attach(cx: &Context, live: &Arc<SpanState>) {
-    purge();
-    attach_purged(cx, live);
+/// Make `live`'s context current on this thread for the current owner until [`detach`] (or
+/// completion).
+pub(crate) fn attach(live: &Arc<SpanState>) {
+    drop(LOCAL.with(|l| l.borrow_mut().take_finished()));
+    attach_purged(live);
 }
 
 /// [`attach`] right after [`caller_context`] (which purged already).
-pub(crate) fn attach_purged(cx: &Context, live: &Arc<SpanState>) {
-    let owner = current_owner();
-    let span_id = cx.span().span_context().span_id();
-    let guard = cx.clone().attach();
-    ATTACHED.with(|a| {
-        a.borrow_mut().push(Attached { owner, state: live.clone(), span_id, cx: cx.clone(), guard: Some(guard) })
+pub(crate) fn attach_purged(live: &Arc<SpanState>) {
+    let span_id = live.cx.span().span_context().span_id();
+    let guard = live.cx.clone().attach();
+    LOCAL.with(|l| {
+        let mut l = l.borrow_mut();
+        let owner = l.owner();
+        l.attached.push(Attached { owner, state: live.clone(), span_id, guard: Some(guard) });
     });
 }
 
 /// Detach `live`'s attachment if it is on this thread (no-op otherwise: its thread purges it).
 pub(crate) fn detach(live: &Arc<SpanState>) {
-    let removed = ATTACHED.with(|a| {
-        let mut list = a.borrow_mut();
+    let removed = LOCAL.with(|l| {
+        let list = &mut l.borrow_mut().attached;
         list.iter().rposition(|x| Arc::ptr_eq(&x.state, live)).map(|i| list.remove(i))
     });
     // Dropped outside the borrow: restoring a context may run span destructors.
     drop(removed);
 }
 
-/// Drop this thread's attachments that are finished. Cheap when there are none.
-fn purge() {
-    let finished: Vec<Attached> = ATTACHED.with(|a| {
-        let mut list = a.borrow_mut();
-        if list.iter().all(|x| !x.state.is_done()) {
-            return Vec::new();
-        }
-        let (done, keep): (Vec<_>, Vec<_>) = list.drain(..).partition(|x| x.state.is_done());
-        **list = keep;
-        done
-    });
-    drop(finished);
-}
-
 /// The context new spans of the calling code descend from: OpenTelemetry's current context,
 /// unless that is an attachment of ours which is finished or belongs to another task or frame
 /// — then the innermost attachment that does belong to the caller, or the empty context.
 pub(crate) fn caller_context() -> Context {
-    purge();
-    let current = Context::current();
-    ATTACHED.with(|a| {
-        let list = a.borrow();
-        if list.is_empty() {
-            return current;
-        }
-        let span_id = current.span().span_context().span_id();
-        let Some(top) = list.iter().rev().find(|x| x.span_id == span_id) else {
-            return current; // not ours: a foreign span, or nothing of ours is current
-        };
-        FRAMES.with(|f| {
-            let frames = f.borrow();
-            let task = tokio::task::try_id();
-            if valid(top, &frames, task) {
-                return current.clone();
-            }
-            list.iter().rev().find(|x| valid(x, &frames, task)).map(|x| x.cx.clone()).unwrap_or_default()
-        })
+    with_caller(|current, caller| match caller {
+        Caller::Current(_) => current.clone(),
+        Caller::Inner(a) => a.state.cx.clone(),
+        Caller::Empty => Context::new(),
     })
 }
 
 /// The context and helixobs state of the span the calling code runs in, for log records: the
 /// state is `None` when the current span is not one of ours (or there is none).
 pub(crate) fn current_state() -> (Context, Option<Arc<SpanState>>) {
-    purge();
-    let current = Context::current();
-    ATTACHED.with(|a| {
-        let list = a.borrow();
-        if list.is_empty() {
-            return (current, None);
-        }
-        let span_id = current.span().span_context().span_id();
-        let Some(top) = list.iter().rev().find(|x| x.span_id == span_id) else {
-            return (current, None);
-        };
-        FRAMES.with(|f| {
-            let frames = f.borrow();
-            let task = tokio::task::try_id();
-            if valid(top, &frames, task) {
-                return (current.clone(), Some(top.state.clone()));
-            }
-            match list.iter().rev().find(|x| valid(x, &frames, task)) {
-                Some(x) => (x.cx.clone(), Some(x.state.clone())),
-                None => (Context::new(), None),
-            }
-        })
+    with_caller(|current, caller| match caller {
+        Caller::Current(a) => (current.clone(), a.map(|a| a.state.clone())),
+        Caller::Inner(a) => (a.state.cx.clone(), Some(a.state.clone())),
+        Caller::Empty => (Context::new(), None),
     })
 }
 
-/// An `in_scope` frame: the context it makes current during each poll, and the attachments
+/// `f` of OpenTelemetry's current context and of what it is for the caller, once attachments
+/// finished elsewhere are detached (that restores the context they were attached over, so it
+/// comes first). One look-up of the thread-local in the usual case (nothing finished).
+fn with_caller<T>(f: impl Fn(&Context, Caller<'_>) -> T) -> T {
+    loop {
+        let (found, finished) = LOCAL.with(|l| {
+            let mut l = l.borrow_mut();
+            let finished = l.take_finished();
+            if !finished.is_empty() {
+                return (None, finished);
+            }
+            let found = Context::map_current(|current| {
+                if l.attached.is_empty() {
+                    return f(current, Caller::Current(None));
+                }
+                f(current, l.caller(current.span().span_context().span_id()))
+            });
+            (Some(found), finished)
+        });
+        // Dropped outside the borrow: restoring a context may run span destructors.
+        drop(finished);
+        if let Some(found) = found {
+            return found;
+        }
+    }
+}
+
+/// An `in_scope` frame: the span it makes current during each poll, and the attachments
 /// made inside it that were still open when a poll returned.
 #[derive(Debug)]
 pub(crate) struct Frame {
     id: u64,
-    cx: Context,
     live: Arc<SpanState>,
-    suspended: Mutex<Vec<(Context, Arc<SpanState>)>>,
+    suspended: Mutex<Vec<Arc<SpanState>>>,
 }
 
 impl Frame {
-    pub(crate) fn new(cx: Context, live: Arc<SpanState>) -> Frame {
-        Frame { id: NEXT_FRAME.fetch_add(1, Ordering::Relaxed), cx, live, suspended: Mutex::new(Vec::new()) }
+    pub(crate) fn new(live: Arc<SpanState>) -> Frame {
+        Frame { id: NEXT_FRAME.fetch_add(1, Ordering::Relaxed), live, suspended: Mutex::new(Vec::new()) }
     }
 
     /// Enter for one poll: the frame's context, then what was open at the end of the last poll.
     fn enter(&self) -> Entered<'_> {
-        FRAMES.with(|f| f.borrow_mut().push(self.id));
-        attach(&self.cx, &self.live);
+        LOCAL.with(|l| l.borrow_mut().frames.push(self.id));
+        attach(&self.live);
         let resumed = std::mem::take(&mut *self.suspended.lock().unwrap_or_else(|e| e.into_inner()));
-        for (cx, live) in resumed {
+        for live in resumed {
             if !live.is_done() {
-                attach(&cx, &live);
+                attach(&live);
             }
         }
         Entered { frame: self }
@@ -265,17 +281,17 @@ struct Entered<'a> {
 impl Drop for Entered<'_> {
     fn drop(&mut self) {
         let id = self.frame.id;
-        let mine: Vec<Attached> = ATTACHED.with(|a| {
-            let mut list = a.borrow_mut();
+        let mine: Vec<Attached> = LOCAL.with(|l| {
+            let list = &mut l.borrow_mut().attached;
             let (mine, keep): (Vec<_>, Vec<_>) = list.drain(..).partition(|x| x.owner == Owner::Frame(id));
-            **list = keep;
+            *list = keep;
             mine
         });
         let mut suspended = Vec::new();
         for x in mine.iter().rev() {
             // The frame's own context is attached afresh at every poll.
             if !x.state.is_done() && !Arc::ptr_eq(&x.state, &self.frame.live) {
-                suspended.push((x.cx.clone(), x.state.clone()));
+                suspended.push(x.state.clone());
             }
         }
         suspended.reverse();
@@ -284,8 +300,8 @@ impl Drop for Entered<'_> {
         for x in mine.into_iter().rev() {
             drop(x);
         }
-        FRAMES.with(|f| {
-            let mut frames = f.borrow_mut();
+        LOCAL.with(|l| {
+            let frames = &mut l.borrow_mut().frames;
             if let Some(i) = frames.iter().rposition(|&x| x == id) {
                 frames.remove(i);
             }
@@ -302,7 +318,7 @@ pub(crate) enum Ending {
     Span(crate::SpanGuard),
     /// `Token::scope`: the token stays with its owner, who completes it — unless the future
     /// panics: then the span ends here with `helix.error`, and the token's own end is a no-op.
-    Borrowed(Context, Arc<SpanState>),
+    Borrowed(Arc<SpanState>),
 }
 
 impl Ending {
@@ -314,10 +330,10 @@ impl Ending {
         match self {
             Ending::Token(token) => token.fail_panicked(),
             Ending::Span(span) => span.fail_panicked(),
-            Ending::Borrowed(cx, state) => {
+            Ending::Borrowed(state) => {
                 if state.finish() {
-                    crate::token::record_error(&cx, crate::value::key_values(crate::panic::error_metadata()));
-                    cx.span().end();
+                    crate::token::record_error(&state.cx, crate::value::key_values(crate::panic::error_metadata()));
+                    state.cx.span().end();
                     detach(&state);
                 }
             }
@@ -355,8 +371,8 @@ impl<F> std::fmt::Debug for InScope<F> {
 }
 
 impl<F> InScope<F> {
-    pub(crate) fn new(inner: F, cx: Context, state: Arc<SpanState>, end: Ending) -> Self {
-        InScope { inner, frame: Frame::new(cx, state), end: Some(end) }
+    pub(crate) fn new(inner: F, state: Arc<SpanState>, end: Ending) -> Self {
+        InScope { inner, frame: Frame::new(state), end: Some(end) }
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use opentelemetry::trace::{SpanContext, SpanKind, Status, TraceContextExt, Tracer};
 use opentelemetry::{Context, Key, KeyValue};
 
+use crate::instrument::Inner;
 use crate::scope::{self, Ending, InScope, SpanState};
 use crate::value::{key_values, IntoValue};
 
@@ -19,7 +20,6 @@ use crate::value::{key_values, IntoValue};
 #[must_use = "the span ends when this guard is dropped: bind it, e.g. `let _filter = tel.child_span(\"filter\");`"]
 #[derive(Debug)]
 pub struct SpanGuard {
-    cx: Context,
     state: Arc<SpanState>,
 }
 
@@ -31,25 +31,26 @@ impl SpanGuard {
         parent: &Context,
         caller: &Context,
         attributes: Vec<KeyValue>,
-        state: Arc<SpanState>,
+        log_entity: Option<Arc<str>>,
+        inner: &Inner,
     ) -> SpanGuard {
         let span = tracer
             .span_builder(name)
             .with_kind(SpanKind::Internal)
             .with_attributes(attributes)
             .start_with_context(tracer, parent);
-        SpanGuard { cx: caller.with_span(span), state }
+        SpanGuard { state: SpanState::new(caller.with_span(span), log_entity, inner) }
     }
 
     pub(crate) fn attached(self) -> SpanGuard {
-        scope::attach_purged(&self.cx, &self.state);
+        scope::attach_purged(&self.state);
         self
     }
 
     /// Add an attribute to the span.
     pub fn set_attribute(&self, key: impl Into<Key>, value: impl IntoValue) {
         if !self.state.is_done() {
-            self.cx.span().set_attribute(KeyValue::new(key.into(), value.into_value()));
+            self.state.cx.span().set_attribute(KeyValue::new(key.into(), value.into_value()));
         }
     }
 
@@ -60,18 +61,18 @@ impl SpanGuard {
         V: IntoValue,
     {
         if !self.state.is_done() {
-            self.cx.span().add_event(name, key_values(attributes));
+            self.state.cx.span().add_event(name, key_values(attributes));
         }
     }
 
     /// The span's trace and span IDs.
     pub fn span_context(&self) -> SpanContext {
-        self.cx.span().span_context().clone()
+        self.state.cx.span().span_context().clone()
     }
 
     /// The OpenTelemetry context with this span.
     pub fn context(&self) -> &Context {
-        &self.cx
+        &self.state.cx
     }
 
     /// Run `future` inside this span (current at every poll, on whatever thread polls it) and
@@ -79,8 +80,8 @@ impl SpanGuard {
     pub fn in_scope<F: Future>(self, future: F) -> InScope<F> {
         // Current for the future only, not for the code around it.
         scope::detach(&self.state);
-        let (cx, state) = (self.cx.clone(), self.state.clone());
-        InScope::new(future, cx, state, Ending::Span(self))
+        let state = self.state.clone();
+        InScope::new(future, state, Ending::Span(self))
     }
 
     /// End the span now.
@@ -94,7 +95,7 @@ impl SpanGuard {
         if !self.state.finish() {
             return;
         }
-        let span = self.cx.span();
+        let span = self.state.cx.span();
         if panicked {
             let message = crate::panic::error_metadata().pop().map(|(_, m)| m).unwrap_or_default();
             span.set_status(Status::error(format!("panic: {message}")));

@@ -5,10 +5,11 @@ use std::future::Future;
 use std::sync::Arc;
 
 use helix_model::keys;
-use opentelemetry::trace::{Link, SpanContext, SpanKind, Status, TraceContextExt, Tracer};
+use opentelemetry::trace::{Link, Span as _, SpanBuilder, SpanContext, SpanKind, Status, TraceContextExt, Tracer};
 use opentelemetry::{Context, Key, KeyValue, StringValue, Value};
 
 use crate::instrument::Inner;
+use crate::registry::Registry;
 use crate::scope::{self, Ending, InScope, SpanState};
 use crate::value::{key_values, IntoValue};
 
@@ -34,12 +35,14 @@ pub struct TokenBuilder {
     entity: Option<Arc<str>>,
     /// Comma-joined, as sent (`helix.parent.ids`); the herald splits on commas too.
     parents: String,
+    /// How many IDs `parents` holds (so the usual single parent is looked up without a split).
+    parent_count: usize,
     attributes: Vec<KeyValue>,
 }
 
 impl TokenBuilder {
     pub(crate) fn new(inner: Arc<Inner>, kind: Kind, name: Cow<'static, str>, entity: Option<Arc<str>>) -> Self {
-        TokenBuilder { inner, kind, name, entity, parents: String::new(), attributes: Vec::new() }
+        TokenBuilder { inner, kind, name, entity, parents: String::new(), parent_count: 0, attributes: Vec::new() }
     }
 
     /// The entities this one was made from, in order (every one is recorded; empty IDs are
@@ -63,6 +66,7 @@ impl TokenBuilder {
                 self.parents.push(',');
                 self.parents.push_str(parent);
             }
+            self.parent_count += 1;
         }
         self
     }
@@ -84,7 +88,7 @@ impl TokenBuilder {
     pub fn start(self) -> Token {
         let parent = scope::caller_context();
         let token = self.begin(&parent);
-        scope::attach_purged(&token.cx, &token.state);
+        scope::attach_purged(&token.state);
         token
     }
 
@@ -94,8 +98,8 @@ impl TokenBuilder {
     pub fn in_scope<F: Future>(self, future: F) -> InScope<F> {
         let parent = scope::caller_context();
         let token = self.begin(&parent);
-        let (cx, state) = (token.cx.clone(), token.state.clone());
-        InScope::new(future, cx, state, Ending::Token(token))
+        let state = token.state.clone();
+        InScope::new(future, state, Ending::Token(token))
     }
 
     /// Started, current nowhere yet (the attribute macros make it current with `Token::scope`).
@@ -112,7 +116,8 @@ impl TokenBuilder {
         if let Some(id) = &entity {
             attributes.push(KeyValue::new(keys::ENTITY_ID, Value::String(StringValue::from(id.clone()))));
         }
-        attributes.push(inner.instrument_attr.clone());
+        attributes.push(KeyValue::new(keys::INSTRUMENT_ID, inner.instrument_id));
+        let new_trace;
         let parent_for_span = match self.kind {
             Kind::Create => {
                 if entity.is_none() {
@@ -123,10 +128,10 @@ impl TokenBuilder {
                     );
                 }
                 if !self.parents.is_empty() {
-                    links = parent_links(&inner, &self.parents);
+                    links = parent_links(&inner.registry, &self.parents, self.parent_count);
                     attributes.push(KeyValue::new(keys::PARENT_IDS, self.parents));
                 }
-                parent.clone()
+                parent
             }
             Kind::Operate => {
                 if entity.is_some() {
@@ -136,35 +141,43 @@ impl TokenBuilder {
                     attributes.push(KeyValue::new(keys::PARENT_IDS, self.parents));
                 }
                 // An operation is always its own trace.
-                Context::new()
+                new_trace = Context::new();
+                &new_trace
             }
         };
-        if let Some(process) = &inner.process_attr {
-            attributes.push(process.clone());
+        if let Some(process) = inner.process_name {
+            attributes.push(KeyValue::new(keys::PROCESS_NAME, process));
         }
-        attributes.extend(self.attributes);
-        let mut builder =
-            inner.tracer.span_builder(self.name.clone()).with_kind(SpanKind::Internal).with_attributes(attributes);
+        if !self.attributes.is_empty() {
+            attributes.extend(self.attributes);
+        }
+        // Filled in place: the builder is large, and each `with_*` moves it.
+        let mut builder = SpanBuilder::from_name(self.name.clone());
+        builder.span_kind = Some(SpanKind::Internal);
+        builder.attributes = Some(attributes);
         if !links.is_empty() {
-            builder = builder.with_links(links);
+            builder.links = Some(links);
         }
-        let span = builder.start_with_context(&inner.tracer, &parent_for_span);
-        let cx = parent.with_span(span);
+        let span = inner.tracer.build_with_context(builder, parent_for_span);
         if self.kind == Kind::Create {
             if let Some(id) = &entity {
-                inner.registry.put(id.clone(), cx.span().span_context());
+                inner.registry.put(id, span.span_context());
             }
         }
-        let state = SpanState::new(entity, inner);
-        Token { cx, state, kind: self.kind, name: self.name }
+        let state = SpanState::new(parent.with_span(span), entity, &inner);
+        Token { state, inner, kind: self.kind, name: self.name }
     }
 }
 
 /// Links to the parents this instrument created itself (each span once).
-fn parent_links(inner: &Inner, parents: &str) -> Vec<Link> {
+fn parent_links(registry: &Registry, parents: &str, count: usize) -> Vec<Link> {
+    if count == 1 {
+        // The usual single parent, without the splitting machinery.
+        return registry.get(parents).map(|sc| vec![Link::with_context(sc)]).unwrap_or_default();
+    }
     let mut links: Vec<Link> = Vec::new();
     for parent in parents.split(',') {
-        if let Some(sc) = inner.registry.get(parent) {
+        if let Some(sc) = registry.get(parent) {
             if !links.iter().any(|l| l.span_context == sc) {
                 links.push(Link::with_context(sc));
             }
@@ -181,8 +194,9 @@ fn parent_links(inner: &Inner, parents: &str) -> Vec<Link> {
 /// `Send`: it may be completed on another thread than the one that started it.
 #[derive(Debug)]
 pub struct Token {
-    cx: Context,
     state: Arc<SpanState>,
+    /// For `set_entity_id` on a creation (the registry of created entities).
+    inner: Arc<Inner>,
     kind: Kind,
     name: Cow<'static, str>,
 }
@@ -192,7 +206,7 @@ impl Token {
     /// stores it with the entity (creations) or the operation.
     pub fn set_attribute(&self, key: impl Into<Key>, value: impl IntoValue) {
         if !self.state.is_done() {
-            self.cx.span().set_attribute(KeyValue::new(key.into(), value.into_value()));
+            self.state.cx.span().set_attribute(KeyValue::new(key.into(), value.into_value()));
         }
     }
 
@@ -204,7 +218,7 @@ impl Token {
         V: IntoValue,
     {
         if !self.state.is_done() {
-            self.cx.span().add_event(name, key_values(attributes));
+            self.state.cx.span().add_event(name, key_values(attributes));
         }
     }
 
@@ -216,7 +230,7 @@ impl Token {
         V: IntoValue,
     {
         if !self.state.is_done() {
-            record_error(&self.cx, key_values(metadata));
+            record_error(&self.state.cx, key_values(metadata));
         }
     }
 
@@ -232,11 +246,11 @@ impl Token {
         if self.state.is_done() {
             return;
         }
-        let span = self.cx.span();
+        let span = self.state.cx.span();
         span.set_attribute(KeyValue::new(keys::ENTITY_ID, Value::String(StringValue::from(id.clone()))));
         match self.kind {
             Kind::Operate => span.set_attribute(KeyValue::new(keys::IS_OPERATION, "true")),
-            Kind::Create => self.state.inner.registry.put(id.clone(), span.span_context()),
+            Kind::Create => self.inner.registry.put(&id, span.span_context()),
         }
         self.state.set_entity(id);
     }
@@ -248,19 +262,19 @@ impl Token {
 
     /// The span's trace and span IDs.
     pub fn span_context(&self) -> SpanContext {
-        self.cx.span().span_context().clone()
+        self.state.cx.span().span_context().clone()
     }
 
     /// The OpenTelemetry context with this step's span, e.g. to parent spans of other
     /// instrumentation explicitly.
     pub fn context(&self) -> &Context {
-        &self.cx
+        &self.state.cx
     }
 
     /// Run `future` with this step current at every poll (on whatever thread polls it), for
     /// async code that needs the token itself; the token is not completed by the future.
     pub fn scope<F: Future>(&self, future: F) -> InScope<F> {
-        InScope::new(future, self.cx.clone(), self.state.clone(), Ending::Borrowed(self.cx.clone(), self.state.clone()))
+        InScope::new(future, self.state.clone(), Ending::Borrowed(self.state.clone()))
     }
 
     /// End the step successfully.
@@ -296,12 +310,12 @@ impl Token {
         if !self.state.finish() {
             return;
         }
-        let span = self.cx.span();
+        let span = self.state.cx.span();
         if !metadata.is_empty() {
             span.set_attributes(metadata);
         }
         if let Some(error) = error {
-            record_error(&self.cx, error);
+            record_error(&self.state.cx, error);
         }
         if self.kind == Kind::Operate && self.state.entity().is_none() {
             tracing::warn!(
