@@ -126,6 +126,10 @@ mod tests {
         assert!(r.get("block-003").is_none());
         r.put("block-001", &sc(3)); // re-created: the newer span wins
         assert_eq!(r.get("block-001").map(|s| s.span_id()), Some(sc(3).span_id()));
+        // IDs that differ only in the middle are told apart.
+        r.put("run-2026/beam-0001/block-000017", &sc(4));
+        assert_eq!(r.get("run-2026/beam-0001/block-000017").map(|s| s.span_id()), Some(sc(4).span_id()));
+        assert!(r.get("run-2026/beam-0002/block-000017").is_none());
     }
 
     #[test]

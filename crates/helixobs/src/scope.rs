@@ -120,10 +120,16 @@ impl ThreadScope {
     /// Take out the attachments that are finished (no allocation when there are none); the
     /// caller drops them once the borrow has ended, since restoring a context may run span
     /// destructors.
+    #[inline]
     fn take_finished(&mut self) -> Vec<Attached> {
         if self.attached.iter().all(|x| !x.state.is_done()) {
             return Vec::new();
         }
+        self.split_finished()
+    }
+
+    #[cold]
+    fn split_finished(&mut self) -> Vec<Attached> {
         let (done, keep): (Vec<_>, Vec<_>) = self.attached.drain(..).partition(|x| x.state.is_done());
         self.attached = keep;
         done
