@@ -128,7 +128,7 @@ def test_published_scenario_span_shapes(scenario: str, otlp: OtlpReceiver) -> No
         ours.remove(mine)
         pub_keys, my_keys = set(pub["attributes"]), set(mine.attributes)
         if OPERATION in pub["attributes"] or OPERATION in mine.attributes:
-            # Fix: we also stamp the process name on operations ...
+            # Fix: we also stamp the process name on operations whose resource lacks it ...
             if "helix.process.name" not in pub_keys:
                 my_keys.discard("helix.process.name")
             # ... and an operation that never got an entity ID is a plain span.

@@ -12,11 +12,15 @@ log record inside a block does not re-read span attributes and re-format IDs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
+from contextvars import Token as CvToken
+from typing import cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.trace import Link, Span, SpanContext, Status, StatusCode
 from opentelemetry.util import types
 
@@ -25,8 +29,48 @@ from ._attrs import ENTITY_ID, INSTRUMENT_ID, LOG_ENTITY_ID, LOG_FIELD_KEYS, PRO
 # (entity, instrument, process, trace id as 32 hex, span id as 16 hex); "" where absent.
 LogFields = tuple[str, str, str, str, str]
 
-_get_current = otel_context.get_current
 _get_current_span = trace.get_current_span
+
+
+def _context_ops() -> tuple[
+    Callable[[], Context],
+    Callable[[Context], CvToken[Context]],
+    Callable[[CvToken[Context]], None],
+]:
+    """`get_current`, `attach` and the reset behind `detach`, as cheap as they can be.
+
+    OpenTelemetry's default runtime context keeps the current `Context` in one
+    `ContextVar`, reached through two Python calls per operation; when that is the runtime
+    in use (checked through the public API, as `_find_span_key` does), the variable's own
+    methods do the same in one C call. Any other runtime (``OTEL_PYTHON_CONTEXT``) keeps
+    the public functions.
+    """
+    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+    var = getattr(runtime, "_current_context", None)
+    if type(runtime) is ContextVarsRuntimeContext and isinstance(var, ContextVar):
+        probe = Context({"helixobs.probe": True})
+        token = otel_context.attach(probe)
+        try:
+            same = var.get() is probe and otel_context.get_current() is probe
+        finally:
+            otel_context.detach(token)
+        if same and otel_context.get_current() is not probe:
+            return cast(Callable[[], Context], var.get), var.set, var.reset
+    return otel_context.get_current, otel_context.attach, otel_context.detach
+
+
+# `reset` raises where OpenTelemetry's `detach` logs (a token used twice, or in another
+# context): callers go through `detach` below, or catch and hand it to `detach`.
+get_current, attach, reset = _context_ops()
+_get_current = get_current
+
+
+def detach(token: CvToken[Context]) -> None:
+    """`opentelemetry.context.detach`: restore the context `token` replaced."""
+    try:
+        reset(token)
+    except Exception:  # what OpenTelemetry does: log it, never raise into the caller
+        otel_context.detach(token)
 
 
 def _find_span_key() -> str:
@@ -60,12 +104,13 @@ class ScopedSpan(Span):
 
     # `_span` is None once closed. `_fields` caches the span's LogFields (None: not yet
     # computed, or invalidated by an attribute write through this package).
+    # No __init__: a Python-level constructor costs more than the rest of the wrapper on
+    # the hot paths that make one per span, so they set the three fields themselves
+    # (`scoped_span()` elsewhere).
     __slots__ = ("_span", "_fallback", "_fields")
-
-    def __init__(self, span: Span, fallback: Context) -> None:
-        self._span: Span | None = span
-        self._fallback = fallback
-        self._fields: LogFields | None = None
+    _span: Span | None
+    _fallback: Context
+    _fields: LogFields | None
 
     @property
     def closed(self) -> bool:
@@ -138,6 +183,13 @@ class ScopedSpan(Span):
         return f"ScopedSpan({state}, {self.target()!r})"
 
 
+def scoped_span(span: Span, fallback: Context) -> ScopedSpan:
+    """A wrapper of `span`, standing for `fallback`'s span once closed."""
+    scoped = ScopedSpan()
+    scoped._span, scoped._fallback, scoped._fields = span, fallback, None
+    return scoped
+
+
 def effective_context(ctx: Context | None = None) -> Context:
     """The given (or current) context with closed wrappers peeled off the top."""
     if ctx is None:
@@ -163,7 +215,13 @@ def _fields_of(span: Span) -> LogFields | None:
     attrs = getattr(span, "attributes", None) or {}
     entity = attrs.get(ENTITY_ID) or attrs.get(LOG_ENTITY_ID) or ""
     instrument = attrs.get(INSTRUMENT_ID) or ""
-    process = attrs.get(PROCESS_NAME) or ""
+    process = attrs.get(PROCESS_NAME)
+    if not process:
+        # Operation spans leave it to the resource when the resource says it (the wire
+        # contract's fallback), as the herald reads it.
+        resource = getattr(span, "resource", None)
+        process = resource.attributes.get(PROCESS_NAME) if resource is not None else None
+        process = process or ""
     return (
         str(entity),
         str(instrument),

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from contextvars import Token as CvToken
 from types import TracebackType
 from typing import Any, ClassVar
 
-from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import NonRecordingSpan, Span, StatusCode, Tracer
@@ -17,15 +17,22 @@ from ._auth import Credential, TokenSource
 from ._export import ForkSafeSpanProcessor, batch_span_processor_factory, resolve_target
 from ._registry import REGISTRY
 from ._resource import build_resource
-from ._scope import SPAN_KEY, ScopedSpan, context_with, current_log_fields, effective_context
+from ._scope import (
+    SPAN_KEY,
+    ScopedSpan,
+    context_with,
+    current_log_fields,
+    effective_context,
+)
+from ._scope import attach as _attach
+from ._scope import detach as _detach
+from ._scope import get_current as _get_current
+from ._scope import reset as _reset
 from .logging import flush_logs
 from .token import IdSpec, ParentsSpec, Token
 
 _log = logging.getLogger("helixobs")
 
-_get_current = otel_context.get_current
-_attach = otel_context.attach
-_detach = otel_context.detach
 
 TRACER_NAME = "helixobs"
 
@@ -52,7 +59,7 @@ class _SpanBlock:
         self._attributes = attributes
         self._span: Span | None = None
         self._scoped: ScopedSpan | None = None
-        self._token: object | None = None
+        self._token: CvToken[Context] | None = None
 
     def __enter__(self) -> Span:
         caller = _get_current()
@@ -62,7 +69,8 @@ class _SpanBlock:
         parent = caller if self._parent is None else self._parent
         span = self._tracer.start_span(self._name, context=parent, attributes=self._attributes)
         self._span = span
-        scoped = ScopedSpan(span, caller)
+        scoped = ScopedSpan()  # see ScopedSpan: no __init__, fields set here
+        scoped._span, scoped._fallback, scoped._fields = span, caller, None
         self._scoped = scoped
         values = caller.copy()  # _scope.context_with(), inlined on this hot path
         values[SPAN_KEY] = scoped
@@ -85,8 +93,12 @@ class _SpanBlock:
         finally:
             if self._scoped is not None:
                 self._scoped.close()
-            if self._token is not None:
-                _detach(self._token)  # type: ignore[arg-type]
+            token = self._token
+            if token is not None:
+                try:  # _detach(token), without its call on this hot path
+                    _reset(token)
+                except Exception:
+                    _detach(token)
 
     async def __aenter__(self) -> Span:
         return self.__enter__()
@@ -161,6 +173,14 @@ class Instrument:
             )
         self.token_source = token_source
         self._provider = tracer_provider
+        # Operation spans carry the process name only when the provider's resource does not
+        # already say it (the wire contract's fallback): one attribute less per operation.
+        # Creation spans always carry it (the client contract).
+        resource = getattr(tracer_provider, "resource", None)
+        resource_process = resource.attributes.get(A.PROCESS_NAME) if resource else None
+        self.operation_process_name: str | None = (
+            None if resource_process == self.process_name else self.process_name
+        )
         # A plain attribute, not a property: tokens read it for every span.
         self.tracer: Tracer = tracer_provider.get_tracer(TRACER_NAME)
         self._log_flush: Callable[[int], Any] | None = None

@@ -8,12 +8,12 @@ import logging
 import os
 import threading
 from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping
+from contextvars import Token as CvToken
 from types import TracebackType
 from typing import Any, Literal, Protocol, TypeVar, cast
 
-from opentelemetry import context as otel_context
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanContext, StatusCode, Tracer
+from opentelemetry.trace import Span, SpanContext, SpanKind, StatusCode, Tracer
 
 from . import _attrs as A
 from ._attrs import (
@@ -27,6 +27,10 @@ from ._attrs import (
 )
 from ._registry import REGISTRY
 from ._scope import SPAN_KEY, ScopedSpan, effective_context
+from ._scope import attach as _attach
+from ._scope import detach as _detach
+from ._scope import get_current as _get_current
+from ._scope import reset as _reset
 
 _log = logging.getLogger("helixobs")
 
@@ -51,11 +55,15 @@ class SpanSource(Protocol):
     def process_name(self) -> str | None: ...
 
     @property
+    def operation_process_name(self) -> str | None: ...
+
+    @property
     def tracer(self) -> Tracer: ...
 
 
-# Guards every token's started/finished flags and its pre-start attribute buffer: the
-# critical sections are a few attribute reads, so one lock beats allocating one per token.
+# Guards every token's started flag and its pre-start attribute buffer: the critical
+# sections are a few attribute reads, so one lock beats allocating one per token.
+# (Completion needs no lock: it pops the token's one-item `_open` list.)
 # A thread may hold it at fork time; the child gets a fresh one.
 _LOCK = threading.Lock()
 
@@ -68,11 +76,9 @@ def _reinit_lock_after_fork() -> None:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reinit_lock_after_fork)
 
-_get_current = otel_context.get_current
-_attach = otel_context.attach
-_detach = otel_context.detach
 # Operations start a new trace: their parent is the empty context (immutable, so shared).
 _ROOT_CONTEXT = Context()
+_INTERNAL = SpanKind.INTERNAL
 
 _NOT_STARTED = (
     "Token.{method}() called before start(): use the token as a context manager "
@@ -155,6 +161,9 @@ def _open_span(
             links = REGISTRY.links_to(parents)
         else:
             attributes = {ENTITY_ID: entity_id, INSTRUMENT_ID: inst.instrument_id}
+        process_name = inst.process_name
+        if process_name:
+            attributes[PROCESS_NAME] = process_name
         parent_ctx = caller_ctx
     else:
         if entity_id:
@@ -167,15 +176,16 @@ def _open_span(
             entity_id = None
             attributes = {INSTRUMENT_ID: inst.instrument_id}
         parent_ctx = _ROOT_CONTEXT  # operations are always their own trace
-    process_name = inst.process_name
-    if process_name:
-        attributes[PROCESS_NAME] = process_name
+        process_name = inst.operation_process_name
+        if process_name:
+            attributes[PROCESS_NAME] = process_name
     if pending:
         attributes.update(pending)
-    span = inst.tracer.start_span(name, context=parent_ctx, attributes=attributes, links=links)
+    span = inst.tracer.start_span(name, parent_ctx, _INTERNAL, attributes, links)
     if entity_id is not None and kind == "create":
         REGISTRY.put(entity_id, span.get_span_context())
-    scoped = ScopedSpan(span, caller_ctx)
+    scoped = ScopedSpan()  # see ScopedSpan: no __init__, fields set here
+    scoped._span, scoped._fallback, scoped._fields = span, caller_ctx, None
     values = caller_ctx.copy()  # _scope.context_with(), inlined on this hot path
     values[SPAN_KEY] = scoped
     return span, scoped, Context(values), entity_id
@@ -223,6 +233,7 @@ class Token:
         "_scoped",
         "_started",
         "_finished",
+        "_open",
         "_pending",
         "_scope_token",
     )
@@ -268,7 +279,7 @@ class Token:
         self._started = False
         self._finished = False
         self._pending: dict[str, Any] | None = None
-        self._scope_token: object | None = None
+        self._scope_token: CvToken[Context] | None = None
 
     # --- introspection -------------------------------------------------------------------
     @property
@@ -347,7 +358,10 @@ class Token:
         """Start the span; return the context that makes it current (not attached)."""
         lock = _LOCK
         lock.acquire()
-        started, self._started = self._started, True
+        started = self._started
+        if not started:
+            self._open = [None]  # before `_started`: a completion pops it (see `_finish`)
+            self._started = True
         lock.release()
         if started:
             raise RuntimeError(
@@ -387,17 +401,15 @@ class Token:
         error: Mapping[str, Any] | None,
         exc: BaseException | None = None,
     ) -> None:
-        lock = _LOCK
-        lock.acquire()
-        started, finished = self._started, self._finished
-        if started:
-            self._finished = True
-        lock.release()
-        if not started:
+        if not self._started:
             method = "complete" if error is None else "error"
             raise RuntimeError(_NOT_STARTED.format(method=method))
-        if finished:
-            return
+        try:
+            # One C call, atomic: of two completions (any threads) exactly one gets on.
+            self._open.pop()
+        except IndexError:
+            return  # finished already
+        self._finished = True
         span, scoped = self._span, self._scoped
         if span is None or scoped is None:  # start() failed half-way (its error was raised)
             return
@@ -517,25 +529,27 @@ class Token:
                 self._finish(None, exception_metadata(exc), exc)
                 return
             # `_finish(None, None)` inlined: this is the path of every `with` block.
-            lock = _LOCK
-            lock.acquire()
-            started, finished = self._started, self._finished
-            if started:
-                self._finished = True
-            lock.release()
-            if not started:
+            if not self._started:
                 raise RuntimeError(_NOT_STARTED.format(method="complete"))
+            try:
+                self._open.pop()
+            except IndexError:
+                return  # finished already
+            self._finished = True
             span, scoped = self._span, self._scoped
-            if finished or span is None or scoped is None:
+            if span is None or scoped is None:
                 return
             if self._entity_id is None and self._kind == "operate":
                 _warn_without_entity(self._name)
             span.end()
-            scoped.close()
+            scoped._span = scoped._fields = None  # scoped.close(), inlined
         finally:
             scope_token = self._scope_token
             if scope_token is not None:
-                _detach(scope_token)  # type: ignore[arg-type]
+                try:  # _detach(scope_token), without its call on this hot path
+                    _reset(scope_token)
+                except Exception:
+                    _detach(scope_token)
 
     async def __aenter__(self) -> Token:
         return self.__enter__()
@@ -612,7 +626,10 @@ class Token:
                     span.end()
                     scoped.close()
             finally:
-                _detach(scope)
+                try:  # _detach(scope), without its call on this hot path
+                    _reset(scope)
+                except Exception:
+                    _detach(scope)
 
         return wrapper
 
@@ -637,7 +654,10 @@ class Token:
                     span.end()
                     scoped.close()
             finally:
-                _detach(scope)
+                try:  # _detach(scope), without its call on this hot path
+                    _reset(scope)
+                except Exception:
+                    _detach(scope)
 
         return wrapper
 
@@ -671,7 +691,7 @@ def _traced_generator(token: Token, gen: Generator[Any, Any, Any]) -> Generator[
     to_send: Any = None
     to_throw: BaseException | None = None
     while True:
-        scope = otel_context.attach(ctx)
+        scope = _attach(ctx)
         try:
             item = gen.throw(to_throw) if to_throw is not None else gen.send(to_send)
         except StopIteration as stop:
@@ -681,17 +701,20 @@ def _traced_generator(token: Token, gen: Generator[Any, Any, Any]) -> Generator[
             token._finish(None, exception_metadata(exc), exc)
             raise
         finally:
-            otel_context.detach(scope)
+            _detach(scope)
         to_send, to_throw = None, None
         try:
             to_send = yield item
         except GeneratorExit:
             # Consumer stopped early: close the body under the span, count it as done.
-            scope = otel_context.attach(ctx)
+            scope = _attach(ctx)
             try:
                 gen.close()
             finally:
-                otel_context.detach(scope)
+                try:  # _detach(scope), without its call on this hot path
+                    _reset(scope)
+                except Exception:
+                    _detach(scope)
                 token._finish(None, None)
             raise
         except BaseException as exc:
@@ -706,7 +729,7 @@ async def _traced_async_generator(
     to_send: Any = None
     to_throw: BaseException | None = None
     while True:
-        scope = otel_context.attach(ctx)
+        scope = _attach(ctx)
         try:
             if to_throw is not None:
                 item = await agen.athrow(to_throw)
@@ -719,16 +742,19 @@ async def _traced_async_generator(
             token._finish(None, exception_metadata(exc), exc)
             raise
         finally:
-            otel_context.detach(scope)
+            _detach(scope)
         to_send, to_throw = None, None
         try:
             to_send = yield item
         except GeneratorExit:
-            scope = otel_context.attach(ctx)
+            scope = _attach(ctx)
             try:
                 await agen.aclose()
             finally:
-                otel_context.detach(scope)
+                try:  # _detach(scope), without its call on this hot path
+                    _reset(scope)
+                except Exception:
+                    _detach(scope)
                 token._finish(None, None)
             raise
         except BaseException as exc:
