@@ -164,6 +164,13 @@ def test_context_manager_tip_logs_carry_the_entity(tel_herald: Instrument, heral
     assert re.match(r"^tests/test_e2e_seed\.py#L\d+$", attrs["helix_source"])
     assert rows["archiving"]["trace_id"] == archive["trace_id"]
     assert rows["archiving"]["attributes"]["helix_entity_id"] == "candidate-42"
+    # The operation span leaves the process name to the resource (which says it): its log
+    # line and its stored span still name the process.
+    assert rows["archiving"]["attributes"]["helix_process_name"] == "MY_INST/ingest"
+    spans = herald.api(f"/api/v1/trace/{archive['trace_id']}")["spans"]
+    assert [(s["name"], s["process_name"]) for s in spans] == [("archive", "MY_INST/ingest")]
+    assert "helix.process.name" not in spans[0]["attributes"]
+    assert spans[0]["resource"]["helix.process.name"] == "MY_INST/ingest"
 
 
 # --- Decorator ---------------------------------------------------------------------------
@@ -178,8 +185,7 @@ def test_decorator_examples(tel_herald: Instrument, herald: Herald) -> None:
     search_block("candidate-42")
 
     @tel.operate("daily-report", entity_id="report-2026-05-20")
-    def generate_report():
-        ...
+    def generate_report(): ...
 
     generate_report()
     search_block("candidate-43")  # a fresh token (and entity) per call
@@ -190,9 +196,9 @@ def test_decorator_examples(tel_herald: Instrument, herald: Herald) -> None:
         cand = created(herald, cid)
         assert cand["stage"] == "search"
         assert cand["parent_ids"] == []
-    assert created(herald, "candidate-42")["trace_id"] != created(herald, "candidate-43")[
-        "trace_id"
-    ]
+    assert (
+        created(herald, "candidate-42")["trace_id"] != created(herald, "candidate-43")["trace_id"]
+    )
     report = herald.entity("report-2026-05-20")["entity"]
     assert report["placeholder"] is True
     ops = herald.operations("report-2026-05-20")
@@ -580,7 +586,7 @@ def test_plain_trace_example(tel_herald: Instrument, herald: Herald) -> None:
             verify_token(request)
         with tel.child_span("db-query"):
             result = db.query(...)
-        log.info("request complete")    # otel_trace_id present → filterable in Loki
+        log.info("request complete")  # otel_trace_id present → filterable in Loki
     assert result == []
     assert tel.flush()
     assert herald.entities(instrument="MY_INST") == []

@@ -468,3 +468,38 @@ def test_token_repr_and_type(mem: Memory) -> None:
     tok = mem.tel.create("x", id="c")
     assert isinstance(tok, Token)
     assert "new" in repr(tok)
+
+
+def test_operations_leave_the_process_name_to_a_resource_that_says_it() -> None:
+    """Operation spans carry helix.process.name only when their resource does not."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from helixobs import Instrument
+    from helixobs._scope import current_log_fields
+
+    def spans_with(resource: Resource) -> dict[str, Any]:
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider(resource=resource)
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        tel = Instrument(
+            "svc", instrument_id="MY_INST", process_name="MY_INST/ingest", tracer_provider=provider
+        )
+        with tel.operate("archive", entity_id="event-7"):
+            fields = current_log_fields()
+        with tel.create("ingest", id="block-1"):
+            pass
+        return {s.name: dict(s.attributes or {}) for s in exporter.get_finished_spans()} | {
+            "fields": fields
+        }
+
+    said = spans_with(Resource.create({"helix.process.name": "MY_INST/ingest"}))
+    assert "helix.process.name" not in said["archive"]
+    assert said["ingest"]["helix.process.name"] == "MY_INST/ingest"  # creations always
+    assert said["fields"] is not None and said["fields"][2] == "MY_INST/ingest"
+    other = spans_with(Resource.create({"helix.process.name": "MY_INST/other"}))
+    assert other["archive"]["helix.process.name"] == "MY_INST/ingest"
+    silent = spans_with(Resource.create({}))
+    assert silent["archive"]["helix.process.name"] == "MY_INST/ingest"
