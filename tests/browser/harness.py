@@ -1,6 +1,7 @@
-"""A real herald process for the browser tests, and a small load generator that seeds it over
+"""A real herald process for the browser tests, a small load generator that seeds it over
 OTLP/HTTP JSON with a telescope-shaped pipeline (blocks → candidates → events, operations,
-errors) plus entities with hostile IDs. Standard library only."""
+errors) plus entities with hostile IDs, and the one way every browser test file runs and
+reports its tests. Standard library only."""
 
 from __future__ import annotations
 
@@ -10,16 +11,51 @@ import random
 import subprocess
 import tempfile
 import time
+import traceback
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parents[2]
+SHOTS = REPO / "artifacts" / "screenshots"
 INSTRUMENT = "BROWSERTEL"
 HOSTILE_ID = "<img src=x onerror=alert(1)>\"'/🚀"
 HOSTILE_MESSAGE = "<script>alert(2)</script> bad 'quote'"
 TARGET = "cand-target"
+
+
+def shot(page: Any, name: str) -> None:
+    """A full-page screenshot of `page` in artifacts/screenshots/`name`.png."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def run(test: Callable[..., None], page: Any | None, *args: Any,
+        check: Callable[[], None] | None = None) -> bool:
+    """Runs `test(*args)` (then `check()`), prints PASS or FAIL with the traceback, and keeps a
+    screenshot of `page` (if any) when it fails. True when it passed."""
+    name = test.__name__
+    try:
+        test(*args)
+        if check is not None:
+            check()
+    except Exception:
+        print(f"FAIL {name}\n{traceback.format_exc()}", flush=True)
+        if page is not None:
+            try:
+                shot(page, f"FAILED-{name}")
+            except Exception:
+                pass
+        return False
+    print(f"PASS {name}", flush=True)
+    return True
+
+
+def summary(passed: int, failed: int) -> int:
+    """Prints the tally; the exit status of a test file."""
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
 
 
 def herald_binary() -> str:

@@ -12,7 +12,6 @@ import socket
 import sys
 import tempfile
 import time
-import traceback
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -150,19 +149,14 @@ def main() -> int:
             for test in TESTS:
                 page = context.new_page()
                 try:
-                    test(Session(page, herald.api), herald)
-                    passed += 1
-                    print(f"PASS {test.__name__}", flush=True)
-                except Exception:
-                    failed += 1
-                    print(f"FAIL {test.__name__}\n{traceback.format_exc()}", flush=True)
+                    ok = harness.run(test, page, Session(page, herald.api), herald)
                 finally:
                     page.close()
+                passed, failed = passed + ok, failed + (not ok)
             context.close()
     finally:
         herald.stop()
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return harness.summary(passed, failed)
 
 
 if __name__ == "__main__":

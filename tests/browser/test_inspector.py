@@ -12,7 +12,6 @@ import shutil
 import sys
 import tempfile
 import time
-import traceback
 import urllib.parse
 from pathlib import Path
 from typing import Any, Callable
@@ -24,7 +23,6 @@ import harness  # noqa: E402
 import trace_seed  # noqa: E402
 from harness import HOSTILE_ID, HOSTILE_MESSAGE, INSTRUMENT, TARGET  # noqa: E402
 
-SHOTS = harness.REPO / "artifacts" / "screenshots"
 CHROMIUM = os.environ.get("CHROMIUM_BIN") or shutil.which("chromium") or "/usr/bin/chromium"
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -65,8 +63,7 @@ class Session:
         self.page.wait_for_selector("body[data-ready=true]", timeout=15_000)
 
     def shot(self, name: str) -> None:
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+        harness.shot(self.page, name)
 
     def check_clean(self) -> None:
         assert not self.dialogs, f"a dialog opened: {self.dialogs}"
@@ -861,30 +858,13 @@ def run_trace_tests(context: Any) -> tuple[int, int]:
         for test in TRACE_TESTS:
             page = context.new_page()
             try:
-                ok = run(test, page, Session(page, herald.api), seeded)
+                ok = harness.run(test, page, Session(page, herald.api), seeded)
             finally:
                 page.close()
             passed, failed = passed + ok, failed + (not ok)
     finally:
         herald.stop()
     return passed, failed
-
-
-def run(test: Callable[..., None], page: Page, *args: Any) -> bool:
-    """Runs `test(*args)` on `page`; on failure prints the traceback and keeps a screenshot."""
-    name = test.__name__
-    try:
-        test(*args)
-        print(f"PASS {name}", flush=True)
-        return True
-    except Exception:
-        print(f"FAIL {name}\n{traceback.format_exc()}", flush=True)
-        try:
-            SHOTS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(SHOTS / f"FAILED-{name}.png"), full_page=True)
-        except Exception:
-            pass
-        return False
 
 
 def run_edge_tests(context: Any) -> tuple[int, int]:
@@ -895,7 +875,7 @@ def run_edge_tests(context: Any) -> tuple[int, int]:
         for test in EDGE_TESTS:
             page = context.new_page()
             try:
-                ok = run(test, page, Session(page, herald.api))
+                ok = harness.run(test, page, Session(page, herald.api))
             finally:
                 page.close()
             passed, failed = passed + ok, failed + (not ok)
@@ -918,17 +898,12 @@ def main() -> int:
             for test in TESTS:
                 page = context.new_page()
                 try:
-                    ok = run(test, page, Session(page, herald.api), facts)
+                    ok = harness.run(test, page, Session(page, herald.api), facts)
                 finally:
                     page.close()
                 passed, failed = passed + ok, failed + (not ok)
-            try:
-                test_grafana_links(context)
-                passed += 1
-                print("PASS test_grafana_links", flush=True)
-            except Exception:
-                failed += 1
-                print(f"FAIL test_grafana_links\n{traceback.format_exc()}", flush=True)
+            ok = harness.run(test_grafana_links, None, context)  # opens its own pages
+            passed, failed = passed + ok, failed + (not ok)
             edge_passed, edge_failed = run_edge_tests(context)
             passed, failed = passed + edge_passed, failed + edge_failed
             trace_passed, trace_failed = run_trace_tests(context)
@@ -936,8 +911,7 @@ def main() -> int:
             context.close()
     finally:
         herald.stop()
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return harness.summary(passed, failed)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,8 @@ from playwright.sync_api import Page, sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
-from test_inspector import CHROMIUM, LAUNCH_ARGS, SHOTS  # noqa: E402
+from harness import shot  # noqa: E402
+from test_inspector import CHROMIUM, LAUNCH_ARGS  # noqa: E402
 
 MESSAGE = "disk full on node 3"
 
@@ -59,11 +59,6 @@ class Slack:
 def expect(cond: bool, message: str) -> None:
     if not cond:
         raise AssertionError(message)
-
-
-def shot(page: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
 def send_errors(herald: harness.Herald) -> None:
@@ -159,25 +154,16 @@ def main() -> int:
                     errors: list[str] = []
                     page.on("pageerror", lambda e: errors.append(str(e)))
                     try:
-                        test(page, herald.api, slack)
-                        expect(not errors, f"script errors: {errors}")
-                        passed += 1
-                        print(f"PASS {test.__name__}", flush=True)
-                    except Exception:
-                        failed += 1
-                        print(f"FAIL {test.__name__}\n{traceback.format_exc()}", flush=True)
-                        try:
-                            shot(page, f"FAILED-{test.__name__}")
-                        except Exception:
-                            pass
+                        ok = harness.run(test, page, page, herald.api, slack,
+                                         check=lambda: expect(not errors, f"script errors: {errors}"))
                     finally:
                         context.close()
+                    passed, failed = passed + ok, failed + (not ok)
                 browser.close()
         finally:
             herald.stop()
             slack.stop()
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return harness.summary(passed, failed)
 
 
 if __name__ == "__main__":

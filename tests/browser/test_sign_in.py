@@ -17,7 +17,6 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 import urllib.request
 from pathlib import Path
 from typing import Any, Callable
@@ -26,7 +25,8 @@ from playwright.sync_api import Page, sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
-from test_inspector import CHROMIUM, LAUNCH_ARGS, SHOTS  # noqa: E402
+from harness import shot  # noqa: E402
+from test_inspector import CHROMIUM, LAUNCH_ARGS  # noqa: E402
 
 KEY = "browser-signing-key-5c4b3a29180f7e6d5c4b3a2918"
 SECRET = "browser-instrument-secret-0a1b2c3d4e5f60718293"
@@ -93,11 +93,6 @@ class Elsewhere:
 def expect(cond: bool, message: str) -> None:
     if not cond:
         raise AssertionError(message)
-
-
-def shot(page: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
 def sign_in(page: Page, base: str, token: str, path: str = "/instruments") -> None:
@@ -183,23 +178,14 @@ def main() -> int:
                     context = browser.new_context(viewport={"width": 1200, "height": 800})
                     page = context.new_page()
                     try:
-                        test(page, herald.api, token)
-                        passed += 1
-                        print(f"PASS {test.__name__}", flush=True)
-                    except Exception:
-                        failed += 1
-                        print(f"FAIL {test.__name__}\n{traceback.format_exc()}", flush=True)
-                        try:
-                            shot(page, f"FAILED-{test.__name__}")
-                        except Exception:
-                            pass
+                        ok = harness.run(test, page, page, herald.api, token)
                     finally:
                         context.close()
+                    passed, failed = passed + ok, failed + (not ok)
                 browser.close()
         finally:
             herald.stop()
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return harness.summary(passed, failed)
 
 
 if __name__ == "__main__":
