@@ -15,6 +15,7 @@ use axum::Json;
 use cookie::{Cookie, SameSite};
 
 use super::{Auth, Denied, Principal, SESSION_COOKIE};
+use crate::inspector::url_component;
 
 /// Paths anyone may request with auth on: health, readiness and metrics (orchestrators and
 /// Prometheus), the OpenAPI document, the sign-in endpoint and page, and the static assets
@@ -97,7 +98,7 @@ fn unauthenticated(request: &Request, denied: Denied, had_cookie: bool) -> Respo
     let is_api = path.starts_with("/api/") || path.starts_with("/loki/") || path.starts_with("/v1/");
     let mut response = if !is_api && *request.method() == Method::GET {
         let next = request.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let location = format!("{SIGN_IN}?next={}", query_value(next));
+        let location = format!("{SIGN_IN}?next={}", url_component(next));
         let mut r = StatusCode::SEE_OTHER.into_response();
         if let Ok(v) = HeaderValue::from_str(&location) {
             r.headers_mut().insert(header::LOCATION, v);
@@ -114,11 +115,6 @@ fn unauthenticated(request: &Request, denied: Denied, had_cookie: bool) -> Respo
         response.headers_mut().insert(header::SET_COOKIE, cleared_cookie(over_tls(request.headers())));
     }
     response
-}
-
-/// Encode for a query value.
-pub fn query_value(s: &str) -> String {
-    form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 /// The refusal of a cross-site state-changing request.

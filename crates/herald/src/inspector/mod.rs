@@ -9,6 +9,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
 use crate::api::ApiState;
 use crate::auth::session::{SIGN_IN, SIGN_OUT};
 
@@ -23,6 +25,25 @@ const ICON: &str = include_str!("assets/favicon.svg");
 /// elsewhere, or being framed.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// What `encodeURIComponent` leaves as it is.
+const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'!')
+    .remove(b'~')
+    .remove(b'*')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')');
+
+/// One path segment or query value of an Inspector URL, encoded as the Inspector's script
+/// encodes it (`encodeURIComponent`), so that the page decodes it back to the same text (a
+/// space is `%20`, never `+`, which a path keeps as a plus).
+pub fn url_component(text: &str) -> String {
+    utf8_percent_encode(text, URI_COMPONENT).to_string()
+}
 
 /// What the UI needs to know about the deployment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -141,6 +162,13 @@ mod tests {
 
     use super::*;
     use crate::api::fake::FakeStore;
+
+    #[test]
+    fn url_components_are_encoded_as_the_script_encodes_them() {
+        // What `encodeURIComponent` gives for the same text.
+        assert_eq!(url_component("blk 1/a+b?c=<d>&é"), "blk%201%2Fa%2Bb%3Fc%3D%3Cd%3E%26%C3%A9");
+        assert_eq!(url_component("A-z_0.9!~*'()"), "A-z_0.9!~*'()");
+    }
 
     async fn get_page(config: InspectorConfig, uri: &str) -> (StatusCode, HeaderMap, String) {
         let app = router_with(config).with_state(FakeStore::empty().state());

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use helix_store::notify::{message_of, IssueRecord, OutboxItem};
 use serde_json::{json, Value};
 
+use crate::inspector::url_component;
+
 /// Where a notification's links point.
 #[derive(Debug, Clone, Default)]
 pub struct Links {
@@ -18,7 +20,7 @@ pub struct Links {
 
 impl Links {
     pub fn entity(&self, entity_id: &str) -> String {
-        format!("{}/entity/{}", self.ui_base, urlencode(entity_id))
+        format!("{}/entity/{}", self.ui_base, url_component(entity_id))
     }
 
     pub fn errors_dashboard(&self) -> Option<String> {
@@ -29,14 +31,10 @@ impl Links {
         format!(
             "{}/notifications?instrument_id={}&fingerprint={}",
             self.ui_base,
-            urlencode(instrument_id),
-            urlencode(fingerprint)
+            url_component(instrument_id),
+            url_component(fingerprint)
         )
     }
-}
-
-fn urlencode(text: &str) -> String {
-    form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
 /// Keep at most `max` bytes: `max - 1` (on a character boundary) and `…`.
@@ -325,7 +323,8 @@ mod tests {
         let s = m.to_string();
         assert!(s.contains("a &lt; b &amp; c"), "{s}");
         assert!(s.contains("http://ui/notifications?instrument_id=CHIME&fingerprint=0123456789abcdef"));
-        assert!(s.contains("http://ui/entity/blk+1"));
+        // A space in a path is %20: the Inspector reads `+` there as a plus (another entity).
+        assert!(s.contains("http://ui/entity/blk%201"), "{s}");
         assert!(s.contains("<https://github.com/o/r/issues/3|GitHub Issue>"));
         let long = item(&[("message", &"x".repeat(100))]);
         let title = issue_title(&long);
