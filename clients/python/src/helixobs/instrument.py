@@ -27,7 +27,6 @@ from ._scope import (
 from ._scope import attach as _attach
 from ._scope import detach as _detach
 from ._scope import get_current as _get_current
-from ._scope import reset as _reset
 from .logging import flush_logs
 from .token import IdSpec, ParentsSpec, Token
 
@@ -93,12 +92,8 @@ class _SpanBlock:
         finally:
             if self._scoped is not None:
                 self._scoped.close()
-            token = self._token
-            if token is not None:
-                try:  # _detach(token), without its call on this hot path
-                    _reset(token)
-                except Exception:
-                    _detach(token)
+            if self._token is not None:
+                _detach(self._token)
 
     async def __aenter__(self) -> Span:
         return self.__enter__()
