@@ -108,6 +108,8 @@ macro_rules! conformance_tests {
             suspicion_reaches_every_descendant_and_clears_per_flag,
             search_filters_suspect_entities,
             entities_by_id_returns_the_existing_ones,
+            a_notifying_event_is_recorded_once_however_often_it_arrives,
+            outbox_rows_are_claimed_in_arrival_order_and_a_stale_settle_touches_no_new_row,
         );
     };
 }
@@ -2286,4 +2288,81 @@ pub async fn entities_by_id_returns_the_existing_ones(store: &dyn Store) {
     assert_eq!(got.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["e1", "e2"]);
     assert_eq!(got[1], get(store, "e2").await, "whole rows");
     assert!(store.entities(&[]).await.expect("entities").is_empty());
+}
+
+fn notifying(records: Vec<WriteRecord>) -> WriteBatch {
+    let pairs = HashSet::from([(INST.to_owned(), ERROR_EVENT.to_owned())]);
+    WriteBatch { records, refuse_conflicts: false, notify: crate::notify::NotifySet::new(pairs) }
+}
+
+/// A creation of `id` with one `helix.error`.
+fn failing(id: &str, offset_ns: i64) -> EntityCreated {
+    let mut c = creation(id, &[], offset_ns);
+    c.events = vec![event_on_creation(&c, ERROR_EVENT, 0, offset_ns + 1)];
+    c
+}
+
+const LEASE_NS: i64 = 60_000_000_000;
+
+fn finish(ids: &[i64]) -> crate::notify::RoundWrites {
+    let settle = ids.iter().map(|&id| crate::notify::Settle::Finish { id }).collect();
+    crate::notify::RoundWrites { settle, ..Default::default() }
+}
+
+pub async fn a_notifying_event_is_recorded_once_however_often_it_arrives(store: &dyn Store) {
+    let Some(notify) = store.notify() else { return };
+    let now = crate::notify::now_ns();
+    let c = failing("n1", 0);
+    let first = store.write(&notifying(vec![created(c.clone())])).await.unwrap();
+    assert_eq!(first.notifications_recorded, 1);
+    let again = store.write(&notifying(vec![created(c.clone())])).await.unwrap();
+    assert_eq!(again.notifications_recorded, 0, "a retried export is no second notification");
+    assert_eq!(notify.outbox_depth().await.unwrap(), 1);
+    let items = notify.claim_outbox("d", now, LEASE_NS, 10).await.unwrap();
+    assert_eq!(items.iter().map(|i| i.entity_id.as_str()).collect::<Vec<_>>(), ["n1"]);
+    notify.write_round("d", now, &finish(&[items[0].id])).await.unwrap();
+    assert_eq!(notify.outbox_depth().await.unwrap(), 0, "delivered");
+    // After its row left the outbox: the same export again, and another entity's creation
+    // reusing its span ID (a buggy client; the event under that span and ordinal is stored).
+    let mut reused = failing("n2", 10);
+    reused.span_id = c.span_id.clone();
+    reused.events[0].span_id = c.span_id.clone();
+    let late = store.write(&notifying(vec![created(c), created(reused)])).await.unwrap();
+    assert_eq!(late.entities_created.len(), 1, "n2 is stored");
+    assert_eq!(late.notifications_recorded, 0, "its event is not, so it is not notified");
+    assert_eq!(notify.outbox_depth().await.unwrap(), 0);
+    // A new event still is.
+    let next = store.write(&notifying(vec![created(failing("n3", 20))])).await.unwrap();
+    assert_eq!(next.notifications_recorded, 1);
+}
+
+pub async fn outbox_rows_are_claimed_in_arrival_order_and_a_stale_settle_touches_no_new_row(store: &dyn Store) {
+    let Some(notify) = store.notify() else { return };
+    let now = crate::notify::now_ns();
+    // One batch each: within a batch the order is the store's (all arrived at once).
+    for (n, id) in ["a", "b", "c"].into_iter().enumerate() {
+        store.write(&notifying(vec![created(failing(id, n as i64))])).await.unwrap();
+    }
+    let old = notify.claim_outbox("old", now, LEASE_NS, 10).await.unwrap();
+    assert_eq!(old.iter().map(|i| i.entity_id.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
+    // The newest row finished: a row written after it may take its id.
+    notify.write_round("old", now, &finish(&[old[2].id])).await.unwrap();
+    store.write(&notifying(vec![created(failing("d", 3))])).await.unwrap();
+    // The same settle again (a stale one): the row now under that id is no row "old" holds.
+    notify.write_round("old", now, &finish(&[old[2].id])).await.unwrap();
+    assert_eq!(notify.outbox_depth().await.unwrap(), 3, "a, b and d wait");
+    // a and b handed back: the next claim takes them and d in the order they came.
+    let back = old[..2]
+        .iter()
+        .map(|i| crate::notify::Settle::Retry {
+            id: i.id,
+            attempts: 1,
+            next_ns: now,
+            error: "handed back".into(),
+            progress: i.progress.clone(),
+        })
+        .collect();
+    notify.write_round("old", now, &crate::notify::RoundWrites { settle: back, ..Default::default() }).await.unwrap();
+    let new = notify.claim_outbox("new", now, LEASE_NS, 10).await.unwrap();
+    assert_eq!(new.iter().map(|i| i.entity_id.as_str()).collect::<Vec<_>>(), ["a", "b", "d"]);
 }

@@ -3,7 +3,7 @@
 //! their digests, silences, the GitHub issue of each error class, and the delivery log.
 //! `NotifyStore` is implemented by both backends; the rules of delivery live in the herald.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -19,7 +19,8 @@ pub const DEFAULT_OUTBOX_MAX: u64 = 100_000;
 /// are recorded in. Cheap to clone.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NotifySet {
-    pairs: Arc<HashSet<(String, String)>>,
+    /// Event names by instrument: looked up per event with borrowed keys, no allocation.
+    pairs: Arc<HashMap<String, HashSet<String>>>,
     outbox_max: u64,
 }
 
@@ -31,7 +32,11 @@ impl Default for NotifySet {
 
 impl NotifySet {
     pub fn new(pairs: HashSet<(String, String)>) -> NotifySet {
-        NotifySet { pairs: Arc::new(pairs), ..NotifySet::default() }
+        let mut by_instrument: HashMap<String, HashSet<String>> = HashMap::new();
+        for (instrument, event) in pairs {
+            by_instrument.entry(instrument).or_default().insert(event);
+        }
+        NotifySet { pairs: Arc::new(by_instrument), ..NotifySet::default() }
     }
 
     /// At most `max` pending rows: a batch's notifying events beyond it are coalesced, per
@@ -45,8 +50,7 @@ impl NotifySet {
     }
 
     pub fn contains(&self, instrument_id: &str, event_name: &str) -> bool {
-        // Most batches run with no notifications configured; skip the allocation then.
-        !self.pairs.is_empty() && self.pairs.contains(&(instrument_id.to_owned(), event_name.to_owned()))
+        self.pairs.get(instrument_id).is_some_and(|events| events.contains(event_name))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -75,7 +79,7 @@ pub(crate) fn outbox_room(pending: u64, new: usize, max: u64) -> usize {
 /// fingerprint): how many, and the last of them (what its message tells of).
 pub(crate) fn coalesce<'a, 'b>(rows: &'a [OutboxEvent<'b>]) -> Vec<(&'a OutboxEvent<'b>, i64)> {
     let mut classes: Vec<(&OutboxEvent<'_>, i64)> = Vec::new();
-    let mut index: std::collections::HashMap<(&str, &str, &str), usize> = std::collections::HashMap::new();
+    let mut index: HashMap<(&str, &str, &str), usize> = HashMap::new();
     for o in rows {
         let key = (o.event.instrument_id.as_str(), o.event.event_name.as_str(), o.fingerprint.as_str());
         match index.get(&key) {

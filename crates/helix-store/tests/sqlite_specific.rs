@@ -38,6 +38,7 @@ fn open_creates_directories_and_records_migrations() {
         (6, "notifications"),
         (7, "flags"),
         (8, "log_stream_index"),
+        (9, "outbox_rowid"),
     ];
     let names: Vec<(u32, String)> = names.into_iter().map(|(v, n)| (v, n.to_owned())).collect();
     assert_eq!(recorded_versions(&path), names);

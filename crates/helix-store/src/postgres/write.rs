@@ -169,8 +169,12 @@ async fn try_apply(client: &mut Object, batch: &WriteBatch) -> Result<Option<Wri
     if !write_operations(&tx, &plan.new_operations).await? {
         return Ok(None);
     }
-    write_events(&tx, &plan.new_events).await?;
-    let (recorded, coalesced) = super::notify::write_outbox(&tx, &plan.outbox, batch.notify.outbox_max()).await?;
+    let inserted = write_events(&tx, &plan.new_events, !plan.outbox.is_empty()).await?;
+    // Only events inserted now notify (one stored before, e.g. under a reused span ID, did then).
+    let mut outbox = std::mem::take(&mut plan.outbox);
+    outbox
+        .retain(|o| inserted.contains(&(o.event.span_id.clone(), i32::try_from(o.event.ordinal).unwrap_or(i32::MAX))));
+    let (recorded, coalesced) = super::notify::write_outbox(&tx, &outbox, batch.notify.outbox_max()).await?;
     plan.outcome.notifications_recorded = recorded;
     plan.outcome.notifications_coalesced = coalesced;
     plan.outcome.logs_inserted = write_logs(&tx, &plan.logs).await?;
@@ -401,10 +405,16 @@ async fn write_operations(tx: &Transaction<'_>, ops: &[&OperationRecorded]) -> R
 }
 
 /// Insert the events of the spans applied now. `ON CONFLICT DO NOTHING`: the key is made of
-/// client-chosen span IDs, which a buggy client may reuse across spans.
-async fn write_events(tx: &Transaction<'_>, sorted: &[&EntityEvent]) -> Result<(), TxError> {
+/// client-chosen span IDs, which a buggy client may reuse across spans. With `inserted`, the
+/// (span, ordinal) of the rows inserted now (for the outbox: an event stored before is not
+/// notified again).
+async fn write_events(
+    tx: &Transaction<'_>,
+    sorted: &[&EntityEvent],
+    inserted: bool,
+) -> Result<HashSet<(String, i32)>, TxError> {
     if sorted.is_empty() {
-        return Ok(());
+        return Ok(HashSet::new());
     }
     let mut instrument_id = Vec::with_capacity(sorted.len());
     let mut entity_id = Vec::with_capacity(sorted.len());
@@ -425,21 +435,24 @@ async fn write_events(tx: &Transaction<'_>, sorted: &[&EntityEvent]) -> Result<(
         // Ordinals are small (events of one span); the column is INTEGER.
         ordinal.push(i32::try_from(e.ordinal).unwrap_or(i32::MAX));
     }
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO entity_events (instrument_id, entity_id, event_name, timestamp_ns, metadata,
-                 trace_id, span_id, ordinal)
-             SELECT instrument_id, entity_id, event_name, timestamp_ns, metadata::jsonb, trace_id,
-                 span_id, ordinal
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[],
-                         $7::text[], $8::int4[])
-                  AS u(instrument_id, entity_id, event_name, timestamp_ns, metadata, trace_id,
-                       span_id, ordinal)
-             ON CONFLICT DO NOTHING",
-        )
-        .await?;
-    tx.execute(&stmt, &[&instrument_id, &entity_id, &name, &ts, &metadata, &trace_id, &span_id, &ordinal]).await?;
-    Ok(())
+    const INSERT: &str = "INSERT INTO entity_events (instrument_id, entity_id, event_name, timestamp_ns, metadata,
+             trace_id, span_id, ordinal)
+         SELECT instrument_id, entity_id, event_name, timestamp_ns, metadata::jsonb, trace_id,
+             span_id, ordinal
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::text[],
+                     $7::text[], $8::int4[])
+              AS u(instrument_id, entity_id, event_name, timestamp_ns, metadata, trace_id,
+                   span_id, ordinal)
+         ON CONFLICT DO NOTHING";
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] =
+        [&instrument_id, &entity_id, &name, &ts, &metadata, &trace_id, &span_id, &ordinal];
+    if !inserted {
+        tx.execute(&tx.prepare_cached(INSERT).await?, &params).await?;
+        return Ok(HashSet::new());
+    }
+    let stmt = tx.prepare_cached(&format!("{INSERT} RETURNING span_id, ordinal")).await?;
+    let rows = tx.query(&stmt, &params).await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 /// Insert logs; returns how many were new.

@@ -29,10 +29,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "log_stream_index",
         sql: include_str!("../../migrations/sqlite/008_log_stream_index.sql"),
     },
+    Migration { version: 9, name: "outbox_rowid", sql: include_str!("../../migrations/sqlite/009_outbox_rowid.sql") },
 ];
 
 /// The schema version this binary expects.
-pub const SCHEMA_VERSION: u32 = 8;
+pub const SCHEMA_VERSION: u32 = 9;
 
 /// Highest version recorded in `schema_migrations`, 0 for a database without one.
 pub(super) fn current_version(conn: &Connection) -> StoreResult<u32> {

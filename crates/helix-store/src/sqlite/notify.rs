@@ -100,8 +100,14 @@ fn finish_issue((mut record, recent): (IssueRecord, String)) -> StoreResult<Issu
 }
 
 /// The outbox rows of a batch, in its transaction: one per event while the outbox has room
-/// under `max`, the rest coalesced per class. (recorded, coalesced).
-pub(super) fn write_outbox(conn: &Connection, rows: &[OutboxEvent<'_>], max: u64) -> StoreResult<(u64, u64)> {
+/// under `max`, the rest coalesced per class. `metadata[i]`: the JSON of `rows[i]`'s metadata
+/// (as written with its event). (recorded, coalesced).
+pub(super) fn write_outbox(
+    conn: &Connection,
+    rows: &[OutboxEvent<'_>],
+    metadata: &[String],
+    max: u64,
+) -> StoreResult<(u64, u64)> {
     let span = conn.prepare_cached(sql::OUTBOX_SPAN)?.query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     let room = if crate::notify::outbox_fits(span, rows.len(), max) {
         rows.len()
@@ -110,13 +116,14 @@ pub(super) fn write_outbox(conn: &Connection, rows: &[OutboxEvent<'_>], max: u64
         crate::notify::outbox_room(pending.max(0).unsigned_abs(), rows.len(), max)
     };
     let (fit, over) = rows.split_at(room);
+    // Plain INSERT: the caller passes only events inserted now (009_outbox_rowid.sql).
     let mut stmt = conn.prepare_cached(
-        "INSERT OR IGNORE INTO notification_outbox (kind, instrument_id, event_name, entity_id, span_id, ordinal,
+        "INSERT INTO notification_outbox (kind, instrument_id, event_name, entity_id, span_id, ordinal,
              stage, fingerprint, timestamp_ns, metadata, created_ns)
          VALUES ('event', ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?;
     let created_ns = crate::notify::now_ns();
-    for o in fit {
+    for (o, metadata) in fit.iter().zip(metadata) {
         let e = o.event;
         stmt.execute(rusqlite::params![
             e.instrument_id,
@@ -127,7 +134,7 @@ pub(super) fn write_outbox(conn: &Connection, rows: &[OutboxEvent<'_>], max: u64
             o.stage,
             o.fingerprint,
             e.timestamp_ns,
-            to_json(&e.metadata)?,
+            metadata,
             created_ns,
         ])?;
     }

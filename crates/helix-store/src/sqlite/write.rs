@@ -151,24 +151,36 @@ fn write(tx: &Transaction<'_>, plan: &mut WritePlan<'_>, now: &str, outbox_max: 
                  created_at, trace_id, span_id, ordinal)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?;
+        // The outbox rows are the notifying ones of these events, in their order: each is kept
+        // only if its event's row was inserted now (an event stored before, e.g. under a reused
+        // span ID, was notified then), with the metadata JSON written for the event.
+        let mut outbox = std::mem::take(&mut plan.outbox).into_iter().peekable();
+        let (mut notify, mut notify_metadata) = (Vec::new(), Vec::new());
         for e in &plan.new_events {
-            stmt.execute(rusqlite::params![
+            let metadata = to_json(&e.metadata)?;
+            let inserted = stmt.execute(rusqlite::params![
                 e.instrument_id,
                 e.entity_id,
                 e.event_name,
                 e.timestamp_ns,
-                to_json(&e.metadata)?,
+                metadata,
                 now,
                 e.trace_id,
                 e.span_id,
                 e.ordinal,
-            ])?;
+            ])? > 0;
+            if let Some(o) = outbox.next_if(|o| std::ptr::eq(o.event, *e)) {
+                if inserted {
+                    notify.push(o);
+                    notify_metadata.push(metadata);
+                }
+            }
         }
-    }
-    if !plan.outbox.is_empty() {
-        let (recorded, coalesced) = super::notify::write_outbox(tx, &plan.outbox, outbox_max)?;
-        plan.outcome.notifications_recorded = recorded;
-        plan.outcome.notifications_coalesced = coalesced;
+        if !notify.is_empty() {
+            let (recorded, coalesced) = super::notify::write_outbox(tx, &notify, &notify_metadata, outbox_max)?;
+            plan.outcome.notifications_recorded = recorded;
+            plan.outcome.notifications_coalesced = coalesced;
+        }
     }
     if !plan.logs.is_empty() {
         let mut stmt = tx.prepare_cached(

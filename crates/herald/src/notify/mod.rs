@@ -149,6 +149,27 @@ pub fn sign(key: &[u8], body: &[u8]) -> String {
     format!("sha256={}", helix_model::ids::to_hex(&mac.finalize().into_bytes()))
 }
 
+/// A batch committed this recently means ingest is under way (`Dispatcher::give_way`).
+const INGEST_QUIET: Duration = Duration::from_millis(25);
+
+/// When the writer's count of committed batches last moved, as the dispatcher saw it.
+#[derive(Debug, Default)]
+struct IngestActivity {
+    commits: u64,
+    moved: Option<std::time::Instant>,
+}
+
+impl IngestActivity {
+    /// Whether a batch was committed within `INGEST_QUIET`, given the count now.
+    fn committed(&mut self, commits: u64) -> bool {
+        if commits != self.commits {
+            self.commits = commits;
+            self.moved = Some(std::time::Instant::now());
+        }
+        self.moved.is_some_and(|t| t.elapsed() < INGEST_QUIET)
+    }
+}
+
 /// Claimed rows with their rule (`None`: a digest).
 type Work = Vec<(OutboxItem, Option<EventRule>)>;
 
@@ -195,8 +216,9 @@ impl Dispatcher {
         let closer = tokio::spawn(self.clone().auto_close_loop(shutdown.clone()));
         // When delivery started giving way to a busy ingest; reset once the outbox is empty.
         let mut giving_way: Option<std::time::Instant> = None;
+        let mut ingest = IngestActivity::default();
         loop {
-            if let Some(wait) = self.give_way(&mut giving_way) {
+            if let Some(wait) = self.give_way(&mut giving_way, &mut ingest) {
                 tokio::select! {
                     () = tokio::time::sleep(wait) => continue,
                     () = shutdown.cancelled() => break,
@@ -218,11 +240,18 @@ impl Dispatcher {
     }
 
     /// How long to wait before the next round: ingest comes first. While exports wait for the
-    /// writer, a burst's notifications wait (at most `give_way` in a row, then rounds run until
-    /// the outbox is empty), and are then delivered in a few large rounds instead of taking
-    /// the writer from the exports while they arrive.
-    fn give_way(&self, since: &mut Option<std::time::Instant>) -> Option<Duration> {
-        if self.config.give_way.is_zero() || self.metrics.write_queue_records.get() <= 0 {
+    /// writer or it committed a batch in the last `INGEST_QUIET`, a burst's notifications wait
+    /// (at most `give_way` in a row, then rounds run until the outbox is empty), and are then
+    /// delivered in a few large rounds instead of taking the writer from the exports while
+    /// they arrive.
+    fn give_way(&self, since: &mut Option<std::time::Instant>, ingest: &mut IngestActivity) -> Option<Duration> {
+        if self.config.give_way.is_zero() {
+            return None;
+        }
+        // The queue alone is empty for a moment between two batches of a burst (each export
+        // waits for its acknowledgement before the next): the commits tell that it goes on.
+        let committed = ingest.committed(self.metrics.write_batch_seconds.get_sample_count());
+        if self.metrics.write_queue_records.get() <= 0 && !committed {
             return None;
         }
         let left = self.config.give_way.checked_sub(since.get_or_insert_with(std::time::Instant::now).elapsed())?;
