@@ -311,7 +311,7 @@ async fn ingest(seconds: u64, clients: usize, ticks_per_request: usize) {
     let left: i64 = rusqlite::Connection::open(&ret_path)
         .unwrap()
         .query_row(
-            "SELECT count(*) FROM spans WHERE span_id > x'0000000000000000' AND start_ns < ?1",
+            "SELECT coalesce(sum(span_count), 0) FROM span_traces WHERE start_ns < ?1",
             [now_ns() - 7 * 86_400_000_000_000],
             |r| r.get(0),
         )
@@ -365,17 +365,30 @@ async fn ingest(seconds: u64, clients: usize, ticks_per_request: usize) {
 /// take after VACUUM (SQLite's `dbstat`).
 fn span_store_bytes(path: &std::path::Path) -> (i64, i64) {
     let conn = rusqlite::Connection::open(path).unwrap();
-    let spans: i64 =
-        conn.query_row("SELECT count(*) FROM spans WHERE span_id > x'0000000000000000'", [], |r| r.get(0)).unwrap();
+    let spans: i64 = conn.query_row("SELECT coalesce(sum(span_count), 0) FROM span_traces", [], |r| r.get(0)).unwrap();
     conn.execute_batch("VACUUM").unwrap();
     let bytes: i64 = conn
         .query_row(
-            "SELECT sum(pgsize) FROM dbstat WHERE name IN ('spans', 'span_sources', 'trace_terms', 'spans_entity',
-                 'traces_start', 'traces_errors', 'traces_duration', 'span_blocks')",
+            "SELECT sum(pgsize) FROM dbstat WHERE name IN ('span_traces', 'span_sources', 'span_terms',
+                 'span_traces_start', 'span_traces_errors', 'span_traces_duration', 'span_blocks')",
             [],
             |r| r.get(0),
         )
         .unwrap();
+    // Where the bytes are, per table and index.
+    let mut stmt = conn
+        .prepare(
+            "SELECT name, sum(pgsize) FROM dbstat WHERE name IN ('span_traces', 'span_sources', 'span_terms',
+                 'span_traces_start', 'span_traces_errors', 'span_traces_duration', 'span_blocks')
+             GROUP BY name ORDER BY 2 DESC",
+        )
+        .unwrap();
+    let parts: Vec<String> = stmt
+        .query_map([], |r| Ok(format!("{} {:.0}", r.get::<_, String>(0)?, r.get::<_, f64>(1)? / spans.max(1) as f64)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    println!("Bytes per span by table and index: {}.", parts.join(", "));
     (spans, bytes)
 }
 

@@ -199,11 +199,12 @@ pub(crate) fn trace_from(driver: &TraceDriver, sql: &TraceSql) -> (String, Vec<T
 /// The clauses of a trace search over `traces AS t` (newest first) and of its page cursor,
 /// ANDed by the caller, who orders by `t.start_ns DESC, t.trace_id ASC`. Span-level filters
 /// must hold on one span of the trace (checked exactly on its spans); their terms let a walk
-/// over the newest traces skip the others with one key lookup.
+/// over the newest traces skip the others with one key lookup. With `sql` None the backend
+/// checks the span-level filters itself (SQLite: on the trace's packed spans).
 pub(crate) fn trace_clauses(
     f: &TraceFilter,
     driver: &TraceDriver,
-    sql: &TraceSql,
+    sql: Option<&TraceSql>,
     after: Option<&str>,
 ) -> StoreResult<Vec<(String, Vec<TraceParam>)>> {
     let mut out: Vec<(String, Vec<TraceParam>)> = Vec::new();
@@ -222,6 +223,25 @@ pub(crate) fn trace_clauses(
     if let Some(max) = f.max_duration_ns {
         out.push(("t.end_ns - t.start_ns <= ?".into(), vec![TraceParam::Int(max)]));
     }
+    if let Some(sql) = sql {
+        span_level_clauses(f, driver, sql, &mut out);
+    }
+    if let Some(c) = after {
+        let p = cursor::decode(cursor::TRACES, c, 2)?;
+        let (ts, id) = (cursor::part_i64(&p, 0)?, cursor::part_str(&p, 1)?);
+        let id = helix_model::span::stored::id_bytes(&id, 16)
+            .ok_or_else(|| crate::StoreError::BadCursor("not a trace cursor".into()))?;
+        // `start_ns <= ?` first: a range the time index can seek to.
+        out.push((
+            "t.start_ns <= ? AND (t.start_ns < ? OR t.trace_id > ?)".into(),
+            vec![TraceParam::Int(ts), TraceParam::Int(ts), TraceParam::Bytes(id)],
+        ));
+    }
+    Ok(out)
+}
+
+/// The term probes and the exact span-level check of a search, over the `spans` table.
+fn span_level_clauses(f: &TraceFilter, driver: &TraceDriver, sql: &TraceSql, out: &mut Vec<(String, Vec<TraceParam>)>) {
     for term in trace_terms(f) {
         if *driver != TraceDriver::Term(term) {
             out.push((sql.term_probe.into(), vec![TraceParam::Int(term)]));
@@ -251,17 +271,6 @@ pub(crate) fn trace_clauses(
             span_level.iter().map(|(_, v)| TraceParam::Text((*v).clone())).collect(),
         ));
     }
-    if let Some(c) = after {
-        let p = cursor::decode(cursor::TRACES, c, 2)?;
-        let (ts, id) = (cursor::part_i64(&p, 0)?, cursor::part_str(&p, 1)?);
-        let id = helix_model::span::stored::id_bytes(&id, 16)
-            .ok_or_else(|| crate::StoreError::BadCursor("not a trace cursor".into()))?;
-        out.push((
-            "(t.start_ns < ? OR (t.start_ns = ? AND t.trace_id > ?))".into(),
-            vec![TraceParam::Int(ts), TraceParam::Int(ts), TraceParam::Bytes(id)],
-        ));
-    }
-    Ok(out)
 }
 
 /// The suspect entities: those with an active flag and all their descendants, walked by a

@@ -488,6 +488,8 @@ pub(crate) fn row_bytes(s: &SpanRecorded, rest_len: usize) -> i64 {
 pub(crate) const TERM_SERVICE: u8 = 1;
 pub(crate) const TERM_NAME: u8 = 2;
 pub(crate) const TERM_INSTRUMENT: u8 = 3;
+/// SQLite's postings also list the entities a trace's spans name.
+pub(crate) const TERM_ENTITY: u8 = 4;
 
 /// Stable 64-bit FNV-1a of a search term: its kind, then its text. Stored: a fixed function.
 pub(crate) fn term_hash(kind: u8, value: &str) -> i64 {

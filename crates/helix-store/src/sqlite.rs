@@ -7,6 +7,7 @@ mod flags;
 mod logs;
 mod migrate;
 mod notify;
+mod pack;
 mod read;
 mod retention;
 mod traces;
@@ -124,6 +125,7 @@ fn connect(path: &Path, busy_timeout: Duration, read_only: bool) -> StoreResult<
          PRAGMA temp_store = MEMORY;",
     )?;
     conn.set_prepared_statement_cache_capacity(64);
+    pack::register_functions(&conn)?;
     Ok(conn)
 }
 

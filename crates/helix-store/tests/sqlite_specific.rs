@@ -39,6 +39,7 @@ fn open_creates_directories_and_records_migrations() {
         (7, "flags"),
         (8, "log_stream_index"),
         (9, "outbox_rowid"),
+        (10, "span_packs"),
     ];
     let names: Vec<(u32, String)> = names.into_iter().map(|(v, n)| (v, n.to_owned())).collect();
     assert_eq!(recorded_versions(&path), names);
@@ -200,50 +201,105 @@ async fn lock_contention_is_transient() {
     assert!(store.entity("busy").await.unwrap().is_some());
 }
 
-/// A database the span store of schema 3 wrote (spans keyed by trace, no blocks) keeps every
-/// span through migration 5: the same traces, spans and searches as a store that wrote the
-/// same data at schema 5, and it takes new spans, retried ones included, afterwards.
+/// A database the span store of schema 5 wrote (a row per span and per trace summary, keyed
+/// by block and trace) keeps every span through migration 10 and its packing at open: the same
+/// traces, spans and searches as a store that wrote the same data at schema 10, and it takes
+/// new spans, retried ones included, afterwards.
 #[tokio::test]
-async fn span_blocks_migration_keeps_the_spans_of_schema_3() {
+async fn span_packs_migration_keeps_the_spans_of_schema_5() {
+    use helix_model::span::stored;
     let dir = tempfile::tempdir().unwrap();
-    let mut records = Vec::new();
+    let mut spans = Vec::new();
     for i in 0..30i64 {
         let seed = format!("m-{i}");
-        records.push(WriteRecord::Span(span(&seed, &seed, None, if i % 7 == 0 { "rare" } else { "step" }, i * 1_000)));
-        records.push(WriteRecord::Span(span(&seed, &format!("{seed}-c"), Some(&seed), "child", i * 1_000 + 10)));
+        spans.push(span(&seed, &seed, None, if i % 7 == 0 { "rare" } else { "step" }, i * 1_000));
+        spans.push(span(&seed, &format!("{seed}-c"), Some(&seed), "child", i * 1_000 + 10));
     }
     let mut entity_span = span("m-e", "m-e", None, "detect", 50_000);
     entity_span.role = helix_model::SpanRole::Creation;
     entity_span.entity_id = Some("cand-m".into());
-    records.push(WriteRecord::Span(entity_span));
+    spans.push(entity_span);
+    let records: Vec<WriteRecord> = spans.iter().cloned().map(WriteRecord::Span).collect();
     // The current schema, written through the store: what the migrated database must answer.
     let current_path = dir.path().join("current.db");
     let current = open(&current_path).unwrap();
     current.write(&WriteBatch::of(records.clone())).await.unwrap();
     drop(current);
-    // Schema 3, holding the same rows as 003's writer left them.
+    // Schema 5, holding the rows its writer left: span rows in two blocks, summaries, sources.
     let old_path = dir.path().join("old.db");
     {
         let conn = Connection::open(&old_path).unwrap();
-        conn.execute_batch(include_str!("../migrations/sqlite/001_core.sql")).unwrap();
-        conn.execute_batch(include_str!("../migrations/sqlite/002_logs.sql")).unwrap();
-        conn.execute_batch(include_str!("../migrations/sqlite/003_spans.sql")).unwrap();
-        conn.execute_batch(&format!(
+        for sql in [
+            include_str!("../migrations/sqlite/001_core.sql"),
+            include_str!("../migrations/sqlite/002_logs.sql"),
+            include_str!("../migrations/sqlite/003_spans.sql"),
+            include_str!("../migrations/sqlite/004_log_search.sql"),
+            include_str!("../migrations/sqlite/005_span_blocks.sql"),
+            include_str!("../migrations/sqlite/006_notifications.sql"),
+            include_str!("../migrations/sqlite/007_flags.sql"),
+            include_str!("../migrations/sqlite/008_log_stream_index.sql"),
+        ] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch(
             "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT);
-             INSERT INTO schema_migrations (version, name) VALUES (1, 'core'), (2, 'logs'), (3, 'spans');
-             ATTACH '{}' AS cur;
-             INSERT INTO span_sources SELECT * FROM cur.span_sources;
-             INSERT INTO spans SELECT trace_id, span_id, parent_span_id, start_ns, duration_ns, name, kind, status_code,
-                 status_message, source_id, form, entity_id, span_rest, span_count, root_start_ns, bytes FROM cur.spans;
-             INSERT INTO trace_terms SELECT k.term, s.start_ns, k.trace_id FROM cur.trace_terms AS k
-                 JOIN cur.spans AS s ON s.block = k.block AND s.trace_id = k.trace_id
-                     AND s.span_id = x'0000000000000000';
-             DETACH cur;",
-            current_path.display()
-        ))
+             INSERT INTO schema_migrations (version, name) VALUES (1, 'core'), (2, 'logs'), (3, 'spans'),
+                 (4, 'log_search'), (5, 'span_blocks'), (6, 'notifications'), (7, 'flags'), (8, 'log_stream_index');",
+        )
+        .unwrap();
+        for (i, s) in spans.iter().enumerate() {
+            let mut rest = Vec::new();
+            let form = stored::split_into(s, &mut rest);
+            let source = stored::source_id(s);
+            conn.execute(
+                "INSERT OR IGNORE INTO span_sources VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                rusqlite::params![
+                    source,
+                    s.service_name,
+                    s.process_name,
+                    s.instrument_id,
+                    s.scope_name,
+                    s.scope_version,
+                    s.resource_proto
+                ],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO spans (block, trace_id, span_id, parent_span_id, start_ns, duration_ns, name, kind,
+                     status_code, status_message, source_id, form, entity_id, span_rest)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                rusqlite::params![
+                    1 + i64::from(i >= 30),
+                    stored::id_bytes(&s.trace_id, 16).unwrap(),
+                    stored::id_bytes(&s.span_id, 8).unwrap(),
+                    s.parent_span_id.as_deref().map(|p| stored::id_bytes(p, 8).unwrap()),
+                    s.start_ns,
+                    s.duration_ns(),
+                    s.name,
+                    s.kind,
+                    s.status_code,
+                    s.status_message,
+                    source,
+                    form,
+                    s.entity_id,
+                    rest
+                ],
+            )
+            .unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO spans (block, trace_id, span_id, parent_span_id, start_ns, duration_ns, name, kind,
+                 status_code, status_message, source_id, form, entity_id, span_rest, span_count, root_start_ns, bytes)
+                 SELECT block, trace_id, x'0000000000000000', min(span_id), min(start_ns),
+                     max(start_ns + duration_ns) - min(start_ns), min(name), 0, 0, '', min(source_id), 16, NULL, x'',
+                     count(*), min(start_ns), 100
+                 FROM spans GROUP BY block, trace_id;
+             UPDATE span_blocks SET sealed = 1, span_count = 30 WHERE block = 1;
+             INSERT INTO span_blocks (block, sealed, opened_ns, span_count) VALUES (2, 0, 0, 31);",
+        )
         .unwrap();
     }
-    let migrated = open(&old_path).expect("schema 3 migrates");
+    let migrated = open(&old_path).expect("schema 5 migrates");
     assert_eq!(recorded_versions(&old_path).last().map(|v| v.0), Some(SCHEMA_VERSION));
     let current = open(&current_path).unwrap();
     let everything = TraceFilter::default();
@@ -266,14 +322,29 @@ async fn span_blocks_migration_keeps_the_spans_of_schema_3() {
         let got = migrated.trace(&t.trace_id, 100).await.unwrap().expect("every trace is found by its ID");
         assert_eq!(got, current.trace(&t.trace_id, 100).await.unwrap().unwrap(), "byte-exact spans");
     }
-    // A retried span adds nothing; a new span of a migrated trace joins it.
-    let again = migrated.write(&WriteBatch::of(records[..4].to_vec())).await.unwrap();
-    assert_eq!(again.spans_inserted, 0);
+    // A retried span adds nothing; a new span of a migrated trace joins it, after a reopen too.
+    for store in [migrated.clone(), {
+        drop(migrated);
+        open(&old_path).unwrap()
+    }] {
+        let again = store.write(&WriteBatch::of(records[..4].to_vec())).await.unwrap();
+        assert_eq!(again.spans_inserted, 0);
+    }
+    let migrated = open(&old_path).unwrap();
     let late = WriteRecord::Span(span("m-3", "m-3-late", Some("m-3"), "late", 3_500));
     assert_eq!(migrated.write(&WriteBatch::of(vec![late])).await.unwrap().spans_inserted, 1);
     assert_eq!(migrated.trace(&trace_of("m-3"), 100).await.unwrap().unwrap().spans.len(), 3);
     let summary = first(migrated.clone(), everything).await;
     assert_eq!(summary.iter().find(|t| t.trace_id == trace_of("m-3")).unwrap().span_count, 3);
+    let late_name = TraceFilter { span_name: Some("late".into()), ..Default::default() };
+    assert_eq!(first(migrated.clone(), late_name).await.len(), 1, "the late span's name finds its trace");
+    let conn = Connection::open(&old_path).unwrap();
+    let old_tables: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_master WHERE name IN ('spans_005', 'trace_terms_005')", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(old_tables, 0, "the rows of schema 5 are gone once packed");
 }
 
 /// Past one block's worth of spans the open block is sealed: a retry of a span in the sealed

@@ -108,7 +108,7 @@ pub(super) async fn traces(c: &Object, f: &TraceFilter, page: &PageRequest) -> S
         ),
         from_params.into_iter().map(value).collect(),
     );
-    for (clause, params) in trace_clauses(f, &driver, &SQL, page.cursor.as_deref())? {
+    for (clause, params) in trace_clauses(f, &driver, Some(&SQL), page.cursor.as_deref())? {
         q.and(&clause, params.into_iter().map(value).collect());
     }
     q.then(" ORDER BY t.start_ns DESC, t.trace_id ASC LIMIT ?", vec![Box::new(fetch_limit(limit))]);

@@ -30,10 +30,11 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/sqlite/008_log_stream_index.sql"),
     },
     Migration { version: 9, name: "outbox_rowid", sql: include_str!("../../migrations/sqlite/009_outbox_rowid.sql") },
+    Migration { version: 10, name: "span_packs", sql: include_str!("../../migrations/sqlite/010_span_packs.sql") },
 ];
 
 /// The schema version this binary expects.
-pub const SCHEMA_VERSION: u32 = 9;
+pub const SCHEMA_VERSION: u32 = 10;
 
 /// Highest version recorded in `schema_migrations`, 0 for a database without one.
 pub(super) fn current_version(conn: &Connection) -> StoreResult<u32> {

@@ -12,7 +12,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 use super::{lock, Inner};
-use crate::plan::{term_hash, TERM_INSTRUMENT, TERM_NAME, TERM_SERVICE};
 use crate::{SpanRetention, StoreResult};
 
 /// Traces removed per transaction inside a block (1–2 spans each in the telescope mix).
@@ -94,11 +93,11 @@ fn step(inner: &Inner, goal: Goal) -> StoreResult<Removed> {
     let tx = writer.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let sql = match goal {
         Goal::StartedBefore(_) => {
-            "SELECT block, min_start_ns, max_start_ns, bytes FROM span_blocks
+            "SELECT block, max_start_ns, bytes, first_id, last_id, span_count FROM span_blocks
              WHERE min_start_ns < ?1 ORDER BY min_start_ns LIMIT 1"
         }
         Goal::Free(_) => {
-            "SELECT block, min_start_ns, max_start_ns, bytes FROM span_blocks
+            "SELECT block, max_start_ns, bytes, first_id, last_id, span_count FROM span_blocks
              WHERE span_count > 0 AND ?1 = ?1 ORDER BY min_start_ns LIMIT 1"
         }
     };
@@ -106,21 +105,19 @@ fn step(inner: &Inner, goal: Goal) -> StoreResult<Removed> {
         Goal::StartedBefore(c) => c,
         Goal::Free(_) => 0,
     };
-    let found: Option<(i64, i64, i64, i64)> =
-        tx.query_row(sql, [arg], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).optional()?;
-    let Some((block, _, max_start, bytes)) = found else { return Ok(Removed::default()) };
+    type Found = (i64, i64, i64, Option<i64>, Option<i64>, i64);
+    let found: Option<Found> = tx
+        .query_row(sql, [arg], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+        .optional()?;
+    let Some((block, max_start, bytes, first, last, spans)) = found else { return Ok(Removed::default()) };
+    let (first, last) = (first.unwrap_or(0), last.unwrap_or(-1));
     let whole = match goal {
         Goal::StartedBefore(cutoff) => max_start < cutoff,
         Goal::Free(excess) => bytes <= excess,
     };
     let removed = if whole {
-        let traces: i64 = tx.query_row(
-            "SELECT count(*) FROM spans WHERE block = ?1 AND span_id = x'0000000000000000'",
-            [block],
-            |r| r.get(0),
-        )?;
-        let spans = tx.execute("DELETE FROM spans WHERE block = ?1", [block])? as i64 - traces;
-        tx.execute("DELETE FROM trace_terms WHERE block = ?1", [block])?;
+        // The block's trace numbers are one range of the table's key.
+        let traces = tx.execute("DELETE FROM span_traces WHERE id BETWEEN ?1 AND ?2", [first, last])? as u64;
         if block == open_block {
             tx.execute(
                 "UPDATE span_blocks SET min_start_ns = NULL, max_start_ns = NULL, span_count = 0, bytes = 0
@@ -130,10 +127,11 @@ fn step(inner: &Inner, goal: Goal) -> StoreResult<Removed> {
         } else {
             tx.execute("DELETE FROM span_blocks WHERE block = ?1", [block])?;
         }
-        Removed { traces: traces.max(1) as u64, spans: spans.max(0) as u64, bytes }
+        Removed { traces: traces.max(1), spans: spans.max(0) as u64, bytes }
     } else {
-        oldest_traces(&tx, block, goal)?
+        oldest_traces(&tx, block, first, last, goal)?
     };
+    drop_postings(&tx)?;
     tx.commit()?;
     if whole {
         let traces = usize::try_from(removed.traces).unwrap_or(usize::MAX);
@@ -141,7 +139,7 @@ fn step(inner: &Inner, goal: Goal) -> StoreResult<Removed> {
             // Its traces are gone: new spans of them start over in the open block.
             writer.open.spans = 0;
         } else {
-            inner.directory.write().unwrap_or_else(|p| p.into_inner()).remove_block(block, traces);
+            inner.directory.write().unwrap_or_else(|p| p.into_inner()).remove_range(first, last, traces);
         }
     } else if block == open_block {
         writer.open.spans -= i64::try_from(removed.spans).unwrap_or(0);
@@ -149,65 +147,61 @@ fn step(inner: &Inner, goal: Goal) -> StoreResult<Removed> {
     Ok(removed)
 }
 
-/// Remove a batch of the oldest traces of `block` that `goal` wants gone, their spans and
-/// search terms, and bring the block's row up to date.
-fn oldest_traces(tx: &rusqlite::Transaction<'_>, block: i64, goal: Goal) -> StoreResult<Removed> {
-    // (trace, bytes) of each victim.
-    let mut chosen: Vec<(Vec<u8>, i64)> = Vec::new();
+/// Postings rows that list only removed traces: every trace number below the oldest stored
+/// one is gone. (A row that still lists some stored trace stays; its removed ones find no row.)
+fn drop_postings(tx: &rusqlite::Transaction<'_>) -> StoreResult<()> {
+    tx.prepare_cached(
+        "DELETE FROM span_terms WHERE last < (SELECT coalesce(min(id), 9223372036854775807) FROM span_traces)",
+    )?
+    .execute([])?;
+    Ok(())
+}
+
+/// Remove a batch of the oldest traces of `block` (trace numbers `first..=last`) that `goal`
+/// wants gone, and bring the block's row up to date.
+fn oldest_traces(
+    tx: &rusqlite::Transaction<'_>,
+    block: i64,
+    first: i64,
+    last: i64,
+    goal: Goal,
+) -> StoreResult<Removed> {
+    // (trace number, spans, bytes) of each victim.
+    let mut chosen: Vec<(i64, i64, i64)> = Vec::new();
     {
         let mut stmt = tx.prepare_cached(
-            "SELECT trace_id, start_ns, bytes FROM spans
-             WHERE block = ?1 AND span_id = x'0000000000000000' ORDER BY start_ns, trace_id DESC LIMIT ?2",
+            "SELECT id, start_ns, span_count, length(spans) FROM span_traces
+             WHERE id BETWEEN ?1 AND ?2 ORDER BY start_ns, id LIMIT ?3",
         )?;
-        let mut rows = stmt.query(rusqlite::params![block, BATCH_TRACES])?;
+        let mut rows = stmt.query(rusqlite::params![first, last, BATCH_TRACES])?;
         let mut freed = 0;
         while let Some(r) = rows.next()? {
-            let (id, start, bytes): (Vec<u8>, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            let (id, start, spans, len): (i64, i64, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
             match goal {
                 Goal::StartedBefore(cutoff) if start >= cutoff => break,
                 Goal::Free(excess) if freed >= excess => break,
                 _ => {}
             }
+            let bytes = super::pack::trace_bytes(usize::try_from(len).unwrap_or(0));
             freed += bytes;
-            chosen.push((id, bytes));
+            chosen.push((id, spans, bytes));
         }
     }
-    let mut spans = 0u64;
-    let mut terms = tx.prepare_cached(
-        "SELECT DISTINCT s.name, src.service_name, src.instrument_id
-         FROM spans AS s JOIN span_sources AS src ON src.id = s.source_id
-         WHERE s.block = ?1 AND s.trace_id = ?2 AND s.span_id > x'0000000000000000'",
-    )?;
-    let mut del_term = tx.prepare_cached("DELETE FROM trace_terms WHERE block = ?1 AND term = ?2 AND trace_id = ?3")?;
-    let mut del_spans = tx.prepare_cached("DELETE FROM spans WHERE block = ?1 AND trace_id = ?2")?;
-    for (id, _) in &chosen {
-        let found: Vec<(String, Option<String>, Option<String>)> = terms
-            .query_map(rusqlite::params![block, id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        let mut hashes: Vec<i64> = Vec::new();
-        for (name, service, instrument) in &found {
-            hashes.push(term_hash(TERM_NAME, name));
-            hashes.extend(service.as_deref().map(|v| term_hash(TERM_SERVICE, v)));
-            hashes.extend(instrument.as_deref().map(|v| term_hash(TERM_INSTRUMENT, v)));
-        }
-        hashes.sort_unstable();
-        hashes.dedup();
-        for h in hashes {
-            del_term.execute(rusqlite::params![block, h, id])?;
-        }
-        // Its spans and its summary.
-        spans += (del_spans.execute(rusqlite::params![block, id])? as u64).saturating_sub(1);
+    let mut delete = tx.prepare_cached("DELETE FROM span_traces WHERE id = ?1")?;
+    for (id, _, _) in &chosen {
+        delete.execute([id])?;
     }
-    let bytes: i64 = chosen.iter().map(|c| c.1).sum();
+    let spans: i64 = chosen.iter().map(|c| c.1).sum();
+    let bytes: i64 = chosen.iter().map(|c| c.2).sum();
     // The remaining traces' earliest start (the latest stays an upper bound).
     tx.prepare_cached(
         "UPDATE span_blocks SET span_count = span_count - ?2, bytes = bytes - ?3,
-             min_start_ns = (SELECT min(start_ns) FROM spans WHERE block = ?1 AND span_id = x'0000000000000000'),
+             min_start_ns = (SELECT min(start_ns) FROM span_traces WHERE id BETWEEN ?4 AND ?5),
              max_start_ns = iif(span_count - ?2 > 0, max_start_ns, NULL)
          WHERE block = ?1",
     )?
-    .execute(rusqlite::params![block, spans, bytes])?;
-    Ok(Removed { traces: chosen.len() as u64, spans, bytes })
+    .execute(rusqlite::params![block, spans, bytes, first, last])?;
+    Ok(Removed { traces: chosen.len() as u64, spans: spans.max(0) as u64, bytes })
 }
 
 /// The background job: a pass every interval, the first one an interval after opening (a

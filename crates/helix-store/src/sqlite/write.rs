@@ -4,9 +4,14 @@
 
 use std::sync::RwLock;
 
-use rusqlite::{Transaction, TransactionBehavior};
+use rusqlite::{OptionalExtension, Transaction, TransactionBehavior};
 
-use super::blocks::{BlockChange, Directory, SUMMARY};
+use std::collections::{BTreeMap, HashSet};
+
+use prost::Message;
+
+use super::blocks::{entry, BlockChange, Directory};
+use super::pack::{id_u64, insert_trace, span_terms, trace_bytes, write_postings, Pack, PackedSpan, Sources};
 use super::read::{entity_rows_where, json_keys};
 use super::Writer;
 use helix_model::span::stored;
@@ -227,9 +232,10 @@ fn write(tx: &Transaction<'_>, plan: &mut WritePlan<'_>, now: &str, outbox_max: 
     Ok(())
 }
 
-/// Spans into the block their trace lives in (idempotent by their key), their sources, and
-/// the summaries and search terms of the traces that got new spans. Returns how many spans
-/// were new and what the commit changes in the open block.
+/// Spans into their trace's row (a new trace: a new row in the open block; a stored one: its
+/// row, wherever it is, gets the spans it does not have yet), their sources, the postings of
+/// the terms traces gained, and the blocks' counts. Returns how many spans were new and what
+/// the commit changes in the open block.
 fn write_spans(
     tx: &Transaction<'_>,
     open: &super::blocks::OpenBlock,
@@ -237,6 +243,7 @@ fn write_spans(
     plan: &WritePlan<'_>,
 ) -> StoreResult<(u64, BlockChange)> {
     let (open_block, mut change) = open.prepare(tx, super::retention::now_ns())?;
+    let mut sources = Sources::default();
     let mut stmt = tx.prepare_cached(
         "INSERT OR IGNORE INTO span_sources (id, service_name, process_name, instrument_id, scope_name,
              scope_version, resource)
@@ -252,153 +259,152 @@ fn write_spans(
             s.scope_version,
             s.resource_proto
         ])?;
+        sources.known(*id, s);
     }
     let key = |hex: &str| StoreError::bug(format!("span key {hex:?} is not hex of the OTLP length"));
-    // The block of each trace of the batch (spans are sorted by trace): where the directory's
-    // candidates say it is, checked by an exact seek; a trace not stored yet goes to the open block.
-    let mut trace_blocks: Vec<(&str, i64)> = Vec::new();
-    {
-        let mut exists =
-            tx.prepare_cached("SELECT 1 FROM spans WHERE block = ?1 AND trace_id = ?2 AND span_id = ?3")?;
-        let dir = directory.read().unwrap_or_else(|p| p.into_inner());
-        for s in &plan.spans {
-            if trace_blocks.last().is_some_and(|(t, _)| *t == s.trace_id) {
-                continue;
-            }
-            let trace: [u8; 16] = stored::id_array(&s.trace_id).ok_or_else(|| key(&s.trace_id))?;
-            let print = dir.fingerprint(&trace);
-            let mut block = None;
-            for b in dir.candidates(print) {
-                if exists.exists(rusqlite::params![b, &trace[..], &SUMMARY[..]])? {
-                    block = Some(b);
-                    break;
-                }
-            }
-            let block = block.unwrap_or_else(|| {
-                change.fingerprints.push(print);
-                open_block
-            });
-            trace_blocks.push((&s.trace_id, block));
-        }
-    }
-    let block_of = |trace: &str| {
-        trace_blocks
-            .binary_search_by(|(t, _)| (*t).cmp(trace))
-            .map(|i| trace_blocks[i].1)
-            .map_err(|_| StoreError::bug("a span of a trace without a block"))
-    };
-    let mut stmt = tx.prepare_cached(
-        "INSERT OR IGNORE INTO spans (block, trace_id, span_id, parent_span_id, start_ns, duration_ns, name, kind,
-             status_code, status_message, source_id, form, entity_id, span_rest)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    let mut found = tx.prepare_cached("SELECT trace_id, block, spans, start_ns FROM span_traces WHERE id = ?1")?;
+    let mut update = tx.prepare_cached(
+        "UPDATE span_traces SET start_ns = ?2, end_ns = ?3, span_count = ?4, error_count = ?5, spans = ?6
+         WHERE id = ?1",
     )?;
-    // One buffer for every span's stored remainder: no allocation per span.
-    let mut rest = Vec::with_capacity(1024);
-    let mut inserted: Vec<plan::Inserted<'_>> = Vec::with_capacity(plan.spans.len());
-    let mut block: (&str, i64) = ("", 0);
-    for (s, source_id) in plan.spans.iter().zip(&plan.span_source_ids) {
-        if block.0 != s.trace_id {
-            block = (&s.trace_id, block_of(&s.trace_id)?);
+    // Per term, the traces that gained it; per block, what the batch adds.
+    let mut terms: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    let mut blocks: BTreeMap<i64, BlockAdd> = BTreeMap::new();
+    let mut inserted = 0u64;
+    let (spans, source_ids) = (&plan.spans, &plan.span_source_ids);
+    let dir = directory.read().unwrap_or_else(|p| p.into_inner());
+    let mut at = 0;
+    // Spans are sorted by trace: one group per trace.
+    while at < spans.len() {
+        let begin = at;
+        while at < spans.len() && spans[at].trace_id == spans[begin].trace_id {
+            at += 1;
         }
-        let trace: [u8; 16] = stored::id_array(&s.trace_id).ok_or_else(|| key(&s.trace_id))?;
-        let span: [u8; 8] = stored::id_array(&s.span_id).ok_or_else(|| key(&s.span_id))?;
-        let parent: Option<[u8; 8]> = match &s.parent_span_id {
-            Some(p) => Some(stored::id_array(p).ok_or_else(|| key(p))?),
-            None => None,
-        };
-        rest.clear();
-        let form = stored::split_into(s, &mut rest);
-        let n = stmt.execute(rusqlite::params![
-            block.1,
-            &trace[..],
-            &span[..],
-            parent.as_ref().map(|p| &p[..]),
-            s.start_ns,
-            s.duration_ns(),
-            s.name,
-            s.kind,
-            s.status_code,
-            s.status_message,
-            source_id,
-            form,
-            s.entity_id,
-            rest,
-        ])?;
-        if n == 1 {
-            inserted.push((s, plan::row_bytes(s, rest.len()), *source_id));
+        let group = begin..at;
+        let trace: [u8; 16] = stored::id_array(&spans[begin].trace_id).ok_or_else(|| key(&spans[begin].trace_id))?;
+        let print = dir.fingerprint(&trace);
+        let mut stored_trace = None;
+        for id in dir.candidates(print) {
+            let row: Option<(Vec<u8>, i64, Vec<u8>, i64)> =
+                found.query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).optional()?;
+            if let Some((_, block, blob, start)) = row.filter(|r| r.0 == trace) {
+                stored_trace = Some((id, block, Pack::decode_blob(&blob)?, start));
+                break;
+            }
+        }
+        let mut gained: Vec<i64> = Vec::new();
+        match stored_trace {
+            Some((id, block, mut pack, old_start)) => {
+                let known: HashSet<u64> = pack.spans.iter().map(|s| s.span_id).collect();
+                let mut had = Vec::new();
+                for s in &pack.spans {
+                    span_terms(&s.name, sources.get(tx, s.source_id)?, s.entity_id.as_deref(), &mut had);
+                }
+                let old_len = pack.encoded_len();
+                let mut added = 0i64;
+                for i in group {
+                    let s = spans[i];
+                    let span: [u8; 8] = stored::id_array(&s.span_id).ok_or_else(|| key(&s.span_id))?;
+                    if known.contains(&id_u64(span)) {
+                        // A retried span: the row has it.
+                        continue;
+                    }
+                    span_terms(&s.name, sources.get(tx, source_ids[i])?, s.entity_id.as_deref(), &mut gained);
+                    pack.spans.push(PackedSpan::of(s, source_ids[i], pack.base_ns)?);
+                    added += 1;
+                }
+                if added == 0 {
+                    continue;
+                }
+                had.sort_unstable();
+                gained.retain(|t| had.binary_search(t).is_err());
+                let sum = pack.totals();
+                let blob = pack.encode_to_vec();
+                update.execute(rusqlite::params![
+                    id,
+                    sum.start_ns,
+                    sum.end_ns,
+                    sum.span_count,
+                    sum.error_count,
+                    blob
+                ])?;
+                let b = blocks.entry(block).or_default();
+                b.add(sum.start_ns.min(old_start), added, blob.len() as i64 - old_len as i64, None);
+                inserted += added as u64;
+                add_terms(&mut terms, gained, id);
+            }
+            None => {
+                let mut pack = Pack { base_ns: spans[begin].start_ns, spans: Vec::with_capacity(group.len()) };
+                for i in group {
+                    let s = spans[i];
+                    span_terms(&s.name, sources.get(tx, source_ids[i])?, s.entity_id.as_deref(), &mut gained);
+                    pack.spans.push(PackedSpan::of(s, source_ids[i], pack.base_ns)?);
+                }
+                let id = insert_trace(tx, open_block, &trace, &pack)?;
+                change.entries.push(entry(print, id));
+                let start = pack.totals().start_ns;
+                let n = pack.spans.len() as i64;
+                blocks.entry(open_block).or_default().add(start, n, trace_bytes(pack.encoded_len()), Some(id));
+                inserted += n as u64;
+                add_terms(&mut terms, gained, id);
+            }
         }
     }
-    if inserted.is_empty() {
-        return Ok((0, change));
-    }
-    // The summary row (span ID all zeros) beside the trace's spans; `TraceRow::merge` in SQL.
-    let root_key = "(kind, root_start_ns, parent_span_id)";
-    let new_root = "(excluded.kind, excluded.root_start_ns, excluded.parent_span_id)";
-    let pick = |c: &str| format!("{c} = iif({new_root} < {root_key}, excluded.{c}, {c})");
-    let sql = format!(
-        "INSERT INTO spans (block, trace_id, span_id, parent_span_id, start_ns, duration_ns, name, kind, status_code,
-             status_message, source_id, form, entity_id, span_rest, span_count, root_start_ns, bytes)
-         VALUES (?12, ?1, x'0000000000000000', ?2, ?3, ?4, ?5, ?6, ?7, '', ?8, 16, NULL, x'', ?9, ?10, ?11)
-         ON CONFLICT (block, trace_id, span_id) DO UPDATE SET
-             start_ns = min(start_ns, excluded.start_ns),
-             duration_ns = max(start_ns + duration_ns, excluded.start_ns + excluded.duration_ns)
-                 - min(start_ns, excluded.start_ns),
-             span_count = span_count + excluded.span_count,
-             status_code = status_code + excluded.status_code,
-             bytes = bytes + excluded.bytes,
-             {}",
-        ["kind", "root_start_ns", "parent_span_id", "name", "source_id"].map(pick).join(", ")
-    );
-    let mut stmt = tx.prepare_cached(&sql)?;
-    let traces = plan::merge_traces(&inserted);
-    // Per touched block: (earliest start, latest start, spans, bytes) the batch adds.
-    let mut touched: std::collections::BTreeMap<i64, (i64, i64, i64, i64)> = std::collections::BTreeMap::new();
-    for t in &traces {
-        let (trace, root): ([u8; 16], [u8; 8]) =
-            match (stored::id_array(&t.trace_id), stored::id_array(&t.root_span_id)) {
-                (Some(a), Some(b)) => (a, b),
-                _ => return Err(StoreError::bug("a stored span key is not hex")),
-            };
-        let block = block_of(&t.trace_id)?;
-        stmt.execute(rusqlite::params![
-            &trace[..],
-            &root[..],
-            t.start_ns,
-            t.end_ns - t.start_ns,
-            t.root_name,
-            t.root_rank,
-            t.error_count,
-            t.root_source,
-            t.span_count,
-            t.root_start_ns,
-            t.bytes,
-            block,
-        ])?;
-        let e = touched.entry(block).or_insert((t.start_ns, t.start_ns, 0, 0));
-        *e = (e.0.min(t.start_ns), e.1.max(t.start_ns), e.2 + t.span_count, e.3 + t.bytes);
-    }
+    drop(dir);
+    write_postings(tx, terms)?;
     let mut stmt = tx.prepare_cached(
         "UPDATE span_blocks SET min_start_ns = min(coalesce(min_start_ns, ?2), ?2),
-             max_start_ns = max(coalesce(max_start_ns, ?3), ?3), span_count = span_count + ?4, bytes = bytes + ?5
+             max_start_ns = max(coalesce(max_start_ns, ?3), ?3), span_count = span_count + ?4, bytes = bytes + ?5,
+             first_id = coalesce(first_id, ?6), last_id = coalesce(?7, last_id)
          WHERE block = ?1",
     )?;
-    for (block, (min, max, spans, bytes)) in &touched {
-        stmt.execute(rusqlite::params![block, min, max, spans, bytes])?;
+    for (block, b) in &blocks {
+        stmt.execute(rusqlite::params![block, b.min_start, b.max_start, b.spans, b.bytes, b.first_id, b.last_id])?;
         if *block == open_block {
-            change.spans += spans;
+            change.spans += b.spans;
         }
     }
-    let mut stmt =
-        tx.prepare_cached("INSERT OR IGNORE INTO trace_terms (block, term, trace_id) VALUES (?1, ?2, ?3)")?;
-    for (term, trace_id) in plan::trace_terms(&inserted) {
-        let trace: [u8; 16] = stored::id_array(trace_id).ok_or_else(|| StoreError::bug("a span key is not hex"))?;
-        stmt.execute(rusqlite::params![block_of(trace_id)?, term, &trace[..]])?;
-    }
     // Before the commit: the directory never misses a committed trace (an entry of a commit
-    // that then fails is only a candidate that the exact seek turns down).
+    // that then fails is only a candidate that the row's trace ID turns down).
     let mut dir = directory.write().unwrap_or_else(|p| p.into_inner());
-    for print in &change.fingerprints {
-        dir.insert(*print, open_block);
+    for e in &change.entries {
+        dir.insert_entry(*e);
     }
-    Ok((inserted.len() as u64, change))
+    Ok((inserted, change))
+}
+
+/// What a batch adds to one block.
+#[derive(Default)]
+struct BlockAdd {
+    seen: bool,
+    min_start: i64,
+    max_start: i64,
+    spans: i64,
+    bytes: i64,
+    first_id: Option<i64>,
+    last_id: Option<i64>,
+}
+
+impl BlockAdd {
+    fn add(&mut self, start: i64, spans: i64, bytes: i64, new_id: Option<i64>) {
+        if !self.seen {
+            (self.seen, self.min_start, self.max_start) = (true, start, start);
+        }
+        self.min_start = self.min_start.min(start);
+        self.max_start = self.max_start.max(start);
+        self.spans += spans;
+        self.bytes += bytes;
+        if let Some(id) = new_id {
+            self.first_id.get_or_insert(id);
+            self.last_id = Some(id);
+        }
+    }
+}
+
+fn add_terms(terms: &mut BTreeMap<i64, Vec<i64>>, mut gained: Vec<i64>, id: i64) {
+    gained.sort_unstable();
+    gained.dedup();
+    for t in gained {
+        terms.entry(t).or_default().push(id);
+    }
 }
