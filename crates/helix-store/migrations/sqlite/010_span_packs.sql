@@ -6,8 +6,8 @@
 -- * span_traces: a trace's summary and its spans, packed (sqlite/pack.rs: the protobuf `Pack`
 --   message). `id` is the trace number: AUTOINCREMENT, so never reused, and a block's traces
 --   are the numbers first_id..=last_id of its span_blocks row.
--- * span_terms: per (term, commit) the trace numbers that have the term, as LEB128 offsets
---   from `first` (a row per term a commit touches, not per trace).
+-- * span_terms: per (block, term, commit) the trace numbers that gained the term, as LEB128
+--   offsets from `first` (a row per term a commit touches, not per trace).
 -- * span_blocks: as in migration 5, with the block's trace numbers; a sealed block's `traces`
 --   now holds the directory's entries (fingerprint and trace number) of its traces.
 -- The spans of schema 5 (and 9) are renamed here and packed by the store when it opens
@@ -61,13 +61,15 @@ CREATE INDEX span_traces_errors ON span_traces (start_ns) WHERE error_count > 0;
 CREATE INDEX span_traces_duration ON span_traces (block, end_ns - start_ns);
 
 -- term = stable hash of (kind, value): kind 1 service, 2 span name, 3 instrument, 4 entity.
+-- Keyed by block first: entity terms are as random as entity IDs, and a commit writes only
+-- into the open block's few pages of this tree.
 CREATE TABLE span_terms (
+    block INTEGER NOT NULL,
     term  INTEGER NOT NULL,
-    -- Lowest and highest trace number of `ids`.
+    -- Lowest trace number of `ids`.
     first INTEGER NOT NULL,
-    last  INTEGER NOT NULL,
     n     INTEGER NOT NULL,
     -- Ascending trace numbers, each as the LEB128 varint of (id - first).
     ids   BLOB NOT NULL,
-    PRIMARY KEY (term, first)
+    PRIMARY KEY (block, term, first)
 ) WITHOUT ROWID;

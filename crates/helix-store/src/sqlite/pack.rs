@@ -281,25 +281,25 @@ pub(super) fn postings(first: i64, blob: &[u8]) -> Vec<i64> {
     out
 }
 
-/// Write the postings of a commit: per term, the trace numbers (any order, no repeats).
-pub(super) fn write_postings(tx: &Transaction<'_>, terms: BTreeMap<i64, Vec<i64>>) -> StoreResult<()> {
-    // A row's (term, first) cannot be taken: `first` is a trace that gets the term now, and a
-    // trace gets a term once. Should it ever be, the two rows' offsets share `first` and append.
+/// Write the postings of a commit: per (block, term), the trace numbers that gained the term
+/// (any order, no repeats).
+pub(super) fn write_postings(tx: &Transaction<'_>, terms: BTreeMap<(i64, i64), Vec<i64>>) -> StoreResult<()> {
+    // A row's key cannot be taken: `first` is a trace that gets the term now, and a trace gets
+    // a term once. Should it ever be, the two rows' offsets share `first` and append.
     let mut stmt = tx.prepare_cached(
-        "INSERT INTO span_terms (term, first, last, n, ids) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (term, first) DO UPDATE SET last = max(last, excluded.last), n = n + excluded.n,
-             ids = ids || excluded.ids",
+        "INSERT INTO span_terms (block, term, first, n, ids) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (block, term, first) DO UPDATE SET n = n + excluded.n, ids = ids || excluded.ids",
     )?;
     let mut blob = Vec::new();
-    for (term, mut ids) in terms {
+    for ((block, term), mut ids) in terms {
         ids.sort_unstable();
         ids.dedup();
-        let (Some(&first), Some(&last)) = (ids.first(), ids.last()) else { continue };
+        let Some(&first) = ids.first() else { continue };
         blob.clear();
         for id in &ids {
             put_varint((id - first) as u64, &mut blob);
         }
-        stmt.execute(rusqlite::params![term, first, last, ids.len() as i64, blob])?;
+        stmt.execute(rusqlite::params![block, term, first, ids.len() as i64, blob])?;
     }
     Ok(())
 }
@@ -352,7 +352,7 @@ pub(super) fn convert_schema_5(conn: &mut Connection, key: &[u8; 16]) -> StoreRe
         let mut rows = read.query([])?;
         let mut current: Option<(i64, Vec<u8>, Pack)> = None;
         let mut block = BlockFill::default();
-        let mut terms: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+        let mut terms: BTreeMap<(i64, i64), Vec<i64>> = BTreeMap::new();
         loop {
             let row = rows.next()?;
             let next = match row {
@@ -407,7 +407,7 @@ pub(super) fn convert_schema_5(conn: &mut Connection, key: &[u8; 16]) -> StoreRe
                     found.sort_unstable();
                     found.dedup();
                     for term in found {
-                        terms.entry(term).or_default().push(id);
+                        terms.entry((b, term)).or_default().push(id);
                     }
                     block.add(id, &t, &pack, key);
                     traces += 1;

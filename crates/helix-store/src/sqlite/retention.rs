@@ -118,6 +118,9 @@ fn step(inner: &Inner, goal: Goal) -> StoreResult<Removed> {
     let removed = if whole {
         // The block's trace numbers are one range of the table's key.
         let traces = tx.execute("DELETE FROM span_traces WHERE id BETWEEN ?1 AND ?2", [first, last])? as u64;
+        // Its postings with it (those of the partly removed block keep listing the removed
+        // traces, which then find no row).
+        tx.execute("DELETE FROM span_terms WHERE block = ?1", [block])?;
         if block == open_block {
             tx.execute(
                 "UPDATE span_blocks SET min_start_ns = NULL, max_start_ns = NULL, span_count = 0, bytes = 0
@@ -131,7 +134,6 @@ fn step(inner: &Inner, goal: Goal) -> StoreResult<Removed> {
     } else {
         oldest_traces(&tx, block, first, last, goal)?
     };
-    drop_postings(&tx)?;
     tx.commit()?;
     if whole {
         let traces = usize::try_from(removed.traces).unwrap_or(usize::MAX);
@@ -145,16 +147,6 @@ fn step(inner: &Inner, goal: Goal) -> StoreResult<Removed> {
         writer.open.spans -= i64::try_from(removed.spans).unwrap_or(0);
     }
     Ok(removed)
-}
-
-/// Postings rows that list only removed traces: every trace number below the oldest stored
-/// one is gone. (A row that still lists some stored trace stays; its removed ones find no row.)
-fn drop_postings(tx: &rusqlite::Transaction<'_>) -> StoreResult<()> {
-    tx.prepare_cached(
-        "DELETE FROM span_terms WHERE last < (SELECT coalesce(min(id), 9223372036854775807) FROM span_traces)",
-    )?
-    .execute([])?;
-    Ok(())
 }
 
 /// Remove a batch of the oldest traces of `block` (trace numbers `first..=last`) that `goal`

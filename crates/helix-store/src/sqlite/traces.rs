@@ -72,16 +72,20 @@ fn value(p: TraceParam) -> SqlValue {
 }
 
 /// How many traces have `term`, counted no further than it takes to call it common (each
-/// postings row lists at least one).
+/// postings row lists at least one); one seek per block.
 fn term_count(conn: &Connection, term: i64) -> StoreResult<i64> {
-    let mut stmt =
-        conn.prepare_cached("SELECT coalesce(sum(n), 0) FROM (SELECT n FROM span_terms WHERE term = ?1 LIMIT ?2)")?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT coalesce(sum(n), 0) FROM (SELECT k.n FROM span_blocks AS b CROSS JOIN span_terms AS k
+             ON k.block = b.block AND k.term = ?1 LIMIT ?2)",
+    )?;
     Ok(stmt.query_row(rusqlite::params![term, RARE], |r| r.get(0))?)
 }
 
 /// The trace numbers listed for `term` (a rare one: fewer than `RARE` postings).
 fn term_ids(conn: &Connection, term: i64) -> StoreResult<Vec<i64>> {
-    let mut stmt = conn.prepare_cached("SELECT first, ids FROM span_terms WHERE term = ?1")?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT k.first, k.ids FROM span_blocks AS b CROSS JOIN span_terms AS k ON k.block = b.block AND k.term = ?1",
+    )?;
     let mut rows = stmt.query([term])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {

@@ -267,8 +267,8 @@ fn write_spans(
         "UPDATE span_traces SET start_ns = ?2, end_ns = ?3, span_count = ?4, error_count = ?5, spans = ?6
          WHERE id = ?1",
     )?;
-    // Per term, the traces that gained it; per block, what the batch adds.
-    let mut terms: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    // Per (block, term), the traces that gained the term; per block, what the batch adds.
+    let mut terms: BTreeMap<(i64, i64), Vec<i64>> = BTreeMap::new();
     let mut blocks: BTreeMap<i64, BlockAdd> = BTreeMap::new();
     let mut inserted = 0u64;
     let (spans, source_ids) = (&plan.spans, &plan.span_source_ids);
@@ -331,7 +331,7 @@ fn write_spans(
                 let b = blocks.entry(block).or_default();
                 b.add(sum.start_ns.min(old_start), added, blob.len() as i64 - old_len as i64, None);
                 inserted += added as u64;
-                add_terms(&mut terms, gained, id);
+                add_terms(&mut terms, gained, block, id);
             }
             None => {
                 let mut pack = Pack { base_ns: spans[begin].start_ns, spans: Vec::with_capacity(group.len()) };
@@ -346,7 +346,7 @@ fn write_spans(
                 let n = pack.spans.len() as i64;
                 blocks.entry(open_block).or_default().add(start, n, trace_bytes(pack.encoded_len()), Some(id));
                 inserted += n as u64;
-                add_terms(&mut terms, gained, id);
+                add_terms(&mut terms, gained, open_block, id);
             }
         }
     }
@@ -401,10 +401,10 @@ impl BlockAdd {
     }
 }
 
-fn add_terms(terms: &mut BTreeMap<i64, Vec<i64>>, mut gained: Vec<i64>, id: i64) {
+fn add_terms(terms: &mut BTreeMap<(i64, i64), Vec<i64>>, mut gained: Vec<i64>, block: i64, id: i64) {
     gained.sort_unstable();
     gained.dedup();
     for t in gained {
-        terms.entry(t).or_default().push(id);
+        terms.entry((block, t)).or_default().push(id);
     }
 }
