@@ -221,7 +221,7 @@ pub(super) struct Sources(HashMap<i64, Option<Source>>);
 
 impl Sources {
     pub(super) fn get(&mut self, conn: &Connection, id: i64) -> StoreResult<Option<&Source>> {
-        if !self.0.contains_key(&id) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.0.entry(id) {
             let src = conn
                 .prepare_cached(
                     "SELECT service_name, process_name, instrument_id, scope_name, scope_version, resource
@@ -238,7 +238,7 @@ impl Sources {
                     })
                 })
                 .optional()?;
-            self.0.insert(id, src);
+            slot.insert(src);
         }
         Ok(self.0.get(&id).and_then(Option::as_ref))
     }

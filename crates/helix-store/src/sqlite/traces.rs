@@ -173,7 +173,9 @@ pub(super) fn traces(conn: &Connection, f: &TraceFilter, page: &PageRequest) -> 
         );
     }
     q.then(" ORDER BY t.start_ns DESC, t.trace_id ASC LIMIT ?", vec![SqlValue::Integer(fetch_limit(limit))]);
-    let rows: Vec<(Vec<u8>, i64, i64, i64, i64, Vec<u8>)> = conn
+    // (trace ID, start, duration, spans, error spans, pack) of each trace found.
+    type Found = (Vec<u8>, i64, i64, i64, i64, Vec<u8>);
+    let rows: Vec<Found> = conn
         .prepare_cached(&q.sql)?
         .query_map(rusqlite::params_from_iter(q.args), |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
