@@ -87,7 +87,7 @@ async fn sign_in(herald: &Herald, instrument: &str, credential: &str) -> (u16, V
 /// Rows of every table an export writes to.
 fn rows(db: &Path) -> Vec<(&'static str, i64)> {
     let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
-    ["entities", "entity_operations", "entity_events", "entity_parents", "logs", "spans", "instruments"]
+    ["entities", "entity_operations", "entity_events", "entity_parents", "logs", "span_traces", "instruments"]
         .into_iter()
         .map(|t| (t, conn.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0)).unwrap()))
         .collect()
