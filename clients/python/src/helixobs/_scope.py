@@ -62,7 +62,6 @@ def _context_ops() -> tuple[
 # `reset` raises where OpenTelemetry's `detach` logs (a token used twice, or in another
 # context): callers go through `detach` below, or catch and hand it to `detach`.
 get_current, attach, reset = _context_ops()
-_get_current = get_current
 
 
 def detach(token: CvToken[Context]) -> None:
@@ -105,8 +104,8 @@ class ScopedSpan(Span):
     # `_span` is None once closed. `_fields` caches the span's LogFields (None: not yet
     # computed, or invalidated by an attribute write through this package).
     # No __init__: a Python-level constructor costs more than the rest of the wrapper on
-    # the hot paths that make one per span, so they set the three fields themselves
-    # (`scoped_span()` elsewhere).
+    # the hot paths that make one per span, so the two places that make one (token
+    # `_open_span`, `_SpanBlock.__enter__`) set the three fields themselves.
     __slots__ = ("_span", "_fallback", "_fields")
     _span: Span | None
     _fallback: Context
@@ -183,17 +182,10 @@ class ScopedSpan(Span):
         return f"ScopedSpan({state}, {self.target()!r})"
 
 
-def scoped_span(span: Span, fallback: Context) -> ScopedSpan:
-    """A wrapper of `span`, standing for `fallback`'s span once closed."""
-    scoped = ScopedSpan()
-    scoped._span, scoped._fallback, scoped._fields = span, fallback, None
-    return scoped
-
-
 def effective_context(ctx: Context | None = None) -> Context:
     """The given (or current) context with closed wrappers peeled off the top."""
     if ctx is None:
-        ctx = _get_current()
+        ctx = get_current()
     span = ctx.get(SPAN_KEY)
     while type(span) is ScopedSpan and span._span is None:
         ctx = span._fallback
@@ -237,7 +229,7 @@ def current_log_fields() -> LogFields | None:
     Cached on our wrapper for the span's lifetime: attribute writes through this package
     (`Token.set_attribute`, `set_entity_id`, the wrapper's own setters) invalidate it.
     """
-    ctx = _get_current()
+    ctx = get_current()
     span = ctx.get(SPAN_KEY)
     while type(span) is ScopedSpan:
         inner = span._span
