@@ -197,11 +197,11 @@ def _worker(run_once: tuple[str, int] | None = None) -> None:
             with start_cur(
                 "archive",
                 context=Context(),
-                # No process name: our operation spans leave it to the resource, which
-                # says it (the published client never sets it on operations).
+                # No instrument ID or process name: our operation spans leave them to the
+                # resource, which says them (the published client sets the instrument ID on
+                # operations, never the process name).
                 attributes={
                     "helix.entity.id": ids[i & mask],
-                    "helix.instrument.id": INSTRUMENT_ID,
                     "helix.entity.is_operation": "true",
                 },
             ):

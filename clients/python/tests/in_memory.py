@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol, cast
 
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanContext, Status
@@ -55,9 +55,11 @@ class FinishedSpan(Protocol):
 class Memory:
     """An Instrument whose spans land synchronously in an InMemorySpanExporter."""
 
-    def __init__(self, process_name: str | None = None) -> None:
+    def __init__(
+        self, process_name: str | None = None, span_limits: SpanLimits | None = None
+    ) -> None:
         self.exporter = InMemorySpanExporter()
-        self.provider = TracerProvider()
+        self.provider = TracerProvider(span_limits=span_limits)
         self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
         self.tel = Instrument(
             "test-svc",

@@ -164,12 +164,16 @@ def test_context_manager_tip_logs_carry_the_entity(tel_herald: Instrument, heral
     assert re.match(r"^tests/test_e2e_seed\.py#L\d+$", attrs["helix_source"])
     assert rows["archiving"]["trace_id"] == archive["trace_id"]
     assert rows["archiving"]["attributes"]["helix_entity_id"] == "candidate-42"
-    # The operation span leaves the process name to the resource (which says it): its log
-    # line and its stored span still name the process.
+    # The operation span leaves the instrument and the process name to the resource (which
+    # says them): its log line, its operation row and its stored span still name both.
     assert rows["archiving"]["attributes"]["helix_process_name"] == "MY_INST/ingest"
+    assert rows["archiving"]["attributes"]["helix_instrument_id"] == "MY_INST"
     spans = herald.api(f"/api/v1/trace/{archive['trace_id']}")["spans"]
-    assert [(s["name"], s["process_name"]) for s in spans] == [("archive", "MY_INST/ingest")]
+    assert [(s["name"], s["process_name"], s["instrument_id"]) for s in spans] == [
+        ("archive", "MY_INST/ingest", "MY_INST")
+    ]
     assert "helix.process.name" not in spans[0]["attributes"]
+    assert "helix.instrument.id" not in spans[0]["attributes"]
     assert spans[0]["resource"]["helix.process.name"] == "MY_INST/ingest"
 
 

@@ -217,6 +217,31 @@ def test_add_event_types_preserved(mem: Memory) -> None:
     assert evs[2] == ("classified", {"label": "FRB"})
 
 
+def test_event_attributes_are_a_copy_and_read_only(mem: Memory) -> None:
+    attrs: dict[str, Any] = {"label": "FRB", "confidence": 0.97}
+    with mem.tel.create("classify", id="event-11") as tok:
+        tok.add_event("helix.event.classified", attrs)
+        attrs["label"] = "RFI"
+    s = mem.span("classify")
+    (event,) = s.events
+    assert dict(event.attributes) == {"label": "FRB", "confidence": 0.97}
+    with pytest.raises(TypeError):
+        event.attributes["label"] = "changed"  # type: ignore[index]
+    assert s.start_time <= event.timestamp <= s.end_time
+
+
+def test_event_attributes_obey_the_providers_span_limits() -> None:
+    from opentelemetry.sdk.trace import SpanLimits
+
+    mem = Memory(span_limits=SpanLimits(max_event_attributes=2, max_attribute_length=4))
+    with mem.tel.create("classify", id="event-12") as tok:
+        tok.add_event("helix.event.classified", {"label": "FRB-20261202", "a": 1, "b": 2})
+    (event,) = mem.span("classify").events
+    assert len(event.attributes) == 2
+    assert all(len(v) <= 4 for v in event.attributes.values() if isinstance(v, str))
+    assert event.dropped_attributes == 1  # type: ignore[attr-defined]
+
+
 def test_unsupported_metadata_values_are_rendered_not_lost(mem: Memory) -> None:
     with mem.tel.create("x", id="c") as tok:
         tok.set_attribute("cfg", {"a": 1})
@@ -470,8 +495,9 @@ def test_token_repr_and_type(mem: Memory) -> None:
     assert "new" in repr(tok)
 
 
-def test_operations_leave_the_process_name_to_a_resource_that_says_it() -> None:
-    """Operation spans carry helix.process.name only when their resource does not."""
+def test_operations_leave_instrument_and_process_to_a_resource_that_says_them() -> None:
+    """Operation spans carry helix.instrument.id / helix.process.name only when their
+    resource does not say the same; creation spans always carry both."""
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -495,11 +521,21 @@ def test_operations_leave_the_process_name_to_a_resource_that_says_it() -> None:
             "fields": fields
         }
 
-    said = spans_with(Resource.create({"helix.process.name": "MY_INST/ingest"}))
-    assert "helix.process.name" not in said["archive"]
-    assert said["ingest"]["helix.process.name"] == "MY_INST/ingest"  # creations always
-    assert said["fields"] is not None and said["fields"][2] == "MY_INST/ingest"
-    other = spans_with(Resource.create({"helix.process.name": "MY_INST/other"}))
+    said = spans_with(
+        Resource.create({"helix.instrument.id": "MY_INST", "helix.process.name": "MY_INST/ingest"})
+    )
+    assert said["archive"] == {"helix.entity.id": "event-7", "helix.entity.is_operation": "true"}
+    assert said["ingest"]["helix.instrument.id"] == "MY_INST"  # creations always
+    assert said["ingest"]["helix.process.name"] == "MY_INST/ingest"
+    # The log fields read what the span leaves out from its resource.
+    assert said["fields"] is not None
+    assert said["fields"][:3] == ("event-7", "MY_INST", "MY_INST/ingest")
+    other = spans_with(
+        Resource.create({"helix.instrument.id": "OTHER", "helix.process.name": "MY_INST/other"})
+    )
+    assert other["archive"]["helix.instrument.id"] == "MY_INST"
     assert other["archive"]["helix.process.name"] == "MY_INST/ingest"
     silent = spans_with(Resource.create({}))
+    assert silent["archive"]["helix.instrument.id"] == "MY_INST"
     assert silent["archive"]["helix.process.name"] == "MY_INST/ingest"
+    assert silent["fields"] is not None and silent["fields"][1] == "MY_INST"

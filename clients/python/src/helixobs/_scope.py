@@ -206,14 +206,15 @@ def _fields_of(span: Span) -> LogFields | None:
         return None
     attrs = getattr(span, "attributes", None) or {}
     entity = attrs.get(ENTITY_ID) or attrs.get(LOG_ENTITY_ID) or ""
-    instrument = attrs.get(INSTRUMENT_ID) or ""
+    instrument = attrs.get(INSTRUMENT_ID)
     process = attrs.get(PROCESS_NAME)
-    if not process:
-        # Operation spans leave it to the resource when the resource says it (the wire
-        # contract's fallback), as the herald reads it.
+    if not instrument or not process:
+        # Operation spans leave them to the resource when the resource says them (the wire
+        # contract's fallback), as the herald reads them.
         resource = getattr(span, "resource", None)
-        process = resource.attributes.get(PROCESS_NAME) if resource is not None else None
-        process = process or ""
+        said = resource.attributes if resource is not None else {}
+        instrument = instrument or said.get(INSTRUMENT_ID) or ""
+        process = process or said.get(PROCESS_NAME) or ""
     return (
         str(entity),
         str(instrument),

@@ -168,13 +168,17 @@ class Instrument:
             )
         self.token_source = token_source
         self._provider = tracer_provider
-        # Operation spans carry the process name only when the provider's resource does not
-        # already say it (the wire contract's fallback): one attribute less per operation.
-        # Creation spans always carry it (the client contract).
+        # Operation spans carry the instrument ID and process name only when the provider's
+        # resource does not already say the same (the wire contract's fallback): an SDK
+        # attribute less per operation for each. Creation spans always carry both (the
+        # client contract).
         resource = getattr(tracer_provider, "resource", None)
-        resource_process = resource.attributes.get(A.PROCESS_NAME) if resource else None
+        said = resource.attributes if resource else {}
+        self.operation_instrument_id: str | None = (
+            None if said.get(A.INSTRUMENT_ID) == self.instrument_id else self.instrument_id
+        )
         self.operation_process_name: str | None = (
-            None if resource_process == self.process_name else self.process_name
+            None if said.get(A.PROCESS_NAME) == self.process_name else self.process_name
         )
         # A plain attribute, not a property: tokens read it for every span.
         self.tracer: Tracer = tracer_provider.get_tracer(TRACER_NAME)

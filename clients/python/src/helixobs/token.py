@@ -9,10 +9,12 @@ import os
 import threading
 from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping
 from contextvars import Token as CvToken
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, Literal, Protocol, TypeVar, cast
 
 from opentelemetry.context import Context
+from opentelemetry.sdk.trace import Event as _Event
+from opentelemetry.sdk.trace import Span as _SDKSpan
 from opentelemetry.trace import Span, SpanContext, SpanKind, StatusCode, Tracer
 
 from . import _attrs as A
@@ -53,6 +55,9 @@ class SpanSource(Protocol):
 
     @property
     def process_name(self) -> str | None: ...
+
+    @property
+    def operation_instrument_id(self) -> str | None: ...
 
     @property
     def operation_process_name(self) -> str | None: ...
@@ -167,14 +172,13 @@ def _open_span(
         parent_ctx = caller_ctx
     else:
         if entity_id:
-            attributes = {
-                ENTITY_ID: entity_id,
-                INSTRUMENT_ID: inst.instrument_id,
-                IS_OPERATION: "true",
-            }
+            attributes = {ENTITY_ID: entity_id, IS_OPERATION: "true"}
         else:
             entity_id = None
-            attributes = {INSTRUMENT_ID: inst.instrument_id}
+            attributes = {}
+        instrument_id = inst.operation_instrument_id
+        if instrument_id:
+            attributes[INSTRUMENT_ID] = instrument_id
         parent_ctx = _ROOT_CONTEXT  # operations are always their own trace
         process_name = inst.operation_process_name
         if process_name:
@@ -449,14 +453,27 @@ class Token:
             span.add_event(name, {})
             return
         if type(attributes) is dict:
-            # String keys and plain scalars need no conversion (the SDK copies them into
-            # the event anyway); anything else takes the converting path.
+            # String keys and plain scalars need no conversion; anything else takes the
+            # converting path.
             for key, value in attributes.items():
                 if type(key) is not str or type(value) not in SCALAR_TYPES:
                     attributes = A.to_attributes(attributes)
                     break
         else:
             attributes = A.to_attributes(attributes)
+        if isinstance(span, _SDKSpan):
+            # The attributes are clean now (checked or converted above), so when the span's
+            # limits cannot cut them the SDK's own event is built directly: the same Event
+            # on the same span, without validating every value a second time.
+            limits = span._limits
+            most = limits.max_event_attributes
+            if (
+                limits.max_attribute_length is None
+                and (most is None or len(attributes) <= most)
+                and "" not in attributes
+            ):
+                span._add_event(_Event(name, MappingProxyType(dict(attributes))))
+                return
         span.add_event(name, attributes)
 
     def set_attribute(self, key: str, value: Any) -> None:
