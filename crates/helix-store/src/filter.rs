@@ -43,7 +43,11 @@ pub(crate) fn event_clauses(q: &EventQuery, after: Option<&str>) -> StoreResult<
 /// adds the body match (spelled per backend) and orders by `(timestamp_ns, id)` in
 /// `f.order`. The entity clause matches the lines naming the entity and every line of the
 /// traces of its creation and operations.
-pub(crate) fn log_clauses(f: &LogFilter, after: Option<&str>) -> StoreResult<Vec<(&'static str, Vec<Param>)>> {
+pub(crate) fn log_clauses(
+    f: &LogFilter,
+    after: Option<&str>,
+    sql: &LogSql,
+) -> StoreResult<Vec<(&'static str, Vec<Param>)>> {
     let mut out = Vec::new();
     let text = |v: &Option<String>| v.clone().map(Param::Text);
     for (clause, value) in [
@@ -67,6 +71,9 @@ pub(crate) fn log_clauses(f: &LogFilter, after: Option<&str>) -> StoreResult<Vec
     if let Some(n) = f.min_severity {
         out.push(("severity_number >= ?", vec![Param::Int32(n)]));
     }
+    if let Some(level) = &f.level {
+        out.push((sql.level, vec![Param::Text(level.clone())]));
+    }
     if let Some(from) = f.from_ns {
         out.push(("timestamp_ns >= ?", vec![Param::Int(from)]));
     }
@@ -83,6 +90,18 @@ pub(crate) fn log_clauses(f: &LogFilter, after: Option<&str>) -> StoreResult<Vec
     }
     Ok(out)
 }
+
+/// What each backend spells its own way in the shared log clauses.
+pub(crate) struct LogSql {
+    /// `LogFilter::level`: `lower(trim(severity))` is exact for printable ASCII (both
+    /// backends lower ASCII only alike); a severity with any other character passes.
+    pub level: &'static str,
+}
+
+pub(crate) const SQLITE_LOGS: LogSql = LogSql { level: "(lower(trim(severity)) = ? OR severity GLOB '*[^ -~]*')" };
+// "C": ASCII-only lowering and code-point ranges, whatever the database's collation.
+pub(crate) const POSTGRES_LOGS: LogSql =
+    LogSql { level: r#"(lower(trim(severity) COLLATE "C") = ? OR severity COLLATE "C" ~ '[^ -~]')"# };
 
 /// `ORDER BY` of a log search.
 pub(crate) fn log_order(order: LogOrder) -> &'static str {

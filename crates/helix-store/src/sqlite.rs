@@ -16,6 +16,7 @@ mod write;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
@@ -173,13 +174,43 @@ enum ReadState {
     Ended,
 }
 
+/// What a read's progress handler stops a statement for: the read was cancelled, or the
+/// statement used up the steps its caller allowed it ([`ReadSteps::bounded`]).
+#[derive(Debug)]
+pub(super) struct ReadSteps {
+    cancelled: AtomicBool,
+    /// Progress-handler calls left to the running statement ([`CANCEL_CHECK_STEPS`] VM steps each).
+    left: AtomicI64,
+}
+
+impl ReadSteps {
+    fn new() -> ReadSteps {
+        ReadSteps { cancelled: AtomicBool::new(false), left: AtomicI64::new(i64::MAX) }
+    }
+
+    /// The progress handler's verdict: true stops the statement.
+    fn stop(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed) || self.left.fetch_sub(1, Ordering::Relaxed) <= 0
+    }
+
+    /// Run `f` with its statements allowed about `steps` SQLite VM steps in all; returns its
+    /// result and whether the allowance (not a cancellation) stopped it.
+    pub(super) fn bounded<T>(&self, steps: i64, f: impl FnOnce() -> T) -> (T, bool) {
+        self.left.store((steps / i64::from(CANCEL_CHECK_STEPS)).max(1), Ordering::Relaxed);
+        let out = f();
+        // Below zero only once a call found nothing left and stopped the statement.
+        let spent = self.left.swap(i64::MAX, Ordering::Relaxed) < 0;
+        (out, spent && !self.cancelled.load(Ordering::Relaxed))
+    }
+}
+
 /// Interrupts its read when dropped before the read ended (the caller hung up or timed out).
 /// `sqlite3_interrupt` only stops the statements running at that moment, so the read is
 /// also marked cancelled: its connection's progress handler stops any statement it starts
 /// afterwards (a walk between two levels would otherwise go on).
 struct InterruptOnDrop {
     state: Arc<Mutex<ReadState>>,
-    cancelled: Arc<std::sync::atomic::AtomicBool>,
+    steps: Arc<ReadSteps>,
     handle: rusqlite::InterruptHandle,
 }
 
@@ -187,7 +218,7 @@ impl Drop for InterruptOnDrop {
     fn drop(&mut self) {
         let state = lock(&self.state);
         if *state == ReadState::Running {
-            self.cancelled.store(true, std::sync::atomic::Ordering::Relaxed);
+            self.steps.cancelled.store(true, Ordering::Relaxed);
             self.handle.interrupt();
         }
     }
@@ -216,12 +247,12 @@ impl Inner {
             Some(c) => c,
             None => connect(&self.path, self.busy_timeout, true)?,
         };
-        self.readers_busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.readers_busy.fetch_add(1, Ordering::Relaxed);
         Ok(conn)
     }
 
     fn checkin(&self, conn: Connection) {
-        self.readers_busy.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.readers_busy.fetch_sub(1, Ordering::Relaxed);
         let mut idle = lock(&self.readers);
         if idle.len() < self.max_readers {
             idle.push(conn);
@@ -307,6 +338,15 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
+        self.read_steps(move |c, _| f(c)).await
+    }
+
+    /// [`Self::read`] for a read that bounds some of its statements' steps.
+    async fn read_steps<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &ReadSteps) -> StoreResult<T> + Send + 'static,
+    {
         let inner = self.inner.clone();
         let budget = inner.query_timeout;
         let read = async move {
@@ -314,12 +354,13 @@ impl SqliteStore {
                 inner.reader_slots.clone().acquire_owned().await.map_err(|_| StoreError::unavailable("closing"))?;
             let conn = inner.checkout()?;
             let state = Arc::new(Mutex::new(ReadState::Running));
-            let cancelled = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let flag = cancelled.clone();
-            conn.progress_handler(CANCEL_CHECK_STEPS, Some(move || flag.load(std::sync::atomic::Ordering::Relaxed)));
-            let _interrupt = InterruptOnDrop { state: state.clone(), cancelled, handle: conn.get_interrupt_handle() };
+            let steps = Arc::new(ReadSteps::new());
+            let handler = steps.clone();
+            conn.progress_handler(CANCEL_CHECK_STEPS, Some(move || handler.stop()));
+            let _interrupt =
+                InterruptOnDrop { state: state.clone(), steps: steps.clone(), handle: conn.get_interrupt_handle() };
             let task = tokio::task::spawn_blocking(move || {
-                let result = f(&conn);
+                let result = f(&conn, &steps);
                 conn.progress_handler(0, None::<fn() -> bool>);
                 *lock(&state) = ReadState::Ended;
                 inner.checkin(conn);
@@ -343,7 +384,7 @@ impl Store for SqliteStore {
 
     /// The writer connection plus the read connections (idle and checked out).
     fn connections(&self) -> Option<crate::Connections> {
-        let busy = self.inner.readers_busy.load(std::sync::atomic::Ordering::Relaxed);
+        let busy = self.inner.readers_busy.load(Ordering::Relaxed);
         let idle = lock(&self.inner.readers).len();
         let writing = usize::from(self.inner.writer.try_lock().is_err());
         Some(crate::Connections { in_use: busy + writing, open: 1 + idle + busy })
@@ -463,7 +504,9 @@ impl Store for SqliteStore {
 
     async fn log_search(&self, filter: &LogFilter, page: &PageRequest) -> StoreResult<Page<LogRecorded>> {
         let (filter, page) = (filter.clone(), page.clone());
-        self.read(move |c| logs::search(c, &filter, &page)).await.map_err(|e| e.during("log_search"))
+        self.read_steps(move |c, steps| logs::search(c, &filter, &page, steps))
+            .await
+            .map_err(|e| e.during("log_search"))
     }
 
     async fn log_values(&self, field: LogField, from_ns: i64, to_ns: i64, limit: usize) -> StoreResult<Vec<String>> {

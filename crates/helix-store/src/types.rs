@@ -417,6 +417,10 @@ pub struct LogFilter {
     pub process_name: Option<String>,
     /// Lowest OTLP severity number (`WARN` is 13).
     pub min_severity: Option<i32>,
+    /// Loki's `level` label: the severity text, trimmed of spaces and lowercased, equals this
+    /// (printable ASCII; a severity with any other character is let through for the caller to
+    /// judge, as the Loki layer does for every label).
+    pub level: Option<String>,
     /// Case-insensitive substring of the body.
     pub text: Option<String>,
     /// Record timestamp lower bound, inclusive.

@@ -7,7 +7,7 @@ use helix_model::LogRecorded;
 
 use super::read::{pg_value, Arg, Query};
 use crate::cursor::{self, fetch_limit, page_limit, split_page};
-use crate::filter::{like_anywhere, log_clauses, log_order};
+use crate::filter::{like_anywhere, log_clauses, log_order, POSTGRES_LOGS};
 use crate::rows::parse_metadata;
 use crate::{LogField, LogFilter, Page, PageRequest, StoreResult};
 
@@ -19,7 +19,7 @@ pub(super) async fn search(c: &Object, f: &LogFilter, page: &PageRequest) -> Sto
          FROM logs WHERE true"
             .to_owned(),
     );
-    for (clause, params) in log_clauses(f, page.cursor.as_deref())? {
+    for (clause, params) in log_clauses(f, page.cursor.as_deref(), &POSTGRES_LOGS)? {
         query.and(clause, params.into_iter().map(pg_value).collect());
     }
     if let Some(text) = f.text.as_deref().filter(|t| !t.is_empty()) {

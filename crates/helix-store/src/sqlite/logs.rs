@@ -1,6 +1,13 @@
 //! The SQLite log search: the shared clauses (`crate::filter::log_clauses`) over `logs`, in
 //! either time order, with the body match driven by the trigram index (`logs_text`) when the
 //! text is rare and checked row by row along the time index when it is common.
+//!
+//! Between the two, which is cheaper depends on how many lines the other filters keep, which
+//! only the walk finds out: a text in more than `RARE` lines is first looked for along the
+//! time index within `WALK_STEPS`; a walk that has not filled its page by then hands over to
+//! the trigram index when fewer than `INDEXED_MAX` lines contain the text (each costs a
+//! look-up, ≈ 30 walked rows' worth), and walks on when more do. Either path gives the same
+//! lines in the same order.
 
 use helix_model::LogRecorded;
 use rusqlite::types::Value as SqlValue;
@@ -8,7 +15,7 @@ use rusqlite::{Connection, Row};
 
 use super::read::{sql_value, Query};
 use crate::cursor::{self, fetch_limit, page_limit, split_page};
-use crate::filter::{like_anywhere, log_clauses, log_order, RARE};
+use crate::filter::{like_anywhere, log_clauses, log_order, RARE, SQLITE_LOGS};
 use crate::rows::parse_metadata;
 use crate::{LogField, LogFilter, Page, PageRequest, StoreResult};
 
@@ -49,28 +56,76 @@ fn indexable(text: &str) -> bool {
     text.chars().count() >= 3
 }
 
-/// Fewer than `RARE` rows contain the text: the index then drives the search.
-fn rare(conn: &Connection, text: &str) -> StoreResult<bool> {
+/// SQLite VM steps a walk along the time index may take before a text found in more than
+/// `RARE` lines is looked up through the trigram index instead (about 100 000 rows walked).
+const WALK_STEPS: i64 = 4_000_000;
+/// A walk that ran out of `WALK_STEPS` hands over to the trigram index below this many lines.
+const INDEXED_MAX: i64 = 20_000;
+
+/// Fewer than `most` rows contain the text (the trigram index counts, up to `most`).
+fn fewer_than(conn: &Connection, text: &str, most: i64) -> StoreResult<bool> {
     let n: i64 = conn
         .prepare_cached("SELECT count(*) FROM (SELECT 1 FROM logs_text WHERE body LIKE ?1 LIMIT ?2)")?
-        .query_row(rusqlite::params![format!("%{text}%"), RARE], |r| r.get(0))?;
-    Ok(n < RARE)
+        .query_row(rusqlite::params![format!("%{text}%"), most], |r| r.get(0))?;
+    Ok(n < most)
 }
 
-pub(super) fn search(conn: &Connection, f: &LogFilter, page: &PageRequest) -> StoreResult<Page<LogRecorded>> {
+pub(super) fn search(
+    conn: &Connection,
+    f: &LogFilter,
+    page: &PageRequest,
+    steps: &super::ReadSteps,
+) -> StoreResult<Page<LogRecorded>> {
+    search_with(conn, f, page, steps, (RARE, WALK_STEPS, INDEXED_MAX)).map(|(page, _)| page)
+}
+
+/// How a search found its page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    /// Through the trigram index from the start (a rare text).
+    Text,
+    /// Along the time index, no look at the text's count.
+    Walk,
+    /// A walk within `WALK_STEPS`, then (it ran out) the trigram index, or a walk to the end.
+    WalkThen(bool),
+}
+
+/// [`search`] with its thresholds (`RARE`, `WALK_STEPS`, `INDEXED_MAX`), saying how it went.
+fn search_with(
+    conn: &Connection,
+    f: &LogFilter,
+    page: &PageRequest,
+    steps: &super::ReadSteps,
+    (rare, walk_steps, indexed_max): (i64, i64, i64),
+) -> StoreResult<(Page<LogRecorded>, Plan)> {
+    let Some(text) = f.text.as_deref().filter(|t| indexable(t)) else {
+        return Ok((run(conn, f, page, false)?, Plan::Walk));
+    };
+    if fewer_than(conn, text, rare)? {
+        return Ok((run(conn, f, page, true)?, Plan::Text));
+    }
+    match steps.bounded(walk_steps, || run(conn, f, page, false)) {
+        (Err(_), true) => {
+            let by_text = fewer_than(conn, text, indexed_max)?;
+            Ok((run(conn, f, page, by_text)?, Plan::WalkThen(by_text)))
+        }
+        (walked, _) => Ok((walked?, Plan::Walk)),
+    }
+}
+
+/// One page of the search, the body match driven by the trigram index (`by_text`) or checked
+/// on the rows of the time walk.
+fn run(conn: &Connection, f: &LogFilter, page: &PageRequest, by_text: bool) -> StoreResult<Page<LogRecorded>> {
     let limit = page_limit(page);
     let text = f.text.as_deref().filter(|t| !t.is_empty());
-    let rare_text = match text {
-        Some(t) if indexable(t) => rare(conn, t)?,
-        _ => false,
-    };
+    let rare_text = by_text && text.is_some();
     // A rare text drives through its rowids; left to itself the planner would walk a
     // service's or process's index (`logs_service_time`) testing each row against them. A
     // trace's or span's few lines are still found through their own index.
     let narrow = f.trace_id.is_some() || f.span_id.is_some();
     let from = if rare_text && !narrow { "logs NOT INDEXED" } else { "logs" };
     let mut query = Query::new(format!("SELECT {LOG_COLUMNS} FROM {from} WHERE 1 = 1"));
-    for (clause, params) in log_clauses(f, page.cursor.as_deref())? {
+    for (clause, params) in log_clauses(f, page.cursor.as_deref(), &SQLITE_LOGS)? {
         query.and(clause, params.into_iter().map(sql_value).collect());
     }
     if let Some(text) = text {
@@ -156,4 +211,84 @@ pub(super) fn prune(inner: &super::Inner, max_age: std::time::Duration, now_ns: 
 /// The background job: a pass every retention interval, for as long as the store is open.
 pub(super) fn spawn(inner: std::sync::Weak<super::Inner>, max_age: std::time::Duration) {
     super::retention::every_interval(inner, "log-retention", move |i, now| prune(i, max_age, now));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{SqliteOptions, SqliteStore, Store, WriteBatch, WriteRecord};
+
+    fn line(i: i64) -> LogRecorded {
+        LogRecorded {
+            timestamp_ns: 1_700_000_000_000_000_000 + i,
+            observed_ns: 1_700_000_000_000_000_000 + i,
+            severity: if i % 3 == 0 { "ERROR" } else { "INFO" }.to_owned(),
+            severity_number: if i % 3 == 0 { 17 } else { 9 },
+            body: if i % 1000 == 7 { format!("line {i}: lost lock on beam") } else { format!("line {i}: ok") },
+            trace_id: None,
+            span_id: None,
+            entity_id: None,
+            instrument_id: Some("I".to_owned()),
+            process_name: None,
+            service_name: Some(if i % 2 == 0 { "search" } else { "ingest" }.to_owned()),
+            source: None,
+            attributes: Default::default(),
+            resource: Default::default(),
+        }
+    }
+
+    /// Every path gives the same pages, cursors included; the thresholds pick the path.
+    #[tokio::test]
+    async fn each_plan_returns_the_same_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
+        let records = (0..20_000).map(|i| WriteRecord::Log(line(i))).collect();
+        store.write(&WriteBatch::of(records)).await.unwrap();
+        drop(store);
+        let conn = Connection::open(&path).unwrap();
+        let steps = std::sync::Arc::new(super::super::ReadSteps::new());
+        let handler = steps.clone();
+        conn.progress_handler(super::super::CANCEL_CHECK_STEPS, Some(move || handler.stop()));
+        let filter = LogFilter {
+            service_name: Some("ingest".into()),
+            level: Some("info".into()),
+            text: Some("LOST LOCK".into()),
+            order: crate::LogOrder::Desc,
+            ..LogFilter::default()
+        };
+        let pages = |thresholds: (i64, i64, i64)| {
+            let mut all = Vec::new();
+            let mut plans = Vec::new();
+            let mut cursor = None;
+            loop {
+                let page = PageRequest { limit: 7, cursor };
+                let (p, plan) = search_with(&conn, &filter, &page, &steps, thresholds).unwrap();
+                plans.push(plan);
+                all.extend(p.items.into_iter().map(|l| l.body));
+                cursor = p.next_cursor;
+                if cursor.is_none() {
+                    break (all, plans);
+                }
+            }
+        };
+        // Lines 7 + 1000k of the ingest service (odd) at INFO (not a multiple of 3), newest first.
+        let want: Vec<String> = (0..20_000)
+            .rev()
+            .filter(|i| i % 1000 == 7 && i % 2 == 1 && i % 3 != 0)
+            .map(|i| format!("line {i}: lost lock on beam"))
+            .collect();
+        assert!(want.len() > 10, "{}", want.len());
+        let (text, plans) = pages((1_000, i64::MAX, 1_000));
+        assert_eq!((text, plans[0]), (want.clone(), Plan::Text));
+        let (walk, plans) = pages((2, i64::MAX, 1_000));
+        assert_eq!((walk, plans[0]), (want.clone(), Plan::Walk));
+        let (handed, plans) = pages((2, 1, 1_000));
+        assert_eq!((handed, plans[0]), (want.clone(), Plan::WalkThen(true)));
+        let (walked_on, plans) = pages((2, 1, 2));
+        assert_eq!((walked_on, plans[0]), (want, Plan::WalkThen(false)));
+        // The allowance is the walk's only: the next statement runs unbounded.
+        let n: i64 = conn.query_row("SELECT count(*) FROM logs WHERE body LIKE '%o%'", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 20_000);
+    }
 }

@@ -108,6 +108,7 @@ fn filter(params: &QueryParams, trace_id: Option<String>) -> ApiResult<LogFilter
         service_name: owned("service"),
         process_name: owned("process"),
         min_severity: params.text("severity").map(parse_severity).transpose()?,
+        level: None,
         text,
         from_ns,
         to_ns,

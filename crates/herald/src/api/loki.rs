@@ -322,6 +322,13 @@ pub fn store_filter(query: &LogQuery, from_ns: i64, to_ns: i64, order: LogOrder)
             *slot = Some(value.to_owned());
         }
     }
+    // `level` is the severity lowercased: the store checks it too when it can do so exactly.
+    filter.level = query
+        .matchers()
+        .filter(|m| m.name == "level")
+        .find_map(|m| m.equality())
+        .filter(|v| v.bytes().all(|b| (b' '..=b'~').contains(&b)))
+        .map(str::to_owned);
     filter.text =
         query.contained_texts().max_by_key(|t| t.chars().count()).filter(|t| !t.is_empty()).map(str::to_owned);
     filter
@@ -873,12 +880,26 @@ mod tests {
                 service_name: Some("search".into()),
                 process_name: Some("CHIME/search".into()),
                 min_severity: None,
+                level: Some("warning".into()),
                 text: Some("almost".into()),
                 from_ns: Some(10),
                 to_ns: Some(20),
                 order: LogOrder::Asc,
             }
         );
+    }
+
+    #[test]
+    fn only_a_printable_ascii_level_goes_to_the_store() {
+        let level = |query: &str| {
+            let Ok(Query::Log(q)) = logql::parse(query) else { panic!("parses: {query}") };
+            store_filter(&q, 0, 1, LogOrder::Desc).level
+        };
+        assert_eq!(level(r#"{service_name="a"} | level="error""#).as_deref(), Some("error"));
+        assert_eq!(level(r#"{service_name="a", level=~"err.*"}"#), None);
+        assert_eq!(level(r#"{service_name="a", level!="error"}"#), None);
+        assert_eq!(level("{service_name=\"a\", level=\"fehler\u{00fc}\"}"), None);
+        assert_eq!(level("{service_name=\"a\", level=\"a\\tb\"}"), None);
     }
 
     #[test]
