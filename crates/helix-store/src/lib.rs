@@ -60,6 +60,11 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
+    /// What the span directory holds (SQLite); `None` for a backend without one.
+    fn span_directory(&self) -> Option<SpanDirectoryStats> {
+        None
+    }
+
     /// What the retention jobs have done since the store opened; `None` without such jobs.
     fn retention(&self) -> Option<RetentionSnapshot> {
         None

@@ -34,6 +34,10 @@ use crate::{
     WriteBatch, WriteOutcome,
 };
 
+/// The span directory's memory cap unless configured (`HELIX_SPAN_DIRECTORY_BYTES`): the
+/// entries of about 12 million traces.
+pub const DEFAULT_SPAN_DIRECTORY_BYTES: usize = 128 << 20;
+
 /// How to open a database.
 #[derive(Debug, Clone)]
 pub struct SqliteOptions {
@@ -47,6 +51,8 @@ pub struct SqliteOptions {
     pub busy_timeout: Duration,
     /// Age and size limits of the span store.
     pub span_retention: crate::SpanRetention,
+    /// Memory cap of the span store's directory (docs/storage.md "Span directory").
+    pub span_directory_bytes: usize,
     /// Age after which log records are removed (`None` keeps them).
     pub log_retention: Option<Duration>,
     /// Longest a read may take, waiting for a connection included; past it the query is
@@ -62,6 +68,7 @@ impl Default for SqliteOptions {
             read_connections: 4,
             busy_timeout: Duration::from_secs(5),
             span_retention: crate::SpanRetention::default(),
+            span_directory_bytes: DEFAULT_SPAN_DIRECTORY_BYTES,
             log_retention: None,
             query_timeout: Duration::from_secs(30),
         }
@@ -295,8 +302,18 @@ impl SqliteStore {
         ensure_parent_dir(path)?;
         let mut writer = connect(path, opts.busy_timeout, false)?;
         prepare_schema(&mut writer, path, opts.migrate)?;
-        let (directory, open) = blocks::load(&mut writer)?;
-        tracing::debug!(traces = directory.len(), open_block = open.block, "span store directory loaded");
+        let started = std::time::Instant::now();
+        let (directory, open) = blocks::load(&mut writer, opts.span_directory_bytes)?;
+        let stats = directory.stats();
+        tracing::info!(
+            entries = stats.entries,
+            bytes = stats.bytes,
+            cap_bytes = stats.cap_bytes,
+            filtered_blocks = stats.filtered_blocks,
+            open_block = open.block,
+            elapsed = ?started.elapsed(),
+            "span store directory loaded"
+        );
         let inner = Arc::new(Inner {
             path: path.to_owned(),
             busy_timeout: opts.busy_timeout,
@@ -392,6 +409,10 @@ impl Store for SqliteStore {
 
     fn notify(&self) -> Option<&dyn crate::notify::NotifyStore> {
         Some(self)
+    }
+
+    fn span_directory(&self) -> Option<crate::SpanDirectoryStats> {
+        Some(self.inner.directory.read().unwrap_or_else(|p| p.into_inner()).stats())
     }
 
     fn retention(&self) -> Option<crate::RetentionSnapshot> {

@@ -135,6 +135,21 @@ pub struct RetentionSnapshot {
     pub last_pass_ns: Option<i64>,
 }
 
+/// What the SQLite span store's in-memory directory holds (docs/storage.md "Span directory").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct SpanDirectoryStats {
+    /// Memory the directory takes (entries, filters, block list), counted.
+    pub bytes: u64,
+    /// Its cap (`HELIX_SPAN_DIRECTORY_BYTES`).
+    pub cap_bytes: u64,
+    /// Entries held (trace fingerprints of the open and the newest sealed blocks).
+    pub entries: u64,
+    /// Sealed blocks whose entries are held.
+    pub resident_blocks: u64,
+    /// Evicted blocks that keep a filter.
+    pub filtered_blocks: u64,
+}
+
 /// How many database connections a store holds, for the `helix_db_connections_*` gauges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Connections {

@@ -397,3 +397,78 @@ async fn sealed_blocks_stay_idempotent_take_late_spans_and_retire_whole() {
     let listed = store.traces(&TraceFilter::default(), &PageRequest::first(10)).await.unwrap().items;
     assert_eq!(listed.len(), 1);
 }
+
+/// The span directory under a cap far below its traces' entries (60 000 traces, 480 kB of
+/// entries, under a 128 KiB cap): memory stays under the cap, the newest blocks are held, older
+/// ones filtered or looked up on disk, and every trace is still found by ID with its spans; a
+/// retried export adds nothing; a late span of an evicted trace starts a second row that the
+/// by-ID read, the search and retention treat as one trace; all of it again after reopening.
+#[tokio::test]
+async fn a_capped_span_directory_still_finds_every_trace() {
+    use helix_store::conformance::T0;
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let cap = 128 << 10;
+    let opts = || SqliteOptions { span_directory_bytes: cap, ..Default::default() };
+    let store = SqliteStore::open(&path, opts()).unwrap();
+    let n = 60_000i64;
+    let seed = |i: i64| format!("cap-{i}");
+    let one = |i: i64| span(&seed(i), &seed(i), None, if i % 1000 == 0 { "rare" } else { "step" }, i * 1_000);
+    let mut last_batch = None;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1_000) {
+        let batch = WriteBatch::of(chunk.iter().map(|i| WriteRecord::Span(one(*i))).collect());
+        assert_eq!(store.write(&batch).await.unwrap().spans_inserted, chunk.len() as u64);
+        let stats = store.span_directory().unwrap();
+        assert!(stats.bytes <= cap as u64, "over the cap: {stats:?}");
+        last_batch = Some(batch);
+    }
+    let stats = store.span_directory().unwrap();
+    assert!(stats.entries < n as u64 / 4, "most entries left memory: {stats:?}");
+    assert!(stats.resident_blocks >= 1 && stats.filtered_blocks >= 1, "held, filtered and bare blocks: {stats:?}");
+    let found = |store: SqliteStore| async move {
+        // Every 97th trace, and the first and last ones (the very first is checked apart: it
+        // gets a late span): all there, each with its span.
+        for i in (97..n).step_by(97).chain([1, 2, n - 1]) {
+            let t = store.trace(&trace_of(&seed(i)), 10).await.unwrap();
+            assert_eq!(t.map(|t| t.spans), Some(vec![one(i)]), "trace {i}");
+        }
+        assert_eq!(store.trace(&trace_of("cap-never"), 10).await.unwrap(), None);
+    };
+    found(store.clone()).await;
+    assert_eq!(store.trace(&trace_of(&seed(0)), 10).await.unwrap().map(|t| t.spans), Some(vec![one(0)]));
+    // A retried export (recent, so its traces are held) adds no span.
+    let retry = last_batch.unwrap();
+    assert_eq!(store.write(&retry).await.unwrap().spans_inserted, 0, "retried export");
+    // A late span of the oldest trace, long evicted: a second row, read back as one trace.
+    let late = span(&seed(0), "cap-0-late", Some(&seed(0)), "late", 500);
+    let late_batch = WriteBatch::of(vec![WriteRecord::Span(late.clone())]);
+    assert_eq!(store.write(&late_batch).await.unwrap().spans_inserted, 1);
+    assert_eq!(store.write(&late_batch).await.unwrap().spans_inserted, 0, "the late span retried");
+    let both = store.trace(&trace_of(&seed(0)), 10).await.unwrap().unwrap().spans;
+    assert_eq!(both, vec![one(0), late.clone()], "both rows, ordered by start");
+    let window = TraceFilter { from_ns: Some(T0), to_ns: Some(T0 + 1_500), ..Default::default() };
+    let page = store.traces(&window, &PageRequest::first(10)).await.unwrap();
+    let listed: Vec<(String, u64)> = page.items.iter().map(|t| (t.trace_id.clone(), t.span_count)).collect();
+    assert_eq!(listed, vec![(trace_of(&seed(1)), 1), (trace_of(&seed(0)), 2)], "the split trace listed once");
+    drop(store);
+
+    // Reopened under the same cap: the same answers, the open block's traces still held.
+    let store = SqliteStore::open(&path, opts()).unwrap();
+    let stats = store.span_directory().unwrap();
+    assert!(stats.bytes <= cap as u64 && stats.entries < n as u64 / 4, "{stats:?}");
+    found(store.clone()).await;
+    assert_eq!(store.write(&retry).await.unwrap().spans_inserted, 0, "retried after reopening");
+    assert_eq!(store.trace(&trace_of(&seed(0)), 10).await.unwrap().unwrap().spans, vec![one(0), late]);
+
+    // Retention by age removes both rows of the split trace (both started before the cutoff).
+    let day = 86_400 * 1_000_000_000i64;
+    let limits = helix_store::SpanRetention { max_age: Some(Duration::from_secs(86_400)), max_bytes: None };
+    let removed = store.prune_spans(&limits, T0 + day + 30_000 * 1_000).await.unwrap();
+    assert_eq!(removed, 30_000 + 1, "the traces that started before the cutoff, and the late span");
+    assert_eq!(store.trace(&trace_of(&seed(0)), 10).await.unwrap(), None);
+    assert_eq!(store.trace(&trace_of(&seed(29_999)), 10).await.unwrap(), None);
+    for i in [30_000, 30_001, 45_000, n - 1] {
+        assert_eq!(store.trace(&trace_of(&seed(i)), 10).await.unwrap().map(|t| t.spans), Some(vec![one(i)]));
+    }
+    assert!(store.span_directory().unwrap().bytes <= cap as u64);
+}

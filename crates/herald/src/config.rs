@@ -241,6 +241,13 @@ pub struct ServeArgs {
     /// are removed first.
     #[arg(long = "span-retention-bytes", env = "HELIX_SPAN_RETENTION_BYTES")]
     pub span_retention_bytes: Option<u64>,
+    /// SQLite: memory cap of the span directory, the map from trace ID to stored trace (8 bytes
+    /// per trace). Over it the oldest traces are found through their blocks on disk, slower;
+    /// a span arriving that late for its trace is stored beside it and read back with it.
+    #[arg(long = "span-directory-bytes", env = "HELIX_SPAN_DIRECTORY_BYTES",
+          default_value_t = helix_store::sqlite::DEFAULT_SPAN_DIRECTORY_BYTES,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(65_536..))]
+    pub span_directory_bytes: usize,
     /// Log records older than this are removed (0 keeps them). Default 7d; on PostgreSQL an
     /// existing HELIX_RETENTION_LOGS_DAYS applies when this is not given.
     #[arg(long = "log-retention", env = "HELIX_LOG_RETENTION", value_parser = humantime::parse_duration)]
@@ -334,6 +341,8 @@ pub struct StoreLimits {
     pub connections: usize,
     /// Longest a SQLite read (a PostgreSQL read statement) may take.
     pub query_timeout: Duration,
+    /// SQLite: memory cap of the span directory.
+    pub span_directory_bytes: usize,
 }
 
 /// Where the store lives.
@@ -499,6 +508,7 @@ impl ServeArgs {
         StoreLimits {
             connections: self.db_connections.max(1),
             query_timeout: self.query_timeout.max(Duration::from_millis(10)),
+            span_directory_bytes: self.span_directory_bytes,
         }
     }
     /// How many requests of each expensive class are served at once.

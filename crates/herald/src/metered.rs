@@ -102,6 +102,10 @@ impl Store for MeteredStore {
         self.inner.retention()
     }
 
+    fn span_directory(&self) -> Option<helix_store::SpanDirectoryStats> {
+        self.inner.span_directory()
+    }
+
     async fn size_bytes(&self) -> StoreResult<Option<u64>> {
         self.query("size_bytes", self.inner.size_bytes()).await
     }

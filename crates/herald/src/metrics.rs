@@ -50,6 +50,8 @@ pub struct Metrics {
     pub db_write_errors: IntCounter,
     pub db_connections_in_use: IntGauge,
     pub db_connections_total: IntGauge,
+    pub span_directory_bytes: IntGauge,
+    pub span_directory_limit_bytes: IntGauge,
     pub db_queries: IntCounterVec,
     pub db_query_duration: HistogramVec,
     pub api_requests: IntCounterVec,
@@ -298,6 +300,16 @@ impl Metrics {
             db_write_errors: counter(&r, "helix_db_write_errors_total", "Commits that failed."),
             db_connections_in_use: gauge(&r, "helix_db_connections_in_use", "Database connections doing work."),
             db_connections_total: gauge(&r, "helix_db_connections_total", "Database connections open."),
+            span_directory_bytes: gauge(
+                &r,
+                "helix_span_directory_bytes",
+                "Memory the SQLite span directory takes (trace entries and filters).",
+            ),
+            span_directory_limit_bytes: gauge(
+                &r,
+                "helix_span_directory_limit_bytes",
+                "The span directory's memory cap (HELIX_SPAN_DIRECTORY_BYTES).",
+            ),
             db_queries: counter_vec(
                 &r,
                 "helix_db_queries_total",

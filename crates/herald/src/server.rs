@@ -91,6 +91,7 @@ async fn open_location(db_url: &str, purpose: Purpose) -> Result<Opened, RunErro
                     log_retention,
                     read_connections: limits.connections,
                     query_timeout: limits.query_timeout,
+                    span_directory_bytes: limits.span_directory_bytes,
                     ..Default::default()
                 };
                 let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path, opts))

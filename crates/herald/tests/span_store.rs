@@ -149,3 +149,76 @@ async fn spans_older_than_the_retention_disappear_and_entities_stay() {
     let store = stored(&mut herald);
     assert!(store.trace(&old_id, 10).await.unwrap().is_none(), "no span of the old trace is left");
 }
+
+/// `HELIX_SPAN_DIRECTORY_BYTES` bounds the span directory: with a 64 KiB cap and 20 000
+/// traces (160 kB of directory entries) its memory, as `helix_span_directory_bytes` and the
+/// health page report it, stays under the cap; every trace is still read by ID (ours and
+/// Tempo's) with its spans, before and after a restart on the larger store; a retried export,
+/// recent or old, shows no span twice; a late span of an old trace is read back with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_span_directory_cap_far_below_the_traces_keeps_every_trace_readable() {
+    use helix_model::builders::trace_id;
+    use helix_model::ids::to_hex;
+    let cap = 65_536u64;
+    let mut herald = Herald::start_with(HeraldOptions {
+        env: vec![
+            ("HELIX_SPAN_DIRECTORY_BYTES".into(), cap.to_string()),
+            ("HELIX_BATCH_MAX_RECORDS".into(), "1000".into()),
+            ("HELIX_SPAN_RETENTION".into(), "0".into()),
+        ],
+        ..Default::default()
+    });
+    let n = 20_000u64;
+    let requests: Vec<_> = (0..n / 1_000)
+        .map(|r| {
+            let spans = (r * 1_000..(r + 1) * 1_000).map(|i| SpanBuilder::new("step", i).build()).collect();
+            traces(pipeline_resource("svc", "CHIME"), spans)
+        })
+        .collect();
+    let mut client = raw_client(&herald).await;
+    for request in &requests {
+        client.export(request.clone()).await.expect("export");
+    }
+    async fn check(herald: &Herald, cap: u64, n: u64) {
+        let bytes = herald.metric("helix_span_directory_bytes", &[]).await;
+        assert!(bytes > 0.0 && bytes <= cap as f64, "directory {bytes} bytes, cap {cap}");
+        assert_eq!(herald.metric("helix_span_directory_limit_bytes", &[]).await, cap as f64);
+        let health = herald.get_ok("/api/v1/health").await;
+        let held = health["store"]["span_directory"]["entries"].as_u64().expect("entries on the health page");
+        assert!(held * 8 <= cap && held < n / 2, "most traces are found on disk: {held} of {n} held");
+        for i in (0..n).step_by(499).skip(1).chain([1, n - 1]) {
+            let trace = herald.get_ok(&format!("/api/v1/trace/{}", to_hex(&trace_id(i)))).await;
+            let spans = trace["spans"].as_array().expect("spans");
+            assert_eq!(spans.len(), 1, "trace {i}: {trace}");
+            assert_eq!(spans[0]["span_id"], to_hex(&helix_model::builders::span_id(i)).as_str());
+        }
+        let (status, _) = herald.get(&format!("/api/v1/trace/{}", to_hex(&trace_id(n + 7)))).await;
+        assert_eq!(status, 404, "an unknown trace");
+    }
+    check(&herald, cap, n).await;
+    // Retries: the newest export (its traces are held) and the oldest (found on disk only).
+    for request in [&requests[requests.len() - 1], &requests[0]] {
+        client.export(request.clone()).await.expect("the retry is acknowledged");
+    }
+    for i in [0, 1, 999, n - 1] {
+        let trace = herald.get_ok(&format!("/api/v1/trace/{}", to_hex(&trace_id(i)))).await;
+        assert_eq!(trace["spans"].as_array().map(Vec::len), Some(1), "trace {i} after the retries: {trace}");
+    }
+    // A late span of the oldest trace: read back with it, ours and Tempo's.
+    let late = SpanBuilder::new("late", n + 1).trace(trace_id(0)).build();
+    client.export(traces(pipeline_resource("svc", "CHIME"), vec![late])).await.expect("late span");
+    let first = to_hex(&trace_id(0));
+    let trace = herald.get_ok(&format!("/api/v1/trace/{first}")).await;
+    let names: Vec<&str> = trace["spans"].as_array().unwrap().iter().filter_map(|s| s["name"].as_str()).collect();
+    assert_eq!(names, ["step", "late"], "{trace}");
+    let tempo = herald.get_ok(&format!("/api/traces/{first}")).await;
+    assert_eq!(tempo["batches"][0]["scopeSpans"][0]["spans"].as_array().map(Vec::len), Some(2), "{tempo}");
+    drop(client);
+
+    // A restart on a store far larger than the cap.
+    herald = herald.restart();
+    check(&herald, cap, n).await;
+    let trace = herald.get_ok(&format!("/api/v1/trace/{first}")).await;
+    assert_eq!(trace["spans"].as_array().map(Vec::len), Some(2), "{trace}");
+    assert!(herald.log().contains("span store directory loaded"), "the start-up says what it loaded");
+}

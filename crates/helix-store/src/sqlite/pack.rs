@@ -189,6 +189,19 @@ impl Pack {
         t
     }
 
+    /// Add the spans of another row of the same trace that this one does not have (by span
+    /// ID), their starts made relative to this pack's base.
+    pub(super) fn absorb(&mut self, other: Pack) {
+        let known: std::collections::HashSet<u64> = self.spans.iter().map(|s| s.span_id).collect();
+        for mut s in other.spans {
+            if known.contains(&s.span_id) {
+                continue;
+            }
+            s.start = other.base_ns.saturating_add(s.start).saturating_sub(self.base_ns);
+            self.spans.push(s);
+        }
+    }
+
     /// Spans by start, then span ID: the order a trace is read in.
     pub(super) fn ordered(&self) -> Vec<&PackedSpan> {
         let mut spans: Vec<&PackedSpan> = self.spans.iter().collect();

@@ -141,7 +141,7 @@ fn step(inner: &Inner, goal: Goal) -> StoreResult<Removed> {
             // Its traces are gone: new spans of them start over in the open block.
             writer.open.spans = 0;
         } else {
-            inner.directory.write().unwrap_or_else(|p| p.into_inner()).remove_range(first, last, traces);
+            inner.directory.write().unwrap_or_else(|p| p.into_inner()).remove_block(block, first, last, traces);
         }
     } else if block == open_block {
         writer.open.spans -= i64::try_from(removed.spans).unwrap_or(0);

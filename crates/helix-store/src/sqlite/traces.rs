@@ -10,7 +10,7 @@ use helix_model::span::stored;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension};
 
-use super::blocks::Directory;
+use super::blocks::{blob_candidates, Directory};
 use super::pack::{postings, Pack, Sources};
 use super::read::Query;
 use crate::cursor::{self, fetch_limit, page_limit, split_page};
@@ -18,26 +18,45 @@ use crate::filter::{choose_driver, trace_clauses, trace_terms, TraceDriver, Trac
 use crate::plan::{term_hash, TERM_ENTITY};
 use crate::{Page, PageRequest, StoreError, StoreResult, StoredTrace, TraceFilter, TraceSummary};
 
-/// The stored trace `key`: its trace number, block and spans. The directory's candidates are
-/// checked against the row's trace ID.
-pub(super) fn find_trace(
-    conn: &Connection,
-    directory: &RwLock<Directory>,
-    key: &[u8],
-) -> StoreResult<Option<(i64, i64, Pack)>> {
-    let candidates = {
+/// The stored trace `key`: its spans, from every row it has (a span that came after its
+/// trace's block left the directory starts a second row; docs/storage.md "Span directory").
+/// The directory's candidates, and those of the evicted blocks' entries on disk, are checked
+/// against the row's trace ID.
+pub(super) fn find_trace(conn: &Connection, directory: &RwLock<Directory>, key: &[u8]) -> StoreResult<Option<Pack>> {
+    let (mut ids, filtered, bare, print) = {
         let dir = directory.read().unwrap_or_else(|p| p.into_inner());
-        dir.candidates(dir.fingerprint(key))
+        let print = dir.fingerprint(key);
+        let (filtered, bare) = dir.evicted(print);
+        (dir.candidates(print), filtered, bare, print)
     };
-    let mut stmt = conn.prepare_cached("SELECT trace_id, block, spans FROM span_traces WHERE id = ?1")?;
-    for id in candidates {
-        let row: Option<(Vec<u8>, i64, Vec<u8>)> =
-            stmt.query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()?;
-        if let Some((_, block, blob)) = row.filter(|r| r.0 == key) {
-            return Ok(Some((id, block, Pack::decode_blob(&blob)?)));
+    let mut block_entries = conn.prepare_cached("SELECT traces FROM span_blocks WHERE block = ?1")?;
+    for block in filtered {
+        let blob: Option<Option<Vec<u8>>> = block_entries.query_row([block], |r| r.get(0)).optional()?;
+        ids.extend(blob.flatten().map(|b| blob_candidates(&b, print)).unwrap_or_default());
+    }
+    if let Some(through) = bare {
+        let mut stmt = conn
+            .prepare_cached("SELECT traces FROM span_blocks WHERE sealed = 1 AND block <= ?1 AND traces IS NOT NULL")?;
+        let mut rows = stmt.query([through])?;
+        while let Some(r) = rows.next()? {
+            ids.extend(blob_candidates(&r.get::<_, Vec<u8>>(0)?, print));
         }
     }
-    Ok(None)
+    ids.sort_unstable();
+    ids.dedup();
+    let mut stmt = conn.prepare_cached("SELECT trace_id, spans FROM span_traces WHERE id = ?1")?;
+    let mut found: Option<Pack> = None;
+    for id in ids {
+        let row: Option<(Vec<u8>, Vec<u8>)> = stmt.query_row([id], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+        if let Some((_, blob)) = row.filter(|r| r.0 == key) {
+            let pack = Pack::decode_blob(&blob)?;
+            match &mut found {
+                None => found = Some(pack),
+                Some(first) => first.absorb(pack),
+            }
+        }
+    }
+    Ok(found)
 }
 
 pub(super) fn trace(
@@ -47,7 +66,7 @@ pub(super) fn trace(
     max_spans: usize,
 ) -> StoreResult<Option<StoredTrace>> {
     let Some(key) = stored::id_bytes(trace_id, 16) else { return Ok(None) };
-    let Some((_, _, pack)) = find_trace(conn, directory, &key)? else { return Ok(None) };
+    let Some(pack) = find_trace(conn, directory, &key)? else { return Ok(None) };
     let hex = stored::id_hex(&key);
     let ordered = pack.ordered();
     let partial = ordered.len() > max_spans;
@@ -137,7 +156,7 @@ pub(super) fn traces(conn: &Connection, f: &TraceFilter, page: &PageRequest) -> 
     let by_terms = TraceFilter { entity_id: None, ..f.clone() };
     let driver = choose_driver(&by_terms, &counts, long);
     let mut q = Query::new(String::new());
-    let select = "SELECT t.trace_id, t.start_ns, t.end_ns - t.start_ns, t.span_count, t.error_count, t.spans FROM";
+    let select = "SELECT t.trace_id, t.spans FROM";
     // CROSS JOIN: SQLite keeps the written order, so a rare value's rows drive the search.
     match &driver {
         TraceDriver::Term(term) => {
@@ -173,34 +192,58 @@ pub(super) fn traces(conn: &Connection, f: &TraceFilter, page: &PageRequest) -> 
         );
     }
     q.then(" ORDER BY t.start_ns DESC, t.trace_id ASC LIMIT ?", vec![SqlValue::Integer(fetch_limit(limit))]);
-    // (trace ID, start, duration, spans, error spans, pack) of each trace found.
-    type Found = (Vec<u8>, i64, i64, i64, i64, Vec<u8>);
-    let rows: Vec<Found> = conn
+    // (trace ID, pack) of each trace row found.
+    let rows: Vec<(Vec<u8>, Vec<u8>)> = conn
         .prepare_cached(&q.sql)?
-        .query_map(rusqlite::params_from_iter(q.args), |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
-        })?
+        .query_map(rusqlite::params_from_iter(q.args), |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
     let mut sources = Sources::default();
-    let mut out = Vec::with_capacity(rows.len());
-    for (key, start_ns, duration_ns, span_count, error_count, blob) in rows {
+    let mut out: Vec<(TraceSummary, Pack)> = Vec::with_capacity(rows.len());
+    for (key, blob) in rows {
         let pack = Pack::decode_blob(&blob)?;
-        let hex = stored::id_hex(&key);
-        let root = pack.summary(&hex).ok_or_else(|| StoreError::corrupt("a stored trace without spans"))?;
-        let entity_ids: BTreeSet<String> = pack.spans.iter().filter_map(|s| s.entity_id.clone()).collect();
-        out.push(TraceSummary {
-            trace_id: hex,
-            root_name: root.root_name,
-            root_service: sources.get(conn, root.root_source)?.and_then(|s| s.service_name.clone()),
-            start_ns,
-            duration_ns,
-            // Counts are never negative.
-            span_count: span_count.max(0) as u64,
-            error_count: error_count.max(0) as u64,
-            entity_ids: entity_ids.into_iter().collect(),
-        });
+        out.push((summary(conn, &mut sources, &key, &pack)?, pack));
     }
-    Ok(split_page(out, limit, cursor::after_trace))
+    // The page and its cursor are the rows'; then the rows of one trace on it (its spans came
+    // in after its first row left the directory) are listed once, their spans together.
+    let more = out.len() > limit;
+    out.truncate(limit);
+    let next_cursor = if more { out.last().map(|(t, _)| cursor::after_trace(t)) } else { None };
+    let mut items: Vec<(TraceSummary, Pack)> = Vec::with_capacity(out.len());
+    let mut at: HashMap<String, usize> = HashMap::new();
+    for (t, pack) in out {
+        match at.get(&t.trace_id) {
+            Some(&i) => {
+                let (first, merged) = &mut items[i];
+                merged.absorb(pack);
+                let key = stored::id_bytes(&t.trace_id, 16).unwrap_or_default();
+                *first = summary(conn, &mut sources, &key, merged)?;
+            }
+            None => {
+                at.insert(t.trace_id.clone(), items.len());
+                items.push((t, pack));
+            }
+        }
+    }
+    Ok(Page { items: items.into_iter().map(|(t, _)| t).collect(), next_cursor })
+}
+
+/// A trace's summary from its spans.
+fn summary(conn: &Connection, sources: &mut Sources, key: &[u8], pack: &Pack) -> StoreResult<TraceSummary> {
+    let hex = stored::id_hex(key);
+    let root = pack.summary(&hex).ok_or_else(|| StoreError::corrupt("a stored trace without spans"))?;
+    let totals = pack.totals();
+    let entity_ids: BTreeSet<String> = pack.spans.iter().filter_map(|s| s.entity_id.clone()).collect();
+    Ok(TraceSummary {
+        trace_id: hex,
+        root_name: root.root_name,
+        root_service: sources.get(conn, root.root_source)?.and_then(|s| s.service_name.clone()),
+        start_ns: totals.start_ns,
+        duration_ns: totals.end_ns.saturating_sub(totals.start_ns),
+        // Counts are never negative.
+        span_count: totals.span_count.max(0) as u64,
+        error_count: totals.error_count.max(0) as u64,
+        entity_ids: entity_ids.into_iter().collect(),
+    })
 }
 
 /// `Store::span_entities`: per line place, the entity of the span itself, else the trace's
@@ -220,7 +263,7 @@ pub(super) fn span_entities(
             continue;
         };
         if !of_trace.contains_key(&trace) {
-            let known = find_trace(conn, directory, &trace)?.map(|(_, _, pack)| {
+            let known = find_trace(conn, directory, &trace)?.map(|pack| {
                 let first = pack.ordered().into_iter().find_map(|s| s.entity_id.clone());
                 (pack.spans.into_iter().map(|s| (s.span_id, s.entity_id)).collect(), first)
             });

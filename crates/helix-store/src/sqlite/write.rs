@@ -46,7 +46,10 @@ pub(super) fn apply_batch(
     }
     write(&tx, &mut plan, &now, batch.notify.outbox_max())?;
     tx.commit()?;
-    // Only a committed change moves the open block on.
+    // Only a committed change moves the open block on, and ages the sealed one.
+    if let Some(sealed) = change.sealed.take() {
+        directory.write().unwrap_or_else(|p| p.into_inner()).sealed(sealed);
+    }
     writer.open.apply(change);
     Ok(plan.outcome)
 }

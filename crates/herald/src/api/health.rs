@@ -59,6 +59,10 @@ async fn readyz(State(state): State<ApiState>) -> Response {
 
 /// The Prometheus text exposition; public so the compatibility metrics listener serves it too.
 pub async fn metrics(State(state): State<ApiState>) -> Response {
+    if let Some(d) = state.store.span_directory() {
+        state.metrics.span_directory_bytes.set(i64::try_from(d.bytes).unwrap_or(i64::MAX));
+        state.metrics.span_directory_limit_bytes.set(i64::try_from(d.cap_bytes).unwrap_or(i64::MAX));
+    }
     let mut response = state.metrics.render().into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROMETHEUS_CONTENT_TYPE));
     response
@@ -174,6 +178,7 @@ async fn summary(State(state): State<ApiState>) -> Json<Value> {
             "write_errors": m.total("helix_db_write_errors_total"),
             "size_bytes": size_bytes,
             "retention": state.store.retention(),
+            "span_directory": state.store.span_directory(),
         },
         "platform_check": state.platform.json(),
         "notifications": notifications,
