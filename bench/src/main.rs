@@ -76,6 +76,26 @@ enum Bench {
         #[arg(long)]
         db: Option<std::path::PathBuf>,
     },
+    /// The SQLite span directory under its cap: start-up (open) time, the directory's memory and
+    /// trace-by-ID latency of the oldest and a recent trace, with the default cap (the
+    /// baseline: every trace held) and with `--cap` (the old trace evicted), interleaved rounds.
+    SpanDirectory {
+        /// Spans to load (telescope mix).
+        #[arg(long, default_value_t = 1_000_000)]
+        spans: usize,
+        /// The small cap, in bytes.
+        #[arg(long, default_value_t = 1 << 20)]
+        cap: usize,
+        /// Opens per cap (alternating).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Reads of each trace per open.
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+        /// Keep the database file here instead of a temporary directory.
+        #[arg(long)]
+        db: Option<std::path::PathBuf>,
+    },
     /// Lineage queries on a large DAG in SQLite.
     Lineage {
         #[arg(long, default_value_t = 1_000_000)]
@@ -195,6 +215,9 @@ fn main() {
             rt.block_on(flags::run(entities, queries, rounds, impact_rounds, pg_url))
         }
         Bench::Traces { spans, queries, db } => rt.block_on(traces::run(spans, queries, db)),
+        Bench::SpanDirectory { spans, cap, rounds, queries, db } => {
+            rt.block_on(traces::directory(spans, cap, rounds, queries, db))
+        }
         Bench::Auth { seconds, rounds, clients, ticks_per_request } => {
             rt.block_on(auth::run(seconds, rounds, clients, ticks_per_request))
         }

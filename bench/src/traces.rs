@@ -19,13 +19,17 @@ const RARE_NAME: &str = "rare-step";
 /// The 100-span trace (a root and 99 children) and two traces with rare values, made from a
 /// telescope span so they look like the rest.
 fn special_spans(template: &SpanRecorded) -> (String, Vec<SpanRecorded>) {
-    let trace_id = format!("{:032x}", 0xfeed_u128 << 64 | 1);
+    special_spans_of(template, 1)
+}
+
+fn special_spans_of(template: &SpanRecorded, n: u128) -> (String, Vec<SpanRecorded>) {
+    let trace_id = format!("{:032x}", 0xfeed_u128 << 64 | n);
     let mut out = Vec::new();
     for i in 0..100u64 {
         let mut s = template.clone();
         s.trace_id = trace_id.clone();
-        s.span_id = format!("{:016x}", 0xfeed_0000 + i + 1);
-        s.parent_span_id = (i > 0).then(|| format!("{:016x}", 0xfeed_0001_u64));
+        s.span_id = format!("{:016x}", 0xfeed_0000 + (n as u64) * 1_000 + i + 1);
+        s.parent_span_id = (i > 0).then(|| format!("{:016x}", 0xfeed_0001_u64 + (n as u64) * 1_000));
         s.start_ns = template.start_ns + i as i64 * 1_000;
         s.end_ns = s.start_ns + 500;
         s.role = helix_model::SpanRole::Span;
@@ -188,6 +192,104 @@ pub fn table_sizes(path: &std::path::Path, spans: usize) {
     println!("| table or index | bytes/span |\n|---|---:|");
     for (name, bytes) in rows.iter().filter(|(n, _)| n.contains("span") || n.contains("trace")) {
         println!("| {name} | {:.1} |", *bytes as f64 / spans.max(1) as f64);
+    }
+    println!();
+}
+
+/// `helix-bench span-directory`: see `Bench::SpanDirectory`.
+pub async fn directory(target: usize, cap: usize, rounds: usize, queries: usize, db: Option<std::path::PathBuf>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db.unwrap_or_else(|| dir.path().join("directory.db"));
+    let opts = |cap: usize| helix_store::SqliteOptions {
+        span_retention: helix_store::SpanRetention { max_age: None, max_bytes: None },
+        span_directory_bytes: cap,
+        ..Default::default()
+    };
+    let default_cap = helix_store::sqlite::DEFAULT_SPAN_DIRECTORY_BYTES;
+    let (old, recent) = {
+        let store = SqliteStore::open(&path, opts(default_cap)).unwrap();
+        let mut loader = Loader { telescope: Telescope::new(8, 13), loaded: 0, first_ns: i64::MAX, last_ns: 0 };
+        let first = loader.telescope.tick();
+        let template = span_records(&first[0], &interpret_traces(&first[0])).remove(0);
+        // Two 100-span traces: the oldest data, and the newest.
+        let (old, spans) = special_spans_of(&template, 1);
+        store.write(&WriteBatch::of(spans.into_iter().map(WriteRecord::Span).collect())).await.unwrap();
+        loader.load_to(&store, target).await;
+        let mut late = template.clone();
+        late.start_ns = loader.last_ns;
+        let (recent, spans) = special_spans_of(&late, 2);
+        store.write(&WriteBatch::of(spans.into_iter().map(WriteRecord::Span).collect())).await.unwrap();
+        (old, recent)
+    };
+    let traces: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT count(*) FROM span_traces", [], |r| r.get(0))
+        .unwrap();
+    // Per cap: open times, directory stats, by-ID latencies of the old and the recent trace.
+    type Runs = (Vec<Duration>, Option<helix_store::SpanDirectoryStats>, Vec<Duration>, Vec<Duration>);
+    let mut runs: Vec<(usize, Runs)> = vec![(default_cap, Default::default()), (cap, Default::default())];
+    for round in 0..rounds {
+        // Interleaved: the order alternates every round.
+        let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let (c, (opens, stats, olds, recents)) = &mut runs[i];
+            let t = Instant::now();
+            let store = SqliteStore::open(&path, opts(*c)).unwrap();
+            opens.push(t.elapsed());
+            *stats = store.span_directory();
+            for _ in 0..queries {
+                for (id, out) in [(&old, &mut *olds), (&recent, &mut *recents)] {
+                    let t = Instant::now();
+                    let got = store.trace(id, 10_000).await.unwrap().expect("the 100-span trace");
+                    out.push(t.elapsed());
+                    assert_eq!(got.spans.len(), 100);
+                }
+            }
+        }
+    }
+    let mb = |b: u64| b as f64 / (1u64 << 20) as f64;
+    println!("### Span directory at {target} spans ({traces} traces, SQLite)\n");
+    println!(
+        "{rounds} opens per cap, interleaved; after each open {queries} reads of each 100-span trace by ID \
+         (`Store::trace`), the oldest one (written first) and the newest. Baseline: the default cap \
+         ({:.0} MiB, every trace held).\n",
+        mb(default_cap as u64)
+    );
+    println!(
+        "| cap | open (median) | directory | entries held | filtered blocks | old trace p50 / p95 | recent trace p50 / p95 |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let mut base: Option<(Duration, Duration, Duration)> = None;
+    for (c, (mut opens, stats, mut olds, mut recents)) in runs {
+        opens.sort();
+        olds.sort();
+        recents.sort();
+        let s = stats.unwrap_or_default();
+        let open = percentile(&opens, 0.5);
+        let (o95, r95) = (percentile(&olds, 0.95), percentile(&recents, 0.95));
+        println!(
+            "| {:.2} MiB | {open:.2?} | {:.0} KiB | {} | {} | {:.2?} / {o95:.2?} | {:.2?} / {r95:.2?} |",
+            mb(c as u64),
+            s.bytes as f64 / 1024.0,
+            s.entries,
+            s.filtered_blocks,
+            percentile(&olds, 0.5),
+            percentile(&recents, 0.5),
+        );
+        match base {
+            None => base = Some((open, o95, r95)),
+            Some((b_open, b_o95, b_r95)) => {
+                let r = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
+                println!(
+                    "\nRatios to the baseline: open {:.2}, old trace p95 {:.2}, recent trace p95 {:.2}; \
+                     open times of the small cap, sorted: {:.2?}",
+                    r(open, b_open),
+                    r(o95, b_o95),
+                    r(r95, b_r95),
+                    opens
+                );
+            }
+        }
     }
     println!();
 }

@@ -169,7 +169,7 @@ pub struct ServeArgs {
     /// Graph requests (`/entity/{id}/graph`) served at once.
     #[arg(long = "max-graph-requests", env = "HELIX_MAX_GRAPH_REQUESTS", default_value_t = crate::api::classes::ReadLimits::DEFAULT.graph)]
     pub max_graph_requests: usize,
-    /// Search requests (entities, traces, logs, events, the Tempo and Loki APIs) served at once.
+    /// Search requests (entities, traces, traces by ID, logs, events, the Tempo and Loki APIs) served at once.
     #[arg(long = "max-search-requests", env = "HELIX_MAX_SEARCH_REQUESTS", default_value_t = crate::api::classes::ReadLimits::DEFAULT.search)]
     pub max_search_requests: usize,
     /// Monitor and stage-histogram requests served at once.

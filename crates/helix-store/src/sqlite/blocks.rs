@@ -208,13 +208,15 @@ impl Directory {
         self.fit();
     }
 
-    /// Bring the memory under the cap: the oldest held blocks leave (a filter each), then
-    /// the oldest filters while they take more than a quarter of it. The open block's entries
+    /// Bring the memory under the cap: the oldest held blocks leave (a filter each) until it
+    /// is down to 7/8 of it, then the oldest filters while they take more than a quarter. The open block's entries
     /// always stay: a retried export must find its traces.
     fn fit(&mut self) {
         let mut bytes = self.bytes();
         let mut evict: Vec<Sealed> = Vec::new();
-        while bytes > self.cap {
+        // Down to 7/8 of the cap: each pass over the entries frees room for many blocks.
+        let target = if bytes > self.cap { self.cap - self.cap / 8 } else { self.cap };
+        while bytes > target {
             let Some(b) = self.resident.pop_front() else { break };
             bytes = (bytes + filter_words(b.traces) * 8).saturating_sub(b.traces * 8);
             evict.push(b);
@@ -451,6 +453,7 @@ pub(super) fn load(conn: &mut Connection, cap: usize) -> StoreResult<(Directory,
     }
     entries.sort_unstable();
     entries.dedup();
+    entries.shrink_to_fit();
     dir.sorted = entries;
     dir.resident = resident.into_iter().rev().collect();
     dir.fit();

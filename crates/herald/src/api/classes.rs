@@ -52,6 +52,9 @@ pub fn class_of(path: &str) -> Option<ReadClass> {
         }
         "/api/v1/entities" | "/api/v1/traces" | "/api/v1/logs" | "/api/v1/events" | "/api/v1/errors"
         | "/api/search" | "/api/search/tags" => ReadClass::Search,
+        // By ID too: a trace older than the span directory holds (or an unknown one) is looked
+        // for in the blocks on disk (docs/storage.md "Span directory").
+        "/api/v1/trace/{trace_id}" | "/api/traces/{traceID}" | "/api/v2/traces/{traceID}" => ReadClass::Search,
         p if p.starts_with("/loki/") => ReadClass::Search,
         _ => return None,
     };
