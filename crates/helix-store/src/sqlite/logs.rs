@@ -57,8 +57,9 @@ fn indexable(text: &str) -> bool {
 }
 
 /// SQLite VM steps a walk along the time index may take before a text found in more than
-/// `RARE` lines is looked up through the trigram index instead (about 100 000 rows walked).
-const WALK_STEPS: i64 = 4_000_000;
+/// `RARE` lines is looked up through the trigram index instead: about 100 000 rows walked
+/// (a walked row tested against the body takes about ten steps).
+const WALK_STEPS: i64 = 1_000_000;
 /// A walk that ran out of `WALK_STEPS` hands over to the trigram index below this many lines.
 const INDEXED_MAX: i64 = 20_000;
 
