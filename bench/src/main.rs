@@ -161,6 +161,10 @@ enum Bench {
         /// Runs after the rounds in which Slack fails (503) until 3 s after the burst is acknowledged.
         #[arg(long, default_value_t = 0)]
         outages: usize,
+        /// Rounds of the same burst written straight into the SQLite store (no gRPC, no
+        /// dispatcher): the writer's own cost of the outbox in CPU time and bytes written.
+        #[arg(long, default_value_t = 0)]
+        store_rounds: usize,
     },
     /// PostgreSQL: ingest vs bare COPY vs the older herald's writes; lineage vs GIN-indexed CTE.
     Postgres {
@@ -222,8 +226,9 @@ fn main() {
             rt.block_on(auth::run(seconds, rounds, clients, ticks_per_request))
         }
         Bench::Postgres { what } => rt.block_on(postgres::run(what)),
-        Bench::Notifications { events, classes, rounds, clients, outages } => {
-            rt.block_on(notify::run(events, classes, rounds, clients, outages))
+        Bench::Notifications { events, classes, rounds, clients, outages, store_rounds } => {
+            rt.block_on(notify::run(events, classes, rounds, clients, outages));
+            rt.block_on(notify::store_rounds(events, classes, store_rounds));
         }
         Bench::Logs { what: LogBench::Ingest { seconds, log_clients, span_clients } } => {
             rt.block_on(logs::ingest(seconds, log_clients, span_clients))

@@ -197,6 +197,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 pub async fn run(events: usize, classes: usize, rounds: usize, clients: usize, outages: usize) {
+    if rounds == 0 && outages == 0 {
+        return;
+    }
     let load_before = load_average();
     let slack = slack().await;
     let count = slack.accepted.clone();
@@ -273,6 +276,128 @@ pub async fn run(events: usize, classes: usize, rounds: usize, clients: usize, o
         "\nDrain after Slack answers: median {:.2} s, max {:.2} s. Load average after {}.\n",
         median(drains.clone()),
         drains.iter().cloned().fold(0.0, f64::max),
+        load_average()
+    );
+}
+
+/// CPU time of every thread of this process (ns, from `/proc/self/task/*/schedstat`) and the
+/// bytes it has written (`wchar` of `/proc/self/io`: the WAL and database file writes).
+fn usage() -> (u64, u64) {
+    let mut cpu = 0;
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for t in tasks.flatten() {
+            let stat = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+            cpu += stat.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+    let written = io.lines().find_map(|l| l.strip_prefix("wchar:")).and_then(|n| n.trim().parse().ok()).unwrap_or(0);
+    (cpu, written)
+}
+
+/// The burst as the writer gets it: `SPANS_PER_REQUEST` creations per batch, each with one
+/// `helix.error` of one of `classes` messages; notifying when `on`.
+fn store_burst(events: usize, classes: usize, round: usize, on: bool) -> Vec<helix_store::WriteBatch> {
+    use helix_model::{EntityCreated, EntityEvent, EntitySpan, Status, ERROR_EVENT};
+    let notify = if on {
+        helix_store::notify::NotifySet::new([(INSTRUMENT.to_owned(), ERROR_EVENT.to_owned())].into())
+    } else {
+        helix_store::notify::NotifySet::default()
+    };
+    let now = now_ns();
+    let records: Vec<_> = (0..events)
+        .map(|i| {
+            let mut id = [0u8; 16];
+            id[..8].copy_from_slice(&(round as u64 * 2 + u64::from(on)).to_be_bytes());
+            id[8..].copy_from_slice(&(i as u64 + 1).to_be_bytes());
+            let (trace_id, span_id) = (helix_model::ids::to_hex(&id), helix_model::ids::to_hex(&id[8..]));
+            let entity_id = format!("r{round}-cand-{i}");
+            let event = EntityEvent {
+                entity_id: entity_id.clone(),
+                instrument_id: INSTRUMENT.to_owned(),
+                event_name: ERROR_EVENT.to_owned(),
+                timestamp_ns: now + 500,
+                metadata: [("message".to_owned(), format!("beam {i} failed: {}", class_word(i % classes)))].into(),
+                trace_id: trace_id.clone(),
+                span_id: span_id.clone(),
+                ordinal: 0,
+            };
+            helix_store::WriteRecord::Created(EntityCreated(EntitySpan {
+                entity_id,
+                instrument_id: INSTRUMENT.to_owned(),
+                name: "search".to_owned(),
+                trace_id,
+                span_id,
+                start_ns: now,
+                end_ns: now + 1_000,
+                parent_ids: Vec::new(),
+                metadata: Default::default(),
+                service_name: Some("bench".to_owned()),
+                process_name: None,
+                status: Status::Ok,
+                events: vec![event],
+            }))
+        })
+        .collect();
+    records
+        .chunks(SPANS_PER_REQUEST)
+        .map(|chunk| helix_store::WriteBatch {
+            records: chunk.to_vec(),
+            refuse_conflicts: false,
+            notify: notify.clone(),
+        })
+        .collect()
+}
+
+/// `rounds` interleaved on/off writes of the burst into fresh SQLite stores, one batch after
+/// the other: wall time (mostly the commits' fsyncs), the process's CPU time and bytes written.
+pub async fn store_rounds(events: usize, classes: usize, rounds: usize) {
+    if rounds == 0 {
+        return;
+    }
+    let load_before = load_average();
+    println!(
+        "### Notifications, the writer alone: {events} error events in batches of {SPANS_PER_REQUEST}, \
+         straight into the SQLite store, on vs off\n"
+    );
+    println!("| round | notifications | wall | CPU (all threads) | bytes written |\n|---:|---|---:|---:|---:|");
+    let (mut cpu_extra, mut byte_ratios, mut wall_ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let order = if round % 2 == 1 { [false, true] } else { [true, false] };
+        let mut m = [(0.0, 0.0, 0.0); 2];
+        for on in order {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let store = SqliteStore::open(&dir.path().join("herald.db"), SqliteOptions::default()).expect("store");
+            let batches = store_burst(events, classes, round, on);
+            let (cpu0, written0) = usage();
+            let started = Instant::now();
+            for b in &batches {
+                store.write(b).await.expect("write");
+            }
+            let wall = started.elapsed().as_secs_f64();
+            let (cpu1, written1) = usage();
+            let (cpu, written) = ((cpu1 - cpu0) as f64 / 1e9, (written1 - written0) as f64);
+            println!(
+                "| {round} | {} | {wall:.3} s | {:.1} ms | {:.2} MB |",
+                if on { "on" } else { "off" },
+                cpu * 1e3,
+                written / 1e6
+            );
+            m[usize::from(on)] = (wall, cpu, written);
+        }
+        let [off, on] = m;
+        cpu_extra.push((on.1 - off.1) * 1e9 / events as f64);
+        byte_ratios.push(on.2 / off.2);
+        wall_ratios.push(off.0 / on.0);
+    }
+    println!(
+        "\nMedians: CPU with notifications on {:.2} µs more per event (per-round {}); bytes written on/off {:.3}; \
+         write rate on/off {:.2} (per-round {}). Load average before {load_before}, after {}.\n",
+        median(cpu_extra.clone()) / 1e3,
+        cpu_extra.iter().map(|c| format!("{:.2}", c / 1e3)).collect::<Vec<_>>().join(", "),
+        median(byte_ratios),
+        median(wall_ratios.clone()),
+        wall_ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", "),
         load_average()
     );
 }

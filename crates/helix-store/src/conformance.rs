@@ -111,6 +111,7 @@ macro_rules! conformance_tests {
             entities_by_id_returns_the_existing_ones,
             a_notifying_event_is_recorded_once_however_often_it_arrives,
             outbox_rows_are_claimed_in_arrival_order_and_a_stale_settle_touches_no_new_row,
+            a_claimed_notification_carries_its_event_and_its_class,
         );
     };
 }
@@ -2319,19 +2320,20 @@ pub async fn entities_by_id_returns_the_existing_ones(store: &dyn Store) {
     assert!(store.entities(&[]).await.expect("entities").is_empty());
 }
 
-fn notifying(records: Vec<WriteRecord>) -> WriteBatch {
+/// A batch whose `helix.error` events of `INST` notify.
+pub fn notifying(records: Vec<WriteRecord>) -> WriteBatch {
     let pairs = HashSet::from([(INST.to_owned(), ERROR_EVENT.to_owned())]);
     WriteBatch { records, refuse_conflicts: false, notify: crate::notify::NotifySet::new(pairs) }
 }
 
 /// A creation of `id` with one `helix.error`.
-fn failing(id: &str, offset_ns: i64) -> EntityCreated {
+pub fn failing(id: &str, offset_ns: i64) -> EntityCreated {
     let mut c = creation(id, &[], offset_ns);
     c.events = vec![event_on_creation(&c, ERROR_EVENT, 0, offset_ns + 1)];
     c
 }
 
-const LEASE_NS: i64 = 60_000_000_000;
+pub const LEASE_NS: i64 = 60_000_000_000;
 
 fn finish(ids: &[i64]) -> crate::notify::RoundWrites {
     let settle = ids.iter().map(|&id| crate::notify::Settle::Finish { id }).collect();
@@ -2394,4 +2396,51 @@ pub async fn outbox_rows_are_claimed_in_arrival_order_and_a_stale_settle_touches
     notify.write_round("old", now, &crate::notify::RoundWrites { settle: back, ..Default::default() }).await.unwrap();
     let new = notify.claim_outbox("new", now, LEASE_NS, 10).await.unwrap();
     assert_eq!(new.iter().map(|i| i.entity_id.as_str()).collect::<Vec<_>>(), ["a", "b", "d"]);
+}
+
+pub async fn a_claimed_notification_carries_its_event_and_its_class(store: &dyn Store) {
+    let Some(notify) = store.notify() else { return };
+    let now = crate::notify::now_ns();
+    // An event naming its stage, and one taking its entity's (the creation span's name).
+    let mut staged = failing("m1", 0);
+    staged.events[0].metadata = md(&[("message", "disk full on node 3"), ("stage", "archiver"), ("node", "3")]);
+    let mut plain = failing("m2", 10);
+    plain.events[0].metadata = md(&[("message", "disk full on node 7")]);
+    let out = store.write(&notifying(vec![created(staged.clone()), created(plain.clone())])).await.unwrap();
+    assert_eq!(out.notifications_recorded, 2);
+    let mut items = notify.claim_outbox("d", now, LEASE_NS, 10).await.unwrap();
+    // One batch: its rows come in the store's order.
+    items.sort_by(|a, b| a.entity_id.cmp(&b.entity_id));
+    assert_eq!(items.len(), 2);
+    for (item, c, stage) in [(&items[0], &staged, "archiver"), (&items[1], &plain, "ingest")] {
+        let e = &c.events[0];
+        assert_eq!(item.kind, crate::notify::OutboxKind::Event);
+        assert_eq!((item.instrument_id.as_str(), item.event_name.as_str()), (INST, ERROR_EVENT));
+        assert_eq!((item.entity_id.as_str(), item.stage.as_str()), (c.entity_id.as_str(), stage));
+        assert_eq!(item.timestamp_ns, e.timestamp_ns, "the event's own time");
+        assert_eq!(item.metadata, e.metadata, "the event's metadata, as stored with it");
+        let message = crate::notify::message_of(e);
+        assert_eq!(item.fingerprint, helix_model::fingerprint::fingerprint(INST, ERROR_EVENT, message, stage));
+        assert_eq!(item.progress, crate::notify::Progress::default());
+    }
+    // Node 3 and node 7 are one message class, but the stages differ: two classes.
+    assert_ne!(items[0].fingerprint, items[1].fingerprint);
+    // A retry keeps the steps done and comes back with the same event.
+    let progress = crate::notify::Progress { github_done: true, ..Default::default() };
+    let retry = crate::notify::Settle::Retry {
+        id: items[1].id,
+        attempts: 1,
+        next_ns: now,
+        error: "HTTP 500".into(),
+        progress: progress.clone(),
+    };
+    let writes = crate::notify::RoundWrites {
+        settle: vec![retry, crate::notify::Settle::Finish { id: items[0].id }],
+        ..Default::default()
+    };
+    notify.write_round("d", now, &writes).await.unwrap();
+    let again = notify.claim_outbox("d", now, LEASE_NS, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].attempts, &again[0].progress), (1, &progress));
+    assert_eq!((&again[0].metadata, again[0].timestamp_ns), (&plain.events[0].metadata, plain.events[0].timestamp_ns));
 }

@@ -116,6 +116,19 @@ pub fn message_of(event: &EntityEvent) -> &str {
     event.metadata.get("message").or_else(|| event.metadata.get("exception.message")).map_or("", String::as_str)
 }
 
+/// The message an event's notification carries when its event row is gone before delivery
+/// (deleted by hand, or a TimescaleDB chunk dropped by a retention policy; the herald's own
+/// retention keeps an event until its notification is delivered).
+pub const OCCURRENCE_GONE: &str = "the event was removed from the store before this notification was delivered";
+
+/// An event's row whose event row is gone: still delivered, as its class (instrument, event,
+/// entity, fingerprint and stage are the row's own), at the time it was recorded, with
+/// `OCCURRENCE_GONE` for its message.
+pub(crate) fn occurrence_gone(item: &mut OutboxItem, created_ns: i64) {
+    item.timestamp_ns = created_ns;
+    item.metadata = Metadata::from([("message".to_owned(), OCCURRENCE_GONE.to_owned())]);
+}
+
 /// What a row of the outbox asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

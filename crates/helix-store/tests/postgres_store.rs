@@ -152,3 +152,63 @@ async fn retention_deletes_old_operations_events_and_logs_but_keeps_entities() {
     assert!(!keep.enabled());
     assert!(store.run_retention(&keep).await.unwrap().deleted.is_empty());
 }
+
+/// An event's outbox row holds no copy of the event's metadata (009_outbox_slim.sql): the
+/// retention job keeps an event until its notification is delivered, then deletes it; if the
+/// event row is gone anyway (a TimescaleDB chunk dropped), the notification is still delivered
+/// as its class with a message saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_keeps_an_event_until_its_notification_is_delivered() {
+    use helix_store::conformance::{failing, notifying, LEASE_NS};
+    use helix_store::notify::{RoundWrites, Settle};
+    let (store, guard) = fresh("ntret").await;
+    // Dated T0 (2024): older than any retention age.
+    let (old, gone) = (failing("old-err", 0), failing("gone-err", 10));
+    store.write(&notifying(vec![WriteRecord::Created(old.clone()), WriteRecord::Created(gone.clone())])).await.unwrap();
+    let client = raw_client(&guard.schema).await;
+    let copies: i64 = client
+        .query_one("SELECT count(*) FROM notification_outbox WHERE metadata IS NOT NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(copies, 0, "no copy of the events' metadata in the outbox");
+    let cfg =
+        RetentionConfig { operations: None, logs: None, pause: Duration::from_millis(1), ..RetentionConfig::default() };
+    assert_eq!(store.run_retention(&cfg).await.unwrap().deleted, [("entity_events", 0)], "both wait for delivery");
+    let notify = store.notify().unwrap();
+    let now = helix_store::notify::now_ns();
+    let mut items = notify.claim_outbox("d", now, LEASE_NS, 10).await.unwrap();
+    items.sort_by(|a, b| a.entity_id.cmp(&b.entity_id));
+    assert_eq!(items.iter().map(|i| i.entity_id.as_str()).collect::<Vec<_>>(), ["gone-err", "old-err"]);
+    assert_eq!(items[1].metadata, old.events[0].metadata, "read from the event row");
+    assert_eq!(items[1].timestamp_ns, old.events[0].timestamp_ns);
+    // old-err delivered: its event goes with the next pass. gone-err handed back, and its
+    // event row dropped behind the job's back.
+    let writes = RoundWrites {
+        settle: vec![
+            Settle::Finish { id: items[1].id },
+            Settle::Retry {
+                id: items[0].id,
+                attempts: 1,
+                next_ns: now,
+                error: "HTTP 500".into(),
+                progress: Default::default(),
+            },
+        ],
+        ..Default::default()
+    };
+    notify.write_round("d", now, &writes).await.unwrap();
+    assert_eq!(store.run_retention(&cfg).await.unwrap().deleted, [("entity_events", 1)]);
+    let left: Vec<String> =
+        client.query("SELECT entity_id FROM entity_events", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(left, ["gone-err"]);
+    client.execute("DELETE FROM entity_events WHERE entity_id = 'gone-err'", &[]).await.unwrap();
+    let after = notify.claim_outbox("d", now, LEASE_NS, 10).await.unwrap();
+    assert_eq!(after.len(), 1, "still there to deliver");
+    let (b, a) = (&items[0], &after[0]);
+    assert_eq!(
+        (&a.instrument_id, &a.event_name, &a.entity_id, &a.fingerprint, &a.stage),
+        (&b.instrument_id, &b.event_name, &b.entity_id, &b.fingerprint, &b.stage)
+    );
+    assert_eq!(a.metadata["message"], helix_store::notify::OCCURRENCE_GONE);
+}

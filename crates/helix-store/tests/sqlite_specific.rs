@@ -40,6 +40,7 @@ fn open_creates_directories_and_records_migrations() {
         (8, "log_stream_index"),
         (9, "outbox_rowid"),
         (10, "span_packs"),
+        (11, "outbox_slim"),
     ];
     let names: Vec<(u32, String)> = names.into_iter().map(|(v, n)| (v, n.to_owned())).collect();
     assert_eq!(recorded_versions(&path), names);
@@ -471,4 +472,126 @@ async fn a_capped_span_directory_still_finds_every_trace() {
         assert_eq!(store.trace(&trace_of(&seed(i)), 10).await.unwrap().map(|t| t.spans), Some(vec![one(i)]));
     }
     assert!(store.span_directory().unwrap().bytes <= cap as u64);
+}
+
+/// Notifications waiting in the outbox of schema 10 (each row a full copy of its event) are
+/// claimed after the upgrade to the slim outbox (011) with everything they said, in their
+/// order; an event's row now points at its event row.
+#[tokio::test]
+async fn pending_notifications_survive_the_slim_outbox_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,
+             applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')));
+         INSERT INTO schema_migrations (version, name) VALUES (1, 'core'), (2, 'logs'), (3, 'spans'),
+             (4, 'log_search'), (5, 'span_blocks'), (6, 'notifications'), (7, 'flags'), (8, 'log_stream_index'),
+             (9, 'outbox_rowid'), (10, 'span_packs');",
+    )
+    .unwrap();
+    for sql in [
+        include_str!("../migrations/sqlite/001_core.sql"),
+        include_str!("../migrations/sqlite/002_logs.sql"),
+        include_str!("../migrations/sqlite/003_spans.sql"),
+        include_str!("../migrations/sqlite/004_log_search.sql"),
+        include_str!("../migrations/sqlite/005_span_blocks.sql"),
+        include_str!("../migrations/sqlite/006_notifications.sql"),
+        include_str!("../migrations/sqlite/007_flags.sql"),
+        include_str!("../migrations/sqlite/008_log_stream_index.sql"),
+        include_str!("../migrations/sqlite/009_outbox_rowid.sql"),
+        include_str!("../migrations/sqlite/010_span_packs.sql"),
+    ] {
+        conn.execute_batch(sql).unwrap();
+    }
+    conn.execute_batch(
+        r#"INSERT INTO entity_events (instrument_id, entity_id, event_name, timestamp_ns, metadata, trace_id, span_id, ordinal)
+               VALUES ('CHIME', 'blk-1', 'helix.error', 100, '{"message":"disk full on node 3"}', 't1', 's1', 0);
+           INSERT INTO notification_outbox (id, kind, instrument_id, event_name, entity_id, span_id, ordinal, stage,
+               fingerprint, timestamp_ns, metadata, attempts, next_attempt_ns, progress, created_ns)
+           VALUES
+               (5, 'event', 'CHIME', 'helix.error', 'blk-1', 's1', 0, 'archiver', 'f1', 100,
+                '{"message":"disk full on node 3"}', 2, 0, '{"github_done":true}', 90),
+               (6, 'digest', 'CHIME', 'helix.error', 'blk-2', NULL, NULL, 'archiver', 'f1', 200,
+                '{"message":"disk full on node 4"}', 0, 0, '{}', 95),
+               (7, 'event', 'CHIME', 'helix.error', 'blk-3', 's-gone', 0, 'archiver', 'f1', 300,
+                '{"message":"disk full on node 5"}', 0, 0, '{}', 96);
+           UPDATE notification_outbox SET destination = 'HOOK', digest_count = 18, digest_window_ns = 60 WHERE id = 6;
+           INSERT INTO notification_outbox (kind, instrument_id, event_name, entity_id, stage, fingerprint,
+               timestamp_ns, state, created_ns)
+           VALUES ('event', 'CHIME', 'helix.error', 'blk-0', '', 'f0', 1, 'done', 1);"#,
+    )
+    .unwrap();
+    drop(conn);
+    let store = open(&path).expect("schema 10 migrates");
+    assert_eq!(recorded_versions(&path).last().map(|v| v.0), Some(SCHEMA_VERSION));
+    let notify = store.notify().unwrap();
+    assert_eq!(notify.outbox_depth().await.unwrap(), 3, "the pending rows; the finished one is gone");
+    let items = notify.claim_outbox("d", 1_000, 1_000_000, 10).await.unwrap();
+    let got: Vec<_> = items
+        .iter()
+        .map(|i| (i.id, i.kind.as_str(), i.entity_id.as_str(), i.timestamp_ns, i.metadata["message"].as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (5, "event", "blk-1", 100, "disk full on node 3"),
+            (6, "digest", "blk-2", 200, "disk full on node 4"),
+            // Its event row was never there: the copy it had is what it says.
+            (7, "event", "blk-3", 300, "disk full on node 5"),
+        ]
+    );
+    assert_eq!((items[0].attempts, items[0].progress.github_done, items[0].stage.as_str()), (2, true, "archiver"));
+    assert_eq!((items[1].destination.as_str(), items[1].digest_count, items[1].digest_window_ns), ("HOOK", 18, 60));
+    let conn = Connection::open(&path).unwrap();
+    let event_id: Option<i64> =
+        conn.query_row("SELECT event_id FROM notification_outbox WHERE id = 5", [], |r| r.get(0)).unwrap();
+    let stored: i64 = conn.query_row("SELECT id FROM entity_events WHERE span_id = 's1'", [], |r| r.get(0)).unwrap();
+    assert_eq!(event_id, Some(stored));
+}
+
+/// An event's outbox row keeps the class and points at the event row for the rest. Nothing in
+/// the SQLite store deletes events, but if the row is gone (by hand) before delivery, the
+/// notification is still delivered as its class — same fingerprint, so the same GitHub issue,
+/// rate limit and silences — with a message saying the event is gone, not lost or a crash.
+#[tokio::test]
+async fn a_notification_whose_event_row_is_gone_is_still_delivered_as_its_class() {
+    use helix_store::conformance::{failing, notifying, LEASE_NS};
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let store = open(&path).unwrap();
+    let c = failing("gone-1", 0);
+    store.write(&notifying(vec![WriteRecord::Created(c.clone())])).await.unwrap();
+    // The writer's row holds no copy of the event's metadata or time.
+    let conn = Connection::open(&path).unwrap();
+    let (metadata, ts): (Option<String>, Option<i64>) = conn
+        .query_row("SELECT metadata, timestamp_ns FROM notification_outbox", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap();
+    assert_eq!((metadata, ts), (None, None));
+    let notify = store.notify().unwrap();
+    let now = helix_store::notify::now_ns();
+    let before = notify.claim_outbox("d", now, LEASE_NS, 10).await.unwrap();
+    assert_eq!(before[0].metadata, c.events[0].metadata);
+    let back = helix_store::notify::Settle::Retry {
+        id: before[0].id,
+        attempts: 1,
+        next_ns: now,
+        error: "HTTP 500".into(),
+        progress: Default::default(),
+    };
+    notify
+        .write_round("d", now, &helix_store::notify::RoundWrites { settle: vec![back], ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(conn.execute("DELETE FROM entity_events WHERE entity_id = 'gone-1'", []).unwrap(), 1);
+    let after = notify.claim_outbox("d", now, LEASE_NS, 10).await.unwrap();
+    assert_eq!(after.len(), 1, "still there to deliver");
+    let (b, a) = (&before[0], &after[0]);
+    assert_eq!(
+        (&a.instrument_id, &a.event_name, &a.entity_id, &a.fingerprint, &a.stage),
+        (&b.instrument_id, &b.event_name, &b.entity_id, &b.fingerprint, &b.stage)
+    );
+    assert_eq!(a.metadata["message"], helix_store::notify::OCCURRENCE_GONE);
+    assert!(a.timestamp_ns > 0 && a.timestamp_ns <= helix_store::notify::now_ns(), "the time it was recorded");
 }

@@ -53,10 +53,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "log_stream_index",
         kind: Kind::Sql(include_str!("../../migrations/postgres/008_log_stream_index.sql")),
     },
+    Migration {
+        version: 9,
+        name: "outbox_slim",
+        kind: Kind::Sql(include_str!("../../migrations/postgres/009_outbox_slim.sql")),
+    },
 ];
 
 /// The schema version this binary expects.
-pub const SCHEMA_VERSION: u32 = 8;
+pub const SCHEMA_VERSION: u32 = 9;
 
 /// Highest version recorded in `schema_migrations` of the current schema, 0 without the table.
 async fn current_version(client: &tokio_postgres::Client) -> StoreResult<u32> {

@@ -13,21 +13,11 @@ use crate::notify::{
     sql, Delivery, DigestRow, IssueRecord, NewSilence, NotifyStore, OutboxEvent, OutboxItem, OutboxKind, Progress,
     RateDecision, RateKey, RoundWrites, Settle, Silence, Window, DELIVERY_LOG_ROWS,
 };
-use crate::rows::to_json;
 use crate::{StoreError, StoreResult};
 
 /// The outbox columns of a batch, as parallel arrays for one `unnest` insert.
-type OutboxColumns<'a> = (
-    Vec<&'a str>,
-    Vec<&'a str>,
-    Vec<&'a str>,
-    Vec<&'a str>,
-    Vec<i32>,
-    Vec<&'a str>,
-    Vec<&'a str>,
-    Vec<i64>,
-    Vec<String>,
-);
+type OutboxColumns<'a> =
+    (Vec<&'a str>, Vec<&'a str>, Vec<&'a str>, Vec<&'a str>, Vec<i32>, Vec<&'a str>, Vec<&'a str>, Vec<i64>);
 
 /// The outbox rows of a batch, in its transaction: one per event while the outbox has room
 /// under `max`, the rest coalesced per class. (recorded, coalesced).
@@ -82,30 +72,34 @@ pub(super) async fn write_outbox(
         cols.5.push(&o.stage);
         cols.6.push(&o.fingerprint);
         cols.7.push(e.timestamp_ns);
-        cols.8.push(to_json(&e.metadata)?);
     }
+    // The class and the event row's key (span, ordinal, time); the metadata stays in the event
+    // row (009_outbox_slim.sql).
     let stmt = tx
         .prepare_cached(
             "INSERT INTO notification_outbox (kind, instrument_id, event_name, entity_id, span_id, ordinal, stage,
-                 fingerprint, timestamp_ns, metadata, created_ns)
-             SELECT 'event', i, n, e, s, o, st, f, t, m::jsonb, $10
+                 fingerprint, timestamp_ns, created_ns)
+             SELECT 'event', i, n, e, s, o, st, f, t, $9
              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int4[], $6::text[], $7::text[],
-                         $8::int8[], $9::text[]) AS u(i, n, e, s, o, st, f, t, m)
+                         $8::int8[]) AS u(i, n, e, s, o, st, f, t)
              ON CONFLICT DO NOTHING",
         )
         .await?;
-    tx.execute(&stmt, &[&cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5, &cols.6, &cols.7, &cols.8, &now]).await?;
+    tx.execute(&stmt, &[&cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5, &cols.6, &cols.7, &now]).await?;
     Ok((fit.len() as u64, over.len() as u64))
 }
 
 /// The advisory lock key of outbox claims ("HXNT").
 const CLAIM_LOCK: i64 = 0x4858_4e54;
 
-const OUTBOX_COLUMNS: &str = "id, kind, instrument_id, event_name, entity_id, stage, fingerprint, timestamp_ns, \
-     metadata::text, destination, digest_count, digest_window_ns, attempts, progress::text";
+/// The claimed rows (`c`) with their event rows (`e`, absent for digests and overflow rows, and
+/// for an event row that is gone).
+const OUTBOX_COLUMNS: &str = "c.id, c.kind, c.instrument_id, c.event_name, c.entity_id, c.stage, c.fingerprint, \
+     c.timestamp_ns, coalesce(c.metadata, e.metadata)::text, c.destination, c.digest_count, c.digest_window_ns, \
+     c.attempts, c.progress::text, c.created_ns";
 
 fn outbox_item(r: &Row) -> StoreResult<OutboxItem> {
-    Ok(OutboxItem {
+    let mut item = OutboxItem {
         id: r.get(0),
         kind: OutboxKind::parse(r.get::<_, &str>(1)),
         instrument_id: r.get(2),
@@ -114,14 +108,19 @@ fn outbox_item(r: &Row) -> StoreResult<OutboxItem> {
         stage: r.get(5),
         fingerprint: r.get(6),
         timestamp_ns: r.get(7),
-        metadata: crate::rows::parse_metadata(r.get::<_, &str>(8))?,
+        metadata: Default::default(),
         destination: r.get(9),
         digest_count: r.get::<_, i64>(10).max(0).unsigned_abs(),
         digest_window_ns: r.get(11),
         attempts: u32::try_from(r.get::<_, i32>(12)).unwrap_or(0),
         progress: serde_json::from_str(r.get::<_, &str>(13))
             .map_err(|e| StoreError::corrupt(format!("outbox progress: {e}")))?,
-    })
+    };
+    match r.get::<_, Option<&str>>(8) {
+        Some(metadata) => item.metadata = crate::rows::parse_metadata(metadata)?,
+        None => crate::notify::occurrence_gone(&mut item, r.get(14)),
+    }
+    Ok(item)
 }
 
 /// ns since the epoch ↔ TIMESTAMPTZ (microsecond precision).
@@ -294,15 +293,19 @@ impl NotifyStore for PostgresStore {
         let rows = tx
             .query(
                 &format!(
-                    "UPDATE notification_outbox SET lease_owner = $1, lease_until_ns = $2
-                     WHERE id IN (SELECT o.id FROM notification_outbox o
-                                  WHERE o.state = 'pending' AND o.next_attempt_ns <= $3 AND o.lease_until_ns <= $3
-                                    AND NOT EXISTS (SELECT 1 FROM notification_outbox h
-                                                    WHERE h.state = 'pending' AND h.lease_until_ns > $3
-                                                      AND h.lease_owner <> $1 AND h.instrument_id = o.instrument_id
-                                                      AND h.fingerprint = o.fingerprint)
-                                  ORDER BY o.id LIMIT $4 FOR UPDATE SKIP LOCKED)
-                     RETURNING {OUTBOX_COLUMNS}"
+                    "WITH c AS (
+                         UPDATE notification_outbox SET lease_owner = $1, lease_until_ns = $2
+                         WHERE id IN (SELECT o.id FROM notification_outbox o
+                                      WHERE o.state = 'pending' AND o.next_attempt_ns <= $3 AND o.lease_until_ns <= $3
+                                        AND NOT EXISTS (SELECT 1 FROM notification_outbox h
+                                                        WHERE h.state = 'pending' AND h.lease_until_ns > $3
+                                                          AND h.lease_owner <> $1 AND h.instrument_id = o.instrument_id
+                                                          AND h.fingerprint = o.fingerprint)
+                                      ORDER BY o.id LIMIT $4 FOR UPDATE SKIP LOCKED)
+                         RETURNING *)
+                     SELECT {OUTBOX_COLUMNS} FROM c
+                     LEFT JOIN entity_events e ON c.kind = 'event' AND e.span_id = c.span_id
+                         AND e.ordinal = c.ordinal AND e.timestamp_ns = c.timestamp_ns"
                 ),
                 &[&owner, &now_ns.saturating_add(lease_ns), &now_ns, &limit],
             )

@@ -121,9 +121,17 @@ pub(super) async fn delete_older(
     batch_rows: i64,
     pause: Duration,
 ) -> StoreResult<u64> {
+    // An event whose notification is not delivered yet stays until it is: its outbox row reads
+    // the event's metadata from it (009_outbox_slim.sql).
+    let keep = if table == "entity_events" {
+        " AND NOT EXISTS (SELECT 1 FROM notification_outbox o WHERE o.kind = 'event' AND o.span_id = t.span_id
+              AND o.ordinal = t.ordinal AND o.timestamp_ns = t.timestamp_ns)"
+    } else {
+        ""
+    };
     let sql = format!(
         "DELETE FROM {table} WHERE ctid = ANY (ARRAY (
-             SELECT ctid FROM {table} WHERE timestamp_ns < $1 LIMIT $2))"
+             SELECT ctid FROM {table} t WHERE timestamp_ns < $1{keep} LIMIT $2))"
     );
     let mut deleted = 0u64;
     loop {

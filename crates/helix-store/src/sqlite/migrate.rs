@@ -31,10 +31,11 @@ const MIGRATIONS: &[Migration] = &[
     },
     Migration { version: 9, name: "outbox_rowid", sql: include_str!("../../migrations/sqlite/009_outbox_rowid.sql") },
     Migration { version: 10, name: "span_packs", sql: include_str!("../../migrations/sqlite/010_span_packs.sql") },
+    Migration { version: 11, name: "outbox_slim", sql: include_str!("../../migrations/sqlite/011_outbox_slim.sql") },
 ];
 
 /// The schema version this binary expects.
-pub const SCHEMA_VERSION: u32 = 10;
+pub const SCHEMA_VERSION: u32 = 11;
 
 /// Highest version recorded in `schema_migrations`, 0 for a database without one.
 pub(super) fn current_version(conn: &Connection) -> StoreResult<u32> {

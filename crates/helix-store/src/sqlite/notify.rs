@@ -27,33 +27,79 @@ impl SqliteStore {
     }
 }
 
-const OUTBOX_COLUMNS: &str = "id, kind, instrument_id, event_name, entity_id, stage, fingerprint, timestamp_ns, \
-     metadata, destination, digest_count, digest_window_ns, attempts, progress";
+const OUTBOX_COLUMNS: &str = "id, kind, event_id, instrument_id, event_name, entity_id, stage, fingerprint, \
+     timestamp_ns, metadata, destination, digest_count, digest_window_ns, attempts, progress, created_ns";
 
-fn outbox_row(r: &Row<'_>) -> rusqlite::Result<(OutboxItem, String, String)> {
+/// A claimed row as stored: the item, and what is read or parsed after the claim (its event
+/// row's id, its own time, metadata and progress).
+struct Claimed {
+    item: OutboxItem,
+    event_id: Option<i64>,
+    timestamp_ns: Option<i64>,
+    metadata: Option<String>,
+    progress: Option<String>,
+    created_ns: i64,
+}
+
+fn outbox_row(r: &Row<'_>) -> rusqlite::Result<Claimed> {
     let item = OutboxItem {
         id: r.get(0)?,
         kind: OutboxKind::parse(&r.get::<_, String>(1)?),
-        instrument_id: r.get(2)?,
-        event_name: r.get(3)?,
-        entity_id: r.get(4)?,
-        stage: r.get(5)?,
-        fingerprint: r.get(6)?,
-        timestamp_ns: r.get(7)?,
+        instrument_id: r.get(3)?,
+        event_name: r.get(4)?,
+        entity_id: r.get(5)?,
+        stage: r.get(6)?,
+        fingerprint: r.get(7)?,
+        timestamp_ns: 0,
         metadata: Default::default(),
-        destination: r.get(9)?,
-        digest_count: r.get::<_, i64>(10)?.max(0).unsigned_abs(),
-        digest_window_ns: r.get(11)?,
-        attempts: u32::try_from(r.get::<_, i64>(12)?).unwrap_or(0),
+        destination: r.get(10)?,
+        digest_count: r.get::<_, i64>(11)?.max(0).unsigned_abs(),
+        digest_window_ns: r.get(12)?,
+        attempts: u32::try_from(r.get::<_, i64>(13)?).unwrap_or(0),
         progress: Progress::default(),
     };
-    Ok((item, r.get(8)?, r.get(13)?))
+    Ok(Claimed {
+        item,
+        event_id: r.get(2)?,
+        timestamp_ns: r.get(8)?,
+        metadata: r.get(9)?,
+        progress: r.get(14)?,
+        created_ns: r.get(15)?,
+    })
 }
 
-fn finish_item((mut item, metadata, progress): (OutboxItem, String, String)) -> StoreResult<OutboxItem> {
-    item.metadata = parse_metadata(&metadata)?;
-    item.progress =
-        serde_json::from_str(&progress).map_err(|e| StoreError::corrupt(format!("outbox progress: {e}")))?;
+/// The item of a claimed row: an event's row gets the time and metadata of its event row
+/// (`crate::notify::occurrence` says what is sent when that row is gone).
+fn finish_item(conn: &Connection, c: Claimed) -> StoreResult<OutboxItem> {
+    let mut item = c.item;
+    let mut occurrence = (c.timestamp_ns, c.metadata);
+    if let Some(event_id) = c.event_id {
+        // The class check guards against a rowid another event took after this one's was
+        // deleted: that is no occurrence of this row's class.
+        let found: Option<(i64, String)> = conn
+            .prepare_cached(
+                "SELECT timestamp_ns, metadata FROM entity_events
+                 WHERE id = ?1 AND instrument_id = ?2 AND event_name = ?3 AND entity_id = ?4",
+            )?
+            .query_row(rusqlite::params![event_id, item.instrument_id, item.event_name, item.entity_id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        if let Some((ts, metadata)) = found {
+            occurrence = (Some(ts), Some(metadata));
+        }
+    }
+    match occurrence {
+        (Some(ts), Some(metadata)) => {
+            item.timestamp_ns = ts;
+            item.metadata = parse_metadata(&metadata)?;
+        }
+        _ => crate::notify::occurrence_gone(&mut item, c.created_ns),
+    }
+    if let Some(progress) = c.progress {
+        item.progress =
+            serde_json::from_str(&progress).map_err(|e| StoreError::corrupt(format!("outbox progress: {e}")))?;
+    }
     Ok(item)
 }
 
@@ -100,41 +146,39 @@ fn finish_issue((mut record, recent): (IssueRecord, String)) -> StoreResult<Issu
 }
 
 /// The outbox rows of a batch, in its transaction: one per event while the outbox has room
-/// under `max`, the rest coalesced per class. `metadata[i]`: the JSON of `rows[i]`'s metadata
-/// (as written with its event). (recorded, coalesced).
+/// under `max`, the rest coalesced per class. `event_ids[i]`: the rowid of `rows[i]`'s event
+/// row, inserted now. (recorded, coalesced).
 pub(super) fn write_outbox(
     conn: &Connection,
     rows: &[OutboxEvent<'_>],
-    metadata: &[String],
+    event_ids: &[i64],
     max: u64,
 ) -> StoreResult<(u64, u64)> {
     let span = conn.prepare_cached(sql::OUTBOX_SPAN)?.query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     let room = if crate::notify::outbox_fits(span, rows.len(), max) {
         rows.len()
     } else {
-        let pending: i64 = conn.prepare_cached(sql::DEPTH)?.query_row([], |r| r.get(0))?;
+        let pending: i64 = conn.prepare_cached(DEPTH)?.query_row([], |r| r.get(0))?;
         crate::notify::outbox_room(pending.max(0).unsigned_abs(), rows.len(), max)
     };
     let (fit, over) = rows.split_at(room);
-    // Plain INSERT: the caller passes only events inserted now (009_outbox_rowid.sql).
+    // Plain INSERT: the caller passes only events inserted now (009_outbox_rowid.sql). The
+    // row keeps the class; the occurrence stays in the event row (011_outbox_slim.sql).
     let mut stmt = conn.prepare_cached(
-        "INSERT INTO notification_outbox (kind, instrument_id, event_name, entity_id, span_id, ordinal,
-             stage, fingerprint, timestamp_ns, metadata, created_ns)
-         VALUES ('event', ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT INTO notification_outbox (kind, event_id, instrument_id, event_name, entity_id, fingerprint, stage,
+             created_ns)
+         VALUES ('event', ?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
     let created_ns = crate::notify::now_ns();
-    for (o, metadata) in fit.iter().zip(metadata) {
+    for (o, event_id) in fit.iter().zip(event_ids) {
         let e = o.event;
         stmt.execute(rusqlite::params![
+            event_id,
             e.instrument_id,
             e.event_name,
             e.entity_id,
-            e.span_id,
-            e.ordinal,
-            o.stage,
             o.fingerprint,
-            e.timestamp_ns,
-            metadata,
+            o.stage,
             created_ns,
         ])?;
     }
@@ -160,6 +204,9 @@ pub(super) fn write_outbox(
     }
     Ok((fit.len() as u64, over.len() as u64))
 }
+
+/// Rows not finished yet: every row (finished ones are deleted; 011_outbox_slim.sql).
+const DEPTH: &str = "SELECT count(*) FROM notification_outbox";
 
 /// A shared statement (`notify::sql`, `$n` parameters) in SQLite's `?n` form.
 fn q(statement: &str) -> String {
@@ -261,11 +308,11 @@ impl NotifyStore for SqliteStore {
             let tx = conn.transaction()?;
             let rows = {
                 let mut stmt = tx.prepare_cached(&format!(
-                    // `+`: walk the rows in id order and stop at the limit, instead of sorting
-                    // every due row of the `state, next_attempt_ns` index under the writer lock.
+                    // The rows in id order, up to the limit (every row is pending: finished
+                    // ones are deleted).
                     "UPDATE notification_outbox SET lease_owner = ?1, lease_until_ns = ?2
                      WHERE id IN (SELECT id FROM notification_outbox
-                                  WHERE +state = 'pending' AND +next_attempt_ns <= ?3 AND lease_until_ns <= ?3
+                                  WHERE next_attempt_ns <= ?3 AND lease_until_ns <= ?3
                                   ORDER BY id LIMIT ?4)
                      RETURNING {OUTBOX_COLUMNS}"
                 ))?;
@@ -275,8 +322,8 @@ impl NotifyStore for SqliteStore {
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 rows
             };
+            let mut items = rows.into_iter().map(|c| finish_item(&tx, c)).collect::<StoreResult<Vec<_>>>()?;
             tx.commit()?;
-            let mut items = rows.into_iter().map(finish_item).collect::<StoreResult<Vec<_>>>()?;
             items.sort_by_key(|i| i.id);
             Ok(items)
         })
@@ -350,7 +397,7 @@ impl NotifyStore for SqliteStore {
 
     async fn outbox_depth(&self) -> StoreResult<u64> {
         self.read(|c| {
-            let n: i64 = c.prepare_cached(sql::DEPTH)?.query_row([], |r| r.get(0))?;
+            let n: i64 = c.prepare_cached(DEPTH)?.query_row([], |r| r.get(0))?;
             Ok(n.max(0).unsigned_abs())
         })
         .await
@@ -384,7 +431,6 @@ impl NotifyStore for SqliteStore {
                     digests += 1;
                 }
             }
-            tx.prepare_cached(sql::PRUNE_FINISHED)?.execute([])?;
             tx.commit()?;
             Ok(digests)
         })

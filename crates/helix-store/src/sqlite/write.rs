@@ -161,17 +161,16 @@ fn write(tx: &Transaction<'_>, plan: &mut WritePlan<'_>, now: &str, outbox_max: 
         )?;
         // The outbox rows are the notifying ones of these events, in their order: each is kept
         // only if its event's row was inserted now (an event stored before, e.g. under a reused
-        // span ID, was notified then), with the metadata JSON written for the event.
+        // span ID, was notified then), and points at that row.
         let mut outbox = std::mem::take(&mut plan.outbox).into_iter().peekable();
-        let (mut notify, mut notify_metadata) = (Vec::new(), Vec::new());
+        let (mut notify, mut notify_rows) = (Vec::new(), Vec::new());
         for e in &plan.new_events {
-            let metadata = to_json(&e.metadata)?;
             let inserted = stmt.execute(rusqlite::params![
                 e.instrument_id,
                 e.entity_id,
                 e.event_name,
                 e.timestamp_ns,
-                metadata,
+                to_json(&e.metadata)?,
                 now,
                 e.trace_id,
                 e.span_id,
@@ -180,12 +179,12 @@ fn write(tx: &Transaction<'_>, plan: &mut WritePlan<'_>, now: &str, outbox_max: 
             if let Some(o) = outbox.next_if(|o| std::ptr::eq(o.event, *e)) {
                 if inserted {
                     notify.push(o);
-                    notify_metadata.push(metadata);
+                    notify_rows.push(tx.last_insert_rowid());
                 }
             }
         }
         if !notify.is_empty() {
-            let (recorded, coalesced) = super::notify::write_outbox(tx, &notify, &notify_metadata, outbox_max)?;
+            let (recorded, coalesced) = super::notify::write_outbox(tx, &notify, &notify_rows, outbox_max)?;
             plan.outcome.notifications_recorded = recorded;
             plan.outcome.notifications_coalesced = coalesced;
         }
