@@ -24,7 +24,7 @@ use async_trait::async_trait;
 use helix_model::{EntityEvent, LogRecorded, SpanRef};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
-pub use migrate::SCHEMA_VERSION;
+pub use migrate::{create_at_version, SCHEMA_VERSION};
 use migrate::{current_version, prepare_schema};
 
 use crate::{

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use helix_store::conformance::{creation, span, trace_of};
-use helix_store::sqlite::{migrate, SCHEMA_VERSION};
+use helix_store::sqlite::{create_at_version, migrate, SCHEMA_VERSION};
 use helix_store::{PageRequest, SqliteOptions, SqliteStore, Store, StoreError, TraceFilter, WriteBatch, WriteRecord};
 use rusqlite::Connection;
 
@@ -68,20 +68,7 @@ async fn log_search_migration_covers_existing_logs() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let conn = Connection::open(&path).unwrap();
-    conn.execute_batch(
-        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,
-             applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')));
-         INSERT INTO schema_migrations (version, name) VALUES (1, 'core'), (2, 'logs'), (3, 'spans');",
-    )
-    .unwrap();
-    for sql in [
-        include_str!("../migrations/sqlite/001_core.sql"),
-        include_str!("../migrations/sqlite/002_logs.sql"),
-        include_str!("../migrations/sqlite/003_spans.sql"),
-    ] {
-        conn.execute_batch(sql).unwrap();
-    }
+    let conn = create_at_version(&path, 3).unwrap();
     conn.execute_batch(
         "INSERT INTO logs (timestamp_ns, severity, body, dedup_hash) VALUES
              (1, 'WARNING', 'legacy: Disk almost full', 1), (2, 'INFO', 'legacy: all good', 2)",
@@ -229,25 +216,7 @@ async fn span_packs_migration_keeps_the_spans_of_schema_5() {
     // Schema 5, holding the rows its writer left: span rows in two blocks, summaries, sources.
     let old_path = dir.path().join("old.db");
     {
-        let conn = Connection::open(&old_path).unwrap();
-        for sql in [
-            include_str!("../migrations/sqlite/001_core.sql"),
-            include_str!("../migrations/sqlite/002_logs.sql"),
-            include_str!("../migrations/sqlite/003_spans.sql"),
-            include_str!("../migrations/sqlite/004_log_search.sql"),
-            include_str!("../migrations/sqlite/005_span_blocks.sql"),
-            include_str!("../migrations/sqlite/006_notifications.sql"),
-            include_str!("../migrations/sqlite/007_flags.sql"),
-            include_str!("../migrations/sqlite/008_log_stream_index.sql"),
-        ] {
-            conn.execute_batch(sql).unwrap();
-        }
-        conn.execute_batch(
-            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT);
-             INSERT INTO schema_migrations (version, name) VALUES (1, 'core'), (2, 'logs'), (3, 'spans'),
-                 (4, 'log_search'), (5, 'span_blocks'), (6, 'notifications'), (7, 'flags'), (8, 'log_stream_index');",
-        )
-        .unwrap();
+        let conn = create_at_version(&old_path, 8).unwrap();
         for (i, s) in spans.iter().enumerate() {
             let mut rest = Vec::new();
             let form = stored::split_into(s, &mut rest);
@@ -482,29 +451,7 @@ async fn pending_notifications_survive_the_slim_outbox_migration() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let conn = Connection::open(&path).unwrap();
-    conn.execute_batch(
-        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,
-             applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')));
-         INSERT INTO schema_migrations (version, name) VALUES (1, 'core'), (2, 'logs'), (3, 'spans'),
-             (4, 'log_search'), (5, 'span_blocks'), (6, 'notifications'), (7, 'flags'), (8, 'log_stream_index'),
-             (9, 'outbox_rowid'), (10, 'span_packs');",
-    )
-    .unwrap();
-    for sql in [
-        include_str!("../migrations/sqlite/001_core.sql"),
-        include_str!("../migrations/sqlite/002_logs.sql"),
-        include_str!("../migrations/sqlite/003_spans.sql"),
-        include_str!("../migrations/sqlite/004_log_search.sql"),
-        include_str!("../migrations/sqlite/005_span_blocks.sql"),
-        include_str!("../migrations/sqlite/006_notifications.sql"),
-        include_str!("../migrations/sqlite/007_flags.sql"),
-        include_str!("../migrations/sqlite/008_log_stream_index.sql"),
-        include_str!("../migrations/sqlite/009_outbox_rowid.sql"),
-        include_str!("../migrations/sqlite/010_span_packs.sql"),
-    ] {
-        conn.execute_batch(sql).unwrap();
-    }
+    let conn = create_at_version(&path, 10).unwrap();
     conn.execute_batch(
         r#"INSERT INTO entity_events (instrument_id, entity_id, event_name, timestamp_ns, metadata, trace_id, span_id, ordinal)
                VALUES ('CHIME', 'blk-1', 'helix.error', 100, '{"message":"disk full on node 3"}', 't1', 's1', 0);

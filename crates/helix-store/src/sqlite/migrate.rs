@@ -69,6 +69,19 @@ pub(super) fn prepare_schema(conn: &mut Connection, path: &Path, migrate: bool) 
             path.display()
         )));
     }
+    apply(conn, path, current, SCHEMA_VERSION)
+}
+
+/// A new database at schema `version` (at most [`SCHEMA_VERSION`]), as a herald of that version
+/// left it: for upgrade tests, which then fill it the way that herald did and open it.
+pub fn create_at_version(path: &Path, version: u32) -> StoreResult<Connection> {
+    let mut conn = Connection::open(path)?;
+    apply(&mut conn, path, 0, version.min(SCHEMA_VERSION))?;
+    Ok(conn)
+}
+
+/// Apply the migrations after `current` up to `target`, each committed with its record.
+fn apply(conn: &mut Connection, path: &Path, current: u32, target: u32) -> StoreResult<Vec<u32>> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
              version    INTEGER PRIMARY KEY,
@@ -77,7 +90,7 @@ pub(super) fn prepare_schema(conn: &mut Connection, path: &Path, migrate: bool) 
          )",
     )?;
     let mut applied = Vec::new();
-    for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+    for m in MIGRATIONS.iter().filter(|m| m.version > current && m.version <= target) {
         let fail = |e: rusqlite::Error| {
             StoreError::Schema(format!("migration {:03}_{} failed on {}: {e}", m.version, m.name, path.display()))
         };
