@@ -728,10 +728,7 @@ def _traced_generator(token: Token, gen: Generator[Any, Any, Any]) -> Generator[
             try:
                 gen.close()
             finally:
-                try:  # _detach(scope), without its call on this hot path
-                    _reset(scope)
-                except Exception:
-                    _detach(scope)
+                _detach(scope)
                 token._finish(None, None)
             raise
         except BaseException as exc:
@@ -768,10 +765,7 @@ async def _traced_async_generator(
             try:
                 await agen.aclose()
             finally:
-                try:  # _detach(scope), without its call on this hot path
-                    _reset(scope)
-                except Exception:
-                    _detach(scope)
+                _detach(scope)
                 token._finish(None, None)
             raise
         except BaseException as exc:

@@ -85,7 +85,8 @@ pub(super) fn search(
 enum Plan {
     /// Through the trigram index from the start (a rare text).
     Text,
-    /// Along the time index, no look at the text's count.
+    /// Along the time index: no indexable text, or a walk that filled its page within
+    /// `WALK_STEPS`.
     Walk,
     /// A walk within `WALK_STEPS`, then (it ran out) the trigram index, or a walk to the end.
     WalkThen(bool),

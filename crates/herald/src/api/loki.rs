@@ -310,6 +310,9 @@ pub fn store_filter(query: &LogQuery, from_ns: i64, to_ns: i64, order: LogOrder)
     for matcher in query.matchers() {
         let Some(value) = matcher.equality() else { continue };
         let slot = match matcher.name.as_str() {
+            // `level` is the severity lowercased: the store checks it too when it can do so
+            // exactly (printable ASCII).
+            "level" if value.bytes().all(|b| (b' '..=b'~').contains(&b)) => &mut filter.level,
             "service_name" => &mut filter.service_name,
             "helix_process_name" => &mut filter.process_name,
             "helix_instrument_id" => &mut filter.instrument_id,
@@ -322,13 +325,6 @@ pub fn store_filter(query: &LogQuery, from_ns: i64, to_ns: i64, order: LogOrder)
             *slot = Some(value.to_owned());
         }
     }
-    // `level` is the severity lowercased: the store checks it too when it can do so exactly.
-    filter.level = query
-        .matchers()
-        .filter(|m| m.name == "level")
-        .find_map(|m| m.equality())
-        .filter(|v| v.bytes().all(|b| (b' '..=b'~').contains(&b)))
-        .map(str::to_owned);
     filter.text =
         query.contained_texts().max_by_key(|t| t.chars().count()).filter(|t| !t.is_empty()).map(str::to_owned);
     filter
