@@ -125,16 +125,47 @@ where
     C: Send + 'static,
     R: Clone + Send + Sync + 'static,
 {
+    drive_at(None, clients, requests, deadline, connect, export, items).await
+}
+
+/// [`drive`], the exporters together sending at most `rate` items per second when given (each
+/// request waits for its turn before it is sent; the wait is not part of its ack latency).
+pub async fn drive_at<C, R>(
+    rate: Option<f64>,
+    clients: usize,
+    requests: Arc<Vec<R>>,
+    deadline: Instant,
+    connect: impl Fn() -> C,
+    export: impl Fn(C, R) -> std::pin::Pin<Box<dyn std::future::Future<Output = (C, bool)> + Send>>
+        + Send
+        + Sync
+        + Clone
+        + 'static,
+    items: fn(&R) -> usize,
+) -> HeraldRun
+where
+    C: Send + 'static,
+    R: Clone + Send + Sync + 'static,
+{
     let next = Arc::new(AtomicUsize::new(0));
+    let scheduled = Arc::new(AtomicUsize::new(0));
+    let t0 = tokio::time::Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..clients {
-        let (requests, next, export) = (requests.clone(), next.clone(), export.clone());
+        let (requests, next, export, scheduled) = (requests.clone(), next.clone(), export.clone(), scheduled.clone());
         let mut client = Some(connect());
         tasks.push(tokio::spawn(async move {
             let (mut acked, mut refused, mut latencies) = (0usize, 0usize, Vec::new());
             while Instant::now() < deadline {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(req) = requests.get(i) else { break };
+                if let Some(rate) = rate {
+                    let due = scheduled.fetch_add(items(req), Ordering::Relaxed) as f64 / rate;
+                    tokio::time::sleep_until(t0 + Duration::from_secs_f64(due)).await;
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                }
                 let t = Instant::now();
                 let (c, ok) = export(client.take().expect("client"), req.clone()).await;
                 client = Some(c);

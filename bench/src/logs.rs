@@ -18,13 +18,16 @@ use rand::{Rng, SeedableRng};
 use tonic::transport::Channel;
 
 use crate::load::{
-    drive, export_traces, load_average, now_ns, percentile, rate, telescope_requests, trace_client, HeraldRun,
-    InProcessHerald,
+    drive, drive_at, export_traces, load_average, now_ns, percentile, rate, telescope_requests, trace_client,
+    HeraldRun, InProcessHerald,
 };
 
 const PROCESSES: usize = 24;
 /// Lines per trace: a tracked step logs a few.
 const LINES_PER_TRACE: usize = 5;
+/// Lines per export: the OpenTelemetry SDKs' batch log processor (which `clients/python` uses)
+/// sends up to 512 per export when lines come faster than its 1 s schedule.
+const LINES_PER_REQUEST: usize = 500;
 /// The word only one trace's lines carry (the rare search).
 const RARE: &str = "checksum-mismatch";
 
@@ -146,12 +149,13 @@ fn line(name: &str, run: &HeraldRun, what: &str) -> String {
     )
 }
 
-pub async fn ingest(seconds: u64, log_clients: usize, span_clients: usize) {
+pub async fn ingest(seconds: u64, log_clients: usize, span_clients: usize, span_rate: f64) {
     let limit = Duration::from_secs(seconds);
     let mut traffic = LogTraffic::new(7, now_u64() - 3_600_000_000_000);
-    // 100 lines per request; more than any path takes in `seconds`.
+    // More lines than any path takes in `seconds`.
+    let requests = 150_000 * seconds as usize / LINES_PER_REQUEST;
     let logs: Arc<Vec<ExportLogsServiceRequest>> =
-        Arc::new((0..(1_500 * seconds as usize)).map(|_| traffic.request(100 / LINES_PER_TRACE, false)).collect());
+        Arc::new((0..requests).map(|_| traffic.request(LINES_PER_REQUEST / LINES_PER_TRACE, false)).collect());
     let spans = Arc::new(telescope_requests(80_000 * seconds as usize, 8));
     println!("Load average before: {}\n", load_average());
 
@@ -194,9 +198,29 @@ pub async fn ingest(seconds: u64, log_clients: usize, span_clients: usize) {
     );
     h.stop().await;
 
+    // Spans at a steady rate beside logs at full speed: a pipeline's traffic, where log lines
+    // come with the traced steps (the unpaced phase above shows the writer's split instead).
+    let d4 = tempfile::tempdir().unwrap();
+    let h = InProcessHerald::start(&run_logs(&d4), &[]).await;
+    let (g1, g2) = (h.grpc.clone(), h.grpc.clone());
+    let deadline = Instant::now() + limit;
+    let (paced_logs, paced_spans) = tokio::join!(
+        drive(log_clients, logs.clone(), deadline, move || log_client(&g1), export_logs, helix_model::log_count),
+        drive_at(
+            Some(span_rate),
+            span_clients,
+            spans.clone(),
+            deadline,
+            move || trace_client(&g2),
+            export_traces,
+            helix_model::span_count
+        ),
+    );
+    h.stop().await;
+
     println!("### Durable log ingest (SQLite)\n");
     println!(
-        "{log_clients} log exporters (100 records/request, {LINES_PER_TRACE} lines per trace, trace/span IDs and the \
+        "{log_clients} log exporters ({LINES_PER_REQUEST} records/request, {LINES_PER_TRACE} lines per trace, trace/span IDs and the \
          client's correlation attributes) and {span_clients} trace exporters (telescope mix) on loopback gRPC, \
          {seconds} s per path, every acknowledged record committed (`synchronous=FULL`, spans stored).\n"
     );
@@ -205,6 +229,8 @@ pub async fn ingest(seconds: u64, log_clients: usize, span_clients: usize) {
     println!("{}", line("spans alone", &spans_alone, "spans"));
     println!("{}", line("both at once: logs", &both_logs, "records"));
     println!("{}", line("both at once: spans", &both_spans, "spans"));
+    println!("{}", line(&format!("spans paced at {span_rate:.0}/s: logs"), &paced_logs, "records"));
+    println!("{}", line(&format!("spans paced at {span_rate:.0}/s: spans"), &paced_spans, "spans"));
     println!(
         "\nWith spans flowing, logs reach {:.2} of their rate alone; spans {:.2} of theirs.",
         rate(both_logs.acked_spans, both_logs.elapsed) / rate(logs_alone.acked_spans, logs_alone.elapsed),

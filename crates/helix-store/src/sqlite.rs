@@ -4,6 +4,7 @@
 
 mod blocks;
 mod flags;
+mod grams;
 mod logs;
 mod migrate;
 mod notify;

@@ -41,6 +41,7 @@ fn open_creates_directories_and_records_migrations() {
         (9, "outbox_rowid"),
         (10, "span_packs"),
         (11, "outbox_slim"),
+        (12, "log_blocks"),
     ];
     let names: Vec<(u32, String)> = names.into_iter().map(|(v, n)| (v, n.to_owned())).collect();
     assert_eq!(recorded_versions(&path), names);
@@ -87,6 +88,103 @@ async fn log_search_migration_covers_existing_logs() {
     assert_eq!(found(helix_store::LogFilter { min_severity: Some(13), ..Default::default() }).await, warn);
     assert_eq!(found(helix_store::LogFilter { text: Some("DISK".into()), ..Default::default() }).await, warn);
     assert_eq!(found(helix_store::LogFilter { text: Some("legacy".into()), ..Default::default() }).await.len(), 2);
+}
+
+/// Lines stored under the FTS5 index (schema 11) are found by text after the upgrade to the
+/// block filters (schema 12), which the migration builds from them; a text in none of them
+/// finds nothing, and new lines are found beside the old ones.
+#[tokio::test]
+async fn log_blocks_migration_builds_filters_of_existing_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let conn = create_at_version(&path, 11).unwrap();
+    {
+        let mut stmt = conn
+            .prepare("INSERT INTO logs (timestamp_ns, severity, body, dedup_hash) VALUES (?1, 'INFO', ?2, ?1)")
+            .unwrap();
+        for i in 0..10_000i64 {
+            let body =
+                if i == 4_321 { format!("line {i}: Checksum MISMATCH on beam 3") } else { format!("line {i}: ok") };
+            stmt.execute(rusqlite::params![i + 1, body]).unwrap();
+        }
+    }
+    drop(conn);
+    let store = open(&path).unwrap();
+    let blocks: i64 =
+        Connection::open(&path).unwrap().query_row("SELECT count(*) FROM log_blocks", [], |r| r.get(0)).unwrap();
+    assert_eq!(blocks, 3, "10 000 rows are three blocks of 4 096");
+    let texts = |text: &str| {
+        let (store, f) = (&store, helix_store::LogFilter { text: Some(text.into()), ..Default::default() });
+        async move {
+            let page = store.log_search(&f, &PageRequest::first(10)).await.unwrap();
+            page.items.into_iter().map(|l| l.body).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(texts("checksum mismatch").await, vec!["line 4321: Checksum MISMATCH on beam 3".to_owned()]);
+    assert!(texts("lost lock").await.is_empty());
+    let new_line = helix_model::LogRecorded {
+        timestamp_ns: 20_000,
+        observed_ns: 20_000,
+        severity: "WARN".into(),
+        severity_number: 13,
+        body: "checksum mismatch again".into(),
+        trace_id: None,
+        span_id: None,
+        entity_id: None,
+        instrument_id: None,
+        process_name: None,
+        service_name: None,
+        source: None,
+        attributes: Default::default(),
+        resource: Default::default(),
+    };
+    store.write(&WriteBatch::of(vec![WriteRecord::Log(new_line)])).await.unwrap();
+    assert_eq!(
+        texts("CHECKSUM mismatch").await,
+        vec!["line 4321: Checksum MISMATCH on beam 3".to_owned(), "checksum mismatch again".to_owned()]
+    );
+}
+
+/// Log retention removes the search filters of the blocks it empties (all of them when no line
+/// is left), and lines written afterwards are found by text again.
+#[tokio::test]
+async fn log_retention_drops_the_filters_of_emptied_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let store = open(&path).unwrap();
+    let line = |i: i64, body: String| {
+        WriteRecord::Log(helix_model::LogRecorded {
+            timestamp_ns: i,
+            observed_ns: i,
+            severity: "INFO".into(),
+            severity_number: 9,
+            body,
+            trace_id: None,
+            span_id: None,
+            entity_id: None,
+            instrument_id: None,
+            process_name: None,
+            service_name: None,
+            source: None,
+            attributes: Default::default(),
+            resource: Default::default(),
+        })
+    };
+    store.write(&WriteBatch::of((1..=10_000).map(|i| line(i, format!("old line {i}"))).collect())).await.unwrap();
+    let blocks = || -> i64 {
+        Connection::open(&path).unwrap().query_row("SELECT count(*) FROM log_blocks", [], |r| r.get(0)).unwrap()
+    };
+    assert_eq!(blocks(), 3);
+    // The first 9 000 lines go: the first two blocks (row IDs below 8 192) are empty.
+    assert_eq!(store.prune_logs(Duration::from_nanos(1_000), 10_001).await.unwrap(), 9_000);
+    assert_eq!(blocks(), 1);
+    assert_eq!(store.prune_logs(Duration::from_nanos(1), 20_000).await.unwrap(), 1_000);
+    assert_eq!(blocks(), 0);
+    store.write(&WriteBatch::of(vec![line(30_000, "new line after retention".into())])).await.unwrap();
+    let f = helix_store::LogFilter { text: Some("AFTER RETENTION".into()), ..Default::default() };
+    let found = store.log_search(&f, &PageRequest::first(10)).await.unwrap();
+    assert_eq!(found.items.into_iter().map(|l| l.body).collect::<Vec<_>>(), vec!["new line after retention"]);
 }
 
 #[test]

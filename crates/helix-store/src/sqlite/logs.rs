@@ -1,21 +1,21 @@
 //! The SQLite log search: the shared clauses (`crate::filter::log_clauses`) over `logs`, in
-//! either time order, with the body match driven by the trigram index (`logs_text`) when the
-//! text is rare and checked row by row along the time index when it is common.
+//! either time order, with the body match narrowed by the block filters (`super::grams`) when
+//! few blocks may hold the text and checked row by row along the time index otherwise.
 //!
 //! Between the two, which is cheaper depends on how many lines the other filters keep, which
-//! only the walk finds out: a text in more than `RARE` lines is first looked for along the
-//! time index within `WALK_STEPS`; a walk that has not filled its page by then hands over to
-//! the trigram index when fewer than `INDEXED_MAX` lines contain the text (each costs a
-//! look-up, ≈ 30 walked rows' worth), and walks on when more do. Either path gives the same
-//! lines in the same order.
+//! only the walk finds out: a text that may be in more than `RARE` blocks is first looked for
+//! along the time index within `WALK_STEPS`; a walk that has not filled its page by then
+//! scans the candidate blocks instead when at most `BLOCKS_MAX` may hold the text, and walks
+//! on when more do. Either path gives the same lines in the same order.
 
 use helix_model::LogRecorded;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, Row};
 
+use super::grams;
 use super::read::{sql_value, Query};
 use crate::cursor::{self, fetch_limit, page_limit, split_page};
-use crate::filter::{like_anywhere, log_clauses, log_order, RARE, SQLITE_LOGS};
+use crate::filter::{like_anywhere, log_clauses, log_order, SQLITE_LOGS};
 use crate::rows::parse_metadata;
 use crate::{LogField, LogFilter, Page, PageRequest, StoreResult};
 
@@ -50,26 +50,16 @@ fn log_row(r: &Row<'_>) -> rusqlite::Result<RawLog> {
     ))
 }
 
-/// The trigram index answers a LIKE of three characters or more (without ESCAPE, so `%` and
-/// `_` in the text widen it; the exact match on the row narrows it again).
-fn indexable(text: &str) -> bool {
-    text.chars().count() >= 3
-}
-
-/// SQLite VM steps a walk along the time index may take before a text found in more than
-/// `RARE` lines is looked up through the trigram index instead: about 100 000 rows walked
-/// (a walked row tested against the body takes about ten steps).
+/// Candidate blocks below which the blocks drive the search from the start (a block scan
+/// costs about a quarter of a walked row per row: 32 blocks ≈ 30 000 walked rows).
+const RARE: usize = 32;
+/// SQLite VM steps a walk along the time index may take before the search switches to
+/// scanning the candidate blocks: about 100 000 rows walked (a walked row tested against the
+/// body takes about ten steps).
 const WALK_STEPS: i64 = 1_000_000;
-/// A walk that ran out of `WALK_STEPS` hands over to the trigram index below this many lines.
-const INDEXED_MAX: i64 = 20_000;
-
-/// Fewer than `most` rows contain the text (the trigram index counts, up to `most`).
-fn fewer_than(conn: &Connection, text: &str, most: i64) -> StoreResult<bool> {
-    let n: i64 = conn
-        .prepare_cached("SELECT count(*) FROM (SELECT 1 FROM logs_text WHERE body LIKE ?1 LIMIT ?2)")?
-        .query_row(rusqlite::params![format!("%{text}%"), most], |r| r.get(0))?;
-    Ok(n < most)
-}
+/// A walk that ran out of `WALK_STEPS` scans the candidate blocks when at most this many may
+/// hold the text (≈ 500 000 rows), and walks on when more may.
+const BLOCKS_MAX: usize = 128;
 
 pub(super) fn search(
     conn: &Connection,
@@ -77,66 +67,75 @@ pub(super) fn search(
     page: &PageRequest,
     steps: &super::ReadSteps,
 ) -> StoreResult<Page<LogRecorded>> {
-    search_with(conn, f, page, steps, (RARE, WALK_STEPS, INDEXED_MAX)).map(|(page, _)| page)
+    search_with(conn, f, page, steps, (RARE, WALK_STEPS, BLOCKS_MAX)).map(|(page, _)| page)
 }
 
 /// How a search found its page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Plan {
-    /// Through the trigram index from the start (a rare text).
+    /// Through the candidate blocks from the start (a rare text).
     Text,
     /// Along the time index: no indexable text, or a walk that filled its page within
     /// `WALK_STEPS`.
     Walk,
-    /// A walk within `WALK_STEPS`, then (it ran out) the trigram index, or a walk to the end.
+    /// A walk within `WALK_STEPS`, then (it ran out) the candidate blocks, or a walk to the end.
     WalkThen(bool),
 }
 
-/// [`search`] with its thresholds (`RARE`, `WALK_STEPS`, `INDEXED_MAX`), saying how it went.
+/// [`search`] with its thresholds (`RARE`, `WALK_STEPS`, `BLOCKS_MAX`), saying how it went.
 fn search_with(
     conn: &Connection,
     f: &LogFilter,
     page: &PageRequest,
     steps: &super::ReadSteps,
-    (rare, walk_steps, indexed_max): (i64, i64, i64),
+    (rare, walk_steps, blocks_max): (usize, i64, usize),
 ) -> StoreResult<(Page<LogRecorded>, Plan)> {
-    let Some(text) = f.text.as_deref().filter(|t| indexable(t)) else {
-        return Ok((run(conn, f, page, false)?, Plan::Walk));
+    let Some(text) = f.text.as_deref().filter(|t| grams::indexable(t)) else {
+        return Ok((run(conn, f, page, None)?, Plan::Walk));
     };
-    if fewer_than(conn, text, rare)? {
-        return Ok((run(conn, f, page, true)?, Plan::Text));
+    let needle = grams::Needle::new(text);
+    let blocks = grams::candidates(conn, &needle, f.from_ns, f.to_ns, blocks_max.max(rare))?;
+    if let Some(blocks) = blocks.as_ref().filter(|b| b.len() < rare) {
+        return Ok((run(conn, f, page, Some(blocks))?, Plan::Text));
     }
-    match steps.bounded(walk_steps, || run(conn, f, page, false)) {
+    match steps.bounded(walk_steps, || run(conn, f, page, None)) {
         (Err(_), true) => {
-            let by_text = fewer_than(conn, text, indexed_max)?;
-            Ok((run(conn, f, page, by_text)?, Plan::WalkThen(by_text)))
+            let scan = blocks.as_ref().filter(|b| b.len() <= blocks_max);
+            Ok((run(conn, f, page, scan)?, Plan::WalkThen(scan.is_some())))
         }
         (walked, _) => Ok((walked?, Plan::Walk)),
     }
 }
 
-/// One page of the search, the body match driven by the trigram index (`by_text`) or checked
-/// on the rows of the time walk.
-fn run(conn: &Connection, f: &LogFilter, page: &PageRequest, by_text: bool) -> StoreResult<Page<LogRecorded>> {
+/// One page of the search, the rows read from the candidate `blocks` only (the text's block
+/// filters) or along the time index, the body checked on each.
+fn run(
+    conn: &Connection,
+    f: &LogFilter,
+    page: &PageRequest,
+    blocks: Option<&Vec<i64>>,
+) -> StoreResult<Page<LogRecorded>> {
     let limit = page_limit(page);
     let text = f.text.as_deref().filter(|t| !t.is_empty());
-    let rare_text = by_text && text.is_some();
-    // A rare text drives through its rowids; left to itself the planner would walk a
-    // service's or process's index (`logs_service_time`) testing each row against them. A
-    // trace's or span's few lines are still found through their own index.
+    if blocks.is_some_and(|b| b.is_empty()) {
+        return Ok(Page { items: Vec::new(), next_cursor: None });
+    }
+    // Candidate blocks are read by row ID; left to itself the planner would walk a service's
+    // or process's index (`logs_service_time`) testing each row against the ranges. A trace's
+    // or span's few lines are still found through their own index.
     let narrow = f.trace_id.is_some() || f.span_id.is_some();
-    let from = if rare_text && !narrow { "logs NOT INDEXED" } else { "logs" };
+    let from = if blocks.is_some() && !narrow { "logs NOT INDEXED" } else { "logs" };
     let mut query = Query::new(format!("SELECT {LOG_COLUMNS} FROM {from} WHERE 1 = 1"));
     for (clause, params) in log_clauses(f, page.cursor.as_deref(), &SQLITE_LOGS)? {
         query.and(clause, params.into_iter().map(sql_value).collect());
     }
+    if let Some(blocks) = blocks {
+        let ranges = grams::ranges(blocks);
+        let clause = vec!["id BETWEEN ? AND ?"; ranges.len()].join(" OR ");
+        let params = ranges.iter().flat_map(|&(a, b)| [SqlValue::Integer(a), SqlValue::Integer(b)]).collect();
+        query.and(&format!("({clause})"), params);
+    }
     if let Some(text) = text {
-        if rare_text {
-            query.and(
-                "id IN (SELECT rowid FROM logs_text WHERE body LIKE ?)",
-                vec![SqlValue::Text(format!("%{text}%"))],
-            );
-        }
         query.and("body LIKE ? ESCAPE '\\'", vec![SqlValue::Text(like_anywhere(text))]);
     }
     query.then(&format!("{} LIMIT ?", log_order(f.order)), vec![SqlValue::Integer(fetch_limit(limit))]);
@@ -175,7 +174,7 @@ pub(super) fn values(
     Ok(rows)
 }
 
-/// Log rows removed per transaction by retention (the trigram index entries go with them).
+/// Log rows removed per transaction by retention (with the filters of the blocks emptied).
 const PRUNE_BATCH: i64 = 5_000;
 /// The writer is left to ingest this long between two retention batches.
 const PRUNE_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
@@ -195,6 +194,11 @@ pub(super) fn prune(inner: &super::Inner, max_age: std::time::Duration, now_ns: 
                          (SELECT id FROM logs WHERE timestamp_ns < ?1 ORDER BY timestamp_ns LIMIT ?2)",
                 )?
                 .execute(rusqlite::params![cutoff, PRUNE_BATCH])?;
+            // Blocks whose every row is gone (all of them when no line is left).
+            tx.prepare_cached(
+                "DELETE FROM log_blocks WHERE block < coalesce((SELECT min(id) FROM logs) >> ?1, 1 << 62)",
+            )?
+            .execute([grams::BLOCK_SHIFT])?;
             tx.commit()?;
             n as u64
         };
@@ -259,7 +263,7 @@ mod tests {
             order: crate::LogOrder::Desc,
             ..LogFilter::default()
         };
-        let pages = |thresholds: (i64, i64, i64)| {
+        let pages = |thresholds: (usize, i64, usize)| {
             let mut all = Vec::new();
             let mut plans = Vec::new();
             let mut cursor = None;

@@ -13,29 +13,68 @@ struct Migration {
     version: u32,
     name: &'static str,
     sql: &'static str,
+    /// Data the SQL cannot derive, built in the same transaction after it.
+    then: Option<fn(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>>,
 }
 
 /// Every migration this binary knows, oldest first. Never edit a released one: add a new file.
 const MIGRATIONS: &[Migration] = &[
-    Migration { version: 1, name: "core", sql: include_str!("../../migrations/sqlite/001_core.sql") },
-    Migration { version: 2, name: "logs", sql: include_str!("../../migrations/sqlite/002_logs.sql") },
-    Migration { version: 3, name: "spans", sql: include_str!("../../migrations/sqlite/003_spans.sql") },
-    Migration { version: 4, name: "log_search", sql: include_str!("../../migrations/sqlite/004_log_search.sql") },
-    Migration { version: 5, name: "span_blocks", sql: include_str!("../../migrations/sqlite/005_span_blocks.sql") },
-    Migration { version: 6, name: "notifications", sql: include_str!("../../migrations/sqlite/006_notifications.sql") },
-    Migration { version: 7, name: "flags", sql: include_str!("../../migrations/sqlite/007_flags.sql") },
+    Migration { version: 1, name: "core", sql: include_str!("../../migrations/sqlite/001_core.sql"), then: None },
+    Migration { version: 2, name: "logs", sql: include_str!("../../migrations/sqlite/002_logs.sql"), then: None },
+    Migration { version: 3, name: "spans", sql: include_str!("../../migrations/sqlite/003_spans.sql"), then: None },
+    Migration {
+        version: 4,
+        name: "log_search",
+        sql: include_str!("../../migrations/sqlite/004_log_search.sql"),
+        then: None,
+    },
+    Migration {
+        version: 5,
+        name: "span_blocks",
+        sql: include_str!("../../migrations/sqlite/005_span_blocks.sql"),
+        then: None,
+    },
+    Migration {
+        version: 6,
+        name: "notifications",
+        sql: include_str!("../../migrations/sqlite/006_notifications.sql"),
+        then: None,
+    },
+    Migration { version: 7, name: "flags", sql: include_str!("../../migrations/sqlite/007_flags.sql"), then: None },
     Migration {
         version: 8,
         name: "log_stream_index",
         sql: include_str!("../../migrations/sqlite/008_log_stream_index.sql"),
+        then: None,
     },
-    Migration { version: 9, name: "outbox_rowid", sql: include_str!("../../migrations/sqlite/009_outbox_rowid.sql") },
-    Migration { version: 10, name: "span_packs", sql: include_str!("../../migrations/sqlite/010_span_packs.sql") },
-    Migration { version: 11, name: "outbox_slim", sql: include_str!("../../migrations/sqlite/011_outbox_slim.sql") },
+    Migration {
+        version: 9,
+        name: "outbox_rowid",
+        sql: include_str!("../../migrations/sqlite/009_outbox_rowid.sql"),
+        then: None,
+    },
+    Migration {
+        version: 10,
+        name: "span_packs",
+        sql: include_str!("../../migrations/sqlite/010_span_packs.sql"),
+        then: None,
+    },
+    Migration {
+        version: 11,
+        name: "outbox_slim",
+        sql: include_str!("../../migrations/sqlite/011_outbox_slim.sql"),
+        then: None,
+    },
+    Migration {
+        version: 12,
+        name: "log_blocks",
+        sql: include_str!("../../migrations/sqlite/012_log_blocks.sql"),
+        then: Some(super::grams::backfill),
+    },
 ];
 
 /// The schema version this binary expects.
-pub const SCHEMA_VERSION: u32 = 11;
+pub const SCHEMA_VERSION: u32 = 12;
 
 /// Highest version recorded in `schema_migrations`, 0 for a database without one.
 pub(super) fn current_version(conn: &Connection) -> StoreResult<u32> {
@@ -97,6 +136,9 @@ fn apply(conn: &mut Connection, path: &Path, current: u32, target: u32) -> Store
         // Each migration and its record commit together: a failed one leaves the previous version.
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(fail)?;
         tx.execute_batch(m.sql).map_err(fail)?;
+        if let Some(then) = m.then {
+            then(&tx).map_err(fail)?;
+        }
         tx.execute("INSERT INTO schema_migrations (version, name) VALUES (?1, ?2)", (m.version, m.name))
             .map_err(fail)?;
         tx.commit().map_err(fail)?;

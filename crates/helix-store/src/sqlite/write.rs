@@ -198,13 +198,14 @@ fn write(tx: &Transaction<'_>, plan: &mut WritePlan<'_>, now: &str, outbox_max: 
         )?;
         // A process sends one resource for many records: render it once per run of them.
         let mut resource: Option<(&helix_model::Metadata, String)> = None;
+        let mut filters = super::grams::Pending::default();
         for l in &plan.logs {
             let attributes = to_json(&l.attributes)?;
             if resource.as_ref().is_none_or(|(r, _)| *r != &l.resource) {
                 resource = Some((&l.resource, to_json(&l.resource)?));
             }
             let resource_json = resource.as_ref().map(|(_, j)| j.as_str()).unwrap_or("{}");
-            plan.outcome.logs_inserted += stmt.execute(rusqlite::params![
+            let inserted = stmt.execute(rusqlite::params![
                 l.timestamp_ns,
                 l.severity,
                 l.body,
@@ -221,8 +222,14 @@ fn write(tx: &Transaction<'_>, plan: &mut WritePlan<'_>, now: &str, outbox_max: 
                 l.severity_number,
                 l.observed_ns,
                 resource_json,
-            ])? as u64;
+            ])?;
+            // A retried line (ignored) is already in its block's filter.
+            if inserted == 1 {
+                filters.add(tx.last_insert_rowid(), l.timestamp_ns, &l.body);
+            }
+            plan.outcome.logs_inserted += inserted as u64;
         }
+        filters.write(tx)?;
     }
     if !plan.instruments.is_empty() {
         let mut stmt =
