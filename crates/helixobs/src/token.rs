@@ -28,8 +28,10 @@ pub(crate) enum Kind {
 /// [`Instrument::operate_deferred`](crate::Instrument::operate_deferred).
 #[must_use = "a step is tracked once it is started: call .start() or .in_scope(..)"]
 #[derive(Debug)]
-pub struct TokenBuilder {
-    inner: Arc<Inner>,
+pub struct TokenBuilder<'a> {
+    /// Borrowed, not reference-counted: the started token needs none of it but the instrument's
+    /// serial (see [`Token::set_entity_id`]).
+    inner: &'a Inner,
     kind: Kind,
     name: Cow<'static, str>,
     entity: Option<Arc<str>>,
@@ -40,8 +42,9 @@ pub struct TokenBuilder {
     attributes: Vec<KeyValue>,
 }
 
-impl TokenBuilder {
-    pub(crate) fn new(inner: Arc<Inner>, kind: Kind, name: Cow<'static, str>, entity: Option<Arc<str>>) -> Self {
+impl<'a> TokenBuilder<'a> {
+    #[inline]
+    pub(crate) fn new(inner: &'a Inner, kind: Kind, name: Cow<'static, str>, entity: Option<Arc<str>>) -> Self {
         TokenBuilder { inner, kind, name, entity, parents: String::new(), parent_count: 0, attributes: Vec::new() }
     }
 
@@ -49,6 +52,7 @@ impl TokenBuilder {
     /// skipped). Parents may come from any process: the herald links them; those created
     /// earlier by this instrument are linked right away. Only meaningful for creations: on an
     /// operation the parents are sent but the herald does not record them as provenance.
+    #[inline]
     pub fn parents<I, S>(mut self, parents: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -85,6 +89,7 @@ impl TokenBuilder {
     /// In async code a guard from `start()` is current for the code that runs before the next
     /// `.await` only (never for another task); use [`in_scope`](TokenBuilder::in_scope) or
     /// [`Token::scope`] to keep it current across `.await`.
+    #[inline]
     pub fn start(self) -> Token {
         let parent = scope::caller_context();
         let token = self.begin(&parent);
@@ -164,8 +169,8 @@ impl TokenBuilder {
                 inner.registry.put(id, span.span_context());
             }
         }
-        let state = SpanState::new(parent.with_span(span), entity, &inner);
-        Token { state, inner, kind: self.kind, name: self.name }
+        let state = SpanState::new(parent.with_span(span), entity, inner);
+        Token { state, instrument: inner.serial, kind: self.kind, name: self.name }
     }
 }
 
@@ -195,8 +200,9 @@ fn parent_links(registry: &Registry, parents: &str, count: usize) -> Vec<Link> {
 #[derive(Debug)]
 pub struct Token {
     state: Arc<SpanState>,
-    /// For `set_entity_id` on a creation (the registry of created entities).
-    inner: Arc<Inner>,
+    /// The instrument's serial, for `set_entity_id` on a creation (its registry of created
+    /// entities): looked up then, so that a token holds no reference count of the instrument.
+    instrument: u64,
     kind: Kind,
     name: Cow<'static, str>,
 }
@@ -250,7 +256,7 @@ impl Token {
         span.set_attribute(KeyValue::new(keys::ENTITY_ID, Value::String(StringValue::from(id.clone()))));
         match self.kind {
             Kind::Operate => span.set_attribute(KeyValue::new(keys::IS_OPERATION, "true")),
-            Kind::Create => self.inner.registry.put(&id, span.span_context()),
+            Kind::Create => crate::instrument::with_registry(self.instrument, |r| r.put(&id, span.span_context())),
         }
         self.state.set_entity(id);
     }
