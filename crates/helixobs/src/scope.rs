@@ -126,6 +126,7 @@ impl Drop for ThreadScope {
 }
 
 impl ThreadScope {
+    #[inline]
     fn owner(&self) -> Owner {
         if let Some(&frame) = self.frames.last() {
             return Owner::Frame(frame);
@@ -217,7 +218,11 @@ pub(crate) fn attach_purged(live: &Arc<SpanState>) {
 pub(crate) fn detach(live: &Arc<SpanState>) {
     let removed = LOCAL.with(|l| {
         let list = &mut l.borrow_mut().attached;
-        list.iter().rposition(|x| Arc::ptr_eq(&x.state, live)).map(|i| list.remove(i))
+        // Usually the innermost: popped without shifting the rest.
+        match list.last() {
+            Some(x) if Arc::ptr_eq(&x.state, live) => list.pop(),
+            _ => list.iter().rposition(|x| Arc::ptr_eq(&x.state, live)).map(|i| list.remove(i)),
+        }
     });
     // Dropped outside the borrow: restoring a context may run span destructors.
     drop(removed);
