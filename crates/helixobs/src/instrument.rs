@@ -253,7 +253,6 @@ impl InstrumentBuilder {
         let instrument_id = intern(&instrument_id);
         let process_name = self.process_name.as_deref().map(intern);
         let inner = Arc::new(Inner {
-            serial: NEXT_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             instrument_id,
             process_name,
             service_name: self.service_name,
@@ -265,7 +264,6 @@ impl InstrumentBuilder {
             runtime: Mutex::new(Some(runtime)),
         });
         *GLOBAL.write().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(&inner);
-        LIVE.write().unwrap_or_else(|e| e.into_inner()).push((inner.serial, Arc::downgrade(&inner)));
         Ok(Instrument { inner })
     }
 }
@@ -316,8 +314,6 @@ fn fetch_first_token(
 }
 
 pub(crate) struct Inner {
-    /// Unique per instrument built in this process (see [`with_registry`]).
-    pub(crate) serial: u64,
     pub(crate) tracer: SdkTracer,
     provider: SdkTracerProvider,
     logger_provider: SdkLoggerProvider,
@@ -367,7 +363,6 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        LIVE.write().unwrap_or_else(|e| e.into_inner()).retain(|(serial, _)| *serial != self.serial);
         // The last handle is gone: deliver what is queued (as `shutdown()` would).
         if let Err(e) = self.shutdown() {
             tracing::warn!(target: "helixobs", "{e}");
@@ -376,27 +371,6 @@ impl Drop for Inner {
 }
 
 static GLOBAL: RwLock<Weak<Inner>> = RwLock::new(Weak::new());
-
-static NEXT_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-
-/// Every instrument that exists, by serial. Tokens keep only the serial (a reference count per
-/// token would cost two atomic operations on every step) and find their instrument here in the
-/// rare calls that need it.
-static LIVE: RwLock<Vec<(u64, Weak<Inner>)>> = RwLock::new(Vec::new());
-
-/// `f` of the registry of the instrument `serial`, if it still exists (once it is gone no
-/// child can be created in it, so there is nothing to remember).
-pub(crate) fn with_registry(serial: u64, f: impl FnOnce(&Registry)) {
-    let inner = LIVE
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .find(|(s, _)| *s == serial)
-        .and_then(|(_, w)| w.upgrade());
-    if let Some(inner) = inner {
-        f(&inner.registry);
-    }
-}
 
 /// The most recently built instrument that still exists (used by [`crate::tracing_layer`] and
 /// the attribute macros).
@@ -439,22 +413,22 @@ impl Instrument {
     /// The creation of entity `id` by `stage` (the span name). Add `.parents([..])`, then
     /// `.start()` it (a guard) or run a future `.in_scope(..)`.
     #[inline]
-    pub fn create(&self, stage: impl Into<Cow<'static, str>>, id: impl AsRef<str>) -> TokenBuilder<'_> {
-        TokenBuilder::new(&self.inner, Kind::Create, stage.into(), Some(Arc::from(id.as_ref())))
+    pub fn create(&self, stage: impl Into<Cow<'static, str>>, id: impl AsRef<str>) -> TokenBuilder {
+        TokenBuilder::new(self.inner.clone(), Kind::Create, stage.into(), Some(Arc::from(id.as_ref())))
     }
 
     /// The operation `operation` on the existing entity `entity_id` (archive, convert, …),
     /// always in a new trace. The herald records it against the entity (making a placeholder
     /// for an entity it does not know yet).
-    pub fn operate(&self, operation: impl Into<Cow<'static, str>>, entity_id: impl AsRef<str>) -> TokenBuilder<'_> {
-        TokenBuilder::new(&self.inner, Kind::Operate, operation.into(), Some(Arc::from(entity_id.as_ref())))
+    pub fn operate(&self, operation: impl Into<Cow<'static, str>>, entity_id: impl AsRef<str>) -> TokenBuilder {
+        TokenBuilder::new(self.inner.clone(), Kind::Operate, operation.into(), Some(Arc::from(entity_id.as_ref())))
     }
 
     /// An operation whose entity is discovered while it runs: call
     /// [`Token::set_entity_id`](crate::Token::set_entity_id) once it is known. If it never is,
     /// the span is sent as a plain span and no operation is recorded.
-    pub fn operate_deferred(&self, operation: impl Into<Cow<'static, str>>) -> TokenBuilder<'_> {
-        TokenBuilder::new(&self.inner, Kind::Operate, operation.into(), None)
+    pub fn operate_deferred(&self, operation: impl Into<Cow<'static, str>>) -> TokenBuilder {
+        TokenBuilder::new(self.inner.clone(), Kind::Operate, operation.into(), None)
     }
 
     /// A sub-step of the current step (in its trace, under the current span), current until

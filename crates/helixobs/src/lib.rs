@@ -99,18 +99,18 @@ pub mod __private {
     }
 
     /// `create` for the macros (the ID may be any string-like value).
-    pub fn create<'a>(tel: &'a Instrument, stage: &'static str, id: &dyn AsRef<str>) -> TokenBuilder<'a> {
+    pub fn create(tel: &Instrument, stage: &'static str, id: &dyn AsRef<str>) -> TokenBuilder {
         tel.create(stage, id.as_ref())
     }
 
     /// `operate` for the macros.
-    pub fn operate<'a>(tel: &'a Instrument, op: &'static str, id: &dyn AsRef<str>) -> TokenBuilder<'a> {
+    pub fn operate(tel: &Instrument, op: &'static str, id: &dyn AsRef<str>) -> TokenBuilder {
         tel.operate(op, id.as_ref())
     }
 
     /// Start without making the step current (an async function makes it current with
     /// `Token::scope`).
-    pub fn start_unattached(builder: TokenBuilder<'_>) -> Token {
+    pub fn start_unattached(builder: TokenBuilder) -> Token {
         builder.start_unattached()
     }
 

@@ -28,10 +28,8 @@ pub(crate) enum Kind {
 /// [`Instrument::operate_deferred`](crate::Instrument::operate_deferred).
 #[must_use = "a step is tracked once it is started: call .start() or .in_scope(..)"]
 #[derive(Debug)]
-pub struct TokenBuilder<'a> {
-    /// Borrowed, not reference-counted: the started token needs none of it but the instrument's
-    /// serial (see [`Token::set_entity_id`]).
-    inner: &'a Inner,
+pub struct TokenBuilder {
+    inner: Arc<Inner>,
     kind: Kind,
     name: Cow<'static, str>,
     entity: Option<Arc<str>>,
@@ -43,9 +41,9 @@ pub struct TokenBuilder<'a> {
     attributes: Option<Vec<KeyValue>>,
 }
 
-impl<'a> TokenBuilder<'a> {
+impl TokenBuilder {
     #[inline]
-    pub(crate) fn new(inner: &'a Inner, kind: Kind, name: Cow<'static, str>, entity: Option<Arc<str>>) -> Self {
+    pub(crate) fn new(inner: Arc<Inner>, kind: Kind, name: Cow<'static, str>, entity: Option<Arc<str>>) -> Self {
         TokenBuilder { inner, kind, name, entity, parents: String::new(), parent_count: 0, attributes: None }
     }
 
@@ -168,8 +166,8 @@ impl<'a> TokenBuilder<'a> {
                 inner.registry.put(id, span.span_context());
             }
         }
-        let state = SpanState::new(parent.with_span(span), entity, inner);
-        Token { state, instrument: inner.serial, kind: self.kind, name: self.name }
+        let state = SpanState::new(parent.with_span(span), entity, &inner);
+        Token { state, inner, kind: self.kind, name: self.name }
     }
 }
 
@@ -199,9 +197,9 @@ fn parent_links(registry: &Registry, parents: &str, count: usize) -> Option<Vec<
 #[derive(Debug)]
 pub struct Token {
     state: Arc<SpanState>,
-    /// The instrument's serial, for `set_entity_id` on a creation (its registry of created
-    /// entities): looked up then, so that a token holds no reference count of the instrument.
-    instrument: u64,
+    /// For `set_entity_id` on a creation (the registry of created entities), and so that a
+    /// step outliving every clone of its instrument is still exported when it ends.
+    inner: Arc<Inner>,
     kind: Kind,
     name: Cow<'static, str>,
 }
@@ -255,7 +253,7 @@ impl Token {
         span.set_attribute(KeyValue::new(keys::ENTITY_ID, Value::String(StringValue::from(id.clone()))));
         match self.kind {
             Kind::Operate => span.set_attribute(KeyValue::new(keys::IS_OPERATION, "true")),
-            Kind::Create => crate::instrument::with_registry(self.instrument, |r| r.put(&id, span.span_context())),
+            Kind::Create => self.inner.registry.put(&id, span.span_context()),
         }
         self.state.set_entity(id);
     }

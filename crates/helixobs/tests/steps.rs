@@ -88,3 +88,14 @@ fn a_panic_in_a_token_scope_ends_the_step_once_with_helix_error() {
     drop(spans);
     tel.shutdown().expect("shutdown");
 }
+
+#[test]
+fn a_step_ended_after_every_clone_of_its_instrument_is_dropped_is_still_exported() {
+    let (tel, spans) = instrument();
+    let token = tel.create("search", "cand-outlives").start();
+    drop(tel);
+    // Completed on another thread, with no instrument handle left anywhere.
+    std::thread::spawn(move || token.complete()).join().unwrap();
+    let spans = spans.0.lock().unwrap();
+    assert_eq!(spans.iter().filter(|s| s.name == "search").count(), 1);
+}
