@@ -412,6 +412,7 @@ impl Instrument {
 
     /// The creation of entity `id` by `stage` (the span name). Add `.parents([..])`, then
     /// `.start()` it (a guard) or run a future `.in_scope(..)`.
+    #[inline]
     pub fn create(&self, stage: impl Into<Cow<'static, str>>, id: impl AsRef<str>) -> TokenBuilder {
         TokenBuilder::new(self.inner.clone(), Kind::Create, stage.into(), Some(Arc::from(id.as_ref())))
     }

@@ -34,6 +34,9 @@ pub(crate) struct SpanState {
     /// The context with the span, as made current.
     pub(crate) cx: Context,
     done: AtomicBool,
+    /// Set once something other than the guard may finish the span (`Token::scope`): only then
+    /// does finishing need an atomic swap rather than a store.
+    contended: AtomicBool,
     /// The entity log lines carry: the span's own entity, or the one a child span names.
     entity: Mutex<Option<Arc<str>>>,
     /// The instrument's ID and process name, which every log line carries.
@@ -46,17 +49,33 @@ impl SpanState {
         Arc::new(SpanState {
             cx,
             done: AtomicBool::new(false),
+            contended: AtomicBool::new(false),
             entity: Mutex::new(entity),
             instrument_id: inner.instrument_id,
             process_name: inner.process_name,
         })
     }
 
-    /// Mark finished; true for the first caller only (completion is idempotent).
-    pub(crate) fn finish(&self) -> bool {
-        !self.done.swap(true, Ordering::AcqRel)
+    /// Something other than the guard may now finish the span.
+    pub(crate) fn mark_contended(&self) {
+        self.contended.store(true, Ordering::Relaxed);
     }
 
+    /// Mark finished; true for the first caller only (completion is idempotent). Uncontended
+    /// (only the guard can finish it) a load and a store do.
+    #[inline]
+    pub(crate) fn finish(&self) -> bool {
+        if self.contended.load(Ordering::Relaxed) {
+            return !self.done.swap(true, Ordering::AcqRel);
+        }
+        if self.done.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.done.store(true, Ordering::Release);
+        true
+    }
+
+    #[inline]
     pub(crate) fn is_done(&self) -> bool {
         self.done.load(Ordering::Acquire)
     }
@@ -107,6 +126,7 @@ impl Drop for ThreadScope {
 }
 
 impl ThreadScope {
+    #[inline]
     fn owner(&self) -> Owner {
         if let Some(&frame) = self.frames.last() {
             return Owner::Frame(frame);
@@ -117,15 +137,15 @@ impl ThreadScope {
         }
     }
 
-    /// Take out the attachments that are finished (no allocation when there are none); the
-    /// caller drops them once the borrow has ended, since restoring a context may run span
-    /// destructors.
+    /// Take out the attachments that are finished (`None`, and nothing to drop, when there are
+    /// none); the caller drops them once the borrow has ended, since restoring a context may
+    /// run span destructors.
     #[inline]
-    fn take_finished(&mut self) -> Vec<Attached> {
+    fn take_finished(&mut self) -> Option<Vec<Attached>> {
         if self.attached.iter().all(|x| !x.state.is_done()) {
-            return Vec::new();
+            return None;
         }
-        self.split_finished()
+        Some(self.split_finished())
     }
 
     #[cold]
@@ -183,6 +203,7 @@ pub(crate) fn attach(live: &Arc<SpanState>) {
 }
 
 /// [`attach`] right after [`caller_context`] (which purged already).
+#[inline]
 pub(crate) fn attach_purged(live: &Arc<SpanState>) {
     let span_id = live.cx.span().span_context().span_id();
     let guard = live.cx.clone().attach();
@@ -197,7 +218,11 @@ pub(crate) fn attach_purged(live: &Arc<SpanState>) {
 pub(crate) fn detach(live: &Arc<SpanState>) {
     let removed = LOCAL.with(|l| {
         let list = &mut l.borrow_mut().attached;
-        list.iter().rposition(|x| Arc::ptr_eq(&x.state, live)).map(|i| list.remove(i))
+        // Usually the innermost: popped without shifting the rest.
+        match list.last() {
+            Some(x) if Arc::ptr_eq(&x.state, live) => list.pop(),
+            _ => list.iter().rposition(|x| Arc::ptr_eq(&x.state, live)).map(|i| list.remove(i)),
+        }
     });
     // Dropped outside the borrow: restoring a context may run span destructors.
     drop(removed);
@@ -229,24 +254,22 @@ pub(crate) fn current_state() -> (Context, Option<Arc<SpanState>>) {
 /// comes first). One look-up of the thread-local in the usual case (nothing finished).
 fn with_caller<T>(f: impl Fn(&Context, Caller<'_>) -> T) -> T {
     loop {
-        let (found, finished) = LOCAL.with(|l| {
+        let found = LOCAL.with(|l| {
             let mut l = l.borrow_mut();
-            let finished = l.take_finished();
-            if !finished.is_empty() {
-                return (None, finished);
+            if let Some(finished) = l.take_finished() {
+                return Err(finished);
             }
-            let found = Context::map_current(|current| {
+            Ok(Context::map_current(|current| {
                 if l.attached.is_empty() {
                     return f(current, Caller::Current(None));
                 }
                 f(current, l.caller(current.span().span_context().span_id()))
-            });
-            (Some(found), finished)
+            }))
         });
-        // Dropped outside the borrow: restoring a context may run span destructors.
-        drop(finished);
-        if let Some(found) = found {
-            return found;
+        match found {
+            Ok(found) => return found,
+            // Dropped outside the borrow: restoring a context may run span destructors.
+            Err(finished) => drop(finished),
         }
     }
 }

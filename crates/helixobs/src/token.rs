@@ -37,18 +37,21 @@ pub struct TokenBuilder {
     parents: String,
     /// How many IDs `parents` holds (so the usual single parent is looked up without a split).
     parent_count: usize,
-    attributes: Vec<KeyValue>,
+    /// `None` until one is added: most steps have none, and dropping an empty `Vec` is not free.
+    attributes: Option<Vec<KeyValue>>,
 }
 
 impl TokenBuilder {
+    #[inline]
     pub(crate) fn new(inner: Arc<Inner>, kind: Kind, name: Cow<'static, str>, entity: Option<Arc<str>>) -> Self {
-        TokenBuilder { inner, kind, name, entity, parents: String::new(), parent_count: 0, attributes: Vec::new() }
+        TokenBuilder { inner, kind, name, entity, parents: String::new(), parent_count: 0, attributes: None }
     }
 
     /// The entities this one was made from, in order (every one is recorded; empty IDs are
     /// skipped). Parents may come from any process: the herald links them; those created
     /// earlier by this instrument are linked right away. Only meaningful for creations: on an
     /// operation the parents are sent but the herald does not record them as provenance.
+    #[inline]
     pub fn parents<I, S>(mut self, parents: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -73,7 +76,7 @@ impl TokenBuilder {
 
     /// An attribute set when the span starts (the same as `set_attribute` right after `start`).
     pub fn attribute(mut self, key: impl Into<Key>, value: impl IntoValue) -> Self {
-        self.attributes.push(KeyValue::new(key.into(), value.into_value()));
+        self.attributes.get_or_insert_with(Vec::new).push(KeyValue::new(key.into(), value.into_value()));
         self
     }
 
@@ -85,6 +88,7 @@ impl TokenBuilder {
     /// In async code a guard from `start()` is current for the code that runs before the next
     /// `.await` only (never for another task); use [`in_scope`](TokenBuilder::in_scope) or
     /// [`Token::scope`] to keep it current across `.await`.
+    #[inline]
     pub fn start(self) -> Token {
         let parent = scope::caller_context();
         let token = self.begin(&parent);
@@ -110,8 +114,8 @@ impl TokenBuilder {
 
     fn begin(self, parent: &Context) -> Token {
         let inner = self.inner;
-        let mut attributes = Vec::with_capacity(5 + self.attributes.len());
-        let mut links = Vec::new();
+        let mut attributes = Vec::with_capacity(5 + self.attributes.as_ref().map_or(0, Vec::len));
+        let mut links = None;
         let entity = self.entity.filter(|id| !id.is_empty());
         if let Some(id) = &entity {
             attributes.push(KeyValue::new(keys::ENTITY_ID, Value::String(StringValue::from(id.clone()))));
@@ -148,16 +152,14 @@ impl TokenBuilder {
         if let Some(process) = inner.process_name {
             attributes.push(KeyValue::new(keys::PROCESS_NAME, process));
         }
-        if !self.attributes.is_empty() {
-            attributes.extend(self.attributes);
+        if let Some(extra) = self.attributes {
+            attributes.extend(extra);
         }
         // Filled in place: the builder is large, and each `with_*` moves it.
         let mut builder = SpanBuilder::from_name(self.name.clone());
         builder.span_kind = Some(SpanKind::Internal);
         builder.attributes = Some(attributes);
-        if !links.is_empty() {
-            builder.links = Some(links);
-        }
+        builder.links = links;
         let span = inner.tracer.build_with_context(builder, parent_for_span);
         if self.kind == Kind::Create {
             if let Some(id) = &entity {
@@ -169,11 +171,11 @@ impl TokenBuilder {
     }
 }
 
-/// Links to the parents this instrument created itself (each span once).
-fn parent_links(registry: &Registry, parents: &str, count: usize) -> Vec<Link> {
+/// Links to the parents this instrument created itself (each span once); `None` for none.
+fn parent_links(registry: &Registry, parents: &str, count: usize) -> Option<Vec<Link>> {
     if count == 1 {
         // The usual single parent, without the splitting machinery.
-        return registry.get(parents).map(|sc| vec![Link::with_context(sc)]).unwrap_or_default();
+        return registry.get(parents).map(|sc| vec![Link::with_context(sc)]);
     }
     let mut links: Vec<Link> = Vec::new();
     for parent in parents.split(',') {
@@ -183,7 +185,7 @@ fn parent_links(registry: &Registry, parents: &str, count: usize) -> Vec<Link> {
             }
         }
     }
-    links
+    Some(links).filter(|l| !l.is_empty())
 }
 
 /// A started creation or operation: one OTLP span with the `helix.*` attributes.
@@ -195,7 +197,8 @@ fn parent_links(registry: &Registry, parents: &str, count: usize) -> Vec<Link> {
 #[derive(Debug)]
 pub struct Token {
     state: Arc<SpanState>,
-    /// For `set_entity_id` on a creation (the registry of created entities).
+    /// For `set_entity_id` on a creation (the registry of created entities), and so that a
+    /// step outliving every clone of its instrument is still exported when it ends.
     inner: Arc<Inner>,
     kind: Kind,
     name: Cow<'static, str>,
@@ -274,12 +277,13 @@ impl Token {
     /// Run `future` with this step current at every poll (on whatever thread polls it), for
     /// async code that needs the token itself; the token is not completed by the future.
     pub fn scope<F: Future>(&self, future: F) -> InScope<F> {
+        self.state.mark_contended();
         InScope::new(future, self.state.clone(), Ending::Borrowed(self.state.clone()))
     }
 
     /// End the step successfully.
     pub fn complete(self) {
-        self.finish(Vec::new(), None);
+        self.finish(None, None);
     }
 
     /// End the step successfully, with `metadata` added to the span first.
@@ -288,7 +292,7 @@ impl Token {
         K: Into<Key>,
         V: IntoValue,
     {
-        self.finish(key_values(metadata), None);
+        self.finish(Some(key_values(metadata)), None);
     }
 
     /// End the step as failed: a `helix.error` event carrying `metadata` (its `message` is the
@@ -299,19 +303,19 @@ impl Token {
         K: Into<Key>,
         V: IntoValue,
     {
-        self.finish(Vec::new(), Some(key_values(metadata)));
+        self.finish(None, Some(key_values(metadata)));
     }
 
     pub(crate) fn fail_panicked(self) {
-        self.finish(Vec::new(), Some(key_values(crate::panic::error_metadata())));
+        self.finish(None, Some(key_values(crate::panic::error_metadata())));
     }
 
-    fn finish(&self, metadata: Vec<KeyValue>, error: Option<Vec<KeyValue>>) {
+    fn finish(&self, metadata: Option<Vec<KeyValue>>, error: Option<Vec<KeyValue>>) {
         if !self.state.finish() {
             return;
         }
         let span = self.state.cx.span();
-        if !metadata.is_empty() {
+        if let Some(metadata) = metadata.filter(|m| !m.is_empty()) {
             span.set_attributes(metadata);
         }
         if let Some(error) = error {
@@ -335,9 +339,9 @@ impl Drop for Token {
             return;
         }
         if std::thread::panicking() {
-            self.finish(Vec::new(), Some(key_values(crate::panic::error_metadata())));
+            self.finish(None, Some(key_values(crate::panic::error_metadata())));
         } else {
-            self.finish(Vec::new(), None);
+            self.finish(None, None);
         }
     }
 }
