@@ -4,9 +4,9 @@
 //!
 //! Between the two, which is cheaper depends on how many lines the other filters keep, which
 //! only the walk finds out: a text that may be in more than `RARE` blocks is first looked for
-//! along the time index within `WALK_STEPS`; a walk that has not filled its page by then
-//! scans the candidate blocks instead when at most `BLOCKS_MAX` may hold the text, and walks
-//! on when more do. Either path gives the same lines in the same order.
+//! along the time index within `WALK_STEPS`, and a walk that has not filled its page by then
+//! scans the candidate blocks instead; a text that more than `BLOCKS_MAX` blocks may hold is
+//! walked for, to the end if need be. Either path gives the same lines in the same order.
 
 use helix_model::LogRecorded;
 use rusqlite::types::Value as SqlValue;
@@ -57,8 +57,9 @@ const RARE: usize = 32;
 /// scanning the candidate blocks: about 100 000 rows walked (a walked row tested against the
 /// body takes about ten steps).
 const WALK_STEPS: i64 = 1_000_000;
-/// A walk that ran out of `WALK_STEPS` scans the candidate blocks when at most this many may
-/// hold the text (≈ 500 000 rows), and walks on when more may.
+/// At most this many candidate blocks (≈ 500 000 rows) are scanned, by a walk that ran out of
+/// `WALK_STEPS`; a text that more may hold is walked for without a bound (nothing cheaper is
+/// left to hand over to, so a bounded first walk would only be repeated).
 const BLOCKS_MAX: usize = 128;
 
 pub(super) fn search(
@@ -75,11 +76,11 @@ pub(super) fn search(
 enum Plan {
     /// Through the candidate blocks from the start (a rare text).
     Text,
-    /// Along the time index: no indexable text, or a walk that filled its page within
-    /// `WALK_STEPS`.
+    /// Along the time index: no indexable text, a text that more than `BLOCKS_MAX` blocks may
+    /// hold, or a walk that filled its page within `WALK_STEPS`.
     Walk,
-    /// A walk within `WALK_STEPS`, then (it ran out) the candidate blocks, or a walk to the end.
-    WalkThen(bool),
+    /// A walk within `WALK_STEPS`, then (it ran out) the candidate blocks.
+    WalkThen,
 }
 
 /// [`search`] with its thresholds (`RARE`, `WALK_STEPS`, `BLOCKS_MAX`), saying how it went.
@@ -95,14 +96,16 @@ fn search_with(
     };
     let needle = grams::Needle::new(text);
     let blocks = grams::candidates(conn, &needle, f.from_ns, f.to_ns, blocks_max.max(rare))?;
-    if let Some(blocks) = blocks.as_ref().filter(|b| b.len() < rare) {
-        return Ok((run(conn, f, page, Some(blocks))?, Plan::Text));
+    let Some(blocks) = blocks else {
+        // Too many blocks may hold the text for scanning them to pay: walk, to the end if need be.
+        return Ok((run(conn, f, page, None)?, Plan::Walk));
+    };
+    if blocks.len() < rare {
+        return Ok((run(conn, f, page, Some(&blocks))?, Plan::Text));
     }
     match steps.bounded(walk_steps, || run(conn, f, page, None)) {
-        (Err(_), true) => {
-            let scan = blocks.as_ref().filter(|b| b.len() <= blocks_max);
-            Ok((run(conn, f, page, scan)?, Plan::WalkThen(scan.is_some())))
-        }
+        (Err(_), true) if blocks.len() <= blocks_max => Ok((run(conn, f, page, Some(&blocks))?, Plan::WalkThen)),
+        (Err(_), true) => Ok((run(conn, f, page, None)?, Plan::Walk)),
         (walked, _) => Ok((walked?, Plan::Walk)),
     }
 }
@@ -290,9 +293,10 @@ mod tests {
         let (walk, plans) = pages((2, i64::MAX, 1_000));
         assert_eq!((walk, plans[0]), (want.clone(), Plan::Walk));
         let (handed, plans) = pages((2, 1, 1_000));
-        assert_eq!((handed, plans[0]), (want.clone(), Plan::WalkThen(true)));
+        assert_eq!((handed, plans[0]), (want.clone(), Plan::WalkThen));
+        // More candidate blocks than may be scanned: a walk without a bound, however small.
         let (walked_on, plans) = pages((2, 1, 2));
-        assert_eq!((walked_on, plans[0]), (want, Plan::WalkThen(false)));
+        assert_eq!((walked_on, plans[0]), (want, Plan::Walk));
         // The allowance is the walk's only: the next statement runs unbounded.
         let n: i64 = conn.query_row("SELECT count(*) FROM logs WHERE body LIKE '%o%'", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 20_000);
