@@ -291,7 +291,7 @@ pub async fn reads(lines: usize, queries: usize, db: Option<std::path::PathBuf>)
     println!("### Log reads at {} lines (SQLite)\n", written);
     println!(
         "Loaded through `Store::write` in 20 000-record transactions: {:.0} records/s, {:.0} bytes per line on disk \
-         (table, indexes and trigram index). Load average: {}. {queries} queries each.\n",
+         (table, indexes and search filters). Load average: {}. {queries} queries each.\n",
         rate(written, load_time),
         bytes as f64 / written as f64,
         load_average()
