@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use helix_store::conformance::{creation, span, trace_of};
+use helix_store::conformance::{creation, log, span, trace_of, T0};
 use helix_store::sqlite::{create_at_version, migrate, SCHEMA_VERSION};
 use helix_store::{PageRequest, SqliteOptions, SqliteStore, Store, StoreError, TraceFilter, WriteBatch, WriteRecord};
 use rusqlite::Connection;
@@ -123,22 +123,7 @@ async fn log_blocks_migration_builds_filters_of_existing_lines() {
     };
     assert_eq!(texts("checksum mismatch").await, vec!["line 4321: Checksum MISMATCH on beam 3".to_owned()]);
     assert!(texts("lost lock").await.is_empty());
-    let new_line = helix_model::LogRecorded {
-        timestamp_ns: 20_000,
-        observed_ns: 20_000,
-        severity: "WARN".into(),
-        severity_number: 13,
-        body: "checksum mismatch again".into(),
-        trace_id: None,
-        span_id: None,
-        entity_id: None,
-        instrument_id: None,
-        process_name: None,
-        service_name: None,
-        source: None,
-        attributes: Default::default(),
-        resource: Default::default(),
-    };
+    let new_line = log(20_000, "checksum mismatch again", None, None);
     store.write(&WriteBatch::of(vec![WriteRecord::Log(new_line)])).await.unwrap();
     assert_eq!(
         texts("CHECKSUM mismatch").await,
@@ -153,35 +138,21 @@ async fn log_retention_drops_the_filters_of_emptied_blocks() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
     let store = open(&path).unwrap();
-    let line = |i: i64, body: String| {
-        WriteRecord::Log(helix_model::LogRecorded {
-            timestamp_ns: i,
-            observed_ns: i,
-            severity: "INFO".into(),
-            severity_number: 9,
-            body,
-            trace_id: None,
-            span_id: None,
-            entity_id: None,
-            instrument_id: None,
-            process_name: None,
-            service_name: None,
-            source: None,
-            attributes: Default::default(),
-            resource: Default::default(),
-        })
-    };
-    store.write(&WriteBatch::of((1..=10_000).map(|i| line(i, format!("old line {i}"))).collect())).await.unwrap();
+    let lines = (1..=10_000).map(|i| WriteRecord::Log(log(i, &format!("old line {i}"), None, None))).collect();
+    store.write(&WriteBatch::of(lines)).await.unwrap();
     let blocks = || -> i64 {
         Connection::open(&path).unwrap().query_row("SELECT count(*) FROM log_blocks", [], |r| r.get(0)).unwrap()
     };
     assert_eq!(blocks(), 3);
     // The first 9 000 lines go: the first two blocks (row IDs below 8 192) are empty.
-    assert_eq!(store.prune_logs(Duration::from_nanos(1_000), 10_001).await.unwrap(), 9_000);
+    assert_eq!(store.prune_logs(Duration::from_nanos(1_000), T0 + 10_001).await.unwrap(), 9_000);
     assert_eq!(blocks(), 1);
-    assert_eq!(store.prune_logs(Duration::from_nanos(1), 20_000).await.unwrap(), 1_000);
+    assert_eq!(store.prune_logs(Duration::from_nanos(1), T0 + 20_000).await.unwrap(), 1_000);
     assert_eq!(blocks(), 0);
-    store.write(&WriteBatch::of(vec![line(30_000, "new line after retention".into())])).await.unwrap();
+    store
+        .write(&WriteBatch::of(vec![WriteRecord::Log(log(30_000, "new line after retention", None, None))]))
+        .await
+        .unwrap();
     let f = helix_store::LogFilter { text: Some("AFTER RETENTION".into()), ..Default::default() };
     let found = store.log_search(&f, &PageRequest::first(10)).await.unwrap();
     assert_eq!(found.items.into_iter().map(|l| l.body).collect::<Vec<_>>(), vec!["new line after retention"]);
@@ -457,7 +428,7 @@ async fn sealed_blocks_stay_idempotent_take_late_spans_and_retire_whole() {
     assert_eq!(trace.spans.len(), 2, "the late span joined its trace");
     assert_eq!(blocks()[0], (1, 1, 17_001), "where the trace lives");
     let limits = helix_store::SpanRetention { max_age: Some(Duration::from_secs(7 * 86_400)), max_bytes: None };
-    let now = helix_store::conformance::T0 + 10 * DAY;
+    let now = T0 + 10 * DAY;
     assert_eq!(store.prune_spans(&limits, now).await.unwrap(), 17_001);
     assert_eq!(blocks(), vec![(2, 0, 1)], "the old block is gone whole");
     assert!(store.trace(&trace_of("s-5"), 10).await.unwrap().is_none());
