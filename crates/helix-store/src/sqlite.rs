@@ -126,11 +126,14 @@ fn connect(path: &Path, busy_timeout: Duration, read_only: bool) -> StoreResult<
             return Err(StoreError::bug(format!("cannot enable WAL mode (got {mode})")));
         }
     }
+    // mmap up to SQLite's default ceiling (2 GiB, address space only, the pages are the
+    // kernel's page cache): a walk along an index reads its table pages without a copy each,
+    // about half the time of a Loki walk over a 2.4 GB store against 256 MiB mapped.
     conn.execute_batch(
         "PRAGMA synchronous = FULL;
          PRAGMA foreign_keys = OFF;
          PRAGMA cache_size = -32768;
-         PRAGMA mmap_size = 268435456;
+         PRAGMA mmap_size = 2147418112;
          PRAGMA temp_store = MEMORY;",
     )?;
     conn.set_prepared_statement_cache_capacity(64);
