@@ -17,60 +17,31 @@ struct Migration {
     then: Option<fn(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>>,
 }
 
+impl Migration {
+    const fn sql(version: u32, name: &'static str, sql: &'static str) -> Migration {
+        Migration { version, name, sql, then: None }
+    }
+
+    const fn then(self, build: fn(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>) -> Migration {
+        Migration { then: Some(build), ..self }
+    }
+}
+
 /// Every migration this binary knows, oldest first. Never edit a released one: add a new file.
 const MIGRATIONS: &[Migration] = &[
-    Migration { version: 1, name: "core", sql: include_str!("../../migrations/sqlite/001_core.sql"), then: None },
-    Migration { version: 2, name: "logs", sql: include_str!("../../migrations/sqlite/002_logs.sql"), then: None },
-    Migration { version: 3, name: "spans", sql: include_str!("../../migrations/sqlite/003_spans.sql"), then: None },
-    Migration {
-        version: 4,
-        name: "log_search",
-        sql: include_str!("../../migrations/sqlite/004_log_search.sql"),
-        then: None,
-    },
-    Migration {
-        version: 5,
-        name: "span_blocks",
-        sql: include_str!("../../migrations/sqlite/005_span_blocks.sql"),
-        then: None,
-    },
-    Migration {
-        version: 6,
-        name: "notifications",
-        sql: include_str!("../../migrations/sqlite/006_notifications.sql"),
-        then: None,
-    },
-    Migration { version: 7, name: "flags", sql: include_str!("../../migrations/sqlite/007_flags.sql"), then: None },
-    Migration {
-        version: 8,
-        name: "log_stream_index",
-        sql: include_str!("../../migrations/sqlite/008_log_stream_index.sql"),
-        then: None,
-    },
-    Migration {
-        version: 9,
-        name: "outbox_rowid",
-        sql: include_str!("../../migrations/sqlite/009_outbox_rowid.sql"),
-        then: None,
-    },
-    Migration {
-        version: 10,
-        name: "span_packs",
-        sql: include_str!("../../migrations/sqlite/010_span_packs.sql"),
-        then: None,
-    },
-    Migration {
-        version: 11,
-        name: "outbox_slim",
-        sql: include_str!("../../migrations/sqlite/011_outbox_slim.sql"),
-        then: None,
-    },
-    Migration {
-        version: 12,
-        name: "log_blocks",
-        sql: include_str!("../../migrations/sqlite/012_log_blocks.sql"),
-        then: Some(super::grams::backfill),
-    },
+    Migration::sql(1, "core", include_str!("../../migrations/sqlite/001_core.sql")),
+    Migration::sql(2, "logs", include_str!("../../migrations/sqlite/002_logs.sql")),
+    Migration::sql(3, "spans", include_str!("../../migrations/sqlite/003_spans.sql")),
+    Migration::sql(4, "log_search", include_str!("../../migrations/sqlite/004_log_search.sql")),
+    Migration::sql(5, "span_blocks", include_str!("../../migrations/sqlite/005_span_blocks.sql")),
+    Migration::sql(6, "notifications", include_str!("../../migrations/sqlite/006_notifications.sql")),
+    Migration::sql(7, "flags", include_str!("../../migrations/sqlite/007_flags.sql")),
+    Migration::sql(8, "log_stream_index", include_str!("../../migrations/sqlite/008_log_stream_index.sql")),
+    Migration::sql(9, "outbox_rowid", include_str!("../../migrations/sqlite/009_outbox_rowid.sql")),
+    Migration::sql(10, "span_packs", include_str!("../../migrations/sqlite/010_span_packs.sql")),
+    Migration::sql(11, "outbox_slim", include_str!("../../migrations/sqlite/011_outbox_slim.sql")),
+    Migration::sql(12, "log_blocks", include_str!("../../migrations/sqlite/012_log_blocks.sql"))
+        .then(super::grams::backfill),
 ];
 
 /// The schema version this binary expects.
