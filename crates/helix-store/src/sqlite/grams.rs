@@ -23,7 +23,7 @@ const WORDS: usize = (1 << BITS_LOG2) / 64;
 const MASK: u64 = (1 << BITS_LOG2) - 1;
 
 /// The block of a row.
-pub(super) fn block_of(id: i64) -> i64 {
+fn block_of(id: i64) -> i64 {
     id >> BLOCK_SHIFT
 }
 
@@ -202,19 +202,21 @@ pub(super) fn backfill(tx: &Transaction<'_>) -> rusqlite::Result<()> {
         return Ok(());
     }
     tracing::info!(lines = total, "building the log search filters (migration 12)");
+    // Written every few blocks (rows come in ID order), so memory stays bounded on any store.
+    const FLUSH_BLOCKS: usize = 64;
     let mut pending = Pending::default();
     let mut done = 0i64;
-    {
-        let mut stmt = tx.prepare("SELECT id, timestamp_ns, body FROM logs ORDER BY id")?;
-        let mut rows = stmt.query([])?;
-        while let Some(r) = rows.next()? {
-            let id: i64 = r.get(0)?;
-            let body = r.get_ref(2)?.as_str().unwrap_or_default();
-            pending.add(id, r.get(1)?, body);
-            done += 1;
-            if done % 500_000 == 0 {
-                tracing::info!(done, of = total, "building the log search filters");
-            }
+    let mut stmt = tx.prepare("SELECT id, timestamp_ns, body FROM logs ORDER BY id")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let body = r.get_ref(2)?.as_str().unwrap_or_default();
+        pending.add(r.get(0)?, r.get(1)?, body);
+        if pending.blocks.len() > FLUSH_BLOCKS {
+            std::mem::take(&mut pending).write(tx)?;
+        }
+        done += 1;
+        if done % 500_000 == 0 {
+            tracing::info!(done, of = total, "building the log search filters");
         }
     }
     pending.write(tx)

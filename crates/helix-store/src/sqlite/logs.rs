@@ -95,8 +95,7 @@ fn search_with(
         return Ok((run(conn, f, page, None)?, Plan::Walk));
     };
     let needle = grams::Needle::new(text);
-    let blocks = grams::candidates(conn, &needle, f.from_ns, f.to_ns, blocks_max.max(rare))?;
-    let Some(blocks) = blocks else {
+    let Some(blocks) = grams::candidates(conn, &needle, f.from_ns, f.to_ns, blocks_max)? else {
         // Too many blocks may hold the text for scanning them to pay: walk, to the end if need be.
         return Ok((run(conn, f, page, None)?, Plan::Walk));
     };
@@ -104,20 +103,14 @@ fn search_with(
         return Ok((run(conn, f, page, Some(&blocks))?, Plan::Text));
     }
     match steps.bounded(walk_steps, || run(conn, f, page, None)) {
-        (Err(_), true) if blocks.len() <= blocks_max => Ok((run(conn, f, page, Some(&blocks))?, Plan::WalkThen)),
-        (Err(_), true) => Ok((run(conn, f, page, None)?, Plan::Walk)),
+        (Err(_), true) => Ok((run(conn, f, page, Some(&blocks))?, Plan::WalkThen)),
         (walked, _) => Ok((walked?, Plan::Walk)),
     }
 }
 
 /// One page of the search, the rows read from the candidate `blocks` only (the text's block
 /// filters) or along the time index, the body checked on each.
-fn run(
-    conn: &Connection,
-    f: &LogFilter,
-    page: &PageRequest,
-    blocks: Option<&Vec<i64>>,
-) -> StoreResult<Page<LogRecorded>> {
+fn run(conn: &Connection, f: &LogFilter, page: &PageRequest, blocks: Option<&[i64]>) -> StoreResult<Page<LogRecorded>> {
     let limit = page_limit(page);
     let text = f.text.as_deref().filter(|t| !t.is_empty());
     if blocks.is_some_and(|b| b.is_empty()) {
