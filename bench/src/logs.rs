@@ -188,35 +188,34 @@ pub async fn ingest(seconds: u64, log_clients: usize, span_clients: usize, span_
     .await;
     h.stop().await;
 
-    let d3 = tempfile::tempdir().unwrap();
-    let h = InProcessHerald::start(&run_logs(&d3), &[]).await;
-    let (g1, g2) = (h.grpc.clone(), h.grpc.clone());
-    let deadline = Instant::now() + limit;
-    let (both_logs, both_spans) = tokio::join!(
-        drive(log_clients, logs.clone(), deadline, move || log_client(&g1), export_logs, helix_model::log_count),
-        drive(span_clients, spans.clone(), deadline, move || trace_client(&g2), export_traces, helix_model::span_count),
-    );
-    h.stop().await;
-
-    // Spans at a steady rate beside logs at full speed: a pipeline's traffic, where log lines
-    // come with the traced steps (the unpaced phase above shows the writer's split instead).
-    let d4 = tempfile::tempdir().unwrap();
-    let h = InProcessHerald::start(&run_logs(&d4), &[]).await;
-    let (g1, g2) = (h.grpc.clone(), h.grpc.clone());
-    let deadline = Instant::now() + limit;
-    let (paced_logs, paced_spans) = tokio::join!(
-        drive(log_clients, logs.clone(), deadline, move || log_client(&g1), export_logs, helix_model::log_count),
-        drive_at(
-            Some(span_rate),
-            span_clients,
-            spans.clone(),
-            deadline,
-            move || trace_client(&g2),
-            export_traces,
-            helix_model::span_count
-        ),
-    );
-    h.stop().await;
+    // Logs and spans into one herald at once, the spans at full speed (`None`: how the one
+    // writer splits between two floods) or at a steady rate (a pipeline's traffic, where log
+    // lines come with the traced steps).
+    let both = |span_rate: Option<f64>| {
+        let (logs, spans) = (logs.clone(), spans.clone());
+        async move {
+            let dir = tempfile::tempdir().unwrap();
+            let h = InProcessHerald::start(&run_logs(&dir), &[]).await;
+            let (g1, g2) = (h.grpc.clone(), h.grpc.clone());
+            let deadline = Instant::now() + limit;
+            let runs = tokio::join!(
+                drive(log_clients, logs, deadline, move || log_client(&g1), export_logs, helix_model::log_count),
+                drive_at(
+                    span_rate,
+                    span_clients,
+                    spans,
+                    deadline,
+                    move || trace_client(&g2),
+                    export_traces,
+                    helix_model::span_count
+                ),
+            );
+            h.stop().await;
+            runs
+        }
+    };
+    let (both_logs, both_spans) = both(None).await;
+    let (paced_logs, paced_spans) = both(Some(span_rate)).await;
 
     println!("### Durable log ingest (SQLite)\n");
     println!(
