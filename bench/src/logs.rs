@@ -149,7 +149,20 @@ fn line(name: &str, run: &HeraldRun, what: &str) -> String {
     )
 }
 
-pub async fn ingest(seconds: u64, log_clients: usize, span_clients: usize, span_rate: f64) {
+/// One path of the ingest benchmark (`--paths`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum IngestPath {
+    /// Logs alone.
+    Logs,
+    /// Spans alone.
+    Spans,
+    /// Logs and spans at once, both at full speed.
+    Both,
+    /// Logs at full speed beside spans at `--span-rate`.
+    Paced,
+}
+
+pub async fn ingest(seconds: u64, log_clients: usize, span_clients: usize, span_rate: f64, paths: &[IngestPath]) {
     let limit = Duration::from_secs(seconds);
     let mut traffic = LogTraffic::new(7, now_u64() - 3_600_000_000_000);
     // More lines than any path takes in `seconds`.
@@ -160,33 +173,43 @@ pub async fn ingest(seconds: u64, log_clients: usize, span_clients: usize, span_
     println!("Load average before: {}\n", load_average());
 
     let run_logs = |dir: &tempfile::TempDir| format!("sqlite://{}", dir.path().join("herald.db").display());
-    let d1 = tempfile::tempdir().unwrap();
-    let h = InProcessHerald::start(&run_logs(&d1), &[]).await;
-    let grpc = h.grpc.clone();
-    let logs_alone = drive(
-        log_clients,
-        logs.clone(),
-        Instant::now() + limit,
-        || log_client(&grpc),
-        export_logs,
-        helix_model::log_count,
-    )
-    .await;
-    h.stop().await;
+    let logs_alone = if paths.contains(&IngestPath::Logs) {
+        let d1 = tempfile::tempdir().unwrap();
+        let h = InProcessHerald::start(&run_logs(&d1), &[]).await;
+        let grpc = h.grpc.clone();
+        let run = drive(
+            log_clients,
+            logs.clone(),
+            Instant::now() + limit,
+            || log_client(&grpc),
+            export_logs,
+            helix_model::log_count,
+        )
+        .await;
+        h.stop().await;
+        Some(run)
+    } else {
+        None
+    };
 
-    let d2 = tempfile::tempdir().unwrap();
-    let h = InProcessHerald::start(&run_logs(&d2), &[]).await;
-    let grpc = h.grpc.clone();
-    let spans_alone = drive(
-        span_clients,
-        spans.clone(),
-        Instant::now() + limit,
-        || trace_client(&grpc),
-        export_traces,
-        helix_model::span_count,
-    )
-    .await;
-    h.stop().await;
+    let spans_alone = if paths.contains(&IngestPath::Spans) {
+        let d2 = tempfile::tempdir().unwrap();
+        let h = InProcessHerald::start(&run_logs(&d2), &[]).await;
+        let grpc = h.grpc.clone();
+        let run = drive(
+            span_clients,
+            spans.clone(),
+            Instant::now() + limit,
+            || trace_client(&grpc),
+            export_traces,
+            helix_model::span_count,
+        )
+        .await;
+        h.stop().await;
+        Some(run)
+    } else {
+        None
+    };
 
     // Logs and spans into one herald at once, the spans at full speed (`None`: how the one
     // writer splits between two floods) or at a steady rate (a pipeline's traffic, where log
@@ -214,8 +237,8 @@ pub async fn ingest(seconds: u64, log_clients: usize, span_clients: usize, span_
             runs
         }
     };
-    let (both_logs, both_spans) = both(None).await;
-    let (paced_logs, paced_spans) = both(Some(span_rate)).await;
+    let unpaced = if paths.contains(&IngestPath::Both) { Some(both(None).await) } else { None };
+    let paced = if paths.contains(&IngestPath::Paced) { Some(both(Some(span_rate)).await) } else { None };
 
     println!("### Durable log ingest (SQLite)\n");
     println!(
@@ -224,17 +247,27 @@ pub async fn ingest(seconds: u64, log_clients: usize, span_clients: usize, span_
          {seconds} s per path, every acknowledged record committed (`synchronous=FULL`, spans stored).\n"
     );
     println!("| path | rate | acknowledged | ack latency | refused (retryable) |\n|---|---:|---:|---|---:|");
-    println!("{}", line("logs alone", &logs_alone, "records"));
-    println!("{}", line("spans alone", &spans_alone, "spans"));
-    println!("{}", line("both at once: logs", &both_logs, "records"));
-    println!("{}", line("both at once: spans", &both_spans, "spans"));
-    println!("{}", line(&format!("spans paced at {span_rate:.0}/s: logs"), &paced_logs, "records"));
-    println!("{}", line(&format!("spans paced at {span_rate:.0}/s: spans"), &paced_spans, "spans"));
-    println!(
-        "\nWith spans flowing, logs reach {:.2} of their rate alone; spans {:.2} of theirs.",
-        rate(both_logs.acked_spans, both_logs.elapsed) / rate(logs_alone.acked_spans, logs_alone.elapsed),
-        rate(both_spans.acked_spans, both_spans.elapsed) / rate(spans_alone.acked_spans, spans_alone.elapsed)
-    );
+    if let Some(run) = &logs_alone {
+        println!("{}", line("logs alone", run, "records"));
+    }
+    if let Some(run) = &spans_alone {
+        println!("{}", line("spans alone", run, "spans"));
+    }
+    if let Some((l, s)) = &unpaced {
+        println!("{}", line("both at once: logs", l, "records"));
+        println!("{}", line("both at once: spans", s, "spans"));
+    }
+    if let Some((l, s)) = &paced {
+        println!("{}", line(&format!("spans paced at {span_rate:.0}/s: logs"), l, "records"));
+        println!("{}", line(&format!("spans paced at {span_rate:.0}/s: spans"), s, "spans"));
+    }
+    if let (Some(alone), Some(spans_alone), Some((l, s))) = (&logs_alone, &spans_alone, &unpaced) {
+        println!(
+            "\nWith spans flowing, logs reach {:.2} of their rate alone; spans {:.2} of theirs.",
+            rate(l.acked_spans, l.elapsed) / rate(alone.acked_spans, alone.elapsed),
+            rate(s.acked_spans, s.elapsed) / rate(spans_alone.acked_spans, spans_alone.elapsed)
+        );
+    }
     println!("\nLoad average after: {}", load_average());
 }
 

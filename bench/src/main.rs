@@ -186,6 +186,11 @@ enum LogBench {
         /// its logs: five lines per traced step make 50 000 lines/s about 10 000 spans/s).
         #[arg(long, default_value_t = 10_000.0)]
         span_rate: f64,
+        /// Which paths to run, comma-separated: `logs` (logs alone), `spans` (spans alone),
+        /// `both` (both unpaced), `paced` (spans at --span-rate beside logs). All by default;
+        /// one path is what a profile or a quick before/after wants.
+        #[arg(long, value_delimiter = ',', default_value = "logs,spans,both,paced")]
+        paths: Vec<logs::IngestPath>,
     },
     /// The Loki-compatible API's reads (selector + line filter, entity label filter, log volume)
     /// at `--lines` stored lines, against a baseline at 1 % of that in the same run.
@@ -234,8 +239,8 @@ fn main() {
             rt.block_on(notify::run(events, classes, rounds, clients, outages));
             rt.block_on(notify::store_rounds(events, classes, store_rounds));
         }
-        Bench::Logs { what: LogBench::Ingest { seconds, log_clients, span_clients, span_rate } } => {
-            rt.block_on(logs::ingest(seconds, log_clients, span_clients, span_rate))
+        Bench::Logs { what: LogBench::Ingest { seconds, log_clients, span_clients, span_rate, paths } } => {
+            rt.block_on(logs::ingest(seconds, log_clients, span_clients, span_rate, &paths))
         }
         Bench::Logs { what: LogBench::Reads { lines, queries, db } } => rt.block_on(logs::reads(lines, queries, db)),
         Bench::Logs { what: LogBench::Loki { lines, rounds, db } } => rt.block_on(loki::run(lines, rounds, db)),
