@@ -164,81 +164,62 @@ pub enum IngestPath {
 
 pub async fn ingest(seconds: u64, log_clients: usize, span_clients: usize, span_rate: f64, paths: &[IngestPath]) {
     let limit = Duration::from_secs(seconds);
+    let wants = |p: IngestPath| paths.contains(&p);
     let mut traffic = LogTraffic::new(7, now_u64() - 3_600_000_000_000);
-    // More lines than any path takes in `seconds`.
-    let requests = 150_000 * seconds as usize / LINES_PER_REQUEST;
+    // More lines (spans) than any path takes in `seconds`, made only when a path sends them.
+    let (needs_logs, needs_spans) =
+        (paths.iter().any(|p| *p != IngestPath::Spans), paths.iter().any(|p| *p != IngestPath::Logs));
+    let requests = if needs_logs { 150_000 * seconds as usize / LINES_PER_REQUEST } else { 0 };
     let logs: Arc<Vec<ExportLogsServiceRequest>> =
         Arc::new((0..requests).map(|_| traffic.request(LINES_PER_REQUEST / LINES_PER_TRACE, false)).collect());
-    let spans = Arc::new(telescope_requests(80_000 * seconds as usize, 8));
+    let spans = Arc::new(if needs_spans { telescope_requests(80_000 * seconds as usize, 8) } else { Vec::new() });
     println!("Load average before: {}\n", load_average());
 
-    let run_logs = |dir: &tempfile::TempDir| format!("sqlite://{}", dir.path().join("herald.db").display());
-    let logs_alone = if paths.contains(&IngestPath::Logs) {
-        let d1 = tempfile::tempdir().unwrap();
-        let h = InProcessHerald::start(&run_logs(&d1), &[]).await;
-        let grpc = h.grpc.clone();
-        let run = drive(
-            log_clients,
-            logs.clone(),
-            Instant::now() + limit,
-            || log_client(&grpc),
-            export_logs,
-            helix_model::log_count,
-        )
-        .await;
-        h.stop().await;
-        Some(run)
-    } else {
-        None
-    };
-
-    let spans_alone = if paths.contains(&IngestPath::Spans) {
-        let d2 = tempfile::tempdir().unwrap();
-        let h = InProcessHerald::start(&run_logs(&d2), &[]).await;
-        let grpc = h.grpc.clone();
-        let run = drive(
-            span_clients,
-            spans.clone(),
-            Instant::now() + limit,
-            || trace_client(&grpc),
-            export_traces,
-            helix_model::span_count,
-        )
-        .await;
-        h.stop().await;
-        Some(run)
-    } else {
-        None
-    };
-
-    // Logs and spans into one herald at once, the spans at full speed (`None`: how the one
-    // writer splits between two floods) or at a steady rate (a pipeline's traffic, where log
-    // lines come with the traced steps).
-    let both = |span_rate: Option<f64>| {
+    // One path into a fresh herald: logs at full speed when `with_logs`; spans when
+    // `span_rate` is given, at full speed (`Some(None)`) or at a steady rate (a pipeline's
+    // traffic, where log lines come with the traced steps).
+    let phase = |with_logs: bool, span_rate: Option<Option<f64>>| {
         let (logs, spans) = (logs.clone(), spans.clone());
         async move {
             let dir = tempfile::tempdir().unwrap();
-            let h = InProcessHerald::start(&run_logs(&dir), &[]).await;
+            let h = InProcessHerald::start(&format!("sqlite://{}", dir.path().join("herald.db").display()), &[]).await;
             let (g1, g2) = (h.grpc.clone(), h.grpc.clone());
             let deadline = Instant::now() + limit;
             let runs = tokio::join!(
-                drive(log_clients, logs, deadline, move || log_client(&g1), export_logs, helix_model::log_count),
-                drive_at(
-                    span_rate,
-                    span_clients,
-                    spans,
-                    deadline,
-                    move || trace_client(&g2),
-                    export_traces,
-                    helix_model::span_count
-                ),
+                async move {
+                    let run = drive(
+                        log_clients,
+                        logs,
+                        deadline,
+                        move || log_client(&g1),
+                        export_logs,
+                        helix_model::log_count,
+                    );
+                    if with_logs {
+                        Some(run.await)
+                    } else {
+                        None
+                    }
+                },
+                async move {
+                    let Some(rate) = span_rate else { return None };
+                    let count = helix_model::span_count;
+                    Some(
+                        drive_at(rate, span_clients, spans, deadline, move || trace_client(&g2), export_traces, count)
+                            .await,
+                    )
+                },
             );
             h.stop().await;
             runs
         }
     };
-    let unpaced = if paths.contains(&IngestPath::Both) { Some(both(None).await) } else { None };
-    let paced = if paths.contains(&IngestPath::Paced) { Some(both(Some(span_rate)).await) } else { None };
+    let logs_alone = if wants(IngestPath::Logs) { phase(true, None).await.0 } else { None };
+    let spans_alone = if wants(IngestPath::Spans) { phase(false, Some(None)).await.1 } else { None };
+    // Both floods at once (how the one writer splits between them), then spans paced.
+    let pair = |(l, s): (Option<HeraldRun>, Option<HeraldRun>)| l.zip(s);
+    let unpaced = if wants(IngestPath::Both) { pair(phase(true, Some(None)).await) } else { None };
+    let paced = if wants(IngestPath::Paced) { pair(phase(true, Some(Some(span_rate))).await) } else { None };
 
     println!("### Durable log ingest (SQLite)\n");
     println!(
