@@ -51,7 +51,7 @@ pub(crate) fn log_clauses(
     let mut out = Vec::new();
     let text = |v: &Option<String>| v.clone().map(Param::Text);
     for (clause, value) in [
-        ("trace_id = ?", text(&f.trace_id)),
+        (sql.trace, text(&f.trace_id)),
         ("span_id = ?", text(&f.span_id)),
         ("instrument_id = ?", text(&f.instrument_id)),
         ("service_name = ?", text(&f.service_name)),
@@ -62,11 +62,7 @@ pub(crate) fn log_clauses(
         }
     }
     if let Some(e) = &f.entity_id {
-        out.push((
-            "(entity_id = ? OR trace_id IN (SELECT trace_id FROM entities WHERE id = ? AND trace_id IS NOT NULL
-                 UNION SELECT trace_id FROM entity_operations WHERE entity_id = ?))",
-            vec![Param::Text(e.clone()), Param::Text(e.clone()), Param::Text(e.clone())],
-        ));
+        out.push((sql.entity, vec![Param::Text(e.clone()), Param::Text(e.clone()), Param::Text(e.clone())]));
     }
     if let Some(n) = f.min_severity {
         out.push(("severity_number >= ?", vec![Param::Int32(n)]));
@@ -96,12 +92,27 @@ pub(crate) struct LogSql {
     /// `LogFilter::level`: `lower(trim(severity))` is exact for printable ASCII (both
     /// backends lower ASCII only alike); a severity with any other character passes.
     pub level: &'static str,
+    /// `LogFilter::trace_id`, one `?`. SQLite's trace index leads with the row ID's epoch
+    /// (migration 13), so a lookup names every epoch the table holds.
+    pub trace: &'static str,
+    /// `LogFilter::entity_id`, three `?` (the entity ID): its lines and its traces' lines.
+    pub entity: &'static str,
 }
 
-pub(crate) const SQLITE_LOGS: LogSql = LogSql { level: "(lower(trim(severity)) = ? OR severity GLOB '*[^ -~]*')" };
+pub(crate) const SQLITE_LOGS: LogSql = LogSql {
+    level: "(lower(trim(severity)) = ? OR severity GLOB '*[^ -~]*')",
+    trace: "((id >> 16) IN (SELECT epoch FROM log_epochs) AND trace_id = ?)",
+    entity: "(entity_id = ? OR ((id >> 16) IN (SELECT epoch FROM log_epochs)
+                 AND trace_id IN (SELECT trace_id FROM entities WHERE id = ? AND trace_id IS NOT NULL
+                     UNION SELECT trace_id FROM entity_operations WHERE entity_id = ?)))",
+};
 // "C": ASCII-only lowering and code-point ranges, whatever the database's collation.
-pub(crate) const POSTGRES_LOGS: LogSql =
-    LogSql { level: r#"(lower(trim(severity) COLLATE "C") = ? OR severity COLLATE "C" ~ '[^ -~]')"# };
+pub(crate) const POSTGRES_LOGS: LogSql = LogSql {
+    level: r#"(lower(trim(severity) COLLATE "C") = ? OR severity COLLATE "C" ~ '[^ -~]')"#,
+    trace: "trace_id = ?",
+    entity: "(entity_id = ? OR trace_id IN (SELECT trace_id FROM entities WHERE id = ? AND trace_id IS NOT NULL
+                 UNION SELECT trace_id FROM entity_operations WHERE entity_id = ?))",
+};
 
 /// `ORDER BY` of a log search.
 pub(crate) fn log_order(order: LogOrder) -> &'static str {

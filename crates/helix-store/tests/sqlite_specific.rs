@@ -42,6 +42,7 @@ fn open_creates_directories_and_records_migrations() {
         (10, "span_packs"),
         (11, "outbox_slim"),
         (12, "log_blocks"),
+        (13, "log_trace_epochs"),
     ];
     let names: Vec<(u32, String)> = names.into_iter().map(|(v, n)| (v, n.to_owned())).collect();
     assert_eq!(recorded_versions(&path), names);
@@ -129,6 +130,59 @@ async fn log_blocks_migration_builds_filters_of_existing_lines() {
         texts("CHECKSUM mismatch").await,
         vec!["line 4321: Checksum MISMATCH on beam 3".to_owned(), "checksum mismatch again".to_owned()]
     );
+}
+
+/// A trace's lines stored under schema 12 are found after the upgrade to the epoch-led trace
+/// index (schema 13) wherever their row IDs fall (three epochs of 65 536 here), in time order,
+/// beside a line written afterwards; an entity's search finds the lines of its creation's trace.
+#[tokio::test]
+async fn trace_lines_are_found_across_epochs_and_migration_13() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let (trace, other) = (trace_of("chime/B0001"), trace_of("elsewhere"));
+    let conn = create_at_version(&path, 12).unwrap();
+    {
+        let mut stmt = conn
+            .prepare(
+                "INSERT INTO logs (id, timestamp_ns, severity, body, trace_id, instrument_id, dedup_hash)
+                 VALUES (?1, ?2, 'INFO', ?3, ?4, 'CHIME', ?1)",
+            )
+            .unwrap();
+        // Later row IDs carry earlier times: the answer's order is the lines' time.
+        for (id, offset, body) in
+            [(5, 300, "first epoch"), (70_000, 200, "second epoch"), (140_000, 100, "third epoch")]
+        {
+            stmt.execute(rusqlite::params![id, T0 + offset, body, trace]).unwrap();
+        }
+        for id in [6, 70_001, 139_999] {
+            stmt.execute(rusqlite::params![id, T0 + 150, "another trace", other]).unwrap();
+        }
+    }
+    drop(conn);
+    let store = open(&path).unwrap();
+    let bodies = |f: helix_store::LogFilter| {
+        let store = &store;
+        async move {
+            let page = store.log_search(&f, &PageRequest::first(10)).await.unwrap();
+            page.items.into_iter().map(|l| l.body).collect::<Vec<_>>()
+        }
+    };
+    let of_trace = || helix_store::LogFilter { trace_id: Some(trace.clone()), ..Default::default() };
+    assert_eq!(bodies(of_trace()).await, vec!["third epoch", "second epoch", "first epoch"]);
+    store
+        .write(&WriteBatch::of(vec![
+            WriteRecord::Created(creation("chime/B0001", &[], 50)),
+            WriteRecord::Log(log(400, "written after the upgrade", Some(&trace), None)),
+        ]))
+        .await
+        .unwrap();
+    let expected = vec!["third epoch", "second epoch", "first epoch", "written after the upgrade"];
+    assert_eq!(bodies(of_trace()).await, expected);
+    let of_entity = helix_store::LogFilter { entity_id: Some("chime/B0001".into()), ..Default::default() };
+    assert_eq!(bodies(of_entity).await, expected);
+    let with_service = helix_store::LogFilter { instrument_id: Some("CHIME".into()), ..of_trace() };
+    assert_eq!(bodies(with_service).await, expected);
 }
 
 /// Log retention removes the search filters of the blocks it empties (all of them when no line

@@ -119,8 +119,16 @@ fn run(conn: &Connection, f: &LogFilter, page: &PageRequest, blocks: Option<&[i6
     // Candidate blocks are read by row ID; left to itself the planner would walk a service's
     // or process's index (`logs_service_time`) testing each row against the ranges. A trace's
     // or span's few lines are still found through their own index.
+    // A trace's lines: its index, which the planner would otherwise pass over for a service's
+    // time index when both are filtered (the epoch IN list hides how few rows it holds).
     let narrow = f.trace_id.is_some() || f.span_id.is_some();
-    let from = if blocks.is_some() && !narrow { "logs NOT INDEXED" } else { "logs" };
+    let from = if f.trace_id.is_some() {
+        "logs INDEXED BY logs_trace_epoch"
+    } else if blocks.is_some() && !narrow {
+        "logs NOT INDEXED"
+    } else {
+        "logs"
+    };
     let mut query = Query::new(format!("SELECT {LOG_COLUMNS} FROM {from} WHERE 1 = 1"));
     for (clause, params) in log_clauses(f, page.cursor.as_deref(), &SQLITE_LOGS)? {
         query.and(clause, params.into_iter().map(sql_value).collect());

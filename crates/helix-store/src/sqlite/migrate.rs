@@ -42,10 +42,11 @@ const MIGRATIONS: &[Migration] = &[
     Migration::sql(11, "outbox_slim", include_str!("../../migrations/sqlite/011_outbox_slim.sql")),
     Migration::sql(12, "log_blocks", include_str!("../../migrations/sqlite/012_log_blocks.sql"))
         .then(super::grams::backfill),
+    Migration::sql(13, "log_trace_epochs", include_str!("../../migrations/sqlite/013_log_trace_epochs.sql")),
 ];
 
 /// The schema version this binary expects.
-pub const SCHEMA_VERSION: u32 = 12;
+pub const SCHEMA_VERSION: u32 = 13;
 
 /// Highest version recorded in `schema_migrations`, 0 for a database without one.
 pub(super) fn current_version(conn: &Connection) -> StoreResult<u32> {
