@@ -202,7 +202,7 @@ pub async fn ingest(seconds: u64, log_clients: usize, span_clients: usize, span_
                     }
                 },
                 async move {
-                    let Some(rate) = span_rate else { return None };
+                    let rate = span_rate?;
                     let count = helix_model::span_count;
                     Some(
                         drive_at(rate, span_clients, spans, deadline, move || trace_client(&g2), export_traces, count)
