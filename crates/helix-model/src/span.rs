@@ -168,6 +168,43 @@ pub mod stored {
     /// + 1 in the attribute list, 8 bits each from these shifts (0: not left out).
     const ENTITY_AT: u32 = 5;
     const INSTRUMENT_AT: u32 = 13;
+    /// `rest` holds attributes with a dictionary key (`KEYED`): expanded before decoding.
+    pub const KEYED_ATTRIBUTES: i64 = 1 << 21;
+    /// The field of `rest` a keyed attribute is written in: a number OTLP's `Span` does not
+    /// use (two tag bytes, as a field above 15 always costs), so a split span never has one.
+    const KEYED_FIELD: u64 = 2047;
+    /// Attribute keys kept as one byte in stored spans (position + 1): the wire contract's own
+    /// and the OpenTelemetry conventions' commonest. Stored format: append only.
+    const KEYED: [&str; 23] = [
+        crate::keys::PARENT_IDS,
+        crate::keys::IS_OPERATION,
+        crate::keys::LOG_ENTITY_ID,
+        crate::keys::PROCESS_NAME,
+        crate::keys::SERVICE_NAME,
+        ENTITY_ID,
+        INSTRUMENT_ID,
+        "exception.type",
+        "exception.message",
+        "exception.stacktrace",
+        "exception.escaped",
+        "code.function",
+        "code.namespace",
+        "code.filepath",
+        "code.lineno",
+        "thread.id",
+        "thread.name",
+        "http.method",
+        "http.route",
+        "http.status_code",
+        "db.system",
+        "db.statement",
+        "error.type",
+    ];
+    /// A keyed attribute's code with this bit has the string value `"true"` (an operation's
+    /// `helix.entity.is_operation`), which is then not stored either.
+    const TRUE: u8 = 0x80;
+    /// `KeyValue.value` as prost encodes `AnyValue { string_value: "true" }`.
+    const TRUE_VALUE: [u8; 8] = [0x12, 0x06, 0x0a, 0x04, b't', b'r', b'u', b'e'];
 
     pub fn role_code(role: SpanRole) -> i64 {
         match role {
@@ -332,6 +369,7 @@ pub mod stored {
                     };
                     match slot {
                         Some(shift) if attribute < 256 => form |= attribute << shift,
+                        _ if push_keyed(rest, whole, f.value) => form |= KEYED_ATTRIBUTES,
                         _ => rest.extend_from_slice(whole),
                     }
                     continue;
@@ -361,13 +399,77 @@ pub mod stored {
         exact.then_some(form)
     }
 
+    /// A protobuf varint of `v`, appended.
+    fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    /// The attribute field `whole` (its `KeyValue` bytes `kv`) as a keyed field, if its key is
+    /// in `KEYED` and both headers are as prost writes them, so that `expand` gives back the
+    /// same bytes. Returns whether it was written.
+    fn push_keyed(rest: &mut Vec<u8>, whole: &[u8], kv: &[u8]) -> bool {
+        let Some(key) = field(kv).filter(|k| k.number == 1 && k.wire == 2) else { return false };
+        let Some(code) = KEYED.iter().position(|k| k.as_bytes() == key.value) else { return false };
+        let mut header = vec![0x4a];
+        put_varint(&mut header, kv.len() as u64);
+        let canonical_key = kv[0] == 0x0a && key.len == 2 + key.value.len();
+        if !canonical_key || !whole.starts_with(&header) || whole.len() != header.len() + kv.len() {
+            return false;
+        }
+        let value = &kv[key.len..];
+        let (code, value) = match value == TRUE_VALUE {
+            true => ((code as u8 + 1) | TRUE, &[][..]),
+            false => (code as u8 + 1, value),
+        };
+        put_varint(rest, KEYED_FIELD << 3 | 2);
+        put_varint(rest, 1 + value.len() as u64);
+        rest.push(code);
+        rest.extend_from_slice(value);
+        true
+    }
+
+    /// `rest` with its keyed fields written out as the attributes they stand for.
+    fn expand(rest: &[u8]) -> Result<Vec<u8>, String> {
+        let mut out = Vec::with_capacity(rest.len() + 64);
+        let mut at = 0;
+        while at < rest.len() {
+            let f = field(&rest[at..]).ok_or("a stored span's field is cut short")?;
+            if (f.number, f.wire) == (KEYED_FIELD, 2) {
+                let (&code, value) = f.value.split_first().ok_or("an empty keyed attribute")?;
+                let key =
+                    KEYED.get(usize::from(code & !TRUE).wrapping_sub(1)).ok_or("an unknown attribute key code")?;
+                let value = if code & TRUE != 0 { &TRUE_VALUE[..] } else { value };
+                out.push(0x4a);
+                put_varint(&mut out, (2 + key.len() + value.len()) as u64);
+                out.extend_from_slice(&[0x0a, key.len() as u8]);
+                out.extend_from_slice(key.as_bytes());
+                out.extend_from_slice(value);
+            } else {
+                out.extend_from_slice(&rest[at..at + f.len]);
+            }
+            at += f.len;
+        }
+        Ok(out)
+    }
+
     /// The encoded span a stored row stands for: `rest` with the column fields put back
     /// (the same bytes as the span the herald received, for spans it encoded itself).
-    pub fn join(s: &SpanRecorded, form: i64, rest: &[u8]) -> Result<Vec<u8>, prost::DecodeError> {
+    pub fn join(s: &SpanRecorded, form: i64, rest: &[u8]) -> Result<Vec<u8>, String> {
         if form & WHOLE != 0 {
             return Ok(rest.to_vec());
         }
-        let mut span = Span::decode(rest)?;
+        let expanded;
+        let rest = if form & KEYED_ATTRIBUTES != 0 {
+            expanded = expand(rest)?;
+            &expanded[..]
+        } else {
+            rest
+        };
+        let mut span = Span::decode(rest).map_err(|e| e.to_string())?;
         span.trace_id = id_bytes(&s.trace_id, 16).unwrap_or_default();
         span.span_id = id_bytes(&s.span_id, 8).unwrap_or_default();
         span.parent_span_id = s.parent_span_id.as_deref().and_then(|p| id_bytes(p, 8)).unwrap_or_default();
@@ -388,7 +490,7 @@ pub mod stored {
         }
         put_back.sort_unstable();
         for (at, key, value) in put_back {
-            let kv = KeyValue::decode(string_attribute(key, value).as_slice())?;
+            let kv = KeyValue::decode(string_attribute(key, value).as_slice()).map_err(|e| e.to_string())?;
             span.attributes.insert(at.min(span.attributes.len()), kv);
         }
         Ok(span.encode_to_vec())
@@ -528,6 +630,48 @@ mod tests {
         let mut rest = Vec::new();
         let form = stored::split_into(&garbage, &mut rest);
         assert_eq!((form & stored::WHOLE, rest.as_slice()), (stored::WHOLE, &[0xff, 0x01, 0x00][..]));
+    }
+
+    #[test]
+    fn known_attribute_keys_are_stored_as_a_byte_and_come_back_exactly() {
+        let creation = SpanBuilder::creation("search", "cand-1", 1)
+            .parents("blk-1,blk-2")
+            .attr("exception.type", string("TimeoutError"))
+            .attr("snr", string("12.5"))
+            .build();
+        let operation = SpanBuilder::operation("archive", "cand-1", 2).build();
+        // `is_operation` with another value, and a known key that the span repeats.
+        let odd = SpanBuilder::operation("copy", "cand-1", 3)
+            .attr("helix.entity.is_operation", string("yes"))
+            .attr("helix.parent.ids", string(""))
+            .build();
+        let request = traces(pipeline_resource("svc", "CHIME"), vec![creation, operation, odd]);
+        for r in records(&request) {
+            let mut keyed = Vec::new();
+            let form = stored::split_into(&r, &mut keyed);
+            assert_ne!(form & stored::KEYED_ATTRIBUTES, 0, "{}: a known key is keyed", r.name);
+            assert_eq!(stored::join(&r, form, &keyed).unwrap(), r.span_proto, "{} comes back exactly", r.name);
+            for key in ["helix.parent.ids", "exception.type", "helix.entity.is_operation"] {
+                let spelled = keyed.windows(key.len()).any(|w| w == key.as_bytes());
+                assert!(!spelled, "{}: {key} is stored as its code", r.name);
+            }
+            assert!(r.name != "search" || keyed.windows(3).any(|w| w == b"snr"), "an unknown key is kept as it is");
+        }
+        // The `"true"` of an operation is not stored either.
+        let op = &records(&request)[1];
+        let mut keyed = Vec::new();
+        stored::split_into(op, &mut keyed);
+        assert!(!keyed.windows(4).any(|w| w == b"true"));
+    }
+
+    #[test]
+    fn a_keyed_attribute_that_cannot_be_read_is_an_error_not_a_panic() {
+        let r = records(&traces(vec![], vec![SpanBuilder::new("x", 1).build()])).remove(0);
+        let form = stored::KEYED_ATTRIBUTES;
+        // Field 2047, length-delimited: an unknown key code, an empty payload, a cut-short field.
+        for rest in [&[0xfa, 0x7f, 0x01, 0x7f][..], &[0xfa, 0x7f, 0x00], &[0xfa, 0x7f, 0x05, 0x01]] {
+            assert!(stored::join(&r, form, rest).is_err(), "{rest:?}");
+        }
     }
 
     #[test]
