@@ -168,14 +168,20 @@ pub mod stored {
     /// + 1 in the attribute list, 8 bits each from these shifts (0: not left out).
     const ENTITY_AT: u32 = 5;
     const INSTRUMENT_AT: u32 = 13;
-    /// `rest` holds attributes with a dictionary key (`KEYED`): expanded before decoding.
-    pub const KEYED_ATTRIBUTES: i64 = 1 << 21;
-    /// The field of `rest` a keyed attribute is written in: a number OTLP's `Span` does not
-    /// use (two tag bytes, as a field above 15 always costs), so a split span never has one.
+    /// `rest` holds keyed attributes or events (fields `KEYED_FIELD`, `KEYED_EVENT`), written
+    /// out again before it is decoded.
+    pub const KEYED: i64 = 1 << 21;
+    /// The fields of `rest` a keyed attribute and a keyed event are written in: numbers OTLP's
+    /// `Span` does not use (two tag bytes, as any field above 15), so a split span has neither.
     const KEYED_FIELD: u64 = 2047;
+    const KEYED_EVENT: u64 = 2046;
+    /// Event names kept as one byte (position + 2; 0 is a name spelled out, 1 one under
+    /// `EVENT_PREFIX`). Stored format: append only.
+    const EVENT_NAMES: [&str; 2] = ["exception", crate::keys::ERROR_EVENT];
+    const EVENT_PREFIX: &str = "helix.event.";
     /// Attribute keys kept as one byte in stored spans (position + 1): the wire contract's own
     /// and the OpenTelemetry conventions' commonest. Stored format: append only.
-    const KEYED: [&str; 23] = [
+    const KEYED_KEYS: [&str; 23] = [
         crate::keys::PARENT_IDS,
         crate::keys::IS_OPERATION,
         crate::keys::LOG_ENTITY_ID,
@@ -369,9 +375,13 @@ pub mod stored {
                     };
                     match slot {
                         Some(shift) if attribute < 256 => form |= attribute << shift,
-                        _ if push_keyed(rest, whole, f.value) => form |= KEYED_ATTRIBUTES,
+                        _ if push_keyed(rest, whole, f.value, 0x4a) => form |= KEYED,
                         _ => rest.extend_from_slice(whole),
                     }
+                    continue;
+                }
+                (11, 2) if push_event(rest, whole, f.value, s.start_ns) => {
+                    form |= KEYED;
                     continue;
                 }
                 // Kept fields: trace_state, events, links, the dropped counts, flags.
@@ -408,16 +418,20 @@ pub mod stored {
         out.push(v as u8);
     }
 
-    /// The attribute field `whole` (its `KeyValue` bytes `kv`) as a keyed field, if its key is
-    /// in `KEYED` and both headers are as prost writes them, so that `expand` gives back the
-    /// same bytes. Returns whether it was written.
-    fn push_keyed(rest: &mut Vec<u8>, whole: &[u8], kv: &[u8]) -> bool {
+    /// The bytes of a length-delimited field as prost writes it: tag byte, minimal length.
+    fn is_canonical(whole: &[u8], tag: u8, value: &[u8]) -> bool {
+        let mut header = vec![tag];
+        put_varint(&mut header, value.len() as u64);
+        whole.len() == header.len() + value.len() && whole.starts_with(&header)
+    }
+
+    /// The attribute field `whole` (its `KeyValue` bytes `kv`, tagged `tag`: the span's or an
+    /// event's attributes) as a keyed field, if its key is in `KEYED_KEYS` and it is encoded as
+    /// prost writes it, so that `expand` gives back the same bytes. Returns whether it was.
+    fn push_keyed(rest: &mut Vec<u8>, whole: &[u8], kv: &[u8], tag: u8) -> bool {
         let Some(key) = field(kv).filter(|k| k.number == 1 && k.wire == 2) else { return false };
-        let Some(code) = KEYED.iter().position(|k| k.as_bytes() == key.value) else { return false };
-        let mut header = vec![0x4a];
-        put_varint(&mut header, kv.len() as u64);
-        let canonical_key = kv[0] == 0x0a && key.len == 2 + key.value.len();
-        if !canonical_key || !whole.starts_with(&header) || whole.len() != header.len() + kv.len() {
+        let Some(code) = KEYED_KEYS.iter().position(|k| k.as_bytes() == key.value) else { return false };
+        if !is_canonical(&kv[..key.len], 0x0a, key.value) || !is_canonical(whole, tag, kv) {
             return false;
         }
         let value = &kv[key.len..];
@@ -432,28 +446,116 @@ pub mod stored {
         true
     }
 
-    /// `rest` with its keyed fields written out as the attributes they stand for.
-    fn expand(rest: &[u8]) -> Result<Vec<u8>, String> {
-        let mut out = Vec::with_capacity(rest.len() + 64);
-        let mut at = 0;
-        while at < rest.len() {
-            let f = field(&rest[at..]).ok_or("a stored span's field is cut short")?;
-            if (f.number, f.wire) == (KEYED_FIELD, 2) {
-                let (&code, value) = f.value.split_first().ok_or("an empty keyed attribute")?;
-                let key =
-                    KEYED.get(usize::from(code & !TRUE).wrapping_sub(1)).ok_or("an unknown attribute key code")?;
-                let value = if code & TRUE != 0 { &TRUE_VALUE[..] } else { value };
-                out.push(0x4a);
-                put_varint(&mut out, (2 + key.len() + value.len()) as u64);
-                out.extend_from_slice(&[0x0a, key.len() as u8]);
-                out.extend_from_slice(key.as_bytes());
-                out.extend_from_slice(value);
-            } else {
-                out.extend_from_slice(&rest[at..at + f.len]);
+    fn zigzag(v: i64) -> u64 {
+        ((v << 1) ^ (v >> 63)) as u64
+    }
+
+    fn unzigzag(v: u64) -> i64 {
+        ((v >> 1) as i64) ^ -((v & 1) as i64)
+    }
+
+    /// The event field `whole` (its `Event` bytes `event`) as a keyed event: the time as an
+    /// offset from the span's start, a known name (or `helix.event.` prefix) as a code, its
+    /// attributes keyed. Only for an event that starts with its time and name as prost writes
+    /// them, so that `expand` gives back the same bytes. Returns whether it was written.
+    fn push_event(rest: &mut Vec<u8>, whole: &[u8], event: &[u8], start_ns: i64) -> bool {
+        if !is_canonical(whole, 0x5a, event) || event.len() < 9 || event[0] != 0x09 {
+            return false;
+        }
+        let time = fixed64(&event[1..9]) as i64;
+        let Some(name) = field(&event[9..]).filter(|n| n.number == 2 && n.wire == 2) else { return false };
+        if !is_canonical(&event[9..9 + name.len], 0x12, name.value) {
+            return false;
+        }
+        let mut payload = Vec::with_capacity(event.len());
+        match EVENT_NAMES.iter().position(|n| n.as_bytes() == name.value) {
+            Some(code) => payload.push(code as u8 + 2),
+            None => {
+                let (code, text) = match name.value.strip_prefix(EVENT_PREFIX.as_bytes()) {
+                    Some(suffix) => (1, suffix),
+                    None => (0, name.value),
+                };
+                payload.push(code);
+                put_varint(&mut payload, text.len() as u64);
+                payload.extend_from_slice(text);
+            }
+        }
+        put_varint(&mut payload, zigzag(time.wrapping_sub(start_ns)));
+        let mut at = 9 + name.len;
+        while at < event.len() {
+            let Some(f) = field(&event[at..]) else { return false };
+            let whole = &event[at..at + f.len];
+            if (f.number, f.wire) != (3, 2) || !push_keyed(&mut payload, whole, f.value, 0x1a) {
+                payload.extend_from_slice(whole);
             }
             at += f.len;
         }
-        Ok(out)
+        put_varint(rest, KEYED_EVENT << 3 | 2);
+        put_varint(rest, payload.len() as u64);
+        rest.extend_from_slice(&payload);
+        true
+    }
+
+    /// `rest` (a span's, or with `start_ns` None an event's) with its keyed fields written out
+    /// as the attributes (tagged `tag`) and events they stand for, appended to `out`.
+    fn expand_into(out: &mut Vec<u8>, rest: &[u8], tag: u8, start_ns: Option<i64>) -> Result<(), String> {
+        let mut at = 0;
+        while at < rest.len() {
+            let f = field(&rest[at..]).ok_or("a stored span's field is cut short")?;
+            match (f.number, f.wire, start_ns) {
+                (KEYED_FIELD, 2, _) => {
+                    let (&code, value) = f.value.split_first().ok_or("an empty keyed attribute")?;
+                    let key = KEYED_KEYS
+                        .get(usize::from(code & !TRUE).wrapping_sub(1))
+                        .ok_or("an unknown attribute key code")?;
+                    let value = if code & TRUE != 0 { &TRUE_VALUE[..] } else { value };
+                    out.push(tag);
+                    put_varint(out, (2 + key.len() + value.len()) as u64);
+                    out.extend_from_slice(&[0x0a, key.len() as u8]);
+                    out.extend_from_slice(key.as_bytes());
+                    out.extend_from_slice(value);
+                }
+                (KEYED_EVENT, 2, Some(start_ns)) => {
+                    let event = expand_event(f.value, start_ns).ok_or("a keyed event is cut short")??;
+                    out.push(0x5a);
+                    put_varint(out, event.len() as u64);
+                    out.extend_from_slice(&event);
+                }
+                _ => out.extend_from_slice(&rest[at..at + f.len]),
+            }
+            at += f.len;
+        }
+        Ok(())
+    }
+
+    /// The `Event` bytes a keyed event stands for (None: its payload is cut short).
+    fn expand_event(payload: &[u8], start_ns: i64) -> Option<Result<Vec<u8>, String>> {
+        let (&code, mut b) = payload.split_first()?;
+        let mut name = Vec::new();
+        match code {
+            0 | 1 => {
+                let (len, n) = varint(b)?;
+                let text = b.get(n..n.checked_add(usize::try_from(len).ok()?)?)?;
+                if code == 1 {
+                    name.extend_from_slice(EVENT_PREFIX.as_bytes());
+                }
+                name.extend_from_slice(text);
+                b = &b[n + text.len()..];
+            }
+            _ => match EVENT_NAMES.get(usize::from(code) - 2) {
+                Some(known) => name.extend_from_slice(known.as_bytes()),
+                None => return Some(Err("an unknown event name code".into())),
+            },
+        }
+        let (delta, n) = varint(b)?;
+        let time = start_ns.wrapping_add(unzigzag(delta)) as u64;
+        let mut event = Vec::with_capacity(payload.len() + 32);
+        event.push(0x09);
+        event.extend_from_slice(&time.to_le_bytes());
+        event.push(0x12);
+        put_varint(&mut event, name.len() as u64);
+        event.extend_from_slice(&name);
+        Some(expand_into(&mut event, &b[n..], 0x1a, None).map(|()| event))
     }
 
     /// The encoded span a stored row stands for: `rest` with the column fields put back
@@ -462,9 +564,9 @@ pub mod stored {
         if form & WHOLE != 0 {
             return Ok(rest.to_vec());
         }
-        let expanded;
-        let rest = if form & KEYED_ATTRIBUTES != 0 {
-            expanded = expand(rest)?;
+        let mut expanded = Vec::new();
+        let rest = if form & KEYED != 0 {
+            expand_into(&mut expanded, rest, 0x4a, Some(s.start_ns))?;
             &expanded[..]
         } else {
             rest
@@ -649,7 +751,7 @@ mod tests {
         for r in records(&request) {
             let mut keyed = Vec::new();
             let form = stored::split_into(&r, &mut keyed);
-            assert_ne!(form & stored::KEYED_ATTRIBUTES, 0, "{}: a known key is keyed", r.name);
+            assert_ne!(form & stored::KEYED, 0, "{}: a known key is keyed", r.name);
             assert_eq!(stored::join(&r, form, &keyed).unwrap(), r.span_proto, "{} comes back exactly", r.name);
             for key in ["helix.parent.ids", "exception.type", "helix.entity.is_operation"] {
                 let spelled = keyed.windows(key.len()).any(|w| w == key.as_bytes());
@@ -665,11 +767,48 @@ mod tests {
     }
 
     #[test]
+    fn events_are_stored_with_their_time_from_the_start_and_known_names_as_a_byte() {
+        let start = 1_700_000_000_000_000_000u64 + 1_000;
+        let kvs = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| crate::builders::kv(k, string(v))).collect();
+        let span = SpanBuilder::creation("search", "cand-1", 1)
+            .event("helix.event.classified", start + 400, kvs(&[("label", "FRB"), ("exception.type", "none")]))
+            .event("exception", start + 500, kvs(&[("exception.type", "Timeout"), ("exception.escaped", "True")]))
+            .event("helix.error", start + 600, vec![])
+            .event("classified", start + 700, kvs(&[("confidence", "0.9")]))
+            // Before the span's start, at time 0 (prost leaves the time out), with no name.
+            .event("early", start - 5_000_000_000, vec![])
+            .event("unset", 0, vec![])
+            .event("", start + 800, vec![])
+            .build();
+        let r = records(&traces(pipeline_resource("svc", "CHIME"), vec![span])).remove(0);
+        let mut keyed = Vec::new();
+        let form = stored::split_into(&r, &mut keyed);
+        assert_eq!(stored::join(&r, form, &keyed).unwrap(), r.span_proto, "the events come back exactly");
+        for text in ["helix.event.", "exception", "helix.error"] {
+            assert!(!keyed.windows(text.len()).any(|w| w == text.as_bytes()), "{text} is stored as a code");
+        }
+        for text in ["classified", "early", "unset", "label", "FRB", "confidence"] {
+            assert!(keyed.windows(text.len()).any(|w| w == text.as_bytes()), "{text} is kept");
+        }
+        let events: usize = Span::decode(r.span_proto.as_slice()).unwrap().events.iter().map(|e| e.encoded_len()).sum();
+        assert!(keyed.len() + 50 < events, "{} bytes stored for {events} bytes of events", keyed.len());
+    }
+
+    #[test]
     fn a_keyed_attribute_that_cannot_be_read_is_an_error_not_a_panic() {
         let r = records(&traces(vec![], vec![SpanBuilder::new("x", 1).build()])).remove(0);
-        let form = stored::KEYED_ATTRIBUTES;
-        // Field 2047, length-delimited: an unknown key code, an empty payload, a cut-short field.
-        for rest in [&[0xfa, 0x7f, 0x01, 0x7f][..], &[0xfa, 0x7f, 0x00], &[0xfa, 0x7f, 0x05, 0x01]] {
+        let form = stored::KEYED;
+        // Fields 2047 and 2046, length-delimited: an unknown key code, an empty payload, a
+        // cut-short field; an unknown event name code, an event cut short in its name or time.
+        for rest in [
+            &[0xfa, 0x7f, 0x01, 0x7f][..],
+            &[0xfa, 0x7f, 0x00],
+            &[0xfa, 0x7f, 0x05, 0x01],
+            &[0xf2, 0x7f, 0x02, 0x7f, 0x00],
+            &[0xf2, 0x7f, 0x02, 0x00, 0x05],
+            &[0xf2, 0x7f, 0x01, 0x02],
+            &[0xf2, 0x7f, 0x00],
+        ] {
             assert!(stored::join(&r, form, rest).is_err(), "{rest:?}");
         }
     }
