@@ -18,10 +18,16 @@ use crate::{StoreError, StoreResult};
 #[derive(Clone, PartialEq, prost::Message)]
 pub(super) struct Pack {
     /// Span starts are stored relative to this (the first stored span's start): small varints.
+    /// Absolute in memory; on disk 0 (left out) when `from_start` is there.
     #[prost(sint64, tag = "1")]
     pub base_ns: i64,
     #[prost(message, repeated, tag = "2")]
     pub spans: Vec<PackedSpan>,
+    /// On disk since 2026-12-03: `base_ns` less the row's `start_ns`, the trace's earliest start,
+    /// which the row holds anyway (usually 0: two bytes where the base took ten). Absent in
+    /// older packs, whose `base_ns` is absolute.
+    #[prost(sint64, optional, tag = "3")]
+    pub from_start: Option<i64>,
 }
 
 /// One stored span: the query fields of a span row of schema 5 and `rest`, the OTLP span less
@@ -161,8 +167,22 @@ impl PackedSpan {
 }
 
 impl Pack {
-    pub(super) fn decode_blob(blob: &[u8]) -> StoreResult<Pack> {
-        Pack::decode(blob).map_err(|e| StoreError::corrupt(format!("stored span pack: {e}")))
+    /// The pack of a row whose `start_ns` is `row_start_ns`.
+    pub(super) fn decode_blob(blob: &[u8], row_start_ns: i64) -> StoreResult<Pack> {
+        let mut pack = Pack::decode(blob).map_err(|e| StoreError::corrupt(format!("stored span pack: {e}")))?;
+        if let Some(offset) = pack.from_start.take() {
+            pack.base_ns = row_start_ns.wrapping_add(offset);
+        }
+        Ok(pack)
+    }
+
+    /// The bytes of the pack in a row whose `start_ns` is `row_start_ns` (`decode_blob`'s).
+    pub(super) fn encode_for_row(&mut self, row_start_ns: i64) -> Vec<u8> {
+        let base = self.base_ns;
+        (self.base_ns, self.from_start) = (0, Some(base.wrapping_sub(row_start_ns)));
+        let blob = self.encode_to_vec();
+        (self.base_ns, self.from_start) = (base, None);
+        blob
     }
 
     /// The trace's summary over all its spans (`TraceRow::merge`, the rule of both backends).
@@ -411,7 +431,7 @@ pub(super) fn convert_schema_5(conn: &mut Connection, key: &[u8; 16]) -> StoreRe
                         write_postings(&tx, std::mem::take(&mut terms))?;
                         block = BlockFill { block: b, ..Default::default() };
                     }
-                    let id = insert_trace(&tx, b, &t, &pack)?;
+                    let (id, _) = insert_trace(&tx, b, &t, &mut pack)?;
                     let mut found = Vec::new();
                     for s in &pack.spans {
                         let src = sources.get(&tx, s.source_id)?;
@@ -426,7 +446,7 @@ pub(super) fn convert_schema_5(conn: &mut Connection, key: &[u8; 16]) -> StoreRe
                     traces += 1;
                 }
                 match next {
-                    Some((b, t, p)) => current = Some((b, t, Pack { base_ns: 0, spans: vec![p] })),
+                    Some((b, t, p)) => current = Some((b, t, Pack { base_ns: 0, spans: vec![p], from_start: None })),
                     None => break,
                 }
             } else if let (Some((_, _, pack)), Some((_, _, p))) = (&mut current, next) {
@@ -442,26 +462,24 @@ pub(super) fn convert_schema_5(conn: &mut Connection, key: &[u8; 16]) -> StoreRe
     Ok(())
 }
 
-/// Insert a new trace row; returns its trace number.
-pub(super) fn insert_trace(tx: &Transaction<'_>, block: i64, trace: &[u8], pack: &Pack) -> StoreResult<i64> {
+/// Insert a new trace row; returns its trace number and the stored pack's length.
+pub(super) fn insert_trace(
+    tx: &Transaction<'_>,
+    block: i64,
+    trace: &[u8],
+    pack: &mut Pack,
+) -> StoreResult<(i64, usize)> {
     if pack.spans.is_empty() {
         return Err(StoreError::bug("a trace without spans"));
     }
     let sum = pack.totals();
+    let blob = pack.encode_for_row(sum.start_ns);
     tx.prepare_cached(
         "INSERT INTO span_traces (block, trace_id, start_ns, end_ns, span_count, error_count, spans)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
-    .execute(rusqlite::params![
-        block,
-        trace,
-        sum.start_ns,
-        sum.end_ns,
-        sum.span_count,
-        sum.error_count,
-        pack.encode_to_vec()
-    ])?;
-    Ok(tx.last_insert_rowid())
+    .execute(rusqlite::params![block, trace, sum.start_ns, sum.end_ns, sum.span_count, sum.error_count, &blob])?;
+    Ok((tx.last_insert_rowid(), blob.len()))
 }
 
 /// What a trace row takes on disk, roughly: its pack and the row's other columns and index
@@ -524,6 +542,22 @@ impl BlockFill {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pack_stores_its_base_from_the_rows_start_and_older_packs_still_read() {
+        let span = |start| PackedSpan { span_id: 7, name: "s".into(), start, ..Default::default() };
+        let base = 1_764_000_000_000_000_000i64;
+        let mut pack = Pack { base_ns: base, spans: vec![span(0), span(-40)], from_start: None };
+        let row_start = pack.totals().start_ns;
+        assert_eq!(row_start, base - 40);
+        let blob = pack.encode_for_row(row_start);
+        assert_eq!((pack.base_ns, pack.from_start), (base, None), "the pack in memory is as it was");
+        assert!(blob.len() + 7 < pack.encoded_len(), "{} bytes against {}", blob.len(), pack.encoded_len());
+        assert_eq!(Pack::decode_blob(&blob, row_start).unwrap(), pack);
+        // A pack written before: its base absolute, whatever the row says.
+        let old = pack.encode_to_vec();
+        assert_eq!(Pack::decode_blob(&old, 12345).unwrap(), pack);
+    }
 
     #[test]
     fn postings_round_trip_and_append() {

@@ -44,12 +44,13 @@ pub(super) fn find_trace(conn: &Connection, directory: &RwLock<Directory>, key: 
     }
     ids.sort_unstable();
     ids.dedup();
-    let mut stmt = conn.prepare_cached("SELECT trace_id, spans FROM span_traces WHERE id = ?1")?;
+    let mut stmt = conn.prepare_cached("SELECT trace_id, spans, start_ns FROM span_traces WHERE id = ?1")?;
     let mut found: Option<Pack> = None;
     for id in ids {
-        let row: Option<(Vec<u8>, Vec<u8>)> = stmt.query_row([id], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
-        if let Some((_, blob)) = row.filter(|r| r.0 == key) {
-            let pack = Pack::decode_blob(&blob)?;
+        let row: Option<(Vec<u8>, Vec<u8>, i64)> =
+            stmt.query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()?;
+        if let Some((_, blob, start)) = row.filter(|r| r.0 == key) {
+            let pack = Pack::decode_blob(&blob, start)?;
             match &mut found {
                 None => found = Some(pack),
                 Some(first) => first.absorb(pack),
@@ -156,7 +157,7 @@ pub(super) fn traces(conn: &Connection, f: &TraceFilter, page: &PageRequest) -> 
     let by_terms = TraceFilter { entity_id: None, ..f.clone() };
     let driver = choose_driver(&by_terms, &counts, long);
     let mut q = Query::new(String::new());
-    let select = "SELECT t.trace_id, t.spans FROM";
+    let select = "SELECT t.trace_id, t.spans, t.start_ns FROM";
     // CROSS JOIN: SQLite keeps the written order, so a rare value's rows drive the search.
     match &driver {
         TraceDriver::Term(term) => {
@@ -192,15 +193,15 @@ pub(super) fn traces(conn: &Connection, f: &TraceFilter, page: &PageRequest) -> 
         );
     }
     q.then(" ORDER BY t.start_ns DESC, t.trace_id ASC LIMIT ?", vec![SqlValue::Integer(fetch_limit(limit))]);
-    // (trace ID, pack) of each trace row found.
-    let rows: Vec<(Vec<u8>, Vec<u8>)> = conn
+    // (trace ID, pack, start) of each trace row found.
+    let rows: Vec<(Vec<u8>, Vec<u8>, i64)> = conn
         .prepare_cached(&q.sql)?
-        .query_map(rusqlite::params_from_iter(q.args), |r| Ok((r.get(0)?, r.get(1)?)))?
+        .query_map(rusqlite::params_from_iter(q.args), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<rusqlite::Result<_>>()?;
     let mut sources = Sources::default();
     let mut out: Vec<(TraceSummary, Pack)> = Vec::with_capacity(rows.len());
-    for (key, blob) in rows {
-        let pack = Pack::decode_blob(&blob)?;
+    for (key, blob, start) in rows {
+        let pack = Pack::decode_blob(&blob, start)?;
         out.push((summary(conn, &mut sources, &key, &pack)?, pack));
     }
     // The page and its cursor are the rows'; then the rows of one trace on it (its spans came

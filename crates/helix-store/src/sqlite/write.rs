@@ -8,8 +8,6 @@ use rusqlite::{OptionalExtension, Transaction, TransactionBehavior};
 
 use std::collections::{BTreeMap, HashSet};
 
-use prost::Message;
-
 use super::blocks::{entry, BlockChange, Directory};
 use super::pack::{id_u64, insert_trace, span_terms, trace_bytes, write_postings, Pack, PackedSpan, Sources};
 use super::read::{entity_rows_where, json_keys};
@@ -297,19 +295,18 @@ fn write_spans(
             let row: Option<(Vec<u8>, i64, Vec<u8>, i64)> =
                 found.query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).optional()?;
             if let Some((_, block, blob, start)) = row.filter(|r| r.0 == trace) {
-                stored_trace = Some((id, block, Pack::decode_blob(&blob)?, start));
+                stored_trace = Some((id, block, Pack::decode_blob(&blob, start)?, start, blob.len()));
                 break;
             }
         }
         let mut gained: Vec<i64> = Vec::new();
         match stored_trace {
-            Some((id, block, mut pack, old_start)) => {
+            Some((id, block, mut pack, old_start, old_len)) => {
                 let known: HashSet<u64> = pack.spans.iter().map(|s| s.span_id).collect();
                 let mut had = Vec::new();
                 for s in &pack.spans {
                     span_terms(&s.name, sources.get(tx, s.source_id)?, s.entity_id.as_deref(), &mut had);
                 }
-                let old_len = pack.encoded_len();
                 let mut added = 0i64;
                 for i in group {
                     let s = spans[i];
@@ -328,7 +325,7 @@ fn write_spans(
                 had.sort_unstable();
                 gained.retain(|t| had.binary_search(t).is_err());
                 let sum = pack.totals();
-                let blob = pack.encode_to_vec();
+                let blob = pack.encode_for_row(sum.start_ns);
                 update.execute(rusqlite::params![
                     id,
                     sum.start_ns,
@@ -343,17 +340,18 @@ fn write_spans(
                 add_terms(&mut terms, gained, block, id);
             }
             None => {
-                let mut pack = Pack { base_ns: spans[begin].start_ns, spans: Vec::with_capacity(group.len()) };
+                let mut pack =
+                    Pack { base_ns: spans[begin].start_ns, spans: Vec::with_capacity(group.len()), from_start: None };
                 for i in group {
                     let s = spans[i];
                     span_terms(&s.name, sources.get(tx, source_ids[i])?, s.entity_id.as_deref(), &mut gained);
                     pack.spans.push(PackedSpan::of(s, source_ids[i], pack.base_ns)?);
                 }
-                let id = insert_trace(tx, open_block, &trace, &pack)?;
+                let (id, stored) = insert_trace(tx, open_block, &trace, &mut pack)?;
                 change.entries.push(entry(print, id));
                 let start = pack.totals().start_ns;
                 let n = pack.spans.len() as i64;
-                blocks.entry(open_block).or_default().add(start, n, trace_bytes(pack.encoded_len()), Some(id));
+                blocks.entry(open_block).or_default().add(start, n, trace_bytes(stored), Some(id));
                 inserted += n as u64;
                 add_terms(&mut terms, gained, open_block, id);
             }
