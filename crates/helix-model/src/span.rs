@@ -168,9 +168,6 @@ pub mod stored {
     /// + 1 in the attribute list, 8 bits each from these shifts (0: not left out).
     const ENTITY_AT: u32 = 5;
     const INSTRUMENT_AT: u32 = 13;
-    /// `rest` holds keyed attributes or events (fields `KEYED_FIELD`, `KEYED_EVENT`), written
-    /// out again before it is decoded.
-    pub const KEYED: i64 = 1 << 21;
     /// The fields of `rest` a keyed attribute and a keyed event are written in: numbers OTLP's
     /// `Span` does not use (two tag bytes, as any field above 15), so a split span has neither.
     const KEYED_FIELD: u64 = 2047;
@@ -375,15 +372,12 @@ pub mod stored {
                     };
                     match slot {
                         Some(shift) if attribute < 256 => form |= attribute << shift,
-                        _ if push_keyed(rest, whole, f.value, 0x4a) => form |= KEYED,
+                        _ if push_keyed(rest, whole, f.value, 0x4a) => {}
                         _ => rest.extend_from_slice(whole),
                     }
                     continue;
                 }
-                (11, 2) if push_event(rest, whole, f.value, s.start_ns) => {
-                    form |= KEYED;
-                    continue;
-                }
+                (11, 2) if push_event(rest, whole, f.value, s.start_ns) => continue,
                 // Kept fields: trace_state, events, links, the dropped counts, flags.
                 (3 | 11 | 13, 2) | (10 | 12 | 14, 0) | (16, 5) => {
                     rest.extend_from_slice(whole);
@@ -528,6 +522,19 @@ pub mod stored {
         Ok(())
     }
 
+    /// Whether `rest` has a keyed attribute or event (a walk over its top-level fields).
+    fn has_keyed(rest: &[u8]) -> bool {
+        let mut at = 0;
+        while let Some(f) = rest.get(at..).filter(|b| !b.is_empty()).and_then(field) {
+            if matches!(f.number, KEYED_FIELD | KEYED_EVENT) {
+                return true;
+            }
+            at += f.len;
+        }
+        // A cut-short field: the decode reports it.
+        false
+    }
+
     /// The `Event` bytes a keyed event stands for (None: its payload is cut short).
     fn expand_event(payload: &[u8], start_ns: i64) -> Option<Result<Vec<u8>, String>> {
         let (&code, mut b) = payload.split_first()?;
@@ -565,7 +572,8 @@ pub mod stored {
             return Ok(rest.to_vec());
         }
         let mut expanded = Vec::new();
-        let rest = if form & KEYED != 0 {
+        // No form bit marks them: it would cost most spans a byte of their form's varint.
+        let rest = if has_keyed(rest) {
             expand_into(&mut expanded, rest, 0x4a, Some(s.start_ns))?;
             &expanded[..]
         } else {
@@ -751,7 +759,6 @@ mod tests {
         for r in records(&request) {
             let mut keyed = Vec::new();
             let form = stored::split_into(&r, &mut keyed);
-            assert_ne!(form & stored::KEYED, 0, "{}: a known key is keyed", r.name);
             assert_eq!(stored::join(&r, form, &keyed).unwrap(), r.span_proto, "{} comes back exactly", r.name);
             for key in ["helix.parent.ids", "exception.type", "helix.entity.is_operation"] {
                 let spelled = keyed.windows(key.len()).any(|w| w == key.as_bytes());
@@ -797,7 +804,7 @@ mod tests {
     #[test]
     fn a_keyed_attribute_that_cannot_be_read_is_an_error_not_a_panic() {
         let r = records(&traces(vec![], vec![SpanBuilder::new("x", 1).build()])).remove(0);
-        let form = stored::KEYED;
+        let form = 0;
         // Fields 2047 and 2046, length-delimited: an unknown key code, an empty payload, a
         // cut-short field; an unknown event name code, an event cut short in its name or time.
         for rest in [
