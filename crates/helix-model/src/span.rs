@@ -157,6 +157,7 @@ pub mod stored {
     use crate::interpret::{ENTITY_ID, INSTRUMENT_ID};
     use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
     use opentelemetry_proto::tonic::trace::v1::{Span, Status};
+    use prost::encoding::{encode_varint, encoded_len_varint};
     use prost::Message;
 
     /// `span_rest` is the span exactly as received (it could not be split losslessly).
@@ -203,6 +204,13 @@ pub mod stored {
         "db.statement",
         "error.type",
     ];
+    /// The tag bytes (field number and wire type) of the fields the keyed forms stand for.
+    const SPAN_ATTRIBUTE: u8 = 9 << 3 | 2;
+    const SPAN_EVENT: u8 = 11 << 3 | 2;
+    const EVENT_TIME: u8 = 1 << 3 | 1;
+    const EVENT_NAME: u8 = 2 << 3 | 2;
+    const EVENT_ATTRIBUTE: u8 = 3 << 3 | 2;
+    const KEY: u8 = 1 << 3 | 2;
     /// A keyed attribute's code with this bit has the string value `"true"` (an operation's
     /// `helix.entity.is_operation`), which is then not stored either.
     const TRUE: u8 = 0x80;
@@ -372,7 +380,7 @@ pub mod stored {
                     };
                     match slot {
                         Some(shift) if attribute < 256 => form |= attribute << shift,
-                        _ if push_keyed(rest, whole, f.value, 0x4a) => {}
+                        _ if push_keyed(rest, whole, f.value, SPAN_ATTRIBUTE) => {}
                         _ => rest.extend_from_slice(whole),
                     }
                     continue;
@@ -403,20 +411,11 @@ pub mod stored {
         exact.then_some(form)
     }
 
-    /// A protobuf varint of `v`, appended.
-    fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-        while v >= 0x80 {
-            out.push((v as u8) | 0x80);
-            v >>= 7;
-        }
-        out.push(v as u8);
-    }
-
-    /// The bytes of a length-delimited field as prost writes it: tag byte, minimal length.
+    /// Whether a length-delimited field (`whole`, as `field` read it, and its `value`) is as
+    /// prost writes it: this tag byte, the length in its shortest varint (allocation-free: on
+    /// the writer's path for every attribute).
     fn is_canonical(whole: &[u8], tag: u8, value: &[u8]) -> bool {
-        let mut header = vec![tag];
-        put_varint(&mut header, value.len() as u64);
-        whole.len() == header.len() + value.len() && whole.starts_with(&header)
+        whole.first() == Some(&tag) && whole.len() == 1 + encoded_len_varint(value.len() as u64) + value.len()
     }
 
     /// The attribute field `whole` (its `KeyValue` bytes `kv`, tagged `tag`: the span's or an
@@ -425,7 +424,7 @@ pub mod stored {
     fn push_keyed(rest: &mut Vec<u8>, whole: &[u8], kv: &[u8], tag: u8) -> bool {
         let Some(key) = field(kv).filter(|k| k.number == 1 && k.wire == 2) else { return false };
         let Some(code) = KEYED_KEYS.iter().position(|k| k.as_bytes() == key.value) else { return false };
-        if !is_canonical(&kv[..key.len], 0x0a, key.value) || !is_canonical(whole, tag, kv) {
+        if !is_canonical(&kv[..key.len], KEY, key.value) || !is_canonical(whole, tag, kv) {
             return false;
         }
         let value = &kv[key.len..];
@@ -433,8 +432,8 @@ pub mod stored {
             true => ((code as u8 + 1) | TRUE, &[][..]),
             false => (code as u8 + 1, value),
         };
-        put_varint(rest, KEYED_FIELD << 3 | 2);
-        put_varint(rest, 1 + value.len() as u64);
+        encode_varint(KEYED_FIELD << 3 | 2, rest);
+        encode_varint(1 + value.len() as u64, rest);
         rest.push(code);
         rest.extend_from_slice(value);
         true
@@ -453,12 +452,12 @@ pub mod stored {
     /// attributes keyed. Only for an event that starts with its time and name as prost writes
     /// them, so that `expand` gives back the same bytes. Returns whether it was written.
     fn push_event(rest: &mut Vec<u8>, whole: &[u8], event: &[u8], start_ns: i64) -> bool {
-        if !is_canonical(whole, 0x5a, event) || event.len() < 9 || event[0] != 0x09 {
+        if !is_canonical(whole, SPAN_EVENT, event) || event.len() < 9 || event[0] != EVENT_TIME {
             return false;
         }
         let time = fixed64(&event[1..9]) as i64;
         let Some(name) = field(&event[9..]).filter(|n| n.number == 2 && n.wire == 2) else { return false };
-        if !is_canonical(&event[9..9 + name.len], 0x12, name.value) {
+        if !is_canonical(&event[9..9 + name.len], EVENT_NAME, name.value) {
             return false;
         }
         let mut payload = Vec::with_capacity(event.len());
@@ -470,22 +469,22 @@ pub mod stored {
                     None => (0, name.value),
                 };
                 payload.push(code);
-                put_varint(&mut payload, text.len() as u64);
+                encode_varint(text.len() as u64, &mut payload);
                 payload.extend_from_slice(text);
             }
         }
-        put_varint(&mut payload, zigzag(time.wrapping_sub(start_ns)));
+        encode_varint(zigzag(time.wrapping_sub(start_ns)), &mut payload);
         let mut at = 9 + name.len;
         while at < event.len() {
             let Some(f) = field(&event[at..]) else { return false };
             let whole = &event[at..at + f.len];
-            if (f.number, f.wire) != (3, 2) || !push_keyed(&mut payload, whole, f.value, 0x1a) {
+            if (f.number, f.wire) != (3, 2) || !push_keyed(&mut payload, whole, f.value, EVENT_ATTRIBUTE) {
                 payload.extend_from_slice(whole);
             }
             at += f.len;
         }
-        put_varint(rest, KEYED_EVENT << 3 | 2);
-        put_varint(rest, payload.len() as u64);
+        encode_varint(KEYED_EVENT << 3 | 2, rest);
+        encode_varint(payload.len() as u64, rest);
         rest.extend_from_slice(&payload);
         true
     }
@@ -504,15 +503,15 @@ pub mod stored {
                         .ok_or("an unknown attribute key code")?;
                     let value = if code & TRUE != 0 { &TRUE_VALUE[..] } else { value };
                     out.push(tag);
-                    put_varint(out, (2 + key.len() + value.len()) as u64);
-                    out.extend_from_slice(&[0x0a, key.len() as u8]);
+                    encode_varint((2 + key.len() + value.len()) as u64, out);
+                    out.extend_from_slice(&[KEY, key.len() as u8]);
                     out.extend_from_slice(key.as_bytes());
                     out.extend_from_slice(value);
                 }
                 (KEYED_EVENT, 2, Some(start_ns)) => {
                     let event = expand_event(f.value, start_ns).ok_or("a keyed event is cut short")??;
-                    out.push(0x5a);
-                    put_varint(out, event.len() as u64);
+                    out.push(SPAN_EVENT);
+                    encode_varint(event.len() as u64, out);
                     out.extend_from_slice(&event);
                 }
                 _ => out.extend_from_slice(&rest[at..at + f.len]),
@@ -538,31 +537,29 @@ pub mod stored {
     /// The `Event` bytes a keyed event stands for (None: its payload is cut short).
     fn expand_event(payload: &[u8], start_ns: i64) -> Option<Result<Vec<u8>, String>> {
         let (&code, mut b) = payload.split_first()?;
-        let mut name = Vec::new();
-        match code {
+        // The name, as a prefix and a text.
+        let (prefix, text): (&[u8], &[u8]) = match code {
             0 | 1 => {
                 let (len, n) = varint(b)?;
                 let text = b.get(n..n.checked_add(usize::try_from(len).ok()?)?)?;
-                if code == 1 {
-                    name.extend_from_slice(EVENT_PREFIX.as_bytes());
-                }
-                name.extend_from_slice(text);
                 b = &b[n + text.len()..];
+                (if code == 1 { EVENT_PREFIX.as_bytes() } else { b"" }, text)
             }
             _ => match EVENT_NAMES.get(usize::from(code) - 2) {
-                Some(known) => name.extend_from_slice(known.as_bytes()),
+                Some(known) => (b"", known.as_bytes()),
                 None => return Some(Err("an unknown event name code".into())),
             },
-        }
+        };
         let (delta, n) = varint(b)?;
         let time = start_ns.wrapping_add(unzigzag(delta)) as u64;
         let mut event = Vec::with_capacity(payload.len() + 32);
-        event.push(0x09);
+        event.push(EVENT_TIME);
         event.extend_from_slice(&time.to_le_bytes());
-        event.push(0x12);
-        put_varint(&mut event, name.len() as u64);
-        event.extend_from_slice(&name);
-        Some(expand_into(&mut event, &b[n..], 0x1a, None).map(|()| event))
+        event.push(EVENT_NAME);
+        encode_varint((prefix.len() + text.len()) as u64, &mut event);
+        event.extend_from_slice(prefix);
+        event.extend_from_slice(text);
+        Some(expand_into(&mut event, &b[n..], EVENT_ATTRIBUTE, None).map(|()| event))
     }
 
     /// The encoded span a stored row stands for: `rest` with the column fields put back
@@ -574,7 +571,7 @@ pub mod stored {
         let mut expanded = Vec::new();
         // No form bit marks them: it would cost most spans a byte of their form's varint.
         let rest = if has_keyed(rest) {
-            expand_into(&mut expanded, rest, 0x4a, Some(s.start_ns))?;
+            expand_into(&mut expanded, rest, SPAN_ATTRIBUTE, Some(s.start_ns))?;
             &expanded[..]
         } else {
             rest

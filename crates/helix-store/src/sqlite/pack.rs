@@ -431,7 +431,7 @@ pub(super) fn convert_schema_5(conn: &mut Connection, key: &[u8; 16]) -> StoreRe
                         write_postings(&tx, std::mem::take(&mut terms))?;
                         block = BlockFill { block: b, ..Default::default() };
                     }
-                    let (id, _) = insert_trace(&tx, b, &t, &mut pack)?;
+                    let (id, stored) = insert_trace(&tx, b, &t, &mut pack)?;
                     let mut found = Vec::new();
                     for s in &pack.spans {
                         let src = sources.get(&tx, s.source_id)?;
@@ -442,7 +442,7 @@ pub(super) fn convert_schema_5(conn: &mut Connection, key: &[u8; 16]) -> StoreRe
                     for term in found {
                         terms.entry((b, term)).or_default().push(id);
                     }
-                    block.add(id, &t, &pack, key);
+                    block.add(id, &t, &pack, key, stored);
                     traces += 1;
                 }
                 match next {
@@ -502,7 +502,8 @@ struct BlockFill {
 }
 
 impl BlockFill {
-    fn add(&mut self, id: i64, trace: &[u8], pack: &Pack, key: &[u8; 16]) {
+    /// A trace row of the block: `stored`, its pack's length on disk (`insert_trace`'s).
+    fn add(&mut self, id: i64, trace: &[u8], pack: &Pack, key: &[u8; 16], stored: usize) {
         let start = pack.totals().start_ns;
         if self.first.is_none() {
             (self.min_start, self.max_start) = (start, start);
@@ -512,7 +513,7 @@ impl BlockFill {
         self.min_start = self.min_start.min(start);
         self.max_start = self.max_start.max(start);
         self.spans += pack.spans.len() as i64;
-        self.bytes += trace_bytes(pack.encoded_len());
+        self.bytes += trace_bytes(stored);
         self.entries.push(super::blocks::entry(super::blocks::fingerprint(key, trace), id));
     }
 
