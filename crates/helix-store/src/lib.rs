@@ -78,6 +78,12 @@ pub trait Store: Send + Sync + 'static {
     /// Apply a batch atomically: either every record is committed or none is.
     async fn write(&self, batch: &WriteBatch) -> StoreResult<WriteOutcome>;
 
+    /// [`Self::write`] of a batch the caller shares: a backend that writes on another thread
+    /// (SQLite) takes it there without copying it. The herald's writer uses this one.
+    async fn write_shared(&self, batch: std::sync::Arc<WriteBatch>) -> StoreResult<WriteOutcome> {
+        self.write(&batch).await
+    }
+
     /// TraceStore fallback: creation span of each known, non-placeholder entity among `entity_ids`.
     async fn span_refs(&self, entity_ids: &[String]) -> StoreResult<HashMap<String, SpanRef>>;
 

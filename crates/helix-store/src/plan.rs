@@ -379,19 +379,39 @@ impl<'b> Planner<'b> {
         out.outbox
             .sort_unstable_by(|a, b| (&a.event.span_id, a.event.ordinal).cmp(&(&b.event.span_id, b.event.ordinal)));
         out.instruments = std::mem::take(&mut self.instruments).into_iter().collect();
+        // Sources are keyed in record order, where a span's source is nearly always the one
+        // before it (one export, one process): an equal source reuses its key unhashed.
+        let mut keyed: Vec<(&SpanRecorded, i64)> = Vec::with_capacity(out.spans.len());
+        for s in out.spans.drain(..) {
+            let id = match keyed.last() {
+                Some((prev, id)) if same_source(prev, s) => *id,
+                _ => helix_model::span::stored::source_id(s),
+            };
+            keyed.push((s, id));
+        }
         // Stable sort: the first of two records of one span stays first and is the one kept.
-        out.spans.sort_by(|a, b| (&a.trace_id, &a.span_id).cmp(&(&b.trace_id, &b.span_id)));
-        out.spans.dedup_by(|a, b| a.trace_id == b.trace_id && a.span_id == b.span_id);
+        keyed.sort_by(|(a, _), (b, _)| (&a.trace_id, &a.span_id).cmp(&(&b.trace_id, &b.span_id)));
+        keyed.dedup_by(|(a, _), (b, _)| a.trace_id == b.trace_id && a.span_id == b.span_id);
         let mut sources = std::collections::BTreeMap::new();
-        out.span_source_ids.reserve(out.spans.len());
-        for s in &out.spans {
-            let id = helix_model::span::stored::source_id(s);
-            sources.entry(id).or_insert(*s);
+        out.span_source_ids.reserve(keyed.len());
+        for (s, id) in keyed {
+            sources.entry(id).or_insert(s);
+            out.spans.push(s);
             out.span_source_ids.push(id);
         }
         out.span_sources = sources.into_iter().collect();
         out
     }
+}
+
+/// Whether two spans have the fields `stored::source_id` keys, equal.
+fn same_source(a: &SpanRecorded, b: &SpanRecorded) -> bool {
+    a.service_name == b.service_name
+        && a.process_name == b.process_name
+        && a.instrument_id == b.instrument_id
+        && a.scope_name == b.scope_name
+        && a.scope_version == b.scope_version
+        && a.resource_proto == b.resource_proto
 }
 
 /// A `traces` row: the summary of one trace, kept up to date as its spans arrive. The

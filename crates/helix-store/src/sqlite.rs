@@ -436,10 +436,15 @@ impl Store for SqliteStore {
         if batch.records.is_empty() {
             return Ok(WriteOutcome::default());
         }
+        // The blocking task needs a batch it owns.
+        self.write_shared(Arc::new(batch.clone())).await
+    }
+
+    async fn write_shared(&self, batch: Arc<WriteBatch>) -> StoreResult<WriteOutcome> {
+        if batch.records.is_empty() {
+            return Ok(WriteOutcome::default());
+        }
         let inner = self.inner.clone();
-        // The batch is cloned once so the blocking task owns it; cheaper than holding the
-        // writer lock across an await.
-        let batch = batch.clone();
         tokio::task::spawn_blocking(move || {
             let mut writer = lock(&inner.writer);
             write::apply_batch(&mut writer, &inner.directory, &batch)

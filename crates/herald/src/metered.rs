@@ -43,6 +43,40 @@ impl MeteredStore {
         result
     }
 
+    /// Time and count one write, whichever way the batch is handed over.
+    async fn metered_write(
+        &self,
+        batch: &WriteBatch,
+        write: impl Future<Output = StoreResult<WriteOutcome>>,
+    ) -> StoreResult<WriteOutcome> {
+        let started = Instant::now();
+        let result = write.await;
+        let seconds = started.elapsed().as_secs_f64();
+        let touched = attempted(batch);
+        for (table, rows) in TABLES.iter().zip(touched) {
+            if rows > 0 {
+                self.metrics.db_write_duration.with_label_values(&[table]).observe(seconds);
+            }
+        }
+        match &result {
+            Ok(outcome) => {
+                for (table, rows) in TABLES.iter().zip(written(outcome)) {
+                    self.metrics.db_writes.with_label_values(&[table, "success"]).inc_by(rows);
+                }
+            }
+            // A refusal of the sender's data, not a failure of the database.
+            Err(StoreError::InstrumentConflict(_)) => {}
+            Err(_) => {
+                self.metrics.db_write_errors.inc();
+                for (table, rows) in TABLES.iter().zip(touched) {
+                    self.metrics.db_writes.with_label_values(&[table, "failed"]).inc_by(rows);
+                }
+            }
+        }
+        self.refresh_connections();
+        result
+    }
+
     fn refresh_connections(&self) {
         if let Some(c) = self.inner.connections() {
             self.metrics.db_connections_in_use.set(c.in_use as i64);
@@ -111,32 +145,12 @@ impl Store for MeteredStore {
     }
 
     async fn write(&self, batch: &WriteBatch) -> StoreResult<WriteOutcome> {
-        let started = Instant::now();
-        let result = self.inner.write(batch).await;
-        let seconds = started.elapsed().as_secs_f64();
-        let touched = attempted(batch);
-        for (table, rows) in TABLES.iter().zip(touched) {
-            if rows > 0 {
-                self.metrics.db_write_duration.with_label_values(&[table]).observe(seconds);
-            }
-        }
-        match &result {
-            Ok(outcome) => {
-                for (table, rows) in TABLES.iter().zip(written(outcome)) {
-                    self.metrics.db_writes.with_label_values(&[table, "success"]).inc_by(rows);
-                }
-            }
-            // A refusal of the sender's data, not a failure of the database.
-            Err(StoreError::InstrumentConflict(_)) => {}
-            Err(_) => {
-                self.metrics.db_write_errors.inc();
-                for (table, rows) in TABLES.iter().zip(touched) {
-                    self.metrics.db_writes.with_label_values(&[table, "failed"]).inc_by(rows);
-                }
-            }
-        }
-        self.refresh_connections();
-        result
+        self.metered_write(batch, self.inner.write(batch)).await
+    }
+
+    async fn write_shared(&self, batch: Arc<WriteBatch>) -> StoreResult<WriteOutcome> {
+        let counted = batch.clone();
+        self.metered_write(&counted, self.inner.write_shared(batch)).await
     }
 
     async fn span_refs(&self, entity_ids: &[String]) -> StoreResult<HashMap<String, SpanRef>> {

@@ -201,10 +201,12 @@ async fn run(
         metrics.write_queue_records.set((config.queue_records - budget.available_permits()) as i64);
         let (store, metrics, notify, budget) = (store.clone(), metrics.clone(), notify(), budget.clone());
         commits.spawn(async move {
-            commit(&*store, acc, &metrics, &notify).await;
+            let spent = commit(&*store, acc, &metrics, &notify).await;
             // The batch's permits are back: the gauge must not keep showing it while idle.
             metrics.write_queue_records.set((config_queue - budget.available_permits()) as i64);
             drop(slot);
+            // Freeing a large batch takes a while: the next commit need not wait for it.
+            drop(spent);
         });
         while commits.try_join_next().is_some() {}
     }
@@ -212,12 +214,14 @@ async fn run(
     tracing::info!("writer stopped: queue drained");
 }
 
-/// Commit one accumulated batch and complete every handle in it.
-async fn commit(store: &dyn Store, mut acc: Accumulator, metrics: &Metrics, notify: &NotifySet) {
+/// Commit one accumulated batch and complete every handle in it. Returns the committed
+/// batch, for the caller to free.
+async fn commit(store: &dyn Store, mut acc: Accumulator, metrics: &Metrics, notify: &NotifySet) -> Arc<WriteBatch> {
     let started = Instant::now();
     let (mut batch, sizes) = acc.take_batch();
     batch.notify = notify.clone();
-    let result = store.write(&batch).await;
+    let batch = Arc::new(batch);
+    let result = store.write_shared(batch.clone()).await;
     metrics.write_batch_seconds.observe(started.elapsed().as_secs_f64());
     match result {
         Ok(outcome) => {
@@ -233,11 +237,13 @@ async fn commit(store: &dyn Store, mut acc: Accumulator, metrics: &Metrics, noti
             // retry each alone so only the culprit is refused.
             metrics.write_failures.with_label_values(&["isolating"]).inc();
             tracing::warn!(error = %e, jobs = acc.jobs.len(), "batch commit failed; retrying its exports one by one");
-            acc.restore(batch, &sizes);
+            // The store has let go of its share; a copy only if it has not.
+            acc.restore(Arc::try_unwrap(batch).unwrap_or_else(|b| (*b).clone()), &sizes);
             for job in acc.jobs {
                 let single = Accumulator { records: job.records.len(), jobs: vec![job] };
                 Box::pin(commit(store, single, metrics, notify)).await;
             }
+            return Arc::default();
         }
         Err(e @ StoreError::InstrumentConflict(_)) => {
             // A refusal of the sender's data, not a failure of the store: ingest answers it
@@ -259,6 +265,7 @@ async fn commit(store: &dyn Store, mut acc: Accumulator, metrics: &Metrics, noti
             }
         }
     }
+    batch
 }
 
 fn record_outcome(metrics: &Metrics, outcome: &WriteOutcome) {

@@ -419,3 +419,27 @@ fn trace_terms_list_each_value_of_each_trace_once() {
 fn events_counted(p: &WritePlan<'_>) -> Vec<(String, bool)> {
     p.outcome.events_inserted.iter().map(|e| (e.instrument_id.clone(), e.is_error())).collect()
 }
+
+#[test]
+fn each_span_gets_its_own_sources_key_when_sources_alternate() {
+    // Records of two processes interleaved, then a run of one: the key each span is written
+    // under must be its own source's, whichever span came before it.
+    let mut spans = Vec::new();
+    for (i, process) in ["a", "b", "b", "a", "a", "c", "a"].into_iter().enumerate() {
+        let mut s = trace_span(&format!("src-{}", i % 3), &format!("s-{i}"), None, "step", 0, 1);
+        s.process_name = Some(process.to_owned());
+        if process == "c" {
+            s.resource_proto = vec![1, 2, 3];
+        }
+        spans.push(s);
+    }
+    let batch = WriteBatch::of(spans.iter().cloned().map(WriteRecord::Span).collect());
+    let p = plan(&batch, Stored::default());
+    assert_eq!(p.spans.len(), spans.len());
+    for (s, id) in p.spans.iter().zip(&p.span_source_ids) {
+        assert_eq!(*id, helix_model::span::stored::source_id(s), "span {} under its own source", s.span_id);
+    }
+    let mut processes: Vec<_> = p.span_sources.iter().map(|(_, s)| s.process_name.clone().unwrap()).collect();
+    processes.sort();
+    assert_eq!(processes, ["a", "b", "c"], "one source row per process");
+}
