@@ -511,6 +511,14 @@ pub(crate) const TERM_INSTRUMENT: u8 = 3;
 /// SQLite's postings also list the entities a trace's spans name.
 pub(crate) const TERM_ENTITY: u8 = 4;
 
+/// An entity's term in SQLite's postings: the upper half of its [`term_hash`], which SQLite
+/// keeps in 4 bytes instead of 8 (an entity term is about one posting row per entity span).
+/// A collision only adds a candidate that the exact span check turns down. Rows written before
+/// it hold the whole hash ([`term_hash`]); lookups ask for both. Stored: a fixed function.
+pub(crate) fn entity_term(entity_id: &str) -> i64 {
+    i64::from((term_hash(TERM_ENTITY, entity_id) >> 32) as i32)
+}
+
 /// Stable 64-bit FNV-1a of a search term: its kind, then its text. Stored: a fixed function.
 pub(crate) fn term_hash(kind: u8, value: &str) -> i64 {
     let h = std::iter::once(kind)

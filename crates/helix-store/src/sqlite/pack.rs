@@ -11,7 +11,7 @@ use prost::Message;
 use rusqlite::functions::FunctionFlags;
 use rusqlite::{Connection, OptionalExtension, Transaction};
 
-use crate::plan::{term_hash, TraceRow, TERM_ENTITY, TERM_INSTRUMENT, TERM_NAME, TERM_SERVICE};
+use crate::plan::{entity_term, term_hash, TraceRow, TERM_INSTRUMENT, TERM_NAME, TERM_SERVICE};
 use crate::{StoreError, StoreResult};
 
 /// The spans of one trace, in the order they were stored.
@@ -245,7 +245,7 @@ pub(super) fn span_terms(name: &str, source: Option<&Source>, entity: Option<&st
         out.extend(src.service_name.as_deref().map(|v| term_hash(TERM_SERVICE, v)));
         out.extend(src.instrument_id.as_deref().map(|v| term_hash(TERM_INSTRUMENT, v)));
     }
-    out.extend(entity.map(|e| term_hash(TERM_ENTITY, e)));
+    out.extend(entity.map(entity_term));
 }
 
 /// `span_sources` rows by key, read once per key.

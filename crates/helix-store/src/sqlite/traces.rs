@@ -15,7 +15,7 @@ use super::pack::{postings, Pack, Sources};
 use super::read::Query;
 use crate::cursor::{self, fetch_limit, page_limit, split_page};
 use crate::filter::{choose_driver, trace_clauses, trace_terms, TraceDriver, TraceParam, RARE};
-use crate::plan::{term_hash, TERM_ENTITY};
+use crate::plan::{entity_term, term_hash, TERM_ENTITY};
 use crate::{Page, PageRequest, StoreError, StoreResult, StoredTrace, TraceFilter, TraceSummary};
 
 /// The stored trace `key`: its spans, from every row it has (a span that came after its
@@ -93,20 +93,26 @@ fn value(p: TraceParam) -> SqlValue {
 
 /// How many traces have `term`, counted no further than it takes to call it common (each
 /// postings row lists at least one); one seek per block.
-fn term_count(conn: &Connection, term: i64) -> StoreResult<i64> {
+fn term_count(conn: &Connection, term: Term) -> StoreResult<i64> {
     let mut stmt = conn.prepare_cached(
         "SELECT coalesce(sum(n), 0) FROM (SELECT k.n FROM span_blocks AS b CROSS JOIN span_terms AS k
-             ON k.block = b.block AND k.term = ?1 LIMIT ?2)",
+             ON k.block = b.block AND k.term IN (?1, ?3) LIMIT ?2)",
     )?;
-    Ok(stmt.query_row(rusqlite::params![term, RARE], |r| r.get(0))?)
+    Ok(stmt.query_row(rusqlite::params![term.0, RARE, term.1], |r| r.get(0))?)
 }
 
+/// A term as the postings may hold it: its current form, and the one rows written earlier
+/// hold (the same for every term but an entity's, `entity_term`).
+#[derive(Clone, Copy)]
+struct Term(i64, i64);
+
 /// The trace numbers listed for `term` (a rare one: fewer than `RARE` postings).
-fn term_ids(conn: &Connection, term: i64) -> StoreResult<Vec<i64>> {
+fn term_ids(conn: &Connection, term: Term) -> StoreResult<Vec<i64>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT k.first, k.ids FROM span_blocks AS b CROSS JOIN span_terms AS k ON k.block = b.block AND k.term = ?1",
+        "SELECT k.first, k.ids FROM span_blocks AS b CROSS JOIN span_terms AS k
+             ON k.block = b.block AND k.term IN (?1, ?2)",
     )?;
-    let mut rows = stmt.query([term])?;
+    let mut rows = stmt.query([term.0, term.1])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
         out.extend(postings(r.get(0)?, &r.get::<_, Vec<u8>>(1)?));
@@ -138,10 +144,10 @@ pub(super) fn traces(conn: &Connection, f: &TraceFilter, page: &PageRequest) -> 
     let span_level = sources.is_some() || f.span_name.is_some() || f.entity_id.is_some();
     // How common each term is (the entity's too: its postings find its traces).
     let mut counts = Vec::new();
-    let mut terms = trace_terms(f);
-    terms.extend(f.entity_id.as_deref().map(|e| term_hash(TERM_ENTITY, e)));
-    for term in terms {
-        counts.push((term, term_count(conn, term)?));
+    let mut terms: Vec<Term> = trace_terms(f).into_iter().map(|t| Term(t, t)).collect();
+    terms.extend(f.entity_id.as_deref().map(|e| Term(entity_term(e), term_hash(TERM_ENTITY, e))));
+    for term in &terms {
+        counts.push((term.0, term_count(conn, *term)?));
     }
     let long = match f.min_duration_ns {
         Some(min) => Some(
@@ -161,7 +167,8 @@ pub(super) fn traces(conn: &Connection, f: &TraceFilter, page: &PageRequest) -> 
     // CROSS JOIN: SQLite keeps the written order, so a rare value's rows drive the search.
     match &driver {
         TraceDriver::Term(term) => {
-            let ids = serde_json::to_string(&term_ids(conn, *term)?).map_err(|e| StoreError::bug(e.to_string()))?;
+            let term = terms.iter().find(|t| t.0 == *term).copied().unwrap_or(Term(*term, *term));
+            let ids = serde_json::to_string(&term_ids(conn, term)?).map_err(|e| StoreError::bug(e.to_string()))?;
             q.then(
                 &format!("{select} json_each(?) AS m CROSS JOIN span_traces AS t ON t.id = m.value WHERE 1 = 1"),
                 vec![SqlValue::Text(ids)],
@@ -282,4 +289,62 @@ pub(super) fn span_entities(
         out.push(own.or_else(|| first.clone()));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conformance::{span, trace_of};
+    use crate::{SqliteOptions, SqliteStore, Store, WriteBatch, WriteRecord};
+
+    fn entity_span(trace: &str, entity: &str) -> WriteRecord {
+        let mut s = span(trace, &format!("{trace}-s"), None, "classify", 0);
+        s.entity_id = Some(entity.to_owned());
+        WriteRecord::Span(s)
+    }
+
+    /// A trace whose entity posting was written with the whole 64-bit hash (before entity
+    /// terms took 4 bytes) is found beside one written since.
+    #[tokio::test]
+    async fn entity_search_finds_postings_of_both_term_forms() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
+        for (trace, entity) in [("et-old", "cand-1"), ("et-new", "cand-1"), ("et-other", "cand-2")] {
+            store.write(&WriteBatch::of(vec![entity_span(trace, entity)])).await.unwrap();
+        }
+        let conn = Connection::open(&path).unwrap();
+        let short = entity_term("cand-1");
+        assert!(i32::try_from(short).is_ok(), "an entity term fits SQLite's 4-byte integers");
+        let old_row: i64 = conn
+            .query_row(
+                "SELECT id FROM span_traces WHERE trace_id = ?1",
+                [stored::id_bytes(&trace_of("et-old"), 16)],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let changed = conn
+            .execute(
+                "UPDATE span_terms SET term = ?1 WHERE term = ?2 AND first = ?3",
+                rusqlite::params![term_hash(TERM_ENTITY, "cand-1"), short, old_row],
+            )
+            .unwrap();
+        assert_eq!(changed, 1, "the old trace's entity posting now has the earlier form");
+        let found = |entity: &str| {
+            let filter = TraceFilter { entity_id: Some(entity.to_owned()), ..TraceFilter::default() };
+            let page = PageRequest { limit: 10, cursor: None };
+            let store = &store;
+            async move {
+                let mut ids: Vec<String> =
+                    store.traces(&filter, &page).await.unwrap().items.into_iter().map(|t| t.trace_id).collect();
+                ids.sort();
+                ids
+            }
+        };
+        let mut want = vec![trace_of("et-old"), trace_of("et-new")];
+        want.sort();
+        assert_eq!(found("cand-1").await, want);
+        assert_eq!(found("cand-2").await, [trace_of("et-other")]);
+        assert!(found("cand-3").await.is_empty());
+    }
 }
