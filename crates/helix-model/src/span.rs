@@ -639,6 +639,16 @@ pub mod stored {
         }
         h as i64
     }
+
+    /// Whether two spans agree on every field [`source_id`] keys, so they have the same key.
+    pub fn same_source(a: &SpanRecorded, b: &SpanRecorded) -> bool {
+        a.service_name == b.service_name
+            && a.process_name == b.process_name
+            && a.instrument_id == b.instrument_id
+            && a.scope_name == b.scope_name
+            && a.scope_version == b.scope_version
+            && a.resource_proto == b.resource_proto
+    }
 }
 
 /// A query column's text: NUL, which PostgreSQL text cannot hold (and which would fail the

@@ -384,7 +384,7 @@ impl<'b> Planner<'b> {
         let mut keyed: Vec<(&SpanRecorded, i64)> = Vec::with_capacity(out.spans.len());
         for s in out.spans.drain(..) {
             let id = match keyed.last() {
-                Some((prev, id)) if same_source(prev, s) => *id,
+                Some((prev, id)) if helix_model::span::stored::same_source(prev, s) => *id,
                 _ => helix_model::span::stored::source_id(s),
             };
             keyed.push((s, id));
@@ -402,16 +402,6 @@ impl<'b> Planner<'b> {
         out.span_sources = sources.into_iter().collect();
         out
     }
-}
-
-/// Whether two spans have the fields `stored::source_id` keys, equal.
-fn same_source(a: &SpanRecorded, b: &SpanRecorded) -> bool {
-    a.service_name == b.service_name
-        && a.process_name == b.process_name
-        && a.instrument_id == b.instrument_id
-        && a.scope_name == b.scope_name
-        && a.scope_version == b.scope_version
-        && a.resource_proto == b.resource_proto
 }
 
 /// A `traces` row: the summary of one trace, kept up to date as its spans arrive. The

@@ -433,9 +433,6 @@ impl Store for SqliteStore {
     }
 
     async fn write(&self, batch: &WriteBatch) -> StoreResult<WriteOutcome> {
-        if batch.records.is_empty() {
-            return Ok(WriteOutcome::default());
-        }
         // The blocking task needs a batch it owns.
         self.write_shared(Arc::new(batch.clone())).await
     }

@@ -238,7 +238,7 @@ async fn commit(store: &dyn Store, mut acc: Accumulator, metrics: &Metrics, noti
             metrics.write_failures.with_label_values(&["isolating"]).inc();
             tracing::warn!(error = %e, jobs = acc.jobs.len(), "batch commit failed; retrying its exports one by one");
             // The store has let go of its share; a copy only if it has not.
-            acc.restore(Arc::try_unwrap(batch).unwrap_or_else(|b| (*b).clone()), &sizes);
+            acc.restore(Arc::unwrap_or_clone(batch), &sizes);
             for job in acc.jobs {
                 let single = Accumulator { records: job.records.len(), jobs: vec![job] };
                 Box::pin(commit(store, single, metrics, notify)).await;

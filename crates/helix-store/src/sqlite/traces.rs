@@ -96,9 +96,9 @@ fn value(p: TraceParam) -> SqlValue {
 fn term_count(conn: &Connection, term: Term) -> StoreResult<i64> {
     let mut stmt = conn.prepare_cached(
         "SELECT coalesce(sum(n), 0) FROM (SELECT k.n FROM span_blocks AS b CROSS JOIN span_terms AS k
-             ON k.block = b.block AND k.term IN (?1, ?3) LIMIT ?2)",
+             ON k.block = b.block AND k.term IN (?1, ?2) LIMIT ?3)",
     )?;
-    Ok(stmt.query_row(rusqlite::params![term.0, RARE, term.1], |r| r.get(0))?)
+    Ok(stmt.query_row(rusqlite::params![term.0, term.1, RARE], |r| r.get(0))?)
 }
 
 /// A term as the postings may hold it: its current form, and the one rows written earlier
