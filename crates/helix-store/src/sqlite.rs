@@ -3,6 +3,7 @@
 //! because rusqlite is synchronous.
 
 mod blocks;
+mod checkpoint;
 mod flags;
 mod grams;
 mod logs;
@@ -242,6 +243,8 @@ const CANCEL_CHECK_STEPS: std::ffi::c_int = 10_000;
 struct Writer {
     conn: Connection,
     open: blocks::OpenBlock,
+    /// Copies the log into the database file beside the writer.
+    checkpoints: checkpoint::Checkpointer,
 }
 
 /// Lock a mutex even if a previous holder panicked: a panic inside a write drops (rolls back)
@@ -308,6 +311,10 @@ impl SqliteStore {
         prepare_schema(&mut writer, path, opts.migrate)?;
         let started = std::time::Instant::now();
         let (directory, open) = blocks::load(&mut writer, opts.span_directory_bytes)?;
+        // The checkpoint thread copies the log after each ingest commit; the writer's own
+        // automatic checkpoint is only the log's bound.
+        writer.pragma_update(None, "wal_autocheckpoint", checkpoint::LOG_PAGES)?;
+        let checkpoints = checkpoint::Checkpointer::start(path, opts.busy_timeout)?;
         let stats = directory.stats();
         tracing::info!(
             entries = stats.entries,
@@ -322,7 +329,7 @@ impl SqliteStore {
             path: path.to_owned(),
             busy_timeout: opts.busy_timeout,
             max_readers: opts.read_connections.max(1),
-            writer: Mutex::new(Writer { conn: writer, open }),
+            writer: Mutex::new(Writer { conn: writer, open, checkpoints }),
             directory: RwLock::new(directory),
             readers: Mutex::new(Vec::new()),
             readers_busy: Default::default(),
@@ -403,12 +410,13 @@ impl Store for SqliteStore {
         "sqlite"
     }
 
-    /// The writer connection plus the read connections (idle and checked out).
+    /// The writer connection, the checkpoint thread's, and the read connections (idle and
+    /// checked out).
     fn connections(&self) -> Option<crate::Connections> {
         let busy = self.inner.readers_busy.load(Ordering::Relaxed);
         let idle = lock(&self.inner.readers).len();
         let writing = usize::from(self.inner.writer.try_lock().is_err());
-        Some(crate::Connections { in_use: busy + writing, open: 1 + idle + busy })
+        Some(crate::Connections { in_use: busy + writing, open: 2 + idle + busy })
     }
 
     fn notify(&self) -> Option<&dyn crate::notify::NotifyStore> {

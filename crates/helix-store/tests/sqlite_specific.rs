@@ -278,6 +278,34 @@ async fn data_survives_reopen_and_durability_pragmas_are_set() {
 }
 
 #[tokio::test]
+async fn committed_batches_reach_the_database_file_without_the_writer_checkpointing() {
+    // The writer's own checkpoint only starts at a log far larger than this test writes: if
+    // the rows reach the database file, the checkpoint thread copied them there.
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let store = open(&path).unwrap();
+    let before = std::fs::metadata(&path).unwrap().len();
+    for b in 0..4 {
+        let records = (0..2_000).map(|i| WriteRecord::Created(creation(&format!("ck-{b}-{i}"), &["p"], i))).collect();
+        store.write(&WriteBatch::of(records)).await.unwrap();
+    }
+    let wal = path.with_file_name("herald.db-wal");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let grown = loop {
+        let now = std::fs::metadata(&path).unwrap().len();
+        if now > before + 1_000_000 || std::time::Instant::now() > deadline {
+            break now;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let wal_bytes = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    assert!(grown > before + 1_000_000, "database file {before} → {grown} bytes, log {wal_bytes} bytes");
+    for id in ["ck-0-0", "ck-3-1999"] {
+        assert!(store.entity(id).await.unwrap().is_some(), "{id} is stored");
+    }
+}
+
+#[tokio::test]
 async fn failed_batch_leaves_no_partial_rows() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);

@@ -44,6 +44,7 @@ pub(super) fn apply_batch(
     }
     write(&tx, &mut plan, &now, batch.notify.outbox_max())?;
     tx.commit()?;
+    writer.checkpoints.committed();
     // Only a committed change moves the open block on, and ages the sealed one.
     if let Some(sealed) = change.sealed.take() {
         directory.write().unwrap_or_else(|p| p.into_inner()).sealed(sealed);
