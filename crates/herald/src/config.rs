@@ -181,8 +181,10 @@ pub struct ServeArgs {
     /// Records waiting for the writer before new exports are answered "retry later".
     #[arg(long, env = "HELIX_WRITE_QUEUE_RECORDS", default_value_t = 200_000)]
     pub write_queue_records: usize,
-    /// Most records committed in one transaction.
-    #[arg(long, env = "HELIX_BATCH_MAX_RECORDS", default_value_t = 20_000)]
+    /// Most records committed in one transaction. Only a backlog reaches it: under full
+    /// ingest a larger batch pays the commit's fixed cost (its fsync, the index pages every
+    /// commit rewrites) for more records (docs/benchmarks.md).
+    #[arg(long, env = "HELIX_BATCH_MAX_RECORDS", default_value_t = 50_000)]
     pub batch_max_records: usize,
     /// Requests buffered for the forwarder; when full, forwarding drops (counted) rather than slowing ingest.
     #[arg(long, env = "HELIX_FORWARD_BUFFER", default_value_t = 4_096)]
